@@ -1,0 +1,2 @@
+/* Placeholder: replaced by the queue implementation. */
+#include "mq.h"

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Install the Debian packages the build and the tests need, only those missing.
+# Uses sudo when not root. Safe to run again and again.
+set -eu
+PKGS="build-essential cmake pkg-config libmicrohttpd-dev libhiredis-dev uuid-dev libjansson-dev \
+libinih-dev libcmocka-dev redis-server wrk curl"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing
