@@ -1,0 +1,408 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cfg_init(cfg *c)
+{
+    memset(c, 0, sizeof *c);
+    strcpy(c->listen_host, "127.0.0.1");
+    c->listen_port = 8080;
+    c->wait_timeout_ms = 2000;
+    c->body_limit = 4096;
+    c->max_connections = 4096;
+    c->result_ttl_s = 300;
+    c->result_capacity = 100000;
+    c->tb_rate = 50000;
+    c->tb_burst = 5000;
+    c->queue_partitions = 4;
+    c->queue_max_backlog = 65536;
+    c->queue_max_backlog_bytes = 64ULL << 20;
+    c->queue_ack_timeout_ms = 5000;
+    c->queue_lease_timeout_ms = 3000;
+    c->queue_max_deliveries = 5;
+    c->worker_embedded = 1;
+    c->worker_threads = 2;
+    c->worker_batch = 64;
+    strcpy(c->worker_inventory, "memory");
+    c->worker_decision_capacity = 1000000;
+}
+
+void cfg_release(cfg *c)
+{
+    for (size_t i = 0; i < c->nblocklist; i++)
+        free(c->blocklist[i]);
+    free(c->blocklist);
+    free(c->items);
+    c->blocklist = NULL;
+    c->items = NULL;
+    c->nblocklist = c->nitems = 0;
+}
+
+const cfg_item *cfg_find_item(const cfg *c, const char *id)
+{
+    for (size_t i = 0; i < c->nitems; i++)
+        if (strcmp(c->items[i].id, id) == 0)
+            return &c->items[i];
+    return NULL;
+}
+
+static int id_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CFG_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '_' && ch != '.' && ch != ':' && ch != '-')
+            return 0;
+    }
+    return 1;
+}
+
+int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= hostlen)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || p < 0 || p > 65535)
+        return -EINVAL;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+typedef struct load_ctx {
+    cfg *c;
+    FILE *f;
+    int lineno;   /* lines read so far: the line being handled */
+    int err_line; /* line of the first error found by on_key */
+    char msg[256];
+} load_ctx;
+
+/* inih reads one line per call: count them so errors name their line. */
+static char *read_line(char *buf, int size, void *stream)
+{
+    load_ctx *L = stream;
+    char *r = fgets(buf, size, L->f);
+    if (r)
+        L->lineno++;
+    return r;
+}
+
+static int parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    if (!*v || *v == '-' || isspace((unsigned char)*v))
+        return -EINVAL;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || x < min || x > max)
+        return -EINVAL;
+    *out = x;
+    return 0;
+}
+
+static int parse_i64(const char *v, int64_t min, int64_t max, int64_t *out)
+{
+    char *end;
+    if (!*v || isspace((unsigned char)*v))
+        return -EINVAL;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || *end || x < min || x > max)
+        return -EINVAL;
+    *out = x;
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1") || !strcmp(v, "on"))
+        *out = 1;
+    else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0") || !strcmp(v, "off"))
+        *out = 0;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+#define U32(key, field, lo, hi)                                                                    \
+    if (!strcmp(name, key)) {                                                                      \
+        uint64_t x;                                                                                \
+        if (parse_u64(value, lo, hi, &x) < 0)                                                      \
+            return fail(L, section, name, "an integer from " #lo " to " #hi);                      \
+        c->field = (uint32_t)x;                                                                    \
+        return 1;                                                                                  \
+    }
+#define U64(key, field, lo, hi)                                                                    \
+    if (!strcmp(name, key)) {                                                                      \
+        uint64_t x;                                                                                \
+        if (parse_u64(value, lo, hi, &x) < 0)                                                      \
+            return fail(L, section, name, "an integer from " #lo " to " #hi);                      \
+        c->field = x;                                                                              \
+        return 1;                                                                                  \
+    }
+
+static int fail(load_ctx *L, const char *section, const char *name, const char *want)
+{
+    if (want)
+        snprintf(L->msg, sizeof L->msg, "[%s] %s: expected %s", section, name, want);
+    else
+        snprintf(L->msg, sizeof L->msg, "[%s] unknown key '%s'", section, name);
+    return 0;
+}
+
+static cfg_item *item_for(load_ctx *L, const char *id)
+{
+    cfg *c = L->c;
+    for (size_t i = 0; i < c->nitems; i++)
+        if (strcmp(c->items[i].id, id) == 0)
+            return &c->items[i];
+    if (c->nitems == CFG_MAX_ITEMS)
+        return NULL;
+    cfg_item *n = realloc(c->items, (c->nitems + 1) * sizeof *n);
+    if (!n)
+        return NULL;
+    c->items = n;
+    cfg_item *it = &c->items[c->nitems++];
+    memset(it, 0, sizeof *it);
+    strcpy(it->id, id);
+    it->stock = -1;
+    it->per_user_limit = 1;
+    return it;
+}
+
+static int add_blocklist(load_ctx *L, const char *value)
+{
+    cfg *c = L->c;
+    char *copy = strdup(value), *save = NULL;
+    if (!copy)
+        return -ENOMEM;
+    for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        if (!id_valid(tok)) {
+            snprintf(L->msg, sizeof L->msg, "[risk] blocklist: '%.64s' is not a valid user id", tok);
+            free(copy);
+            return -EINVAL;
+        }
+        if (c->nblocklist == CFG_MAX_BLOCKLIST) {
+            snprintf(L->msg, sizeof L->msg, "[risk] blocklist: more than %d user ids",
+                     CFG_MAX_BLOCKLIST);
+            free(copy);
+            return -EINVAL;
+        }
+        char **n = realloc(c->blocklist, (c->nblocklist + 1) * sizeof *n);
+        char *dup = strdup(tok);
+        if (!n || !dup) {
+            free(dup);
+            if (n)
+                c->blocklist = n;
+            free(copy);
+            return -ENOMEM;
+        }
+        c->blocklist = n;
+        c->blocklist[c->nblocklist++] = dup;
+    }
+    free(copy);
+    return 0;
+}
+
+static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *name,
+                          const char *value);
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    load_ctx *L = user;
+    cfg *c = L->c;
+
+    if (L->err_line) /* report the first error only */
+        return 1;
+    int ok = on_key_checked(L, c, section, name, value);
+    if (!ok)
+        L->err_line = L->lineno;
+    return ok;
+}
+
+static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *name,
+                          const char *value)
+{
+    if (!name) /* a section header alone (inih INI_CALL_HANDLER_ON_NEW_SECTION) */
+        return 1;
+    if (!strcmp(section, "gateway")) {
+        if (!strcmp(name, "listen")) {
+            if (cfg_parse_listen(value, c->listen_host, sizeof c->listen_host, &c->listen_port) < 0)
+                return fail(L, section, name, "HOST:PORT");
+            return 1;
+        }
+        if (!strcmp(name, "gateway_id")) {
+            if (strlen(value) != 36)
+                return fail(L, section, name, "a UUID (36 characters) or nothing");
+            strcpy(c->gateway_id, value);
+            return 1;
+        }
+        U32("wait_timeout_ms", wait_timeout_ms, 1, 600000)
+        U32("body_limit", body_limit, 64, 1048576)
+        U32("max_connections", max_connections, 1, 1000000)
+        U32("result_ttl_s", result_ttl_s, 1, 86400)
+        U32("result_capacity", result_capacity, 16, 100000000)
+        if (!strcmp(name, "park")) {
+            if (strcmp(value, "thread") != 0)
+                return fail(L, section, name, "'thread'");
+            return 1;
+        }
+        return fail(L, section, name, NULL);
+    }
+    if (!strcmp(section, "token_bucket")) {
+        if (!strcmp(name, "rate")) {
+            char *end;
+            errno = 0;
+            double r = strtod(value, &end);
+            if (errno || end == value || *end || !isfinite(r) || r < 0 || r > 1e9)
+                return fail(L, section, name, "tokens per second from 0 (unlimited) to 1e9");
+            c->tb_rate = r;
+            return 1;
+        }
+        U32("burst", tb_burst, 1, 100000000)
+        return fail(L, section, name, NULL);
+    }
+    if (!strcmp(section, "queue")) {
+        U32("partitions", queue_partitions, 1, 1024)
+        U64("max_backlog", queue_max_backlog, 1, 100000000)
+        U64("max_backlog_bytes", queue_max_backlog_bytes, 1024, 1ULL << 40)
+        U32("ack_timeout_ms", queue_ack_timeout_ms, 10, 3600000)
+        U32("lease_timeout_ms", queue_lease_timeout_ms, 10, 3600000)
+        U32("max_deliveries", queue_max_deliveries, 1, 1000)
+        return fail(L, section, name, NULL);
+    }
+    if (!strcmp(section, "worker")) {
+        if (!strcmp(name, "embedded")) {
+            if (parse_bool(value, &c->worker_embedded) < 0)
+                return fail(L, section, name, "true or false");
+            return 1;
+        }
+        if (!strcmp(name, "inventory")) {
+            if (strcmp(value, "memory") != 0)
+                return fail(L, section, name, "'memory'");
+            strcpy(c->worker_inventory, value);
+            return 1;
+        }
+        U32("threads", worker_threads, 1, 256)
+        U32("batch", worker_batch, 1, 4096)
+        U32("decision_capacity", worker_decision_capacity, 1024, 100000000)
+        return fail(L, section, name, NULL);
+    }
+    if (!strcmp(section, "risk")) {
+        if (!strcmp(name, "blocklist")) {
+            int rc = add_blocklist(L, value);
+            if (rc == -ENOMEM)
+                snprintf(L->msg, sizeof L->msg, "out of memory");
+            return rc == 0;
+        }
+        return fail(L, section, name, NULL);
+    }
+    if (!strncmp(section, "item.", 5)) {
+        const char *id = section + 5;
+        if (!id_valid(id)) {
+            snprintf(L->msg, sizeof L->msg,
+                     "[%s]: item id must be 1-64 characters of A-Z a-z 0-9 _ . : -", section);
+            return 0;
+        }
+        cfg_item *it = item_for(L, id);
+        if (!it) {
+            snprintf(L->msg, sizeof L->msg, "[%s]: too many items (at most %d)", section,
+                     CFG_MAX_ITEMS);
+            return 0;
+        }
+        int64_t x;
+        if (!strcmp(name, "stock")) {
+            if (parse_i64(value, 0, INT64_C(1000000000000), &x) < 0)
+                return fail(L, section, name, "an integer from 0 to 1000000000000");
+            it->stock = x;
+            return 1;
+        }
+        if (!strcmp(name, "starts_at") || !strcmp(name, "ends_at")) {
+            if (parse_i64(value, 0, INT64_C(253402300799), &x) < 0)
+                return fail(L, section, name, "unix seconds (0 = none)");
+            *(!strcmp(name, "starts_at") ? &it->starts_at : &it->ends_at) = x;
+            return 1;
+        }
+        if (!strcmp(name, "per_user_limit")) {
+            if (parse_i64(value, 1, 1000000, &x) < 0)
+                return fail(L, section, name, "an integer from 1 to 1000000");
+            it->per_user_limit = (uint32_t)x;
+            return 1;
+        }
+        return fail(L, section, name, NULL);
+    }
+    snprintf(L->msg, sizeof L->msg, "unknown section [%s]", section);
+    return 0;
+}
+
+int cfg_load(cfg *c, const char *path, char *err, size_t errlen)
+{
+    load_ctx L = {.c = c};
+    L.f = fopen(path, "r");
+    if (!L.f) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    int line = ini_parse_stream(read_line, &L, on_key, &L);
+    fclose(L.f);
+    if (line != 0) {
+        if (line < 0)
+            snprintf(err, errlen, "%s: cannot read", path);
+        else if (L.err_line && L.err_line <= line)
+            snprintf(err, errlen, "%s:%d: %s", path, L.err_line, L.msg);
+        else
+            snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
+                     path, line);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < c->nitems; i++)
+        if (c->items[i].stock < 0) {
+            snprintf(err, errlen, "%s: [item.%s]: stock is required", path, c->items[i].id);
+            return -EINVAL;
+        }
+    int rc = cfg_validate(c, err, errlen);
+    if (rc < 0) {
+        /* prefix the file name so every config error names the file */
+        char tmp[512];
+        snprintf(tmp, sizeof tmp, "%s: %s", path, err);
+        snprintf(err, errlen, "%s", tmp);
+    }
+    return rc;
+}
+
+int cfg_validate(const cfg *c, char *err, size_t errlen)
+{
+    if (c->nitems == 0) {
+        snprintf(err, errlen, "no [item.<id>] section: nothing to sell");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < c->nitems; i++) {
+        const cfg_item *it = &c->items[i];
+        if (it->ends_at && it->starts_at && it->ends_at <= it->starts_at) {
+            snprintf(err, errlen, "[item.%s]: ends_at must be after starts_at", it->id);
+            return -EINVAL;
+        }
+    }
+    if (c->tb_rate > 0 && c->tb_burst == 0) {
+        snprintf(err, errlen, "[token_bucket] burst must be at least 1");
+        return -EINVAL;
+    }
+    if (!c->worker_embedded) {
+        snprintf(err, errlen, "[worker] embedded = false needs the RPC transport, not built yet");
+        return -EINVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,74 @@
+/*
+ * config.h - the INI configuration of a gateway (and its embedded worker).
+ *
+ * cfg_load() reads a file with inih; every key is checked, unknown sections
+ * and keys are errors (a typo must not silently fall back to a default), and
+ * the first error is reported as "FILE:LINE: message".
+ */
+#ifndef SECKILL_CFG_H
+#define SECKILL_CFG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_ID_MAX 64
+#define CFG_MAX_ITEMS 1024
+#define CFG_MAX_BLOCKLIST 4096
+
+typedef struct cfg_item {
+    char id[CFG_ID_MAX + 1];
+    int64_t stock;          /* required, >= 0 */
+    int64_t starts_at;      /* unix seconds; 0 = open */
+    int64_t ends_at;        /* unix seconds; 0 = never ends */
+    uint32_t per_user_limit;/* default 1 */
+    int line;               /* where the section started, for messages */
+} cfg_item;
+
+typedef struct cfg {
+    /* [gateway] */
+    char listen_host[64];
+    uint16_t listen_port;
+    char gateway_id[37];       /* "" = a fresh UUID at start */
+    uint32_t wait_timeout_ms;  /* 2000 */
+    uint32_t body_limit;       /* 4096 */
+    uint32_t max_connections;  /* 4096 */
+    uint32_t result_ttl_s;     /* 300 */
+    uint32_t result_capacity;  /* 100000 */
+    /* [token_bucket] */
+    double tb_rate;            /* tokens per second; 0 = unlimited */
+    uint32_t tb_burst;
+    /* [queue] */
+    uint32_t queue_partitions;
+    uint64_t queue_max_backlog;
+    uint64_t queue_max_backlog_bytes;
+    uint32_t queue_ack_timeout_ms;
+    uint32_t queue_lease_timeout_ms;
+    uint32_t queue_max_deliveries;
+    /* [worker] */
+    int worker_embedded;       /* 1 = worker threads inside the gateway */
+    uint32_t worker_threads;
+    uint32_t worker_batch;
+    char worker_inventory[16]; /* "memory" */
+    uint32_t worker_decision_capacity;
+    /* [risk] */
+    char **blocklist;
+    size_t nblocklist;
+    /* [item.<id>] */
+    cfg_item *items;
+    size_t nitems;
+} cfg;
+
+/* Set every default (no items). */
+void cfg_init(cfg *c);
+/* Load path over the defaults in *c (call cfg_init first). On error returns
+ * negative errno and writes "path:line: message" to err. */
+int cfg_load(cfg *c, const char *path, char *err, size_t errlen);
+/* Checks across keys (e.g. at least one item, ends_at after starts_at). */
+int cfg_validate(const cfg *c, char *err, size_t errlen);
+/* Parse "host:port" (port 0..65535). */
+int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);
+void cfg_release(cfg *c);
+
+const cfg_item *cfg_find_item(const cfg *c, const char *id);
+
+#endif

@@ -1,0 +1,632 @@
+#include "gateway.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "inventory.h"
+#include "message.h"
+#include "metrics.h"
+#include "mq.h"
+#include "pending.h"
+#include "request.h"
+#include "result_store.h"
+#include "token_bucket.h"
+#include "worker.h"
+
+/* A string literal and its length, for fixed JSON answers. */
+#define J(s) s, sizeof(s) - 1
+
+typedef struct gw_item {
+    const cfg_item *c;
+    _Atomic int64_t left;   /* as last reported by a worker */
+    atomic_int sold_out;    /* local flag: answer 409 without a token */
+} gw_item;
+
+struct gw {
+    const cfg *cfg;
+    uint8_t id[16];
+    char id_str[37];
+    tb bucket;
+    gw_pending *pending;
+    gw_results *results;
+    gw_metrics metrics;
+    mq *q;
+    mq_topic *topic;
+    sk_inventory *inv;
+    sk_worker *worker;
+    sk_item_window *windows;
+    gw_item *items;
+    size_t nitems;
+    int32_t *item_index; /* open addressing over items, -1 = empty */
+    size_t index_mask;
+    struct MHD_Daemon *mhd;
+    uint16_t port;
+    atomic_int stopping;
+};
+
+enum route { R_NONE, R_SECKILL };
+
+/* Per-request state of a POST /seckill, freed by on_completed. */
+typedef struct req_ctx {
+    enum route route;
+    int too_large;
+    size_t len;
+    char body[];
+} req_ctx;
+
+static uint64_t item_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static gw_item *item_find(gw *g, const char *id)
+{
+    for (size_t i = item_hash(id) & g->index_mask;; i = (i + 1) & g->index_mask) {
+        int32_t k = g->item_index[i];
+        if (k < 0)
+            return NULL;
+        if (strcmp(g->items[k].c->id, id) == 0)
+            return &g->items[k];
+    }
+}
+
+/* ---- the link the worker calls back into ---- */
+
+static int on_outcome(void *arg, const sk_outcome *o)
+{
+    gw *g = arg;
+    if (memcmp(o->gateway_id, g->id, 16) != 0)
+        return -EXDEV; /* not ours: routing between gateways is the RPC layer's job */
+    atomic_fetch_add_explicit(&g->metrics.outcomes, 1, memory_order_relaxed);
+    gw_results_put(g->results, o, gw_mono_ns());
+    if (gw_pending_complete(g->pending, o) == -ENOENT)
+        atomic_fetch_add_explicit(&g->metrics.late_outcomes, 1, memory_order_relaxed);
+    return 0;
+}
+
+static void on_stock(void *arg, const char *item_id, int64_t left)
+{
+    gw *g = arg;
+    gw_item *it = item_find(g, item_id);
+    if (!it)
+        return;
+    /* Reports from several worker threads may arrive out of order: keep the
+     * lowest, stock only goes down in a sale. */
+    int64_t cur = atomic_load(&it->left);
+    while (left < cur && !atomic_compare_exchange_weak(&it->left, &cur, left))
+        ;
+    if (left <= 0)
+        atomic_store(&it->sold_out, 1);
+}
+
+/* ---- answers ---- */
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *body,
+                             size_t len, const char *request_id, const char *hname,
+                             const char *hvalue)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (request_id)
+        MHD_add_response_header(r, "X-Request-Id", request_id);
+    if (hname)
+        MHD_add_response_header(r, hname, hvalue);
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result reply_str(struct MHD_Connection *conn, unsigned status, const char *body)
+{
+    return reply(conn, status, body, strlen(body), NULL, NULL, NULL);
+}
+
+static enum MHD_Result answer(gw *g, struct MHD_Connection *conn, uint64_t t0, enum gw_answer a,
+                              unsigned status, const char *body, size_t len,
+                              const char *request_id, const char *hname, const char *hvalue)
+{
+    gw_metrics_answer(&g->metrics, a, gw_mono_ns() - t0);
+    return reply(conn, status, body, len, request_id, hname, hvalue);
+}
+
+static enum gw_answer answer_of(enum sk_result r)
+{
+    switch (r) {
+    case SK_SUCCESS: return GW_A_SUCCESS;
+    case SK_SOLD_OUT: return GW_A_SOLD_OUT;
+    case SK_ALREADY_PURCHASED: return GW_A_ALREADY_PURCHASED;
+    case SK_NOT_STARTED: return GW_A_NOT_STARTED;
+    case SK_ENDED: return GW_A_ENDED;
+    case SK_BLOCKED: return GW_A_BLOCKED;
+    case SK_EXPIRED: return GW_A_TIMEOUT;
+    case SK_UNKNOWN_ITEM: return GW_A_UNKNOWN_ITEM;
+    default: return GW_A_OVERLOADED;
+    }
+}
+
+/* The JSON body and status for an outcome, shared by POST /seckill and
+ * GET /seckill/result. */
+static unsigned outcome_body(gw *g, const sk_outcome *o, const char *rid, char *buf, size_t cap,
+                             int *len)
+{
+    const cfg_item *ci;
+    switch (o->result) {
+    case SK_SUCCESS:
+        *len = snprintf(buf, cap,
+                        "{\"result\":\"success\",\"request_id\":\"%s\",\"order_id\":\"%s\","
+                        "\"item_id\":\"%s\"}",
+                        rid, o->order_id, o->item_id);
+        return 200;
+    case SK_ALREADY_PURCHASED:
+        *len = snprintf(buf, cap, "{\"result\":\"already_purchased\",\"order_id\":\"%s\"}",
+                        o->order_id);
+        return 409;
+    case SK_NOT_STARTED:
+        ci = cfg_find_item(g->cfg, o->item_id);
+        *len = snprintf(buf, cap, "{\"result\":\"not_started\",\"starts_at\":%lld}",
+                        ci ? (long long)ci->starts_at : 0LL);
+        return 409;
+    case SK_EXPIRED:
+        *len = snprintf(buf, cap, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rid);
+        return 504;
+    case SK_BLOCKED:
+        *len = snprintf(buf, cap, "{\"result\":\"blocked\"}");
+        return 403;
+    case SK_UNKNOWN_ITEM:
+        *len = snprintf(buf, cap, "{\"result\":\"unknown_item\"}");
+        return 404;
+    default:
+        *len = snprintf(buf, cap, "{\"result\":\"%s\"}", sk_result_name(o->result));
+        return 409;
+    }
+}
+
+/* ---- POST /seckill ---- */
+
+static int64_t wall_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
+{
+    uint64_t t0 = gw_mono_ns();
+    char buf[512];
+    int n;
+    gw_purchase p;
+
+    if (rc->too_large)
+        return answer(g, conn, t0, GW_A_PAYLOAD_TOO_LARGE, 413,
+                      J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
+    if (gw_parse_purchase(rc->body, rc->len, &p, buf, sizeof buf) < 0)
+        return answer(g, conn, t0, GW_A_BAD_REQUEST, 400, buf, strlen(buf), NULL, NULL, NULL);
+
+    gw_item *it = item_find(g, p.item_id);
+    if (!it)
+        return answer(g, conn, t0, GW_A_UNKNOWN_ITEM, 404, J("{\"result\":\"unknown_item\"}"),
+                      NULL, NULL, NULL);
+    int64_t now_s = wall_s();
+    if (it->c->starts_at && now_s < it->c->starts_at) {
+        n = snprintf(buf, sizeof buf, "{\"result\":\"not_started\",\"starts_at\":%lld}",
+                     (long long)it->c->starts_at);
+        return answer(g, conn, t0, GW_A_NOT_STARTED, 409, buf, (size_t)n, NULL, NULL, NULL);
+    }
+    if (it->c->ends_at && now_s >= it->c->ends_at)
+        return answer(g, conn, t0, GW_A_ENDED, 409, J("{\"result\":\"ended\"}"), NULL, NULL,
+                      NULL);
+    if (atomic_load_explicit(&it->sold_out, memory_order_relaxed))
+        return answer(g, conn, t0, GW_A_SOLD_OUT, 409, J("{\"result\":\"sold_out\"}"), NULL,
+                      NULL, NULL);
+    if (mq_group_live(g->topic, SK_GROUP) == 0)
+        return answer(g, conn, t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"),
+                      NULL, "Retry-After", "1");
+    if (!tb_take(&g->bucket, t0)) {
+        atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
+        uint64_t wait = tb_wait_ns(&g->bucket, t0);
+        char ra[24];
+        snprintf(ra, sizeof ra, "%llu", (unsigned long long)(wait / 1000000000ULL + 1));
+        return answer(g, conn, t0, GW_A_RATE_LIMITED, 429, J("{\"result\":\"rate_limited\"}"),
+                      NULL, "Retry-After", ra);
+    }
+
+    /* Admitted: a request id, a parked waiter, a message. */
+    sk_msg m;
+    char rid[37];
+    uint8_t wire[SK_MSG_MAX];
+    gw_waiter w;
+    uuid_generate_random(m.request_id);
+    uuid_unparse_lower(m.request_id, rid);
+    memcpy(m.gateway_id, g->id, 16);
+    m.admitted_at_ms = sk_wall_ms();
+    m.deadline_ms = m.admitted_at_ms + g->cfg->wait_timeout_ms;
+    memcpy(m.user_id, p.user_id, sizeof m.user_id);
+    memcpy(m.item_id, p.item_id, sizeof m.item_id);
+    int wl = sk_msg_encode(&m, wire, sizeof wire);
+    if (wl < 0 || gw_waiter_init(&w, m.request_id) < 0)
+        return answer(g, conn, t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"), rid,
+                      "Retry-After", "1");
+    gw_pending_add(g->pending, &w);
+    mq_record rec = {.key = p.user_id, .key_len = strlen(p.user_id), .value = wire,
+                     .value_len = (size_t)wl, .partition = MQ_PARTITION_ANY};
+    int prc = mq_produce(g->topic, &rec, NULL, NULL);
+    if (prc < 0) {
+        gw_pending_cancel(g->pending, &w); /* nobody can complete it: never produced */
+        gw_waiter_release(&w);
+        atomic_fetch_add_explicit(&g->metrics.queue_full, 1, memory_order_relaxed);
+        return answer(g, conn, t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"), rid,
+                      "Retry-After", "1");
+    }
+    int wrc = gw_pending_wait(g->pending, &w, t0 + (uint64_t)g->cfg->wait_timeout_ms * 1000000ULL);
+    gw_waiter_release(&w);
+    if (wrc == -ETIMEDOUT) {
+        n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rid);
+        return answer(g, conn, t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rid, NULL, NULL);
+    }
+    unsigned status = outcome_body(g, &w.out, rid, buf, sizeof buf, &n);
+    return answer(g, conn, t0, answer_of(w.out.result), status, buf, (size_t)n, rid, NULL, NULL);
+}
+
+/* ---- GET endpoints ---- */
+
+static enum MHD_Result get_result(gw *g, struct MHD_Connection *conn, const char *rid)
+{
+    uuid_t id;
+    char buf[512];
+    int n;
+    sk_outcome o;
+    if (strlen(rid) != 36 || uuid_parse(rid, id) != 0)
+        return reply_str(conn, 400,
+                         "{\"result\":\"bad_request\",\"error\":\"request_id must be a UUID\"}");
+    char canon[37];
+    uuid_unparse_lower(id, canon);
+    if (gw_results_get(g->results, id, gw_mono_ns(), &o) == 0) {
+        unsigned status = outcome_body(g, &o, canon, buf, sizeof buf, &n);
+        return reply(conn, status, buf, (size_t)n, canon, NULL, NULL);
+    }
+    if (gw_pending_contains(g->pending, id)) {
+        n = snprintf(buf, sizeof buf, "{\"result\":\"pending\",\"request_id\":\"%s\"}", canon);
+        return reply(conn, 202, buf, (size_t)n, canon, NULL, NULL);
+    }
+    return reply(conn, 404, J("{\"result\":\"not_found\"}"), canon, NULL, NULL);
+}
+
+static enum MHD_Result get_item(gw *g, struct MHD_Connection *conn, const char *id)
+{
+    char buf[512];
+    gw_item *it = sk_id_valid(id, strlen(id)) ? item_find(g, id) : NULL;
+    if (!it)
+        return reply_str(conn, 404, "{\"result\":\"unknown_item\"}");
+    int64_t now = wall_s(), left = atomic_load(&it->left);
+    int idx = sk_inventory_find(g->inv, id);
+    if (idx >= 0) /* embedded inventory: the authoritative number */
+        left = sk_inventory_left(g->inv, idx);
+    const char *status = "on_sale";
+    if (it->c->starts_at && now < it->c->starts_at)
+        status = "upcoming";
+    else if (it->c->ends_at && now >= it->c->ends_at)
+        status = "ended";
+    else if (left <= 0)
+        status = "sold_out";
+    int n = snprintf(buf, sizeof buf,
+                     "{\"item_id\":\"%s\",\"stock_total\":%lld,\"stock_left\":%lld,"
+                     "\"status\":\"%s\",\"starts_at\":%lld,\"ends_at\":%lld,"
+                     "\"per_user_limit\":%u}",
+                     it->c->id, (long long)it->c->stock, (long long)left, status,
+                     (long long)it->c->starts_at, (long long)it->c->ends_at,
+                     it->c->per_user_limit);
+    return reply(conn, 200, buf, (size_t)n, NULL, NULL, NULL);
+}
+
+static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
+{
+    size_t cap = 8192 + g->nitems * 128;
+    char *buf = malloc(cap);
+    const char **ids = calloc(g->nitems + 1, sizeof *ids);
+    int64_t *left = calloc(g->nitems + 1, sizeof *left);
+    enum MHD_Result ret = MHD_NO;
+    if (!buf || !ids || !left)
+        goto out_free;
+    for (size_t i = 0; i < g->nitems; i++) {
+        ids[i] = g->items[i].c->id;
+        int idx = sk_inventory_find(g->inv, ids[i]);
+        left[i] = idx >= 0 ? sk_inventory_left(g->inv, idx) : atomic_load(&g->items[i].left);
+    }
+    gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
+                    .parked = gw_pending_count(g->pending),
+                    .workers_live = mq_group_live(g->topic, SK_GROUP),
+                    .nitems = g->nitems, .item_ids = ids, .stock_left = left};
+    size_t n = gw_metrics_render(&g->metrics, &ga, buf, cap);
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
+    if (!r)
+        goto out_free;
+    buf = NULL;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+    ret = MHD_queue_response(conn, 200, r);
+    MHD_destroy_response(r);
+out_free:
+    free(buf);
+    free(ids);
+    free(left);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    gw *g = cls;
+    req_ctx *rc = *con_cls;
+    (void)version;
+
+    if (rc) { /* POST /seckill: body chunks, then the final call */
+        if (*upload_data_size) {
+            if (rc->len + *upload_data_size > g->cfg->body_limit)
+                rc->too_large = 1;
+            else {
+                memcpy(rc->body + rc->len, upload_data, *upload_data_size);
+                rc->len += *upload_data_size;
+            }
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        return purchase(g, conn, rc);
+    }
+
+    int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                 strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    if (strcmp(url, "/seckill") == 0) {
+        uint64_t t0 = gw_mono_ns();
+        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+            return answer(g, conn, t0, GW_A_METHOD_NOT_ALLOWED, 405,
+                          J("{\"result\":\"method_not_allowed\"}"), NULL, "Allow", "POST");
+        const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+        if (!gw_is_json_type(ct))
+            return answer(g, conn, t0, GW_A_UNSUPPORTED_MEDIA_TYPE, 415,
+                          J("{\"result\":\"unsupported_media_type\"}"), NULL, NULL, NULL);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (errno || end == cl || *end || v > g->cfg->body_limit)
+                return answer(g, conn, t0, GW_A_PAYLOAD_TOO_LARGE, 413,
+                              J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
+        }
+        rc = malloc(sizeof *rc + g->cfg->body_limit + 1);
+        if (!rc)
+            return MHD_NO;
+        rc->route = R_SECKILL;
+        rc->too_large = 0;
+        rc->len = 0;
+        *con_cls = rc;
+        return MHD_YES;
+    }
+    if (!is_get) {
+        if (strncmp(url, "/seckill/result/", 16) == 0 || strncmp(url, "/items/", 7) == 0 ||
+            !strcmp(url, "/livez") || !strcmp(url, "/readyz") || !strcmp(url, "/metrics"))
+            return reply(conn, 405, J("{\"result\":\"method_not_allowed\"}"), NULL, "Allow",
+                         "GET, HEAD");
+        return reply_str(conn, 404, "{\"result\":\"not_found\"}");
+    }
+    if (strncmp(url, "/seckill/result/", 16) == 0)
+        return get_result(g, conn, url + 16);
+    if (strncmp(url, "/items/", 7) == 0)
+        return get_item(g, conn, url + 7);
+    if (strcmp(url, "/livez") == 0)
+        return reply_str(conn, 200, "{\"status\":\"ok\"}");
+    if (strcmp(url, "/readyz") == 0) {
+        if (atomic_load(&g->stopping))
+            return reply_str(conn, 503, "{\"status\":\"stopping\"}");
+        if (mq_group_live(g->topic, SK_GROUP) == 0)
+            return reply_str(conn, 503, "{\"status\":\"no_worker\"}");
+        return reply_str(conn, 200, "{\"status\":\"ready\"}");
+    }
+    if (strcmp(url, "/metrics") == 0)
+        return get_metrics(g, conn);
+    return reply_str(conn, 404, "{\"result\":\"not_found\"}");
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    free(*con_cls);
+    *con_cls = NULL;
+}
+
+/* ---- lifecycle ---- */
+
+int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
+{
+    gw *g = calloc(1, sizeof *g);
+    sk_item_spec *specs = NULL;
+    int rc = -ENOMEM;
+    if (!g)
+        goto out_oom;
+    g->cfg = c;
+    if (c->gateway_id[0]) {
+        if (uuid_parse(c->gateway_id, g->id) != 0) {
+            snprintf(err, errlen, "gateway_id '%s' is not a UUID", c->gateway_id);
+            rc = -EINVAL;
+            goto out_destroy;
+        }
+    } else {
+        uuid_generate_random(g->id);
+    }
+    uuid_unparse_lower(g->id, g->id_str);
+    if (tb_init(&g->bucket, c->tb_rate, c->tb_burst) < 0) {
+        snprintf(err, errlen, "token bucket: bad rate or burst");
+        rc = -EINVAL;
+        goto out_destroy;
+    }
+    if (gw_pending_create(256, &g->pending) < 0 ||
+        gw_results_create(c->result_capacity, (uint64_t)c->result_ttl_s * 1000000000ULL,
+                          &g->results) < 0)
+        goto out_oom;
+
+    g->nitems = c->nitems;
+    g->items = calloc(c->nitems ? c->nitems : 1, sizeof *g->items);
+    g->windows = calloc(c->nitems ? c->nitems : 1, sizeof *g->windows);
+    specs = calloc(c->nitems ? c->nitems : 1, sizeof *specs);
+    size_t isz = 16;
+    while (isz < c->nitems * 2)
+        isz <<= 1;
+    g->item_index = malloc(isz * sizeof *g->item_index);
+    if (!g->items || !g->windows || !specs || !g->item_index)
+        goto out_oom;
+    g->index_mask = isz - 1;
+    memset(g->item_index, 0xff, isz * sizeof *g->item_index);
+    for (size_t i = 0; i < c->nitems; i++) {
+        const cfg_item *ci = &c->items[i];
+        g->items[i].c = ci;
+        atomic_init(&g->items[i].left, ci->stock);
+        atomic_init(&g->items[i].sold_out, ci->stock == 0);
+        size_t k = item_hash(ci->id) & g->index_mask;
+        while (g->item_index[k] >= 0)
+            k = (k + 1) & g->index_mask;
+        g->item_index[k] = (int32_t)i;
+        g->windows[i] = (sk_item_window){ci->id, ci->starts_at, ci->ends_at};
+        specs[i] = (sk_item_spec){ci->id, ci->stock, ci->per_user_limit};
+    }
+    rc = sk_inventory_create(specs, c->nitems, c->worker_decision_capacity, &g->inv);
+    if (rc < 0) {
+        snprintf(err, errlen, "inventory: %s", strerror(-rc));
+        goto out_destroy;
+    }
+
+    rc = mq_create(NULL, &g->q);
+    if (rc < 0)
+        goto out_oom;
+    mq_topic_config tc;
+    mq_topic_config_init(&tc);
+    tc.partitions = c->queue_partitions;
+    tc.max_backlog_msgs = c->queue_max_backlog;
+    tc.max_backlog_bytes = c->queue_max_backlog_bytes;
+    tc.ack_timeout_ms = c->queue_ack_timeout_ms;
+    tc.lease_timeout_ms = c->queue_lease_timeout_ms;
+    tc.max_deliveries = c->queue_max_deliveries;
+    tc.storage = MQ_STORAGE_MEMORY; /* a request is worthless after its deadline */
+    rc = mq_topic_open(g->q, SK_REQUEST_TOPIC, &tc, &g->topic);
+    if (rc < 0) {
+        snprintf(err, errlen, "queue: cannot open %s: %s", SK_REQUEST_TOPIC, strerror(-rc));
+        goto out_destroy;
+    }
+    free(specs);
+    *out = g;
+    return 0;
+
+out_oom:
+    snprintf(err, errlen, "out of memory");
+    rc = -ENOMEM;
+out_destroy:
+    free(specs);
+    gw_destroy(g);
+    return rc;
+}
+
+int gw_start(gw *g, char *err, size_t errlen)
+{
+    const cfg *c = g->cfg;
+    int rc;
+    if (c->worker_embedded) {
+        sk_worker_config wc = {.threads = c->worker_threads,
+                               .batch = c->worker_batch,
+                               .name = g->id_str,
+                               .blocklist = (const char *const *)c->blocklist,
+                               .nblocklist = c->nblocklist,
+                               .windows = g->windows,
+                               .nwindows = g->nitems};
+        sk_link link = {.arg = g, .deliver = on_outcome, .stock = on_stock};
+        rc = sk_worker_start(&wc, g->topic, g->inv, &link, &g->worker);
+        if (rc < 0) {
+            snprintf(err, errlen, "worker: %s", strerror(-rc));
+            return rc;
+        }
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(c->listen_port)};
+    if (inet_pton(AF_INET, c->listen_host, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "listen: '%s' is not an IPv4 address", c->listen_host);
+        return -EINVAL;
+    }
+    g->mhd = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_ITC | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)(256 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, g, MHD_OPTION_END);
+    if (!g->mhd) {
+        snprintf(err, errlen, "cannot listen on %s:%u", c->listen_host, c->listen_port);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    g->port = di ? di->port : c->listen_port;
+    return 0;
+}
+
+uint16_t gw_port(const gw *g)
+{
+    return g->port;
+}
+
+const char *gw_id(const gw *g)
+{
+    return g->id_str;
+}
+
+void gw_stop(gw *g, uint32_t grace_ms)
+{
+    atomic_store(&g->stopping, 1);
+    if (g->mhd) {
+        MHD_socket s = MHD_quiesce_daemon(g->mhd);
+        if (s != MHD_INVALID_SOCKET)
+            close(s);
+        uint64_t until = gw_mono_ns() + (uint64_t)grace_ms * 1000000ULL;
+        while (gw_pending_count(g->pending) > 0 && gw_mono_ns() < until) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        MHD_stop_daemon(g->mhd);
+        g->mhd = NULL;
+    }
+    if (g->worker) {
+        sk_worker_stop(g->worker);
+        g->worker = NULL;
+    }
+}
+
+void gw_destroy(gw *g)
+{
+    if (!g)
+        return;
+    gw_stop(g, 0);
+    if (g->q)
+        mq_destroy(g->q);
+    sk_inventory_destroy(g->inv);
+    gw_results_destroy(g->results);
+    gw_pending_destroy(g->pending);
+    free(g->item_index);
+    free(g->windows);
+    free(g->items);
+    free(g);
+}

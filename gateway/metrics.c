@@ -1,0 +1,103 @@
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static const char *const answer_names[GW_A_COUNT] = {
+    "success",      "sold_out",    "already_purchased", "not_started",
+    "ended",        "blocked",     "rate_limited",      "overloaded",
+    "timeout",      "bad_request", "unknown_item",      "payload_too_large",
+    "unsupported_media_type",      "method_not_allowed",
+};
+
+/* Upper bounds in microseconds; the last bucket is +Inf. */
+static const uint64_t bounds_us[GW_LATENCY_BUCKETS - 1] = {
+    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
+static const char *const bounds_s[GW_LATENCY_BUCKETS] = {
+    "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+    "0.05",    "0.1",    "0.25",  "0.5",    "1",     "2.5",  "+Inf"};
+
+const char *gw_answer_name(enum gw_answer a)
+{
+    return (unsigned)a < GW_A_COUNT ? answer_names[a] : "error";
+}
+
+void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns)
+{
+    uint64_t us = latency_ns / 1000;
+    size_t b = 0;
+    while (b < GW_LATENCY_BUCKETS - 1 && us > bounds_us[b])
+        b++;
+    atomic_fetch_add_explicit(&m->answers[a], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency_buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency_count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency_sum_us, us, memory_order_relaxed);
+}
+
+typedef struct out {
+    char *buf;
+    size_t cap, len;
+} out;
+
+static void put(out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(out *o, const char *fmt, ...)
+{
+    if (o->len + 1 >= o->cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len = o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
+}
+
+#define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+
+size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t cap)
+{
+    out o = {buf, cap, 0};
+    if (cap)
+        buf[0] = '\0';
+    put(&o, "# HELP seckill_requests_total Answers to POST /seckill by result.\n"
+            "# TYPE seckill_requests_total counter\n");
+    for (int a = 0; a < GW_A_COUNT; a++)
+        put(&o, "seckill_requests_total{result=\"%s\"} %llu\n", answer_names[a],
+            LOAD(m->answers[a]));
+    put(&o, "# HELP seckill_request_duration_seconds Time from request to answer, POST /seckill.\n"
+            "# TYPE seckill_request_duration_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (int b = 0; b < GW_LATENCY_BUCKETS; b++) {
+        cum += LOAD(m->latency_buckets[b]);
+        put(&o, "seckill_request_duration_seconds_bucket{le=\"%s\"} %llu\n", bounds_s[b], cum);
+    }
+    put(&o, "seckill_request_duration_seconds_sum %.6f\n", (double)LOAD(m->latency_sum_us) / 1e6);
+    put(&o, "seckill_request_duration_seconds_count %llu\n", LOAD(m->latency_count));
+    put(&o, "# HELP seckill_token_bucket_rejections_total Requests refused by the token bucket.\n"
+            "# TYPE seckill_token_bucket_rejections_total counter\n"
+            "seckill_token_bucket_rejections_total %llu\n", LOAD(m->tb_rejections));
+    put(&o, "# HELP seckill_queue_full_total Produces refused because the request topic was full.\n"
+            "# TYPE seckill_queue_full_total counter\nseckill_queue_full_total %llu\n",
+        LOAD(m->queue_full));
+    put(&o, "# HELP seckill_outcomes_total Outcomes received from workers.\n"
+            "# TYPE seckill_outcomes_total counter\nseckill_outcomes_total %llu\n",
+        LOAD(m->outcomes));
+    put(&o, "# HELP seckill_late_outcomes_total Outcomes that arrived after their wait ended.\n"
+            "# TYPE seckill_late_outcomes_total counter\nseckill_late_outcomes_total %llu\n",
+        LOAD(m->late_outcomes));
+    put(&o, "# HELP seckill_queue_depth Request messages not yet acknowledged by workers.\n"
+            "# TYPE seckill_queue_depth gauge\nseckill_queue_depth %llu\n",
+        (unsigned long long)g->queue_depth);
+    put(&o, "# HELP seckill_parked_requests HTTP requests waiting for an outcome.\n"
+            "# TYPE seckill_parked_requests gauge\nseckill_parked_requests %llu\n",
+        (unsigned long long)g->parked);
+    put(&o, "# HELP seckill_workers_live Consumers of the request topic seen within the lease.\n"
+            "# TYPE seckill_workers_live gauge\nseckill_workers_live %llu\n",
+        (unsigned long long)g->workers_live);
+    put(&o, "# HELP seckill_stock_left Stock left per item, as this gateway last heard.\n"
+            "# TYPE seckill_stock_left gauge\n");
+    for (size_t i = 0; i < g->nitems; i++)
+        put(&o, "seckill_stock_left{item=\"%s\"} %lld\n", g->item_ids[i],
+            (long long)g->stock_left[i]);
+    return o.len;
+}

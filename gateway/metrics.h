@@ -1,0 +1,60 @@
+/*
+ * metrics.h - counters and the latency histogram, rendered as Prometheus
+ * text. Every field is an atomic updated with relaxed ordering: a scrape sees
+ * each value exactly, though not all of them at one instant.
+ */
+#ifndef SECKILL_GW_METRICS_H
+#define SECKILL_GW_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum gw_answer {
+    GW_A_SUCCESS,
+    GW_A_SOLD_OUT,
+    GW_A_ALREADY_PURCHASED,
+    GW_A_NOT_STARTED,
+    GW_A_ENDED,
+    GW_A_BLOCKED,
+    GW_A_RATE_LIMITED,
+    GW_A_OVERLOADED,
+    GW_A_TIMEOUT,
+    GW_A_BAD_REQUEST,
+    GW_A_UNKNOWN_ITEM,
+    GW_A_PAYLOAD_TOO_LARGE,
+    GW_A_UNSUPPORTED_MEDIA_TYPE,
+    GW_A_METHOD_NOT_ALLOWED,
+    GW_A_COUNT
+};
+
+#define GW_LATENCY_BUCKETS 14
+
+typedef struct gw_metrics {
+    _Atomic uint64_t answers[GW_A_COUNT];
+    _Atomic uint64_t latency_buckets[GW_LATENCY_BUCKETS]; /* cumulative on render only */
+    _Atomic uint64_t latency_count;
+    _Atomic uint64_t latency_sum_us;
+    _Atomic uint64_t tb_rejections;
+    _Atomic uint64_t late_outcomes;
+    _Atomic uint64_t outcomes;
+    _Atomic uint64_t queue_full;
+} gw_metrics;
+
+const char *gw_answer_name(enum gw_answer a);
+void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns);
+
+/* Gauges sampled at render time. */
+typedef struct gw_gauges {
+    uint64_t queue_depth;
+    uint64_t parked;
+    uint64_t workers_live;
+    size_t nitems;
+    const char *const *item_ids;
+    const int64_t *stock_left;
+} gw_gauges;
+
+/* Render into buf; returns the length (truncated output is cut at cap-1). */
+size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,86 @@
+#include "request.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static void bad_request(char *err, size_t errlen, const char *msg, const json_error_t *je)
+{
+    json_t *o = je ? json_pack("{s:s, s:s, s:i, s:i, s:i}", "result", "bad_request", "error", msg,
+                               "line", je->line, "column", je->column, "position", je->position)
+                   : json_pack("{s:s, s:s}", "result", "bad_request", "error", msg);
+    size_t n = o ? json_dumpb(o, err, errlen - 1, JSON_COMPACT) : 0;
+    if (n == 0 || n >= errlen)
+        n = (size_t)snprintf(err, errlen, "{\"result\":\"bad_request\"}");
+    err[n < errlen ? n : errlen - 1] = '\0';
+    json_decref(o);
+}
+
+static int take_id(json_t *obj, const char *key, char *out, char *err, size_t errlen)
+{
+    char msg[160];
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        snprintf(msg, sizeof msg, "%s is required", key);
+        bad_request(err, errlen, msg, NULL);
+        return -EINVAL;
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (sk_id_valid(s, n)) {
+            memcpy(out, s, n + 1);
+            return 0;
+        }
+    } else if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        snprintf(out, SK_ID_MAX + 1, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return 0;
+    }
+    snprintf(msg, sizeof msg,
+             "%s must be a string of 1-64 characters from [A-Za-z0-9_.:-] or a non-negative "
+             "integer",
+             key);
+    bad_request(err, errlen, msg, NULL);
+    return -EINVAL;
+}
+
+int gw_parse_purchase(const char *body, size_t len, gw_purchase *p, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    int rc = -EINVAL;
+    if (!root) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "malformed JSON: %s", je.text);
+        bad_request(err, errlen, msg, &je);
+        return -EINVAL;
+    }
+    if (!json_is_object(root)) {
+        bad_request(err, errlen, "body must be a JSON object", NULL);
+        goto out_free_root;
+    }
+    if (take_id(root, "user_id", p->user_id, err, errlen) < 0 ||
+        take_id(root, "item_id", p->item_id, err, errlen) < 0)
+        goto out_free_root;
+    rc = 0;
+out_free_root:
+    json_decref(root);
+    return rc;
+}
+
+int gw_is_json_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    if (!ct)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, sizeof want - 1) != 0)
+        return 0;
+    ct += sizeof want - 1;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
