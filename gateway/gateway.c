@@ -337,7 +337,8 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
     size_t cap = 8192 + g->nitems * 128;
     char *buf = malloc(cap);
     const char **ids = calloc(g->nitems + 1, sizeof *ids);
-    int64_t *left = calloc(g->nitems + 1, sizeof *left);
+    int64_t *left = calloc(3 * (g->nitems + 1), sizeof *left);
+    int64_t *sold = left + g->nitems + 1, *buyers = sold + g->nitems + 1;
     enum MHD_Result ret = MHD_NO;
     if (!buf || !ids || !left)
         goto out_free;
@@ -345,11 +346,14 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
         ids[i] = g->items[i].c->id;
         int idx = sk_inventory_find(g->inv, ids[i]);
         left[i] = idx >= 0 ? sk_inventory_left(g->inv, idx) : atomic_load(&g->items[i].left);
+        sold[i] = idx >= 0 ? sk_inventory_sold(g->inv, idx) : 0;
+        buyers[i] = idx >= 0 ? sk_inventory_buyers(g->inv, idx) : 0;
     }
     gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
                     .parked = gw_pending_count(g->pending),
                     .workers_live = mq_group_live(g->topic, SK_GROUP),
-                    .nitems = g->nitems, .item_ids = ids, .stock_left = left};
+                    .nitems = g->nitems, .item_ids = ids, .stock_left = left,
+                    .sold = g->inv ? sold : NULL, .buyers = buyers};
     size_t n = gw_metrics_render(&g->metrics, &ga, buf, cap);
     struct MHD_Response *r = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
     if (!r)

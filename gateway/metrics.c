@@ -99,5 +99,17 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
     for (size_t i = 0; i < g->nitems; i++)
         put(&o, "seckill_stock_left{item=\"%s\"} %lld\n", g->item_ids[i],
             (long long)g->stock_left[i]);
+    if (g->sold) {
+        put(&o, "# HELP seckill_sold_total Successful purchases per item (embedded inventory).\n"
+                "# TYPE seckill_sold_total counter\n");
+        for (size_t i = 0; i < g->nitems; i++)
+            put(&o, "seckill_sold_total{item=\"%s\"} %lld\n", g->item_ids[i],
+                (long long)g->sold[i]);
+        put(&o, "# HELP seckill_buyers Distinct users who bought each item (embedded inventory).\n"
+                "# TYPE seckill_buyers gauge\n");
+        for (size_t i = 0; i < g->nitems; i++)
+            put(&o, "seckill_buyers{item=\"%s\"} %lld\n", g->item_ids[i],
+                (long long)g->buyers[i]);
+    }
     return o.len;
 }

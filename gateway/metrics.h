@@ -52,6 +52,8 @@ typedef struct gw_gauges {
     size_t nitems;
     const char *const *item_ids;
     const int64_t *stock_left;
+    const int64_t *sold;   /* NULL when the inventory is not in this process */
+    const int64_t *buyers;
 } gw_gauges;
 
 /* Render into buf; returns the length (truncated output is cut at cap-1). */

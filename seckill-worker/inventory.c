@@ -30,6 +30,7 @@ typedef struct item {
     uint32_t limit;
     int64_t stock;
     _Atomic int64_t left;
+    _Atomic int64_t buyers;
 } item;
 
 typedef struct purchase {
@@ -190,6 +191,11 @@ int64_t sk_inventory_sold(const sk_inventory *inv, int it)
     return inv->items[it].stock - sk_inventory_left(inv, it);
 }
 
+int64_t sk_inventory_buyers(const sk_inventory *inv, int it)
+{
+    return atomic_load(&((sk_inventory *)inv)->items[it].buyers);
+}
+
 /* Take one unit while any is left; false when sold out. */
 static int stock_take(item *it)
 {
@@ -263,6 +269,7 @@ static enum sk_result buy(sk_inventory *inv, int it, const char *user, char *ord
         p->item = it;
         strcpy(p->user, user);
         *pp = p;
+        atomic_fetch_add(&inv->items[it].buyers, 1);
         if (++us->count > us->nbuckets * 2)
             user_shard_grow(us);
     }

@@ -48,5 +48,8 @@ int sk_inventory_decide(sk_inventory *inv, int item, const char *user_id,
 
 /* Successful purchases of item so far. */
 int64_t sk_inventory_sold(const sk_inventory *inv, int item);
+/* Distinct users who bought item: with a per-user limit of 1, sold == buyers
+ * is the "no duplicate winner" check operators and the load test read. */
+int64_t sk_inventory_buyers(const sk_inventory *inv, int item);
 
 #endif

@@ -1,0 +1,95 @@
+#!/bin/sh
+# Load test: start a gateway with a chosen stock and rate, drive it with wrk,
+# then check the gateway's own view of the sale and print one summary line.
+# It is a benchmark: it reports speed and the invariant verdict; it fails only
+# when an invariant is broken or the gateway cannot be started.
+#
+# usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
+#          [--duration 10s] [--connections 256] [--threads 2] [--workers 2]
+set -eu
+cd "$(dirname "$0")/.."
+
+STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=2
+BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --stock) STOCK=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --burst) BURST=$2; shift 2 ;;
+    --users) USERS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --workers) WORKERS=$2; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
+    esac
+done
+
+command -v wrk >/dev/null || { echo "run.sh: wrk is not installed (make deps)" >&2; exit 69; }
+[ -x "$BIN" ] || { echo "run.sh: $BIN not built (make build)" >&2; exit 69; }
+
+work=$(mktemp -d /tmp/seckill-load-XXXXXX)
+gw_pid=""
+cleanup() {
+    [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+cat > "$work/gw.ini" <<INI
+[gateway]
+wait_timeout_ms = 2000
+max_connections = 20000
+[token_bucket]
+rate = $RATE
+burst = $BURST
+[queue]
+max_backlog = 65536
+[worker]
+threads = $WORKERS
+batch = 128
+[item.demo]
+stock = $STOCK
+per_user_limit = 1
+INI
+
+"$BIN" -c "$work/gw.ini" --listen 127.0.0.1:0 > "$work/gw.out" 2> "$work/gw.err" &
+gw_pid=$!
+port=""
+for _ in $(seq 100); do
+    port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/gw.out")
+    [ -n "$port" ] && break
+    sleep 0.05
+done
+[ -n "$port" ] || { echo "run.sh: gateway did not start:" >&2; cat "$work/gw.err" >&2; exit 69; }
+base="http://127.0.0.1:$port"
+for _ in $(seq 100); do
+    curl -fs "$base/readyz" >/dev/null && break
+    sleep 0.05
+done
+
+SECKILL_USERS=$USERS SECKILL_ITEM=demo wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
+    -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
+summary=$(grep '^SUMMARY' "$work/wrk.out" || true)
+[ -n "$summary" ] || { echo "run.sh: wrk printed no summary:" >&2; cat "$work/wrk.out" >&2; exit 1; }
+
+metrics=$(curl -fs "$base/metrics")
+metric() { printf '%s\n' "$metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
+sold=$(metric 'seckill_sold_total{item="demo"}')
+buyers=$(metric 'seckill_buyers{item="demo"}')
+left=$(metric 'seckill_stock_left{item="demo"}')
+ok200=$(printf '%s\n' "$summary" | sed -n 's/.*statuses=.*\b200=\([0-9]*\).*/\1/p')
+ok200=${ok200:-0}
+
+verdict=OK
+[ "$sold" -le "$STOCK" ] || verdict="OVERSOLD(sold=$sold>stock=$STOCK)"
+[ "$((sold + left))" -eq "$STOCK" ] || verdict="STOCK_MISMATCH(sold=$sold+left=$left!=$STOCK)"
+[ "$buyers" -eq "$sold" ] || verdict="DUPLICATE_WINNER(buyers=$buyers!=sold=$sold)"
+# Every 200 the app saw is a sale; a sale may lack a 200 only when its answer
+# timed out (504) or was cut off by wrk's end.
+[ "$ok200" -le "$sold" ] || verdict="PHANTOM_SUCCESS(200s=$ok200>sold=$sold)"
+
+echo "$summary" | sed 's/^SUMMARY //' | awk -v s="$STOCK" -v sold="$sold" -v v="$verdict" \
+    -v c="$CONNS" '{ print "loadtest: conns=" c " stock=" s " sold=" sold " " $0 " invariants=" v }'
+[ "$verdict" = OK ]

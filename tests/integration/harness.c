@@ -1,0 +1,292 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text)
+{
+    int pipefd[2];
+    memset(p, 0, sizeof *p);
+    snprintf(p->dir, sizeof p->dir, "/tmp/seckill-it-XXXXXX");
+    if (!mkdtemp(p->dir))
+        return -1;
+    snprintf(p->config, sizeof p->config, "%s/gw.ini", p->dir);
+    if (write_file(p->config, ini_text) < 0 || pipe(pipefd) < 0)
+        return -1;
+    p->pid = fork();
+    if (p->pid < 0)
+        return -1;
+    if (p->pid == 0) {
+        dup2(pipefd[1], 1);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        execl(binary, binary, "-c", p->config, "--listen", "127.0.0.1:0", (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    p->out_fd = pipefd[0];
+    /* Read the banner: "... listening on http://127.0.0.1:PORT gateway_id=ID" */
+    char line[512];
+    size_t n = 0;
+    struct pollfd pfd = {.fd = p->out_fd, .events = POLLIN};
+    while (n < sizeof line - 1) {
+        if (poll(&pfd, 1, 20000) <= 0)
+            break;
+        ssize_t k = read(p->out_fd, line + n, 1);
+        if (k <= 0)
+            break;
+        if (line[n++] == '\n')
+            break;
+    }
+    line[n] = '\0';
+    const char *at = strstr(line, "http://127.0.0.1:");
+    const char *id = strstr(line, "gateway_id=");
+    if (!at || !id) {
+        fprintf(stderr, "harness: gateway did not start (banner: '%s')\n", line);
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        return -1;
+    }
+    p->port = atoi(at + strlen("http://127.0.0.1:"));
+    snprintf(p->gateway_id, sizeof p->gateway_id, "%.36s", id + strlen("gateway_id="));
+    return 0;
+}
+
+int gw_proc_stop(gw_proc *p)
+{
+    int status = -1;
+    if (p->pid > 0) {
+        kill(p->pid, SIGTERM);
+        for (int i = 0; i < 1500; i++) { /* up to 15 s */
+            pid_t r = waitpid(p->pid, &status, WNOHANG);
+            if (r == p->pid)
+                break;
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            if (i == 1499) {
+                kill(p->pid, SIGKILL);
+                waitpid(p->pid, &status, 0);
+                status = -1;
+            }
+        }
+        p->pid = 0;
+    }
+    if (p->out_fd > 0)
+        close(p->out_fd);
+    unlink(p->config);
+    rmdir(p->dir);
+    if (status == -1)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void drain(int fd, char *buf, size_t len)
+{
+    size_t n = 0;
+    ssize_t k;
+    while ((k = read(fd, buf + n, len - 1 - n)) > 0 && n < len - 1)
+        n += (size_t)k;
+    char sink[4096];
+    while (read(fd, sink, sizeof sink) > 0)
+        ;
+    buf[n] = '\0';
+}
+
+int run_capture(const char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
+{
+    int po[2], pe[2];
+    if (pipe(po) < 0 || pipe(pe) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(po[1], 1);
+        dup2(pe[1], 2);
+        close(po[0]);
+        close(pe[0]);
+        close(po[1]);
+        close(pe[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    drain(po[0], out, outlen);
+    drain(pe[0], err, errlen);
+    close(po[0]);
+    close(pe[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int connect_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    for (int attempt = 0; attempt < 50; attempt++) {
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+            return fd;
+        if (errno != ECONNREFUSED && errno != EAGAIN)
+            break;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    close(fd);
+    return -1;
+}
+
+static int send_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t k = send(fd, buf, len, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf += k;
+        len -= (size_t)k;
+    }
+    return 0;
+}
+
+static int parse_response(char *buf, size_t n, http_resp *r)
+{
+    char *eoh = strstr(buf, "\r\n\r\n");
+    if (!eoh || sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1)
+        return -1;
+    size_t hl = (size_t)(eoh - buf);
+    if (hl >= sizeof r->headers)
+        hl = sizeof r->headers - 1;
+    memcpy(r->headers, buf, hl);
+    r->headers[hl] = '\0';
+    size_t bl = n - (size_t)(eoh + 4 - buf);
+    if (bl >= sizeof r->body)
+        bl = sizeof r->body - 1;
+    memcpy(r->body, eoh + 4, bl);
+    r->body[bl] = '\0';
+    r->body_len = bl;
+    return 0;
+}
+
+int http_raw(int port, const char *req, size_t len, http_resp *r)
+{
+    memset(r, 0, sizeof *r);
+    int fd = connect_port(port);
+    if (fd < 0)
+        return -1;
+    /* A server may answer (413, 415) and close before reading the whole body. */
+    int sent = send_all(fd, req, len);
+    static __thread char buf[16384];
+    size_t n = 0;
+    for (;;) {
+        ssize_t k = recv(fd, buf + n, sizeof buf - 1 - n, 0);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+        if (n == sizeof buf - 1)
+            break;
+    }
+    close(fd);
+    buf[n] = '\0';
+    if (n == 0)
+        return sent < 0 ? -1 : -2;
+    return parse_response(buf, n, r);
+}
+
+int http_do(int port, const char *method, const char *path, const char *extra_headers,
+            const char *body, size_t body_len, http_resp *r)
+{
+    char *req = malloc(2048 + body_len);
+    if (!req)
+        return -1;
+    int n = snprintf(req, 2048,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
+                     "Content-Length: %zu\r\n\r\n",
+                     method, path, extra_headers ? extra_headers : "", body_len);
+    if (body_len)
+        memcpy(req + n, body, body_len);
+    int rc = http_raw(port, req, (size_t)n + body_len, r);
+    free(req);
+    return rc;
+}
+
+int http_buy(int port, const char *json, http_resp *r)
+{
+    return http_do(port, "POST", "/seckill", "Content-Type: application/json\r\n", json,
+                   strlen(json), r);
+}
+
+int http_header(const http_resp *r, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    for (const char *line = strstr(r->headers, "\r\n"); line; line = strstr(line + 2, "\r\n")) {
+        const char *h = line + 2;
+        if (strncasecmp(h, name, nl) == 0 && h[nl] == ':') {
+            h += nl + 1;
+            while (*h == ' ')
+                h++;
+            const char *end = strstr(h, "\r\n");
+            size_t len = end ? (size_t)(end - h) : strlen(h);
+            if (len >= outlen)
+                len = outlen - 1;
+            memcpy(out, h, len);
+            out[len] = '\0';
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int json_field(const char *body, const char *key, char *out, size_t outlen)
+{
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(body, pat);
+    if (!p)
+        return -1;
+    p += strlen(pat);
+    size_t n = 0;
+    if (*p == '"') {
+        p++;
+        while (p[n] && p[n] != '"')
+            n++;
+    } else {
+        while (p[n] && p[n] != ',' && p[n] != '}')
+            n++;
+    }
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}

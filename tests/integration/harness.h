@@ -1,0 +1,49 @@
+/*
+ * harness.h - integration test helpers: run a real seckill-gateway process
+ * on a free loopback port, and talk HTTP/1.1 to it over real sockets.
+ */
+#ifndef SECKILL_TEST_HARNESS_H
+#define SECKILL_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct gw_proc {
+    pid_t pid;
+    int port;
+    char dir[256];      /* temp dir holding the config */
+    char config[300];
+    char gateway_id[40];
+    int out_fd;         /* the gateway's stdout */
+} gw_proc;
+
+/* Write ini_text to a temp config and start `binary -c CONFIG --listen
+ * 127.0.0.1:0`; waits for the "listening on" line. 0 on success. */
+int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text);
+/* SIGTERM, wait; returns the exit status (or -1). Removes the temp dir. */
+int gw_proc_stop(gw_proc *p);
+/* Run binary with args (NULL-terminated), capture stderr into err; returns exit status. */
+int run_capture(const char *const argv[], char *out, size_t outlen, char *err, size_t errlen);
+
+typedef struct http_resp {
+    int status;
+    char headers[2048];
+    char body[8192];
+    size_t body_len;
+} http_resp;
+
+/* One request on a fresh connection (Connection: close). raw_extra_headers
+ * are sent verbatim (each line ending in \r\n), may be NULL. 0 on success. */
+int http_do(int port, const char *method, const char *path, const char *extra_headers,
+            const char *body, size_t body_len, http_resp *r);
+/* Send raw bytes, read the whole answer. */
+int http_raw(int port, const char *req, size_t len, http_resp *r);
+/* Value of header name (case-insensitive) into out; 0 when present. */
+int http_header(const http_resp *r, const char *name, char *out, size_t outlen);
+/* Convenience: POST /seckill with a JSON body. */
+int http_buy(int port, const char *json, http_resp *r);
+
+/* A JSON string field value (no escapes needed for our ids), 0 when found. */
+int json_field(const char *body, const char *key, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,460 @@
+/*
+ * it_gateway.c - the gateway as a user sees it: a real seckill-gateway
+ * process on a loopback port, real HTTP over real sockets.
+ *
+ * argv[1]: path of the seckill-gateway binary.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static const char *gateway_bin;
+
+static void make_ini(char *buf, size_t cap, long stock, const char *tb, const char *extra)
+{
+    snprintf(buf, cap,
+             "[gateway]\nwait_timeout_ms = 5000\n"
+             "[token_bucket]\n%s\n"
+             "[worker]\nthreads = 2\n"
+             "[item.demo]\nstock = %ld\nper_user_limit = 1\n%s",
+             tb ? tb : "rate = 0", stock, extra ? extra : "");
+}
+
+static long stock_left(int port, const char *item)
+{
+    char path[128], v[32];
+    http_resp r;
+    snprintf(path, sizeof path, "/items/%s", item);
+    if (http_do(port, "GET", path, NULL, NULL, 0, &r) != 0 || r.status != 200 ||
+        json_field(r.body, "stock_left", v, sizeof v) != 0)
+        return -1;
+    return atol(v);
+}
+
+static void start(gw_proc *p, const char *ini)
+{
+    assert_int_equal(gw_proc_start(p, gateway_bin, ini), 0);
+}
+
+static void stop(gw_proc *p)
+{
+    assert_int_equal(gw_proc_stop(p), 0); /* SIGTERM: a clean stop exits 0 */
+}
+
+/* ---- a table of bad requests and their exact answers ---- */
+
+typedef struct bad_case {
+    const char *name;
+    const char *raw; /* whole request; "%s" stands for nothing */
+    int status;
+    const char *body;   /* exact body, or NULL */
+    const char *prefix; /* body prefix, or NULL */
+    const char *header; /* "Name: value" that must be present, or NULL */
+} bad_case;
+
+#define POSTJ(body)                                                                                \
+    "POST /seckill HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n" \
+    "Content-Length: " #body "\r\n\r\n"
+
+static char big_body[6000];
+
+static void test_bad_requests(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024], req[8192];
+    make_ini(ini, sizeof ini, 100, NULL, NULL);
+    start(&p, ini);
+    const bad_case cases[] = {
+        {"malformed json", "{\"user_id\":", 400, NULL,
+         "{\"result\":\"bad_request\",\"error\":\"malformed JSON:", NULL},
+        {"not an object", "[1,2]", 400,
+         "{\"result\":\"bad_request\",\"error\":\"body must be a JSON object\"}", NULL, NULL},
+        {"missing item", "{\"user_id\":\"u1\"}", 400,
+         "{\"result\":\"bad_request\",\"error\":\"item_id is required\"}", NULL, NULL},
+        {"missing user", "{\"item_id\":\"demo\"}", 400,
+         "{\"result\":\"bad_request\",\"error\":\"user_id is required\"}", NULL, NULL},
+        {"negative user", "{\"user_id\":-1,\"item_id\":\"demo\"}", 400, NULL,
+         "{\"result\":\"bad_request\",\"error\":\"user_id must be", NULL},
+        {"float user", "{\"user_id\":1.5,\"item_id\":\"demo\"}", 400, NULL,
+         "{\"result\":\"bad_request\",\"error\":\"user_id must be", NULL},
+        {"bad chars", "{\"user_id\":\"a b\",\"item_id\":\"demo\"}", 400, NULL,
+         "{\"result\":\"bad_request\",\"error\":\"user_id must be", NULL},
+        {"empty id", "{\"user_id\":\"\",\"item_id\":\"demo\"}", 400, NULL,
+         "{\"result\":\"bad_request\",\"error\":\"user_id must be", NULL},
+        {"duplicate key", "{\"user_id\":\"u1\",\"user_id\":\"u2\",\"item_id\":\"demo\"}", 400, NULL,
+         "{\"result\":\"bad_request\",\"error\":\"malformed JSON: duplicate object key", NULL},
+        {"unknown item", "{\"user_id\":\"u1\",\"item_id\":\"nope\"}", 404,
+         "{\"result\":\"unknown_item\"}", NULL, NULL},
+    };
+    long before = stock_left(p.port, "demo");
+    assert_int_equal(before, 100);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_resp r;
+        assert_int_equal(http_buy(p.port, cases[i].raw, &r), 0);
+        if (r.status != cases[i].status)
+            fail_msg("%s: status %d, want %d (%s)", cases[i].name, r.status, cases[i].status,
+                     r.body);
+        if (cases[i].body && strcmp(r.body, cases[i].body) != 0)
+            fail_msg("%s: body '%s', want '%s'", cases[i].name, r.body, cases[i].body);
+        if (cases[i].prefix && strncmp(r.body, cases[i].prefix, strlen(cases[i].prefix)) != 0)
+            fail_msg("%s: body '%s', want prefix '%s'", cases[i].name, r.body, cases[i].prefix);
+    }
+    /* malformed JSON names the position */
+    http_resp r;
+    assert_int_equal(http_buy(p.port, "{\"user_id\": x}", &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"line\":1"));
+    assert_non_null(strstr(r.body, "\"column\":"));
+    assert_non_null(strstr(r.body, "\"position\":"));
+
+    /* wrong method, with Allow */
+    char v[64];
+    assert_int_equal(http_do(p.port, "GET", "/seckill", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(r.body, "{\"result\":\"method_not_allowed\"}");
+    assert_int_equal(http_header(&r, "Allow", v, sizeof v), 0);
+    assert_string_equal(v, "POST");
+    assert_int_equal(http_do(p.port, "PUT", "/seckill", "Content-Type: application/json\r\n",
+                             "{}", 2, &r), 0);
+    assert_int_equal(r.status, 405);
+
+    /* not JSON */
+    assert_int_equal(http_do(p.port, "POST", "/seckill", "Content-Type: text/plain\r\n",
+                             "user_id=1", 9, &r), 0);
+    assert_int_equal(r.status, 415);
+    assert_string_equal(r.body, "{\"result\":\"unsupported_media_type\"}");
+    assert_int_equal(http_do(p.port, "POST", "/seckill", NULL, "{}", 2, &r), 0);
+    assert_int_equal(r.status, 415);
+
+    /* over the body limit: refused on Content-Length, before any buffering */
+    memset(big_body, ' ', sizeof big_body);
+    memcpy(big_body, "{\"user_id\":\"u1\",\"item_id\":\"demo\"}", 33);
+    assert_int_equal(http_do(p.port, "POST", "/seckill", "Content-Type: application/json\r\n",
+                             big_body, sizeof big_body, &r), 0);
+    assert_int_equal(r.status, 413);
+    assert_string_equal(r.body, "{\"result\":\"payload_too_large\"}");
+    /* ... and when chunked, without a Content-Length, once it grows past it */
+    int n = snprintf(req, sizeof req,
+                     "POST /seckill HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int c = 0; c < 5; c++)
+        n += snprintf(req + n, sizeof req - (size_t)n, "3e8\r\n%1000s\r\n", " ");
+    n += snprintf(req + n, sizeof req - (size_t)n, "0\r\n\r\n");
+    assert_int_equal(http_raw(p.port, req, (size_t)n, &r), 0);
+    assert_int_equal(r.status, 413);
+
+    /* other paths */
+    assert_int_equal(http_do(p.port, "GET", "/nope", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(r.body, "{\"result\":\"not_found\"}");
+    assert_int_equal(http_do(p.port, "GET", "/seckill/result/not-a-uuid", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_int_equal(http_do(p.port, "GET", "/seckill/result/0b7e3a6c-5a4e-4c55-9a55-6a1f0c7d9e21",
+                             NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 404);
+    assert_int_equal(http_do(p.port, "GET", "/items/nope", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 404);
+    assert_int_equal(http_do(p.port, "DELETE", "/items/demo", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 405);
+
+    /* none of that touched the stock */
+    assert_int_equal(stock_left(p.port, "demo"), before);
+    stop(&p);
+}
+
+/* ---- one purchase, seen from every endpoint ---- */
+
+static void test_purchase_flow(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024], rid[64], hdr[64], order[64], v[64];
+    make_ini(ini, sizeof ini, 10, NULL, NULL);
+    start(&p, ini);
+
+    http_resp r;
+    assert_int_equal(http_do(p.port, "GET", "/livez", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    /* ready once a worker consumes: give the embedded workers a moment */
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(http_do(p.port, "GET", "/readyz", NULL, NULL, 0, &r), 0);
+        if (r.status == 200)
+            break;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(r.status, 200);
+
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"alice\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_field(r.body, "result", v, sizeof v), 0);
+    assert_string_equal(v, "success");
+    assert_int_equal(json_field(r.body, "request_id", rid, sizeof rid), 0);
+    assert_int_equal(strlen(rid), 36);
+    assert_int_equal(json_field(r.body, "order_id", order, sizeof order), 0);
+    assert_true(strlen(order) > 0);
+    assert_int_equal(json_field(r.body, "item_id", v, sizeof v), 0);
+    assert_string_equal(v, "demo");
+    assert_int_equal(http_header(&r, "X-Request-Id", hdr, sizeof hdr), 0);
+    assert_string_equal(hdr, rid);
+
+    /* the recorded outcome */
+    char path[128];
+    snprintf(path, sizeof path, "/seckill/result/%s", rid);
+    assert_int_equal(http_do(p.port, "GET", path, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_field(r.body, "order_id", v, sizeof v), 0);
+    assert_string_equal(v, order);
+
+    /* the same user again: already purchased, pointing at the first order */
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"alice\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 409);
+    assert_int_equal(json_field(r.body, "result", v, sizeof v), 0);
+    assert_string_equal(v, "already_purchased");
+    assert_int_equal(json_field(r.body, "order_id", v, sizeof v), 0);
+    assert_string_equal(v, order);
+    assert_int_equal(http_header(&r, "X-Request-Id", hdr, sizeof hdr), 0);
+
+    /* integer user ids work too */
+    assert_int_equal(http_buy(p.port, "{\"user_id\":42,\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+
+    assert_int_equal(http_do(p.port, "GET", "/items/demo", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"item_id\":\"demo\",\"stock_total\":10,\"stock_left\":8,"
+                                "\"status\":\"on_sale\",\"starts_at\":0,\"ends_at\":0,"
+                                "\"per_user_limit\":1}");
+
+    assert_int_equal(http_do(p.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "seckill_requests_total{result=\"success\"} 2\n"));
+    assert_non_null(strstr(r.body, "seckill_requests_total{result=\"already_purchased\"} 1\n"));
+    assert_non_null(strstr(r.body, "seckill_request_duration_seconds_count 3\n"));
+    assert_non_null(strstr(r.body, "seckill_parked_requests 0\n"));
+    assert_non_null(strstr(r.body, "seckill_stock_left{item=\"demo\"} 8\n"));
+    stop(&p);
+}
+
+/* ---- the sale: stock 100, 1,000 concurrent requests from 500 users ---- */
+
+#define SALE_REQUESTS 1000
+#define SALE_USERS 500
+
+typedef struct sale_req {
+    int port;
+    int user;
+    pthread_barrier_t *go;
+    int status;
+    char result[32];
+    char order[64];
+} sale_req;
+
+static void *sale_thread(void *arg)
+{
+    sale_req *s = arg;
+    char body[128];
+    http_resp *r = malloc(sizeof *r);
+    snprintf(body, sizeof body, "{\"user_id\":\"user-%d\",\"item_id\":\"demo\"}", s->user);
+    pthread_barrier_wait(s->go);
+    if (r && http_buy(s->port, body, r) == 0) {
+        s->status = r->status;
+        json_field(r->body, "result", s->result, sizeof s->result);
+        json_field(r->body, "order_id", s->order, sizeof s->order);
+    }
+    free(r);
+    return NULL;
+}
+
+static void test_sale(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024];
+    make_ini(ini, sizeof ini, 100, NULL, NULL);
+    start(&p, ini);
+
+    static sale_req reqs[SALE_REQUESTS];
+    static pthread_t tids[SALE_REQUESTS];
+    pthread_barrier_t go;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_barrier_init(&go, NULL, SALE_REQUESTS);
+    for (int i = 0; i < SALE_REQUESTS; i++) {
+        reqs[i] = (sale_req){.port = p.port, .user = i % SALE_USERS, .go = &go};
+        assert_int_equal(pthread_create(&tids[i], &attr, sale_thread, &reqs[i]), 0);
+    }
+    for (int i = 0; i < SALE_REQUESTS; i++)
+        pthread_join(tids[i], NULL);
+    pthread_barrier_destroy(&go);
+    pthread_attr_destroy(&attr);
+
+    int success = 0, sold_out = 0, already = 0;
+    static int wins[SALE_USERS];
+    memset(wins, 0, sizeof wins);
+    for (int i = 0; i < SALE_REQUESTS; i++) {
+        sale_req *s = &reqs[i];
+        if (s->status == 200 && !strcmp(s->result, "success")) {
+            success++;
+            wins[s->user]++;
+            for (int j = 0; j < i; j++) /* every order id is distinct */
+                if (reqs[j].status == 200)
+                    assert_string_not_equal(reqs[j].order, s->order);
+        } else if (s->status == 409 && !strcmp(s->result, "sold_out")) {
+            sold_out++;
+        } else if (s->status == 409 && !strcmp(s->result, "already_purchased")) {
+            already++;
+        } else {
+            fail_msg("request %d: undocumented answer %d '%s'", i, s->status, s->result);
+        }
+    }
+    for (int u = 0; u < SALE_USERS; u++)
+        assert_true(wins[u] <= 1);
+    printf("sale: %d success, %d sold_out, %d already_purchased\n", success, sold_out, already);
+    assert_int_equal(success, 100);
+    assert_int_equal(success + sold_out + already, SALE_REQUESTS);
+    assert_int_equal(stock_left(p.port, "demo"), 0);
+    http_resp r;
+    assert_int_equal(http_do(p.port, "GET", "/items/demo", NULL, NULL, 0, &r), 0);
+    char v[32];
+    assert_int_equal(json_field(r.body, "status", v, sizeof v), 0);
+    assert_string_equal(v, "sold_out");
+    /* after the sale the local flag answers without the queue */
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"late\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(r.body, "{\"result\":\"sold_out\"}");
+    stop(&p);
+}
+
+/* ---- sale window, rate limit, risk control ---- */
+
+static void test_window_rate_risk(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[2048], extra[1024];
+    long now = (long)time(NULL);
+    snprintf(extra, sizeof extra,
+             "[item.later]\nstock = 5\nstarts_at = %ld\n"
+             "[item.over]\nstock = 5\nstarts_at = %ld\nends_at = %ld\n"
+             "[risk]\nblocklist = bot-1, bot-2\n",
+             now + 3600, now - 7200, now - 3600);
+    make_ini(ini, sizeof ini, 1000, "rate = 1\nburst = 3", extra);
+    start(&p, ini);
+    http_resp r;
+    char want[128], v[64];
+
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"u1\",\"item_id\":\"later\"}", &r), 0);
+    assert_int_equal(r.status, 409);
+    snprintf(want, sizeof want, "{\"result\":\"not_started\",\"starts_at\":%ld}", now + 3600);
+    assert_string_equal(r.body, want);
+    assert_int_equal(http_do(p.port, "GET", "/items/later", NULL, NULL, 0, &r), 0);
+    assert_int_equal(json_field(r.body, "status", v, sizeof v), 0);
+    assert_string_equal(v, "upcoming");
+
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"u1\",\"item_id\":\"over\"}", &r), 0);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(r.body, "{\"result\":\"ended\"}");
+    assert_int_equal(http_do(p.port, "GET", "/items/over", NULL, NULL, 0, &r), 0);
+    assert_int_equal(json_field(r.body, "status", v, sizeof v), 0);
+    assert_string_equal(v, "ended");
+
+    /* window answers cost no token: the bucket (burst 3) still admits 3 */
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"bot-1\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 403);
+    assert_string_equal(r.body, "{\"result\":\"blocked\"}");
+    assert_int_equal(http_header(&r, "X-Request-Id", v, sizeof v), 0);
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"u2\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"u3\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"u4\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(r.body, "{\"result\":\"rate_limited\"}");
+    assert_int_equal(http_header(&r, "Retry-After", v, sizeof v), 0);
+    assert_true(atoi(v) >= 1);
+    assert_int_equal(stock_left(p.port, "demo"), 998);
+    assert_int_equal(http_do(p.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    assert_non_null(strstr(r.body, "seckill_token_bucket_rejections_total 1\n"));
+    stop(&p);
+}
+
+/* ---- command line ---- */
+
+static void test_cli(void **state)
+{
+    (void)state;
+    char out[4096], err[4096], dir[] = "/tmp/seckill-cli-XXXXXX", path[300];
+    assert_non_null(mkdtemp(dir));
+
+    const char *help[] = {gateway_bin, "--help", NULL};
+    assert_int_equal(run_capture(help, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "Usage: seckill-gateway"));
+    const char *ver[] = {gateway_bin, "--version", NULL};
+    assert_int_equal(run_capture(ver, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "seckill-gateway "));
+    const char *bad[] = {gateway_bin, "--bogus", NULL};
+    assert_int_equal(run_capture(bad, out, sizeof out, err, sizeof err), 64);
+    assert_non_null(strstr(err, "unknown option '--bogus'"));
+    const char *noval[] = {gateway_bin, "-c", NULL};
+    assert_int_equal(run_capture(noval, out, sizeof out, err, sizeof err), 64);
+
+    snprintf(path, sizeof path, "%s/bad.ini", dir);
+    FILE *f = fopen(path, "w");
+    fputs("[gateway]\nwait_timeout_ms = 100\n\n[token_bucket]\nrate = fast\n", f);
+    fclose(f);
+    const char *chk[] = {gateway_bin, "-c", path, "--check-config", NULL};
+    assert_int_equal(run_capture(chk, out, sizeof out, err, sizeof err), 78);
+    char want[400];
+    snprintf(want, sizeof want, "%s:5: [token_bucket] rate: expected", path);
+    if (!strstr(err, want))
+        fail_msg("stderr '%s' lacks '%s'", err, want);
+
+    f = fopen(path, "w");
+    fputs("[item.x]\nstock = 3\n", f);
+    fclose(f);
+    assert_int_equal(run_capture(chk, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "OK (1 item"));
+    const char *badlisten[] = {gateway_bin, "-c", path, "--listen", "nowhere", NULL};
+    assert_int_equal(run_capture(badlisten, out, sizeof out, err, sizeof err), 64);
+    const char *missing[] = {gateway_bin, "-c", "/nonexistent/x.ini", NULL};
+    assert_int_equal(run_capture(missing, out, sizeof out, err, sizeof err), 78);
+    assert_non_null(strstr(err, "/nonexistent/x.ini: No such file"));
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s PATH-TO-seckill-gateway\n", argv[0]);
+        return 2;
+    }
+    gateway_bin = argv[1];
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_purchase_flow),
+        cmocka_unit_test(test_window_rate_risk),
+        cmocka_unit_test(test_sale),
+    };
+    return cmocka_run_group_tests_name("integration.gateway", tests, NULL, NULL);
+}
