@@ -52,7 +52,10 @@ int mq__seglog_append(mq__seglog *l, const mq__rec *rec, uint64_t *offset);
  * stopping once max_bytes of key+value were passed (at least one record is
  * passed when any exists). cb returning non-zero stops the read. Returns the
  * number of records passed or a negative errno. from below the start offset
- * (removed by retention) starts at the first retained record. */
+ * (removed by retention) starts at the first retained record. The records of
+ * one call have consecutive offsets. MQ_FLUSH_SYNC: only durable records are
+ * passed (a record becomes readable when its append may return). -EIO: a
+ * stored record failed its CRC (media corruption). */
 int mq__seglog_read(mq__seglog *l, uint64_t from, size_t max_records, size_t max_bytes,
                     int (*cb)(void *arg, const mq__rec *rec), void *arg);
 
