@@ -70,7 +70,7 @@ struct mq__offsets {
     int failed;
     ost_entry *tab; /* open addressing, power-of-two capacity */
     size_t cap, used;
-    uint64_t live; /* bytes a compacted file would take */
+    uint64_t live;          /* bytes a compacted file would take */
     uint64_t n_compactions; /* the tests read it */
 };
 
@@ -465,7 +465,8 @@ int mq__offsets_get(mq__offsets *o, const char *group, uint32_t partition, uint6
 /* cb runs without the store's lock, on a snapshot, so it may call put/get.
  * Group strings live until close. On allocation failure nothing is reported. */
 void mq__offsets_foreach(mq__offsets *o,
-                         void (*cb)(void *arg, const char *group, uint32_t partition, uint64_t offset),
+                         void (*cb)(void *arg, const char *group, uint32_t partition,
+                                    uint64_t offset),
                          void *arg)
 {
     ost_entry *snap;

@@ -44,7 +44,9 @@
  *      leader was in fdatasync are covered by the next leader, one fsync for
  *      all of them. Followers never fsync.
  *   3. MQ_FLUSH_ASYNC: the flusher thread runs the same leader step every
- *      flush_interval_ms. MQ_FLUSH_NONE: only rule 1 and close.
+ *      flush_interval_ms, and close flushes. MQ_FLUSH_NONE: only rule 1 and
+ *      explicit mq__seglog_flush calls; a crash of the machine (not of the
+ *      process) may lose the unflushed tail.
  *   4. A failed fsync is fatal (the page cache may have dropped the dirty
  *      pages and a retry would report success): the log enters FAILED and every
  *      later append and flush returns -EIO. Records written but not durable at
@@ -96,10 +98,10 @@
 
 #include "seglog.h"
 
-#define SEG_HDR 48u                     /* record header bytes */
-#define SEG_LEN_MIN (SEG_HDR - 4u)      /* smallest value of the len field */
-#define SEG_MAX_PAYLOAD (64u << 20)     /* key + value of one record */
-#define SEG_MAX_BYTES (1ull << 30)      /* segment_bytes upper bound: positions fit u32 */
+#define SEG_HDR 48u                 /* record header bytes */
+#define SEG_LEN_MIN (SEG_HDR - 4u)  /* smallest value of the len field */
+#define SEG_MAX_PAYLOAD (64u << 20) /* key + value of one record */
+#define SEG_MAX_BYTES (1ull << 30)  /* segment_bytes upper bound: positions fit u32 */
 #define SEG_DEFAULT_INDEX_INTERVAL 4096u
 #define SEG_READ_BUF (64u << 10)
 #define SEG_SCAN_BUF (1u << 20)
@@ -138,7 +140,7 @@ typedef struct seg {
     uint64_t size;   /* bytes of complete records */
     uint64_t max_ts; /* newest record timestamp; 0 when empty */
     int fd;
-    int refs;        /* the log's list holds one; readers and the fsync leader one each */
+    int refs; /* the log's list holds one; readers and the fsync leader one each */
     seg_idx *idx;
     size_t n_idx, cap_idx;
     uint64_t last_idx_pos;
@@ -345,8 +347,8 @@ static void seg_index_lookup(const seg *s, uint64_t target, uint64_t *off, uint6
 
 typedef struct seg_cursor {
     int fd;
-    uint64_t pos;     /* file position of the next record */
-    uint64_t lim;     /* stop here */
+    uint64_t pos; /* file position of the next record */
+    uint64_t lim; /* stop here */
     unsigned char *buf;
     size_t cap;
     uint64_t buf_pos; /* file position of buf[0] */
@@ -556,8 +558,8 @@ static int seg_load_index(mq__seglog *l, seg *s)
     for (size_t i = 0; i < n; i++) {
         idx[i].rel = get32(b + IDX_HDR + i * 8);
         idx[i].pos = get32(b + IDX_HDR + i * 8 + 4);
-        if (idx[i].pos >= lst.st_size || (i > 0 && (idx[i].rel <= idx[i - 1].rel ||
-                                                    idx[i].pos <= idx[i - 1].pos))) {
+        if (idx[i].pos >= lst.st_size ||
+            (i > 0 && (idx[i].rel <= idx[i - 1].rel || idx[i].pos <= idx[i - 1].pos))) {
             free(idx);
             goto out_free;
         }
@@ -785,15 +787,17 @@ static int seglog_recover(mq__seglog *l)
                 (void)seg_write_index(l, s);
         }
         if (!clean) {
-            fprintf(stderr, "seglog: %s: corrupt record at offset %" PRIu64
-                    " in sealed segment %020" PRIu64 "; later segments dropped\n",
+            fprintf(stderr,
+                    "seglog: %s: corrupt record at offset %" PRIu64 " in sealed segment %020" PRIu64
+                    "; later segments dropped\n",
                     l->dir, s->end, s->base);
             segs_drop_tail(l, i + 1);
             dir_dirty = 1;
             break;
         }
         if (s->end != l->segs[i + 1]->base) {
-            fprintf(stderr, "seglog: %s: segment %020" PRIu64 " ends at %" PRIu64
+            fprintf(stderr,
+                    "seglog: %s: segment %020" PRIu64 " ends at %" PRIu64
                     " but the next begins at %" PRIu64 "; older segments dropped\n",
                     l->dir, s->base, s->end, l->segs[i + 1]->base);
             segs_drop_head(l, i + 1);
@@ -1225,8 +1229,7 @@ int mq__seglog_read(mq__seglog *l, uint64_t from, size_t max_records, size_t max
             rc = cursor_peek(&c, off, &r, &total);
             if (rc <= 0) {
                 if (rc == 0 || rc == -EBADMSG) {
-                    fprintf(stderr, "seglog: %s: bad record at offset %" PRIu64 "\n", l->dir,
-                            off);
+                    fprintf(stderr, "seglog: %s: bad record at offset %" PRIu64 "\n", l->dir, off);
                     rc = -EIO;
                 }
                 stop = 1;
@@ -1294,8 +1297,8 @@ int mq__seglog_retain(mq__seglog *l, uint64_t now_ms)
     total = l->total_bytes;
     while (drop + 1 < l->nsegs) {
         seg *s = l->segs[drop];
-        int old = l->cfg.retention_ms && now_ms > s->max_ts &&
-                  now_ms - s->max_ts > l->cfg.retention_ms;
+        int old =
+            l->cfg.retention_ms && now_ms > s->max_ts && now_ms - s->max_ts > l->cfg.retention_ms;
         int big = l->cfg.retention_bytes && total > l->cfg.retention_bytes;
         if (!old && !big)
             break;

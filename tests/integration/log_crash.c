@@ -73,8 +73,11 @@ static void *child_thread(void *p)
 
     for (uint64_t seq = 1; seq <= MAX_PER_THREAD; seq++) {
         uint64_t id = a->round << 32 | a->thread << 24 | seq;
-        mq__rec r = {.timestamp_ms = (uint64_t)time(NULL) * 1000, .producer_id = id,
-                     .seq = seq, .value = v, .value_len = (uint32_t)payload(id, v)};
+        mq__rec r = {.timestamp_ms = (uint64_t)time(NULL) * 1000,
+                     .producer_id = id,
+                     .seq = seq,
+                     .value = v,
+                     .value_len = (uint32_t)payload(id, v)};
         uint64_t off;
         int rc = mq__seglog_append(a->l, &r, &off);
         if (rc != 0) {
@@ -224,7 +227,8 @@ static int verify(const char *dir, const acks *a, uint64_t *records)
     }
     for (size_t i = 0; i < a->n; i++) {
         if (a->v[i].offset >= end || s.ids[a->v[i].offset] != a->v[i].id) {
-            fprintf(stderr, "verify: acknowledged id %" PRIx64 " at offset %" PRIu64
+            fprintf(stderr,
+                    "verify: acknowledged id %" PRIx64 " at offset %" PRIu64
                     " is missing (end %" PRIu64 ")\n",
                     a->v[i].id, a->v[i].offset, end);
             goto out;

@@ -115,7 +115,7 @@ static void append_range(mq__seglog *l, uint64_t from, uint64_t to)
 }
 
 typedef struct collect {
-    uint64_t next;  /* expected offset of the next record */
+    uint64_t next; /* expected offset of the next record */
     size_t n;
     size_t stop_after; /* 0: never stop */
     uint64_t bytes;
@@ -224,8 +224,13 @@ static void test_framing_round_trip(void **state)
 
     /* binary key and value with NUL bytes and an empty value */
     unsigned char k[3] = {0, 1, 0}, v[5] = {0xff, 0, 0, 7, 0};
-    mq__rec r = {.timestamp_ms = 7, .producer_id = UINT64_MAX, .seq = 1ull << 40,
-                 .key = k, .key_len = 3, .value = v, .value_len = 5};
+    mq__rec r = {.timestamp_ms = 7,
+                 .producer_id = UINT64_MAX,
+                 .seq = 1ull << 40,
+                 .key = k,
+                 .key_len = 3,
+                 .value = v,
+                 .value_len = 5};
     uint64_t off;
     assert_int_equal(mq__seglog_append(l, &r, &off), 0);
     assert_int_equal(off, 200);
@@ -481,8 +486,7 @@ static void test_retention_by_age(void **state)
     assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
     /* segment k holds offsets 10k..10k+9 with timestamps up to 1000k + 9 */
     for (uint64_t i = 0; i < 100; i++) {
-        mq__rec r = {.timestamp_ms = 1000 * (i / 10) + i % 10, .value = v,
-                     .value_len = sizeof(v)};
+        mq__rec r = {.timestamp_ms = 1000 * (i / 10) + i % 10, .value = v, .value_len = sizeof(v)};
         uint64_t off;
         assert_int_equal(mq__seglog_append(l, &r, &off), 0);
     }
@@ -847,8 +851,11 @@ static void *gc_thread(void *p)
 
     for (int i = 0; i < GC_PER_THREAD; i++) {
         snprintf(v, sizeof(v), "t%d-%d", a->id, i);
-        mq__rec r = {.timestamp_ms = 1, .producer_id = (uint64_t)a->id + 1,
-                     .seq = (uint64_t)i + 1, .value = v, .value_len = (uint32_t)strlen(v)};
+        mq__rec r = {.timestamp_ms = 1,
+                     .producer_id = (uint64_t)a->id + 1,
+                     .seq = (uint64_t)i + 1,
+                     .value = v,
+                     .value_len = (uint32_t)strlen(v)};
         uint64_t off;
         if (mq__seglog_append(a->l, &r, &off) != 0) {
             a->bad++;
