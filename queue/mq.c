@@ -9,7 +9,13 @@
  *   order, so freeing is moving ahead up to the next retained record. Both
  *   rings grow by doubling when full (rare; copy under the lock) and never
  *   shrink. Log topics keep only the metadata in memory and read key+value back
- *   from their mq__seglog.
+ *   from their mq__seglog, a batch at a time into the partition's read-ahead
+ *   cache (part_payload()).
+ *   MQ_FLUSH_SYNC log topics: part_append() writes the record under part.mu but
+ *   waits for durability (mq__seglog_flush, the log's group commit) after
+ *   dropping it, so producers of one partition share fsyncs; gp_collect()
+ *   delivers only below part.durable_end, which part_append() raises once the
+ *   flush returns. A log topic's retry and DLQ topics are memory topics.
  *   start moves up only in part_release(): to the lowest committed offset of
  *   the partition's readers (every group's gpos for that partition; with no
  *   reader nothing is freed). The topic's backlog (msgs, bytes) is a pair of
@@ -64,6 +70,13 @@
  *   due times, expired leases) are noticed without a timer thread.
  *   mq_destroy() sets closing, broadcasts, and waits for active fetches to
  *   leave (they return -ESHUTDOWN) before freeing anything.
+ *
+ * LIMITS (known): a log topic's retry and DLQ topics live in memory, so a
+ *   message moved there (its main offset already committed and persisted) is
+ *   lost for that group if the process stops before it is committed from
+ *   retry. Log retention runs only when the topic is opened. Rings and the
+ *   arena grow but never shrink. Groups live until mq_destroy; an idle group
+ *   holds the backlog (by design: backlog = the slowest group).
  *
  * LOCK ORDER: q.mu -> topic.gmu -> group.mu -> part.mu(main) -> part.mu(retry)
  *   -> part.mu(dlq) -> waitq.mu. mq_dlq_replay() drops the DLQ lock before
@@ -147,8 +160,15 @@ struct part {
     size_t nreaders, readers_cap;
     struct ptable *prods;
     mq__seglog *log;
-    uint8_t *scratch; /* log topics: one record read back */
-    size_t scratch_cap;
+    bool sync;            /* MQ_FLUSH_SYNC log: deliver only below durable_end */
+    uint64_t durable_end; /* log topics: every offset below is on disk */
+    /* log topics: records [cache_from, cache_from + cache_n) read ahead into
+     * scratch, the i-th at cache_pos[i]. Records never change once written. */
+    uint8_t *scratch;
+    size_t scratch_cap, scratch_len;
+    uint64_t cache_from;
+    size_t cache_n;
+    size_t *cache_pos;
 };
 
 struct waitq {
@@ -186,10 +206,10 @@ struct group {
     pthread_mutex_t mu;
     mq_consumer **members;
     size_t nmembers, members_cap;
-    atomic_uint epoch; /* bumped on join, leave, and a member's return after expiry */
+    atomic_uint epoch;             /* bumped on join, leave, and a member's return after expiry */
     _Atomic(mq_consumer *) *owner; /* [partitions] */
-    struct gpos *main;  /* [partitions] */
-    struct gpos *retry; /* [partitions] */
+    struct gpos *main;             /* [partitions] */
+    struct gpos *retry;            /* [partitions] */
     struct gpos dlq;
     mq_topic *retry_t, *dlq_t;
 };
@@ -436,6 +456,12 @@ static struct rec *slot(struct part *pt, uint64_t off)
     return &pt->ring[off & (pt->rcap - 1)];
 }
 
+/* Offsets below this may be delivered (SYNC logs: only what is durable). */
+static uint64_t part_visible(const struct part *pt)
+{
+    return pt->sync ? pt->durable_end : pt->end;
+}
+
 static const uint8_t *arena_at(const struct part *pt, uint64_t pos)
 {
     return pt->arena + (pos & (pt->acap - 1));
@@ -635,12 +661,23 @@ static int part_append(mq_topic *t, uint32_t p, const struct append *a, uint64_t
             memcpy(pt->arena + (r.pos & (pt->acap - 1)) + a->key_len, a->value, a->value_len);
     }
     *slot(pt, pt->end) = r;
-    if (off)
-        *off = pt->end;
-    pt->end++;
+    uint64_t stored = pt->end++;
     if (seq)
         ptable_put(pt->prods, a->producer_id, a->seq);
     pthread_mutex_unlock(&pt->mu);
+    if (pt->sync) {
+        /* Outside pt->mu, so concurrent producers share one fsync (the log's
+         * group commit); fetchers see the record once it is durable. */
+        rc = mq__seglog_flush(pt->log);
+        if (rc < 0)
+            return rc; /* the log is failed now: every later append is -EIO */
+        pthread_mutex_lock(&pt->mu);
+        if (pt->durable_end < stored + 1)
+            pt->durable_end = stored + 1;
+        pthread_mutex_unlock(&pt->mu);
+    }
+    if (off)
+        *off = stored;
     wake(t);
     return 0;
 
@@ -651,55 +688,70 @@ out_unreserve:
     return rc;
 }
 
-struct readback {
+#define READAHEAD_RECORDS 256
+#define READAHEAD_BYTES (1u << 20)
+
+struct readahead {
     struct part *pt;
-    uint64_t want;
-    int rc; /* 1 found, 0 not found, < 0 error */
+    uint64_t next; /* offset expected next */
+    int rc;
 };
 
-static int readback_cb(void *arg, const mq__rec *lr)
+static int readahead_cb(void *arg, const mq__rec *lr)
 {
-    struct readback *rb = arg;
-    struct part *pt = rb->pt;
+    struct readahead *ra = arg;
+    struct part *pt = ra->pt;
     size_t len = (size_t)lr->key_len + lr->value_len;
-    if (lr->offset != rb->want) {
-        rb->rc = 0;
-        return 1;
-    }
-    if (len > pt->scratch_cap) {
-        uint8_t *n = realloc(pt->scratch, len);
+    if (lr->offset != ra->next)
+        return 1; /* keep the cache dense */
+    if (pt->scratch_len + len > pt->scratch_cap) {
+        size_t ncap = pt->scratch_cap ? pt->scratch_cap : 4096;
+        while (ncap < pt->scratch_len + len)
+            ncap *= 2;
+        uint8_t *n = realloc(pt->scratch, ncap);
         if (!n) {
-            rb->rc = -ENOMEM;
+            ra->rc = -ENOMEM;
             return 1;
         }
         pt->scratch = n;
-        pt->scratch_cap = len;
+        pt->scratch_cap = ncap;
     }
     if (lr->key_len)
-        memcpy(pt->scratch, lr->key, lr->key_len);
+        memcpy(pt->scratch + pt->scratch_len, lr->key, lr->key_len);
     if (lr->value_len)
-        memcpy(pt->scratch + lr->key_len, lr->value, lr->value_len);
-    rb->rc = 1;
-    return 1;
+        memcpy(pt->scratch + pt->scratch_len + lr->key_len, lr->value, lr->value_len);
+    pt->cache_pos[pt->cache_n++] = pt->scratch_len;
+    pt->scratch_len += len;
+    ra->next++;
+    return 0;
 }
 
-/* Key and value of record off. Pointers valid until pt->mu is released or the
- * partition is written. Caller holds pt->mu. */
+/* Key and value of record off (value follows the key). Pointers valid until
+ * pt->mu is released or the partition is next read or written. Caller holds
+ * pt->mu. Log topics read ahead a batch on a miss. */
 static int part_payload(struct part *pt, uint64_t off, const struct rec *r, const uint8_t **kv)
 {
     if (!pt->log) {
         *kv = pt->arena ? arena_at(pt, r->pos) : NULL;
         return 0;
     }
-    struct readback rb = {.pt = pt, .want = off, .rc = 0};
-    int rc = mq__seglog_read(pt->log, off, 1, SIZE_MAX, readback_cb, &rb);
-    if (rc < 0)
-        return rc;
-    if (rb.rc < 0)
-        return rb.rc;
-    if (rb.rc == 0)
-        return -EIO;
-    *kv = pt->scratch;
+    if (off < pt->cache_from || off >= pt->cache_from + pt->cache_n) {
+        if (!pt->cache_pos && !(pt->cache_pos = malloc(READAHEAD_RECORDS * sizeof *pt->cache_pos)))
+            return -ENOMEM;
+        pt->cache_from = off;
+        pt->cache_n = 0;
+        pt->scratch_len = 0;
+        struct readahead ra = {.pt = pt, .next = off, .rc = 0};
+        int rc =
+            mq__seglog_read(pt->log, off, READAHEAD_RECORDS, READAHEAD_BYTES, readahead_cb, &ra);
+        if (rc < 0 || ra.rc < 0) {
+            pt->cache_n = 0;
+            return rc < 0 ? rc : ra.rc;
+        }
+        if (pt->cache_n == 0)
+            return -EIO; /* metadata says it exists, the log does not have it */
+    }
+    *kv = pt->scratch + pt->cache_pos[off - pt->cache_from];
     return 0;
 }
 
@@ -816,6 +868,7 @@ static void topic_free(mq_topic *t)
             free(pt->readers);
             free(pt->prods);
             free(pt->scratch);
+            free(pt->cache_pos);
             pthread_mutex_destroy(&pt->mu);
         }
         free(t->parts);
@@ -891,7 +944,7 @@ static int config_check(const mq_topic_config *cfg)
 {
     if (cfg->partitions < 1 || cfg->partitions > MQ_PARTITIONS_MAX || cfg->max_backlog_msgs < 1 ||
         cfg->max_backlog_bytes < 1 || cfg->max_record_bytes < 1 || cfg->max_deliveries < 1 ||
-        cfg->lease_timeout_ms < 1 ||
+        cfg->lease_timeout_ms < 1 || cfg->ack_timeout_ms < 1 ||
         (cfg->storage != MQ_STORAGE_MEMORY && cfg->storage != MQ_STORAGE_LOG) ||
         cfg->flush > MQ_FLUSH_SYNC)
         return -EINVAL;
@@ -956,8 +1009,8 @@ static void topic_unregister_locked(mq *q, mq_topic *t)
 static int part_reserve_reader(struct part *pt)
 {
     pthread_mutex_lock(&pt->mu);
-    int rc = grow_array((void **)&pt->readers, &pt->readers_cap, pt->nreaders + 1,
-                        sizeof *pt->readers);
+    int rc =
+        grow_array((void **)&pt->readers, &pt->readers_cap, pt->nreaders + 1, sizeof *pt->readers);
     pthread_mutex_unlock(&pt->mu);
     return rc;
 }
@@ -1151,7 +1204,8 @@ static int topic_open_log(mq_topic *t)
     mq__seglog_config scfg = {.segment_bytes = t->cfg.segment_bytes,
                               .retention_ms = t->cfg.retention_ms,
                               .retention_bytes = t->cfg.retention_bytes,
-                              .flush = t->cfg.flush,
+                              /* SYNC: part_append() flushes after dropping pt->mu */
+                              .flush = t->cfg.flush == MQ_FLUSH_SYNC ? MQ_FLUSH_NONE : t->cfg.flush,
                               .flush_interval_ms = t->cfg.flush_interval_ms};
 
     if (snprintf(path, sizeof path, "%s/%s", t->q->data_dir, t->name) >= (int)sizeof path)
@@ -1184,6 +1238,8 @@ static int topic_open_log(mq_topic *t)
         }
         if (pt->end != end)
             return -EIO;
+        pt->sync = t->cfg.flush == MQ_FLUSH_SYNC;
+        pt->durable_end = end; /* open fdatasyncs the recovered tail */
     }
     snprintf(path, sizeof path, "%s/%s/offsets", t->q->data_dir, t->name);
     rc = mq__offsets_open(path, &t->offsets);
@@ -1240,8 +1296,7 @@ int mq_topic_open(mq *q, const char *name, const mq_topic_config *cfg, mq_topic 
     pthread_mutex_lock(&q->mu);
     t = topic_find_locked(q, name);
     if (t) {
-        rc = (t->cfg.partitions == cfg->partitions && t->cfg.storage == cfg->storage) ? 0
-                                                                                        : -EINVAL;
+        rc = (t->cfg.partitions == cfg->partitions && t->cfg.storage == cfg->storage) ? 0 : -EINVAL;
         goto out_unlock;
     }
     if (cfg->storage == MQ_STORAGE_LOG && !q->data_dir) {
@@ -1340,6 +1395,8 @@ int mq_consumer_create(mq_topic *t, const char *group, const char *consumer_id, 
     pthread_mutex_lock(&t->q->mu);
     rc = group_get_locked(t, group, &g);
     pthread_mutex_unlock(&t->q->mu);
+    if (rc == -EEXIST) /* a topic already has the retry/DLQ name */
+        rc = -EINVAL;
     if (rc < 0)
         return rc;
 
@@ -1360,7 +1417,7 @@ int mq_consumer_create(mq_topic *t, const char *group, const char *consumer_id, 
     pthread_mutex_lock(&g->mu);
     for (size_t i = 0; i < g->nmembers; i++) {
         if (!strcmp(g->members[i]->id, consumer_id)) {
-            rc = -EEXIST;
+            rc = -EINVAL; /* ids are unique within a group */
             goto out_unlock;
         }
     }
@@ -1602,7 +1659,7 @@ static int gp_collect(mq_consumer *c, mq_topic *t, uint32_t p, struct gpos *gp, 
         goto out_unlock;
     if (gp->next > gp->committed && win(gp, gp->committed)->at + cfg->ack_timeout_ms <= now)
         gp->next = gp->committed; /* oldest outstanding timed out: go back */
-    while (*room > 0 && gp->next < pt->end) {
+    while (*room > 0 && gp->next < part_visible(pt)) {
         uint64_t off = gp->next;
         struct rec *r = slot(pt, off);
         if (t->kind == TOPIC_RETRY && r->due > now)
@@ -1613,8 +1670,8 @@ static int gp_collect(mq_consumer *c, mq_topic *t, uint32_t p, struct gpos *gp, 
                 break; /* not reached: counts never increase with offset */
             if (move_on(g, t, p, off, r, count, now) == 0) {
                 if (gp_advance(t, g, p, gp, off + 1) < 0)
-                    fprintf(stderr, "mq: %s/%u: cannot persist offset %" PRIu64 "\n", t->name,
-                            p, off + 1);
+                    fprintf(stderr, "mq: %s/%u: cannot persist offset %" PRIu64 "\n", t->name, p,
+                            off + 1);
                 continue;
             }
             /* retry/DLQ full: deliver it once more rather than drop it */

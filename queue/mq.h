@@ -26,6 +26,7 @@
  *   -EIO       storage failure; a failed fsync makes the partition fail every
  *              later produce (never retry-and-continue)
  *   -ENOMEM    allocation failure
+ *   -ESHUTDOWN mq_fetch woken by mq_destroy (the handle is gone: do not use it again)
  *
  * Time: the instance reads a millisecond monotonic clock through mq_clock_fn;
  * tests install a fake one with mq_set_clock() to drive leases, ack timeouts

@@ -44,8 +44,7 @@ static struct sc_ent *sc_slot(struct sc_ent *tab, size_t cap, uint32_t partition
                               uint64_t producer_id)
 {
     size_t i = sc_hash(partition, producer_id) & (cap - 1);
-    while (tab[i].high &&
-           (tab[i].partition != partition || tab[i].producer_id != producer_id))
+    while (tab[i].high && (tab[i].partition != partition || tab[i].producer_id != producer_id))
         i = (i + 1) & (cap - 1);
     return &tab[i];
 }

@@ -177,8 +177,7 @@ static void test_dense_offsets(void **state)
     for (int i = 0; i < 300; i++) {
         uint32_t p;
         uint64_t off;
-        assert_int_equal(produce_str(t, i % 5 == 0 ? 1 : MQ_PARTITION_ANY, NULL, "v", &p, &off),
-                         0);
+        assert_int_equal(produce_str(t, i % 5 == 0 ? 1 : MQ_PARTITION_ANY, NULL, "v", &p, &off), 0);
         assert_int_equal(off, next[p]);
         next[p]++;
     }
@@ -351,7 +350,7 @@ static void test_commit_after_lost_lease(void **state)
     assert_true(value_is(&m[0], "w"));
     assert_int_equal(mq_commit(b, &m[0]), 0);
     assert_int_equal(mq_group_live(t, "g"), 1);
-    assert_int_equal(mq_consumer_create(t, "g", "b", &a), -EEXIST);
+    assert_int_equal(mq_consumer_create(t, "g", "b", &a), -EINVAL); /* id taken */
 }
 
 static void test_fair_share_rebalance(void **state)
@@ -613,8 +612,13 @@ static void test_idempotent_produce(void **state)
     assert_int_equal(produce_seq(t, 0, 8, 1), 0);
     /* a tracked producer needs a resolved partition */
     assert_int_equal(produce_seq(t, MQ_PARTITION_ANY, 7, 4), -EINVAL);
-    mq_record r = {.key = "u", .key_len = 1, .value = "s", .value_len = 1,
-                   .partition = MQ_PARTITION_ANY, .producer_id = 9, .seq = 1};
+    mq_record r = {.key = "u",
+                   .key_len = 1,
+                   .value = "s",
+                   .value_len = 1,
+                   .partition = MQ_PARTITION_ANY,
+                   .producer_id = 9,
+                   .seq = 1};
     assert_int_equal(mq_produce(t, &r, NULL, NULL), 0);
     assert_int_equal(mq_produce(t, &r, NULL, NULL), -EALREADY);
     assert_int_equal(produce_seq(t, 0, 7, 0), -EINVAL);
@@ -641,8 +645,8 @@ static void test_producer_table_bounded(void **state)
 
     for (uint64_t pid = 1; pid <= 1024; pid++)
         assert_int_equal(produce_seq(t, 0, pid, 1), 0);
-    assert_int_equal(produce_seq(t, 0, 1, 2), 0); /* 1 is now the most recent */
-    assert_int_equal(produce_seq(t, 0, 5000, 1), 0); /* evicts the least recent: 2 */
+    assert_int_equal(produce_seq(t, 0, 1, 2), 0);         /* 1 is now the most recent */
+    assert_int_equal(produce_seq(t, 0, 5000, 1), 0);      /* evicts the least recent: 2 */
     assert_int_equal(produce_seq(t, 0, 1, 2), -EALREADY); /* still tracked */
     assert_int_equal(produce_seq(t, 0, 3, 1), -EALREADY); /* still tracked */
     /* 2 was forgotten: its next seq is accepted, as is any unknown producer's */
@@ -1032,8 +1036,11 @@ static void test_log_produce_reopen(void **state)
     for (int i = 0; i < 10; i++) {
         char v[24];
         snprintf(v, sizeof v, "order-%d", i);
-        mq_record r = {.value = v, .value_len = strlen(v), .partition = i % 2,
-                       .producer_id = 42, .seq = (uint64_t)i / 2 + 1};
+        mq_record r = {.value = v,
+                       .value_len = strlen(v),
+                       .partition = i % 2,
+                       .producer_id = 42,
+                       .seq = (uint64_t)i / 2 + 1};
         assert_int_equal(mq_produce(t, &r, NULL, NULL), 0);
     }
     assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
@@ -1084,6 +1091,192 @@ static void test_log_produce_reopen(void **state)
     rm_rf(log_dir);
 }
 
+#define SYNC_THREADS 4
+#define SYNC_PER_THREAD 100
+
+struct sync_arg {
+    mq_topic *t;
+    uint64_t pid;
+    atomic_int *bad;
+};
+
+static void *sync_producer(void *arg)
+{
+    struct sync_arg *a = arg;
+    for (uint64_t seq = 1; seq <= SYNC_PER_THREAD; seq++) {
+        uint64_t v[2] = {a->pid, seq};
+        mq_record r = {
+            .value = v, .value_len = sizeof v, .partition = 0, .producer_id = a->pid, .seq = seq};
+        if (mq_produce(a->t, &r, NULL, NULL) != 0)
+            atomic_fetch_add(a->bad, 1);
+    }
+    return NULL;
+}
+
+/* Concurrent SYNC producers on one partition: every acknowledged record is
+ * there after reopen, in per-producer order, offsets dense. */
+static void test_log_sync_concurrent(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    pthread_t th[SYNC_THREADS];
+    struct sync_arg args[SYNC_THREADS];
+    atomic_int bad;
+
+    atomic_init(&bad, 0);
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_sync.%d", (int)getpid());
+    rm_rf(log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 1;
+    cfg.storage = MQ_STORAGE_LOG;
+    cfg.flush = MQ_FLUSH_SYNC;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    assert_int_equal(mq_topic_open(q, "s", &cfg, &t), 0);
+    for (int i = 0; i < SYNC_THREADS; i++) {
+        args[i] = (struct sync_arg){t, (uint64_t)i + 1, &bad};
+        assert_int_equal(pthread_create(&th[i], NULL, sync_producer, &args[i]), 0);
+    }
+    for (int i = 0; i < SYNC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&bad), 0);
+    assert_int_equal(mq_end_offset(t, 0), SYNC_THREADS * SYNC_PER_THREAD);
+    mq_destroy(q);
+
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    assert_int_equal(mq_topic_open(q, "s", &cfg, &t), 0);
+    assert_int_equal(mq_end_offset(t, 0), SYNC_THREADS * SYNC_PER_THREAD);
+    mq_consumer *c;
+    const mq_message *m;
+    uint64_t last[SYNC_THREADS + 1] = {0}, expect_off = 0;
+    int n;
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    while ((n = mq_fetch(c, 64, 0, &m)) > 0) {
+        for (int i = 0; i < n; i++) {
+            uint64_t v[2];
+            assert_int_equal(m[i].offset, expect_off++);
+            assert_int_equal(m[i].value_len, sizeof v);
+            memcpy(v, m[i].value, sizeof v);
+            assert_true(v[0] >= 1 && v[0] <= SYNC_THREADS);
+            assert_int_equal(v[0], m[i].producer_id);
+            assert_int_equal(v[1], last[v[0]] + 1); /* per producer, in order */
+            last[v[0]] = v[1];
+        }
+        assert_int_equal(mq_commit(c, &m[n - 1]), 0);
+    }
+    assert_int_equal(expect_off, SYNC_THREADS * SYNC_PER_THREAD);
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
+/* A committed offset past what the log recovered is clamped to its end. */
+static void test_log_offsets_clamped(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    mq_consumer *c;
+    const mq_message *m;
+    uint64_t lag, off;
+    char path[512];
+
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_clamp.%d", (int)getpid());
+    rm_rf(log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 2;
+    cfg.storage = MQ_STORAGE_LOG;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    assert_int_equal(mq_topic_open(q, "c", &cfg, &t), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(produce_str(t, 0, NULL, "v", NULL, NULL), 0);
+    assert_int_equal(produce_str(t, 1, NULL, "p1", NULL, NULL), 0);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    assert_int_equal(mq_fetch(c, 16, 0, &m), 6);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(mq_commit(c, &m[i]), 0);
+    mq_destroy(q);
+
+    /* partition 0's log is lost; its offsets store still says 5 */
+    snprintf(path, sizeof path, "%s/c/0", log_dir);
+    rm_rf(path);
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    assert_int_equal(mq_topic_open(q, "c", &cfg, &t), 0);
+    assert_int_equal(mq_end_offset(t, 0), 0);
+    assert_int_equal(mq_end_offset(t, 1), 1);
+    assert_int_equal(mq_lag(t, "g", 0, &lag), 0);
+    assert_int_equal(lag, 0);
+    assert_int_equal(mq_lag(t, "g", 1, &lag), 0);
+    assert_int_equal(lag, 0);
+    assert_int_equal(mq_topic_backlog(t), 0);
+    assert_int_equal(produce_str(t, 0, NULL, "again", NULL, &off), 0);
+    assert_int_equal(off, 0);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    assert_int_equal(mq_fetch(c, 16, 0, &m), 1); /* not skipped by the stale offset */
+    assert_true(value_is(&m[0], "again"));
+
+    /* a topic whose directory cannot be made fails to open and is not left behind */
+    snprintf(path, sizeof path, "%s/blocked", log_dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    mq_topic *bad = NULL;
+    assert_true(mq_topic_open(q, "blocked", &cfg, &bad) < 0);
+    assert_null(mq_topic_find(q, "blocked"));
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
+/* Retry and DLQ moves read the payload back from the log. */
+static void test_log_poison_to_dlq(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    mq_consumer *c;
+    const mq_message *m;
+    mq_message dl[2];
+    struct fake_clock fc;
+
+    atomic_init(&fc.now, 5000);
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_poison.%d", (int)getpid());
+    rm_rf(log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 1;
+    cfg.storage = MQ_STORAGE_LOG;
+    cfg.flush = MQ_FLUSH_ASYNC;
+    cfg.flush_interval_ms = 10;
+    cfg.max_deliveries = 1;
+    cfg.ack_timeout_ms = 10;
+    cfg.retry_delay_ms = 10;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    mq_set_clock(q, fake_now, &fc);
+    assert_int_equal(mq_topic_open(q, "lp", &cfg, &t), 0);
+    assert_int_equal(produce_str(t, 0, "key", "poison", NULL, NULL), 0);
+    assert_int_equal(produce_str(t, 0, NULL, "fine", NULL, NULL), 0);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    assert_int_equal(mq_fetch(c, 1, 0, &m), 1);
+    advance(&fc, 10);
+    assert_int_equal(mq_fetch(c, 1, 0, &m), 1); /* poison moved to retry */
+    assert_true(value_is(&m[0], "fine"));
+    assert_int_equal(mq_commit(c, &m[0]), 0);
+    advance(&fc, 10);
+    assert_int_equal(mq_fetch(c, 1, 0, &m), 1);
+    assert_string_equal(m[0].topic, "lp.g.retry");
+    assert_true(value_is(&m[0], "poison"));
+    assert_int_equal(m[0].key_len, 3);
+    assert_memory_equal(m[0].key, "key", 3);
+    advance(&fc, 10);
+    assert_int_equal(mq_fetch(c, 1, 0, &m), 0);
+    assert_int_equal(mq_dlq_list(t, "g", dl, 2), 1);
+    assert_true(value_is(&dl[0], "poison"));
+    assert_int_equal(dl[0].delivery, 2);
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
 static int log_ready(void)
 {
     /* the segment log lands separately; until then every call is -ENOSYS */
@@ -1129,6 +1322,9 @@ int main(void)
     };
     const struct CMUnitTest log_tests[] = {
         cmocka_unit_test(test_log_produce_reopen),
+        cmocka_unit_test(test_log_sync_concurrent),
+        cmocka_unit_test(test_log_offsets_clamped),
+        cmocka_unit_test(test_log_poison_to_dlq),
     };
     int failed = cmocka_run_group_tests_name("mq", tests, NULL, NULL);
     if (log_ready())
