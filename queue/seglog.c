@@ -372,7 +372,7 @@ static int cursor_fill(seg_cursor *c, size_t n)
         want = c->cap;
     if (want < n)
         return -EBADMSG;
-    size_t got;
+    size_t got = 0;
     int rc = pread_full(c->fd, c->buf, (size_t)want, c->pos, &got);
     if (rc < 0)
         return rc;
@@ -518,7 +518,7 @@ static int seg_load_index(mq__seglog *l, seg *s)
     char path[PATH_MAX];
     struct stat st, lst;
     unsigned char *b = NULL;
-    size_t got;
+    size_t got = 0;
     int fd, rc;
 
     rc = seg_path(l, s->base, "index", path, sizeof(path));

@@ -1008,7 +1008,7 @@ static char log_dir[256];
 
 static void rm_rf(const char *path)
 {
-    char cmd[512];
+    char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", path);
