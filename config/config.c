@@ -84,8 +84,10 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
 typedef struct load_ctx {
     cfg *c;
     FILE *f;
-    int lineno;   /* lines read so far: the line being handled */
-    int err_line; /* line of the first error found by on_key */
+    int lineno;        /* lines read so far: the line being handled */
+    int err_line;      /* line of the first error found by on_key */
+    int section_line;  /* line of the last "[section]" header read */
+    char section[128]; /* its name in full: inih cuts names at 49 characters */
     char msg[256];
 } load_ctx;
 
@@ -94,8 +96,18 @@ static char *read_line(char *buf, int size, void *stream)
 {
     load_ctx *L = stream;
     char *r = fgets(buf, size, L->f);
-    if (r)
+    if (r) {
         L->lineno++;
+        const char *p = r + strspn(r, " \t");
+        if (*p == '[') {
+            size_t n = strcspn(p + 1, "]\r\n");
+            if (n >= sizeof L->section)
+                n = sizeof L->section - 1;
+            memcpy(L->section, p + 1, n);
+            L->section[n] = '\0';
+            L->section_line = L->lineno;
+        }
+    }
     return r;
 }
 
@@ -179,6 +191,7 @@ static cfg_item *item_for(load_ctx *L, const char *id)
     strcpy(it->id, id);
     it->stock = -1;
     it->per_user_limit = 1;
+    it->line = L->section_line;
     return it;
 }
 
@@ -226,6 +239,10 @@ static int on_key(void *user, const char *section, const char *name, const char 
 
     if (L->err_line) /* report the first error only */
         return 1;
+    /* a long [item.<id>] comes truncated: use the name as written, so an id
+     * of 45-64 characters is kept whole and a longer one is refused */
+    if (strncmp(L->section, section, strlen(section)) == 0)
+        section = L->section;
     int ok = on_key_checked(L, c, section, name, value);
     if (!ok)
         L->err_line = L->lineno;
@@ -368,11 +385,18 @@ int cfg_load(cfg *c, const char *path, char *err, size_t errlen)
                      path, line);
         return -EINVAL;
     }
-    for (size_t i = 0; i < c->nitems; i++)
-        if (c->items[i].stock < 0) {
-            snprintf(err, errlen, "%s: [item.%s]: stock is required", path, c->items[i].id);
+    for (size_t i = 0; i < c->nitems; i++) {
+        const cfg_item *it = &c->items[i];
+        if (it->stock < 0) {
+            snprintf(err, errlen, "%s:%d: [item.%s]: stock is required", path, it->line, it->id);
             return -EINVAL;
         }
+        if (it->ends_at && it->starts_at && it->ends_at <= it->starts_at) {
+            snprintf(err, errlen, "%s:%d: [item.%s]: ends_at must be after starts_at", path,
+                     it->line, it->id);
+            return -EINVAL;
+        }
+    }
     int rc = cfg_validate(c, err, errlen);
     if (rc < 0) {
         /* prefix the file name so every config error names the file */

@@ -44,7 +44,8 @@ int gw_results_create(size_t capacity, uint64_t ttl_ns, gw_results **out)
     r->ttl_ns = ttl_ns;
     for (i = 0; i < SHARDS; i++) {
         shard *s = &r->shards[i];
-        s->cap = (uint32_t)(capacity / SHARDS + 1);
+        /* round down: the shards together hold at most `capacity` */
+        s->cap = (uint32_t)(capacity >= SHARDS ? capacity / SHARDS : 1);
         s->nbuckets = 1;
         while (s->nbuckets < s->cap)
             s->nbuckets <<= 1;
@@ -120,8 +121,10 @@ void gw_results_put(gw_results *r, const sk_outcome *o, uint64_t now_ns)
     pthread_mutex_lock(&s->lock);
     uint32_t i = find(s, o->request_id);
     if (i != NIL) {
-        if (s->ring[i].o.result != SK_SUCCESS)
+        if (s->ring[i].o.result != SK_SUCCESS) {
             s->ring[i].o = *o;
+            s->ring[i].expires_ns = now_ns + r->ttl_ns; /* recorded now */
+        }
         goto out_unlock;
     }
     while (s->count && (s->count == s->cap || s->ring[s->head].expires_ns <= now_ns))

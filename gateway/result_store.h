@@ -1,9 +1,10 @@
 /*
  * result_store.h - recent outcomes by request id, for GET /seckill/result.
  *
- * Bounded two ways: at most `capacity` entries (oldest dropped first) and each
- * entry expires ttl after it was recorded. Sharded; each shard is a fixed ring
- * of entries with a hash index, allocated once at create.
+ * Bounded two ways: at most `capacity` entries (at least one per shard; the
+ * oldest of a shard dropped first) and each entry expires ttl after it was
+ * recorded. Sharded; each shard is a fixed ring of entries with a hash index,
+ * allocated once at create.
  */
 #ifndef SECKILL_GW_RESULT_STORE_H
 #define SECKILL_GW_RESULT_STORE_H

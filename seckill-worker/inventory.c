@@ -114,7 +114,8 @@ int sk_inventory_create(const sk_item_spec *items, size_t n, size_t decision_cap
         pthread_mutex_init(&ds->lock, NULL);
         us->nbuckets = 64;
         us->buckets = calloc(us->nbuckets, sizeof *us->buckets);
-        ds->cap = decision_capacity / SHARDS + 1;
+        /* round down: the shards together keep at most decision_capacity */
+        ds->cap = decision_capacity >= SHARDS ? decision_capacity / SHARDS : 1;
         ds->nbuckets = 1024;
         ds->buckets = calloc(ds->nbuckets, sizeof *ds->buckets);
         if (!us->buckets || !ds->buckets) {
