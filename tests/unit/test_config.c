@@ -1,0 +1,501 @@
+/*
+ * test_config.c - the INI configuration: the shipped file, defaults, and a
+ * table of broken files, each with the exact "PATH:LINE: message" it must
+ * produce (PATH stands for the file's path in the expected strings).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+
+#ifndef SOURCE_DIR
+#error "SOURCE_DIR must name the source tree (tests/CMakeLists.txt)"
+#endif
+
+typedef struct tmp {
+    char dir[64];
+    char path[128];
+} tmp;
+
+static int setup_dir(void **state)
+{
+    tmp *t = calloc(1, sizeof *t);
+    assert_non_null(t);
+    strcpy(t->dir, "/tmp/test_config.XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    snprintf(t->path, sizeof t->path, "%s/seckill.ini", t->dir);
+    *state = t;
+    return 0;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown_dir(void **state)
+{
+    tmp *t = *state;
+    nftw(t->dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    free(t);
+    return 0;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* expected with every "PATH" replaced by path */
+static void expand(const char *expected, const char *path, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (const char *p = expected; *p && n + 1 < outlen;) {
+        if (strncmp(p, "PATH", 4) == 0) {
+            n += (size_t)snprintf(out + n, outlen - n, "%s", path);
+            p += 4;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n < outlen ? n : outlen - 1] = '\0';
+}
+
+/* ---- the shipped file and the defaults ---- */
+
+static void test_shipped_config(void **state)
+{
+    (void)state;
+    cfg c;
+    char err[512] = "";
+    cfg_init(&c);
+    int rc = cfg_load(&c, SOURCE_DIR "/config/seckill.ini", err, sizeof err);
+    if (rc != 0)
+        fail_msg("config/seckill.ini: %s", err);
+    assert_string_equal(c.listen_host, "127.0.0.1");
+    assert_int_equal(c.listen_port, 8080);
+    assert_string_equal(c.gateway_id, "");
+    assert_int_equal(c.wait_timeout_ms, 2000);
+    assert_int_equal(c.body_limit, 4096);
+    assert_int_equal(c.result_ttl_s, 300);
+    assert_int_equal(c.result_capacity, 100000);
+    assert_true(c.tb_rate == 50000);
+    assert_int_equal(c.tb_burst, 5000);
+    assert_int_equal(c.queue_partitions, 4);
+    assert_int_equal(c.queue_max_backlog, 65536);
+    assert_int_equal(c.queue_max_backlog_bytes, 67108864);
+    assert_int_equal(c.queue_max_deliveries, 5);
+    assert_int_equal(c.worker_embedded, 1);
+    assert_int_equal(c.worker_threads, 2);
+    assert_string_equal(c.worker_inventory, "memory");
+    assert_int_equal(c.nblocklist, 0);
+    assert_int_equal(c.nitems, 1);
+    const cfg_item *it = cfg_find_item(&c, "demo");
+    assert_non_null(it);
+    assert_int_equal(it->stock, 100);
+    assert_int_equal(it->per_user_limit, 1);
+    assert_int_equal(it->starts_at, 0);
+    assert_int_equal(it->ends_at, 0);
+    assert_null(cfg_find_item(&c, "dem"));
+    assert_int_equal(cfg_validate(&c, err, sizeof err), 0);
+    cfg_release(&c);
+    cfg_release(&c); /* released twice: harmless */
+}
+
+static void test_defaults(void **state)
+{
+    tmp *t = *state;
+    cfg c;
+    char err[512] = "";
+    cfg_init(&c);
+    assert_string_equal(c.listen_host, "127.0.0.1");
+    assert_int_equal(c.listen_port, 8080);
+    assert_int_equal(c.wait_timeout_ms, 2000);
+    assert_int_equal(c.body_limit, 4096);
+    assert_int_equal(c.max_connections, 4096);
+    assert_int_equal(c.result_ttl_s, 300);
+    assert_int_equal(c.result_capacity, 100000);
+    assert_true(c.tb_rate == 50000);
+    assert_int_equal(c.tb_burst, 5000);
+    assert_int_equal(c.queue_partitions, 4);
+    assert_int_equal(c.queue_max_backlog, 65536);
+    assert_int_equal(c.queue_max_backlog_bytes, 64ULL << 20);
+    assert_int_equal(c.queue_ack_timeout_ms, 5000);
+    assert_int_equal(c.queue_lease_timeout_ms, 3000);
+    assert_int_equal(c.queue_max_deliveries, 5);
+    assert_int_equal(c.worker_embedded, 1);
+    assert_int_equal(c.worker_threads, 2);
+    assert_int_equal(c.worker_batch, 64);
+    assert_string_equal(c.worker_inventory, "memory");
+    assert_int_equal(c.worker_decision_capacity, 1000000);
+    assert_int_equal(c.nitems, 0);
+    assert_int_equal(c.nblocklist, 0);
+    /* no item yet: not a valid configuration */
+    assert_int_equal(cfg_validate(&c, err, sizeof err), -EINVAL);
+    assert_string_equal(err, "no [item.<id>] section: nothing to sell");
+
+    /* a file with only an item keeps every other default */
+    write_file(t->path, "[item.x]\nstock = 3\n");
+    assert_int_equal(cfg_load(&c, t->path, err, sizeof err), 0);
+    assert_int_equal(c.listen_port, 8080);
+    assert_int_equal(c.tb_burst, 5000);
+    assert_int_equal(c.nitems, 1);
+    assert_string_equal(c.items[0].id, "x");
+    assert_int_equal(c.items[0].stock, 3);
+    assert_int_equal(c.items[0].per_user_limit, 1);
+    assert_int_equal(c.items[0].starts_at, 0);
+    assert_int_equal(c.items[0].ends_at, 0);
+    assert_int_equal(c.items[0].line, 1);
+    cfg_release(&c);
+}
+
+static void test_values(void **state)
+{
+    tmp *t = *state;
+    cfg c;
+    char err[512] = "";
+    cfg_init(&c);
+    write_file(t->path, "# a comment\n"
+                        "[gateway]\n"
+                        "listen = 0.0.0.0:0          ; inline comment\n"
+                        "gateway_id = 3f1c9a2e-0000-4000-8000-000000000001\n"
+                        "wait_timeout_ms = 600000\n"
+                        "result_capacity = 16\n"
+                        "[token_bucket]\n"
+                        "rate = 0\n"
+                        "burst = 1\n"
+                        "[queue]\n"
+                        "max_backlog_bytes = 1099511627776\n"
+                        "[worker]\n"
+                        "embedded = yes\n"
+                        "threads = 256\n"
+                        "[item.a]\n"
+                        "stock = 0\n"
+                        "[item.b-2]\n"
+                        "stock = 1000000000000\n"
+                        "per_user_limit = 3\n"
+                        "starts_at = 1700000000\n"
+                        "ends_at = 1700000001\n"
+                        "[item.a]\n" /* a section may be reopened */
+                        "per_user_limit = 2\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.listen_host, "0.0.0.0");
+    assert_int_equal(c.listen_port, 0);
+    assert_string_equal(c.gateway_id, "3f1c9a2e-0000-4000-8000-000000000001");
+    assert_int_equal(c.wait_timeout_ms, 600000);
+    assert_int_equal(c.result_capacity, 16);
+    assert_true(c.tb_rate == 0);
+    assert_int_equal(c.tb_burst, 1);
+    assert_int_equal(c.queue_max_backlog_bytes, 1ULL << 40);
+    assert_int_equal(c.worker_threads, 256);
+    assert_int_equal(c.nitems, 2);
+    const cfg_item *a = cfg_find_item(&c, "a"), *b = cfg_find_item(&c, "b-2");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(a->stock, 0);
+    assert_int_equal(a->per_user_limit, 2);
+    assert_int_equal(a->line, 15);
+    assert_int_equal(b->stock, 1000000000000LL);
+    assert_int_equal(b->per_user_limit, 3);
+    assert_int_equal(b->starts_at, 1700000000);
+    assert_int_equal(b->ends_at, 1700000001);
+    assert_int_equal(b->line, 17);
+    cfg_release(&c);
+    assert_null(c.items);
+    assert_int_equal(c.nitems, 0);
+}
+
+static void test_long_item_id(void **state)
+{
+    /* section names are longer than the INI parser keeps: ids stay whole */
+    tmp *t = *state;
+    static const char *ids[] = {
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS",                    /* 45 */
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.", /* 64 */
+    };
+    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+        cfg c;
+        char text[256], err[512] = "";
+        cfg_init(&c);
+        snprintf(text, sizeof text, "[item.%s]\nstock = 7\n[item.short]\nstock = 1\n", ids[i]);
+        write_file(t->path, text);
+        if (cfg_load(&c, t->path, err, sizeof err) != 0)
+            fail_msg("%s", err);
+        assert_int_equal(c.nitems, 2);
+        assert_string_equal(c.items[0].id, ids[i]);
+        assert_int_equal(c.items[0].stock, 7);
+        assert_string_equal(c.items[1].id, "short");
+        cfg_release(&c);
+    }
+}
+
+/* ---- broken files ---- */
+
+typedef struct bad {
+    const char *name;
+    const char *text;
+    const char *err; /* "PATH" stands for the file's path */
+} bad;
+
+#define ITEM "[item.a]\nstock = 1\n"
+
+static const bad bads[] = {
+    {"unknown key", "[gateway]\nlisten = 127.0.0.1:80\nlistn = 1.2.3.4:80\n",
+     "PATH:3: [gateway] unknown key 'listn'"},
+    {"unknown key in an item", ITEM "stok = 5\n", "PATH:3: [item.a] unknown key 'stok'"},
+    {"unknown key in risk", ITEM "[risk]\nblock = u1\n", "PATH:4: [risk] unknown key 'block'"},
+    {"unknown section", ITEM "\n[gatway]\nlisten = 127.0.0.1:80\n",
+     "PATH:5: unknown section [gatway]"},
+    {"key before any section", "stock = 1\n" ITEM, "PATH:1: unknown section []"},
+    {"item without a dot", "[item]\nstock = 1\n", "PATH:2: unknown section [item]"},
+    {"bad number", ITEM "[gateway]\nwait_timeout_ms = 12ms\n",
+     "PATH:4: [gateway] wait_timeout_ms: expected an integer from 1 to 600000"},
+    {"hex number", ITEM "[queue]\npartitions = 0x10\n",
+     "PATH:4: [queue] partitions: expected an integer from 1 to 1024"},
+    {"negative number", ITEM "[worker]\nthreads = -2\n",
+     "PATH:4: [worker] threads: expected an integer from 1 to 256"},
+    {"empty number", ITEM "[worker]\nbatch =\n",
+     "PATH:4: [worker] batch: expected an integer from 1 to 4096"},
+    {"number overflow", ITEM "[queue]\nmax_backlog = 99999999999999999999999\n",
+     "PATH:4: [queue] max_backlog: expected an integer from 1 to 100000000"},
+    {"below range", ITEM "[gateway]\nresult_capacity = 15\n",
+     "PATH:4: [gateway] result_capacity: expected an integer from 16 to 100000000"},
+    {"above range", ITEM "[queue]\npartitions = 1025\n",
+     "PATH:4: [queue] partitions: expected an integer from 1 to 1024"},
+    {"zero burst", ITEM "[token_bucket]\nburst = 0\n",
+     "PATH:4: [token_bucket] burst: expected an integer from 1 to 100000000"},
+    {"negative rate", ITEM "[token_bucket]\nrate = -1\n",
+     "PATH:4: [token_bucket] rate: expected tokens per second from 0 (unlimited) to 1e9"},
+    {"huge rate", ITEM "[token_bucket]\nrate = 1e10\n",
+     "PATH:4: [token_bucket] rate: expected tokens per second from 0 (unlimited) to 1e9"},
+    {"nan rate", ITEM "[token_bucket]\nrate = nan\n",
+     "PATH:4: [token_bucket] rate: expected tokens per second from 0 (unlimited) to 1e9"},
+    {"negative stock", "[item.a]\nstock = -1\n",
+     "PATH:2: [item.a] stock: expected an integer from 0 to 1000000000000"},
+    {"stock too big", "[item.a]\nstock = 1000000000001\n",
+     "PATH:2: [item.a] stock: expected an integer from 0 to 1000000000000"},
+    {"zero per_user_limit", ITEM "per_user_limit = 0\n",
+     "PATH:3: [item.a] per_user_limit: expected an integer from 1 to 1000000"},
+    {"bad starts_at", ITEM "starts_at = soon\n",
+     "PATH:3: [item.a] starts_at: expected unix seconds (0 = none)"},
+    {"listen without port", ITEM "[gateway]\nlisten = localhost\n",
+     "PATH:4: [gateway] listen: expected HOST:PORT"},
+    {"listen without host", ITEM "[gateway]\nlisten = :8080\n",
+     "PATH:4: [gateway] listen: expected HOST:PORT"},
+    {"listen port too big", ITEM "[gateway]\nlisten = 127.0.0.1:65536\n",
+     "PATH:4: [gateway] listen: expected HOST:PORT"},
+    {"listen port not a number", ITEM "[gateway]\nlisten = 127.0.0.1:http\n",
+     "PATH:4: [gateway] listen: expected HOST:PORT"},
+    {"short gateway_id", ITEM "[gateway]\ngateway_id = 1234\n",
+     "PATH:4: [gateway] gateway_id: expected a UUID (36 characters) or nothing"},
+    {"park", ITEM "[gateway]\npark = event\n", "PATH:4: [gateway] park: expected 'thread'"},
+    {"embedded not a bool", ITEM "[worker]\nembedded = maybe\n",
+     "PATH:4: [worker] embedded: expected true or false"},
+    {"inventory", ITEM "[worker]\ninventory = redis\n",
+     "PATH:4: [worker] inventory: expected 'memory'"},
+    {"decision capacity", ITEM "[worker]\ndecision_capacity = 1023\n",
+     "PATH:4: [worker] decision_capacity: expected an integer from 1024 to 100000000"},
+    {"bad item id", "[item.bad/id]\nstock = 1\n",
+     "PATH:2: [item.bad/id]: item id must be 1-64 characters of A-Z a-z 0-9 _ . : -"},
+    {"empty item id", "[item.]\nstock = 1\n",
+     "PATH:2: [item.]: item id must be 1-64 characters of A-Z a-z 0-9 _ . : -"},
+    {"65-character item id",
+     "[item.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-]\nstock = 1\n",
+     "PATH:2: [item.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-]: item id "
+     "must be 1-64 characters of A-Z a-z 0-9 _ . : -"},
+    {"blocklist id", ITEM "[risk]\nblocklist = bot-1, bot/2\n",
+     "PATH:4: [risk] blocklist: 'bot/2' is not a valid user id"},
+    {"missing stock", ITEM "\n[item.b]\nper_user_limit = 2\nstarts_at = 0\n",
+     "PATH:4: [item.b]: stock is required"},
+    {"ends_at before starts_at",
+     ITEM "[item.b]\nstock = 2\nstarts_at = 1700000000\nends_at = 1600000000\n",
+     "PATH:3: [item.b]: ends_at must be after starts_at"},
+    {"ends_at at starts_at", "[item.b]\nstock = 2\nstarts_at = 1700000000\nends_at = 1700000000\n",
+     "PATH:1: [item.b]: ends_at must be after starts_at"},
+    {"no items", "[gateway]\nlisten = 127.0.0.1:80\n",
+     "PATH: no [item.<id>] section: nothing to sell"},
+    {"empty file", "", "PATH: no [item.<id>] section: nothing to sell"},
+    {"embedded = false", ITEM "[worker]\nembedded = false\n",
+     "PATH: [worker] embedded = false needs the RPC transport, not built yet"},
+    {"syntax error", ITEM "[gateway]\nthis is not a key\n",
+     "PATH:4: syntax error (expected [section] or key = value)"},
+    {"unclosed section", ITEM "[gateway\nlisten = 127.0.0.1:80\n",
+     "PATH:3: syntax error (expected [section] or key = value)"},
+    {"first error wins: two key errors", ITEM "[gateway]\nbogus = 1\n[queue]\npartitions = 0\n",
+     "PATH:4: [gateway] unknown key 'bogus'"},
+    {"first error wins: key error, then syntax", ITEM "[gateway]\nbogus = 1\nnot a pair\n",
+     "PATH:4: [gateway] unknown key 'bogus'"},
+    {"first error wins: syntax, then key error", ITEM "[gateway]\nnot a pair\nbogus = 1\n",
+     "PATH:4: syntax error (expected [section] or key = value)"},
+    {"first error wins: key error before a missing stock",
+     "[item.b]\nper_user_limit = 2\n[gateway]\nbody_limit = 1\n",
+     "PATH:4: [gateway] body_limit: expected an integer from 64 to 1048576"},
+};
+
+static void test_bad_files(void **state)
+{
+    tmp *t = *state;
+    for (size_t i = 0; i < sizeof bads / sizeof *bads; i++) {
+        cfg c;
+        char err[512] = "", want[512];
+        cfg_init(&c);
+        write_file(t->path, bads[i].text);
+        int rc = cfg_load(&c, t->path, err, sizeof err);
+        expand(bads[i].err, t->path, want, sizeof want);
+        if (rc != -EINVAL)
+            fail_msg("%s: cfg_load returned %d (%s)", bads[i].name, rc, err);
+        if (strcmp(err, want) != 0)
+            fail_msg("%s:\n  got  %s\n  want %s", bads[i].name, err, want);
+        cfg_release(&c);
+    }
+}
+
+static void test_missing_file(void **state)
+{
+    tmp *t = *state;
+    cfg c;
+    char err[512], path[160], want[256];
+    cfg_init(&c);
+    snprintf(path, sizeof path, "%s/nope.ini", t->dir);
+    assert_int_equal(cfg_load(&c, path, err, sizeof err), -ENOENT);
+    snprintf(want, sizeof want, "%s: %s", path, strerror(ENOENT));
+    assert_string_equal(err, want);
+    cfg_release(&c);
+}
+
+/* ---- blocklist ---- */
+
+static void test_blocklist(void **state)
+{
+    tmp *t = *state;
+    cfg c;
+    char err[512] = "";
+    cfg_init(&c);
+    write_file(t->path, ITEM "[risk]\n"
+                             "blocklist = bot-1, bot-2,bot-3\tbot-4   bot:5 ,, \n"
+                             "blocklist =\n"
+                             "blocklist = u.6\n"
+                             "  u_7, U8\n" /* a continuation line adds to the list */
+                             "[gateway]\n"
+                             "listen = 127.0.0.1:1\n"
+                             "[risk]\n"
+                             "blocklist = last ; a comment, not-an-id!\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    static const char *want[] = {"bot-1", "bot-2", "bot-3", "bot-4", "bot:5",
+                                 "u.6",   "u_7",   "U8",    "last"};
+    assert_int_equal(c.nblocklist, sizeof want / sizeof *want);
+    for (size_t i = 0; i < c.nblocklist; i++)
+        assert_string_equal(c.blocklist[i], want[i]);
+    cfg_release(&c);
+    assert_null(c.blocklist);
+    assert_int_equal(c.nblocklist, 0);
+}
+
+static void test_blocklist_limit(void **state)
+{
+    tmp *t = *state;
+    size_t cap = (CFG_MAX_BLOCKLIST + 2) * 32 + 64;
+    char *text = malloc(cap), err[512] = "", want[512];
+    size_t n = 0;
+    assert_non_null(text);
+    n += (size_t)snprintf(text + n, cap - n, ITEM "[risk]\n"); /* 3 lines */
+    for (int i = 0; i < CFG_MAX_BLOCKLIST; i++)
+        n += (size_t)snprintf(text + n, cap - n, "blocklist = u%d\n", i);
+
+    cfg c;
+    cfg_init(&c);
+    write_file(t->path, text);
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.nblocklist, CFG_MAX_BLOCKLIST);
+    assert_string_equal(c.blocklist[CFG_MAX_BLOCKLIST - 1], "u4095");
+    cfg_release(&c);
+
+    snprintf(text + n, cap - n, "blocklist = one-too-many\n");
+    cfg_init(&c);
+    write_file(t->path, text);
+    assert_int_equal(cfg_load(&c, t->path, err, sizeof err), -EINVAL);
+    snprintf(want, sizeof want, "%s:%d: [risk] blocklist: more than %d user ids", t->path,
+             3 + CFG_MAX_BLOCKLIST + 1, CFG_MAX_BLOCKLIST);
+    assert_string_equal(err, want);
+    cfg_release(&c);
+    free(text);
+}
+
+/* ---- cfg_parse_listen ---- */
+
+static void test_parse_listen(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int rc;
+        const char *host;
+        unsigned port;
+    } t[] = {
+        {"127.0.0.1:8080", 0, "127.0.0.1", 8080},
+        {"0.0.0.0:0", 0, "0.0.0.0", 0},
+        {"localhost:65535", 0, "localhost", 65535},
+        {"a:b:80", 0, "a:b", 80}, /* the last colon separates the port */
+        {"h:1", 0, "h", 1},
+        {"127.0.0.1:65536", -EINVAL, NULL, 0},
+        {"127.0.0.1:-1", -EINVAL, NULL, 0},
+        {"127.0.0.1:", -EINVAL, NULL, 0},
+        {"127.0.0.1:80x", -EINVAL, NULL, 0},
+        {"127.0.0.1:99999999999999999999", -EINVAL, NULL, 0},
+        {":80", -EINVAL, NULL, 0},
+        {"127.0.0.1", -EINVAL, NULL, 0},
+        {"", -EINVAL, NULL, 0},
+        {"0123456789abcdef:1", -EINVAL, NULL, 0}, /* 16 characters: too long for 16 bytes */
+        {"0123456789abcde:1", 0, "0123456789abcde", 1},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+        char host[16];
+        uint16_t port = 4242;
+        strcpy(host, "untouched");
+        int rc = cfg_parse_listen(t[i].s, host, sizeof host, &port);
+        if (rc != t[i].rc)
+            fail_msg("'%s': %d, want %d", t[i].s, rc, t[i].rc);
+        if (rc == 0) {
+            assert_string_equal(host, t[i].host);
+            assert_int_equal(port, t[i].port);
+        } else { /* nothing written on failure */
+            assert_string_equal(host, "untouched");
+            assert_int_equal(port, 4242);
+        }
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shipped_config),
+        cmocka_unit_test_setup_teardown(test_defaults, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_values, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_long_item_id, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_bad_files, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_missing_file, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_blocklist, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_blocklist_limit, setup_dir, teardown_dir),
+        cmocka_unit_test(test_parse_listen),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,581 @@
+/*
+ * test_inventory.c - stock, per-user limits and once-only decisions.
+ *
+ * The threaded tests check the invariants of inventory.h over every decision
+ * made: successes never exceed stock, no user passes per_user_limit, order ids
+ * are unique, and a request id decided by several threads at once is decided
+ * exactly once with every caller seeing the same outcome.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "seckill-worker/inventory.h"
+
+static uint64_t mix(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* A request id as random as a UUID's, unique per n. */
+static void req_id(uint8_t id[16], uint64_t n)
+{
+    uint64_t a = mix(n), b = n;
+    memcpy(id, &a, 8);
+    memcpy(id + 8, &b, 8);
+}
+
+static int is_uuid(const char *s)
+{
+    if (strlen(s) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++) {
+        int dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    }
+    return 1;
+}
+
+static sk_inventory *make(int64_t stock, uint32_t limit, size_t capacity)
+{
+    sk_item_spec items[] = {
+        {"sku-1", stock, limit},
+        {"sku-2", 5, 1},
+        {"empty", 0, 1},
+    };
+    sk_inventory *inv = NULL;
+    assert_int_equal(sk_inventory_create(items, 3, capacity, &inv), 0);
+    return inv;
+}
+
+/* decide and return the rc; o filled */
+static int decide(sk_inventory *inv, int item, const char *user, uint64_t n, enum sk_result v,
+                  sk_outcome *o, int64_t *left)
+{
+    uint8_t id[16];
+    req_id(id, n);
+    memset(o, 0x3c, sizeof *o);
+    return sk_inventory_decide(inv, item, user, id, v, o, left);
+}
+
+/* ---- single-threaded ---- */
+
+static void test_create_and_lookup(void **state)
+{
+    (void)state;
+    sk_inventory *inv = NULL;
+    sk_item_spec bad_id[] = {{"bad id", 1, 1}};
+    sk_item_spec empty_id[] = {{"", 1, 1}};
+    sk_item_spec bad_stock[] = {{"ok", -1, 1}};
+    sk_item_spec bad_limit[] = {{"ok", 1, 0}};
+    assert_int_equal(sk_inventory_create(bad_id, 1, 100, &inv), -EINVAL);
+    assert_int_equal(sk_inventory_create(empty_id, 1, 100, &inv), -EINVAL);
+    assert_int_equal(sk_inventory_create(bad_stock, 1, 100, &inv), -EINVAL);
+    assert_int_equal(sk_inventory_create(bad_limit, 1, 100, &inv), -EINVAL);
+
+    inv = make(10, 1, 1000);
+    assert_int_equal(sk_inventory_items(inv), 3);
+    assert_int_equal(sk_inventory_find(inv, "sku-1"), 0);
+    assert_int_equal(sk_inventory_find(inv, "sku-2"), 1);
+    assert_int_equal(sk_inventory_find(inv, "empty"), 2);
+    assert_int_equal(sk_inventory_find(inv, "sku-3"), -ENOENT);
+    assert_int_equal(sk_inventory_find(inv, "sku-"), -ENOENT);
+    assert_int_equal(sk_inventory_left(inv, 0), 10);
+    assert_int_equal(sk_inventory_left(inv, 1), 5);
+    assert_int_equal(sk_inventory_sold(inv, 0), 0);
+    sk_inventory_destroy(inv);
+    sk_inventory_destroy(NULL);
+}
+
+static void test_bad_item_index(void **state)
+{
+    (void)state;
+    sk_inventory *inv = make(10, 1, 1000);
+    sk_outcome o;
+    int64_t left = 12345;
+    assert_int_equal(decide(inv, -1, "u", 1, SK_SUCCESS, &o, &left), -EINVAL);
+    assert_int_equal(decide(inv, 3, "u", 1, SK_SUCCESS, &o, &left), -EINVAL);
+    assert_int_equal(decide(inv, 1000, "u", 1, SK_SUCCESS, &o, &left), -EINVAL);
+    assert_int_equal(left, 12345);
+    /* nothing was recorded for that request id */
+    assert_int_equal(decide(inv, 0, "u", 1, SK_SUCCESS, &o, &left), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    assert_int_equal(left, 9);
+    sk_inventory_destroy(inv);
+}
+
+static void test_buy_and_stock(void **state)
+{
+    (void)state;
+    sk_inventory *inv = make(3, 1, 1000);
+    sk_outcome o;
+    int64_t left = -1;
+    char seen[3][SK_ORDER_ID_MAX + 1];
+    for (int i = 0; i < 3; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "user-%d", i);
+        assert_int_equal(decide(inv, 0, user, 100 + (uint64_t)i, SK_SUCCESS, &o, &left), 1);
+        assert_int_equal(o.result, SK_SUCCESS);
+        assert_true(is_uuid(o.order_id));
+        assert_int_equal(left, 2 - i);
+        strcpy(seen[i], o.order_id);
+    }
+    assert_string_not_equal(seen[0], seen[1]);
+    assert_string_not_equal(seen[1], seen[2]);
+    assert_string_not_equal(seen[0], seen[2]);
+    assert_int_equal(sk_inventory_sold(inv, 0), 3);
+
+    assert_int_equal(decide(inv, 0, "user-9", 200, SK_SUCCESS, &o, &left), 1);
+    assert_int_equal(o.result, SK_SOLD_OUT);
+    assert_string_equal(o.order_id, "");
+    assert_int_equal(left, 0);
+    assert_int_equal(sk_inventory_left(inv, 0), 0);
+    /* another item is independent; left may be NULL */
+    assert_int_equal(decide(inv, 1, "user-9", 201, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    assert_int_equal(sk_inventory_left(inv, 1), 4);
+    sk_inventory_destroy(inv);
+}
+
+static void test_stock_zero(void **state)
+{
+    (void)state;
+    sk_inventory *inv = make(3, 1, 1000);
+    sk_outcome o;
+    int64_t left = -1;
+    for (uint64_t i = 0; i < 5; i++) {
+        assert_int_equal(decide(inv, 2, "u", 300 + i, SK_SUCCESS, &o, &left), 1);
+        assert_int_equal(o.result, SK_SOLD_OUT);
+        assert_string_equal(o.order_id, "");
+        assert_int_equal(left, 0);
+    }
+    assert_int_equal(sk_inventory_sold(inv, 2), 0);
+    /* a refused buyer was not recorded as one: it buys on another item */
+    assert_int_equal(decide(inv, 0, "u", 310, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    sk_inventory_destroy(inv);
+}
+
+static void test_per_user_limit_1(void **state)
+{
+    (void)state;
+    sk_inventory *inv = make(100, 1, 1000);
+    sk_outcome o;
+    int64_t left;
+    assert_int_equal(decide(inv, 0, "alice", 1, SK_SUCCESS, &o, &left), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    char first[SK_ORDER_ID_MAX + 1];
+    strcpy(first, o.order_id);
+    for (uint64_t n = 2; n < 6; n++) {
+        assert_int_equal(decide(inv, 0, "alice", n, SK_SUCCESS, &o, &left), 1);
+        assert_int_equal(o.result, SK_ALREADY_PURCHASED);
+        assert_string_equal(o.order_id, first); /* names the user's order */
+        assert_int_equal(left, 99);
+    }
+    /* ids are exact: a longer or shorter name is someone else */
+    assert_int_equal(decide(inv, 0, "alic", 10, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    assert_int_equal(decide(inv, 0, "alice2", 11, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    /* the limit is per item */
+    assert_int_equal(decide(inv, 1, "alice", 12, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    assert_int_equal(sk_inventory_sold(inv, 0), 3);
+    sk_inventory_destroy(inv);
+}
+
+static void test_per_user_limit_3(void **state)
+{
+    (void)state;
+    sk_inventory *inv = make(100, 3, 1000);
+    sk_outcome o;
+    char orders[3][SK_ORDER_ID_MAX + 1];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(decide(inv, 0, "bob", 20 + (uint64_t)i, SK_SUCCESS, &o, NULL), 1);
+        assert_int_equal(o.result, SK_SUCCESS);
+        strcpy(orders[i], o.order_id);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(orders[i], orders[j]);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(decide(inv, 0, "bob", 30 + (uint64_t)i, SK_SUCCESS, &o, NULL), 1);
+        assert_int_equal(o.result, SK_ALREADY_PURCHASED);
+        assert_string_equal(o.order_id, orders[2]); /* the last order */
+    }
+    assert_int_equal(sk_inventory_sold(inv, 0), 3);
+    assert_int_equal(decide(inv, 0, "carol", 40, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    sk_inventory_destroy(inv);
+}
+
+static void test_idempotent_decisions(void **state)
+{
+    (void)state;
+    sk_inventory *inv = make(2, 1, 1000);
+    sk_outcome o, first;
+    int64_t left;
+
+    /* success, then redelivered: the stored success, whatever the verdict now */
+    assert_int_equal(decide(inv, 0, "u1", 50, SK_SUCCESS, &first, &left), 1);
+    assert_int_equal(first.result, SK_SUCCESS);
+    assert_int_equal(left, 1);
+    static const enum sk_result verdicts[] = {SK_SUCCESS, SK_EXPIRED, SK_BLOCKED, SK_ENDED,
+                                              SK_NOT_STARTED};
+    for (size_t i = 0; i < sizeof verdicts / sizeof *verdicts; i++) {
+        assert_int_equal(decide(inv, 0, "u1", 50, verdicts[i], &o, &left), 0);
+        assert_int_equal(o.result, SK_SUCCESS);
+        assert_string_equal(o.order_id, first.order_id);
+        assert_int_equal(left, 1); /* nothing bought again */
+    }
+
+    /* a non-success verdict is recorded and replayed: no purchase later */
+    assert_int_equal(decide(inv, 0, "u2", 51, SK_EXPIRED, &o, &left), 1);
+    assert_int_equal(o.result, SK_EXPIRED);
+    assert_string_equal(o.order_id, "");
+    assert_int_equal(left, 1);
+    assert_int_equal(decide(inv, 0, "u2", 51, SK_SUCCESS, &o, &left), 0);
+    assert_int_equal(o.result, SK_EXPIRED);
+    assert_string_equal(o.order_id, "");
+    assert_int_equal(left, 1);
+
+    assert_int_equal(decide(inv, 0, "u3", 52, SK_BLOCKED, &o, NULL), 1);
+    assert_int_equal(o.result, SK_BLOCKED);
+    assert_int_equal(decide(inv, 0, "u3", 52, SK_SUCCESS, &o, NULL), 0);
+    assert_int_equal(o.result, SK_BLOCKED);
+
+    /* already_purchased is replayed with its order id */
+    assert_int_equal(decide(inv, 0, "u1", 53, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_ALREADY_PURCHASED);
+    assert_string_equal(o.order_id, first.order_id);
+    assert_int_equal(decide(inv, 0, "u1", 53, SK_SUCCESS, &o, NULL), 0);
+    assert_int_equal(o.result, SK_ALREADY_PURCHASED);
+    assert_string_equal(o.order_id, first.order_id);
+
+    /* sold out is replayed too */
+    assert_int_equal(decide(inv, 0, "u4", 54, SK_SUCCESS, &o, &left), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    assert_int_equal(left, 0);
+    assert_int_equal(decide(inv, 0, "u5", 55, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_SOLD_OUT);
+    assert_int_equal(decide(inv, 0, "u5", 55, SK_SUCCESS, &o, NULL), 0);
+    assert_int_equal(o.result, SK_SOLD_OUT);
+    assert_int_equal(sk_inventory_sold(inv, 0), 2);
+    sk_inventory_destroy(inv);
+}
+
+static void test_decision_capacity(void **state)
+{
+    (void)state;
+    enum { CAP = 640, SUCCESSES = 50, OTHERS = 20000 };
+    sk_inventory *inv = make(SUCCESSES, 1, CAP);
+    sk_outcome o;
+    char orders[SUCCESSES][SK_ORDER_ID_MAX + 1];
+    int s = 0;
+
+    /* successes spread among many non-success decisions */
+    for (uint64_t n = 0; n < OTHERS; n++) {
+        if (n % (OTHERS / SUCCESSES) == 0 && s < SUCCESSES) {
+            char user[32];
+            snprintf(user, sizeof user, "buyer-%d", s);
+            assert_int_equal(decide(inv, 0, user, 1000000 + (uint64_t)s, SK_SUCCESS, &o, NULL), 1);
+            assert_int_equal(o.result, SK_SUCCESS);
+            strcpy(orders[s++], o.order_id);
+        }
+        assert_int_equal(decide(inv, 0, "late", n, SK_EXPIRED, &o, NULL), 1);
+    }
+    assert_int_equal(s, SUCCESSES);
+
+    /* Which non-success decisions are still known? Probe newest first with a
+     * different verdict: a known one answers 0 with the stored verdict. (A
+     * miss records a new decision, which can only push out decisions older
+     * than every one still to be found.) */
+    size_t kept = 0;
+    int newest_kept = 0, oldest_kept = 0;
+    for (uint64_t n = OTHERS; n-- > 0;) {
+        int rc = decide(inv, 0, "late", n, SK_BLOCKED, &o, NULL);
+        if (rc == 0) {
+            assert_int_equal(o.result, SK_EXPIRED);
+            kept++;
+        } else {
+            assert_int_equal(rc, 1);
+            assert_int_equal(o.result, SK_BLOCKED);
+        }
+        if (n == OTHERS - 1)
+            newest_kept = rc == 0;
+        if (n == 0)
+            oldest_kept = rc == 0;
+    }
+    assert_true(newest_kept);
+    assert_false(oldest_kept);
+    if (kept > CAP || kept < CAP / 2)
+        fail_msg("capacity %d: %zu non-success decisions kept", CAP, kept);
+
+    /* every success is still known: redelivered, it answers the same order */
+    for (int i = 0; i < SUCCESSES; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "buyer-%d", i);
+        assert_int_equal(decide(inv, 0, user, 1000000 + (uint64_t)i, SK_EXPIRED, &o, NULL), 0);
+        assert_int_equal(o.result, SK_SUCCESS);
+        assert_string_equal(o.order_id, orders[i]);
+    }
+    assert_int_equal(sk_inventory_sold(inv, 0), SUCCESSES);
+    assert_int_equal(sk_inventory_left(inv, 0), 0);
+    sk_inventory_destroy(inv);
+}
+
+/* ---- threads: many buyers ---- */
+
+#define THREADS 8
+#define PER_THREAD 5000
+#define USERS 2000
+#define STOCK 1000
+
+typedef struct rec {
+    int user;
+    int rc;
+    enum sk_result result;
+    char order_id[SK_ORDER_ID_MAX + 1];
+} rec;
+
+typedef struct buyers {
+    sk_inventory *inv;
+    int users;
+    int per_thread;
+    rec *recs; /* THREADS * per_thread, each thread its own slice */
+    pthread_barrier_t go;
+} buyers;
+
+typedef struct buyer_arg {
+    buyers *b;
+    int index;
+    int replay_errors; /* a redelivery that did not answer the stored outcome */
+} buyer_arg;
+
+static void *buyer_main(void *arg)
+{
+    buyer_arg *a = arg;
+    buyers *b = a->b;
+    rec *mine = b->recs + (size_t)a->index * (size_t)b->per_thread;
+    uint64_t seed = mix((uint64_t)a->index + 77);
+    pthread_barrier_wait(&b->go);
+    for (int j = 0; j < b->per_thread; j++) {
+        char user[32];
+        uint8_t id[16];
+        sk_outcome o;
+        seed = mix(seed);
+        mine[j].user = (int)(seed % (uint64_t)b->users);
+        snprintf(user, sizeof user, "u%d", mine[j].user);
+        req_id(id, ((uint64_t)a->index << 32) | (uint64_t)j);
+        mine[j].rc = sk_inventory_decide(b->inv, 0, user, id, SK_SUCCESS, &o, NULL);
+        mine[j].result = o.result;
+        memcpy(mine[j].order_id, o.order_id, sizeof o.order_id);
+
+        if ((seed >> 40) % 8 == 0) { /* redeliver an earlier request of this thread */
+            int k = (int)((seed >> 20) % (uint64_t)(j + 1));
+            snprintf(user, sizeof user, "u%d", mine[k].user);
+            req_id(id, ((uint64_t)a->index << 32) | (uint64_t)k);
+            int rc = sk_inventory_decide(b->inv, 0, user, id,
+                                         (seed >> 50) % 2 ? SK_SUCCESS : SK_EXPIRED, &o, NULL);
+            if (rc != 0 || o.result != mine[k].result || strcmp(o.order_id, mine[k].order_id) != 0)
+                a->replay_errors++;
+        }
+    }
+    return NULL;
+}
+
+static int cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static void run_buyers(int64_t stock, uint32_t limit, int users, int per_thread)
+{
+    buyers b = {.inv = make(stock, limit, 100000), .users = users, .per_thread = per_thread};
+    pthread_t th[THREADS];
+    buyer_arg a[THREADS];
+    size_t total = (size_t)THREADS * (size_t)per_thread;
+    b.recs = calloc(total, sizeof *b.recs);
+    assert_non_null(b.recs);
+    pthread_barrier_init(&b.go, NULL, THREADS);
+    for (int i = 0; i < THREADS; i++) {
+        a[i] = (buyer_arg){.b = &b, .index = i};
+        assert_int_equal(pthread_create(&th[i], NULL, buyer_main, &a[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(a[i].replay_errors, 0);
+    }
+    pthread_barrier_destroy(&b.go);
+
+    int *bought = calloc((size_t)users, sizeof *bought);
+    const char **user_order = calloc((size_t)users, sizeof *user_order); /* last success */
+    const char **orders = calloc(total, sizeof *orders);
+    assert_non_null(bought);
+    assert_non_null(user_order);
+    assert_non_null(orders);
+    size_t successes = 0, sold_out = 0;
+    for (size_t i = 0; i < total; i++) {
+        rec *r = &b.recs[i];
+        assert_int_equal(r->rc, 1); /* every request id was new */
+        switch (r->result) {
+        case SK_SUCCESS:
+            if (!is_uuid(r->order_id))
+                fail_msg("success without an order id: '%s'", r->order_id);
+            orders[successes++] = r->order_id;
+            if (++bought[r->user] > (int)limit)
+                fail_msg("user %d bought %d times (limit %u)", r->user, bought[r->user], limit);
+            user_order[r->user] = r->order_id;
+            break;
+        case SK_SOLD_OUT:
+            assert_string_equal(r->order_id, "");
+            sold_out++;
+            break;
+        case SK_ALREADY_PURCHASED:
+            assert_true(is_uuid(r->order_id));
+            break;
+        default:
+            fail_msg("unexpected result %d", r->result);
+        }
+    }
+    assert_int_equal(successes,
+                     (size_t)(stock < (int64_t)users * limit ? stock : (int64_t)users * limit));
+    assert_int_equal(sk_inventory_sold(b.inv, 0), (int64_t)successes);
+    assert_int_equal(sk_inventory_left(b.inv, 0), stock - (int64_t)successes);
+    if (limit == 1) /* already_purchased names the one order the user has */
+        for (size_t i = 0; i < total; i++)
+            if (b.recs[i].result == SK_ALREADY_PURCHASED)
+                assert_string_equal(b.recs[i].order_id, user_order[b.recs[i].user]);
+    qsort(orders, successes, sizeof *orders, cmp_str);
+    for (size_t i = 1; i < successes; i++)
+        if (strcmp(orders[i - 1], orders[i]) == 0)
+            fail_msg("order id %s given twice", orders[i]);
+    print_message("stock %lld limit %u: %zu sold, %zu sold out\n", (long long)stock, limit,
+                  successes, sold_out);
+    free(orders);
+    free(user_order);
+    free(bought);
+    free(b.recs);
+    sk_inventory_destroy(b.inv);
+}
+
+static void test_threads_never_oversell(void **state)
+{
+    (void)state;
+    run_buyers(STOCK, 1, USERS, PER_THREAD);
+}
+
+static void test_threads_per_user_limit_3(void **state)
+{
+    (void)state;
+    /* 10 users with a limit of 3 and plenty of stock: exactly 30 sold */
+    run_buyers(1000, 3, 10, 500);
+}
+
+/* ---- threads: one request delivered to several workers at once ---- */
+
+#define SHARED 2000
+#define SHARED_STOCK 500
+
+typedef struct shared {
+    sk_inventory *inv;
+    pthread_barrier_t go;
+    struct {
+        int rc;
+        enum sk_result result;
+        char order_id[SK_ORDER_ID_MAX + 1];
+    } seen[4][SHARED];
+} shared;
+
+typedef struct shared_arg {
+    shared *s;
+    int index;
+} shared_arg;
+
+static void *shared_main(void *arg)
+{
+    shared_arg *a = arg;
+    shared *s = a->s;
+    pthread_barrier_wait(&s->go);
+    for (int j = 0; j < SHARED; j++) {
+        int k = a->index % 2 ? SHARED - 1 - j : j; /* two forwards, two backwards */
+        /* thread 3 reached a verdict of its own on odd requests: whoever
+         * decides first wins, and everyone must then see that */
+        char user[32];
+        uint8_t id[16];
+        sk_outcome o;
+        snprintf(user, sizeof user, "s%d", k);
+        req_id(id, 0xabc00000u + (uint64_t)k);
+        s->seen[a->index][k].rc = sk_inventory_decide(
+            s->inv, 0, user, id, a->index == 3 && k % 2 ? SK_EXPIRED : SK_SUCCESS, &o, NULL);
+        s->seen[a->index][k].result = o.result;
+        memcpy(s->seen[a->index][k].order_id, o.order_id, sizeof o.order_id);
+    }
+    return NULL;
+}
+
+static void test_threads_redelivery(void **state)
+{
+    (void)state;
+    shared *s = calloc(1, sizeof *s);
+    pthread_t th[4];
+    shared_arg a[4];
+    assert_non_null(s);
+    s->inv = make(SHARED_STOCK, 1, 100000);
+    pthread_barrier_init(&s->go, NULL, 4);
+    for (int i = 0; i < 4; i++) {
+        a[i] = (shared_arg){s, i};
+        assert_int_equal(pthread_create(&th[i], NULL, shared_main, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&s->go);
+
+    int successes = 0;
+    for (int k = 0; k < SHARED; k++) {
+        int fresh = 0;
+        for (int t = 0; t < 4; t++) {
+            fresh += s->seen[t][k].rc == 1;
+            assert_true(s->seen[t][k].rc == 0 || s->seen[t][k].rc == 1);
+            assert_int_equal(s->seen[t][k].result, s->seen[0][k].result);
+            assert_string_equal(s->seen[t][k].order_id, s->seen[0][k].order_id);
+        }
+        if (fresh != 1)
+            fail_msg("request %d decided %d times", k, fresh);
+        successes += s->seen[0][k].result == SK_SUCCESS;
+    }
+    /* every even request tries to buy, for distinct users: all stock goes */
+    assert_int_equal(successes, SHARED_STOCK);
+    assert_int_equal(sk_inventory_sold(s->inv, 0), SHARED_STOCK);
+    sk_inventory_destroy(s->inv);
+    free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_and_lookup),
+        cmocka_unit_test(test_bad_item_index),
+        cmocka_unit_test(test_buy_and_stock),
+        cmocka_unit_test(test_stock_zero),
+        cmocka_unit_test(test_per_user_limit_1),
+        cmocka_unit_test(test_per_user_limit_3),
+        cmocka_unit_test(test_idempotent_decisions),
+        cmocka_unit_test(test_decision_capacity),
+        cmocka_unit_test(test_threads_never_oversell),
+        cmocka_unit_test(test_threads_per_user_limit_3),
+        cmocka_unit_test(test_threads_redelivery),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
