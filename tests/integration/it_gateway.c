@@ -392,6 +392,108 @@ static void test_window_rate_risk(void **state)
     stop(&p);
 }
 
+/* ---- parked requests that time out: 504, then the recorded outcome ---- */
+
+#define TO_REQUESTS 200
+
+typedef struct to_req {
+    int port;
+    int user;
+    pthread_barrier_t *go;
+    int status;
+    char rid[64];
+    char hdr[64];
+} to_req;
+
+static void *timeout_thread(void *arg)
+{
+    to_req *t = arg;
+    char body[128];
+    http_resp *r = malloc(sizeof *r);
+    snprintf(body, sizeof body, "{\"user_id\":\"t-%d\",\"item_id\":\"demo\"}", t->user);
+    pthread_barrier_wait(t->go);
+    if (r && http_buy(t->port, body, r) == 0) {
+        t->status = r->status;
+        json_field(r->body, "request_id", t->rid, sizeof t->rid);
+        http_header(r, "X-Request-Id", t->hdr, sizeof t->hdr);
+    }
+    free(r);
+    return NULL;
+}
+
+static void test_timeouts(void **state)
+{
+    (void)state;
+    gw_proc p;
+    /* A 1 ms wait with 200 requests racing two worker threads on a 2-core
+     * machine: many waits end before their outcome arrives. */
+    const char *ini = "[gateway]\nwait_timeout_ms = 1\n[token_bucket]\nrate = 0\n"
+                      "[worker]\nthreads = 1\nbatch = 1\n[item.demo]\nstock = 50\n";
+    start(&p, ini);
+    static to_req reqs[TO_REQUESTS];
+    static pthread_t tids[TO_REQUESTS];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, TO_REQUESTS);
+    for (int i = 0; i < TO_REQUESTS; i++) {
+        reqs[i] = (to_req){.port = p.port, .user = i, .go = &go};
+        assert_int_equal(pthread_create(&tids[i], NULL, timeout_thread, &reqs[i]), 0);
+    }
+    for (int i = 0; i < TO_REQUESTS; i++)
+        pthread_join(tids[i], NULL);
+    pthread_barrier_destroy(&go);
+
+    int ok = 0, timeouts = 0, sold_out = 0;
+    for (int i = 0; i < TO_REQUESTS; i++) {
+        if (reqs[i].status == 504) {
+            timeouts++;
+            assert_int_equal(strlen(reqs[i].rid), 36);
+            assert_string_equal(reqs[i].hdr, reqs[i].rid);
+        } else if (reqs[i].status == 200) {
+            ok++;
+        } else if (reqs[i].status == 409) {
+            sold_out++;
+        } else {
+            fail_msg("request %d: undocumented answer %d", i, reqs[i].status);
+        }
+    }
+    printf("timeouts: %d answered 504, %d success, %d sold_out\n", timeouts, ok, sold_out);
+    assert_true(timeouts > 0);
+
+    /* Every timed-out request gets a recorded outcome: a late success, or the
+     * worker's "timeout" when it came past the deadline (stock untouched). */
+    int late_success = 0;
+    for (int i = 0; i < TO_REQUESTS; i++) {
+        if (reqs[i].status != 504)
+            continue;
+        char path[128], v[32];
+        http_resp r;
+        snprintf(path, sizeof path, "/seckill/result/%s", reqs[i].rid);
+        for (int tries = 0; tries < 200; tries++) {
+            assert_int_equal(http_do(p.port, "GET", path, NULL, NULL, 0, &r), 0);
+            if (r.status != 202)
+                break;
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        assert_int_equal(json_field(r.body, "result", v, sizeof v), 0);
+        if (r.status == 200 && !strcmp(v, "success"))
+            late_success++;
+        else if (!(r.status == 504 && !strcmp(v, "timeout")) &&
+                 !(r.status == 409 && !strcmp(v, "sold_out")))
+            fail_msg("result of %s: %d %s", reqs[i].rid, r.status, r.body);
+    }
+    /* sold = successes the apps saw + late successes, never above stock */
+    long left = stock_left(p.port, "demo");
+    assert_int_equal(50 - left, ok + late_success);
+    http_resp r;
+    assert_int_equal(http_do(p.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    assert_non_null(strstr(r.body, "seckill_parked_requests 0\n"));
+    char want[96];
+    snprintf(want, sizeof want, "seckill_requests_total{result=\"timeout\"} %d\n", timeouts);
+    assert_non_null(strstr(r.body, want));
+    stop(&p);
+}
+
 /* ---- command line ---- */
 
 static void test_cli(void **state)
@@ -455,6 +557,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_purchase_flow),
         cmocka_unit_test(test_window_rate_risk),
         cmocka_unit_test(test_sale),
+        cmocka_unit_test(test_timeouts),
     };
     return cmocka_run_group_tests_name("integration.gateway", tests, NULL, NULL);
 }
