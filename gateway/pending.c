@@ -95,8 +95,8 @@ void gw_pending_add(gw_pending *p, gw_waiter *w)
     w->done = 0;
     w->next = *b;
     *b = w;
+    atomic_fetch_add(&p->count, 1); /* under the lock: a completer's decrement comes after */
     pthread_mutex_unlock(&s->lock);
-    atomic_fetch_add(&p->count, 1);
 }
 
 /* Unlink w from its bucket; caller holds the shard lock. 1 when it was there. */
@@ -122,8 +122,8 @@ int gw_pending_wait(gw_pending *p, gw_waiter *w, uint64_t deadline_ns)
     while (!w->done) {
         int e = pthread_cond_timedwait(&w->cond, &s->lock, &ts);
         if (e == ETIMEDOUT && !w->done) {
-            unlink_waiter(b, w);
-            atomic_fetch_sub(&p->count, 1);
+            if (unlink_waiter(b, w))
+                atomic_fetch_sub(&p->count, 1);
             rc = -ETIMEDOUT;
             break;
         }
@@ -141,8 +141,8 @@ int gw_pending_cancel(gw_pending *p, gw_waiter *w)
     if (w->done) {
         rc = -EALREADY;
     } else {
-        unlink_waiter(b, w);
-        atomic_fetch_sub(&p->count, 1);
+        if (unlink_waiter(b, w))
+            atomic_fetch_sub(&p->count, 1);
         rc = 0;
     }
     pthread_mutex_unlock(&s->lock);
