@@ -43,6 +43,8 @@ struct gw {
     mq_topic *topic;
     sk_inventory *inv;
     sk_worker *worker;
+    sk_source source;   /* what the embedded worker reads and decides with */
+    sk_backend backend;
     sk_item_window *windows;
     gw_item *items;
     size_t nitems;
@@ -190,6 +192,9 @@ static unsigned outcome_body(gw *g, const sk_outcome *o, const char *rid, char *
     case SK_UNKNOWN_ITEM:
         *len = snprintf(buf, cap, "{\"result\":\"unknown_item\"}");
         return 404;
+    case SK_UNAVAILABLE:
+        *len = snprintf(buf, cap, "{\"result\":\"overloaded\"}");
+        return 503;
     default:
         *len = snprintf(buf, cap, "{\"result\":\"%s\"}", sk_result_name(o->result));
         return 409;
@@ -278,7 +283,8 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
         return answer(g, conn, t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rid, NULL, NULL);
     }
     unsigned status = outcome_body(g, &w.out, rid, buf, sizeof buf, &n);
-    return answer(g, conn, t0, answer_of(w.out.result), status, buf, (size_t)n, rid, NULL, NULL);
+    return answer(g, conn, t0, answer_of(w.out.result), status, buf, (size_t)n, rid,
+                  status == 503 ? "Retry-After" : NULL, "1");
 }
 
 /* ---- GET endpoints ---- */
@@ -559,7 +565,9 @@ int gw_start(gw *g, char *err, size_t errlen)
                                .windows = g->windows,
                                .nwindows = g->nitems};
         sk_link link = {.arg = g, .deliver = on_outcome, .stock = on_stock};
-        rc = sk_worker_start(&wc, g->topic, g->inv, &link, &g->worker);
+        g->source = sk_source_mq(g->topic);
+        g->backend = sk_inventory_backend(g->inv);
+        rc = sk_worker_start(&wc, &g->source, &g->backend, &link, &g->worker);
         if (rc < 0) {
             snprintf(err, errlen, "worker: %s", strerror(-rc));
             return rc;

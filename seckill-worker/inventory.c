@@ -294,6 +294,36 @@ static void decision_evict_oldest(decision_shard *ds)
     free(old);
 }
 
+static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *outs,
+                          int64_t *left)
+{
+    sk_inventory *inv = impl;
+    for (size_t i = 0; i < n; i++) {
+        int it = sk_inventory_find(inv, reqs[i].item_id);
+        if (it < 0) {
+            outs[i].result = SK_UNKNOWN_ITEM;
+            outs[i].order_id[0] = '\0';
+            left[i] = -1;
+            continue;
+        }
+        int rc = sk_inventory_decide(inv, it, reqs[i].user_id, reqs[i].request_id,
+                                     reqs[i].verdict, &outs[i], &left[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int backend_known(void *impl, const char *item_id)
+{
+    return sk_inventory_find(impl, item_id) >= 0;
+}
+
+sk_backend sk_inventory_backend(sk_inventory *inv)
+{
+    return (sk_backend){.impl = inv, .decide = backend_decide, .known = backend_known};
+}
+
 int sk_inventory_decide(sk_inventory *inv, int it, const char *user_id,
                         const uint8_t request_id[16], enum sk_result verdict, sk_outcome *o,
                         int64_t *left)

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "sk.h"
 
 typedef struct sk_inventory sk_inventory;
@@ -45,6 +46,9 @@ size_t sk_inventory_items(const sk_inventory *inv);
 int sk_inventory_decide(sk_inventory *inv, int item, const char *user_id,
                         const uint8_t request_id[16], enum sk_result verdict, sk_outcome *o,
                         int64_t *left);
+
+/* The backend interface over inv (inv must outlive it). */
+sk_backend sk_inventory_backend(sk_inventory *inv);
 
 /* Successful purchases of item so far. */
 int64_t sk_inventory_sold(const sk_inventory *inv, int item);

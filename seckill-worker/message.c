@@ -8,6 +8,7 @@ static const char *const result_names[SK_RESULT_COUNT] = {
     [SK_ALREADY_PURCHASED] = "already_purchased", [SK_NOT_STARTED] = "not_started",
     [SK_ENDED] = "ended",             [SK_BLOCKED] = "blocked",
     [SK_EXPIRED] = "timeout",         [SK_UNKNOWN_ITEM] = "unknown_item",
+    [SK_UNAVAILABLE] = "overloaded",
 };
 
 const char *sk_result_name(enum sk_result r)

@@ -13,19 +13,28 @@
 typedef struct thread_ctx {
     struct sk_worker *w;
     pthread_t tid;
-    mq_consumer *consumer;
+    void *src;
     int started;
+    /* per-batch scratch, sized to cfg.batch */
+    sk_msg *reqs;
+    sk_decide *decide;
+    sk_outcome *outs;
+    int64_t *left;
+    int *state; /* per message: BAD, OWN (decided without the backend), or index into decide */
 } thread_ctx;
 
 struct sk_worker {
     sk_worker_config cfg;
-    mq_topic *topic;
-    sk_inventory *inv;
+    sk_source src;
+    sk_backend be;
     sk_link link;
     atomic_int stop;
     thread_ctx *threads;
-    _Atomic uint64_t decided, expired, redelivered, bad_messages, deliver_failures;
+    _Atomic uint64_t decided, expired, redelivered, bad_messages, deliver_failures,
+        backend_failures;
 };
+
+enum { ST_BAD = -1, ST_OWN = -2 };
 
 uint64_t sk_wall_ms(void)
 {
@@ -33,6 +42,37 @@ uint64_t sk_wall_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
+
+/* ---- the embedded queue as a source ---- */
+
+static int mq_src_open(void *impl, const char *id, void **h)
+{
+    return mq_consumer_create(impl, SK_GROUP, id, (mq_consumer **)h);
+}
+
+static void mq_src_close(void *impl, void *h)
+{
+    (void)impl;
+    mq_consumer_destroy(h);
+}
+
+static int mq_src_fetch(void *h, size_t max, uint32_t wait_ms, const mq_message **msgs)
+{
+    return mq_fetch(h, max, wait_ms, msgs);
+}
+
+static int mq_src_commit(void *h, const mq_message *m)
+{
+    return mq_commit(h, m);
+}
+
+sk_source sk_source_mq(mq_topic *t)
+{
+    return (sk_source){.impl = t, .open = mq_src_open, .close = mq_src_close,
+                       .fetch = mq_src_fetch, .commit = mq_src_commit};
+}
+
+/* ---- risk control ---- */
 
 static int blocked(const sk_worker *w, const char *user)
 {
@@ -57,151 +97,215 @@ static enum sk_result window_verdict(const sk_worker *w, const char *item_id, ui
     return SK_SUCCESS;
 }
 
-/* Decide one message and deliver its outcome. Returns 0 when the message may
- * be committed, negative when delivery failed (leave it for redelivery). */
-static int handle(sk_worker *w, const mq_message *m)
+static void sleep_ms(long ms)
 {
-    sk_msg req;
-    sk_outcome o;
-    int64_t left = -1;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
 
-    if (sk_msg_decode(m->value, m->value_len, &req) < 0) {
-        /* Deterministically unreadable: no redelivery can help, skip it. */
-        atomic_fetch_add(&w->bad_messages, 1);
-        fprintf(stderr, "seckill-worker: dropping undecodable message %s/%u@%llu\n",
-                m->topic, m->partition, (unsigned long long)m->offset);
-        return 0;
-    }
-    memset(&o, 0, sizeof o);
-    memcpy(o.gateway_id, req.gateway_id, 16);
-    memcpy(o.request_id, req.request_id, 16);
-    memcpy(o.item_id, req.item_id, sizeof o.item_id);
-    if (m->delivery > 1)
-        atomic_fetch_add(&w->redelivered, 1);
-
-    int it = sk_inventory_find(w->inv, req.item_id);
-    if (it < 0) {
-        o.result = SK_UNKNOWN_ITEM;
-    } else {
-        uint64_t now = sk_wall_ms();
+/* Decode the batch and reach each message's verdict; fills tc->decide for the
+ * ones the backend must see. Returns how many those are. */
+static size_t prepare(thread_ctx *tc, const mq_message *msgs, int n)
+{
+    sk_worker *w = tc->w;
+    uint64_t now = sk_wall_ms();
+    size_t nd = 0;
+    for (int i = 0; i < n; i++) {
+        const mq_message *m = &msgs[i];
+        sk_msg *req = &tc->reqs[i];
+        sk_outcome *o = &tc->outs[i];
+        if (m->delivery > 1)
+            atomic_fetch_add(&w->redelivered, 1);
+        if (sk_msg_decode(m->value, m->value_len, req) < 0) {
+            /* Deterministically unreadable: no redelivery can help, skip it. */
+            atomic_fetch_add(&w->bad_messages, 1);
+            fprintf(stderr, "seckill-worker: dropping undecodable message %s/%u@%llu\n",
+                    m->topic, m->partition, (unsigned long long)m->offset);
+            tc->state[i] = ST_BAD;
+            continue;
+        }
+        memset(o, 0, sizeof *o);
+        memcpy(o->gateway_id, req->gateway_id, 16);
+        memcpy(o->request_id, req->request_id, 16);
+        memcpy(o->item_id, req->item_id, sizeof o->item_id);
+        tc->left[i] = -1;
+        if (!w->be.known(w->be.impl, req->item_id)) {
+            o->result = SK_UNKNOWN_ITEM;
+            tc->state[i] = ST_OWN;
+            continue;
+        }
         enum sk_result verdict = SK_SUCCESS;
-        if (now > req.deadline_ms)
+        if (now > req->deadline_ms)
             verdict = SK_EXPIRED;
-        else if (blocked(w, req.user_id))
+        else if (blocked(w, req->user_id))
             verdict = SK_BLOCKED;
         else
-            verdict = window_verdict(w, req.item_id, now);
-        int rc = sk_inventory_decide(w->inv, it, req.user_id, req.request_id, verdict, &o, &left);
-        if (rc < 0)
-            return rc;
-        if (rc == 1) {
-            atomic_fetch_add(&w->decided, 1);
-            if (o.result == SK_EXPIRED)
-                atomic_fetch_add(&w->expired, 1);
-        }
+            verdict = window_verdict(w, req->item_id, now);
+        tc->decide[nd] = (sk_decide){.item_id = req->item_id, .user_id = req->user_id,
+                                     .request_id = req->request_id, .verdict = verdict};
+        tc->state[i] = (int)nd++;
     }
-    int rc = w->link.deliver(w->link.arg, &o);
-    if (rc < 0) {
-        atomic_fetch_add(&w->deliver_failures, 1);
-        return rc;
-    }
-    if (o.result == SK_SUCCESS || (o.result == SK_SOLD_OUT && left == 0)) {
-        if (w->link.stock)
-            w->link.stock(w->link.arg, o.item_id, left);
-    }
-    return 0;
+    return nd;
 }
 
 static void *thread_main(void *arg)
 {
     thread_ctx *tc = arg;
     sk_worker *w = tc->w;
+    /* decided outcomes live in tc->outs by message index; the backend writes
+     * into a compact array, copied back below */
+    sk_outcome *bouts = calloc(w->cfg.batch, sizeof *bouts);
+    int64_t *bleft = calloc(w->cfg.batch, sizeof *bleft);
+    long backoff_ms = 0;
+    if (!bouts || !bleft)
+        goto out_free;
     while (!atomic_load(&w->stop)) {
         const mq_message *msgs;
-        int n = mq_fetch(tc->consumer, w->cfg.batch, 100, &msgs);
+        int n = w->src.fetch(tc->src, w->cfg.batch, 100, &msgs);
         if (n < 0) {
             if (n == -ECANCELED || n == -ESHUTDOWN)
                 break;
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
+            sleep_ms(10);
             continue;
         }
-        /* Commit, per partition, the last message whose outcome went out; stop
-         * a partition at its first failure so nothing after it is acked. */
-        const mq_message *last[64];
-        uint32_t failed[64];
+        if (n == 0)
+            continue;
+        size_t nd = prepare(tc, msgs, n);
+        int brc = 0;
+        if (nd)
+            brc = w->be.decide(w->be.impl, tc->decide, nd, bouts, bleft);
+        if (brc < 0) {
+            /* Fail closed: tell the parked requests now (503) and leave the
+             * messages uncommitted; their redelivery is decided once the
+             * backend is back, and the stored decision keeps it single. */
+            atomic_fetch_add(&w->backend_failures, 1);
+            for (int i = 0; i < n; i++)
+                if (tc->state[i] >= 0) {
+                    tc->outs[i].result = SK_UNAVAILABLE;
+                    tc->outs[i].order_id[0] = '\0';
+                    w->link.deliver(w->link.arg, &tc->outs[i]);
+                }
+            backoff_ms = backoff_ms ? (backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2) : 10;
+            sleep_ms(backoff_ms);
+            continue;
+        }
+        backoff_ms = 0;
+
+        /* Deliver in order; commit, per partition, the last message whose
+         * outcome went out, stopping a partition at its first failed delivery
+         * so nothing after it is acknowledged. */
+        struct part {
+            const char *topic;
+            uint32_t partition;
+            const mq_message *upto;
+            int failed;
+        } parts[64];
         size_t nparts = 0;
         for (int i = 0; i < n; i++) {
             const mq_message *m = &msgs[i];
             size_t k = 0;
-            while (k < nparts && (last[k]->partition != m->partition ||
-                                  strcmp(last[k]->topic, m->topic) != 0))
+            while (k < nparts &&
+                   (parts[k].partition != m->partition || strcmp(parts[k].topic, m->topic) != 0))
                 k++;
-            if (k < nparts && failed[k])
-                continue;
-            int rc = handle(w, m);
             if (k == nparts) {
                 if (nparts == 64) {
-                    /* More partitions in one batch than we track: commit now. */
-                    if (rc == 0)
-                        mq_commit(tc->consumer, m);
+                    /* more partitions in one batch than tracked: stop here,
+                     * the rest comes again after the ack timeout */
+                    break;
+                }
+                parts[nparts++] = (struct part){m->topic, m->partition, NULL, 0};
+            }
+            if (parts[k].failed)
+                continue;
+            if (tc->state[i] != ST_BAD) {
+                sk_outcome *o = &tc->outs[i];
+                if (tc->state[i] >= 0) {
+                    const sk_outcome *b = &bouts[tc->state[i]];
+                    o->result = b->result;
+                    memcpy(o->order_id, b->order_id, sizeof o->order_id);
+                    tc->left[i] = bleft[tc->state[i]];
+                    atomic_fetch_add(&w->decided, 1);
+                    if (o->result == SK_EXPIRED)
+                        atomic_fetch_add(&w->expired, 1);
+                }
+                if (w->link.deliver(w->link.arg, o) < 0) {
+                    atomic_fetch_add(&w->deliver_failures, 1);
+                    parts[k].failed = 1;
                     continue;
                 }
-                nparts++;
-                last[k] = NULL;
-                failed[k] = 0;
+                if (w->link.stock && tc->left[i] >= 0 &&
+                    (o->result == SK_SUCCESS || tc->left[i] == 0))
+                    w->link.stock(w->link.arg, o->item_id, tc->left[i]);
             }
-            if (rc < 0)
-                failed[k] = 1;
-            else
-                last[k] = m;
+            parts[k].upto = m;
         }
         for (size_t k = 0; k < nparts; k++)
-            if (last[k])
-                mq_commit(tc->consumer, last[k]);
+            if (parts[k].upto)
+                w->src.commit(tc->src, parts[k].upto);
     }
+out_free:
+    free(bouts);
+    free(bleft);
     return NULL;
 }
 
-int sk_worker_start(const sk_worker_config *cfg, mq_topic *t, sk_inventory *inv,
+static void free_scratch(thread_ctx *tc)
+{
+    free(tc->reqs);
+    free(tc->decide);
+    free(tc->outs);
+    free(tc->left);
+    free(tc->state);
+}
+
+int sk_worker_start(const sk_worker_config *cfg, const sk_source *src, const sk_backend *be,
                     const sk_link *link, sk_worker **out)
 {
-    if (!cfg->threads || !cfg->batch || !link->deliver)
+    if (!cfg->threads || !cfg->batch || !link->deliver || !be->decide || !be->known)
         return -EINVAL;
     sk_worker *w = calloc(1, sizeof *w);
     int rc = -ENOMEM;
-    uint32_t i;
     if (!w)
         return -ENOMEM;
     w->cfg = *cfg;
-    w->topic = t;
-    w->inv = inv;
+    w->src = *src;
+    w->be = *be;
     w->link = *link;
     w->threads = calloc(cfg->threads, sizeof *w->threads);
-    if (!w->threads)
-        goto out_free_w;
-    for (i = 0; i < cfg->threads; i++) {
+    if (!w->threads) {
+        free(w);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < cfg->threads; i++) {
+        thread_ctx *tc = &w->threads[i];
         char id[128];
         snprintf(id, sizeof id, "%s-%u", cfg->name ? cfg->name : "worker", i);
-        w->threads[i].w = w;
-        rc = mq_consumer_create(t, SK_GROUP, id, &w->threads[i].consumer);
-        if (rc < 0)
-            goto out_stop;
-        rc = -pthread_create(&w->threads[i].tid, NULL, thread_main, &w->threads[i]);
-        if (rc < 0) {
-            mq_consumer_destroy(w->threads[i].consumer);
+        tc->w = w;
+        tc->reqs = calloc(cfg->batch, sizeof *tc->reqs);
+        tc->decide = calloc(cfg->batch, sizeof *tc->decide);
+        tc->outs = calloc(cfg->batch, sizeof *tc->outs);
+        tc->left = calloc(cfg->batch, sizeof *tc->left);
+        tc->state = calloc(cfg->batch, sizeof *tc->state);
+        if (!tc->reqs || !tc->decide || !tc->outs || !tc->left || !tc->state) {
+            rc = -ENOMEM;
             goto out_stop;
         }
-        w->threads[i].started = 1;
+        rc = w->src.open(w->src.impl, id, &tc->src);
+        if (rc < 0)
+            goto out_stop;
+        rc = -pthread_create(&tc->tid, NULL, thread_main, tc);
+        if (rc < 0) {
+            w->src.close(w->src.impl, tc->src);
+            tc->src = NULL;
+            goto out_stop;
+        }
+        tc->started = 1;
     }
     *out = w;
     return 0;
 
 out_stop:
     sk_worker_stop(w);
-    return rc;
-out_free_w:
-    free(w);
     return rc;
 }
 
@@ -211,10 +315,12 @@ void sk_worker_stop(sk_worker *w)
         return;
     atomic_store(&w->stop, 1);
     for (uint32_t i = 0; i < w->cfg.threads; i++) {
-        if (!w->threads[i].started)
-            continue;
-        pthread_join(w->threads[i].tid, NULL);
-        mq_consumer_destroy(w->threads[i].consumer);
+        thread_ctx *tc = &w->threads[i];
+        if (tc->started) {
+            pthread_join(tc->tid, NULL);
+            w->src.close(w->src.impl, tc->src);
+        }
+        free_scratch(tc);
     }
     free(w->threads);
     free(w);
@@ -228,4 +334,5 @@ void sk_worker_get_stats(const sk_worker *w, sk_worker_stats *out)
     out->redelivered = atomic_load(&mw->redelivered);
     out->bad_messages = atomic_load(&mw->bad_messages);
     out->deliver_failures = atomic_load(&mw->deliver_failures);
+    out->backend_failures = atomic_load(&mw->backend_failures);
 }

@@ -1,23 +1,40 @@
 /*
  * worker.h - seckill worker threads: consume the request topic in group
- * "seckill", decide each request, deliver the outcome, then commit.
+ * "seckill" in batches, decide each batch in one backend call, deliver every
+ * outcome, then commit.
  *
- * Per message: decode -> stored decision? -> past deadline? (expired, stock
- * untouched) -> blocklist -> sale window -> inventory (limit + stock) ->
- * link->deliver -> link->stock when stock changed. The batch's messages are
- * committed only after their outcomes were handed over (ack after delivery):
- * a crash in between redelivers them, and the stored decision answers again.
+ * Per message: decode -> past deadline? (verdict expired: stock untouched)
+ * -> blocklist -> sale window -> backend (stored decision, per-user limit,
+ * stock) -> link->deliver -> link->stock. Messages are committed only after
+ * their outcomes were handed over (ack after delivery): a crash in between
+ * redelivers them, and the backend's stored decision answers again.
+ *
+ * Where messages come from is an sk_source: the embedded queue (sk_source_mq)
+ * or, in a separate worker process, a gateway over rpc/.
  */
 #ifndef SECKILL_SK_WORKER_H
 #define SECKILL_SK_WORKER_H
 
 #include <stdint.h>
 
-#include "inventory.h"
+#include "backend.h"
 #include "mq.h"
 #include "sk.h"
 
 typedef struct sk_worker sk_worker;
+
+/* A stream of request messages with cumulative acknowledgement, one handle per
+ * worker thread (mq_consumer semantics: see mq.h). */
+typedef struct sk_source {
+    void *impl;
+    int (*open)(void *impl, const char *consumer_id, void **handle);
+    void (*close)(void *impl, void *handle);
+    int (*fetch)(void *handle, size_t max, uint32_t wait_ms, const mq_message **msgs);
+    int (*commit)(void *handle, const mq_message *m);
+} sk_source;
+
+/* The request topic of the embedded queue, consumed in group SK_GROUP. */
+sk_source sk_source_mq(mq_topic *t);
 
 typedef struct sk_item_window {
     const char *id;
@@ -27,8 +44,8 @@ typedef struct sk_item_window {
 
 typedef struct sk_worker_config {
     uint32_t threads;
-    uint32_t batch;              /* messages per fetch */
-    const char *name;            /* consumer id prefix, unique per worker instance */
+    uint32_t batch;               /* messages per fetch and per backend call */
+    const char *name;             /* consumer id prefix, unique per worker instance */
     const char *const *blocklist; /* user ids refused by risk control */
     size_t nblocklist;
     const sk_item_window *windows; /* sale windows, by item id */
@@ -36,12 +53,12 @@ typedef struct sk_worker_config {
 } sk_worker_config;
 
 typedef struct sk_worker_stats {
-    uint64_t decided, expired, redelivered, bad_messages, deliver_failures;
+    uint64_t decided, expired, redelivered, bad_messages, deliver_failures, backend_failures;
 } sk_worker_stats;
 
-/* Start cfg->threads consumer threads on topic t. inv and link must outlive
- * the worker. OUT: *out, stop with sk_worker_stop. */
-int sk_worker_start(const sk_worker_config *cfg, mq_topic *t, sk_inventory *inv,
+/* Start cfg->threads threads. cfg's arrays, the source, backend and link must
+ * outlive the worker. OUT: *out, stop with sk_worker_stop. */
+int sk_worker_start(const sk_worker_config *cfg, const sk_source *src, const sk_backend *be,
                     const sk_link *link, sk_worker **out);
 /* Stop and join the threads; their partitions are released at once. */
 void sk_worker_stop(sk_worker *w);
