@@ -1,0 +1,1562 @@
+/*
+ * test_rpc.c - the rpc frame codec and the TCP/Unix transport.
+ *
+ * Codec: every frame type round-trips (and re-encodes to the same bytes); a
+ * table of malformed frames, each rejected with its own error; every prefix
+ * of every frame is "incomplete", every cut of every payload is malformed;
+ * the committed fuzz corpus replays through the fuzz target's own function.
+ *
+ * Transport: a real server and client over TCP loopback and a Unix socket:
+ * handshake accepted and refused (wrong secret, a FETCH before HELLO), many
+ * concurrent calls from several threads (replies sent from the loop thread
+ * and from another thread), oversized and corrupt frames from a raw socket,
+ * a peer that does not read, reconnect after a server restart, heartbeats in
+ * both directions. Timeouts are short; nothing asserts on speed.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rpc/crc32c.h"
+#include "rpc/frame.h"
+#include "rpc/internal.h"
+#include "rpc/rpc.h"
+
+/* the fuzz target itself, so the corpus replay runs the exact same checks */
+#include "tests/fuzz/fuzz_rpc_frame.c"
+
+#define SECRET "s3cret-shared"
+#define MAXF 4096
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int bytes_eq(rpc_bytes b, const char *s)
+{
+    return b.len == strlen(s) && (b.len == 0 || memcmp(b.ptr, s, b.len) == 0);
+}
+
+/* ---- sample frames ---- */
+
+static const rpc_msg sample_msgs[3] = {
+    {{"seckill.requests", 16}, 3, 1234567890123ULL, 1, {"user-1", 6}, {"{\"item\":\"i1\"}", 13}},
+    {{NULL, 0}, 0, 0, 9, {NULL, 0}, {NULL, 0}},
+    {{"seckill.requests.seckill.retry", 30}, 1, 5, 2, {"\0\1\2", 3}, {"v", 1}},
+};
+
+static rpc_frame sample(int type)
+{
+    rpc_frame f;
+    memset(&f, 0, sizeof(f));
+    f.type = (uint8_t)type;
+    f.call_id = 0x0102030405060708ULL + (uint64_t)type;
+    switch (type) {
+    case RPC_HELLO:
+        f.u.hello.worker_id = rpc_str("worker-7");
+        f.u.hello.group = rpc_str("seckill");
+        f.u.hello.secret = rpc_str(SECRET);
+        f.u.hello.max_frame = 65536;
+        break;
+    case RPC_HELLO_OK:
+        f.u.hello_ok.max_frame = RPC_DEFAULT_MAX_FRAME;
+        f.u.hello_ok.heartbeat_ms = 1000;
+        break;
+    case RPC_ERROR:
+        f.u.error.code = -42; /* signed survives */
+        f.u.error.message = rpc_str("nope");
+        break;
+    case RPC_FETCH:
+        f.u.fetch.topic = rpc_str("seckill.requests");
+        f.u.fetch.max_messages = 64;
+        f.u.fetch.max_wait_ms = 250;
+        break;
+    case RPC_FETCH_OK:
+        f.u.fetch_ok.count = 3;
+        f.u.fetch_ok.msgs = sample_msgs;
+        break;
+    case RPC_COMMIT:
+        f.u.commit.topic = rpc_str("seckill.requests");
+        f.u.commit.partition = 2;
+        f.u.commit.offset = UINT64_MAX;
+        break;
+    case RPC_RESULT:
+        for (int i = 0; i < 16; i++) {
+            f.u.result.gateway_id[i] = (uint8_t)i;
+            f.u.result.request_id[i] = (uint8_t)(0xf0 + i);
+        }
+        f.u.result.result = 2;
+        f.u.result.item_id = rpc_str("item-1");
+        f.u.result.order_id = rpc_str("123e4567-e89b-12d3-a456-426614174000");
+        break;
+    case RPC_PRODUCE:
+        f.u.produce.topic = rpc_str("orders");
+        f.u.produce.key = rpc_str("user-1");
+        f.u.produce.payload = rpc_str("{\"order\":1}");
+        f.u.produce.producer_id = 77;
+        f.u.produce.seq = 1;
+        break;
+    case RPC_PRODUCE_OK:
+        f.u.produce_ok.partition = 3;
+        f.u.produce_ok.offset = 99;
+        break;
+    case RPC_SOLD_OUT:
+        f.u.stock.item_id = rpc_str("item-1");
+        break;
+    case RPC_STOCK:
+        f.u.stock.item_id = rpc_str("item-2");
+        f.u.stock.left = -1; /* signed survives */
+        break;
+    case RPC_PING:
+    case RPC_PONG:
+        f.u.ping.value = 0xdeadbeefcafeULL;
+        break;
+    default:
+        break;
+    }
+    return f;
+}
+
+static void assert_msg_eq(const rpc_msg *a, const rpc_msg *b)
+{
+    assert_int_equal(a->topic.len, b->topic.len);
+    if (a->topic.len)
+        assert_memory_equal(a->topic.ptr, b->topic.ptr, a->topic.len);
+    assert_int_equal(a->partition, b->partition);
+    assert_true(a->offset == b->offset);
+    assert_int_equal(a->delivery, b->delivery);
+    assert_int_equal(a->key.len, b->key.len);
+    if (a->key.len)
+        assert_memory_equal(a->key.ptr, b->key.ptr, a->key.len);
+    assert_int_equal(a->value.len, b->value.len);
+    if (a->value.len)
+        assert_memory_equal(a->value.ptr, b->value.ptr, a->value.len);
+}
+
+static void assert_bytes_eq(rpc_bytes a, rpc_bytes b)
+{
+    assert_int_equal(a.len, b.len);
+    if (a.len)
+        assert_memory_equal(a.ptr, b.ptr, a.len);
+}
+
+static void assert_frame_eq(const rpc_frame *a, const rpc_frame *b)
+{
+    assert_int_equal(a->type, b->type);
+    assert_true(a->call_id == b->call_id);
+    switch (a->type) {
+    case RPC_HELLO:
+        assert_bytes_eq(a->u.hello.worker_id, b->u.hello.worker_id);
+        assert_bytes_eq(a->u.hello.group, b->u.hello.group);
+        assert_bytes_eq(a->u.hello.secret, b->u.hello.secret);
+        assert_int_equal(a->u.hello.max_frame, b->u.hello.max_frame);
+        break;
+    case RPC_HELLO_OK:
+        assert_int_equal(a->u.hello_ok.max_frame, b->u.hello_ok.max_frame);
+        assert_int_equal(a->u.hello_ok.heartbeat_ms, b->u.hello_ok.heartbeat_ms);
+        break;
+    case RPC_ERROR:
+        assert_int_equal(a->u.error.code, b->u.error.code);
+        assert_bytes_eq(a->u.error.message, b->u.error.message);
+        break;
+    case RPC_FETCH:
+        assert_bytes_eq(a->u.fetch.topic, b->u.fetch.topic);
+        assert_int_equal(a->u.fetch.max_messages, b->u.fetch.max_messages);
+        assert_int_equal(a->u.fetch.max_wait_ms, b->u.fetch.max_wait_ms);
+        break;
+    case RPC_COMMIT:
+        assert_bytes_eq(a->u.commit.topic, b->u.commit.topic);
+        assert_int_equal(a->u.commit.partition, b->u.commit.partition);
+        assert_true(a->u.commit.offset == b->u.commit.offset);
+        break;
+    case RPC_RESULT:
+        assert_memory_equal(a->u.result.gateway_id, b->u.result.gateway_id, 16);
+        assert_memory_equal(a->u.result.request_id, b->u.result.request_id, 16);
+        assert_int_equal(a->u.result.result, b->u.result.result);
+        assert_bytes_eq(a->u.result.item_id, b->u.result.item_id);
+        assert_bytes_eq(a->u.result.order_id, b->u.result.order_id);
+        break;
+    case RPC_PRODUCE:
+        assert_bytes_eq(a->u.produce.topic, b->u.produce.topic);
+        assert_bytes_eq(a->u.produce.key, b->u.produce.key);
+        assert_bytes_eq(a->u.produce.payload, b->u.produce.payload);
+        assert_true(a->u.produce.producer_id == b->u.produce.producer_id);
+        assert_true(a->u.produce.seq == b->u.produce.seq);
+        break;
+    case RPC_PRODUCE_OK:
+        assert_int_equal(a->u.produce_ok.partition, b->u.produce_ok.partition);
+        assert_true(a->u.produce_ok.offset == b->u.produce_ok.offset);
+        break;
+    case RPC_SOLD_OUT:
+    case RPC_STOCK:
+        assert_bytes_eq(a->u.stock.item_id, b->u.stock.item_id);
+        assert_true(a->u.stock.left == b->u.stock.left);
+        break;
+    case RPC_PING:
+    case RPC_PONG:
+        assert_true(a->u.ping.value == b->u.ping.value);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- codec ---- */
+
+static void test_crc32c_vector(void **state)
+{
+    (void)state;
+    assert_int_equal(rpc_crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(rpc_crc32c(0, "", 0), 0);
+    /* incremental == one shot */
+    assert_int_equal(rpc_crc32c(rpc_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
+}
+
+static void test_roundtrip_every_type(void **state)
+{
+    (void)state;
+    uint8_t stream[8192];
+    size_t total = 0;
+
+    for (int t = 1; t <= RPC_TYPE_MAX; t++) {
+        rpc_frame in = sample(t), out;
+        uint8_t buf[2048], again[2048];
+        size_t len = 0, size = 0, used = 0, len2 = 0;
+
+        assert_int_equal(rpc_encoded_size(&in, &size), 0);
+        assert_int_equal(rpc_encode(&in, buf, sizeof(buf), &len), 0);
+        assert_int_equal(len, size);
+        assert_int_equal(rpc_decode(buf, len, MAXF, &out, &used), 0);
+        assert_int_equal(used, len);
+        if (t == RPC_FETCH_OK) {
+            rpc_msg_iter it;
+            rpc_msg m;
+            uint32_t n = 0;
+            assert_int_equal(out.u.fetch_ok.count, 3);
+            assert_null(out.u.fetch_ok.msgs);
+            rpc_msg_iter_init(&it, &out.u.fetch_ok);
+            while (rpc_msg_iter_next(&it, &m))
+                assert_msg_eq(&m, &sample_msgs[n++]);
+            assert_int_equal(n, 3);
+        } else {
+            assert_frame_eq(&in, &out);
+        }
+        /* decoded frames re-encode to the same bytes (FETCH_OK through raw) */
+        assert_int_equal(rpc_encode(&out, again, sizeof(again), &len2), 0);
+        assert_int_equal(len2, len);
+        assert_memory_equal(again, buf, len);
+        assert_string_not_equal(rpc_type_name(t), "UNKNOWN");
+
+        memcpy(stream + total, buf, len);
+        total += len;
+    }
+
+    /* the whole sequence as one stream, as a socket would deliver it */
+    size_t off = 0;
+    for (int t = 1; t <= RPC_TYPE_MAX; t++) {
+        rpc_frame out;
+        size_t used = 0;
+        assert_int_equal(rpc_decode(stream + off, total - off, MAXF, &out, &used), 0);
+        assert_int_equal(out.type, t);
+        off += used;
+    }
+    assert_int_equal(off, total);
+
+    /* an empty batch and empty strings */
+    rpc_frame e = {.type = RPC_FETCH_OK}, d;
+    uint8_t buf[64];
+    size_t len = 0;
+    assert_int_equal(rpc_encode(&e, buf, sizeof(buf), &len), 0);
+    assert_int_equal(len, RPC_HEADER_SIZE + 4);
+    assert_int_equal(rpc_decode(buf, len, MAXF, &d, NULL), 0);
+    assert_int_equal(d.u.fetch_ok.count, 0);
+    rpc_msg_iter it;
+    rpc_msg m;
+    rpc_msg_iter_init(&it, &d.u.fetch_ok);
+    assert_int_equal(rpc_msg_iter_next(&it, &m), 0);
+}
+
+static void test_encode_rejects(void **state)
+{
+    (void)state;
+    char big[RPC_MESSAGE_MAX + 2];
+    uint8_t buf[4096];
+    size_t len;
+
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+
+    rpc_frame f = sample(RPC_RESULT);
+    f.u.result.item_id.len = RPC_ITEM_ID_MAX + 1;
+    f.u.result.item_id.ptr = big;
+    assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
+
+    f = sample(RPC_ERROR);
+    f.u.error.message = rpc_str(big);
+    assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
+    f.u.error.message.len = RPC_MESSAGE_MAX; /* exactly the limit is fine */
+    assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), 0);
+
+    f = sample(RPC_HELLO);
+    f.u.hello.secret.len = RPC_SECRET_MAX + 1;
+    f.u.hello.secret.ptr = big;
+    assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
+
+    f = sample(RPC_PRODUCE);
+    f.u.produce.key.ptr = NULL; /* len 6 with no bytes */
+    assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
+
+    f = sample(RPC_PING);
+    f.type = 0;
+    assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
+    f.type = RPC_TYPE_MAX + 1;
+    assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
+
+    f = sample(RPC_PING);
+    assert_int_equal(rpc_encode(&f, buf, RPC_HEADER_SIZE + 7, &len), -ENOSPC);
+    assert_int_equal(rpc_encode(&f, buf, RPC_HEADER_SIZE + 8, &len), 0);
+
+    f = sample(RPC_FETCH_OK);
+    f.u.fetch_ok.msgs = NULL; /* count 3, neither msgs nor raw */
+    assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
+}
+
+/* ---- malformed frames ---- */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Write a frame by hand: header fields as given, payload bytes as given,
+ * CRC correct unless the row breaks it. Returns the byte count. */
+static size_t hand_frame(uint8_t *buf, uint32_t length, uint8_t version, uint8_t type,
+                         uint16_t flags, const void *payload, size_t plen)
+{
+    put32(buf, length);
+    buf[4] = version;
+    buf[5] = type;
+    buf[6] = (uint8_t)flags;
+    buf[7] = (uint8_t)(flags >> 8);
+    memset(buf + 8, 0x11, 8);
+    if (plen)
+        memcpy(buf + RPC_HEADER_SIZE, payload, plen);
+    uint32_t crc = rpc_crc32c(0, buf, 16);
+    crc = rpc_crc32c(crc, buf + RPC_HEADER_SIZE, plen);
+    put32(buf + 16, crc);
+    return RPC_HEADER_SIZE + plen;
+}
+
+#define P(...) ((const uint8_t[]){__VA_ARGS__}), sizeof((const uint8_t[]){__VA_ARGS__})
+
+#define KEEP_LEN 0xFFFFFFFEu /* sentinel: header + payload, CRC recomputed */
+
+struct bad_row {
+    const char *name;
+    uint32_t length; /* or KEEP_LEN */
+    uint8_t version;
+    uint8_t type;
+    uint16_t flags;
+    const uint8_t *payload;
+    size_t plen;
+    int corrupt_crc;
+    int expect;
+};
+
+static const uint8_t ping_payload[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+static const uint8_t long_item[2 + 65 + 8] = {65, 0, 'x'}; /* STOCK, item id 65 bytes */
+
+static const struct bad_row bad_rows[] = {
+    {"bad crc", KEEP_LEN, 1, RPC_PING, 0, ping_payload, 8, 1, -EBADMSG},
+    {"bad crc, empty payload", KEEP_LEN, 1, RPC_ACK, 0, NULL, 0, 1, -EBADMSG},
+    {"version 0", KEEP_LEN, 0, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
+    {"version 2", KEEP_LEN, 2, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
+    {"length over max by one", MAXF + 1, 1, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
+    {"length 4 GiB", 0xFFFFFFFFu, 1, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
+    {"length 0", 0, 1, RPC_PING, 0, NULL, 0, 0, -ERANGE},
+    {"length under header", RPC_HEADER_SIZE - 1, 1, RPC_PING, 0, NULL, 0, 0, -ERANGE},
+    {"unknown type 0", KEEP_LEN, 1, 0, 0, ping_payload, 8, 0, -ENOMSG},
+    {"unknown type max+1", KEEP_LEN, 1, RPC_TYPE_MAX + 1, 0, ping_payload, 8, 0, -ENOMSG},
+    {"unknown type 255", KEEP_LEN, 1, 255, 0, NULL, 0, 0, -ENOMSG},
+    {"reserved flags set", KEEP_LEN, 1, RPC_PING, 0x0100, ping_payload, 8, 0, -EPROTO},
+    {"ping payload short", KEEP_LEN, 1, RPC_PING, 0, ping_payload, 7, 0, -EPROTO},
+    {"ack with a trailing byte", KEEP_LEN, 1, RPC_ACK, 0, ping_payload, 1, 0, -EPROTO},
+    {"hello worker id past end", KEEP_LEN, 1, RPC_HELLO, 0, P(200, 0, 'w'), 0, -EPROTO},
+    {"hello worker id 65535", KEEP_LEN, 1, RPC_HELLO, 0, P(0xff, 0xff, 'w'), 0, -ENAMETOOLONG},
+    {"hello secret past end", KEEP_LEN, 1, RPC_HELLO, 0, P(1, 0, 'w', 0, 0, 9, 0, 's'), 0,
+     -EPROTO},
+    {"hello without max_frame", KEEP_LEN, 1, RPC_HELLO, 0, P(0, 0, 0, 0, 0, 0), 0, -EPROTO},
+    {"error message past end", KEEP_LEN, 1, RPC_ERROR, 0, P(13, 0, 0, 0, 5, 0, 'a', 'b'), 0,
+     -EPROTO},
+    {"error message over limit", KEEP_LEN, 1, RPC_ERROR, 0, P(13, 0, 0, 0, 0x01, 0x04), 0,
+     -ENAMETOOLONG},
+    {"topic over RPC_NAME_MAX", KEEP_LEN, 1, RPC_FETCH, 0, P(0x00, 0x01, 'a'), 0, -ENAMETOOLONG},
+    {"stock item id over limit", KEEP_LEN, 1, RPC_STOCK, 0, long_item, sizeof(long_item), 0,
+     -ENAMETOOLONG},
+    {"fetch_ok count 2^32-1", KEEP_LEN, 1, RPC_FETCH_OK, 0, P(0xff, 0xff, 0xff, 0xff), 0,
+     -EPROTO},
+    {"fetch_ok count 1, empty", KEEP_LEN, 1, RPC_FETCH_OK, 0,
+     P(1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+     0, -EPROTO},
+    {"fetch_ok value past end", KEEP_LEN, 1, RPC_FETCH_OK, 0,
+     P(1, 0, 0, 0, /* topic */ 0, 0, /* partition */ 0, 0, 0, 0, /* offset */ 0, 0, 0, 0, 0, 0, 0,
+       0, /* delivery */ 1, 0, 0, 0, /* key */ 0, 0, 0, 0, /* value len */ 0xff, 0xff, 0xff, 0x7f),
+     0, -EPROTO},
+    {"produce key past end", KEEP_LEN, 1, RPC_PRODUCE, 0,
+     P(1, 0, 't', 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0), 0, -EPROTO},
+    {"result ids cut", KEEP_LEN, 1, RPC_RESULT, 0, P(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0, -EPROTO},
+    {"commit offset cut", KEEP_LEN, 1, RPC_COMMIT, 0, P(0, 0, 1, 0, 0, 0, 9, 9, 9), 0, -EPROTO},
+};
+
+static void test_malformed_table(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+
+    for (size_t i = 0; i < sizeof(bad_rows) / sizeof(bad_rows[0]); i++) {
+        const struct bad_row *r = &bad_rows[i];
+        size_t n = hand_frame(buf, 0, r->version, r->type, r->flags, r->payload, r->plen);
+        uint32_t length = r->length == KEEP_LEN ? (uint32_t)n : r->length;
+        put32(buf, length);
+        if (r->length == KEEP_LEN) {
+            /* the length is part of the CRC: recompute for the edited header */
+            uint32_t crc = rpc_crc32c(0, buf, 16);
+            crc = rpc_crc32c(crc, buf + RPC_HEADER_SIZE, r->plen);
+            put32(buf + 16, crc);
+        }
+        if (r->corrupt_crc)
+            buf[17] ^= 0x40;
+
+        rpc_frame f;
+        size_t used = 12345;
+        int rc = rpc_decode(buf, n, MAXF, &f, &used);
+        if (rc != r->expect)
+            fail_msg("row '%s': got %d, want %d", r->name, rc, r->expect);
+        assert_int_equal(used, 12345); /* nothing consumed */
+
+        /* the same bytes through the fuzz target: no crash */
+        LLVMFuzzerTestOneInput(buf, n);
+    }
+
+    /* header-only checks need nothing but the header: an announced 4 GiB
+     * frame is refused from 20 bytes, not waited for */
+    uint32_t flen = 0;
+    hand_frame(buf, 0xFFFFFFFFu, 1, RPC_PING, 0, NULL, 0);
+    assert_int_equal(rpc_peek_header(buf, RPC_HEADER_SIZE, MAXF, &flen), -EMSGSIZE);
+    assert_int_equal(rpc_peek_header(buf, RPC_HEADER_SIZE - 1, MAXF, &flen), -EAGAIN);
+}
+
+static void test_truncated_at_every_byte(void **state)
+{
+    (void)state;
+
+    for (int t = 1; t <= RPC_TYPE_MAX; t++) {
+        rpc_frame in = sample(t), out;
+        uint8_t buf[2048], cut[2048];
+        size_t len = 0;
+        assert_int_equal(rpc_encode(&in, buf, sizeof(buf), &len), 0);
+
+        /* a stream cut anywhere is incomplete, never an error and never a frame */
+        for (size_t k = 0; k < len; k++) {
+            uint8_t *copy = malloc(k ? k : 1); /* exact size: ASan sees any overread */
+            memcpy(copy, buf, k);
+            assert_int_equal(rpc_decode(copy, k, MAXF, &out, NULL), -EAGAIN);
+            free(copy);
+        }
+
+        /* a frame whose payload was cut (length and CRC consistent) is malformed */
+        size_t plen = len - RPC_HEADER_SIZE;
+        for (size_t k = 0; k < plen; k++) {
+            memcpy(cut, buf, RPC_HEADER_SIZE + k);
+            put32(cut, (uint32_t)(RPC_HEADER_SIZE + k));
+            uint32_t crc = rpc_crc32c(0, cut, 16);
+            crc = rpc_crc32c(crc, cut + RPC_HEADER_SIZE, k);
+            put32(cut + 16, crc);
+            uint8_t *exact = malloc(RPC_HEADER_SIZE + k);
+            memcpy(exact, cut, RPC_HEADER_SIZE + k);
+            int rc = rpc_decode(exact, RPC_HEADER_SIZE + k, MAXF, &out, NULL);
+            free(exact);
+            if (rc != -EPROTO)
+                fail_msg("%s cut at payload byte %zu: got %d", rpc_type_name(t), k, rc);
+        }
+    }
+}
+
+static void test_helpers(void **state)
+{
+    (void)state;
+    assert_true(rpc_secret_equal("abc", 3, "abc", 3));
+    assert_false(rpc_secret_equal("abc", 3, "abd", 3));
+    assert_false(rpc_secret_equal("abc", 3, "abcd", 4));
+    assert_false(rpc_secret_equal("abcd", 4, "abc", 3));
+    assert_false(rpc_secret_equal("", 0, "a", 1));
+    assert_true(rpc_secret_equal(NULL, 0, NULL, 0));
+
+    /* backoff: 50 ms doubling to 5 s, each jittered into [d/2, d] */
+    uint64_t rng = 1;
+    for (int rep = 0; rep < 200; rep++) {
+        uint32_t d0 = rpc__backoff_ms(0, 50, 5000, &rng);
+        uint32_t d3 = rpc__backoff_ms(3, 50, 5000, &rng);
+        uint32_t d20 = rpc__backoff_ms(20, 50, 5000, &rng);
+        uint32_t d99 = rpc__backoff_ms(1000, 50, 5000, &rng);
+        assert_in_range(d0, 25, 50);
+        assert_in_range(d3, 200, 400);
+        assert_in_range(d20, 2500, 5000);
+        assert_in_range(d99, 2500, 5000);
+    }
+
+    struct sockaddr_storage sa;
+    socklen_t len;
+    assert_int_equal(rpc__addr_parse("tcp:127.0.0.1:7000", &sa, &len), 0);
+    assert_int_equal(sa.ss_family, AF_INET);
+    assert_int_equal(rpc__addr_parse("tcp:[::1]:0", &sa, &len), 0);
+    assert_int_equal(sa.ss_family, AF_INET6);
+    assert_int_equal(rpc__addr_parse("unix:/tmp/x.sock", &sa, &len), 0);
+    assert_int_equal(sa.ss_family, AF_UNIX);
+    assert_int_equal(rpc__addr_parse("tcp:127.0.0.1", &sa, &len), -EINVAL);
+    assert_int_equal(rpc__addr_parse("tcp:127.0.0.1:70000", &sa, &len), -EINVAL);
+    assert_int_equal(rpc__addr_parse("tcp:127.0.0.1:7x", &sa, &len), -EINVAL);
+    assert_int_equal(rpc__addr_parse("udp:1.2.3.4:5", &sa, &len), -EINVAL);
+    assert_int_equal(rpc__addr_parse("unix:", &sa, &len), -EINVAL);
+    assert_int_equal(rpc__addr_parse(NULL, &sa, &len), -EINVAL);
+}
+
+/* ---- corpus replay ---- */
+
+static void corpus_dir(char *out, size_t cap)
+{
+#ifdef RPC_CORPUS_DIR
+    snprintf(out, cap, "%s", RPC_CORPUS_DIR);
+#else
+    /* tests/unit/test_rpc.c -> tests/fuzz/corpus_rpc (CMake passes absolute paths) */
+    snprintf(out, cap, "%s", __FILE__);
+    char *slash = strrchr(out, '/');
+    if (slash)
+        *slash = '\0';
+    slash = strrchr(out, '/');
+    if (slash)
+        *slash = '\0';
+    strncat(out, "/fuzz/corpus_rpc", cap - strlen(out) - 1);
+#endif
+}
+
+static void test_corpus_replay(void **state)
+{
+    (void)state;
+    char dir[4096];
+    int files = 0;
+
+    corpus_dir(dir, sizeof(dir));
+    DIR *d = opendir(dir);
+    if (!d)
+        fail_msg("corpus directory %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[8192];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        fseek(f, 0, SEEK_END);
+        long n = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+        assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+        fclose(f);
+        LLVMFuzzerTestOneInput(buf, (size_t)n);
+        free(buf);
+        files++;
+    }
+    closedir(d);
+    assert_true(files >= 10);
+}
+
+/* ---- transport fixtures ---- */
+
+struct job {
+    rpc_conn *c;
+    uint64_t call_id;
+    uint64_t producer_id;
+    uint64_t seq;
+};
+
+struct srv {
+    rpc_server *s;
+    char addr[160];
+    atomic_int opens;
+    atomic_int closes;
+    atomic_int last_close_reason;
+    atomic_int frames;
+    atomic_int flood_result;
+    char last_worker[64];
+
+    /* replies handed to another thread (rpc_conn_send from outside the loop) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct job jobs[8192];
+    size_t head, tail;
+    int stop;
+    pthread_t replier;
+};
+
+static void *replier_main(void *arg)
+{
+    struct srv *x = arg;
+    pthread_mutex_lock(&x->mu);
+    for (;;) {
+        while (x->head == x->tail && !x->stop)
+            pthread_cond_wait(&x->cv, &x->mu);
+        if (x->head == x->tail && x->stop)
+            break;
+        struct job j = x->jobs[x->head++ % 8192];
+        pthread_mutex_unlock(&x->mu);
+        rpc_frame r = {.type = RPC_PRODUCE_OK, .call_id = j.call_id};
+        r.u.produce_ok.partition = (uint32_t)j.producer_id;
+        r.u.produce_ok.offset = j.seq;
+        rpc_conn_send(j.c, &r);
+        rpc_conn_unref(j.c);
+        pthread_mutex_lock(&x->mu);
+    }
+    pthread_mutex_unlock(&x->mu);
+    return NULL;
+}
+
+static void on_open(void *arg, rpc_conn *c, const rpc_hello *h)
+{
+    struct srv *x = arg;
+    size_t n = h->worker_id.len < sizeof(x->last_worker) - 1 ? h->worker_id.len
+                                                              : sizeof(x->last_worker) - 1;
+    memcpy(x->last_worker, h->worker_id.ptr, n);
+    x->last_worker[n] = '\0';
+    atomic_fetch_add(&x->opens, 1);
+    /* a push right behind HELLO_OK: the client must hand it to on_frame */
+    rpc_frame s = {.type = RPC_STOCK};
+    s.u.stock.item_id = rpc_str("item-1");
+    s.u.stock.left = 5;
+    rpc_conn_send(c, &s);
+}
+
+static void on_close(void *arg, rpc_conn *c, int reason)
+{
+    struct srv *x = arg;
+    (void)c;
+    atomic_store(&x->last_close_reason, reason);
+    atomic_fetch_add(&x->closes, 1);
+}
+
+static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
+{
+    struct srv *x = arg;
+    atomic_fetch_add(&x->frames, 1);
+
+    switch (f->type) {
+    case RPC_PRODUCE: {
+        if (f->u.produce.seq % 2) {
+            /* odd: answer from another thread */
+            rpc_conn_ref(c);
+            pthread_mutex_lock(&x->mu);
+            x->jobs[x->tail++ % 8192] =
+                (struct job){c, f->call_id, f->u.produce.producer_id, f->u.produce.seq};
+            pthread_cond_signal(&x->cv);
+            pthread_mutex_unlock(&x->mu);
+            return;
+        }
+        rpc_frame r = {.type = RPC_PRODUCE_OK, .call_id = f->call_id};
+        r.u.produce_ok.partition = (uint32_t)f->u.produce.producer_id;
+        r.u.produce_ok.offset = f->u.produce.seq;
+        rpc_conn_send(c, &r);
+        return;
+    }
+    case RPC_FETCH: {
+        if (bytes_eq(f->u.fetch.topic, "flood")) {
+            /* never read by the peer: keep sending until the queue limit trips */
+            static char blob[3000];
+            rpc_msg m = {rpc_str("flood"), 0, 0, 1, {NULL, 0}, {blob, sizeof(blob)}};
+            rpc_frame r = {.type = RPC_FETCH_OK, .call_id = f->call_id};
+            r.u.fetch_ok.count = 1;
+            r.u.fetch_ok.msgs = &m;
+            int rc = 0;
+            for (int i = 0; i < 100000 && rc == 0; i++)
+                rc = rpc_conn_send(c, &r);
+            atomic_store(&x->flood_result, rc);
+            return;
+        }
+        rpc_msg ms[16];
+        uint32_t n = f->u.fetch.max_messages > 16 ? 16 : f->u.fetch.max_messages;
+        for (uint32_t i = 0; i < n; i++)
+            ms[i] = (rpc_msg){f->u.fetch.topic, i, 100 + i, 1, rpc_str("k"), rpc_str("v")};
+        rpc_frame r = {.type = RPC_FETCH_OK, .call_id = f->call_id};
+        r.u.fetch_ok.count = n;
+        r.u.fetch_ok.msgs = ms;
+        rpc_conn_send(c, &r);
+        return;
+    }
+    default: {
+        rpc_frame r = {.type = RPC_ACK, .call_id = f->call_id};
+        if (f->call_id)
+            rpc_conn_send(c, &r);
+        return;
+    }
+    }
+}
+
+static int unix_mode;
+static int srv_seq;
+static uint32_t srv_max_frame; /* of the server started last */
+
+static void srv_start_cfg(struct srv *x, const char *listen, const rpc_server_config *tmpl)
+{
+    rpc_server_config cfg;
+    memset(x, 0, sizeof(*x));
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_cond_init(&x->cv, NULL);
+    assert_int_equal(pthread_create(&x->replier, NULL, replier_main, x), 0);
+
+    if (tmpl)
+        cfg = *tmpl;
+    else
+        rpc_server_config_init(&cfg);
+    cfg.listen = listen;
+    cfg.secret = SECRET;
+    cfg.secret_len = strlen(SECRET);
+    cfg.handlers = (rpc_server_handlers){x, on_open, on_frame, on_close};
+    srv_max_frame = cfg.max_frame;
+    assert_int_equal(rpc_server_create(&cfg, &x->s), 0);
+    assert_int_equal(rpc_server_start(x->s), 0);
+    assert_int_equal(rpc_server_start(x->s), -EALREADY);
+    if (strncmp(listen, "tcp:", 4) == 0) {
+        int port = rpc_server_port(x->s);
+        assert_true(port > 0);
+        snprintf(x->addr, sizeof(x->addr), "tcp:127.0.0.1:%d", port);
+    } else {
+        assert_int_equal(rpc_server_port(x->s), -EAFNOSUPPORT);
+        snprintf(x->addr, sizeof(x->addr), "%s", listen);
+    }
+}
+
+static void srv_start(struct srv *x, const rpc_server_config *tmpl)
+{
+    char listen[160];
+    if (unix_mode)
+        snprintf(listen, sizeof(listen), "unix:/tmp/test_rpc.%d.%d.sock", (int)getpid(),
+                 srv_seq++);
+    else
+        snprintf(listen, sizeof(listen), "tcp:127.0.0.1:0");
+    srv_start_cfg(x, listen, tmpl);
+}
+
+static void srv_stop(struct srv *x)
+{
+    rpc_server_destroy(x->s);
+    x->s = NULL;
+    pthread_mutex_lock(&x->mu);
+    x->stop = 1;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    pthread_join(x->replier, NULL);
+    pthread_mutex_destroy(&x->mu);
+    pthread_cond_destroy(&x->cv);
+}
+
+static rpc_server_stats srv_stats(struct srv *x)
+{
+    rpc_server_stats st;
+    rpc_server_get_stats(x->s, &st);
+    return st;
+}
+
+/* Wait up to ms for *v to reach want. */
+static int wait_for(atomic_int *v, int want, unsigned ms)
+{
+    for (unsigned i = 0; i < ms / 5; i++) {
+        if (atomic_load(v) >= want)
+            return 1;
+        sleep_ms(5);
+    }
+    return atomic_load(v) >= want;
+}
+
+struct cli {
+    rpc_client *c;
+    atomic_int ups;
+    atomic_int downs;
+    atomic_int pushes;
+    atomic_int acks;
+    atomic_int last_down_reason;
+};
+
+static void cli_on_frame(void *arg, rpc_client *c, const rpc_frame *f)
+{
+    struct cli *k = arg;
+    (void)c;
+    if (f->type == RPC_STOCK)
+        atomic_fetch_add(&k->pushes, 1);
+    if (f->type == RPC_ACK)
+        atomic_fetch_add(&k->acks, 1);
+}
+
+static void cli_on_state(void *arg, rpc_client *c, int up, int reason)
+{
+    struct cli *k = arg;
+    (void)c;
+    if (up) {
+        atomic_fetch_add(&k->ups, 1);
+    } else {
+        atomic_store(&k->last_down_reason, reason);
+        atomic_fetch_add(&k->downs, 1);
+    }
+}
+
+static void cli_open(struct cli *k, const char *addr, const char *secret,
+                     const rpc_client_config *tmpl)
+{
+    rpc_client_config cfg;
+    memset(k, 0, sizeof(*k));
+    if (tmpl)
+        cfg = *tmpl;
+    else
+        rpc_client_config_init(&cfg);
+    cfg.addr = addr;
+    cfg.worker_id = "worker-1";
+    cfg.group = "seckill";
+    cfg.secret = secret;
+    cfg.secret_len = strlen(secret);
+    cfg.connect_timeout_ms = 500;
+    cfg.handlers = (rpc_client_handlers){k, cli_on_frame, cli_on_state};
+    assert_int_equal(rpc_client_create(&cfg, &k->c), 0);
+}
+
+/* ---- raw sockets: a peer that does exactly what the test says ---- */
+
+static int raw_connect(const char *addr)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = 0;
+    assert_int_equal(rpc__addr_parse(addr, &sa, &len), 0);
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, len), 0);
+    struct timeval tv = {2, 0}; /* no test waits this long unless broken */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+static void raw_send(int fd, const void *p, size_t n)
+{
+    assert_int_equal(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+static void raw_send_frame(int fd, const rpc_frame *f)
+{
+    uint8_t buf[2048];
+    size_t n = 0;
+    assert_int_equal(rpc_encode(f, buf, sizeof(buf), &n), 0);
+    raw_send(fd, buf, n);
+}
+
+static rpc_frame hello_frame(const char *secret)
+{
+    rpc_frame h = sample(RPC_HELLO);
+    h.u.hello.secret = rpc_str(secret);
+    return h;
+}
+
+/* Read one frame into buf (OUT: *f views it). 1 on a frame, 0 on EOF or a
+ * reset, -1 on timeout. */
+static int raw_read_frame(int fd, uint8_t *buf, size_t cap, rpc_frame *f)
+{
+    size_t have = 0;
+    for (;;) {
+        size_t used = 0;
+        int rc = rpc_decode(buf, have, (uint32_t)cap, f, &used);
+        if (rc == 0)
+            return 1;
+        assert_int_equal(rc, -EAGAIN);
+        ssize_t n = recv(fd, buf + have, 1, 0); /* one byte at a time: never read past */
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return 0;
+        if (n < 0)
+            return -1;
+        have += (size_t)n;
+    }
+}
+
+/* 1 when the server closed fd (EOF or reset) within the receive timeout. */
+static int raw_closed(int fd)
+{
+    char b[256];
+    for (;;) {
+        ssize_t n = recv(fd, b, sizeof(b), 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET) || (n < 0 && errno == EPIPE))
+            return 1;
+        if (n < 0)
+            return 0;
+    }
+}
+
+/* ---- transport tests (each runs over TCP, then over a Unix socket) ---- */
+
+static int setup_tcp(void **state)
+{
+    (void)state;
+    unix_mode = 0;
+    return 0;
+}
+
+static int setup_unix(void **state)
+{
+    (void)state;
+    unix_mode = 1;
+    return 0;
+}
+
+static void test_auth_ok(void **state)
+{
+    (void)state;
+    struct srv x;
+    struct cli k;
+    srv_start(&x, NULL);
+    cli_open(&k, x.addr, SECRET, NULL);
+
+    assert_int_equal(rpc_client_wait_ready(k.c, 3000), 0);
+    assert_true(rpc_client_connected(k.c));
+    assert_true(wait_for(&x.opens, 1, 2000));
+    assert_string_equal(x.last_worker, "worker-1");
+    assert_true(wait_for(&k.pushes, 1, 2000)); /* the STOCK pushed from on_open */
+
+    rpc_frame req = sample(RPC_COMMIT), rep;
+    assert_int_equal(rpc_client_call(k.c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_ACK);
+    rpc_frame_release(&rep);
+    rpc_frame_release(&rep); /* twice is fine */
+
+    /* a 600 KB frame: the server's read buffer grows past its initial size */
+    static char big[600 << 10];
+    memset(big, 'b', sizeof(big));
+    req = sample(RPC_PRODUCE);
+    req.u.produce.payload.ptr = big;
+    req.u.produce.payload.len = sizeof(big);
+    req.u.produce.seq = 10;
+    assert_int_equal(rpc_client_call(k.c, &req, &rep, 3000), 0);
+    assert_int_equal(rep.type, RPC_PRODUCE_OK);
+    assert_true(rep.u.produce_ok.offset == 10);
+    rpc_frame_release(&rep);
+    req = sample(RPC_FETCH);
+    req.u.fetch.max_messages = 16;
+    assert_int_equal(rpc_client_call(k.c, &req, &rep, 3000), 0);
+    assert_int_equal(rep.u.fetch_ok.count, 16);
+    rpc_frame_release(&rep);
+
+    /* async send with a call id nobody waits for: the reply goes to on_frame */
+    rpc_frame r = sample(RPC_RESULT);
+    r.call_id = 0x8000000000000001ULL;
+    assert_int_equal(rpc_client_send(k.c, &r), 0);
+    assert_true(wait_for(&k.acks, 1, 2000));
+
+    rpc_server_stats st = srv_stats(&x);
+    assert_int_equal(st.auth_ok, 1);
+    assert_int_equal(st.auth_failed, 0);
+    assert_int_equal(st.open, 1);
+
+    rpc_client_destroy(k.c);
+    assert_true(wait_for(&x.closes, 1, 2000));
+    assert_int_equal(atomic_load(&x.last_close_reason), 0); /* the peer closed */
+    srv_stop(&x);
+}
+
+static void test_auth_refused(void **state)
+{
+    (void)state;
+    struct srv x;
+    struct cli k;
+    uint8_t buf[2048];
+    rpc_frame f;
+    srv_start(&x, NULL);
+
+    /* a client with the wrong secret learns it was refused */
+    cli_open(&k, x.addr, "wrong-secret", NULL);
+    assert_int_equal(rpc_client_wait_ready(k.c, 3000), -EACCES);
+    rpc_frame req = sample(RPC_COMMIT), rep;
+    assert_int_equal(rpc_client_call(k.c, &req, &rep, 100), -EACCES);
+    rpc_client_destroy(k.c);
+
+    /* raw peer, wrong secret: ERROR (EACCES), then EOF */
+    int fd = raw_connect(x.addr);
+    rpc_frame h = hello_frame("SECRET-but-not-quite");
+    raw_send_frame(fd, &h);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_ERROR);
+    assert_int_equal(f.u.error.code, EACCES);
+    assert_true(f.call_id == h.call_id);
+    assert_true(raw_closed(fd));
+    close(fd);
+
+    /* raw peer that sends FETCH first, then a perfect HELLO in the same write:
+     * refused on the FETCH, and the HELLO is never looked at */
+    fd = raw_connect(x.addr);
+    uint8_t two[1024];
+    size_t n1 = 0, n2 = 0;
+    rpc_frame fetch = sample(RPC_FETCH);
+    rpc_frame good = hello_frame(SECRET);
+    assert_int_equal(rpc_encode(&fetch, two, sizeof(two), &n1), 0);
+    assert_int_equal(rpc_encode(&good, two + n1, sizeof(two) - n1, &n2), 0);
+    raw_send(fd, two, n1 + n2);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_ERROR);
+    assert_int_equal(f.u.error.code, EACCES);
+    assert_true(raw_closed(fd));
+    close(fd);
+
+    /* a secret of the right length with one bit off, and an empty one */
+    fd = raw_connect(x.addr);
+    char near[sizeof(SECRET)];
+    memcpy(near, SECRET, sizeof(SECRET));
+    near[sizeof(SECRET) - 2] ^= 1;
+    h = hello_frame(near);
+    raw_send_frame(fd, &h);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_ERROR);
+    assert_true(raw_closed(fd));
+    close(fd);
+
+    assert_int_equal(atomic_load(&x.opens), 0);
+    assert_int_equal(atomic_load(&x.frames), 0); /* no handler saw anything */
+    assert_int_equal(atomic_load(&x.closes), 0);
+    rpc_server_stats st = srv_stats(&x);
+    assert_true(st.auth_failed >= 4); /* the client's attempt(s) + 3 raw peers */
+    assert_int_equal(st.auth_ok, 0);
+    srv_stop(&x);
+}
+
+struct caller {
+    rpc_client *c;
+    int id;
+    int calls;
+    atomic_int *ok;
+};
+
+static void *caller_main(void *arg)
+{
+    struct caller *a = arg;
+    for (int i = 0; i < a->calls; i++) {
+        rpc_frame req, rep;
+        if (i % 5 == 4) {
+            req = sample(RPC_FETCH);
+            req.u.fetch.max_messages = (uint32_t)(i % 16);
+            if (rpc_client_call(a->c, &req, &rep, 5000) != 0)
+                continue;
+            if (rep.type == RPC_FETCH_OK && rep.u.fetch_ok.count == req.u.fetch.max_messages) {
+                rpc_msg_iter it;
+                rpc_msg m;
+                uint32_t n = 0, good = 1;
+                rpc_msg_iter_init(&it, &rep.u.fetch_ok);
+                while (rpc_msg_iter_next(&it, &m))
+                    good &= m.offset == 100 + n++ && bytes_eq(m.topic, "seckill.requests");
+                if (good && n == req.u.fetch.max_messages)
+                    atomic_fetch_add(a->ok, 1);
+            }
+            rpc_frame_release(&rep);
+            continue;
+        }
+        req = sample(RPC_PRODUCE);
+        req.u.produce.producer_id = (uint64_t)a->id;
+        req.u.produce.seq = (uint64_t)i;
+        if (rpc_client_call(a->c, &req, &rep, 5000) != 0)
+            continue;
+        if (rep.type == RPC_PRODUCE_OK && rep.u.produce_ok.partition == (uint32_t)a->id &&
+            rep.u.produce_ok.offset == (uint64_t)i)
+            atomic_fetch_add(a->ok, 1);
+        rpc_frame_release(&rep);
+    }
+    return NULL;
+}
+
+static void test_concurrent_calls(void **state)
+{
+    (void)state;
+    enum { THREADS = 8, CALLS = 250 };
+    struct srv x;
+    struct cli k;
+    pthread_t th[THREADS];
+    struct caller a[THREADS];
+    atomic_int ok = 0;
+
+    srv_start(&x, NULL);
+    cli_open(&k, x.addr, SECRET, NULL);
+    assert_int_equal(rpc_client_wait_ready(k.c, 3000), 0);
+    for (int i = 0; i < THREADS; i++) {
+        a[i] = (struct caller){k.c, i + 1, CALLS, &ok};
+        assert_int_equal(pthread_create(&th[i], NULL, caller_main, &a[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&ok), THREADS * CALLS);
+
+    rpc_client_stats cs;
+    rpc_client_get_stats(k.c, &cs);
+    assert_int_equal(cs.connects, 1);
+    assert_int_equal(cs.timeouts, 0);
+    rpc_client_destroy(k.c);
+    srv_stop(&x);
+}
+
+static int raw_authed(struct srv *x)
+{
+    uint8_t buf[2048];
+    rpc_frame f;
+    int fd = raw_connect(x->addr);
+    rpc_frame h = hello_frame(SECRET);
+    raw_send_frame(fd, &h);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_HELLO_OK);
+    assert_int_equal(f.u.hello_ok.max_frame, x->s ? srv_max_frame : 0);
+    return fd;
+}
+
+static void test_oversized_and_corrupt(void **state)
+{
+    (void)state;
+    struct srv x;
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.max_frame = MAXF;
+    srv_start(&x, &cfg);
+
+    /* an authenticated peer announces 1 MiB: closed from the header alone */
+    int fd = raw_authed(&x);
+    uint8_t hdr[RPC_HEADER_SIZE] = {0};
+    put32(hdr, 1u << 20);
+    hdr[4] = RPC_VERSION;
+    hdr[5] = RPC_PRODUCE;
+    raw_send(fd, hdr, sizeof(hdr));
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(wait_for(&x.closes, 1, 2000));
+    assert_int_equal(atomic_load(&x.last_close_reason), -EMSGSIZE);
+    assert_int_equal(srv_stats(&x).malformed, 1);
+
+    /* the same before any HELLO */
+    fd = raw_connect(x.addr);
+    put32(hdr, 0xFFFFFFF0u);
+    raw_send(fd, hdr, sizeof(hdr));
+    assert_true(raw_closed(fd));
+    close(fd);
+
+    /* before HELLO even a well-formed 2 KiB frame is over the (1 KiB) limit */
+    fd = raw_connect(x.addr);
+    {
+        static char two_k[2048];
+        uint8_t fb[4096];
+        size_t fl = 0;
+        rpc_frame pr = sample(RPC_PRODUCE);
+        pr.u.produce.payload.ptr = two_k;
+        pr.u.produce.payload.len = sizeof(two_k);
+        assert_int_equal(rpc_encode(&pr, fb, sizeof(fb), &fl), 0);
+        raw_send(fd, fb, fl);
+    }
+    assert_true(raw_closed(fd));
+    close(fd);
+
+    /* a frame one byte over the limit, sent in full */
+    fd = raw_authed(&x);
+    uint8_t *big = calloc(1, MAXF + 1);
+    hand_frame(big, MAXF + 1, RPC_VERSION, RPC_ACK, 0, NULL, 0);
+    send(fd, big, MAXF + 1, MSG_NOSIGNAL);
+    free(big);
+    assert_true(raw_closed(fd));
+    close(fd);
+
+    /* a bad CRC after the handshake */
+    fd = raw_authed(&x);
+    uint8_t buf[64];
+    rpc_frame p = sample(RPC_PING);
+    size_t n = 0;
+    assert_int_equal(rpc_encode(&p, buf, sizeof(buf), &n), 0);
+    buf[n - 1] ^= 0xff;
+    raw_send(fd, buf, n);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(wait_for(&x.closes, 3, 2000));
+    assert_int_equal(atomic_load(&x.last_close_reason), -EBADMSG);
+
+    /* a frame of exactly the limit is fine, and the server still serves */
+    fd = raw_authed(&x);
+    rpc_frame pr = sample(RPC_PRODUCE);
+    pr.u.produce.seq = 2;
+    static char payload[MAXF];
+    pr.u.produce.payload.ptr = payload;
+    size_t sz = 0;
+    pr.u.produce.payload.len = 0;
+    assert_int_equal(rpc_encoded_size(&pr, &sz), 0);
+    pr.u.produce.payload.len = (uint32_t)(MAXF - sz);
+    uint8_t *exact = malloc(MAXF);
+    assert_int_equal(rpc_encode(&pr, exact, MAXF, &n), 0);
+    assert_int_equal(n, MAXF);
+    raw_send(fd, exact, n);
+    free(exact);
+    uint8_t rb[2048];
+    rpc_frame f;
+    do {
+        assert_int_equal(raw_read_frame(fd, rb, sizeof(rb), &f), 1);
+    } while (f.type == RPC_STOCK); /* the on_open push */
+    assert_int_equal(f.type, RPC_PRODUCE_OK);
+    close(fd);
+
+    rpc_server_stats st = srv_stats(&x);
+    assert_int_equal(st.malformed, 5);
+    assert_int_equal(st.auth_failed, 0); /* malformed is not a refusal */
+    srv_stop(&x);
+}
+
+static void test_reconnect_after_restart(void **state)
+{
+    (void)state;
+    struct srv x;
+    struct cli k;
+    char listen[160];
+    rpc_client_config cc;
+
+    srv_start(&x, NULL);
+    if (unix_mode)
+        snprintf(listen, sizeof(listen), "%s", x.addr);
+    else
+        snprintf(listen, sizeof(listen), "tcp:127.0.0.1:%d", rpc_server_port(x.s));
+
+    rpc_client_config_init(&cc);
+    cc.backoff_min_ms = 20;
+    cc.backoff_max_ms = 200;
+    cli_open(&k, x.addr, SECRET, &cc);
+    assert_int_equal(rpc_client_wait_ready(k.c, 3000), 0);
+    rpc_frame req = sample(RPC_COMMIT), rep;
+    assert_int_equal(rpc_client_call(k.c, &req, &rep, 2000), 0);
+    rpc_frame_release(&rep);
+
+    srv_stop(&x);
+    assert_true(wait_for(&k.downs, 1, 3000));
+    int rc = rpc_client_call(k.c, &req, &rep, 100);
+    assert_true(rc == -ETIMEDOUT || rc == -ECONNRESET);
+    sleep_ms(150); /* a few failed attempts with backoff */
+
+    srv_start_cfg(&x, listen, NULL);
+    /* the call waits for the reconnect within its timeout */
+    assert_int_equal(rpc_client_call(k.c, &req, &rep, 5000), 0);
+    assert_int_equal(rep.type, RPC_ACK);
+    rpc_frame_release(&rep);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(rpc_client_call(k.c, &req, &rep, 2000), 0);
+        rpc_frame_release(&rep);
+    }
+
+    rpc_client_stats cs;
+    rpc_client_get_stats(k.c, &cs);
+    assert_int_equal(cs.connects, 2);
+    assert_true(cs.failures >= 1);
+    assert_int_equal(atomic_load(&k.ups), 2);
+    rpc_client_destroy(k.c);
+    srv_stop(&x);
+}
+
+static void test_heartbeat(void **state)
+{
+    (void)state;
+    struct srv x;
+    struct cli k;
+    uint8_t buf[2048];
+    rpc_frame f;
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.heartbeat_ms = 60;
+    cfg.heartbeat_misses = 3;
+    srv_start(&x, &cfg);
+
+    /* an authenticated raw peer that goes silent is closed */
+    int fd = raw_authed(&x);
+    assert_true(raw_closed(fd)); /* sees the STOCK push, then EOF */
+    close(fd);
+    assert_true(wait_for(&x.closes, 1, 2000));
+    assert_int_equal(atomic_load(&x.last_close_reason), -ETIMEDOUT);
+
+    /* a peer that never says anything is closed too */
+    fd = raw_connect(x.addr);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(srv_stats(&x).timed_out >= 2);
+
+    /* PING is answered by the transport, with the value echoed */
+    fd = raw_authed(&x);
+    rpc_frame p = sample(RPC_PING);
+    raw_send_frame(fd, &p);
+    do {
+        assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    } while (f.type == RPC_STOCK);
+    assert_int_equal(f.type, RPC_PONG);
+    assert_true(f.u.ping.value == p.u.ping.value);
+    assert_true(f.call_id == p.call_id);
+    close(fd);
+
+    /* a client that PINGs stays connected through many intervals */
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cc.heartbeat_ms = 50;
+    cli_open(&k, x.addr, SECRET, &cc);
+    assert_int_equal(rpc_client_wait_ready(k.c, 3000), 0);
+    sleep_ms(600);
+    rpc_client_stats cs;
+    rpc_client_get_stats(k.c, &cs);
+    assert_int_equal(cs.connects, 1);
+    assert_int_equal(cs.disconnects, 0);
+    assert_true(rpc_client_connected(k.c));
+    rpc_client_destroy(k.c);
+    srv_stop(&x);
+}
+
+/* A "server" that completes the handshake and then never answers: the
+ * client must notice the silence and go down on its own. */
+static void test_client_heartbeat_timeout(void **state)
+{
+    (void)state;
+    struct cli k;
+    char addr[160];
+    int lfd;
+
+    if (unix_mode) {
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        snprintf(un.sun_path, sizeof(un.sun_path), "/tmp/test_rpc.%d.silent.sock", (int)getpid());
+        unlink(un.sun_path);
+        lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(bind(lfd, (struct sockaddr *)&un, sizeof(un)), 0);
+        snprintf(addr, sizeof(addr), "unix:%s", un.sun_path);
+    } else {
+        struct sockaddr_in in = {.sin_family = AF_INET};
+        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof(in);
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(bind(lfd, (struct sockaddr *)&in, sizeof(in)), 0);
+        getsockname(lfd, (struct sockaddr *)&in, &len);
+        snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%d", ntohs(in.sin_port));
+    }
+    assert_int_equal(listen(lfd, 4), 0);
+
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cc.heartbeat_ms = 30;
+    cc.heartbeat_misses = 3;
+    cc.backoff_min_ms = 1000; /* no quick second connection to serve */
+    cli_open(&k, addr, SECRET, &cc);
+
+    int fd = accept(lfd, NULL, NULL);
+    assert_true(fd >= 0);
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    uint8_t buf[2048];
+    rpc_frame f;
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_HELLO);
+    assert_true(bytes_eq(f.u.hello.worker_id, "worker-1"));
+    rpc_frame ok = {.type = RPC_HELLO_OK, .call_id = f.call_id};
+    ok.u.hello_ok.max_frame = MAXF;
+    ok.u.hello_ok.heartbeat_ms = 30;
+    raw_send_frame(fd, &ok);
+    assert_int_equal(rpc_client_wait_ready(k.c, 2000), 0);
+
+    /* PINGs arrive; we never answer */
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_PING);
+    assert_true(wait_for(&k.downs, 1, 2000));
+    assert_int_equal(atomic_load(&k.last_down_reason), -ETIMEDOUT);
+    assert_true(raw_closed(fd));
+    close(fd);
+    rpc_client_destroy(k.c);
+    close(lfd);
+    if (unix_mode)
+        unlink(addr + 5);
+}
+
+static void test_slow_reader_dropped(void **state)
+{
+    (void)state;
+    struct srv x;
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.max_frame = MAXF;
+    cfg.max_write_queue = 64 << 10;
+    srv_start(&x, &cfg);
+
+    int fd = raw_authed(&x);
+    rpc_frame req = sample(RPC_FETCH);
+    req.u.fetch.topic = rpc_str("flood");
+    raw_send_frame(fd, &req);
+    /* we never read: the queue passes 64 KiB once the socket buffers fill */
+    assert_true(wait_for(&x.closes, 1, 5000));
+    assert_int_equal(atomic_load(&x.flood_result), -ENOBUFS);
+    assert_int_equal(atomic_load(&x.last_close_reason), -ENOBUFS);
+    assert_int_equal(srv_stats(&x).overflowed, 1);
+    close(fd);
+    srv_stop(&x);
+}
+
+/* A reference outlives the connection: sends fail cleanly, nothing crashes. */
+static _Atomic(rpc_conn *) held; /* set on the loop thread, read by the test */
+
+static void hold_open(void *arg, rpc_conn *c, const rpc_hello *h)
+{
+    (void)arg;
+    (void)h;
+    rpc_conn_ref(c);
+    rpc_conn_set_data(c, (void *)&held);
+    atomic_store(&held, c);
+}
+
+static void test_conn_ref_after_close(void **state)
+{
+    (void)state;
+    rpc_server *s;
+    rpc_server_config cfg;
+    char listen[160];
+
+    if (unix_mode)
+        snprintf(listen, sizeof(listen), "unix:/tmp/test_rpc.%d.ref.sock", (int)getpid());
+    else
+        snprintf(listen, sizeof(listen), "tcp:127.0.0.1:0");
+    rpc_server_config_init(&cfg);
+    cfg.listen = listen;
+    cfg.secret = SECRET;
+    cfg.secret_len = strlen(SECRET);
+    cfg.handlers.on_open = hold_open;
+    assert_int_equal(rpc_server_create(&cfg, &s), 0);
+    assert_int_equal(rpc_server_start(s), 0);
+
+    char addr[160];
+    if (unix_mode)
+        snprintf(addr, sizeof(addr), "%s", listen);
+    else
+        snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%d", rpc_server_port(s));
+    atomic_store(&held, NULL);
+    int fd = raw_connect(addr);
+    rpc_frame h = hello_frame(SECRET);
+    raw_send_frame(fd, &h);
+    uint8_t buf[256];
+    rpc_frame f;
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    for (int i = 0; i < 400 && !atomic_load(&held); i++)
+        sleep_ms(5);
+    rpc_conn *c = atomic_load(&held);
+    assert_non_null(c);
+    assert_ptr_equal(rpc_conn_data(c), (void *)&held);
+
+    rpc_frame s1 = sample(RPC_SOLD_OUT);
+    assert_int_equal(rpc_conn_send(c, &s1), 0);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_SOLD_OUT);
+
+    /* too big for the peer's announced limit (65536): refused, nothing sent */
+    static char huge[70000];
+    rpc_frame pr = sample(RPC_PRODUCE);
+    pr.u.produce.payload.ptr = huge;
+    pr.u.produce.payload.len = sizeof(huge);
+    assert_int_equal(rpc_conn_send(c, &pr), -EMSGSIZE);
+
+    rpc_conn_close(c);
+    assert_true(raw_closed(fd));
+    close(fd);
+    for (int i = 0; i < 400 && rpc_conn_send(c, &s1) != -ENOTCONN; i++)
+        sleep_ms(5);
+    assert_int_equal(rpc_conn_send(c, &s1), -ENOTCONN);
+    rpc_server_destroy(s);
+    assert_int_equal(rpc_conn_send(c, &s1), -ENOTCONN);
+    rpc_conn_close(c); /* no-op */
+    rpc_conn_unref(c);
+}
+
+static void test_config_rejects(void **state)
+{
+    (void)state;
+    rpc_server_config cfg;
+    rpc_server *s = NULL;
+    rpc_server_config_init(&cfg);
+    cfg.listen = "tcp:127.0.0.1:0";
+    assert_int_equal(rpc_server_create(&cfg, &s), -EINVAL); /* no secret */
+    cfg.secret = SECRET;
+    cfg.secret_len = strlen(SECRET);
+    cfg.max_frame = RPC_MAX_FRAME_LIMIT + 1;
+    assert_int_equal(rpc_server_create(&cfg, &s), -EINVAL);
+    cfg.max_frame = RPC_DEFAULT_MAX_FRAME;
+    cfg.listen = "carrier-pigeon:1";
+    assert_int_equal(rpc_server_create(&cfg, &s), -EINVAL);
+    assert_null(s);
+
+    /* a port in use */
+    cfg.listen = "tcp:127.0.0.1:0";
+    assert_int_equal(rpc_server_create(&cfg, &s), 0);
+    char busy[64];
+    snprintf(busy, sizeof(busy), "tcp:127.0.0.1:%d", rpc_server_port(s));
+    rpc_server *s2 = NULL;
+    cfg.listen = busy;
+    assert_int_equal(rpc_server_create(&cfg, &s2), -EADDRINUSE);
+    rpc_server_destroy(s); /* never started */
+    rpc_server_destroy(NULL);
+
+    rpc_client_config cc;
+    rpc_client *c = NULL;
+    rpc_client_config_init(&cc);
+    cc.addr = "tcp:127.0.0.1:1";
+    assert_int_equal(rpc_client_create(&cc, &c), -EINVAL); /* no secret */
+    cc.secret = SECRET;
+    cc.secret_len = strlen(SECRET);
+    cc.connect_timeout_ms = 200;
+    assert_int_equal(rpc_client_create(&cc, &c), 0);
+    /* nobody listens there: not ready, and send needs a connection */
+    assert_int_equal(rpc_client_wait_ready(c, 100), -ETIMEDOUT);
+    rpc_frame p = sample(RPC_PING);
+    assert_int_equal(rpc_client_send(c, &p), -ENOTCONN);
+    rpc_client_destroy(c);
+    rpc_client_destroy(NULL);
+}
+
+#define BOTH(t)                                                                                    \
+    cmocka_unit_test_setup(t, setup_tcp), cmocka_unit_test_setup(t, setup_unix)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32c_vector),
+        cmocka_unit_test(test_roundtrip_every_type),
+        cmocka_unit_test(test_encode_rejects),
+        cmocka_unit_test(test_malformed_table),
+        cmocka_unit_test(test_truncated_at_every_byte),
+        cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_corpus_replay),
+        cmocka_unit_test(test_config_rejects),
+        BOTH(test_auth_ok),
+        BOTH(test_auth_refused),
+        BOTH(test_concurrent_calls),
+        BOTH(test_oversized_and_corrupt),
+        BOTH(test_reconnect_after_restart),
+        BOTH(test_heartbeat),
+        BOTH(test_client_heartbeat_timeout),
+        BOTH(test_slow_reader_dropped),
+        BOTH(test_conn_ref_after_close),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
