@@ -18,6 +18,7 @@ void cfg_init(cfg *c)
     c->max_connections = 4096;
     c->result_ttl_s = 300;
     c->result_capacity = 100000;
+    strcpy(c->park, "thread");
     c->tb_rate = 50000;
     c->tb_burst = 5000;
     c->queue_partitions = 4;
@@ -272,10 +273,12 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
         U32("result_ttl_s", result_ttl_s, 1, 86400)
         U32("result_capacity", result_capacity, 16, 100000000)
         if (!strcmp(name, "park")) {
-            if (strcmp(value, "thread") != 0)
-                return fail(L, section, name, "'thread'");
+            if (strcmp(value, "thread") != 0 && strcmp(value, "event") != 0)
+                return fail(L, section, name, "'thread' or 'event'");
+            strcpy(c->park, value);
             return 1;
         }
+        U32("pool_threads", pool_threads, 0, 256)
         return fail(L, section, name, NULL);
     }
     if (!strcmp(section, "token_bucket")) {

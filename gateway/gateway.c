@@ -19,6 +19,7 @@
 #include "pending.h"
 #include "request.h"
 #include "result_store.h"
+#include "timer_wheel.h"
 #include "token_bucket.h"
 #include "worker.h"
 
@@ -51,19 +52,65 @@ struct gw {
     int32_t *item_index; /* open addressing over items, -1 = empty */
     size_t index_mask;
     struct MHD_Daemon *mhd;
+    gw_wheel *wheel; /* event park: deadlines of suspended requests */
+    int event_park;
     uint16_t port;
     atomic_int stopping;
 };
 
 enum route { R_NONE, R_SECKILL };
 
-/* Per-request state of a POST /seckill, freed by on_completed. */
+enum phase { PH_READING, PH_PARKED, PH_ANSWERED };
+
+/* Per-request state of a POST /seckill. Thread park: freed by on_completed.
+ * Event park: reference counted, one reference for MHD (dropped by
+ * on_completed) and one for the armed deadline timer (dropped when the timer
+ * is disarmed or has fired), so a firing timer never touches freed memory. */
 typedef struct req_ctx {
     enum route route;
+    enum phase phase;
     int too_large;
+    int produce_failed;
+    atomic_int refs;
+    atomic_int resumed; /* event park: exactly one MHD_resume_connection */
+    uint64_t t0;
+    gw *g;
+    struct MHD_Connection *conn;
+    gw_waiter w;
+    gw_timer timer;
+    char rid[37];
     size_t len;
     char body[];
 } req_ctx;
+
+static void ctx_unref(req_ctx *rc)
+{
+    if (atomic_fetch_sub(&rc->refs, 1) == 1)
+        free(rc);
+}
+
+/* The first of outcome, deadline and produce failure to get here resumes. */
+static void resume_once(req_ctx *rc)
+{
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&rc->resumed, &expected, 1))
+        MHD_resume_connection(rc->conn);
+}
+
+/* Outcome arrived (called under the pending shard lock). */
+static void ev_wake(gw_waiter *w)
+{
+    resume_once(w->user);
+}
+
+/* Deadline passed (wheel thread). */
+static void ev_deadline(gw_timer *t)
+{
+    req_ctx *rc = (req_ctx *)((char *)t - offsetof(req_ctx, timer));
+    if (gw_pending_cancel(rc->g->pending, &rc->w) == 0)
+        resume_once(rc); /* removed before any outcome: a timeout */
+    ctx_unref(rc);
+}
 
 static uint64_t item_hash(const char *s)
 {
@@ -203,6 +250,63 @@ static unsigned outcome_body(gw *g, const sk_outcome *o, const char *rid, char *
 
 /* ---- POST /seckill ---- */
 
+/* Event park: suspend the connection, produce, return. The outcome callback
+ * or the deadline timer resumes it and MHD calls on_request again, which
+ * lands in finish_parked. Suspending before producing means a resume can
+ * never come before the suspend. */
+static enum MHD_Result park_event(gw *g, struct MHD_Connection *conn, req_ctx *rc,
+                                  const sk_msg *m, const mq_record *rec, const char *rid,
+                                  uint64_t t0)
+{
+    memset(&rc->w, 0, sizeof rc->w);
+    memcpy(rc->w.id, m->request_id, 16);
+    rc->w.wake = ev_wake;
+    rc->w.user = rc;
+    rc->conn = conn;
+    rc->g = g;
+    rc->t0 = t0;
+    memcpy(rc->rid, rid, sizeof rc->rid);
+    rc->timer.fire = ev_deadline;
+    rc->phase = PH_PARKED;
+    atomic_fetch_add(&rc->refs, 1); /* the timer's reference */
+    gw_pending_add(g->pending, &rc->w);
+    gw_wheel_add(g->wheel, &rc->timer, t0 + (uint64_t)g->cfg->wait_timeout_ms * 1000000ULL);
+    MHD_suspend_connection(conn);
+    if (mq_produce(g->topic, rec, NULL, NULL) < 0) {
+        atomic_fetch_add_explicit(&g->metrics.queue_full, 1, memory_order_relaxed);
+        if (gw_pending_cancel(g->pending, &rc->w) == 0) {
+            rc->produce_failed = 1;
+            resume_once(rc);
+        }
+    }
+    return MHD_YES;
+}
+
+static unsigned outcome_body(gw *g, const sk_outcome *o, const char *rid, char *buf, size_t cap,
+                             int *len);
+static enum gw_answer answer_of(enum sk_result r);
+
+/* Event park: the connection was resumed; answer with what woke it. */
+static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx *rc)
+{
+    char buf[512];
+    int n;
+    int done = gw_pending_cancel(g->pending, &rc->w) == -EALREADY;
+    if (gw_wheel_del(g->wheel, &rc->timer) == 0)
+        ctx_unref(rc); /* the timer will not fire: drop its reference */
+    rc->phase = PH_ANSWERED;
+    if (done) {
+        unsigned status = outcome_body(g, &rc->w.out, rc->rid, buf, sizeof buf, &n);
+        return answer(g, conn, rc->t0, answer_of(rc->w.out.result), status, buf, (size_t)n,
+                      rc->rid, status == 503 ? "Retry-After" : NULL, "1");
+    }
+    if (rc->produce_failed)
+        return answer(g, conn, rc->t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"),
+                      rc->rid, "Retry-After", "1");
+    n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rc->rid);
+    return answer(g, conn, rc->t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rc->rid, NULL, NULL);
+}
+
 static int64_t wall_s(void)
 {
     return (int64_t)time(NULL);
@@ -262,12 +366,14 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     memcpy(m.user_id, p.user_id, sizeof m.user_id);
     memcpy(m.item_id, p.item_id, sizeof m.item_id);
     int wl = sk_msg_encode(&m, wire, sizeof wire);
+    mq_record rec = {.key = p.user_id, .key_len = strlen(p.user_id), .value = wire,
+                     .value_len = (size_t)wl, .partition = MQ_PARTITION_ANY};
+    if (g->event_park && wl > 0)
+        return park_event(g, conn, rc, &m, &rec, rid, t0);
     if (wl < 0 || gw_waiter_init(&w, m.request_id) < 0)
         return answer(g, conn, t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"), rid,
                       "Retry-After", "1");
     gw_pending_add(g->pending, &w);
-    mq_record rec = {.key = p.user_id, .key_len = strlen(p.user_id), .value = wire,
-                     .value_len = (size_t)wl, .partition = MQ_PARTITION_ANY};
     int prc = mq_produce(g->topic, &rec, NULL, NULL);
     if (prc < 0) {
         gw_pending_cancel(g->pending, &w); /* nobody can complete it: never produced */
@@ -395,6 +501,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             *upload_data_size = 0;
             return MHD_YES;
         }
+        if (rc->phase == PH_PARKED)
+            return finish_parked(g, conn, rc);
         return purchase(g, conn, rc);
     }
 
@@ -421,9 +529,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rc = malloc(sizeof *rc + g->cfg->body_limit + 1);
         if (!rc)
             return MHD_NO;
+        memset(rc, 0, sizeof *rc);
         rc->route = R_SECKILL;
-        rc->too_large = 0;
-        rc->len = 0;
+        rc->phase = PH_READING;
+        atomic_init(&rc->refs, 1);
+        atomic_init(&rc->resumed, 0);
         *con_cls = rc;
         return MHD_YES;
     }
@@ -455,11 +565,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
+    gw *g = cls;
+    req_ctx *rc = *con_cls;
     (void)conn;
     (void)toe;
-    free(*con_cls);
+    if (!rc)
+        return;
+    if (rc->phase == PH_PARKED) {
+        /* ended while parked (connection reset, daemon stopping): leave
+         * nothing behind that could wake freed memory */
+        gw_pending_cancel(g->pending, &rc->w);
+        if (gw_wheel_del(g->wheel, &rc->timer) == 0)
+            ctx_unref(rc);
+    }
     *con_cls = NULL;
+    ctx_unref(rc);
 }
 
 /* ---- lifecycle ---- */
@@ -472,6 +592,7 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
     if (!g)
         goto out_oom;
     g->cfg = c;
+    g->event_park = strcmp(c->park, "event") == 0;
     if (c->gateway_id[0]) {
         if (uuid_parse(c->gateway_id, g->id) != 0) {
             snprintf(err, errlen, "gateway_id '%s' is not a UUID", c->gateway_id);
@@ -578,15 +699,34 @@ int gw_start(gw *g, char *err, size_t errlen)
         snprintf(err, errlen, "listen: '%s' is not an IPv4 address", c->listen_host);
         return -EINVAL;
     }
-    g->mhd = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-            MHD_USE_ITC | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)(256 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, g, MHD_OPTION_END);
+    if (g->event_park) {
+        /* epoll with a small thread pool; parked requests are suspended
+         * connections, not threads */
+        rc = gw_wheel_create(1000000ULL, &g->wheel);
+        if (rc < 0) {
+            snprintf(err, errlen, "timer wheel: %s", strerror(-rc));
+            return rc;
+        }
+        unsigned pool = c->pool_threads ? c->pool_threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+        g->mhd = MHD_start_daemon(
+            MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
+            NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+            MHD_OPTION_THREAD_POOL_SIZE, pool < 1 ? 1U : pool, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
+            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+            (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_END);
+    } else {
+        g->mhd = MHD_start_daemon(
+            MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+                MHD_USE_ITC | MHD_USE_ERROR_LOG,
+            0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE,
+            (size_t)(256 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
+            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, g, MHD_OPTION_END);
+    }
     if (!g->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%u", c->listen_host, c->listen_port);
         return -EADDRINUSE;
@@ -618,12 +758,27 @@ void gw_stop(gw *g, uint32_t grace_ms)
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
+        if (g->wheel) {
+            /* grace is over: time out whatever still waits, so every
+             * suspended connection is resumed and answered before the stop */
+            gw_wheel_expire_all(g->wheel);
+            for (int i = 0; i < 100 && gw_pending_count(g->pending) > 0; i++) {
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            struct timespec ts = {0, 50 * 1000 * 1000}; /* let the 504s go out */
+            nanosleep(&ts, NULL);
+        }
         MHD_stop_daemon(g->mhd);
         g->mhd = NULL;
     }
     if (g->worker) {
         sk_worker_stop(g->worker);
         g->worker = NULL;
+    }
+    if (g->wheel) {
+        gw_wheel_destroy(g->wheel);
+        g->wheel = NULL;
     }
 }
 

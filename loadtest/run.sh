@@ -6,10 +6,11 @@
 #
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 2]
+#          [--park thread|event]
 set -eu
 cd "$(dirname "$0")/.."
 
-STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=2
+STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=2 PARK=thread
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -21,6 +22,7 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
+    --park) PARK=$2; shift 2 ;;
     -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
@@ -40,6 +42,7 @@ trap cleanup EXIT INT TERM
 cat > "$work/gw.ini" <<INI
 [gateway]
 wait_timeout_ms = 2000
+park = $PARK
 max_connections = 20000
 [token_bucket]
 rate = $RATE
@@ -91,5 +94,5 @@ verdict=OK
 [ "$ok200" -le "$sold" ] || verdict="PHANTOM_SUCCESS(200s=$ok200>sold=$sold)"
 
 echo "$summary" | sed 's/^SUMMARY //' | awk -v s="$STOCK" -v sold="$sold" -v v="$verdict" \
-    -v c="$CONNS" '{ print "loadtest: conns=" c " stock=" s " sold=" sold " " $0 " invariants=" v }'
+    -v c="$CONNS" -v pk="$PARK" '{ print "loadtest: park=" pk " conns=" c " stock=" s " sold=" sold " " $0 " invariants=" v }'
 [ "$verdict" = OK ]

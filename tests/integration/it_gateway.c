@@ -21,6 +21,7 @@
 #include "harness.h"
 
 static const char *gateway_bin;
+static const char *park_mode = "thread";
 
 static void make_ini(char *buf, size_t cap, long stock, const char *tb, const char *extra)
 {
@@ -43,9 +44,13 @@ static long stock_left(int port, const char *item)
     return atol(v);
 }
 
+/* Every config starts with [gateway]: add the park mode under test there. */
 static void start(gw_proc *p, const char *ini)
 {
-    assert_int_equal(gw_proc_start(p, gateway_bin, ini), 0);
+    char buf[4096];
+    assert_true(strncmp(ini, "[gateway]\n", 10) == 0);
+    snprintf(buf, sizeof buf, "[gateway]\npark = %s\n%s", park_mode, ini + 10);
+    assert_int_equal(gw_proc_start(p, gateway_bin, buf), 0);
 }
 
 static void stop(gw_proc *p)
@@ -542,10 +547,12 @@ static void test_cli(void **state)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-seckill-gateway\n", argv[0]);
+        fprintf(stderr, "usage: %s PATH-TO-seckill-gateway [thread|event]\n", argv[0]);
         return 2;
     }
     gateway_bin = argv[1];
+    if (argc > 2)
+        park_mode = argv[2];
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;
@@ -559,5 +566,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sale),
         cmocka_unit_test(test_timeouts),
     };
-    return cmocka_run_group_tests_name("integration.gateway", tests, NULL, NULL);
+    char name[64];
+    snprintf(name, sizeof name, "integration.gateway.%s", park_mode);
+    return cmocka_run_group_tests_name(name, tests, NULL, NULL);
 }
