@@ -305,7 +305,7 @@ static const bad bads[] = {
      "PATH:4: [gateway] listen: expected HOST:PORT"},
     {"short gateway_id", ITEM "[gateway]\ngateway_id = 1234\n",
      "PATH:4: [gateway] gateway_id: expected a UUID (36 characters) or nothing"},
-    {"park", ITEM "[gateway]\npark = event\n", "PATH:4: [gateway] park: expected 'thread'"},
+    {"park", ITEM "[gateway]\npark = fibers\n", "PATH:4: [gateway] park: expected 'thread' or 'event'"},
     {"embedded not a bool", ITEM "[worker]\nembedded = maybe\n",
      "PATH:4: [worker] embedded: expected true or false"},
     {"inventory", ITEM "[worker]\ninventory = redis\n",
