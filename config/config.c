@@ -32,6 +32,10 @@ void cfg_init(cfg *c)
     c->worker_batch = 64;
     strcpy(c->worker_inventory, "memory");
     c->worker_decision_capacity = 1000000;
+    c->worker_pay_timeout_ms = 900000;
+    strcpy(c->redis_host, "127.0.0.1");
+    c->redis_port = 6379;
+    c->redis_timeout_ms = 200;
 }
 
 void cfg_release(cfg *c)
@@ -39,6 +43,11 @@ void cfg_release(cfg *c)
     for (size_t i = 0; i < c->nblocklist; i++)
         free(c->blocklist[i]);
     free(c->blocklist);
+    for (size_t i = 0; i < c->nrpc_gateways; i++)
+        free(c->rpc_gateways[i]);
+    free(c->rpc_gateways);
+    c->rpc_gateways = NULL;
+    c->nrpc_gateways = 0;
     free(c->items);
     c->blocklist = NULL;
     c->items = NULL;
@@ -233,6 +242,42 @@ static int add_blocklist(load_ctx *L, const char *value)
 static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *name,
                           const char *value);
 
+/* Append the comma/space separated addresses in value to *list. */
+static int add_list(load_ctx *L, const char *value, char ***list, size_t *n, size_t max,
+                    const char *section, const char *name)
+{
+    char *copy = strdup(value), *save = NULL;
+    if (!copy)
+        return -ENOMEM;
+    for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        if ((strncmp(tok, "tcp:", 4) != 0 && strncmp(tok, "unix:", 5) != 0) || strlen(tok) > 279) {
+            snprintf(L->msg, sizeof L->msg, "[%s] %s: '%.64s' is not tcp:HOST:PORT or unix:SOCKET",
+                     section, name, tok);
+            free(copy);
+            return -EINVAL;
+        }
+        if (*n == max) {
+            snprintf(L->msg, sizeof L->msg, "[%s] %s: more than %zu entries", section, name, max);
+            free(copy);
+            return -EINVAL;
+        }
+        char **nl = realloc(*list, (*n + 1) * sizeof *nl);
+        char *dup = strdup(tok);
+        if (!nl || !dup) {
+            free(dup);
+            if (nl)
+                *list = nl;
+            free(copy);
+            snprintf(L->msg, sizeof L->msg, "out of memory");
+            return -ENOMEM;
+        }
+        *list = nl;
+        (*list)[(*n)++] = dup;
+    }
+    free(copy);
+    return 0;
+}
+
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
     load_ctx *L = user;
@@ -310,14 +355,54 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
             return 1;
         }
         if (!strcmp(name, "inventory")) {
-            if (strcmp(value, "memory") != 0)
-                return fail(L, section, name, "'memory'");
+            if (strcmp(value, "memory") != 0 && strcmp(value, "redis") != 0)
+                return fail(L, section, name, "'memory' or 'redis'");
             strcpy(c->worker_inventory, value);
             return 1;
         }
+        U32("pay_timeout_ms", worker_pay_timeout_ms, 1000, 86400000)
         U32("threads", worker_threads, 1, 256)
         U32("batch", worker_batch, 1, 4096)
         U32("decision_capacity", worker_decision_capacity, 1024, 100000000)
+        return fail(L, section, name, NULL);
+    }
+    if (!strcmp(section, "rpc")) {
+        if (!strcmp(name, "listen")) {
+            if (strncmp(value, "tcp:", 4) != 0 && strncmp(value, "unix:", 5) != 0)
+                return fail(L, section, name, "tcp:HOST:PORT or unix:SOCKET");
+            if (strlen(value) >= sizeof c->rpc_listen)
+                return fail(L, section, name, "an address of at most 279 characters");
+            strcpy(c->rpc_listen, value);
+            return 1;
+        }
+        if (!strcmp(name, "secret")) {
+            size_t n = strlen(value);
+            if (n < 8 || n >= sizeof c->rpc_secret)
+                return fail(L, section, name, "a shared secret of 8 to 256 characters");
+            strcpy(c->rpc_secret, value);
+            return 1;
+        }
+        if (!strcmp(name, "gateways")) {
+            int rc = add_list(L, value, &c->rpc_gateways, &c->nrpc_gateways, 64, section, name);
+            return rc == 0;
+        }
+        return fail(L, section, name, NULL);
+    }
+    if (!strcmp(section, "redis")) {
+        if (!strcmp(name, "host")) {
+            if (!*value || strlen(value) >= sizeof c->redis_host)
+                return fail(L, section, name, "a host name or address");
+            strcpy(c->redis_host, value);
+            return 1;
+        }
+        if (!strcmp(name, "port")) {
+            uint64_t x;
+            if (parse_u64(value, 1, 65535, &x) < 0)
+                return fail(L, section, name, "an integer from 1 to 65535");
+            c->redis_port = (uint16_t)x;
+            return 1;
+        }
+        U32("timeout_ms", redis_timeout_ms, 1, 60000)
         return fail(L, section, name, NULL);
     }
     if (!strcmp(section, "risk")) {
@@ -427,8 +512,20 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
         snprintf(err, errlen, "[token_bucket] burst must be at least 1");
         return -EINVAL;
     }
-    if (!c->worker_embedded) {
-        snprintf(err, errlen, "[worker] embedded = false needs the RPC transport, not built yet");
+    if (!c->worker_embedded && !c->rpc_listen[0]) {
+        snprintf(err, errlen, "[worker] embedded = false: set [rpc] listen so workers can reach "
+                              "this gateway's queue");
+        return -EINVAL;
+    }
+    if ((c->rpc_listen[0] || c->nrpc_gateways) && !c->rpc_secret[0]) {
+        snprintf(err, errlen, "[rpc] secret is required when RPC is used");
+        return -EINVAL;
+    }
+    if (!c->worker_embedded && !strcmp(c->worker_inventory, "memory")) {
+        /* separate worker processes with their own memory would each sell
+         * the whole stock */
+        snprintf(err, errlen, "[worker] inventory = memory needs embedded = true; use redis "
+                              "for separate worker processes");
         return -EINVAL;
     }
     return 0;

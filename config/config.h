@@ -52,6 +52,16 @@ typedef struct cfg {
     uint32_t worker_batch;
     char worker_inventory[16]; /* "memory" */
     uint32_t worker_decision_capacity;
+    uint32_t worker_pay_timeout_ms;  /* reserved orders not paid by then are cancelled */
+    /* [rpc] */
+    char rpc_listen[280];      /* gateway: "tcp:HOST:PORT" or "unix:PATH"; "" = no RPC */
+    char rpc_secret[257];      /* shared by gateways and workers */
+    char **rpc_gateways;       /* worker: gateway RPC addresses */
+    size_t nrpc_gateways;
+    /* [redis] */
+    char redis_host[256];
+    uint16_t redis_port;
+    uint32_t redis_timeout_ms;
     /* [risk] */
     char **blocklist;
     size_t nblocklist;
