@@ -51,8 +51,12 @@
  *      pages and a retry would report success): the log enters FAILED and every
  *      later append and flush returns -EIO. Records written but not durable at
  *      that moment may or may not be present after reopen.
- *   5. Retention unlinks the oldest segments first, then fsyncs the
- *      directory, so surviving segments are always a contiguous range.
+ *   5. Retention (and trim) first detaches the oldest segments from the list
+ *      under the mutex, then unlinks them oldest first and fsyncs the
+ *      directory outside it (serialised by retain_mu), so surviving segments
+ *      are always a contiguous range. A crash between detach and unlink brings
+ *      the old segments back on the next open (removed again later); a crash
+ *      in the middle of the unlinks leaves a gap that recovery drops.
  *
  * STATES
  *   OPEN      after mq__seglog_open: recovery done, tail fdatasync'ed, so
@@ -148,6 +152,7 @@ typedef struct seg {
 
 struct mq__seglog {
     pthread_mutex_t mu;
+    pthread_mutex_t retain_mu; /* serialises retention's unlinks (taken before mu) */
     pthread_cond_t durable_cv; /* durable_end moved, a flush finished, or failed */
     pthread_cond_t tick_cv;    /* wakes the async flusher for shutdown */
     char *dir;
@@ -947,6 +952,7 @@ int mq__seglog_open(const char *dir, const mq__seglog_config *cfg, mq__seglog **
     if (rc < 0)
         goto out_free;
     pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->retain_mu, NULL);
     pthread_cond_init(&l->durable_cv, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -971,6 +977,7 @@ out_segs:
     free(l->segs);
     pthread_cond_destroy(&l->tick_cv);
     pthread_cond_destroy(&l->durable_cv);
+    pthread_mutex_destroy(&l->retain_mu);
     pthread_mutex_destroy(&l->mu);
 out_free:
     free(l->dir);
@@ -1001,6 +1008,7 @@ void mq__seglog_close(mq__seglog *l)
     free(l->rbuf);
     pthread_cond_destroy(&l->tick_cv);
     pthread_cond_destroy(&l->durable_cv);
+    pthread_mutex_destroy(&l->retain_mu);
     pthread_mutex_destroy(&l->mu);
     free(l->dir);
     free(l);
@@ -1287,31 +1295,73 @@ uint64_t mq__seglog_end(mq__seglog *l)
 
 /* ---- retention ---- */
 
-int mq__seglog_retain(mq__seglog *l, uint64_t now_ms)
+/* Detach the oldest segments chosen by retention (below == 0) or wholly below
+ * offset `below` (trim), never the active one, then unlink them and fsync the
+ * directory with only retain_mu held, so appends and reads go on meanwhile.
+ * Readers still holding a detached segment keep its descriptor until they
+ * unref it. retain_mu keeps the unlinks of concurrent calls oldest first. */
+static int seglog_drop_old(mq__seglog *l, uint64_t now_ms, uint64_t below)
 {
+    uint64_t *bases = NULL;
     size_t drop = 0;
     uint64_t total;
     int rc = 0;
 
+    pthread_mutex_lock(&l->retain_mu);
     pthread_mutex_lock(&l->mu);
     total = l->total_bytes;
     while (drop + 1 < l->nsegs) {
         seg *s = l->segs[drop];
-        int old =
-            l->cfg.retention_ms && now_ms > s->max_ts && now_ms - s->max_ts > l->cfg.retention_ms;
-        int big = l->cfg.retention_bytes && total > l->cfg.retention_bytes;
-        if (!old && !big)
+        int go;
+        if (below) {
+            go = s->end <= below;
+        } else {
+            int old = l->cfg.retention_ms && now_ms > s->max_ts &&
+                      now_ms - s->max_ts > l->cfg.retention_ms;
+            int big = l->cfg.retention_bytes && total > l->cfg.retention_bytes;
+            go = old || big;
+        }
+        if (!go)
             break;
         total -= s->size;
         drop++;
     }
+    if (drop > 0 && (bases = malloc(drop * sizeof(*bases))) == NULL) {
+        rc = -ENOMEM;
+        drop = 0;
+    }
+    for (size_t i = 0; i < drop; i++) {
+        bases[i] = l->segs[i]->base;
+        seg_unref(l->segs[i]);
+    }
     if (drop > 0) {
-        segs_drop_head(l, drop);
+        memmove(l->segs, l->segs + drop, (l->nsegs - drop) * sizeof(*l->segs));
+        l->nsegs -= drop;
         l->total_bytes = total;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (drop > 0) {
+        for (size_t i = 0; i < drop; i++)
+            seg_remove_files(l, bases[i]);
         /* Rule 5: the unlinks are made durable so no old segment comes back. */
         if (fsync_dir(l->dir) < 0)
             rc = -EIO;
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->retain_mu);
+    free(bases);
     return rc < 0 ? rc : (int)drop;
+}
+
+int mq__seglog_retain(mq__seglog *l, uint64_t now_ms)
+{
+    if (l->cfg.retention_ms == 0 && l->cfg.retention_bytes == 0)
+        return 0;
+    return seglog_drop_old(l, now_ms, 0);
+}
+
+int mq__seglog_trim(mq__seglog *l, uint64_t below)
+{
+    if (below == 0)
+        return 0;
+    return seglog_drop_old(l, 0, below);
 }

@@ -61,8 +61,13 @@ int mq__seglog_read(mq__seglog *l, uint64_t from, size_t max_records, size_t max
 
 uint64_t mq__seglog_start(mq__seglog *l); /* first retained offset */
 uint64_t mq__seglog_end(mq__seglog *l);   /* next offset to assign */
-/* Remove whole segments past retention (never the active one). Returns segments removed. */
+/* Remove whole segments past retention (never the active one): age compares a
+ * segment's newest record timestamp with now_ms (both wall clock). Files are
+ * unlinked without holding the log mutex. Returns segments removed. */
 int mq__seglog_retain(mq__seglog *l, uint64_t now_ms);
+/* Remove whole sealed segments whose records all lie below offset `below`
+ * (everything every reader has consumed). Returns segments removed. */
+int mq__seglog_trim(mq__seglog *l, uint64_t below);
 int mq__seglog_flush(mq__seglog *l);
 
 /* ---- committed offsets of consumer groups, persisted beside the log ---- */

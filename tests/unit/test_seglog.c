@@ -475,6 +475,76 @@ static void test_retention_by_size(void **state)
     mq__seglog_close(l);
 }
 
+/* Retention removes files without holding the log mutex: appends and reads
+ * of the partition go on while it unlinks and fsyncs the directory. */
+static mq__seglog *probe_log;
+static int probe_mu_free = -1;
+
+static int probe_fsync(int fd)
+{
+    if (probe_log) {
+        if (pthread_mutex_trylock(&probe_log->mu) == 0) {
+            pthread_mutex_unlock(&probe_log->mu);
+            probe_mu_free = 1;
+        } else {
+            probe_mu_free = 0;
+        }
+    }
+    return fdatasync(fd);
+}
+
+static void test_retention_unlinks_outside_mutex(void **state)
+{
+    const char *dir = *state;
+    mq__seglog_config cfg = cfg_make(1000, MQ_FLUSH_NONE);
+    mq__seglog *l;
+    char v[52] = "x";
+
+    cfg.retention_ms = 10;
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    for (int i = 0; i < 30; i++) {
+        mq__rec r = {.timestamp_ms = 1, .value = v, .value_len = sizeof(v)};
+        assert_int_equal(mq__seglog_append(l, &r, NULL), 0);
+    }
+    probe_log = l;
+    seglog_fsync_fn = probe_fsync;
+    assert_int_equal(mq__seglog_retain(l, 100), 2);
+    seglog_fsync_fn = seglog_sys_fsync;
+    probe_log = NULL;
+    assert_int_equal(probe_mu_free, 1); /* the directory fsync ran without l->mu */
+    assert_int_equal(count_files(dir, "log"), 1);
+    assert_int_equal(mq__seglog_start(l), 20);
+    mq__seglog_close(l);
+}
+
+/* trim: whole sealed segments below an offset go, never the active one. */
+static void test_trim_below(void **state)
+{
+    const char *dir = *state;
+    mq__seglog_config cfg = cfg_make(1000, MQ_FLUSH_NONE);
+    mq__seglog *l;
+    char v[52] = "x";
+
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    for (int i = 0; i < 35; i++) { /* segments [0,10) [10,20) [20,30) [30,35) */
+        mq__rec r = {.timestamp_ms = 1, .value = v, .value_len = sizeof(v)};
+        assert_int_equal(mq__seglog_append(l, &r, NULL), 0);
+    }
+    assert_int_equal(mq__seglog_trim(l, 0), 0);
+    assert_int_equal(mq__seglog_trim(l, 9), 0);  /* [0,10) still has offset 9 */
+    assert_int_equal(mq__seglog_trim(l, 15), 1); /* [0,10) */
+    assert_int_equal(mq__seglog_start(l), 10);
+    assert_int_equal(mq__seglog_trim(l, 1000), 2); /* all but the active one */
+    assert_int_equal(mq__seglog_start(l), 30);
+    assert_int_equal(count_files(dir, "log"), 1);
+    assert_int_equal(mq__seglog_retain(l, 1000000), 0); /* no retention configured */
+    mq__seglog_close(l);
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    assert_int_equal(mq__seglog_start(l), 30);
+    assert_int_equal(mq__seglog_end(l), 35);
+    mq__seglog_close(l);
+}
+
 static void test_retention_by_age(void **state)
 {
     const char *dir = *state;
@@ -1261,6 +1331,8 @@ int main(void)
         T(test_read_limits),
         T(test_retention_by_size),
         T(test_retention_by_age),
+        T(test_retention_unlinks_outside_mutex),
+        T(test_trim_below),
         T(test_reopen_recovers_every_record),
         T(test_torn_tail_truncated),
         T(test_torn_tail_garbage),
