@@ -15,12 +15,15 @@
  *   waits for durability (mq__seglog_flush, the log's group commit) after
  *   dropping it, so producers of one partition share fsyncs; gp_collect()
  *   delivers only below part.durable_end, which part_append() raises once the
- *   flush returns. A log topic's retry and DLQ topics are memory topics.
- *   start moves up only in part_release(): to the lowest committed offset of
- *   the partition's readers (every group's gpos for that partition; with no
- *   reader nothing is freed). The topic's backlog (msgs, bytes) is a pair of
- *   atomics: part_append() reserves before storing (-ENOBUFS past a limit,
- *   nothing stored), part_release() gives back. No topic-wide lock on produce.
+ *   flush returns. Records are stamped with the wall clock (mq_wall_now());
+ *   the instance clock only times leases, acks and delays.
+ *   A log topic's retry and DLQ topics are log topics too (RETRY/DLQ LOGS).
+ *   start moves up in part_release(): to the lowest committed offset of the
+ *   partition's readers (every group's gpos for that partition; with no reader
+ *   nothing is freed), and in part_skip_to() when retention removed records.
+ *   The topic's backlog (msgs, bytes) is a pair of atomics: part_append()
+ *   reserves before storing (-ENOBUFS past a limit, nothing stored),
+ *   part_release() gives back. No topic-wide lock on produce.
  *
  * IDEMPOTENCE (struct ptable, per partition, lazily allocated)
  *   producer id -> last stored seq, LRU-bounded to MQ_PRODUCERS_MAX entries.
@@ -59,6 +62,32 @@
  *   owner[] entries at once. mq_commit() refuses with -EPERM when owner[p] != c
  *   or c's lease has expired.
  *
+ * RETENTION (main log topics): part_maintain(), called from mq_produce and for
+ *   each held partition from mq_fetch, runs at most every MQ_MAINTAIN_MS of
+ *   the instance clock per partition (a CAS on part.maintain_at elects one
+ *   thread). mq__seglog_retain() compares segment ages with the wall clock and
+ *   unlinks files holding only the log's retain mutex, not part.mu; then
+ *   part_sync_start() takes part.mu and part_skip_to() moves start to the log's
+ *   start, and every group below it up to it (gpos.skipped counts what it
+ *   lost; not persisted, reopening clamps and counts again). A fetch that finds
+ *   a record gone before the catch-up (the read is refused) catches up and goes
+ *   on. Offsets between are never delivered.
+ *
+ * RETRY/DLQ LOGS (retry and DLQ topics of a log topic)
+ *   <data_dir>/<topic>.<group>.retry/<p> and .dlq/0, each with its offsets
+ *   store, opened by group_get_locked() (topic_open_parts()), which restores
+ *   the group's committed offsets there. The fields of struct rec a plain log
+ *   record lacks travel in an envelope before the key (ENV_*); due is stored
+ *   on the wall clock and turned back into instance time on recovery.
+ *   Crash-safety of a move (move_on(), mq_dlq_replay()): part_append() on a
+ *   retry/DLQ partition returns only after fdatasync (part.sync is forced on),
+ *   and the source's committed offset is persisted (gp_advance()) after that.
+ *   A crash in between leaves the message in both: delivered twice, never
+ *   lost. The fsync happens under the source partition's lock; moves are rare.
+ *   No retention applies; part_maintain() trims segments below part.start (all
+ *   committed). Replayed dead letters above the DLQ's committed offset are
+ *   marked in memory only, so after a restart they are listed again.
+ *
  * DLQ: rec.flags marks REPLAYING/REPLAYED; the group's dlq gpos.committed is the
  *   first dead letter not replayed, so replayed letters are freed from the head.
  *   mq_dlq_replay() appends to the retry partition the letter came from.
@@ -71,16 +100,16 @@
  *   mq_destroy() sets closing, broadcasts, and waits for active fetches to
  *   leave (they return -ESHUTDOWN) before freeing anything.
  *
- * LIMITS (known): a log topic's retry and DLQ topics live in memory, so a
- *   message moved there (its main offset already committed and persisted) is
- *   lost for that group if the process stops before it is committed from
- *   retry. Log retention runs only when the topic is opened. Rings and the
- *   arena grow but never shrink. Groups live until mq_destroy; an idle group
- *   holds the backlog (by design: backlog = the slowest group).
+ * LIMITS (known): retention runs only while someone produces to or fetches
+ *   the partition (no timer thread). Rings and the arena grow but never
+ *   shrink. Groups live until mq_destroy; an idle group holds the backlog (by
+ *   design: backlog = the slowest group).
  *
  * LOCK ORDER: q.mu -> topic.gmu -> group.mu -> part.mu(main) -> part.mu(retry)
  *   -> part.mu(dlq) -> waitq.mu. mq_dlq_replay() drops the DLQ lock before
- *   appending to retry.
+ *   appending to retry. A partition's log mutexes (its retain mutex, then its
+ *   mutex, seglog.c) come after that partition's part.mu; part_maintain()
+ *   takes the log's alone.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -102,6 +131,14 @@
 #define MQ_WAIT_SLICE_MS 50
 #define MQ_NAME_MAX 200
 #define MQ_PARTITIONS_MAX 4096
+#define MQ_MAINTAIN_MS 1000 /* retention / trim at most this often per partition */
+
+/* Retry/DLQ log records carry what struct rec keeps beyond the log's fields in
+ * an envelope stored before the key (the log's key is envelope + key):
+ *   0 u32 ENV_MAGIC  4 u32 orig_partition  8 u64 orig_offset  16 u32 base
+ *  20 u32 0         24 u64 due (wall clock ms; 0 for DLQ)    (little endian) */
+#define ENV_MAGIC 0x5652514du /* "MQRV" */
+#define ENV_BYTES 32u
 
 enum topic_kind { TOPIC_MAIN, TOPIC_RETRY, TOPIC_DLQ };
 
@@ -145,6 +182,7 @@ struct wslot {
 
 struct gpos {
     uint64_t committed, next, hi;
+    uint64_t skipped;  /* removed by retention before this group committed them */
     struct wslot *win; /* [committed, hi), indexed by offset & (wcap - 1) */
     uint64_t wcap;
 };
@@ -160,8 +198,10 @@ struct part {
     size_t nreaders, readers_cap;
     struct ptable *prods;
     mq__seglog *log;
-    bool sync;            /* MQ_FLUSH_SYNC log: deliver only below durable_end */
-    uint64_t durable_end; /* log topics: every offset below is on disk */
+    uint32_t env;                     /* retry/DLQ logs: ENV_BYTES of envelope before the key */
+    atomic_uint_fast64_t maintain_at; /* instance time of the next part_maintain() pass */
+    bool sync;                        /* MQ_FLUSH_SYNC log: deliver only below durable_end */
+    uint64_t durable_end;             /* log topics: every offset below is on disk */
     /* log topics: records [cache_from, cache_from + cache_n) read ahead into
      * scratch, the i-th at cache_pos[i]. Records never change once written. */
     uint8_t *scratch;
@@ -232,8 +272,10 @@ struct mq_consumer {
 
 struct mq {
     char *data_dir;
-    mq_clock_fn clock;
+    mq_clock_fn clock; /* instance clock: leases, timeouts, delays */
     void *clock_arg;
+    mq_clock_fn wall; /* wall clock: record timestamps, retention by age */
+    void *wall_arg;
     pthread_mutex_t mu;
     mq_topic **topics;
     size_t ntopics, topics_cap;
@@ -249,6 +291,36 @@ static uint64_t mono_ms(void *arg)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t wall_ms(void *arg)
+{
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    put_u32(p, (uint32_t)v);
+    put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
 static uint64_t next_pow2(uint64_t v)
@@ -577,6 +649,79 @@ static void part_release(mq_topic *t, struct part *pt)
     atomic_fetch_sub(&t->backlog_bytes, bytes);
 }
 
+/* Retention removed [pt->start, to) from the log: forget it, and move every
+ * group still below `to` up to it, counting what it skipped. Caller holds pt->mu. */
+static void part_skip_to(mq_topic *t, struct part *pt, uint64_t to)
+{
+    if (to > pt->end)
+        to = pt->end;
+    if (to <= pt->start)
+        return;
+    uint64_t n = to - pt->start, bytes = 0;
+    for (uint64_t o = pt->start; o < to; o++)
+        bytes += (uint64_t)slot(pt, o)->key_len + slot(pt, o)->value_len;
+    for (size_t i = 0; i < pt->nreaders; i++) {
+        struct gpos *gp = pt->readers[i];
+        if (gp->committed >= to)
+            continue;
+        gp->skipped += to - gp->committed;
+        gp->committed = to;
+        if (gp->next < to)
+            gp->next = to;
+        if (gp->hi < to)
+            gp->hi = to;
+    }
+    pt->start = to;
+    atomic_fetch_sub(&t->backlog_msgs, n);
+    atomic_fetch_sub(&t->backlog_bytes, bytes);
+}
+
+/* Catch up with a retention pass that ran on the log. Returns true when the
+ * start moved. Caller holds pt->mu (lock order: pt->mu -> the log's mutex). */
+static bool part_sync_start(mq_topic *t, struct part *pt)
+{
+    if (!pt->log || pt->env)
+        return false;
+    uint64_t ls = mq__seglog_start(pt->log);
+    if (ls <= pt->start)
+        return false;
+    part_skip_to(t, pt, ls);
+    return true;
+}
+
+/* Periodic log upkeep of partition p, at most once per MQ_MAINTAIN_MS of the
+ * instance clock, by whichever thread gets there first. Main topics: run
+ * retention (wall clock), then catch up under pt->mu. Retry/DLQ topics: remove
+ * segments every reader committed past. The files are removed without pt->mu. */
+static void part_maintain(mq_topic *t, uint32_t p, uint64_t now)
+{
+    struct part *pt = &t->parts[p];
+    bool retain = t->cfg.retention_ms || t->cfg.retention_bytes;
+    int rc;
+
+    if (!pt->log || (t->kind == TOPIC_MAIN && !retain))
+        return;
+    uint_fast64_t at = atomic_load_explicit(&pt->maintain_at, memory_order_relaxed);
+    if (now < at ||
+        !atomic_compare_exchange_strong(&pt->maintain_at, &at, (uint_fast64_t)now + MQ_MAINTAIN_MS))
+        return;
+    if (t->kind == TOPIC_MAIN) {
+        rc = mq__seglog_retain(pt->log, mq_wall_now(t->q));
+        if (rc > 0) {
+            pthread_mutex_lock(&pt->mu);
+            part_sync_start(t, pt);
+            pthread_mutex_unlock(&pt->mu);
+        }
+    } else {
+        pthread_mutex_lock(&pt->mu);
+        uint64_t below = pt->start;
+        pthread_mutex_unlock(&pt->mu);
+        rc = mq__seglog_trim(pt->log, below);
+    }
+    if (rc < 0)
+        fprintf(stderr, "mq: %s/%u: removing old segments failed: %s\n", t->name, p, strerror(-rc));
+}
+
 static bool backlog_reserve(mq_topic *t, uint64_t bytes)
 {
     if (atomic_fetch_add(&t->backlog_msgs, 1) + 1 > t->cfg.max_backlog_msgs) {
@@ -597,6 +742,7 @@ struct append {
     const void *value;
     size_t value_len;
     uint64_t ts, producer_id, seq, due, orig_offset;
+    uint64_t due_wall; /* retry logs: due on the wall clock, survives restarts */
     uint32_t orig_partition, base;
     bool check_seq;
 };
@@ -634,6 +780,7 @@ static int part_append(mq_topic *t, uint32_t p, const struct append *a, uint64_t
                     .orig_partition = a->orig_partition,
                     .base = a->base};
     if (pt->log) {
+        uint8_t envbuf[ENV_BYTES + 224], *ek = NULL;
         mq__rec lr = {.timestamp_ms = a->ts,
                       .producer_id = a->producer_id,
                       .seq = a->seq,
@@ -642,7 +789,27 @@ static int part_append(mq_topic *t, uint32_t p, const struct append *a, uint64_t
                       .value = a->value,
                       .value_len = (uint32_t)a->value_len};
         uint64_t loff;
+        if (pt->env) { /* retry/DLQ: rare, so a copy is fine */
+            size_t klen = ENV_BYTES + a->key_len;
+            ek = klen <= sizeof envbuf ? envbuf : malloc(klen);
+            if (!ek) {
+                rc = -ENOMEM;
+                goto out_unreserve;
+            }
+            put_u32(ek, ENV_MAGIC);
+            put_u32(ek + 4, a->orig_partition);
+            put_u64(ek + 8, a->orig_offset);
+            put_u32(ek + 16, a->base);
+            put_u32(ek + 20, 0);
+            put_u64(ek + 24, a->due_wall);
+            if (a->key_len)
+                memcpy(ek + ENV_BYTES, a->key, a->key_len);
+            lr.key = ek;
+            lr.key_len = (uint32_t)klen;
+        }
         rc = mq__seglog_append(pt->log, &lr, &loff);
+        if (ek != envbuf)
+            free(ek);
         if (rc < 0)
             goto out_unreserve;
         if (loff != pt->end) {
@@ -751,7 +918,7 @@ static int part_payload(struct part *pt, uint64_t off, const struct rec *r, cons
         if (pt->cache_n == 0)
             return -EIO; /* metadata says it exists, the log does not have it */
     }
-    *kv = pt->scratch + pt->cache_pos[off - pt->cache_from];
+    *kv = pt->scratch + pt->cache_pos[off - pt->cache_from] + pt->env;
     return 0;
 }
 
@@ -795,6 +962,7 @@ int mq_create(const char *data_dir, mq **out)
     }
     pthread_mutex_init(&q->mu, NULL);
     q->clock = mono_ms;
+    q->wall = wall_ms;
     atomic_init(&q->closing, false);
     atomic_init(&q->active, 0);
     *out = q;
@@ -816,6 +984,17 @@ void mq_set_clock(mq *q, mq_clock_fn fn, void *arg)
 uint64_t mq_now(const mq *q)
 {
     return q->clock(q->clock_arg);
+}
+
+void mq_set_wall_clock(mq *q, mq_clock_fn fn, void *arg)
+{
+    q->wall = fn ? fn : wall_ms;
+    q->wall_arg = fn ? arg : NULL;
+}
+
+uint64_t mq_wall_now(const mq *q)
+{
+    return q->wall(q->wall_arg);
 }
 
 static void gpos_release(struct gpos *gp)
@@ -1043,6 +1222,9 @@ static struct group *group_find(mq_topic *t, const char *name)
     return g;
 }
 
+static int topic_open_parts(mq_topic *t);
+static void gp_restore(struct part *pt, struct gpos *gp, uint64_t off);
+
 /* Find or create group name on main topic t, with its retry and DLQ topics.
  * A new group starts at the oldest retained message. Caller holds q->mu. */
 static int group_get_locked(mq_topic *t, const char *name, struct group **out)
@@ -1078,8 +1260,8 @@ static int group_get_locked(mq_topic *t, const char *name, struct group **out)
     for (uint32_t p = 0; p < P; p++)
         atomic_init(&g->owner[p], NULL);
 
+    /* a log topic's retry and DLQ topics are log topics too (same storage) */
     mq_topic_config rcfg = t->cfg;
-    rcfg.storage = MQ_STORAGE_MEMORY;
     snprintf(tname, sizeof tname, "%s.%s.retry", t->name, name);
     rc = topic_new_locked(q, tname, &rcfg, TOPIC_RETRY, t, &g->retry_t);
     if (rc < 0)
@@ -1089,6 +1271,13 @@ static int group_get_locked(mq_topic *t, const char *name, struct group **out)
     rc = topic_new_locked(q, tname, &rcfg, TOPIC_DLQ, t, &g->dlq_t);
     if (rc < 0)
         goto out_free_retry;
+    if (t->cfg.storage == MQ_STORAGE_LOG) {
+        rc = topic_open_parts(g->retry_t);
+        if (rc == 0)
+            rc = topic_open_parts(g->dlq_t);
+        if (rc < 0)
+            goto out_free_dlq;
+    }
 
     for (uint32_t p = 0; p < P && rc == 0; p++) {
         rc = part_reserve_reader(&t->parts[p]);
@@ -1104,6 +1293,21 @@ static int group_get_locked(mq_topic *t, const char *name, struct group **out)
         part_add_reader(&g->retry_t->parts[p], &g->retry[p]);
     }
     part_add_reader(&g->dlq_t->parts[0], &g->dlq);
+    if (t->cfg.storage == MQ_STORAGE_LOG) {
+        /* where this group was in its retry and DLQ logs */
+        for (uint32_t p = 0; p <= P; p++) {
+            mq_topic *rt = p < P ? g->retry_t : g->dlq_t;
+            uint32_t rp = p < P ? p : 0;
+            struct gpos *gp = p < P ? &g->retry[p] : &g->dlq;
+            struct part *pt = &rt->parts[rp];
+            uint64_t off;
+            pthread_mutex_lock(&pt->mu);
+            if (mq__offsets_get(rt->offsets, name, rp, &off) == 0)
+                gp_restore(pt, gp, off);
+            part_release(rt, pt);
+            pthread_mutex_unlock(&pt->mu);
+        }
+    }
     t->groups[t->ngroups++] = g;
     pthread_mutex_unlock(&t->gmu);
     *out = g;
@@ -1130,6 +1334,7 @@ out_unlock:
 struct recover {
     mq_topic *t;
     uint32_t p;
+    uint64_t now, wall; /* instance and wall clock at open */
     int rc;
 };
 
@@ -1156,11 +1361,31 @@ static int recover_cb(void *arg, const mq__rec *lr)
                     .producer_id = lr->producer_id,
                     .seq = lr->seq,
                     .key_len = lr->key_len,
-                    .value_len = lr->value_len};
+                    .value_len = lr->value_len,
+                    .orig_partition = rv->p};
+    if (pt->env) {
+        const uint8_t *e = lr->key;
+        if (lr->key_len < pt->env || get_u32(e) != ENV_MAGIC) {
+            fprintf(stderr, "mq: %s/%u: record %" PRIu64 " has no retry envelope\n", t->name, rv->p,
+                    lr->offset);
+            rv->rc = -EIO;
+            return 1;
+        }
+        uint64_t due_wall = get_u64(e + 24), left = 0;
+        if (due_wall > rv->wall)
+            left = due_wall - rv->wall;
+        if (left > t->cfg.retry_delay_ms) /* the wall clock went back */
+            left = t->cfg.retry_delay_ms;
+        r.key_len = lr->key_len - pt->env;
+        r.orig_partition = get_u32(e + 4);
+        r.orig_offset = get_u64(e + 8);
+        r.base = get_u32(e + 16);
+        r.due = rv->now + left;
+    }
     *slot(pt, pt->end) = r;
     pt->end++;
     atomic_fetch_add(&t->backlog_msgs, 1);
-    atomic_fetch_add(&t->backlog_bytes, (uint64_t)lr->key_len + lr->value_len);
+    atomic_fetch_add(&t->backlog_bytes, (uint64_t)r.key_len + r.value_len);
     if (lr->producer_id)
         ptable_put(pt->prods, lr->producer_id, lr->seq);
     return 0;
@@ -1193,19 +1418,23 @@ static void saved_cb(void *arg, const char *group, uint32_t partition, uint64_t 
     s->n++;
 }
 
-/* Open every partition's log, rebuild metadata and producer tables by reading
- * it, load the groups' committed offsets (clamped to what was recovered) and
- * free what they all passed. Caller holds q->mu. */
-static int topic_open_log(mq_topic *t)
+/* Open every partition's log and rebuild metadata and producer tables by
+ * reading it, then open the topic's committed-offsets store. Main topics run
+ * retention first. Retry/DLQ topics: no retention (only trim of what was
+ * consumed, part_maintain()), records carry an envelope, and every append is
+ * flushed before it returns (pt->sync), whatever the parent's policy: a move
+ * must be durable before the source commits past it. Caller holds q->mu. */
+static int topic_open_parts(mq_topic *t)
 {
     char path[PATH_MAX];
-    struct saved_offs saved = {0};
+    bool main_topic = t->kind == TOPIC_MAIN;
     int rc;
     mq__seglog_config scfg = {.segment_bytes = t->cfg.segment_bytes,
-                              .retention_ms = t->cfg.retention_ms,
-                              .retention_bytes = t->cfg.retention_bytes,
+                              .retention_ms = main_topic ? t->cfg.retention_ms : 0,
+                              .retention_bytes = main_topic ? t->cfg.retention_bytes : 0,
                               /* SYNC: part_append() flushes after dropping pt->mu */
-                              .flush = t->cfg.flush == MQ_FLUSH_SYNC ? MQ_FLUSH_NONE : t->cfg.flush,
+                              .flush = t->cfg.flush == MQ_FLUSH_ASYNC && main_topic ? MQ_FLUSH_ASYNC
+                                                                                    : MQ_FLUSH_NONE,
                               .flush_interval_ms = t->cfg.flush_interval_ms};
 
     if (snprintf(path, sizeof path, "%s/%s", t->q->data_dir, t->name) >= (int)sizeof path)
@@ -1219,15 +1448,15 @@ static int topic_open_log(mq_topic *t)
         rc = mq__seglog_open(path, &scfg, &pt->log);
         if (rc < 0)
             return rc;
-        if (t->cfg.retention_ms || t->cfg.retention_bytes) {
-            rc = mq__seglog_retain(pt->log, mq_now(t->q));
-            if (rc < 0)
-                return rc;
-        }
+        pt->env = main_topic ? 0 : ENV_BYTES;
+        rc = mq__seglog_retain(pt->log, mq_wall_now(t->q));
+        if (rc < 0)
+            return rc;
         pt->start = pt->end = mq__seglog_start(pt->log);
         uint64_t end = mq__seglog_end(pt->log);
         while (pt->end < end) {
-            struct recover rv = {.t = t, .p = p, .rc = 0};
+            struct recover rv = {
+                .t = t, .p = p, .now = mq_now(t->q), .wall = mq_wall_now(t->q), .rc = 0};
             rc = mq__seglog_read(pt->log, pt->end, SIZE_MAX, SIZE_MAX, recover_cb, &rv);
             if (rc < 0)
                 return rc;
@@ -1238,11 +1467,33 @@ static int topic_open_log(mq_topic *t)
         }
         if (pt->end != end)
             return -EIO;
-        pt->sync = t->cfg.flush == MQ_FLUSH_SYNC;
+        pt->sync = t->cfg.flush == MQ_FLUSH_SYNC || !main_topic;
         pt->durable_end = end; /* open fdatasyncs the recovered tail */
     }
     snprintf(path, sizeof path, "%s/%s/offsets", t->q->data_dir, t->name);
-    rc = mq__offsets_open(path, &t->offsets);
+    return mq__offsets_open(path, &t->offsets);
+}
+
+/* Set gp to a persisted committed offset, clamped to what the log retained;
+ * below the start counts as skipped by retention. Caller holds pt->mu. */
+static void gp_restore(struct part *pt, struct gpos *gp, uint64_t off)
+{
+    if (off > pt->end)
+        off = pt->end;
+    if (off < pt->start) {
+        gp->skipped += pt->start - off;
+        off = pt->start;
+    }
+    gp->committed = gp->next = gp->hi = off;
+}
+
+/* Open a main log topic: its partitions, then the groups that committed
+ * offsets (with their retry/DLQ logs), then free what they all passed.
+ * Caller holds q->mu. */
+static int topic_open_log(mq_topic *t)
+{
+    struct saved_offs saved = {0};
+    int rc = topic_open_parts(t);
     if (rc < 0)
         return rc;
     mq__offsets_foreach(t->offsets, saved_cb, &saved);
@@ -1255,14 +1506,8 @@ static int topic_open_log(mq_topic *t)
         if (rc < 0)
             break;
         struct part *pt = &t->parts[saved.v[i].partition];
-        struct gpos *gp = &g->main[saved.v[i].partition];
-        uint64_t off = saved.v[i].offset;
         pthread_mutex_lock(&pt->mu);
-        if (off > pt->end)
-            off = pt->end;
-        if (off < pt->start)
-            off = pt->start;
-        gp->committed = gp->next = gp->hi = off;
+        gp_restore(pt, &g->main[saved.v[i].partition], saved.v[i].offset);
         pthread_mutex_unlock(&pt->mu);
     }
     for (size_t i = 0; i < saved.n; i++)
@@ -1367,11 +1612,12 @@ int mq_produce(mq_topic *t, const mq_record *rec, uint32_t *partition, uint64_t 
                        .key_len = rec->key_len,
                        .value = rec->value,
                        .value_len = rec->value_len,
-                       .ts = mq_now(t->q),
+                       .ts = mq_wall_now(t->q),
                        .producer_id = rec->producer_id,
                        .seq = rec->seq,
                        .orig_partition = p,
                        .check_seq = true};
+    part_maintain(t, p, mq_now(t->q)); /* before: retention may free backlog */
     rc = part_append(t, p, &a, &off);
     if (rc < 0)
         return rc;
@@ -1597,10 +1843,14 @@ static int move_on(struct group *g, mq_topic *t, uint32_t p, uint64_t off, const
                        .producer_id = r->producer_id,
                        .seq = r->seq,
                        .base = r->base + count};
+    /* Log topics: the retry/DLQ partition is flushed before part_append()
+     * returns (pt->sync), and only then does the caller persist the source's
+     * committed offset past it. A crash in between duplicates, never loses. */
     if (t->kind == TOPIC_MAIN) {
         a.orig_partition = p;
         a.orig_offset = off;
         a.due = now + t->cfg.retry_delay_ms;
+        a.due_wall = mq_wall_now(t->q) + t->cfg.retry_delay_ms;
         return part_append(g->retry_t, p, &a, NULL);
     }
     a.orig_partition = r->orig_partition;
@@ -1657,6 +1907,8 @@ static int gp_collect(mq_consumer *c, mq_topic *t, uint32_t p, struct gpos *gp, 
     pthread_mutex_lock(&pt->mu);
     if (atomic_load(&g->owner[p]) != c)
         goto out_unlock;
+    if (t->kind == TOPIC_MAIN && pt->log && (cfg->retention_ms || cfg->retention_bytes))
+        part_sync_start(t, pt); /* retention may have run since */
     if (gp->next > gp->committed && win(gp, gp->committed)->at + cfg->ack_timeout_ms <= now)
         gp->next = gp->committed; /* oldest outstanding timed out: go back */
     while (*room > 0 && gp->next < part_visible(pt)) {
@@ -1681,8 +1933,13 @@ static int gp_collect(mq_consumer *c, mq_topic *t, uint32_t p, struct gpos *gp, 
             break;
         const uint8_t *kv = NULL;
         rc = part_payload(pt, off, r, &kv);
-        if (rc < 0)
+        if (rc < 0) {
+            if (part_sync_start(t, pt)) { /* retention removed it just now */
+                rc = 0;
+                continue;
+            }
             break;
+        }
         rc = c_push(c, t, p, off, r->base + count + 1, r, kv);
         if (rc < 0)
             break;
@@ -1711,6 +1968,8 @@ static int collect(mq_consumer *c, uint64_t now, size_t max)
         uint32_t p = (c->rr + i) % P;
         if (atomic_load(&g->owner[p]) != c)
             continue;
+        part_maintain(g->retry_t, p, now);
+        part_maintain(c->t, p, now);
         rc = gp_collect(c, g->retry_t, p, &g->retry[p], now, &room);
         if (rc == 0)
             rc = gp_collect(c, c->t, p, &g->main[p], now, &room);
@@ -1838,7 +2097,25 @@ int mq_lag(mq_topic *t, const char *group, uint32_t partition, uint64_t *lag)
         return -ENOENT;
     struct part *pt = &t->parts[partition];
     pthread_mutex_lock(&pt->mu);
+    if (t->kind == TOPIC_MAIN)
+        part_sync_start(t, pt); /* a group below the retained start skips to it */
     *lag = pt->end - g->main[partition].committed;
+    pthread_mutex_unlock(&pt->mu);
+    return 0;
+}
+
+int mq_retention_skipped(mq_topic *t, const char *group, uint32_t partition, uint64_t *skipped)
+{
+    if (!t || !group || !skipped || partition >= t->cfg.partitions)
+        return -EINVAL;
+    struct group *g = group_find(t, group);
+    if (!g)
+        return -ENOENT;
+    struct part *pt = &t->parts[partition];
+    pthread_mutex_lock(&pt->mu);
+    if (t->kind == TOPIC_MAIN)
+        part_sync_start(t, pt);
+    *skipped = g->main[partition].skipped;
     pthread_mutex_unlock(&pt->mu);
     return 0;
 }
@@ -1964,14 +2241,18 @@ int mq_dlq_replay(mq_topic *t, const char *group, uint64_t dlq_offset)
     if (rc < 0) {
         slot(pt, dlq_offset)->flags = 0;
     } else {
+        /* the retry append is durable (log topics): persisting the DLQ's
+         * committed offset past the letter may follow */
         slot(pt, dlq_offset)->flags = REC_REPLAYED;
         uint64_t c = g->dlq.committed;
         while (c < pt->end && (slot(pt, c)->flags & REC_REPLAYED))
             c++;
-        g->dlq.committed = c;
-        part_release(g->dlq_t, pt);
+        if (gp_advance(g->dlq_t, g, 0, &g->dlq, c) < 0)
+            fprintf(stderr, "mq: %s: cannot persist offset %" PRIu64 "\n", g->dlq_t->name, c);
     }
     pthread_mutex_unlock(&pt->mu);
+    if (rc == 0)
+        part_maintain(g->dlq_t, 0, mq_now(t->q));
 out_free_copy:
     free(copy);
     return rc;

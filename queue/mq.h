@@ -28,9 +28,28 @@
  *   -ENOMEM    allocation failure
  *   -ESHUTDOWN mq_fetch woken by mq_destroy (the handle is gone: do not use it again)
  *
- * Time: the instance reads a millisecond monotonic clock through mq_clock_fn;
- * tests install a fake one with mq_set_clock() to drive leases, ack timeouts
- * and retry delays. Blocking waits (mq_fetch's wait_ms) use real time.
+ * Time: the instance reads two millisecond clocks through mq_clock_fn hooks.
+ *   - the instance clock (mq_set_clock, default CLOCK_MONOTONIC) drives
+ *     leases, ack timeouts, retry delays and how often retention runs; it
+ *     restarts at boot, so nothing stored on disk is stamped with it;
+ *   - the wall clock (mq_set_wall_clock, default CLOCK_REALTIME) stamps records
+ *     (mq_message.timestamp_ms) and is what log retention by age compares
+ *     them with, so ages stay right across restarts and reboots.
+ * Tests install fake ones. Blocking waits (mq_fetch's wait_ms) use real time.
+ *
+ * Retention (log topics with retention_ms / retention_bytes): whole old
+ * segments are removed when the topic is opened and then while it is open, at
+ * most once per second (instance clock) per partition, from mq_produce and
+ * mq_fetch. A group whose committed offset fell below the retained start skips
+ * to the start: those messages are never delivered to it. mq_lag counts from
+ * the new start and mq_retention_skipped() reports how many were skipped.
+ *
+ * Retry and dead-letter topics of a log topic are log topics themselves
+ * (<data_dir>/<topic>.<group>.retry and .dlq, committed offsets persisted):
+ * a message is durably appended there (fdatasync) before the partition it
+ * leaves commits past it, so a crash may deliver it twice but never loses it.
+ * They are not subject to retention; segments every reader committed past are
+ * removed.
  *
  * Thread safety: every function may be called from any thread. One consumer
  * handle must not be used by two threads at once.
@@ -59,7 +78,7 @@ typedef struct mq_topic_config {
     enum mq_flush flush;          /* log storage only */
     uint32_t flush_interval_ms;   /* MQ_FLUSH_ASYNC: background flush period */
     uint64_t segment_bytes;       /* log: roll a new segment past this size */
-    uint64_t retention_ms;        /* log: drop whole segments older than this; 0 = keep */
+    uint64_t retention_ms;        /* log: drop whole segments older than this (wall clock); 0 = keep */
     uint64_t retention_bytes;     /* log: keep at most this many bytes per partition; 0 = keep */
     uint32_t max_deliveries;      /* deliveries before a message moves to retry, then DLQ */
     uint64_t ack_timeout_ms;      /* fetched but uncommitted for this long: deliver again */
@@ -78,8 +97,13 @@ void mq_topic_config_init(mq_topic_config *cfg);
 int mq_create(const char *data_dir, mq **out);
 /* Destroys every topic and consumer handle; wakes and fails blocked fetches first. */
 void mq_destroy(mq *q);
+/* Instance clock (monotonic ms): leases, ack timeouts, retry delays. NULL restores the default. */
 void mq_set_clock(mq *q, mq_clock_fn fn, void *arg);
 uint64_t mq_now(const mq *q);
+/* Wall clock (ms since the epoch): record timestamps and retention by age.
+ * NULL restores the default (CLOCK_REALTIME). */
+void mq_set_wall_clock(mq *q, mq_clock_fn fn, void *arg);
+uint64_t mq_wall_now(const mq *q);
 
 /* Open (creating or recovering) a topic. Opening an existing name returns the
  * same handle when the config matches in partitions and storage, else -EINVAL.
@@ -118,7 +142,7 @@ typedef struct mq_message {
     uint32_t partition;
     uint64_t offset;
     uint32_t delivery;     /* 1 on first delivery */
-    uint64_t timestamp_ms; /* produce time, from the instance clock */
+    uint64_t timestamp_ms; /* produce time, from the wall clock (ms since the epoch) */
     uint64_t producer_id;
     uint64_t seq;
     const void *key;       /* valid until the next mq_fetch or mq_consumer_destroy on this handle */
@@ -146,8 +170,12 @@ int mq_commit(mq_consumer *c, const mq_message *m);
 /* Number of consumers of the group that fetched within the lease timeout. */
 uint32_t mq_group_live(mq_topic *t, const char *group);
 
-/* end offset - committed offset of the group on one partition. */
+/* end offset - committed offset of the group on one partition. After retention
+ * removed messages the group had not committed, committed is the new start. */
 int mq_lag(mq_topic *t, const char *group, uint32_t partition, uint64_t *lag);
+/* OUT: *skipped, messages of one partition that retention removed before the
+ * group committed them (since the topic was opened, including on open). */
+int mq_retention_skipped(mq_topic *t, const char *group, uint32_t partition, uint64_t *skipped);
 /* Messages held against the backlog limit, over all partitions. */
 uint64_t mq_topic_backlog(mq_topic *t);
 /* Next offset to be assigned on a partition. */

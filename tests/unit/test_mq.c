@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1277,6 +1278,371 @@ static void test_log_poison_to_dlq(void **state)
     rm_rf(log_dir);
 }
 
+/* Records are stamped with the wall clock, not the instance clock. */
+static void test_wall_clock_timestamps(void **state)
+{
+    struct fx *f = *state;
+    struct fake_clock wall;
+    const mq_message *m;
+    mq_consumer *c;
+    mq_topic *t = open_topic(f, "stamps", 1, NULL);
+
+    atomic_init(&wall.now, 1700000000123ull);
+    mq_set_wall_clock(f->q, fake_now, &wall);
+    assert_int_equal(mq_wall_now(f->q), 1700000000123ull);
+    assert_int_equal(mq_now(f->q), 1000000);
+    assert_int_equal(produce_str(t, 0, NULL, "a", NULL, NULL), 0);
+    advance(&wall, 5);
+    assert_int_equal(produce_str(t, 0, NULL, "b", NULL, NULL), 0);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    assert_int_equal(fetch(c, 4, &m), 2);
+    assert_int_equal(m[0].timestamp_ms, 1700000000123ull);
+    assert_int_equal(m[1].timestamp_ms, 1700000000128ull);
+    mq_set_wall_clock(f->q, NULL, NULL); /* back to CLOCK_REALTIME */
+    assert_true(mq_wall_now(f->q) > 1600000000000ull);
+}
+
+static int count_logs(const char *dir)
+{
+    char cmd[600];
+    int n = -1;
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -c '\\.log$'", dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_int_equal(fscanf(p, "%d", &n), 1);
+    pclose(p);
+    return n;
+}
+
+static void produce_padded(mq_topic *t, int i)
+{
+    char v[41];
+    snprintf(v, sizeof v, "r%02d-%036d", i, 0); /* 40 bytes: 88 per record in the log */
+    assert_int_equal(produce_str(t, 0, NULL, v, NULL, NULL), 0);
+}
+
+/* A message moved to retry (and another to the DLQ) of a SYNC log topic
+ * survives the instance going away before it is committed from retry. */
+static void test_log_retry_dlq_survive_restart(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    mq_consumer *c;
+    const mq_message *m;
+    mq_message dl[4];
+    struct fake_clock fc, wall;
+    uint64_t lag;
+    char path[400];
+
+    atomic_init(&fc.now, 5000);
+    atomic_init(&wall.now, 1700000000000ull);
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_retrylog.%d", (int)getpid());
+    rm_rf(log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 1;
+    cfg.storage = MQ_STORAGE_LOG;
+    cfg.flush = MQ_FLUSH_SYNC;
+    cfg.max_deliveries = 1;
+    cfg.ack_timeout_ms = 10;
+    cfg.retry_delay_ms = 10;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    mq_set_clock(q, fake_now, &fc);
+    mq_set_wall_clock(q, fake_now, &wall);
+    assert_int_equal(mq_topic_open(q, "ev", &cfg, &t), 0);
+    assert_int_equal(produce_str(t, 0, "ka", "A", NULL, NULL), 0);
+    assert_int_equal(produce_str(t, 0, "kb", "B", NULL, NULL), 0);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    assert_int_equal(mq_fetch(c, 10, 0, &m), 2);
+    advance(&fc, 10);
+    advance(&wall, 10);
+    assert_int_equal(mq_fetch(c, 10, 0, &m), 0); /* both moved to retry */
+    assert_int_equal(mq_lag(t, "g", 0, &lag), 0);
+    advance(&fc, 10);
+    advance(&wall, 10);
+    assert_int_equal(mq_fetch(c, 1, 0, &m), 1);
+    assert_string_equal(m[0].topic, "ev.g.retry");
+    assert_true(value_is(&m[0], "A"));
+    advance(&fc, 10);
+    advance(&wall, 10);
+    assert_int_equal(mq_fetch(c, 1, 0, &m), 1); /* A moved on to the DLQ */
+    assert_true(value_is(&m[0], "B"));
+    assert_int_equal(m[0].delivery, 2);
+    assert_int_equal(mq_dlq_list(t, "g", dl, 4), 1);
+    mq_destroy(q); /* B never committed from retry */
+    snprintf(path, sizeof path, "%s/ev.g.retry/0", log_dir);
+    assert_true(count_logs(path) >= 1);
+
+    /* "after a reboot": the instance clock starts over, wall time went on */
+    atomic_init(&fc.now, 100);
+    advance(&wall, 60000);
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    mq_set_clock(q, fake_now, &fc);
+    mq_set_wall_clock(q, fake_now, &wall);
+    assert_int_equal(mq_topic_open(q, "ev", &cfg, &t), 0);
+    assert_int_equal(mq_lag(t, "g", 0, &lag), 0);
+    assert_int_equal(mq_dlq_list(t, "g", dl, 4), 1);
+    assert_true(value_is(&dl[0], "A"));
+    assert_int_equal(dl[0].key_len, 2);
+    assert_memory_equal(dl[0].key, "ka", 2);
+    assert_int_equal(dl[0].delivery, 2);
+    assert_int_equal(dl[0].timestamp_ms, 1700000000000ull);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    assert_int_equal(mq_fetch(c, 10, 0, &m), 1);
+    assert_string_equal(m[0].topic, "ev.g.retry");
+    assert_true(value_is(&m[0], "B"));
+    assert_int_equal(m[0].key_len, 2);
+    assert_memory_equal(m[0].key, "kb", 2);
+    assert_int_equal(m[0].delivery, 2); /* one delivery on the main topic, one now */
+    assert_int_equal(mq_commit(c, &m[0]), 0);
+    uint64_t dl_off = dl[0].offset;
+    assert_int_equal(mq_dlq_replay(t, "g", dl_off), 0);
+    assert_int_equal(mq_dlq_list(t, "g", dl, 4), 0);
+    assert_int_equal(mq_fetch(c, 10, 0, &m), 1);
+    assert_true(value_is(&m[0], "A"));
+    assert_int_equal(m[0].delivery, 1);
+    assert_int_equal(mq_commit(c, &m[0]), 0);
+    mq_destroy(q);
+
+    /* everything committed, everywhere: nothing comes back */
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    mq_set_clock(q, fake_now, &fc);
+    mq_set_wall_clock(q, fake_now, &wall);
+    assert_int_equal(mq_topic_open(q, "ev", &cfg, &t), 0);
+    assert_int_equal(mq_dlq_list(t, "g", dl, 4), 0);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    advance(&fc, 1000);
+    assert_int_equal(mq_fetch(c, 10, 0, &m), 0);
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
+/* Retention runs while the topic is open; a group behind the new start skips to it. */
+static void test_log_retention_while_open(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    mq_consumer *c;
+    const mq_message *m;
+    struct fake_clock fc, wall;
+    uint64_t lag, skipped;
+    char path[400];
+
+    atomic_init(&fc.now, 5000);
+    atomic_init(&wall.now, 1700000000000ull);
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_retain.%d", (int)getpid());
+    rm_rf(log_dir);
+    snprintf(path, sizeof path, "%s/ret/0", log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 1;
+    cfg.storage = MQ_STORAGE_LOG;
+    cfg.segment_bytes = 256; /* two records per segment */
+    cfg.retention_ms = 1000;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    mq_set_clock(q, fake_now, &fc);
+    mq_set_wall_clock(q, fake_now, &wall);
+    assert_int_equal(mq_topic_open(q, "ret", &cfg, &t), 0);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    for (int i = 0; i < 12; i++)
+        produce_padded(t, i);
+    assert_int_equal(mq_fetch(c, 2, 0, &m), 2);
+    assert_int_equal(mq_commit(c, &m[1]), 0);
+    assert_int_equal(count_logs(path), 6);
+    advance(&fc, 500);
+    advance(&wall, 500);
+    produce_padded(t, 12);
+    assert_int_equal(count_logs(path), 7); /* nothing old enough yet */
+    advance(&fc, 1000);
+    advance(&wall, 2000);
+    produce_padded(t, 13); /* retention runs first: every sealed segment is old */
+    assert_int_equal(count_logs(path), 1);
+    assert_int_equal(mq_end_offset(t, 0), 14);
+    assert_int_equal(mq_lag(t, "g", 0, &lag), 0);
+    assert_int_equal(lag, 2);
+    assert_int_equal(mq_retention_skipped(t, "g", 0, &skipped), 0);
+    assert_int_equal(skipped, 10);
+    assert_int_equal(mq_retention_skipped(t, "nope", 0, &skipped), -ENOENT);
+    assert_int_equal(mq_topic_backlog(t), 2);
+    /* the group continues from the new start */
+    assert_int_equal(mq_fetch(c, 10, 0, &m), 2);
+    assert_int_equal(m[0].offset, 12);
+    assert_int_equal(m[1].offset, 13);
+    assert_int_equal(mq_commit(c, &m[1]), 0);
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
+/* Retention by age uses record wall-clock timestamps, so it stays right when
+ * the instance (monotonic) clock restarts, as after a reboot. */
+static void test_log_retention_wall_clock_reboot(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    mq_consumer *c;
+    const mq_message *m;
+    struct fake_clock fc, wall;
+    uint64_t skipped;
+    char path[400];
+
+    atomic_init(&fc.now, 1000000000ull); /* long uptime */
+    atomic_init(&wall.now, 1700000000000ull);
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_reboot.%d", (int)getpid());
+    rm_rf(log_dir);
+    snprintf(path, sizeof path, "%s/rb/0", log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 1;
+    cfg.storage = MQ_STORAGE_LOG;
+    cfg.segment_bytes = 256;
+    cfg.retention_ms = 60000;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    mq_set_clock(q, fake_now, &fc);
+    mq_set_wall_clock(q, fake_now, &wall);
+    assert_int_equal(mq_topic_open(q, "rb", &cfg, &t), 0);
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    assert_int_equal(mq_fetch(c, 1, 0, &m), 0);
+    for (int i = 0; i < 8; i++)
+        produce_padded(t, i);
+    assert_int_equal(mq_fetch(c, 1, 0, &m), 1);
+    assert_int_equal(mq_commit(c, &m[0]), 0);
+    mq_destroy(q);
+    assert_int_equal(count_logs(path), 4);
+
+    atomic_init(&fc.now, 1000); /* rebooted */
+    advance(&wall, 120000);
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    mq_set_clock(q, fake_now, &fc);
+    mq_set_wall_clock(q, fake_now, &wall);
+    assert_int_equal(mq_topic_open(q, "rb", &cfg, &t), 0);
+    assert_int_equal(count_logs(path), 1);
+    assert_int_equal(mq_retention_skipped(t, "g", 0, &skipped), 0);
+    assert_int_equal(skipped, 5); /* committed 1, start 6 */
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    assert_int_equal(mq_fetch(c, 10, 0, &m), 2);
+    assert_int_equal(m[0].offset, 6);
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
+struct ret_arg {
+    mq_topic *t;
+    int32_t partition;
+    atomic_int *stop;
+    atomic_int *bad;
+    mq_consumer *c;
+    uint64_t delivered;
+};
+
+static void *ret_producer(void *arg)
+{
+    struct ret_arg *a = arg;
+    char v[64];
+    memset(v, 'p', sizeof v);
+    for (int i = 0; i < 1500; i++) {
+        mq_record r = {.value = v, .value_len = sizeof v, .partition = a->partition};
+        if (mq_produce(a->t, &r, NULL, NULL) != 0)
+            atomic_fetch_add(a->bad, 1);
+    }
+    return NULL;
+}
+
+static void *ret_consumer(void *arg)
+{
+    struct ret_arg *a = arg;
+    uint64_t last[2] = {0, 0};
+    bool seen[2] = {false, false};
+    while (!atomic_load(a->stop)) {
+        const mq_message *m;
+        int n = mq_fetch(a->c, 32, 1, &m);
+        if (n < 0) {
+            atomic_fetch_add(a->bad, 1);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            uint32_t p = m[i].partition;
+            if (p > 1 || (seen[p] && m[i].offset <= last[p]))
+                atomic_fetch_add(a->bad, 1); /* never backwards, never twice */
+            seen[p] = true;
+            last[p] = m[i].offset;
+            a->delivered++;
+        }
+        if (n > 0 && mq_commit(a->c, &m[n - 1]) != 0)
+            atomic_fetch_add(a->bad, 1);
+        for (int i = 0; i < n; i++)
+            if (m[i].partition != m[n - 1].partition && mq_commit(a->c, &m[i]) != 0)
+                atomic_fetch_add(a->bad, 1);
+    }
+    return NULL;
+}
+
+/* Producers, a consumer and retention (driven by fast fake clocks) at once. */
+static void test_log_retention_concurrent(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    struct fake_clock fc, wall;
+    atomic_int stop, bad;
+    pthread_t prod[2], cons;
+    struct ret_arg pa[2], ca;
+
+    atomic_init(&fc.now, 5000);
+    atomic_init(&wall.now, 1700000000000ull);
+    atomic_init(&stop, 0);
+    atomic_init(&bad, 0);
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_retmt.%d", (int)getpid());
+    rm_rf(log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 2;
+    cfg.storage = MQ_STORAGE_LOG;
+    cfg.segment_bytes = 1024;
+    cfg.retention_ms = 1000;
+    cfg.ack_timeout_ms = UINT64_MAX / 4;
+    cfg.lease_timeout_ms = UINT64_MAX / 4;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    mq_set_clock(q, fake_now, &fc);
+    mq_set_wall_clock(q, fake_now, &wall);
+    assert_int_equal(mq_topic_open(q, "rmt", &cfg, &t), 0);
+    ca = (struct ret_arg){.t = t, .stop = &stop, .bad = &bad};
+    assert_int_equal(mq_consumer_create(t, "g", "c", &ca.c), 0);
+    assert_int_equal(pthread_create(&cons, NULL, ret_consumer, &ca), 0);
+    for (int i = 0; i < 2; i++) {
+        pa[i] = (struct ret_arg){.t = t, .partition = i, .stop = &stop, .bad = &bad};
+        assert_int_equal(pthread_create(&prod[i], NULL, ret_producer, &pa[i]), 0);
+    }
+    for (int i = 0; i < 300; i++) { /* time flies: retention keeps running */
+        advance(&fc, 400);
+        advance(&wall, 400);
+        usleep(200);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(prod[i], NULL);
+    advance(&fc, 5000);
+    advance(&wall, 5000);
+    usleep(20000);
+    atomic_store(&stop, 1);
+    pthread_join(cons, NULL);
+    assert_int_equal(atomic_load(&bad), 0);
+    uint64_t skipped = 0, s;
+    for (uint32_t p = 0; p < 2; p++) {
+        assert_int_equal(mq_end_offset(t, p), 1500);
+        assert_int_equal(mq_retention_skipped(t, "g", p, &s), 0);
+        skipped += s;
+    }
+    assert_true(ca.delivered <= 3000);
+    assert_true(ca.delivered + skipped >= 3000 - 64); /* the consumer may stop a little short */
+    char path[400];
+    snprintf(path, sizeof path, "%s/rmt/0", log_dir);
+    assert_true(count_logs(path) < 20); /* of about 170 segments written */
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
 static int log_ready(void)
 {
     /* the segment log lands separately; until then every call is -ENOSYS */
@@ -1319,12 +1685,17 @@ int main(void)
         cmocka_unit_test(test_blocking_fetch_woken_by_produce),
         cmocka_unit_test(test_destroy_wakes_fetch),
         cmocka_unit_test_setup_teardown(test_consumer_lifecycle, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_wall_clock_timestamps, fx_setup, fx_teardown),
     };
     const struct CMUnitTest log_tests[] = {
         cmocka_unit_test(test_log_produce_reopen),
         cmocka_unit_test(test_log_sync_concurrent),
         cmocka_unit_test(test_log_offsets_clamped),
         cmocka_unit_test(test_log_poison_to_dlq),
+        cmocka_unit_test(test_log_retry_dlq_survive_restart),
+        cmocka_unit_test(test_log_retention_while_open),
+        cmocka_unit_test(test_log_retention_wall_clock_reboot),
+        cmocka_unit_test(test_log_retention_concurrent),
     };
     int failed = cmocka_run_group_tests_name("mq", tests, NULL, NULL);
     if (log_ready())
