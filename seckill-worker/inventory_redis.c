@@ -1,0 +1,1197 @@
+/*
+ * inventory_redis.c - the Redis backend.
+ *
+ * Keys. Every key of an item carries the hash tag {I} (I = item id), so all
+ * keys one script touches live in one Redis Cluster slot. Every key a script
+ * touches is passed in KEYS; the scripts build none.
+ *
+ *   sk:{I}:stock        string  units left. Written by sk_redis_create (SET NX:
+ *                               preheat only when absent, so a restarted worker
+ *                               continues the sale), DECR by DECIDE, INCR by REAP.
+ *   sk:{I}:req:<R>      string  "result|order_id", the decision of request R
+ *                               (UUID text), PX 24 h. Written by DECIDE only.
+ *   sk:{I}:users        hash    user -> "count|last_order_id": purchases that
+ *                               count against the per-user limit. DECIDE adds,
+ *                               REAP subtracts (field deleted at 0).
+ *   sk:{I}:orders       hash    order_id -> "state|user|R|created_ms|deadline_ms",
+ *                               state reserved -> paid (PAY) or -> cancelled
+ *                               (REAP). Written by DECIDE, PAY, REAP.
+ *   sk:{I}:deadlines    zset    order_id scored by pay deadline (unix ms),
+ *                               reserved orders only. DECIDE adds; PAY and
+ *                               REAP remove.
+ *   sk:{I}:events       stream  one entry per order transition: type
+ *                               reserved|paid|cancelled, order, item, user,
+ *                               request, at, deadline. XADD by DECIDE, PAY and
+ *                               REAP in the same script as the transition;
+ *                               read by sk_redis_events_read in consumer groups.
+ *
+ * DECIDE (one call per item per batch; the batch's calls are pipelined):
+ *   1. no stock key -> return -1 (the batch fails with -ENOENT; nothing written)
+ *   2. per request, in batch order:
+ *      a. a stored decision exists -> answer it, whatever the verdict now
+ *      b. verdict is not success -> store and answer the verdict
+ *      c. the user's count >= limit -> already_purchased with the last order
+ *      d. stock <= 0 -> sold_out
+ *      e. DECR stock, count the user, write the order (reserved), its
+ *         deadline, and XADD the reserved event; answer success
+ *      f. store the decision with its TTL
+ *   The order id is generated in C (libuuid) and passed in ARGV; it is used
+ *   only when the request buys. Redis runs a script atomically, so the stock
+ *   taken, the order and its event exist together or not at all.
+ *
+ * PAY: reserved and before its deadline -> paid, remove the deadline, XADD
+ *   paid. Paid -> nothing (idempotent). Cancelled or deadline reached -> refused.
+ * REAP: take up to REAP_BATCH orders whose deadline <= now from the zset and
+ *   remove them; each one still reserved -> cancelled, INCR stock, the user's
+ *   count - 1, XADD cancelled. The state check inside the script makes the
+ *   return of stock happen once, however many reapers run.
+ *
+ * Connections: a pool of SK_REDIS_POOL hiredis contexts, each borrowed by one
+ * thread for one call. A context that saw an I/O error or a timeout is freed
+ * (a late reply would desynchronise it) and the pool generation goes up, so
+ * idle contexts opened before the failure are dropped too instead of each
+ * failing one more call. Reconnects happen on the next call, at most one
+ * attempt per backoff period while Redis is unreachable.
+ */
+#include "inventory_redis.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#define KEY_MAX 128
+#define UUID_STR 37
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+#define REAP_BATCH 256
+
+/* The scripts return results as enum sk_result values. */
+_Static_assert(SK_SUCCESS == 0 && SK_SOLD_OUT == 1 && SK_ALREADY_PURCHASED == 2,
+               "DECIDE_LUA hard-codes these result codes");
+
+/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, 5+i decision of request i.
+ * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit, 4 decision ttl ms, 5 item,
+ *       then per request: verdict, user, request id, order id.
+ * Returns -1 (no stock key), -2 (stock not a number), or per request
+ * {result, order_id, stock left}. */
+static const char DECIDE_LUA[] =
+    "local stock = redis.call('GET', KEYS[1])\n"
+    "if not stock then return -1 end\n"
+    "stock = tonumber(stock)\n"
+    "if not stock then return -2 end\n"
+    "local limit = tonumber(ARGV[3])\n"
+    "local out = {}\n"
+    "local n = (#ARGV - 5) / 4\n"
+    "for i = 1, n do\n"
+    "  local a = 5 + (i - 1) * 4\n"
+    "  local verdict = tonumber(ARGV[a + 1])\n"
+    "  local user, rid, oid = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
+    "  local dkey = KEYS[5 + i]\n"
+    "  local res, order\n"
+    "  local d = redis.call('GET', dkey)\n"
+    "  if d then\n"
+    "    local r, o = string.match(d, '^(%d+)|(.*)$')\n"
+    "    res, order = tonumber(r), o\n"
+    "  else\n"
+    "    if verdict ~= 0 then\n"
+    "      res, order = verdict, ''\n"
+    "    else\n"
+    "      local cnt, last = 0, ''\n"
+    "      local u = redis.call('HGET', KEYS[2], user)\n"
+    "      if u then\n"
+    "        local c, l = string.match(u, '^(%d+)|(.*)$')\n"
+    "        cnt, last = tonumber(c), l\n"
+    "      end\n"
+    "      if cnt >= limit then\n"
+    "        res, order = 2, last\n"
+    "      elseif stock <= 0 then\n"
+    "        res, order = 1, ''\n"
+    "      else\n"
+    "        stock = redis.call('DECR', KEYS[1])\n"
+    "        redis.call('HSET', KEYS[2], user, (cnt + 1) .. '|' .. oid)\n"
+    "        redis.call('HSET', KEYS[3], oid,\n"
+    "                   'reserved|' .. user .. '|' .. rid .. '|' .. ARGV[1] .. '|' .. ARGV[2])\n"
+    "        redis.call('ZADD', KEYS[4], ARGV[2], oid)\n"
+    "        redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'order', oid, 'item', ARGV[5],\n"
+    "                   'user', user, 'request', rid, 'at', ARGV[1], 'deadline', ARGV[2])\n"
+    "        res, order = 0, oid\n"
+    "      end\n"
+    "    end\n"
+    "    redis.call('SET', dkey, res .. '|' .. order, 'PX', ARGV[4])\n"
+    "  end\n"
+    "  out[#out + 1] = res\n"
+    "  out[#out + 1] = order\n"
+    "  out[#out + 1] = stock\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: 1 orders, 2 deadlines, 3 events. ARGV: 1 order id, 2 now_ms, 3 item.
+ * Returns 1 paid now, 0 already paid, -1 no such order, -2 cancelled,
+ * -3 deadline reached. */
+static const char PAY_LUA[] =
+    "local rec = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if not rec then return -1 end\n"
+    "local state, user, rid, created, deadline =\n"
+    "  string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
+    "if state == 'paid' then return 0 end\n"
+    "if state ~= 'reserved' then return -2 end\n"
+    "if tonumber(ARGV[2]) >= tonumber(deadline) then return -3 end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1],\n"
+    "           'paid|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "redis.call('XADD', KEYS[3], '*', 'type', 'paid', 'order', ARGV[1], 'item', ARGV[3],\n"
+    "           'user', user, 'request', rid, 'at', ARGV[2])\n"
+    "return 1\n";
+
+/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events.
+ * ARGV: 1 now_ms, 2 max orders to look at, 3 item.
+ * Returns -1 (no stock key) or {cancelled, looked at}. */
+static const char REAP_LUA[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, "
+    "tonumber(ARGV[2]))\n"
+    "local cancelled = 0\n"
+    "for _, oid in ipairs(due) do\n"
+    "  redis.call('ZREM', KEYS[4], oid)\n"
+    "  local rec = redis.call('HGET', KEYS[3], oid)\n"
+    "  local state, user, rid, created, deadline\n"
+    "  if rec then\n"
+    "    state, user, rid, created, deadline =\n"
+    "      string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
+    "  end\n"
+    "  if state == 'reserved' then\n"
+    "    redis.call('HSET', KEYS[3], oid,\n"
+    "               'cancelled|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
+    "    redis.call('INCR', KEYS[1])\n"
+    "    local u = redis.call('HGET', KEYS[2], user)\n"
+    "    if u then\n"
+    "      local c, l = string.match(u, '^(%d+)|(.*)$')\n"
+    "      c = tonumber(c) - 1\n"
+    "      if c <= 0 then\n"
+    "        redis.call('HDEL', KEYS[2], user)\n"
+    "      else\n"
+    "        redis.call('HSET', KEYS[2], user, c .. '|' .. l)\n"
+    "      end\n"
+    "    end\n"
+    "    redis.call('XADD', KEYS[5], '*', 'type', 'cancelled', 'order', oid, 'item', ARGV[3],\n"
+    "               'user', user, 'request', rid, 'at', ARGV[1])\n"
+    "    cancelled = cancelled + 1\n"
+    "  end\n"
+    "end\n"
+    "return {cancelled, #due}\n";
+
+enum { SCRIPT_DECIDE, SCRIPT_PAY, SCRIPT_REAP, NSCRIPTS };
+
+static const char *const script_body[NSCRIPTS] = {DECIDE_LUA, PAY_LUA, REAP_LUA};
+
+typedef struct ritem {
+    char id[SK_ID_MAX + 1];
+    int64_t stock;
+    uint32_t limit;
+    uint32_t pay_timeout_ms;
+} ritem;
+
+/* decide() strings of one request, alive until its group's command is sent */
+typedef struct rq {
+    char verdict[8];
+    char rid[UUID_STR];
+    char oid[UUID_STR];
+    char dkey[KEY_MAX];
+} rq;
+
+typedef struct conn {
+    redisContext *c; /* NULL: not connected */
+    uint64_t gen;    /* pool generation it was opened in */
+    int busy;
+    /* decide() scratch, grown to the largest batch seen on this connection */
+    size_t cap;
+    rq *rqs;
+    int *grp;          /* per request: its group, -1 unknown item */
+    int *gitem;        /* per group: item index */
+    redisReply **reps; /* per group */
+    char *noscript;    /* per group: resend by body */
+    const char **argv;
+    size_t *argvlen;
+} conn;
+
+struct sk_redis {
+    char *host;
+    int port;
+    uint32_t timeout_ms;
+    ritem *items;
+    size_t nitems;
+    char sha[NSCRIPTS][41];
+
+    pthread_mutex_t lock; /* guards the fields below and every conn's busy */
+    pthread_cond_t idle;
+    conn pool[SK_REDIS_POOL];
+    uint64_t gen;        /* bumped when a connection breaks */
+    uint64_t retry_at;   /* monotonic ms: no connect attempt before */
+    uint32_t backoff_ms; /* 0 while connecting works */
+    int last_err;        /* the failed connect's error, answered during backoff */
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_tv(uint32_t ms)
+{
+    return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+}
+
+static int key(char *buf, const char *item, const char *suffix)
+{
+    int n = snprintf(buf, KEY_MAX, "sk:{%s}:%s", item, suffix);
+    return n > 0 && n < KEY_MAX ? 0 : -ENAMETOOLONG;
+}
+
+static int find_item(const sk_redis *r, const char *id)
+{
+    for (size_t i = 0; i < r->nitems; i++)
+        if (strcmp(r->items[i].id, id) == 0)
+            return (int)i;
+    return -ENOENT;
+}
+
+/* The errno of a failed context; saved is errno right after the failing call. */
+static int ctx_err(const redisContext *c, int saved)
+{
+    if (!c)
+        return -ENOMEM;
+    switch (c->err) {
+    case REDIS_ERR_IO:
+        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == ETIMEDOUT ||
+            strstr(c->errstr, "timed out") || strstr(c->errstr, "temporarily unavailable"))
+            return -ETIMEDOUT;
+        return saved > 0 ? -saved : -EIO;
+    case REDIS_ERR_EOF:
+        return -ECONNRESET;
+    case REDIS_ERR_OOM:
+        return -ENOMEM;
+    case REDIS_ERR_PROTOCOL:
+        return -EPROTO;
+    default:
+        return -EIO;
+    }
+}
+
+/* An error reply from Redis as an errno. */
+static int reply_err(const redisReply *rep)
+{
+    static const struct {
+        const char *prefix;
+        int err;
+    } map[] = {{"NOSCRIPT", -ENOEXEC},  {"LOADING", -EAGAIN}, {"OOM", -ENOMEM},
+               {"BUSY", -EBUSY},        {"READONLY", -EROFS}, {"NOGROUP", -ENOENT},
+               {"MASTERDOWN", -EAGAIN}, {"TRYAGAIN", -EAGAIN}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strncmp(rep->str, map[i].prefix, strlen(map[i].prefix)) == 0)
+            return map[i].err;
+    return -EIO;
+}
+
+/* ---- the connection pool ---- */
+
+static int conn_open(sk_redis *r, conn *cn)
+{
+    struct timeval tv = ms_tv(r->timeout_ms);
+    redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
+    int rc = 0;
+    if (!c || c->err)
+        rc = ctx_err(c, errno);
+    else if (redisSetTimeout(c, tv) != REDIS_OK)
+        rc = ctx_err(c, errno);
+    pthread_mutex_lock(&r->lock);
+    if (rc < 0) {
+        r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_MIN_MS;
+        if (r->backoff_ms > BACKOFF_MAX_MS)
+            r->backoff_ms = BACKOFF_MAX_MS;
+        r->retry_at = mono_ms() + r->backoff_ms;
+        r->last_err = rc;
+    } else {
+        r->backoff_ms = 0;
+        cn->gen = r->gen;
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (rc < 0) {
+        if (c)
+            redisFree(c);
+        return rc;
+    }
+    cn->c = c;
+    return 0;
+}
+
+/* Borrow a connected context. OUT: *out, give it back with conn_give. */
+static int conn_take(sk_redis *r, conn **out)
+{
+    conn *cn = NULL;
+    redisContext *stale = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        for (size_t i = 0; i < SK_REDIS_POOL; i++) {
+            conn *k = &r->pool[i];
+            if (k->busy)
+                continue;
+            if (k->c && k->gen == r->gen) {
+                cn = k;
+                break;
+            }
+            if (!cn)
+                cn = k;
+        }
+        if (cn)
+            break;
+        pthread_cond_wait(&r->idle, &r->lock);
+    }
+    if (cn->c && cn->gen != r->gen) {
+        stale = cn->c;
+        cn->c = NULL;
+    }
+    if (!cn->c && mono_ms() < r->retry_at) {
+        rc = r->last_err;
+        pthread_mutex_unlock(&r->lock);
+        goto out_free_stale;
+    }
+    cn->busy = 1;
+    pthread_mutex_unlock(&r->lock);
+
+    if (!cn->c)
+        rc = conn_open(r, cn);
+    if (rc < 0) {
+        pthread_mutex_lock(&r->lock);
+        cn->busy = 0;
+        pthread_cond_signal(&r->idle);
+        pthread_mutex_unlock(&r->lock);
+        goto out_free_stale;
+    }
+    *out = cn;
+out_free_stale:
+    if (stale)
+        redisFree(stale);
+    return rc;
+}
+
+/* Return cn to the pool; broken: it failed, drop it and every older one. */
+static void conn_give(sk_redis *r, conn *cn, int broken)
+{
+    if (broken && cn->c) {
+        redisFree(cn->c);
+        cn->c = NULL;
+    }
+    pthread_mutex_lock(&r->lock);
+    if (broken)
+        r->gen++;
+    cn->busy = 0;
+    pthread_cond_signal(&r->idle);
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void conn_release(conn *cn)
+{
+    if (cn->c)
+        redisFree(cn->c);
+    free(cn->rqs);
+    free(cn->grp);
+    free(cn->gitem);
+    free(cn->reps);
+    free(cn->noscript);
+    free(cn->argv);
+    free(cn->argvlen);
+}
+
+/* One command on a borrowed context. timeout_ms: 0 for the handle's, else
+ * the socket timeout for this command only. OUT: *reply, an error reply
+ * included; the caller frees it. */
+static int command(sk_redis *r, uint32_t timeout_ms, int argc, const char **argv,
+                   const size_t *argvlen, redisReply **reply)
+{
+    conn *cn = NULL;
+    redisReply *rep = NULL;
+    int rc = conn_take(r, &cn);
+    if (rc < 0)
+        return rc;
+    if (timeout_ms && redisSetTimeout(cn->c, ms_tv(timeout_ms)) != REDIS_OK) {
+        rc = ctx_err(cn->c, errno);
+        goto out_broken;
+    }
+    rep = redisCommandArgv(cn->c, argc, argv, argvlen);
+    if (!rep) {
+        rc = ctx_err(cn->c, errno);
+        goto out_broken;
+    }
+    if (timeout_ms && redisSetTimeout(cn->c, ms_tv(r->timeout_ms)) != REDIS_OK) {
+        rc = ctx_err(cn->c, errno);
+        freeReplyObject(rep);
+        goto out_broken;
+    }
+    conn_give(r, cn, 0);
+    *reply = rep;
+    return 0;
+
+out_broken:
+    conn_give(r, cn, 1);
+    return rc;
+}
+
+/* Run a script by SHA, by body when Redis lost its script cache (restart). */
+static int script(sk_redis *r, int which, int nkeys, const char *const *keys, int nargs,
+                  const char *const *args, redisReply **reply)
+{
+    const char *argv[16];
+    char nk[16];
+    int argc = 0, rc;
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = r->sha[which];
+    argv[argc++] = nk;
+    for (int i = 0; i < nkeys; i++)
+        argv[argc++] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[argc++] = args[i];
+    rc = command(r, 0, argc, argv, NULL, reply);
+    if (rc == 0 && (*reply)->type == REDIS_REPLY_ERROR && reply_err(*reply) == -ENOEXEC) {
+        freeReplyObject(*reply);
+        argv[0] = "EVAL";
+        argv[1] = script_body[which];
+        rc = command(r, 0, argc, argv, NULL, reply);
+    }
+    return rc;
+}
+
+/* ---- create / destroy ---- */
+
+static int setup(sk_redis *r)
+{
+    redisReply *rep = NULL;
+    int rc = 0;
+    for (int s = 0; s < NSCRIPTS; s++) {
+        const char *argv[] = {"SCRIPT", "LOAD", script_body[s]};
+        rc = command(r, 0, 3, argv, NULL, &rep);
+        if (rc < 0)
+            return rc;
+        if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+            rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+            goto out_free_reply;
+        }
+        memcpy(r->sha[s], rep->str, 41);
+        freeReplyObject(rep);
+    }
+    for (size_t i = 0; i < r->nitems; i++) {
+        char k[KEY_MAX], v[32];
+        const char *argv[] = {"SET", k, v, "NX"};
+        if (key(k, r->items[i].id, "stock") < 0)
+            return -ENAMETOOLONG;
+        snprintf(v, sizeof v, "%lld", (long long)r->items[i].stock);
+        rc = command(r, 0, 4, argv, NULL, &rep);
+        if (rc < 0)
+            return rc;
+        /* OK when set, nil when the sale already has stock in Redis */
+        if (rep->type == REDIS_REPLY_ERROR) {
+            rc = reply_err(rep);
+            goto out_free_reply;
+        }
+        freeReplyObject(rep);
+    }
+    return 0;
+
+out_free_reply:
+    freeReplyObject(rep);
+    return rc;
+}
+
+int sk_redis_create(const char *host, int port, uint32_t timeout_ms, const sk_redis_item *items,
+                    size_t nitems, sk_redis **out)
+{
+    sk_redis *r = NULL;
+    int rc = -EINVAL;
+    if (!host || port <= 0 || port > 65535 || !timeout_ms || (!items && nitems))
+        return -EINVAL;
+    for (size_t i = 0; i < nitems; i++)
+        if (!items[i].id || !sk_id_valid(items[i].id, strlen(items[i].id)) || items[i].stock < 0 ||
+            items[i].per_user_limit == 0)
+            return -EINVAL;
+    r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    rc = -ENOMEM;
+    r->host = strdup(host);
+    r->items = calloc(nitems ? nitems : 1, sizeof *r->items);
+    if (!r->host || !r->items)
+        goto out_free_r;
+    r->port = port;
+    r->timeout_ms = timeout_ms;
+    r->nitems = nitems;
+    for (size_t i = 0; i < nitems; i++) {
+        strcpy(r->items[i].id, items[i].id);
+        r->items[i].stock = items[i].stock;
+        r->items[i].limit = items[i].per_user_limit;
+        r->items[i].pay_timeout_ms = items[i].pay_timeout_ms;
+    }
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->idle, NULL);
+    rc = setup(r);
+    if (rc < 0)
+        goto out_destroy;
+    *out = r;
+    return 0;
+
+out_destroy:
+    sk_redis_destroy(r);
+    return rc;
+out_free_r:
+    free(r->items);
+    free(r->host);
+    free(r);
+    return rc;
+}
+
+void sk_redis_destroy(sk_redis *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < SK_REDIS_POOL; i++)
+        conn_release(&r->pool[i]);
+    pthread_cond_destroy(&r->idle);
+    pthread_mutex_destroy(&r->lock);
+    free(r->items);
+    free(r->host);
+    free(r);
+}
+
+/* ---- decide ---- */
+
+static int scratch_reserve(conn *cn, size_t n)
+{
+    if (n <= cn->cap)
+        return 0;
+    size_t cap = cn->cap ? cn->cap : 64;
+    while (cap < n)
+        cap *= 2;
+    rq *rqs = realloc(cn->rqs, cap * sizeof *rqs);
+    if (rqs)
+        cn->rqs = rqs;
+    int *grp = realloc(cn->grp, cap * sizeof *grp);
+    if (grp)
+        cn->grp = grp;
+    int *gitem = realloc(cn->gitem, cap * sizeof *gitem);
+    if (gitem)
+        cn->gitem = gitem;
+    redisReply **reps = realloc(cn->reps, cap * sizeof *reps);
+    if (reps)
+        cn->reps = reps;
+    char *noscript = realloc(cn->noscript, cap);
+    if (noscript)
+        cn->noscript = noscript;
+    const char **argv = realloc(cn->argv, (13 + 5 * cap) * sizeof *argv);
+    if (argv)
+        cn->argv = argv;
+    size_t *argvlen = realloc(cn->argvlen, (13 + 5 * cap) * sizeof *argvlen);
+    if (argvlen)
+        cn->argvlen = argvlen;
+    if (!rqs || !grp || !gitem || !reps || !noscript || !argv || !argvlen)
+        return -ENOMEM;
+    cn->cap = cap;
+    return 0;
+}
+
+/* Queue group g's script call on cn (sent with the first reply read). */
+static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, int g, uint64_t now,
+                        int by_body)
+{
+    const ritem *it = &r->items[cn->gitem[g]];
+    char nk[16], snow[24], sdeadline[24], slimit[16], sttl[16];
+    char kstock[KEY_MAX], kusers[KEY_MAX], korders[KEY_MAX], kdead[KEY_MAX], kevents[KEY_MAX];
+    const char **argv = cn->argv;
+    size_t m = 0, argc = 0, k;
+
+    for (size_t i = 0; i < n; i++)
+        m += cn->grp[i] == g;
+    if (key(kstock, it->id, "stock") < 0 || key(kusers, it->id, "users") < 0 ||
+        key(korders, it->id, "orders") < 0 || key(kdead, it->id, "deadlines") < 0 ||
+        key(kevents, it->id, "events") < 0)
+        return -ENAMETOOLONG;
+    snprintf(nk, sizeof nk, "%zu", 5 + m);
+    snprintf(snow, sizeof snow, "%llu", (unsigned long long)now);
+    snprintf(sdeadline, sizeof sdeadline, "%llu", (unsigned long long)(now + it->pay_timeout_ms));
+    snprintf(slimit, sizeof slimit, "%u", it->limit);
+    snprintf(sttl, sizeof sttl, "%u", (unsigned)SK_REDIS_DECISION_TTL_MS);
+
+    argv[argc++] = by_body ? "EVAL" : "EVALSHA";
+    argv[argc++] = by_body ? DECIDE_LUA : r->sha[SCRIPT_DECIDE];
+    argv[argc++] = nk;
+    argv[argc++] = kstock;
+    argv[argc++] = kusers;
+    argv[argc++] = korders;
+    argv[argc++] = kdead;
+    argv[argc++] = kevents;
+    for (size_t i = 0; i < n; i++)
+        if (cn->grp[i] == g)
+            argv[argc++] = cn->rqs[i].dkey;
+    argv[argc++] = snow;
+    argv[argc++] = sdeadline;
+    argv[argc++] = slimit;
+    argv[argc++] = sttl;
+    argv[argc++] = it->id;
+    for (size_t i = 0; i < n; i++)
+        if (cn->grp[i] == g) {
+            argv[argc++] = cn->rqs[i].verdict;
+            argv[argc++] = reqs[i].user_id;
+            argv[argc++] = cn->rqs[i].rid;
+            argv[argc++] = cn->rqs[i].oid;
+        }
+    for (k = 0; k < argc; k++)
+        cn->argvlen[k] = strlen(argv[k]);
+    if (redisAppendCommandArgv(cn->c, (int)argc, argv, cn->argvlen) != REDIS_OK)
+        return -ENOMEM;
+    return 0;
+}
+
+/* Fill the outcomes of group g from its reply. */
+static int parse_group(const conn *cn, size_t n, int g, const redisReply *rep, sk_outcome *outs,
+                       int64_t *left)
+{
+    size_t j = 0;
+    if (rep->type == REDIS_REPLY_ERROR)
+        return reply_err(rep);
+    if (rep->type == REDIS_REPLY_INTEGER)
+        return rep->integer == -1 ? -ENOENT : -EPROTO;
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return -EPROTO;
+    for (size_t i = 0; i < n; i++) {
+        if (cn->grp[i] != g)
+            continue;
+        if (j + 3 > rep->elements)
+            return -EPROTO;
+        const redisReply *res = rep->element[j], *oid = rep->element[j + 1],
+                         *lft = rep->element[j + 2];
+        j += 3;
+        if (res->type != REDIS_REPLY_INTEGER || res->integer < 0 ||
+            res->integer >= SK_RESULT_COUNT || oid->type != REDIS_REPLY_STRING ||
+            oid->len > SK_ORDER_ID_MAX || lft->type != REDIS_REPLY_INTEGER)
+            return -EPROTO;
+        outs[i].result = (enum sk_result)res->integer;
+        memcpy(outs[i].order_id, oid->str, oid->len);
+        outs[i].order_id[oid->len] = '\0';
+        left[i] = lft->integer;
+    }
+    return j == rep->elements ? 0 : -EPROTO;
+}
+
+/* Read one reply per group marked in want[] (NULL: all). */
+static int read_replies(conn *cn, int ngroups, const char *want)
+{
+    for (int g = 0; g < ngroups; g++) {
+        void *rep = NULL;
+        if (want && !want[g])
+            continue;
+        if (redisGetReply(cn->c, &rep) != REDIS_OK || !rep)
+            return ctx_err(cn->c, errno);
+        cn->reps[g] = rep;
+    }
+    return 0;
+}
+
+static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *outs,
+                          int64_t *left)
+{
+    sk_redis *r = impl;
+    conn *cn = NULL;
+    int ngroups = 0, rc, broken = 0, nnoscript = 0;
+    uint64_t now = wall_ms();
+
+    if (n == 0)
+        return 0;
+    rc = conn_take(r, &cn);
+    if (rc < 0)
+        return rc;
+    rc = scratch_reserve(cn, n);
+    if (rc < 0)
+        goto out_give;
+
+    for (size_t i = 0; i < n; i++) {
+        int it = find_item(r, reqs[i].item_id);
+        rq *q = &cn->rqs[i];
+        cn->grp[i] = -1;
+        if (it < 0) {
+            outs[i].result = SK_UNKNOWN_ITEM;
+            outs[i].order_id[0] = '\0';
+            left[i] = -1;
+            continue;
+        }
+        if (!reqs[i].user_id || !sk_id_valid(reqs[i].user_id, strlen(reqs[i].user_id))) {
+            rc = -EINVAL; /* it would corrupt the '|'-separated records */
+            goto out_give;
+        }
+        int g = 0;
+        while (g < ngroups && cn->gitem[g] != it)
+            g++;
+        if (g == ngroups)
+            cn->gitem[ngroups++] = it;
+        cn->grp[i] = g;
+        snprintf(q->verdict, sizeof q->verdict, "%d", (int)reqs[i].verdict);
+        uuid_unparse_lower(reqs[i].request_id, q->rid);
+        q->oid[0] = '\0';
+        if (reqs[i].verdict == SK_SUCCESS) {
+            uuid_t u;
+            uuid_generate_random(u);
+            uuid_unparse_lower(u, q->oid);
+        }
+        snprintf(q->dkey, sizeof q->dkey, "sk:{%s}:req:%s", r->items[it].id, q->rid);
+    }
+    if (ngroups == 0)
+        goto out_give;
+
+    for (int g = 0; g < ngroups; g++)
+        cn->reps[g] = NULL;
+    for (int g = 0; g < ngroups; g++) {
+        rc = append_group(r, cn, reqs, n, g, now, 0);
+        if (rc < 0) {
+            broken = 1; /* part of a pipeline may be queued: do not reuse */
+            goto out_free_replies;
+        }
+    }
+    rc = read_replies(cn, ngroups, NULL);
+    if (rc < 0) {
+        broken = 1;
+        goto out_free_replies;
+    }
+
+    /* NOSCRIPT: Redis restarted and lost its script cache; nothing ran, send
+     * those groups again with the body (EVAL caches it for the next batch). */
+    char *noscript = cn->noscript;
+    for (int g = 0; g < ngroups; g++) {
+        redisReply *rep = cn->reps[g];
+        noscript[g] = rep->type == REDIS_REPLY_ERROR && reply_err(rep) == -ENOEXEC;
+        if (noscript[g]) {
+            freeReplyObject(rep);
+            cn->reps[g] = NULL;
+            nnoscript++;
+        }
+    }
+    if (nnoscript) {
+        for (int g = 0; g < ngroups; g++)
+            if (noscript[g]) {
+                rc = append_group(r, cn, reqs, n, g, now, 1);
+                if (rc < 0) {
+                    broken = 1;
+                    goto out_free_replies;
+                }
+            }
+        rc = read_replies(cn, ngroups, noscript);
+        if (rc < 0) {
+            broken = 1;
+            goto out_free_replies;
+        }
+    }
+
+    for (int g = 0; g < ngroups && rc == 0; g++)
+        rc = parse_group(cn, n, g, cn->reps[g], outs, left);
+
+out_free_replies:
+    for (int g = 0; g < ngroups; g++)
+        if (cn->reps[g])
+            freeReplyObject(cn->reps[g]);
+out_give:
+    conn_give(r, cn, broken);
+    return rc;
+}
+
+static int backend_known(void *impl, const char *item_id)
+{
+    return find_item(impl, item_id) >= 0;
+}
+
+sk_backend sk_redis_backend(sk_redis *r)
+{
+    return (sk_backend){.impl = r, .decide = backend_decide, .known = backend_known};
+}
+
+/* ---- queries ---- */
+
+int sk_redis_ping(sk_redis *r)
+{
+    const char *argv[] = {"PING"};
+    redisReply *rep = NULL;
+    int rc = command(r, 0, 1, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep->type == REDIS_REPLY_ERROR)
+        rc = reply_err(rep);
+    else if (rep->type != REDIS_REPLY_STATUS || strcmp(rep->str, "PONG") != 0)
+        rc = -EPROTO;
+    freeReplyObject(rep);
+    return rc;
+}
+
+int64_t sk_redis_left(sk_redis *r, const char *item_id)
+{
+    char k[KEY_MAX];
+    const char *argv[] = {"GET", k};
+    redisReply *rep = NULL;
+    int64_t v;
+    char *end;
+    if (!item_id || !sk_id_valid(item_id, strlen(item_id)))
+        return -EINVAL;
+    key(k, item_id, "stock");
+    int rc = command(r, 0, 2, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep->type == REDIS_REPLY_NIL) {
+        v = -ENOENT;
+    } else if (rep->type == REDIS_REPLY_STRING) {
+        errno = 0;
+        v = strtoll(rep->str, &end, 10);
+        if (errno || *end || end == rep->str)
+            v = -EPROTO;
+    } else {
+        v = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+    }
+    freeReplyObject(rep);
+    return v;
+}
+
+/* ---- orders ---- */
+
+static int valid_ids(const char *item_id, const char *order_id)
+{
+    return item_id && order_id && sk_id_valid(item_id, strlen(item_id)) &&
+           strlen(order_id) <= SK_ORDER_ID_MAX && sk_id_valid(order_id, strlen(order_id));
+}
+
+static int parse_u64(const char *s, size_t len, uint64_t *v)
+{
+    char buf[24], *end;
+    if (len == 0 || len >= sizeof buf)
+        return -EPROTO;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    errno = 0;
+    unsigned long long x = strtoull(buf, &end, 10);
+    if (errno || *end)
+        return -EPROTO;
+    *v = x;
+    return 0;
+}
+
+/* "state|user|request|created_ms|deadline_ms" */
+static int parse_order(const char *rec, const char *item_id, sk_redis_order *o)
+{
+    const char *f[5];
+    size_t flen[5];
+    const char *p = rec;
+    for (int i = 0; i < 5; i++) {
+        const char *bar = strchr(p, '|');
+        if ((i < 4) != (bar != NULL))
+            return -EPROTO;
+        f[i] = p;
+        flen[i] = bar ? (size_t)(bar - p) : strlen(p);
+        p = bar ? bar + 1 : p;
+    }
+    memset(o, 0, sizeof *o);
+    if (flen[0] == 8 && memcmp(f[0], "reserved", 8) == 0)
+        o->state = SK_ORDER_RESERVED;
+    else if (flen[0] == 4 && memcmp(f[0], "paid", 4) == 0)
+        o->state = SK_ORDER_PAID;
+    else if (flen[0] == 9 && memcmp(f[0], "cancelled", 9) == 0)
+        o->state = SK_ORDER_CANCELLED;
+    else
+        return -EPROTO;
+    if (flen[1] == 0 || flen[1] > SK_ID_MAX || flen[2] != UUID_STR - 1)
+        return -EPROTO;
+    memcpy(o->user_id, f[1], flen[1]);
+    strcpy(o->item_id, item_id);
+    char rid[UUID_STR];
+    memcpy(rid, f[2], flen[2]);
+    rid[UUID_STR - 1] = '\0';
+    if (uuid_parse(rid, o->request_id) != 0)
+        return -EPROTO;
+    if (parse_u64(f[3], flen[3], &o->created_ms) < 0 ||
+        parse_u64(f[4], flen[4], &o->pay_deadline_ms) < 0)
+        return -EPROTO;
+    return 0;
+}
+
+int sk_redis_order_get(sk_redis *r, const char *item_id, const char *order_id, sk_redis_order *o)
+{
+    char k[KEY_MAX];
+    const char *argv[] = {"HGET", k, order_id};
+    redisReply *rep = NULL;
+    int rc;
+    if (!valid_ids(item_id, order_id))
+        return -EINVAL;
+    key(k, item_id, "orders");
+    rc = command(r, 0, 3, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep->type == REDIS_REPLY_NIL)
+        rc = -ENOENT;
+    else if (rep->type == REDIS_REPLY_STRING)
+        rc = parse_order(rep->str, item_id, o);
+    else
+        rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+    freeReplyObject(rep);
+    return rc;
+}
+
+int sk_redis_order_pay(sk_redis *r, const char *item_id, const char *order_id, uint64_t now_ms)
+{
+    char korders[KEY_MAX], kdead[KEY_MAX], kevents[KEY_MAX], snow[24];
+    const char *keys[] = {korders, kdead, kevents};
+    const char *args[] = {order_id, snow, item_id};
+    redisReply *rep = NULL;
+    int rc;
+    if (!valid_ids(item_id, order_id))
+        return -EINVAL;
+    key(korders, item_id, "orders");
+    key(kdead, item_id, "deadlines");
+    key(kevents, item_id, "events");
+    snprintf(snow, sizeof snow, "%llu", (unsigned long long)now_ms);
+    rc = script(r, SCRIPT_PAY, 3, keys, 3, args, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep->type == REDIS_REPLY_ERROR)
+        rc = reply_err(rep);
+    else if (rep->type != REDIS_REPLY_INTEGER)
+        rc = -EPROTO;
+    else if (rep->integer >= 0)
+        rc = 0;
+    else if (rep->integer == -1)
+        rc = -ENOENT;
+    else if (rep->integer == -2)
+        rc = -ECANCELED;
+    else
+        rc = -ETIME;
+    freeReplyObject(rep);
+    return rc;
+}
+
+static int reap_item(sk_redis *r, const ritem *it, uint64_t now_ms, int *cancelled)
+{
+    char kstock[KEY_MAX], kusers[KEY_MAX], korders[KEY_MAX], kdead[KEY_MAX], kevents[KEY_MAX];
+    char snow[24], smax[16];
+    const char *keys[] = {kstock, kusers, korders, kdead, kevents};
+    const char *args[] = {snow, smax, it->id};
+    key(kstock, it->id, "stock");
+    key(kusers, it->id, "users");
+    key(korders, it->id, "orders");
+    key(kdead, it->id, "deadlines");
+    key(kevents, it->id, "events");
+    snprintf(snow, sizeof snow, "%llu", (unsigned long long)now_ms);
+    snprintf(smax, sizeof smax, "%d", REAP_BATCH);
+    for (;;) {
+        redisReply *rep = NULL;
+        long long looked;
+        int rc = script(r, SCRIPT_REAP, 5, keys, 3, args, &rep);
+        if (rc < 0)
+            return rc;
+        if (rep->type == REDIS_REPLY_ERROR)
+            rc = reply_err(rep);
+        else if (rep->type == REDIS_REPLY_INTEGER)
+            rc = rep->integer == -1 ? -ENOENT : -EPROTO;
+        else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+                 rep->element[0]->type != REDIS_REPLY_INTEGER ||
+                 rep->element[1]->type != REDIS_REPLY_INTEGER)
+            rc = -EPROTO;
+        if (rc < 0) {
+            freeReplyObject(rep);
+            return rc;
+        }
+        *cancelled += (int)rep->element[0]->integer;
+        looked = rep->element[1]->integer;
+        freeReplyObject(rep);
+        if (looked < REAP_BATCH)
+            return 0;
+    }
+}
+
+int sk_redis_reap(sk_redis *r, uint64_t now_ms)
+{
+    int cancelled = 0, err = 0;
+    for (size_t i = 0; i < r->nitems; i++) {
+        int rc = reap_item(r, &r->items[i], now_ms, &cancelled);
+        if (rc < 0 && !err)
+            err = rc; /* go on: one item's trouble does not hold up the others */
+    }
+    return err ? err : cancelled;
+}
+
+/* ---- order events ---- */
+
+static const char *field(const redisReply *kv, const char *name)
+{
+    for (size_t i = 0; i + 1 < kv->elements; i += 2)
+        if (kv->element[i]->type == REDIS_REPLY_STRING &&
+            kv->element[i + 1]->type == REDIS_REPLY_STRING &&
+            strcmp(kv->element[i]->str, name) == 0)
+            return kv->element[i + 1]->str;
+    return NULL;
+}
+
+/* Pass the entries of an XREADGROUP reply to fn. Returns how many were
+ * passed; OUT: *nentries, how many the reply held. */
+static int deliver_events(const redisReply *rep, sk_redis_event_fn fn, void *arg, int *nentries)
+{
+    int count = 0;
+    *nentries = 0;
+    if (rep->type == REDIS_REPLY_NIL)
+        return 0; /* BLOCK ran out */
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return -EPROTO;
+    for (size_t s = 0; s < rep->elements; s++) {
+        const redisReply *st = rep->element[s];
+        if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
+            st->element[1]->type != REDIS_REPLY_ARRAY)
+            return -EPROTO;
+        const redisReply *entries = st->element[1];
+        for (size_t e = 0; e < entries->elements; e++) {
+            const redisReply *en = entries->element[e];
+            if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
+                en->element[0]->type != REDIS_REPLY_STRING)
+                return -EPROTO;
+            const redisReply *kv = en->element[1];
+            (*nentries)++;
+            if (kv->type != REDIS_REPLY_ARRAY)
+                continue; /* trimmed away while pending: nothing to deliver */
+            const char *at = field(kv, "at"), *dl = field(kv, "deadline");
+            sk_redis_event ev = {
+                .id = en->element[0]->str,
+                .type = field(kv, "type"),
+                .order_id = field(kv, "order"),
+                .item_id = field(kv, "item"),
+                .user_id = field(kv, "user"),
+                .request_id = field(kv, "request"),
+                .at_ms = at ? strtoull(at, NULL, 10) : 0,
+                .pay_deadline_ms = dl ? strtoull(dl, NULL, 10) : 0,
+            };
+            if (!ev.type || !ev.order_id || !ev.item_id || !ev.user_id || !ev.request_id)
+                return -EPROTO;
+            if (fn(arg, &ev) < 0)
+                return count;
+            count++;
+        }
+    }
+    return count;
+}
+
+static int xreadgroup(sk_redis *r, const char *k, const char *group, const char *consumer,
+                      size_t max, const char *from, uint32_t block_ms, redisReply **rep)
+{
+    char scount[24], sblock[16];
+    const char *argv[12];
+    int argc = 0, rc, created = 0;
+    snprintf(scount, sizeof scount, "%zu", max);
+    snprintf(sblock, sizeof sblock, "%u", block_ms);
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = group;
+    argv[argc++] = consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = scount;
+    if (block_ms) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = sblock;
+    }
+    argv[argc++] = "STREAMS";
+    argv[argc++] = k;
+    argv[argc++] = from;
+    for (;;) {
+        rc = command(r, block_ms ? r->timeout_ms + block_ms : 0, argc, argv, NULL, rep);
+        if (rc < 0 || (*rep)->type != REDIS_REPLY_ERROR)
+            return rc;
+        rc = reply_err(*rep);
+        freeReplyObject(*rep);
+        if (rc != -ENOENT || created)
+            return rc;
+        /* NOGROUP: create it at the start of the stream, so the group sees
+         * every order event ever written; a concurrent creator wins. */
+        const char *cargv[] = {"XGROUP", "CREATE", k, group, "0", "MKSTREAM"};
+        rc = command(r, 0, 6, cargv, NULL, rep);
+        if (rc < 0)
+            return rc;
+        if ((*rep)->type == REDIS_REPLY_ERROR && strncmp((*rep)->str, "BUSYGROUP", 9) != 0)
+            rc = reply_err(*rep);
+        freeReplyObject(*rep);
+        if (rc < 0)
+            return rc;
+        created = 1;
+    }
+}
+
+int sk_redis_events_read(sk_redis *r, const char *item_id, const char *group, const char *consumer,
+                         size_t max, uint32_t block_ms, sk_redis_event_fn fn, void *arg)
+{
+    char k[KEY_MAX];
+    redisReply *rep = NULL;
+    int rc, entries = 0;
+    if (!item_id || !sk_id_valid(item_id, strlen(item_id)) || !group || !*group || !consumer ||
+        !*consumer || !max || !fn)
+        return -EINVAL;
+    key(k, item_id, "events");
+    /* this consumer's delivered-but-unacknowledged entries first */
+    rc = xreadgroup(r, k, group, consumer, max, "0", 0, &rep);
+    if (rc < 0)
+        return rc;
+    rc = deliver_events(rep, fn, arg, &entries);
+    freeReplyObject(rep);
+    if (rc != 0 || entries)
+        return rc;
+    rc = xreadgroup(r, k, group, consumer, max, ">", block_ms, &rep);
+    if (rc < 0)
+        return rc;
+    rc = deliver_events(rep, fn, arg, &entries);
+    freeReplyObject(rep);
+    return rc;
+}
+
+int sk_redis_events_ack(sk_redis *r, const char *item_id, const char *group, const char *const *ids,
+                        size_t n)
+{
+    char k[KEY_MAX];
+    const char **argv = NULL;
+    redisReply *rep = NULL;
+    int rc;
+    if (!item_id || !sk_id_valid(item_id, strlen(item_id)) || !group || (!ids && n))
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    argv = malloc((3 + n) * sizeof *argv);
+    if (!argv)
+        return -ENOMEM;
+    key(k, item_id, "events");
+    argv[0] = "XACK";
+    argv[1] = k;
+    argv[2] = group;
+    for (size_t i = 0; i < n; i++)
+        argv[3 + i] = ids[i];
+    rc = command(r, 0, (int)(3 + n), argv, NULL, &rep);
+    if (rc < 0)
+        goto out_free_argv;
+    if (rep->type == REDIS_REPLY_INTEGER)
+        rc = (int)rep->integer;
+    else
+        rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+    freeReplyObject(rep);
+out_free_argv:
+    free(argv);
+    return rc;
+}
