@@ -1,0 +1,174 @@
+#include "redis_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A port nobody listens on right now (the kernel's choice for port 0). */
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port > 0 ? port : -EADDRNOTAVAIL;
+}
+
+/* 1 when the server on port answers PING with +PONG. */
+static int pong(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {0, 200000};
+    char buf[16] = {0};
+    int ok = 0, fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, "PING\r\n", 6) == 6 &&
+        read(fd, buf, sizeof buf - 1) > 0)
+        ok = strncmp(buf, "+PONG", 5) == 0;
+    close(fd);
+    return ok;
+}
+
+static int spawn(redis_server *rs)
+{
+    char port[16], log[sizeof rs->dir + 16];
+    snprintf(port, sizeof port, "%d", rs->port);
+    snprintf(log, sizeof log, "%s/redis.log", rs->dir);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(rs->error, sizeof rs->error, "fork: %s", strerror(errno));
+        return -errno;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* no stray servers when a test dies */
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "yes", "--appendfsync", "always", "--dir", rs->dir, "--daemonize",
+               "no", (char *)NULL);
+        _exit(127);
+    }
+    rs->pid = pid;
+    for (int i = 0; i < 500; i++) { /* 10 s */
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            rs->pid = 0;
+            if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
+                snprintf(rs->error, sizeof rs->error,
+                         "redis-server is not installed (not found in PATH); "
+                         "run scripts/install-deps.sh");
+                return -ENOENT;
+            }
+            snprintf(rs->error, sizeof rs->error,
+                     "redis-server exited at start (status %d); see %s", st, log);
+            return -ECHILD;
+        }
+        if (pong(rs->port))
+            return 0;
+        sleep_ms(20);
+    }
+    snprintf(rs->error, sizeof rs->error, "redis-server on port %d did not answer PING; see %s",
+             rs->port, log);
+    redis_server_stop(rs);
+    return -ETIMEDOUT;
+}
+
+int redis_server_start(redis_server *rs)
+{
+    int rc = -EADDRINUSE;
+    memset(rs, 0, sizeof *rs);
+    snprintf(rs->dir, sizeof rs->dir, "/tmp/sk-redis-XXXXXX");
+    if (!mkdtemp(rs->dir)) {
+        snprintf(rs->error, sizeof rs->error, "mkdtemp: %s", strerror(errno));
+        return -errno;
+    }
+    /* the port can be taken between free_port and redis-server binding it */
+    for (int attempt = 0; attempt < 5 && rc < 0; attempt++) {
+        rs->port = free_port();
+        if (rs->port < 0) {
+            snprintf(rs->error, sizeof rs->error, "no free port: %s", strerror(-rs->port));
+            return rs->port;
+        }
+        rc = spawn(rs);
+        if (rc == -ENOENT)
+            break;
+    }
+    return rc;
+}
+
+void redis_server_stop(redis_server *rs)
+{
+    if (rs->pid <= 0)
+        return;
+    kill(rs->pid, SIGCONT); /* in case it was paused */
+    kill(rs->pid, SIGTERM);
+    for (int i = 0; i < 250; i++) { /* 5 s, then kill */
+        if (waitpid(rs->pid, NULL, WNOHANG) == rs->pid) {
+            rs->pid = 0;
+            return;
+        }
+        sleep_ms(20);
+    }
+    kill(rs->pid, SIGKILL);
+    waitpid(rs->pid, NULL, 0);
+    rs->pid = 0;
+}
+
+int redis_server_restart(redis_server *rs)
+{
+    redis_server_stop(rs);
+    return spawn(rs);
+}
+
+void redis_server_pause(redis_server *rs)
+{
+    if (rs->pid > 0)
+        kill(rs->pid, SIGSTOP);
+}
+
+void redis_server_resume(redis_server *rs)
+{
+    if (rs->pid > 0)
+        kill(rs->pid, SIGCONT);
+}
+
+void redis_server_destroy(redis_server *rs)
+{
+    char cmd[sizeof rs->dir + 16];
+    redis_server_stop(rs);
+    if (rs->dir[0] && strncmp(rs->dir, "/tmp/sk-redis-", 14) == 0) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", rs->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "redis_server: could not remove %s\n", rs->dir);
+    }
+    rs->dir[0] = '\0';
+}

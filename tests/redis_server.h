@@ -1,0 +1,34 @@
+/*
+ * redis_server.h - a throwaway real redis-server for tests.
+ *
+ * redis_server_start picks a free port on 127.0.0.1 and a fresh temporary
+ * directory, runs redis-server as a child process with AOF on and fsync
+ * always (so a restart keeps every acknowledged write), and returns once it
+ * answers PING. The server's log is <dir>/redis.log.
+ */
+#ifndef SECKILL_TESTS_REDIS_SERVER_H
+#define SECKILL_TESTS_REDIS_SERVER_H
+
+#include <sys/types.h>
+
+typedef struct redis_server {
+    pid_t pid; /* 0 when not running */
+    int port;
+    char dir[64];
+    char error[256]; /* why the last call failed */
+} redis_server;
+
+/* 0, or negative errno with rs->error set (-ENOENT: redis-server is not
+ * installed; scripts/install-deps.sh installs it). */
+int redis_server_start(redis_server *rs);
+/* Stop the process (SIGTERM, then wait); keeps the port and the directory. */
+void redis_server_stop(redis_server *rs);
+/* Stop when running, then start again on the same port and directory. */
+int redis_server_restart(redis_server *rs);
+/* SIGSTOP / SIGCONT: a server that accepts but never answers. */
+void redis_server_pause(redis_server *rs);
+void redis_server_resume(redis_server *rs);
+/* Stop and remove the directory. */
+void redis_server_destroy(redis_server *rs);
+
+#endif
