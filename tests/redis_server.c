@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -122,6 +123,12 @@ int redis_server_start(redis_server *rs)
         if (rc == -ENOENT)
             break;
     }
+    if (rc < 0) {
+        char error[sizeof rs->error];
+        memcpy(error, rs->error, sizeof error);
+        redis_server_destroy(rs);
+        memcpy(rs->error, error, sizeof error);
+    }
     return rc;
 }
 
@@ -161,14 +168,19 @@ void redis_server_resume(redis_server *rs)
         kill(rs->pid, SIGCONT);
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
 void redis_server_destroy(redis_server *rs)
 {
-    char cmd[sizeof rs->dir + 16];
     redis_server_stop(rs);
-    if (rs->dir[0] && strncmp(rs->dir, "/tmp/sk-redis-", 14) == 0) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", rs->dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "redis_server: could not remove %s\n", rs->dir);
-    }
+    if (rs->dir[0] && strncmp(rs->dir, "/tmp/sk-redis-", 14) == 0 &&
+        nftw(rs->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS) != 0)
+        fprintf(stderr, "redis_server: could not remove %s: %s\n", rs->dir, strerror(errno));
     rs->dir[0] = '\0';
 }

@@ -19,7 +19,7 @@ typedef struct redis_server {
 } redis_server;
 
 /* 0, or negative errno with rs->error set (-ENOENT: redis-server is not
- * installed; scripts/install-deps.sh installs it). */
+ * installed; scripts/install-deps.sh installs it) and nothing left behind. */
 int redis_server_start(redis_server *rs);
 /* Stop the process (SIGTERM, then wait); keeps the port and the directory. */
 void redis_server_stop(redis_server *rs);
