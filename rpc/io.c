@@ -105,7 +105,11 @@ long rpc__rbuf_read(rpc__rbuf *r, int fd)
 int rpc__rbuf_next(rpc__rbuf *r, size_t *off, rpc_frame *f)
 {
     size_t used = 0;
-    int rc = rpc_decode(r->buf + *off, r->len - *off, r->max_frame, f, &used);
+    int rc;
+
+    if (!r->buf)
+        return -EAGAIN; /* nothing read yet */
+    rc = rpc_decode(r->buf + *off, r->len - *off, r->max_frame, f, &used);
 
     if (rc == 0)
         *off += used;

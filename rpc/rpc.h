@@ -61,7 +61,7 @@ typedef struct rpc_server_config {
     size_t secret_len;
     rpc_server_handlers handlers;
     uint32_t max_frame;        /* incoming frame limit, header included */
-    size_t max_write_queue;    /* bytes queued per connection before it is dropped */
+    size_t max_write_queue;    /* bytes queued per connection before it is dropped (>= max_frame) */
     uint32_t heartbeat_ms;     /* interval announced to clients */
     uint32_t heartbeat_misses; /* silent intervals before a peer is closed */
     uint32_t max_conns;        /* connections beyond this are closed on accept */
@@ -84,7 +84,8 @@ typedef struct rpc_server_stats {
 void rpc_server_config_init(rpc_server_config *cfg);
 
 /* Bind and listen (so rpc_server_port works at once); no thread yet.
- * A stale Unix socket file at the path is replaced. OUT: *out. */
+ * A stale Unix socket file at the path is replaced; one a live server
+ * answers on gives -EADDRINUSE. OUT: *out. */
 int rpc_server_create(const rpc_server_config *cfg, rpc_server **out);
 /* Start the event-loop thread. -EALREADY when started before. */
 int rpc_server_start(rpc_server *s);

@@ -76,6 +76,7 @@ struct rpc_server {
     int lfd;
     int epfd;
     int evfd;
+    uint64_t accept_paused_until; /* loop only: out of descriptors, listener off epoll */
     pthread_t thread;
     int started;
     int joined;
@@ -355,7 +356,13 @@ static void accept_all(rpc_server *s, uint64_t now)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            return; /* EAGAIN, or EMFILE & co: epoll reports the listener again */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the listener stays readable: take it off epoll for a moment
+                 * instead of spinning (sweep puts it back) */
+                epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
+                s->accept_paused_until = now + 100;
+            }
+            return;
         }
         STAT_INC(s, accepted);
         if (atomic_load(&s->open) >= s->cfg.max_conns) {
@@ -400,6 +407,12 @@ static void accept_all(rpc_server *s, uint64_t now)
 static void sweep(rpc_server *s, uint64_t now)
 {
     rpc_conn *next;
+
+    if (s->accept_paused_until && now >= s->accept_paused_until) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->lfd};
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev);
+        s->accept_paused_until = 0;
+    }
 
     for (rpc_conn *c = s->conns; c; c = next) {
         next = c->next;
@@ -480,8 +493,17 @@ static int listen_on(rpc_server *s)
     if (sa.ss_family == AF_UNIX) {
         const char *path = ((struct sockaddr_un *)&sa)->sun_path;
         struct stat st;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(path); /* left behind by a process that died */
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            /* replace a socket file left behind by a process that died, never
+             * one a live server still answers on */
+            int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, salen) == 0;
+            if (probe >= 0)
+                close(probe);
+            if (live)
+                return -EADDRINUSE;
+            unlink(path);
+        }
         s->unix_path = strdup(path);
         if (!s->unix_path)
             return -ENOMEM;
