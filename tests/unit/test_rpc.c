@@ -842,7 +842,7 @@ static void cli_open(struct cli *k, const char *addr, const char *secret,
     cfg.group = "seckill";
     cfg.secret = secret;
     cfg.secret_len = strlen(secret);
-    cfg.connect_timeout_ms = 500;
+    cfg.connect_timeout_ms = 2000;
     cfg.handlers = (rpc_client_handlers){k, cli_on_frame, cli_on_state};
     assert_int_equal(rpc_client_create(&cfg, &k->c), 0);
 }
@@ -934,19 +934,19 @@ static int setup_unix(void **state)
 static void test_auth_ok(void **state)
 {
     (void)state;
-    struct srv x;
-    struct cli k;
-    srv_start(&x, NULL);
-    cli_open(&k, x.addr, SECRET, NULL);
+    struct srv *x = calloc(1, sizeof(*x)); /* heap: a failed test leaks, never reuses */
+    struct cli *k = calloc(1, sizeof(*k));
+    srv_start(x, NULL);
+    cli_open(k, x->addr, SECRET, NULL);
 
-    assert_int_equal(rpc_client_wait_ready(k.c, 3000), 0);
-    assert_true(rpc_client_connected(k.c));
-    assert_true(wait_for(&x.opens, 1, 2000));
-    assert_string_equal(x.last_worker, "worker-1");
-    assert_true(wait_for(&k.pushes, 1, 2000)); /* the STOCK pushed from on_open */
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
+    assert_true(rpc_client_connected(k->c));
+    assert_true(wait_for(&x->opens, 1, 2000));
+    assert_string_equal(x->last_worker, "worker-1");
+    assert_true(wait_for(&k->pushes, 1, 2000)); /* the STOCK pushed from on_open */
 
     rpc_frame req = sample(RPC_COMMIT), rep;
-    assert_int_equal(rpc_client_call(k.c, &req, &rep, 2000), 0);
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
     assert_int_equal(rep.type, RPC_ACK);
     rpc_frame_release(&rep);
     rpc_frame_release(&rep); /* twice is fine */
@@ -958,51 +958,53 @@ static void test_auth_ok(void **state)
     req.u.produce.payload.ptr = big;
     req.u.produce.payload.len = sizeof(big);
     req.u.produce.seq = 10;
-    assert_int_equal(rpc_client_call(k.c, &req, &rep, 3000), 0);
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 3000), 0);
     assert_int_equal(rep.type, RPC_PRODUCE_OK);
     assert_true(rep.u.produce_ok.offset == 10);
     rpc_frame_release(&rep);
     req = sample(RPC_FETCH);
     req.u.fetch.max_messages = 16;
-    assert_int_equal(rpc_client_call(k.c, &req, &rep, 3000), 0);
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 3000), 0);
     assert_int_equal(rep.u.fetch_ok.count, 16);
     rpc_frame_release(&rep);
 
     /* async send with a call id nobody waits for: the reply goes to on_frame */
     rpc_frame r = sample(RPC_RESULT);
     r.call_id = 0x8000000000000001ULL;
-    assert_int_equal(rpc_client_send(k.c, &r), 0);
-    assert_true(wait_for(&k.acks, 1, 2000));
+    assert_int_equal(rpc_client_send(k->c, &r), 0);
+    assert_true(wait_for(&k->acks, 1, 2000));
 
-    rpc_server_stats st = srv_stats(&x);
+    rpc_server_stats st = srv_stats(x);
     assert_int_equal(st.auth_ok, 1);
     assert_int_equal(st.auth_failed, 0);
     assert_int_equal(st.open, 1);
 
-    rpc_client_destroy(k.c);
-    assert_true(wait_for(&x.closes, 1, 2000));
-    assert_int_equal(atomic_load(&x.last_close_reason), 0); /* the peer closed */
-    srv_stop(&x);
+    rpc_client_destroy(k->c);
+    assert_true(wait_for(&x->closes, 1, 2000));
+    assert_int_equal(atomic_load(&x->last_close_reason), 0); /* the peer closed */
+    srv_stop(x);
+    free(k);
+    free(x);
 }
 
 static void test_auth_refused(void **state)
 {
     (void)state;
-    struct srv x;
-    struct cli k;
+    struct srv *x = calloc(1, sizeof(*x)); /* heap: a failed test leaks, never reuses */
+    struct cli *k = calloc(1, sizeof(*k));
     uint8_t buf[2048];
     rpc_frame f;
-    srv_start(&x, NULL);
+    srv_start(x, NULL);
 
     /* a client with the wrong secret learns it was refused */
-    cli_open(&k, x.addr, "wrong-secret", NULL);
-    assert_int_equal(rpc_client_wait_ready(k.c, 3000), -EACCES);
+    cli_open(k, x->addr, "wrong-secret", NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), -EACCES);
     rpc_frame req = sample(RPC_COMMIT), rep;
-    assert_int_equal(rpc_client_call(k.c, &req, &rep, 100), -EACCES);
-    rpc_client_destroy(k.c);
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 100), -EACCES);
+    rpc_client_destroy(k->c);
 
     /* raw peer, wrong secret: ERROR (EACCES), then EOF */
-    int fd = raw_connect(x.addr);
+    int fd = raw_connect(x->addr);
     rpc_frame h = hello_frame("SECRET-but-not-quite");
     raw_send_frame(fd, &h);
     assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
@@ -1014,7 +1016,7 @@ static void test_auth_refused(void **state)
 
     /* raw peer that sends FETCH first, then a perfect HELLO in the same write:
      * refused on the FETCH, and the HELLO is never looked at */
-    fd = raw_connect(x.addr);
+    fd = raw_connect(x->addr);
     uint8_t two[1024];
     size_t n1 = 0, n2 = 0;
     rpc_frame fetch = sample(RPC_FETCH);
@@ -1029,7 +1031,7 @@ static void test_auth_refused(void **state)
     close(fd);
 
     /* a secret of the right length with one bit off, and an empty one */
-    fd = raw_connect(x.addr);
+    fd = raw_connect(x->addr);
     char near[sizeof(SECRET)];
     memcpy(near, SECRET, sizeof(SECRET));
     near[sizeof(SECRET) - 2] ^= 1;
@@ -1040,13 +1042,15 @@ static void test_auth_refused(void **state)
     assert_true(raw_closed(fd));
     close(fd);
 
-    assert_int_equal(atomic_load(&x.opens), 0);
-    assert_int_equal(atomic_load(&x.frames), 0); /* no handler saw anything */
-    assert_int_equal(atomic_load(&x.closes), 0);
-    rpc_server_stats st = srv_stats(&x);
+    assert_int_equal(atomic_load(&x->opens), 0);
+    assert_int_equal(atomic_load(&x->frames), 0); /* no handler saw anything */
+    assert_int_equal(atomic_load(&x->closes), 0);
+    rpc_server_stats st = srv_stats(x);
     assert_true(st.auth_failed >= 4); /* the client's attempt(s) + 3 raw peers */
     assert_int_equal(st.auth_ok, 0);
-    srv_stop(&x);
+    srv_stop(x);
+    free(k);
+    free(x);
 }
 
 struct caller {
@@ -1096,17 +1100,17 @@ static void test_concurrent_calls(void **state)
 {
     (void)state;
     enum { THREADS = 8, CALLS = 250 };
-    struct srv x;
-    struct cli k;
+    struct srv *x = calloc(1, sizeof(*x)); /* heap: a failed test leaks, never reuses */
+    struct cli *k = calloc(1, sizeof(*k));
     pthread_t th[THREADS];
     struct caller a[THREADS];
     atomic_int ok = 0;
 
-    srv_start(&x, NULL);
-    cli_open(&k, x.addr, SECRET, NULL);
-    assert_int_equal(rpc_client_wait_ready(k.c, 3000), 0);
+    srv_start(x, NULL);
+    cli_open(k, x->addr, SECRET, NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
     for (int i = 0; i < THREADS; i++) {
-        a[i] = (struct caller){k.c, i + 1, CALLS, &ok};
+        a[i] = (struct caller){k->c, i + 1, CALLS, &ok};
         assert_int_equal(pthread_create(&th[i], NULL, caller_main, &a[i]), 0);
     }
     for (int i = 0; i < THREADS; i++)
@@ -1114,11 +1118,13 @@ static void test_concurrent_calls(void **state)
     assert_int_equal(atomic_load(&ok), THREADS * CALLS);
 
     rpc_client_stats cs;
-    rpc_client_get_stats(k.c, &cs);
+    rpc_client_get_stats(k->c, &cs);
     assert_int_equal(cs.connects, 1);
     assert_int_equal(cs.timeouts, 0);
-    rpc_client_destroy(k.c);
-    srv_stop(&x);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
 }
 
 static int raw_authed(struct srv *x)
@@ -1137,14 +1143,14 @@ static int raw_authed(struct srv *x)
 static void test_oversized_and_corrupt(void **state)
 {
     (void)state;
-    struct srv x;
+    struct srv *x = calloc(1, sizeof(*x)); /* heap: a failed test leaks, never reuses */
     rpc_server_config cfg;
     rpc_server_config_init(&cfg);
     cfg.max_frame = MAXF;
-    srv_start(&x, &cfg);
+    srv_start(x, &cfg);
 
     /* an authenticated peer announces 1 MiB: closed from the header alone */
-    int fd = raw_authed(&x);
+    int fd = raw_authed(x);
     uint8_t hdr[RPC_HEADER_SIZE] = {0};
     put32(hdr, 1u << 20);
     hdr[4] = RPC_VERSION;
@@ -1152,19 +1158,19 @@ static void test_oversized_and_corrupt(void **state)
     raw_send(fd, hdr, sizeof(hdr));
     assert_true(raw_closed(fd));
     close(fd);
-    assert_true(wait_for(&x.closes, 1, 2000));
-    assert_int_equal(atomic_load(&x.last_close_reason), -EMSGSIZE);
-    assert_int_equal(srv_stats(&x).malformed, 1);
+    assert_true(wait_for(&x->closes, 1, 2000));
+    assert_int_equal(atomic_load(&x->last_close_reason), -EMSGSIZE);
+    assert_int_equal(srv_stats(x).malformed, 1);
 
     /* the same before any HELLO */
-    fd = raw_connect(x.addr);
+    fd = raw_connect(x->addr);
     put32(hdr, 0xFFFFFFF0u);
     raw_send(fd, hdr, sizeof(hdr));
     assert_true(raw_closed(fd));
     close(fd);
 
     /* before HELLO even a well-formed 2 KiB frame is over the (1 KiB) limit */
-    fd = raw_connect(x.addr);
+    fd = raw_connect(x->addr);
     {
         static char two_k[2048];
         uint8_t fb[4096];
@@ -1179,7 +1185,7 @@ static void test_oversized_and_corrupt(void **state)
     close(fd);
 
     /* a frame one byte over the limit, sent in full */
-    fd = raw_authed(&x);
+    fd = raw_authed(x);
     uint8_t *big = calloc(1, MAXF + 1);
     hand_frame(big, MAXF + 1, RPC_VERSION, RPC_ACK, 0, NULL, 0);
     send(fd, big, MAXF + 1, MSG_NOSIGNAL);
@@ -1188,7 +1194,7 @@ static void test_oversized_and_corrupt(void **state)
     close(fd);
 
     /* a bad CRC after the handshake */
-    fd = raw_authed(&x);
+    fd = raw_authed(x);
     uint8_t buf[64];
     rpc_frame p = sample(RPC_PING);
     size_t n = 0;
@@ -1197,11 +1203,11 @@ static void test_oversized_and_corrupt(void **state)
     raw_send(fd, buf, n);
     assert_true(raw_closed(fd));
     close(fd);
-    assert_true(wait_for(&x.closes, 3, 2000));
-    assert_int_equal(atomic_load(&x.last_close_reason), -EBADMSG);
+    assert_true(wait_for(&x->closes, 3, 2000));
+    assert_int_equal(atomic_load(&x->last_close_reason), -EBADMSG);
 
     /* a frame of exactly the limit is fine, and the server still serves */
-    fd = raw_authed(&x);
+    fd = raw_authed(x);
     rpc_frame pr = sample(RPC_PRODUCE);
     pr.u.produce.seq = 2;
     static char payload[MAXF];
@@ -1223,88 +1229,91 @@ static void test_oversized_and_corrupt(void **state)
     assert_int_equal(f.type, RPC_PRODUCE_OK);
     close(fd);
 
-    rpc_server_stats st = srv_stats(&x);
+    rpc_server_stats st = srv_stats(x);
     assert_int_equal(st.malformed, 5);
     assert_int_equal(st.auth_failed, 0); /* malformed is not a refusal */
-    srv_stop(&x);
+    srv_stop(x);
+    free(x);
 }
 
 static void test_reconnect_after_restart(void **state)
 {
     (void)state;
-    struct srv x;
-    struct cli k;
+    struct srv *x = calloc(1, sizeof(*x)); /* heap: a failed test leaks, never reuses */
+    struct cli *k = calloc(1, sizeof(*k));
     char listen[160];
     rpc_client_config cc;
 
-    srv_start(&x, NULL);
+    srv_start(x, NULL);
     if (unix_mode)
-        snprintf(listen, sizeof(listen), "%s", x.addr);
+        snprintf(listen, sizeof(listen), "%s", x->addr);
     else
-        snprintf(listen, sizeof(listen), "tcp:127.0.0.1:%d", rpc_server_port(x.s));
+        snprintf(listen, sizeof(listen), "tcp:127.0.0.1:%d", rpc_server_port(x->s));
 
     rpc_client_config_init(&cc);
     cc.backoff_min_ms = 20;
     cc.backoff_max_ms = 200;
-    cli_open(&k, x.addr, SECRET, &cc);
-    assert_int_equal(rpc_client_wait_ready(k.c, 3000), 0);
+    cli_open(k, x->addr, SECRET, &cc);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
     rpc_frame req = sample(RPC_COMMIT), rep;
-    assert_int_equal(rpc_client_call(k.c, &req, &rep, 2000), 0);
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
     rpc_frame_release(&rep);
 
-    srv_stop(&x);
-    assert_true(wait_for(&k.downs, 1, 3000));
-    int rc = rpc_client_call(k.c, &req, &rep, 100);
+    srv_stop(x);
+    assert_true(wait_for(&k->downs, 1, 3000));
+    int rc = rpc_client_call(k->c, &req, &rep, 100);
     assert_true(rc == -ETIMEDOUT || rc == -ECONNRESET);
     sleep_ms(150); /* a few failed attempts with backoff */
 
-    srv_start_cfg(&x, listen, NULL);
+    srv_start_cfg(x, listen, NULL);
     /* the call waits for the reconnect within its timeout */
-    assert_int_equal(rpc_client_call(k.c, &req, &rep, 5000), 0);
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 5000), 0);
     assert_int_equal(rep.type, RPC_ACK);
     rpc_frame_release(&rep);
     for (int i = 0; i < 20; i++) {
-        assert_int_equal(rpc_client_call(k.c, &req, &rep, 2000), 0);
+        assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
         rpc_frame_release(&rep);
     }
 
     rpc_client_stats cs;
-    rpc_client_get_stats(k.c, &cs);
+    rpc_client_get_stats(k->c, &cs);
     assert_int_equal(cs.connects, 2);
     assert_true(cs.failures >= 1);
-    assert_int_equal(atomic_load(&k.ups), 2);
-    rpc_client_destroy(k.c);
-    srv_stop(&x);
+    assert_int_equal(atomic_load(&k->ups), 2);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
 }
 
 static void test_heartbeat(void **state)
 {
     (void)state;
-    struct srv x;
-    struct cli k;
+    struct srv *x = calloc(1, sizeof(*x)); /* heap: a failed test leaks, never reuses */
+    struct cli *k = calloc(1, sizeof(*k));
     uint8_t buf[2048];
     rpc_frame f;
     rpc_server_config cfg;
     rpc_server_config_init(&cfg);
-    cfg.heartbeat_ms = 60;
+    cfg.heartbeat_ms = 100;
     cfg.heartbeat_misses = 3;
-    srv_start(&x, &cfg);
+    srv_start(x, &cfg);
 
     /* an authenticated raw peer that goes silent is closed */
-    int fd = raw_authed(&x);
+    int fd = raw_authed(x);
     assert_true(raw_closed(fd)); /* sees the STOCK push, then EOF */
     close(fd);
-    assert_true(wait_for(&x.closes, 1, 2000));
-    assert_int_equal(atomic_load(&x.last_close_reason), -ETIMEDOUT);
+    assert_true(wait_for(&x->closes, 1, 2000));
+    assert_int_equal(atomic_load(&x->last_close_reason), -ETIMEDOUT);
 
     /* a peer that never says anything is closed too */
-    fd = raw_connect(x.addr);
+    fd = raw_connect(x->addr);
     assert_true(raw_closed(fd));
     close(fd);
-    assert_true(srv_stats(&x).timed_out >= 2);
+    assert_true(srv_stats(x).timed_out >= 2);
 
     /* PING is answered by the transport, with the value echoed */
-    fd = raw_authed(&x);
+    fd = raw_authed(x);
     rpc_frame p = sample(RPC_PING);
     raw_send_frame(fd, &p);
     do {
@@ -1315,20 +1324,33 @@ static void test_heartbeat(void **state)
     assert_true(f.call_id == p.call_id);
     close(fd);
 
-    /* a client that PINGs stays connected through many intervals */
+    srv_stop(x);
+
+    /* a client that PINGs stays connected through many intervals. The server
+     * would close it after 1 s of silence, the client gives up after 2 s:
+     * only a machine stalled that long breaks this, whatever the sanitizer. */
+    rpc_server_config_init(&cfg);
+    cfg.heartbeat_ms = 200;
+    cfg.heartbeat_misses = 5;
+    srv_start(x, &cfg);
     rpc_client_config cc;
     rpc_client_config_init(&cc);
-    cc.heartbeat_ms = 50;
-    cli_open(&k, x.addr, SECRET, &cc);
-    assert_int_equal(rpc_client_wait_ready(k.c, 3000), 0);
-    sleep_ms(600);
+    cc.heartbeat_ms = 40;
+    cc.heartbeat_misses = 50;
+    cli_open(k, x->addr, SECRET, &cc);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
+    sleep_ms(1500); /* longer than the server's silence limit */
     rpc_client_stats cs;
-    rpc_client_get_stats(k.c, &cs);
+    rpc_client_get_stats(k->c, &cs);
     assert_int_equal(cs.connects, 1);
     assert_int_equal(cs.disconnects, 0);
-    assert_true(rpc_client_connected(k.c));
-    rpc_client_destroy(k.c);
-    srv_stop(&x);
+    assert_true(rpc_client_connected(k->c));
+    assert_true(srv_stats(x).frames_in >= 5); /* the PINGs */
+    assert_int_equal(srv_stats(x).timed_out, 0);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
 }
 
 /* A "server" that completes the handshake and then never answers: the
@@ -1336,7 +1358,7 @@ static void test_heartbeat(void **state)
 static void test_client_heartbeat_timeout(void **state)
 {
     (void)state;
-    struct cli k;
+    struct cli *k = calloc(1, sizeof(*k));
     char addr[160];
     int lfd;
 
@@ -1363,7 +1385,7 @@ static void test_client_heartbeat_timeout(void **state)
     cc.heartbeat_ms = 30;
     cc.heartbeat_misses = 3;
     cc.backoff_min_ms = 1000; /* no quick second connection to serve */
-    cli_open(&k, addr, SECRET, &cc);
+    cli_open(k, addr, SECRET, &cc);
 
     int fd = accept(lfd, NULL, NULL);
     assert_true(fd >= 0);
@@ -1378,42 +1400,44 @@ static void test_client_heartbeat_timeout(void **state)
     ok.u.hello_ok.max_frame = MAXF;
     ok.u.hello_ok.heartbeat_ms = 30;
     raw_send_frame(fd, &ok);
-    assert_int_equal(rpc_client_wait_ready(k.c, 2000), 0);
+    assert_int_equal(rpc_client_wait_ready(k->c, 2000), 0);
 
     /* PINGs arrive; we never answer */
     assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
     assert_int_equal(f.type, RPC_PING);
-    assert_true(wait_for(&k.downs, 1, 2000));
-    assert_int_equal(atomic_load(&k.last_down_reason), -ETIMEDOUT);
+    assert_true(wait_for(&k->downs, 1, 2000));
+    assert_int_equal(atomic_load(&k->last_down_reason), -ETIMEDOUT);
     assert_true(raw_closed(fd));
     close(fd);
-    rpc_client_destroy(k.c);
+    rpc_client_destroy(k->c);
     close(lfd);
     if (unix_mode)
         unlink(addr + 5);
+    free(k);
 }
 
 static void test_slow_reader_dropped(void **state)
 {
     (void)state;
-    struct srv x;
+    struct srv *x = calloc(1, sizeof(*x)); /* heap: a failed test leaks, never reuses */
     rpc_server_config cfg;
     rpc_server_config_init(&cfg);
     cfg.max_frame = MAXF;
     cfg.max_write_queue = 64 << 10;
-    srv_start(&x, &cfg);
+    srv_start(x, &cfg);
 
-    int fd = raw_authed(&x);
+    int fd = raw_authed(x);
     rpc_frame req = sample(RPC_FETCH);
     req.u.fetch.topic = rpc_str("flood");
     raw_send_frame(fd, &req);
     /* we never read: the queue passes 64 KiB once the socket buffers fill */
-    assert_true(wait_for(&x.closes, 1, 5000));
-    assert_int_equal(atomic_load(&x.flood_result), -ENOBUFS);
-    assert_int_equal(atomic_load(&x.last_close_reason), -ENOBUFS);
-    assert_int_equal(srv_stats(&x).overflowed, 1);
+    assert_true(wait_for(&x->closes, 1, 5000));
+    assert_int_equal(atomic_load(&x->flood_result), -ENOBUFS);
+    assert_int_equal(atomic_load(&x->last_close_reason), -ENOBUFS);
+    assert_int_equal(srv_stats(x).overflowed, 1);
     close(fd);
-    srv_stop(&x);
+    srv_stop(x);
+    free(x);
 }
 
 /* A reference outlives the connection: sends fail cleanly, nothing crashes. */
@@ -1516,6 +1540,24 @@ static void test_config_rejects(void **state)
     assert_int_equal(rpc_server_create(&cfg, &s2), -EADDRINUSE);
     rpc_server_destroy(s); /* never started */
     rpc_server_destroy(NULL);
+
+    /* Unix: a live server's socket is not taken over, a stale file is */
+    char path[96], ulisten[160];
+    snprintf(path, sizeof(path), "/tmp/test_rpc.%d.cfg.sock", (int)getpid());
+    snprintf(ulisten, sizeof(ulisten), "unix:%s", path);
+    cfg.listen = ulisten;
+    assert_int_equal(rpc_server_create(&cfg, &s), 0);
+    assert_int_equal(rpc_server_create(&cfg, &s2), -EADDRINUSE);
+    rpc_server_destroy(s);
+    int stale = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
+    assert_int_equal(bind(stale, (struct sockaddr *)&un, sizeof(un)), 0);
+    close(stale); /* the file stays, nobody listens */
+    assert_int_equal(access(path, F_OK), 0);
+    assert_int_equal(rpc_server_create(&cfg, &s), 0);
+    rpc_server_destroy(s);
+    assert_int_equal(access(path, F_OK), -1); /* unlinked on destroy */
 
     rpc_client_config cc;
     rpc_client *c = NULL;
