@@ -6,11 +6,22 @@
 #
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 2]
-#          [--park thread|event]
+#          [--park thread|event] [--pool N] [--wait-timeout MS]
+#          [--sample CSV]
+#   --pool N          [gateway] pool_threads for park = event (0: one per CPU)
+#   --wait-timeout MS [gateway] wait_timeout_ms (default 2000); wrk waits
+#                     2 s longer than this before it calls a request timed out
+#   --sample CSV      sample /metrics, RSS and open connections once a second
+#                     during the run (loadtest/sample.sh) and write CSV
+# The summary line ends with rss_hwm_kib (gateway VmHWM after the run) and,
+# with --sample, the peak established connections and parked requests.
+# Exit status: 0, 1 invariant broken, 69 gateway did not start, 70 no wrk
+# summary.
 set -eu
 cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=2 PARK=thread
+POOL=0 WAIT_MS=2000 SAMPLE=""
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -23,17 +34,28 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
     --park) PARK=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --pool) POOL=$2; shift 2 ;;
+    --wait-timeout) WAIT_MS=$2; shift 2 ;;
+    --sample) SAMPLE=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
 done
 
 command -v wrk >/dev/null || { echo "run.sh: wrk is not installed (make deps)" >&2; exit 69; }
+# the binary may be missing for a moment while someone rebuilds it
+for _ in $(seq 120); do
+    [ -x "$BIN" ] && break
+    sleep 1
+done
 [ -x "$BIN" ] || { echo "run.sh: $BIN not built (make build)" >&2; exit 69; }
+# wrk needs one descriptor per connection; the gateway raises its own limit
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 work=$(mktemp -d /tmp/seckill-load-XXXXXX)
-gw_pid=""
+gw_pid="" sampler_pid=""
 cleanup() {
+    [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
     [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
     rm -rf "$work"
 }
@@ -41,8 +63,9 @@ trap cleanup EXIT INT TERM
 
 cat > "$work/gw.ini" <<INI
 [gateway]
-wait_timeout_ms = 2000
+wait_timeout_ms = $WAIT_MS
 park = $PARK
+pool_threads = $POOL
 max_connections = 20000
 [token_bucket]
 rate = $RATE
@@ -57,13 +80,22 @@ stock = $STOCK
 per_user_limit = 1
 INI
 
-"$BIN" -c "$work/gw.ini" --listen 127.0.0.1:0 > "$work/gw.out" 2> "$work/gw.err" &
-gw_pid=$!
+# a few attempts: a binary caught mid-link fails to start once
 port=""
-for _ in $(seq 100); do
-    port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/gw.out")
+for _ in 1 2 3; do
+    "$BIN" -c "$work/gw.ini" --listen 127.0.0.1:0 > "$work/gw.out" 2> "$work/gw.err" &
+    gw_pid=$!
+    for _ in $(seq 100); do
+        port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/gw.out")
+        [ -n "$port" ] && break
+        kill -0 "$gw_pid" 2>/dev/null || break
+        sleep 0.05
+    done
     [ -n "$port" ] && break
-    sleep 0.05
+    kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null || true
+    gw_pid=""
+    grep -q "configuration\|\.ini:" "$work/gw.err" && break # a config error stays one
+    sleep 2
 done
 [ -n "$port" ] || { echo "run.sh: gateway did not start:" >&2; cat "$work/gw.err" >&2; exit 69; }
 base="http://127.0.0.1:$port"
@@ -72,10 +104,26 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
+if [ -n "$SAMPLE" ]; then
+    loadtest/sample.sh run "$base" "$gw_pid" "$port" "$work/samples" &
+    sampler_pid=$!
+fi
+wrk_timeout=$(( (WAIT_MS + 999) / 1000 + 2 ))s
 SECKILL_USERS=$USERS SECKILL_ITEM=demo wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
-    -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
+    --timeout "$wrk_timeout" -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
+extra=""
+if [ -n "$sampler_pid" ]; then
+    sleep 1 # one more sample: the answers of the last second
+    kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null || true
+    sampler_pid=""
+    touch "$work/samples"
+    loadtest/sample.sh csv "$work/samples" > "$SAMPLE"
+    extra=" $(loadtest/sample.sh peak "$work/samples")"
+fi
 summary=$(grep '^SUMMARY' "$work/wrk.out" || true)
-[ -n "$summary" ] || { echo "run.sh: wrk printed no summary:" >&2; cat "$work/wrk.out" >&2; exit 1; }
+[ -n "$summary" ] || { echo "run.sh: wrk printed no summary:" >&2; cat "$work/wrk.out" >&2; exit 70; }
+hwm=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$gw_pid/status" 2>/dev/null || true)
+extra=" rss_hwm_kib=${hwm:-?}$extra"
 
 metrics=$(curl -fs "$base/metrics")
 metric() { printf '%s\n' "$metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
@@ -94,5 +142,6 @@ verdict=OK
 [ "$ok200" -le "$sold" ] || verdict="PHANTOM_SUCCESS(200s=$ok200>sold=$sold)"
 
 echo "$summary" | sed 's/^SUMMARY //' | awk -v s="$STOCK" -v sold="$sold" -v v="$verdict" \
-    -v c="$CONNS" -v pk="$PARK" '{ print "loadtest: park=" pk " conns=" c " stock=" s " sold=" sold " " $0 " invariants=" v }'
+    -v c="$CONNS" -v pk="$PARK" -v x="$extra" \
+    '{ print "loadtest: park=" pk " conns=" c " stock=" s " sold=" sold " " $0 " invariants=" v x }'
 [ "$verdict" = OK ]

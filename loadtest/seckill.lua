@@ -48,11 +48,11 @@ function done(summary, latency, requests)
       table.insert(parts, string.format("%d=%d", code, merged[code]))
    end
    local secs = summary.duration / 1e6
-   io.write(string.format("SUMMARY rps=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f requests=%d " ..
+   io.write(string.format("SUMMARY rps=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f max_ms=%.2f requests=%d " ..
                           "errors_connect=%d errors_read=%d errors_timeout=%d statuses=%s\n",
       summary.requests / secs,
       latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-      latency:percentile(99.9) / 1000, summary.requests,
+      latency:percentile(99.9) / 1000, latency.max / 1000, summary.requests,
       summary.errors.connect, summary.errors.read, summary.errors.timeout,
       table.concat(parts, ",")))
 end

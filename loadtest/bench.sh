@@ -1,0 +1,295 @@
+#!/bin/sh
+# Benchmark harness: every scenario of the gateway against the HTTP ceiling of
+# this machine, measured in the same run, with wrk on loopback.
+#
+# usage: loadtest/bench.sh [--quick] [--duration SECONDS] [--runs N]
+#          [--threads N] [--c10k] [--only LIST]
+#   --duration S  seconds per scenario (default 10); the flash sale and the
+#                 c10k scenario run twice as long (20 s by default)
+#   --quick       --duration 3
+#   --runs N      runs of each event-park scenario at 256 and 1,000
+#                 connections, each with a fresh gateway (default 3)
+#   --threads N   wrk threads (default: one per CPU)
+#   --c10k        also open 10,000 connections (event park, full path,
+#                 wait_timeout_ms = 3000): peak connections, RSS, lateness
+#   --only LIST   comma-separated subset of: ceiling,soldout,ratelimited,
+#                 full,sale,c10k
+# Prints a markdown table (also in loadtest/out/bench.md), writes the flash
+# sale's per-second samples to loadtest/out/sale.csv and plots them into
+# loadtest/out/sale.png (gnuplot). Targets are reported, never enforced: the
+# exit status is 0 unless a gateway cannot start (69) or an invariant breaks
+# (1).
+set -eu
+cd "$(dirname "$0")/.."
+
+DURATION=10 RUNS=3 THREADS=$(nproc) C10K=0 ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) DURATION=3; shift ;;
+    --duration) DURATION=${2%s}; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --c10k) C10K=1; shift ;;
+    --only) ONLY=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown option $1" >&2; exit 64 ;;
+    esac
+done
+case "$DURATION$RUNS$THREADS" in *[!0-9]*) echo "bench.sh: numbers expected" >&2; exit 64 ;; esac
+LONG=$((DURATION * 2))
+
+want() {
+    [ -z "$ONLY" ] && { [ "$1" != c10k ] || [ "$C10K" = 1 ]; } && return 0
+    case ",$ONLY," in *",$1,"*) return 0 ;; esac
+    return 1
+}
+
+command -v wrk >/dev/null || { echo "bench.sh: wrk is not installed (make deps)" >&2; exit 69; }
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ] && want c10k; then
+    echo "bench.sh: ulimit -n is $(ulimit -n); 10,000 connections need more (raise the hard limit)" >&2
+fi
+
+OUT=loadtest/out
+mkdir -p "$OUT"
+rows="$OUT/rows.tsv" log="$OUT/bench.log"
+: > "$rows"
+: > "$log"
+status=0
+
+# ---------------------------------------------------------------- ceiling ---
+CEILING_BIN=${SECKILL_CEILING:-build/release/loadtest/ceiling}
+if want ceiling && [ ! -x "$CEILING_BIN" ]; then
+    echo "bench.sh: building $CEILING_BIN" >&2
+    { [ -f build/release/CMakeCache.txt ] || cmake --preset release >/dev/null; } &&
+        cmake --build --preset release --target ceiling >/dev/null || true
+fi
+
+# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND INFO
+#   KIND: ceiling, reject (>= 0.8 x ceiling), full (>= 0.5 x ceiling and
+#   p99 <= 5 ms), sale (INFO = sold/stock), c10k (INFO = RSS KiB), none.
+#   The ratio and the target verdict are worked out in the report, against
+#   the best ceiling measured at the same number of connections.
+row() {
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$rows"
+}
+
+# field KEY LINE: the value of KEY=... in a space-separated summary line
+field() {
+    printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1
+}
+
+# statuses plus wrk's socket errors, when there are any
+statuses() {
+    st_s=$(field statuses "$1")
+    for st_e in connect read timeout; do
+        st_n=$(field "errors_$st_e" "$1")
+        [ -n "$st_n" ] && [ "$st_n" != 0 ] && st_s="$st_s${st_s:+ }${st_e}_err=$st_n"
+    done
+    printf '%s' "${st_s:--}"
+}
+
+run_ceiling() { # run_ceiling CONNS LABEL
+    c_conns=$1
+    c_tmp=$(mktemp -d /tmp/seckill-ceiling-XXXXXX)
+    "$CEILING_BIN" --listen 127.0.0.1:0 > "$c_tmp/out" 2> "$c_tmp/err" &
+    c_pid=$!
+    c_port=""
+    for _ in $(seq 100); do
+        c_port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$c_tmp/out")
+        [ -n "$c_port" ] && break
+        sleep 0.05
+    done
+    c_line=""
+    if [ -n "$c_port" ]; then
+        wrk -t"$THREADS" -c"$c_conns" -d"${DURATION}s" --latency -s loadtest/seckill.lua \
+            "http://127.0.0.1:$c_port" > "$c_tmp/wrk" 2>&1 || true
+        c_line=$(sed -n 's/^SUMMARY //p' "$c_tmp/wrk")
+    fi
+    kill "$c_pid" 2>/dev/null && wait "$c_pid" 2>/dev/null || true
+    echo "ceiling c=$c_conns: ${c_line:-failed: $(cat "$c_tmp/err" "$c_tmp/wrk" 2>/dev/null | head -n 3)}" >> "$log"
+    rm -rf "$c_tmp"
+    if [ -z "$c_line" ]; then
+        row "ceiling ($2)" event "$c_conns" - - - "did not run" - none -
+        return
+    fi
+    row "ceiling ($2)" event "$c_conns" "$(field rps "$c_line")" "$(field p50_ms "$c_line")" \
+        "$(field p99_ms "$c_line")" "$(statuses "$c_line")" - ceiling -
+}
+
+# -------------------------------------------------------------- gateway ---
+# gw SCENARIO KIND PARK CONNS [run.sh options...]
+LAST=""
+gw() {
+    g_scen=$1 g_kind=$2 g_park=$3 g_conns=$4
+    shift 4
+    set +e
+    g_line=$(loadtest/run.sh --park "$g_park" --connections "$g_conns" --threads "$THREADS" "$@" 2>>"$log")
+    g_rc=$?
+    set -e
+    LAST=$g_line
+    echo "$g_scen park=$g_park c=$g_conns rc=$g_rc: $g_line" >> "$log"
+    case $g_rc in
+    0|1) ;;
+    69) status=69
+        row "$g_scen" "$g_park" "$g_conns" - - - "gateway did not start" FAILED none -
+        return ;;
+    *) row "$g_scen" "$g_park" "$g_conns" - - - "no wrk summary (rc=$g_rc)" - none -
+        return ;;
+    esac
+    [ $g_rc -eq 1 ] && [ "$status" -eq 0 ] && status=1
+    case $g_kind in
+    sale) g_info="$(field sold "$g_line")/$(field stock "$g_line")" ;;
+    c10k) g_info=$(field rss_hwm_kib "$g_line") ;;
+    *) g_info=- ;;
+    esac
+    row "$g_scen" "$g_park" "$g_conns" "$(field rps "$g_line")" "$(field p50_ms "$g_line")" \
+        "$(field p99_ms "$g_line")" "$(statuses "$g_line")" "$(field invariants "$g_line")" \
+        "$g_kind" "$g_info"
+}
+
+# gw_both: RUNS times in event park mode (a fresh gateway each, "run i/N"),
+# then once in thread park mode
+gw_both() {
+    b_scen=$1 b_kind=$2 b_conns=$3
+    shift 3
+    b_i=1
+    while [ "$b_i" -le "$RUNS" ]; do
+        b_lbl=$b_scen
+        [ "$RUNS" -gt 1 ] && b_lbl="$b_scen, run $b_i/$RUNS"
+        gw "$b_lbl" "$b_kind" event "$b_conns" "$@"
+        b_i=$((b_i + 1))
+    done
+    gw "$b_scen" "$b_kind" thread "$b_conns" "$@"
+}
+
+D="--duration ${DURATION}s"
+BIG=1000000000
+# the ceiling is measured before and after the gateway scenarios; ratios use
+# the better of the two (other load on the machine only ever lowers it)
+ceilings() {
+    if [ -x "$CEILING_BIN" ]; then
+        run_ceiling 256 "$1"
+        run_ceiling 1000 "$1"
+    else
+        row "ceiling" event "256, 1000" - - - "not built ($CEILING_BIN)" - none -
+    fi
+}
+want ceiling && ceilings "fixed 409, MHD only; before"
+if want soldout; then
+    for c in 256 1000; do
+        # shellcheck disable=SC2086
+        gw_both "rejection: sold out (409)" reject "$c" $D --stock 0
+    done
+fi
+if want ratelimited; then
+    for p in event thread; do
+        # shellcheck disable=SC2086
+        gw "rejection: token bucket empty (429)" reject "$p" 256 $D --rate 1 --burst 1 \
+            --stock "$BIG" --users "$BIG"
+    done
+fi
+if want full; then
+    for c in 256 1000; do
+        # shellcheck disable=SC2086
+        gw_both "full path (memory inventory)" full "$c" $D --stock "$BIG" --users "$BIG"
+    done
+    row "full path, redis backend + separate worker" - - - - - \
+        "not available yet (needs the seckill-worker binary)" - none -
+fi
+
+SALE=""
+if want sale; then
+    gw "flash sale: stock 10k, 1M users, ${LONG}s" sale event 1000 --duration "${LONG}s" \
+        --stock 10000 --users 1000000 --sample "$OUT/sale.csv"
+    SALE=$LAST
+    if [ -s "$OUT/sale.csv" ]; then
+        if ! command -v gnuplot >/dev/null; then
+            echo "bench.sh: gnuplot not installed (make deps); $OUT/sale.csv has the samples" >&2
+        elif gnuplot -e "csv='$OUT/sale.csv'; png='$OUT/sale.png'; stock=10000; subtitle='wrk, whole sale: $(field rps "$SALE") req/s, \
+p99 $(field p99_ms "$SALE") ms (wrk), sold $(field sold "$SALE")/10000, invariants $(field invariants "$SALE")'" \
+            loadtest/plot.gp 2>>"$log"; then
+            :
+        else
+            rm -f "$OUT/sale.png"
+            echo "bench.sh: gnuplot failed (see $log)" >&2
+        fi
+    fi
+fi
+
+C10K_LINE=""
+if want c10k; then
+    gw "10k connections (full path, wait 3 s)" c10k event 10000 --duration "${LONG}s" \
+        --wait-timeout 3000 --stock "$BIG" --users "$BIG" --sample "$OUT/c10k.csv"
+    C10K_LINE=$LAST
+fi
+
+want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
+
+# ---------------------------------------------------------------- report ---
+{
+    echo "| scenario | park | conns | req/s | × ceiling | p50 ms | p99 ms | statuses | invariants | target |"
+    echo "|---|---|--:|--:|--:|--:|--:|---|---|---|"
+    awk -F'\t' '
+        NR == FNR { if ($9 == "ceiling" && $4 + 0 > best[$3]) best[$3] = $4 + 0; next }
+        {
+            c = best[$3] ? best[$3] : best[1000] # 10k connections: against 1,000
+            r = ($4 != "-" && c > 0) ? sprintf("%.2f", $4 / c) : "n/a"
+            t = "-"
+            if ($9 == "reject")
+                t = r == "n/a" ? "≥0.8×: no ceiling" : (r + 0 >= 0.8 ? "≥0.8×: met" : "≥0.8×: missed")
+            else if ($9 == "full")
+                t = "≥0.5×: " (r == "n/a" ? "no ceiling" : (r + 0 >= 0.5 ? "met" : "missed")) \
+                    ", p99≤5ms: " ($6 + 0 <= 5 ? "met" : "missed")
+            else if ($9 == "sale") {
+                split($10, ss, "/")
+                t = ss[1] == ss[2] ? "sold = stock (" ss[1] ")" : "sold " ss[1] " of " ss[2] " (not sold out)"
+            } else if ($9 == "c10k")
+                t = sprintf("RSS %.0f MiB ≤256 MiB: %s", $10 / 1024, $10 / 1024 <= 256 ? "met" : "missed")
+            # far below the ceiling: what a stall looks like
+            if ($9 != "ceiling" && $9 != "c10k" && r != "n/a" && r + 0 < 0.1)
+                t = t "; STALL?"
+            if ($9 == "ceiling" && r != "n/a")
+                r = r == "1.00" ? "1.00 (best)" : r
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                   $1, $2, $3, $4, r, $5, $6, $7, $8, t
+        }' "$rows" "$rows"
+    echo
+    echo "wrk on loopback, $THREADS threads, ${DURATION} s per scenario (sale and c10k ${LONG} s);" \
+        "× ceiling = req/s over the better of loadtest/ceiling's two runs at the same connections (10,000: at 1,000);" \
+        "event-park rows repeat with a fresh gateway each run."
+    if [ -n "$SALE" ]; then
+        echo
+        echo "flash sale: $(field rps "$SALE") req/s, p99 $(field p99_ms "$SALE") ms (wrk; the gateway's own" \
+            "histogram: $(field gw_p99_ms "$SALE") ms)," \
+            "sold $(field sold "$SALE") of $(field stock "$SALE"), invariants $(field invariants "$SALE");" \
+            "per second: $OUT/sale.csv, plot: $OUT/sale.png"
+    fi
+    if [ -n "$C10K_LINE" ]; then
+        l=$C10K_LINE
+        echo
+        echo "c10k: peak established connections $(field peak_established "$l")," \
+            "parked requests (max over the scrapes that answered) $(field peak_parked "$l"), gateway RSS high-water" \
+            "$(awk -v k="$(field rss_hwm_kib "$l")" 'BEGIN { printf "%.1f MiB", k / 1024 }') (target ≤ 256 MiB)," \
+            "p99 $(field p99_ms "$l") ms, p99.9 $(field p999_ms "$l") ms, max $(field max_ms "$l") ms;" \
+            "statuses $(statuses "$l")."
+        echo "c10k: the gateway's own p99 (its histogram, request read to answer): $(field gw_p99_ms "$l") ms;" \
+            "wrk's latency also counts the time a request waits in the socket before the gateway reads it."
+        n504=$(field statuses "$l" | tr ',' '\n' | sed -n 's/^504=//p')
+        if [ -n "$n504" ]; then
+            awk -v p="$(field p999_ms "$l")" -v m="$(field max_ms "$l")" -v n="$n504" 'BEGIN {
+                printf "c10k: %d answers were 504 (wait_timeout_ms = 3000): p99.9 %.0f ms, worst %.0f ms, %.0f ms past the timeout as wrk saw it\n",
+                       n, p, m, m - 3000 }'
+        else
+            echo "c10k: no 504: every request the gateway read was decided within wait_timeout_ms = 3000."
+        fi
+    fi
+    echo
+    echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
+        "$(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)," \
+        "Linux $(uname -r), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)," \
+        "libmicrohttpd $(pkg-config --modversion libmicrohttpd 2>/dev/null || echo '?')"
+} > "$OUT/bench.md"
+cat "$OUT/bench.md"
+[ "$status" -eq 0 ] || echo "bench.sh: FAILED: $([ "$status" -eq 69 ] && echo 'a gateway did not start' || echo 'an invariant broke') (see $log)" >&2
+exit "$status"
