@@ -20,7 +20,7 @@ static void put32(uint8_t *p, uint32_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* Recompute length-independent CRC over a hand-edited frame of n bytes. */
+/* Recompute the CRC of a hand-edited frame of n bytes (its length field unchanged). */
 static void fix_crc(uint8_t *p, size_t n)
 {
     uint32_t crc = rpc_crc32c(0, p, 16);
