@@ -41,4 +41,4 @@ if (soldout >= 0) {
 }
 
 plot csv using 1:2 skip 1 axes x1y1 with linespoints lw 2 pt 7 ps 0.6 lc rgb '#1f77b4' title 'requests/s', \
-     csv using 1:3 skip 1 axes x1y2 with linespoints lw 2 pt 5 ps 0.6 lc rgb '#d62728' title 'p99 (ms)'
+     csv using 1:3 skip 1 axes x1y2 with linespoints lw 2 pt 5 ps 0.6 lc rgb '#d62728' title 'gateway p99 (ms)'
