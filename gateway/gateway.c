@@ -13,12 +13,14 @@
 #include <uuid/uuid.h>
 
 #include "inventory.h"
+#include "inventory_redis.h"
 #include "message.h"
 #include "metrics.h"
 #include "mq.h"
 #include "pending.h"
 #include "request.h"
 #include "result_store.h"
+#include "rpc_service.h"
 #include "timer_wheel.h"
 #include "token_bucket.h"
 #include "worker.h"
@@ -42,7 +44,8 @@ struct gw {
     gw_metrics metrics;
     mq *q;
     mq_topic *topic;
-    sk_inventory *inv;
+    sk_inventory *inv;  /* [worker] inventory = memory */
+    sk_redis *redis;    /* [worker] inventory = redis: stock, orders */
     sk_worker *worker;
     sk_source source;   /* what the embedded worker reads and decides with */
     sk_backend backend;
@@ -53,6 +56,7 @@ struct gw {
     size_t index_mask;
     struct MHD_Daemon *mhd;
     gw_wheel *wheel; /* event park: deadlines of suspended requests */
+    gw_rpcsvc *rpc;  /* the queue served to worker processes, when [rpc] listen is set */
     int event_park;
     uint16_t port;
     atomic_int stopping;
@@ -151,13 +155,12 @@ static void on_stock(void *arg, const char *item_id, int64_t left)
     gw_item *it = item_find(g, item_id);
     if (!it)
         return;
-    /* Reports from several worker threads may arrive out of order: keep the
-     * lowest, stock only goes down in a sale. */
-    int64_t cur = atomic_load(&it->left);
-    while (left < cur && !atomic_compare_exchange_weak(&it->left, &cur, left))
-        ;
-    if (left <= 0)
-        atomic_store(&it->sold_out, 1);
+    /* Stock goes down with sales and up when an unpaid order is cancelled.
+     * Reports may arrive out of order; workers repeat the current figure
+     * every second, so a stale one is corrected within a second. The flag
+     * only saves work: the worker's decision is what prevents overselling. */
+    atomic_store(&it->left, left);
+    atomic_store(&it->sold_out, left <= 0);
 }
 
 /* ---- answers ---- */
@@ -424,9 +427,14 @@ static enum MHD_Result get_item(gw *g, struct MHD_Connection *conn, const char *
     if (!it)
         return reply_str(conn, 404, "{\"result\":\"unknown_item\"}");
     int64_t now = wall_s(), left = atomic_load(&it->left);
-    int idx = sk_inventory_find(g->inv, id);
+    int idx = g->inv ? sk_inventory_find(g->inv, id) : -1;
     if (idx >= 0) /* embedded inventory: the authoritative number */
         left = sk_inventory_left(g->inv, idx);
+    else if (g->redis) {
+        int64_t r = sk_redis_left(g->redis, id);
+        if (r >= 0)
+            left = r;
+    }
     const char *status = "on_sale";
     if (it->c->starts_at && now < it->c->starts_at)
         status = "upcoming";
@@ -444,6 +452,81 @@ static enum MHD_Result get_item(gw *g, struct MHD_Connection *conn, const char *
     return reply(conn, 200, buf, (size_t)n, NULL, NULL, NULL);
 }
 
+/* ---- orders (redis inventory) ---- */
+
+static const char *order_state_name(enum sk_redis_order_state st)
+{
+    return st == SK_ORDER_PAID ? "paid" : st == SK_ORDER_CANCELLED ? "cancelled" : "reserved";
+}
+
+/* Find order_id among the items. 0 with *item set, or negative errno. */
+static int order_find(gw *g, const char *order_id, sk_redis_order *o, const char **item)
+{
+    int last = -ENOENT;
+    for (size_t i = 0; i < g->nitems; i++) {
+        int rc = sk_redis_order_get(g->redis, g->items[i].c->id, order_id, o);
+        if (rc == 0) {
+            *item = g->items[i].c->id;
+            return 0;
+        }
+        if (rc != -ENOENT)
+            last = rc;
+    }
+    return last;
+}
+
+static enum MHD_Result orders(gw *g, struct MHD_Connection *conn, const char *method,
+                              const char *path)
+{
+    char order_id[64], buf[768], rid[37];
+    uuid_t u;
+    int pay = 0;
+    size_t n = strcspn(path, "/");
+    if (n == 0 || n >= sizeof order_id)
+        return reply_str(conn, 404, "{\"result\":\"not_found\"}");
+    memcpy(order_id, path, n);
+    order_id[n] = '\0';
+    if (!strcmp(path + n, "/pay"))
+        pay = 1;
+    else if (path[n])
+        return reply_str(conn, 404, "{\"result\":\"not_found\"}");
+    if (pay ? strcmp(method, MHD_HTTP_METHOD_POST) != 0
+            : strcmp(method, MHD_HTTP_METHOD_GET) != 0)
+        return reply(conn, 405, J("{\"result\":\"method_not_allowed\"}"), NULL, "Allow",
+                     pay ? "POST" : "GET");
+    if (n != 36 || uuid_parse(order_id, u) != 0)
+        return reply_str(conn, 400,
+                         "{\"result\":\"bad_request\",\"error\":\"order_id must be a UUID\"}");
+    if (!g->redis)
+        return reply_str(conn, 501, "{\"result\":\"not_supported\",\"error\":\"orders are "
+                                    "kept with [worker] inventory = redis\"}");
+    sk_redis_order o;
+    const char *item = NULL;
+    int rc = order_find(g, order_id, &o, &item);
+    if (rc == -ENOENT)
+        return reply_str(conn, 404, "{\"result\":\"not_found\"}");
+    if (rc < 0)
+        return reply(conn, 503, J("{\"result\":\"overloaded\"}"), NULL, "Retry-After", "1");
+    if (pay) {
+        rc = sk_redis_order_pay(g->redis, item, order_id, sk_wall_ms());
+        if (rc == -ECANCELED)
+            return reply_str(conn, 409, "{\"result\":\"cancelled\"}");
+        if (rc == -ETIME)
+            return reply_str(conn, 409, "{\"result\":\"pay_timeout\"}");
+        if (rc < 0)
+            return reply(conn, 503, J("{\"result\":\"overloaded\"}"), NULL, "Retry-After", "1");
+        o.state = SK_ORDER_PAID;
+    }
+    uuid_unparse_lower(o.request_id, rid);
+    int len = snprintf(buf, sizeof buf,
+                       "{\"order_id\":\"%s\",\"item_id\":\"%s\",\"user_id\":\"%s\","
+                       "\"request_id\":\"%s\",\"state\":\"%s\",\"created_at_ms\":%llu,"
+                       "\"pay_deadline_ms\":%llu}",
+                       order_id, o.item_id, o.user_id, rid, order_state_name(o.state),
+                       (unsigned long long)o.created_ms, (unsigned long long)o.pay_deadline_ms);
+    return reply(conn, 200, buf, (size_t)len, NULL, NULL, NULL);
+}
+
 static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
 {
     size_t cap = 8192 + g->nitems * 128;
@@ -456,7 +539,7 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
         goto out_free;
     for (size_t i = 0; i < g->nitems; i++) {
         ids[i] = g->items[i].c->id;
-        int idx = sk_inventory_find(g->inv, ids[i]);
+        int idx = g->inv ? sk_inventory_find(g->inv, ids[i]) : -1;
         left[i] = idx >= 0 ? sk_inventory_left(g->inv, idx) : atomic_load(&g->items[i].left);
         sold[i] = idx >= 0 ? sk_inventory_sold(g->inv, idx) : 0;
         buyers[i] = idx >= 0 ? sk_inventory_buyers(g->inv, idx) : 0;
@@ -508,6 +591,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
                  strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    if (strncmp(url, "/orders/", 8) == 0)
+        return orders(g, conn, method, url + 8);
     if (strcmp(url, "/seckill") == 0) {
         uint64_t t0 = gw_mono_ns();
         if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
@@ -555,6 +640,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return reply_str(conn, 503, "{\"status\":\"stopping\"}");
         if (mq_group_live(g->topic, SK_GROUP) == 0)
             return reply_str(conn, 503, "{\"status\":\"no_worker\"}");
+        if (g->redis && sk_redis_ping(g->redis) < 0)
+            return reply_str(conn, 503, "{\"status\":\"redis_unreachable\"}");
         return reply_str(conn, 200, "{\"status\":\"ready\"}");
     }
     if (strcmp(url, "/metrics") == 0)
@@ -637,10 +724,33 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
         g->windows[i] = (sk_item_window){ci->id, ci->starts_at, ci->ends_at};
         specs[i] = (sk_item_spec){ci->id, ci->stock, ci->per_user_limit};
     }
-    rc = sk_inventory_create(specs, c->nitems, c->worker_decision_capacity, &g->inv);
-    if (rc < 0) {
-        snprintf(err, errlen, "inventory: %s", strerror(-rc));
-        goto out_destroy;
+    if (!strcmp(c->worker_inventory, "redis")) {
+        sk_redis_item *ri = calloc(c->nitems ? c->nitems : 1, sizeof *ri);
+        if (!ri)
+            goto out_oom;
+        for (size_t i = 0; i < c->nitems; i++)
+            ri[i] = (sk_redis_item){c->items[i].id, c->items[i].stock, c->items[i].per_user_limit,
+                                    c->worker_pay_timeout_ms};
+        rc = sk_redis_create(c->redis_host, c->redis_port, c->redis_timeout_ms, ri, c->nitems,
+                             &g->redis);
+        free(ri);
+        if (rc < 0) {
+            snprintf(err, errlen, "redis %s:%u: %s", c->redis_host, c->redis_port, strerror(-rc));
+            goto out_destroy;
+        }
+        for (size_t i = 0; i < c->nitems; i++) {
+            int64_t left = sk_redis_left(g->redis, c->items[i].id);
+            if (left >= 0) { /* a running sale: start from where it is */
+                atomic_store(&g->items[i].left, left);
+                atomic_store(&g->items[i].sold_out, left == 0);
+            }
+        }
+    } else {
+        rc = sk_inventory_create(specs, c->nitems, c->worker_decision_capacity, &g->inv);
+        if (rc < 0) {
+            snprintf(err, errlen, "inventory: %s", strerror(-rc));
+            goto out_destroy;
+        }
     }
 
     rc = mq_create(NULL, &g->q);
@@ -687,10 +797,20 @@ int gw_start(gw *g, char *err, size_t errlen)
                                .nwindows = g->nitems};
         sk_link link = {.arg = g, .deliver = on_outcome, .stock = on_stock};
         g->source = sk_source_mq(g->topic);
-        g->backend = sk_inventory_backend(g->inv);
+        g->backend = g->redis ? sk_redis_backend(g->redis) : sk_inventory_backend(g->inv);
         rc = sk_worker_start(&wc, &g->source, &g->backend, &link, &g->worker);
         if (rc < 0) {
             snprintf(err, errlen, "worker: %s", strerror(-rc));
+            return rc;
+        }
+    }
+    if (c->rpc_listen[0]) {
+        gw_rpcsvc_hooks hooks = {.arg = g, .result = on_outcome, .stock = on_stock};
+        rc = gw_rpcsvc_create(c->rpc_listen, c->rpc_secret, g->q, &hooks, &g->rpc);
+        if (rc == 0)
+            rc = gw_rpcsvc_start(g->rpc);
+        if (rc < 0) {
+            snprintf(err, errlen, "rpc: cannot serve on %s: %s", c->rpc_listen, strerror(-rc));
             return rc;
         }
     }
@@ -741,6 +861,11 @@ uint16_t gw_port(const gw *g)
     return g->port;
 }
 
+int gw_rpc_port(const gw *g)
+{
+    return g->rpc ? gw_rpcsvc_port(g->rpc) : -ENOTCONN;
+}
+
 const char *gw_id(const gw *g)
 {
     return g->id_str;
@@ -772,6 +897,10 @@ void gw_stop(gw *g, uint32_t grace_ms)
         MHD_stop_daemon(g->mhd);
         g->mhd = NULL;
     }
+    if (g->rpc) {
+        gw_rpcsvc_destroy(g->rpc);
+        g->rpc = NULL;
+    }
     if (g->worker) {
         sk_worker_stop(g->worker);
         g->worker = NULL;
@@ -790,6 +919,7 @@ void gw_destroy(gw *g)
     if (g->q)
         mq_destroy(g->q);
     sk_inventory_destroy(g->inv);
+    sk_redis_destroy(g->redis);
     gw_results_destroy(g->results);
     gw_pending_destroy(g->pending);
     free(g->item_index);

@@ -28,6 +28,8 @@ int gw_start(gw *g, char *err, size_t errlen);
 /* The bound port (useful with port 0). */
 uint16_t gw_port(const gw *g);
 const char *gw_id(const gw *g);
+/* The bound RPC port when serving workers over TCP; negative errno otherwise. */
+int gw_rpc_port(const gw *g);
 /* Stop accepting connections, let parked requests finish (outcome or
  * timeout) for up to grace_ms, then stop HTTP and the workers. */
 void gw_stop(gw *g, uint32_t grace_ms);

@@ -121,8 +121,25 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return EX_UNAVAILABLE;
     }
-    printf("seckill-gateway %s listening on http://%s:%u gateway_id=%s\n", SECKILL_VERSION,
-           c.listen_host, gw_port(g), gw_id(g));
+    char rpc[320] = "";
+    if (c.rpc_listen[0]) {
+        int rport = gw_rpc_port(g);
+        if (rport >= 0 && !strncmp(c.rpc_listen, "tcp:", 4)) {
+            /* print the bound port (the config may say 0) */
+            char host[280];
+            size_t hn = strnlen(c.rpc_listen + 4, sizeof host - 1);
+            memcpy(host, c.rpc_listen + 4, hn);
+            host[hn] = '\0';
+            char *colon = strrchr(host, ':');
+            if (colon)
+                *colon = '\0';
+            snprintf(rpc, sizeof rpc, " rpc=tcp:%s:%d", host, rport);
+        } else {
+            snprintf(rpc, sizeof rpc, " rpc=%s", c.rpc_listen);
+        }
+    }
+    printf("seckill-gateway %s listening on http://%s:%u gateway_id=%s%s\n", SECKILL_VERSION,
+           c.listen_host, gw_port(g), gw_id(g), rpc);
     fflush(stdout);
 
     int sig = 0;

@@ -1,0 +1,46 @@
+/*
+ * rpc_service.h - a gateway's embedded queue served to worker processes.
+ *
+ * Workers connect over rpc/ (HELLO with the shared secret, naming their
+ * worker id and consumer group), then:
+ *   FETCH topic, max, wait  -> FETCH_OK: a batch from the group's partitions
+ *                              (long-poll up to wait)
+ *   COMMIT topic, partition, offset -> ACK, or ERROR EPERM (lease lost)
+ *   RESULT gateway id, request id, outcome -> ACK; ERROR EXDEV when the
+ *                              gateway id is not this gateway's
+ *   STOCK item, left        -> ACK (the local sold-out flag)
+ *   PRODUCE topic, ...      -> PRODUCE_OK (a duplicate (producer, seq) too),
+ *                              or ERROR ENOBUFS / EILSEQ / ENOENT / EIO
+ * Each connection is one consumer per topic (consumer id = worker id), so
+ * its partitions are released when it closes or its lease runs out.
+ * FETCH, COMMIT and PRODUCE of one connection run in order on a thread of
+ * that connection (a long-poll or a sync flush never blocks the event loop).
+ */
+#ifndef SECKILL_GW_RPC_SERVICE_H
+#define SECKILL_GW_RPC_SERVICE_H
+
+#include <stdint.h>
+
+#include "mq.h"
+#include "sk.h"
+
+typedef struct gw_rpcsvc gw_rpcsvc;
+
+typedef struct gw_rpcsvc_hooks {
+    void *arg;
+    /* An outcome for this gateway: 0, or -EXDEV when the gateway id is not ours. */
+    int (*result)(void *arg, const sk_outcome *o);
+    void (*stock)(void *arg, const char *item_id, int64_t left);
+} gw_rpcsvc_hooks;
+
+/* listen: "tcp:HOST:PORT" or "unix:PATH". q and hooks outlive the service.
+ * OUT: *out (listening, not yet serving). */
+int gw_rpcsvc_create(const char *listen, const char *secret, mq *q, const gw_rpcsvc_hooks *hooks,
+                     gw_rpcsvc **out);
+int gw_rpcsvc_start(gw_rpcsvc *s);
+/* The bound TCP port (or -EAFNOSUPPORT for a Unix socket). */
+int gw_rpcsvc_port(const gw_rpcsvc *s);
+/* Close every worker connection, wait for their threads, free. */
+void gw_rpcsvc_destroy(gw_rpcsvc *s);
+
+#endif
