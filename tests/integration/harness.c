@@ -70,6 +70,11 @@ int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text)
         return -1;
     }
     p->port = atoi(at + strlen("http://127.0.0.1:"));
+    const char *rpc = strstr(line, " rpc=tcp:");
+    if (rpc) {
+        const char *colon = strrchr(rpc, ':');
+        p->rpc_port = atoi(colon + 1);
+    }
     snprintf(p->gateway_id, sizeof p->gateway_id, "%.36s", id + strlen("gateway_id="));
     return 0;
 }
@@ -202,8 +207,10 @@ int http_raw(int port, const char *req, size_t len, http_resp *r)
 {
     memset(r, 0, sizeof *r);
     int fd = connect_port(port);
-    if (fd < 0)
+    if (fd < 0) {
+        fprintf(stderr, "harness: cannot connect to 127.0.0.1:%d: %s\n", port, strerror(errno));
         return -1;
+    }
     /* A server may answer (413, 415) and close before reading the whole body. */
     int sent = send_all(fd, req, len);
     static __thread char buf[16384];
@@ -220,7 +227,10 @@ int http_raw(int port, const char *req, size_t len, http_resp *r)
     buf[n] = '\0';
     if (n == 0)
         return sent < 0 ? -1 : -2;
-    return parse_response(buf, n, r);
+    int rc = parse_response(buf, n, r);
+    if (rc < 0)
+        fprintf(stderr, "harness: unparsable answer (%zu bytes): %.200s\n", n, buf);
+    return rc;
 }
 
 int http_do(int port, const char *method, const char *path, const char *extra_headers,
@@ -289,4 +299,61 @@ int json_field(const char *body, const char *key, char *out, size_t outlen)
     memcpy(out, p, n);
     out[n] = '\0';
     return 0;
+}
+
+int proc_spawn(const char *const argv[], const char *ready, pid_t *pid)
+{
+    int fd[2];
+    if (pipe(fd) < 0)
+        return -1;
+    pid_t child = fork();
+    if (child < 0)
+        return -1;
+    if (child == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    *pid = child;
+    int ok = ready == NULL;
+    char line[512];
+    size_t n = 0;
+    struct pollfd pfd = {.fd = fd[0], .events = POLLIN};
+    while (!ok && n < sizeof line - 1 && poll(&pfd, 1, 20000) > 0) {
+        ssize_t k = read(fd[0], line + n, 1);
+        if (k <= 0)
+            break;
+        if (line[n++] == '\n') {
+            line[n] = '\0';
+            ok = strstr(line, ready) != NULL;
+            n = 0;
+        }
+    }
+    /* the programs print only their banner on stdout (they ignore SIGPIPE) */
+    close(fd[0]);
+    if (!ok) {
+        fprintf(stderr, "harness: %s did not become ready\n", argv[0]);
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+int proc_stop(pid_t pid, int sig)
+{
+    int status = -1;
+    kill(pid, sig);
+    for (int i = 0; i < 1500; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
 }

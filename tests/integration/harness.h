@@ -14,8 +14,16 @@ typedef struct gw_proc {
     char dir[256];      /* temp dir holding the config */
     char config[300];
     char gateway_id[40];
+    int rpc_port;       /* from the banner's rpc=tcp:HOST:PORT, 0 when absent */
     int out_fd;         /* the gateway's stdout */
 } gw_proc;
+
+/* Start argv (argv[0] a path) with stdout on a pipe and stderr inherited;
+ * wait up to 20 s for a stdout line containing `ready` (NULL: do not wait).
+ * OUT: *pid. 0 on success. */
+int proc_spawn(const char *const argv[], const char *ready, pid_t *pid);
+/* SIGTERM (or sig), wait up to 15 s (then SIGKILL); the exit status, 128+signal, or -1. */
+int proc_stop(pid_t pid, int sig);
 
 /* Write ini_text to a temp config and start `binary -c CONFIG --listen
  * 127.0.0.1:0`; waits for the "listening on" line. 0 on success. */

@@ -1,0 +1,532 @@
+/*
+ * it_workers.c - gateways and seckill-worker processes over rpc/, stock in a
+ * real redis-server, orders in the order sink; faults injected for real
+ * (SIGKILL of a worker, a Redis restart).
+ *
+ * argv: seckill-gateway, seckill-worker.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "harness.h"
+#include "rpc.h"
+#include "tests/redis_server.h"
+
+#define SECRET "it-workers-secret"
+
+static const char *gateway_bin, *worker_bin;
+static pid_t sink_pid;
+typedef struct cluster cluster;
+static cluster *current; /* for the teardown after a failed assertion */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+struct cluster {
+    redis_server rs;
+    gw_proc gw[2];
+    int ngw;
+    pid_t workers[8];
+    int nworkers;
+    char dir[64];
+    char wini[128];
+    long stock;
+};
+
+static long stock_left_of(int port)
+{
+    http_resp r;
+    char v[32];
+    if (http_do(port, "GET", "/items/demo", NULL, NULL, 0, &r) != 0 ||
+        json_field(r.body, "stock_left", v, sizeof v) != 0)
+        return -1;
+    return atol(v);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int pay_timeout_ms = 600000;
+
+static void common_ini(char *buf, size_t cap, const cluster *cl, const char *extra)
+{
+    snprintf(buf, cap,
+             "[gateway]\nwait_timeout_ms = 5000\npark = event\n"
+             "[token_bucket]\nrate = 0\n"
+             "[queue]\nack_timeout_ms = 1000\nlease_timeout_ms = 1000\n"
+             "[worker]\nembedded = false\ninventory = redis\nthreads = 2\nbatch = 32\n"
+             "pay_timeout_ms = %d\n"
+             "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = " SECRET "\n"
+             "[redis]\nport = %d\ntimeout_ms = 200\n"
+             "[item.demo]\nstock = %ld\n%s",
+             pay_timeout_ms, cl->rs.port, cl->stock, extra ? extra : "");
+}
+
+static void start_worker(cluster *cl)
+{
+    char id[32];
+    snprintf(id, sizeof id, "w%d", cl->nworkers);
+    const char *argv[] = {worker_bin, "-c", cl->wini, "--id", id, NULL};
+    assert_int_equal(proc_spawn(argv, "role=seckill", &cl->workers[cl->nworkers]), 0);
+    cl->nworkers++;
+}
+
+static void wait_ready(int port)
+{
+    http_resp r;
+    for (int i = 0; i < 500; i++) {
+        if (http_do(port, "GET", "/readyz", NULL, NULL, 0, &r) == 0 && r.status == 200)
+            return;
+        sleep_ms(10);
+    }
+    fail_msg("gateway on %d never became ready: %d %s", port, r.status, r.body);
+}
+
+static void cluster_start(cluster *cl, int ngw, int nworkers, long stock, const char *extra)
+{
+    char ini[2048], gws[256] = "", wtext[4096];
+    memset(cl, 0, sizeof *cl);
+    current = cl;
+    cl->stock = stock;
+    assert_int_equal(redis_server_start(&cl->rs), 0);
+    snprintf(cl->dir, sizeof cl->dir, "/tmp/seckill-itw-XXXXXX");
+    assert_non_null(mkdtemp(cl->dir));
+    common_ini(ini, sizeof ini, cl, extra);
+    for (int i = 0; i < ngw; i++) {
+        assert_int_equal(gw_proc_start(&cl->gw[i], gateway_bin, ini), 0);
+        assert_true(cl->gw[i].rpc_port > 0);
+        size_t n = strlen(gws);
+        snprintf(gws + n, sizeof gws - n, "%stcp:127.0.0.1:%d", i ? ", " : "", cl->gw[i].rpc_port);
+    }
+    cl->ngw = ngw;
+    /* the workers' config: the same file with the gateways to consume */
+    snprintf(wtext, sizeof wtext, "%s[rpc]\ngateways = %s\n", ini, gws);
+    snprintf(cl->wini, sizeof cl->wini, "%s/worker.ini", cl->dir);
+    write_text(cl->wini, wtext);
+    for (int i = 0; i < nworkers; i++)
+        start_worker(cl);
+    for (int i = 0; i < ngw; i++)
+        wait_ready(cl->gw[i].port);
+}
+
+
+static void cluster_stop(cluster *cl)
+{
+    if (sink_pid > 0) {
+        pid_t p = sink_pid;
+        sink_pid = 0;
+        assert_int_equal(proc_stop(p, SIGTERM), 0);
+    }
+    for (int i = 0; i < cl->nworkers; i++)
+        if (cl->workers[i] > 0) {
+            pid_t p = cl->workers[i];
+            cl->workers[i] = 0;
+            assert_int_equal(proc_stop(p, SIGTERM), 0);
+        }
+    for (int i = 0; i < cl->ngw; i++)
+        if (cl->gw[i].pid > 0)
+            assert_int_equal(gw_proc_stop(&cl->gw[i]), 0);
+    cl->ngw = 0;
+    redis_server_destroy(&cl->rs);
+    current = NULL;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cl->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", cl->dir);
+}
+
+/* ---- concurrent buyers ---- */
+
+typedef struct buyer {
+    int port;
+    int first, count, stride; /* users first, first+stride, ... */
+    int *status;              /* per user */
+    char (*order)[40];        /* per user */
+} buyer;
+
+static void *buyer_main(void *arg)
+{
+    buyer *b = arg;
+    http_resp *r = malloc(sizeof *r);
+    for (int k = 0; k < b->count; k++) {
+        int u = b->first + k * b->stride;
+        char body[96];
+        snprintf(body, sizeof body, "{\"user_id\":\"user-%d\",\"item_id\":\"demo\"}", u);
+        if (http_buy(b->port, body, r) == 0) {
+            b->status[u] = r->status;
+            if (r->status == 200)
+                json_field(r->body, "order_id", b->order[u], sizeof b->order[u]);
+        } else {
+            b->status[u] = -1;
+            fprintf(stderr, "buyer: user %d: no HTTP answer (%s)\n", u, strerror(errno));
+        }
+    }
+    free(r);
+    return NULL;
+}
+
+#define USERS 5000
+#define BUYERS 50
+static int status[USERS];
+static char order[USERS][40];
+
+static void run_buyers(cluster *cl, void (*midway)(cluster *))
+{
+    pthread_t t[BUYERS];
+    buyer b[BUYERS];
+    memset(status, 0, sizeof status);
+    memset(order, 0, sizeof order);
+    for (int i = 0; i < BUYERS; i++) {
+        b[i] = (buyer){.port = cl->gw[i % cl->ngw].port, .first = i, .count = USERS / BUYERS,
+                       .stride = BUYERS, .status = status, .order = order};
+        pthread_create(&t[i], NULL, buyer_main, &b[i]);
+    }
+    if (midway)
+        midway(cl);
+    for (int i = 0; i < BUYERS; i++)
+        pthread_join(t[i], NULL);
+}
+
+/* Count the order sink's distinct reserved orders, waiting until it has at
+ * least want of them (or 15 s). Returns the count; fills ids when given. */
+static int sink_orders(const char *path, int want, char (*ids)[40], int cap)
+{
+    int n = 0;
+    for (int tries = 0; tries < 300; tries++) {
+        FILE *f = fopen(path, "r");
+        char line[1024];
+        n = 0;
+        if (f) {
+            while (fgets(line, sizeof line, f))
+                if (strstr(line, "\"type\":\"reserved\"")) {
+                    if (ids && n < cap)
+                        json_field(line, "order_id", ids[n], sizeof ids[n]);
+                    n++;
+                }
+            fclose(f);
+        }
+        if (n >= want)
+            break;
+        sleep_ms(50);
+    }
+    return n;
+}
+
+static int cmp_str40(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+static char sink_ids[USERS][40];
+
+/* The invariants after a sale: every 200 has exactly one order in the sink,
+ * the sink has no order twice, sold = orders <= stock, no user won twice,
+ * every answer documented. Returns successes. */
+static int check_sale(cluster *cl, const char *sink_path, int allow_unavailable)
+{
+    int ok = 0, other = 0;
+    for (int u = 0; u < USERS; u++) {
+        int st = status[u];
+        if (st == 200)
+            ok++;
+        else if (st == 409 || (allow_unavailable && (st == 503 || st == 504)))
+            other++;
+        else
+            fail_msg("user %d: undocumented answer %d", u, st);
+    }
+    http_resp r;
+    char v[32];
+    assert_int_equal(http_do(cl->gw[0].port, "GET", "/items/demo", NULL, NULL, 0, &r), 0);
+    assert_int_equal(json_field(r.body, "stock_left", v, sizeof v), 0);
+    long left = atol(v);
+    long sold = cl->stock - left;
+    assert_true(sold >= ok);          /* a late success may have no 200 */
+    assert_true(sold <= cl->stock);   /* never oversell */
+    int n = sink_orders(sink_path, (int)sold, sink_ids, USERS);
+    assert_int_equal(n, sold);        /* every sale has its order, once */
+    qsort(sink_ids, (size_t)n, sizeof sink_ids[0], cmp_str40);
+    for (int i = 1; i < n; i++)
+        assert_string_not_equal(sink_ids[i - 1], sink_ids[i]);
+    for (int u = 0; u < USERS; u++)  /* every success the app saw is in the sink */
+        if (status[u] == 200)
+            assert_non_null(bsearch(order[u], sink_ids, (size_t)n, sizeof sink_ids[0], cmp_str40));
+    printf("sale: %d success answers, %d other, sold %ld, sink %d orders\n", ok, other, sold, n);
+    return ok;
+}
+
+static pid_t start_sink(cluster *cl, char *path, size_t cap)
+{
+    pid_t pid;
+    snprintf(path, cap, "%s/orders.jsonl", cl->dir);
+    const char *argv[] = {worker_bin, "-c", cl->wini, "--role", "orders", "--id", "sink-1",
+                          "--out", path, NULL};
+    assert_int_equal(proc_spawn(argv, "role=orders", &pid), 0);
+    sink_pid = pid;
+    return pid;
+}
+
+/* 2 gateways x 4 workers selling stock 1,000 to 5,000 users */
+static void test_two_gateways_four_workers(void **state)
+{
+    (void)state;
+    cluster cl;
+    char sink_path[128];
+    cluster_start(&cl, 2, 4, 1000, NULL);
+    pid_t sink = start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, NULL);
+    int ok = check_sale(&cl, sink_path, 0);
+    assert_int_equal(ok, 1000); /* everyone was answered in time: exactly the stock */
+    /* the local sold-out flag flipped on both gateways */
+    http_resp r;
+    for (int g = 0; g < 2; g++) {
+        for (int i = 0; i < 300; i++) {
+            assert_int_equal(http_buy(cl.gw[g].port, "{\"user_id\":\"late\",\"item_id\":\"demo\"}",
+                                      &r), 0);
+            if (!strcmp(r.body, "{\"result\":\"sold_out\"}") && !strstr(r.headers, "X-Request-Id"))
+                break;
+            sleep_ms(10);
+        }
+        assert_null(strstr(r.headers, "X-Request-Id")); /* answered before the queue */
+    }
+    (void)sink;
+    cluster_stop(&cl); /* stops the sink too */
+}
+
+/* Wait until the sale is under way: some stock sold, not all. */
+static void wait_mid_sale(cluster *cl)
+{
+    for (int i = 0; i < 2000; i++) {
+        long left = stock_left_of(cl->gw[0].port);
+        if (left >= 0 && left < cl->stock - 50)
+            return;
+        sleep_ms(2);
+    }
+    fail_msg("the sale never started");
+}
+
+static void kill_one_worker(cluster *cl)
+{
+    wait_mid_sale(cl);
+    assert_int_equal(proc_stop(cl->workers[0], SIGKILL), 128 + SIGKILL);
+    cl->workers[0] = 0;
+}
+
+/* A worker SIGKILLed mid-sale: its partitions move on, nothing decided twice. */
+static void test_worker_killed(void **state)
+{
+    (void)state;
+    cluster cl;
+    char sink_path[128];
+    cluster_start(&cl, 2, 4, 1000, NULL);
+    pid_t sink = start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, kill_one_worker);
+    check_sale(&cl, sink_path, 1);
+    (void)sink;
+    cluster_stop(&cl); /* stops the sink too */
+}
+
+static void restart_redis(cluster *cl)
+{
+    wait_mid_sale(cl);
+    redis_server_stop(&cl->rs);
+    sleep_ms(500);
+    assert_int_equal(redis_server_restart(&cl->rs), 0);
+}
+
+/* Redis restarted mid-sale: requests fail closed meanwhile, the sale goes on
+ * from where it was (AOF), workers reconnect by themselves. */
+static void test_redis_restart(void **state)
+{
+    (void)state;
+    cluster cl;
+    char sink_path[128];
+    cluster_start(&cl, 2, 2, 1000, NULL);
+    pid_t sink = start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, restart_redis);
+    check_sale(&cl, sink_path, 1);
+    /* after the restart everything works again, without restarting anything */
+    http_resp r;
+    for (int i = 0; i < 500; i++) {
+        assert_int_equal(http_do(cl.gw[1].port, "GET", "/readyz", NULL, NULL, 0, &r), 0);
+        if (r.status == 200)
+            break;
+        sleep_ms(10);
+    }
+    assert_int_equal(r.status, 200);
+    (void)sink;
+    cluster_stop(&cl); /* stops the sink too */
+}
+
+/* A reserved order not paid in time is cancelled and its stock returned once. */
+static void test_pay_timeout(void **state)
+{
+    (void)state;
+    cluster cl;
+    http_resp r;
+    char a[40], b[40], path[128], v[32];
+    pay_timeout_ms = 1000;
+    cluster_start(&cl, 1, 1, 10, NULL);
+    pay_timeout_ms = 600000;
+    int port = cl.gw[0].port;
+    assert_int_equal(http_buy(port, "{\"user_id\":\"payer\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_field(r.body, "order_id", a, sizeof a), 0);
+    assert_int_equal(http_buy(port, "{\"user_id\":\"sleeper\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_field(r.body, "order_id", b, sizeof b), 0);
+
+    snprintf(path, sizeof path, "/orders/%s/pay", a);
+    assert_int_equal(http_do(port, "POST", path, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_field(r.body, "state", v, sizeof v), 0);
+    assert_string_equal(v, "paid");
+    assert_int_equal(http_do(port, "POST", path, NULL, NULL, 0, &r), 0); /* idempotent */
+    assert_int_equal(r.status, 200);
+    assert_int_equal(stock_left_of(port), 8);
+
+    /* pay_timeout_ms = 1000: the worker's reaper cancels b */
+    snprintf(path, sizeof path, "/orders/%s", b);
+    for (int i = 0; i < 500; i++) {
+        assert_int_equal(http_do(port, "GET", path, NULL, NULL, 0, &r), 0);
+        assert_int_equal(json_field(r.body, "state", v, sizeof v), 0);
+        if (!strcmp(v, "cancelled"))
+            break;
+        sleep_ms(10);
+    }
+    assert_string_equal(v, "cancelled");
+    sleep_ms(1500); /* more reaper rounds: the stock must come back once only */
+    assert_int_equal(stock_left_of(port), 9);
+    snprintf(path, sizeof path, "/orders/%s", a);
+    assert_int_equal(http_do(port, "GET", path, NULL, NULL, 0, &r), 0);
+    assert_int_equal(json_field(r.body, "state", v, sizeof v), 0);
+    assert_string_equal(v, "paid");
+    snprintf(path, sizeof path, "/orders/%s/pay", b);
+    assert_int_equal(http_do(port, "POST", path, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(r.body, "{\"result\":\"cancelled\"}");
+    /* the cancelled buyer may buy again */
+    assert_int_equal(http_buy(port, "{\"user_id\":\"sleeper\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    /* bad order ids */
+    assert_int_equal(http_do(port, "GET", "/orders/nope", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_int_equal(http_do(port, "GET", "/orders/0b7e3a6c-5a4e-4c55-9a55-6a1f0c7d9e21", NULL,
+                             NULL, 0, &r), 0);
+    assert_int_equal(r.status, 404);
+    cluster_stop(&cl);
+}
+
+/* The RPC door: a wrong secret is refused; a RESULT for another gateway gets
+ * an error frame. */
+static void test_rpc_auth_and_routing(void **state)
+{
+    (void)state;
+    cluster cl;
+    cluster_start(&cl, 1, 1, 10, NULL);
+    char addr[64];
+    snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", cl.gw[0].rpc_port);
+
+    rpc_client_config cc;
+    rpc_client *bad = NULL, *good = NULL;
+    rpc_client_config_init(&cc);
+    cc.addr = addr;
+    cc.worker_id = "intruder";
+    cc.group = "seckill";
+    cc.secret = "not-the-secret";
+    cc.secret_len = strlen(cc.secret);
+    assert_int_equal(rpc_client_create(&cc, &bad), 0);
+    assert_int_equal(rpc_client_wait_ready(bad, 2000), -EACCES);
+    rpc_client_destroy(bad);
+
+    cc.worker_id = "tester";
+    cc.secret = SECRET;
+    cc.secret_len = strlen(SECRET);
+    assert_int_equal(rpc_client_create(&cc, &good), 0);
+    assert_int_equal(rpc_client_wait_ready(good, 2000), 0);
+    rpc_frame f = {.type = RPC_RESULT}, reply;
+    uuid_generate_random(f.u.result.gateway_id); /* not this gateway */
+    uuid_generate_random(f.u.result.request_id);
+    f.u.result.result = 0;
+    f.u.result.item_id = rpc_str("demo");
+    assert_int_equal(rpc_client_call(good, &f, &reply, 2000), 0);
+    assert_int_equal(reply.type, RPC_ERROR);
+    assert_int_equal(reply.u.error.code, EXDEV);
+    rpc_frame_release(&reply);
+    /* a FETCH of an unknown topic is refused, not a crash */
+    rpc_frame fe = {.type = RPC_FETCH};
+    fe.u.fetch.topic = rpc_str("no.such.topic");
+    fe.u.fetch.max_messages = 1;
+    assert_int_equal(rpc_client_call(good, &fe, &reply, 2000), 0);
+    assert_int_equal(reply.type, RPC_ERROR);
+    assert_int_equal(reply.u.error.code, ENOENT);
+    rpc_frame_release(&reply);
+    rpc_client_destroy(good);
+    cluster_stop(&cl);
+}
+
+/* After a failed assertion: kill whatever the test left running. */
+static int teardown(void **state)
+{
+    (void)state;
+    if (sink_pid > 0)
+        proc_stop(sink_pid, SIGKILL);
+    sink_pid = 0;
+    if (current) {
+        for (int i = 0; i < current->nworkers; i++)
+            if (current->workers[i] > 0)
+                proc_stop(current->workers[i], SIGKILL);
+        for (int i = 0; i < current->ngw; i++)
+            if (current->gw[i].pid > 0)
+                proc_stop(current->gw[i].pid, SIGKILL);
+        redis_server_destroy(&current->rs);
+        current = NULL;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s SECKILL-GATEWAY SECKILL-WORKER\n", argv[0]);
+        return 2;
+    }
+    gateway_bin = argv[1];
+    worker_bin = argv[2];
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_rpc_auth_and_routing, teardown),
+        cmocka_unit_test_teardown(test_pay_timeout, teardown),
+        cmocka_unit_test_teardown(test_two_gateways_four_workers, teardown),
+        cmocka_unit_test_teardown(test_worker_killed, teardown),
+        cmocka_unit_test_teardown(test_redis_restart, teardown),
+    };
+    return cmocka_run_group_tests_name("integration.workers", tests, NULL, NULL);
+}
