@@ -23,6 +23,7 @@
 #include "rpc_service.h"
 #include "timer_wheel.h"
 #include "token_bucket.h"
+#include "uuid4.h"
 #include "worker.h"
 
 /* A string literal and its length, for fixed JSON answers. */
@@ -77,6 +78,7 @@ typedef struct req_ctx {
     int produce_failed;
     atomic_int refs;
     atomic_int resumed; /* event park: exactly one MHD_resume_connection */
+    size_t cap;         /* body bytes allocated: Content-Length, or body_limit when chunked */
     uint64_t t0;
     gw *g;
     struct MHD_Connection *conn;
@@ -361,7 +363,7 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     char rid[37];
     uint8_t wire[SK_MSG_MAX];
     gw_waiter w;
-    uuid_generate_random(m.request_id);
+    sk_uuid4(m.request_id);
     uuid_unparse_lower(m.request_id, rid);
     memcpy(m.gateway_id, g->id, 16);
     m.admitted_at_ms = sk_wall_ms();
@@ -575,7 +577,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     if (rc) { /* POST /seckill: body chunks, then the final call */
         if (*upload_data_size) {
-            if (rc->len + *upload_data_size > g->cfg->body_limit)
+            if (rc->len + *upload_data_size > rc->cap)
                 rc->too_large = 1;
             else {
                 memcpy(rc->body + rc->len, upload_data, *upload_data_size);
@@ -603,6 +605,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return answer(g, conn, t0, GW_A_UNSUPPORTED_MEDIA_TYPE, 415,
                           J("{\"result\":\"unsupported_media_type\"}"), NULL, NULL, NULL);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        size_t cap = g->cfg->body_limit;
         if (cl) {
             char *end;
             errno = 0;
@@ -610,13 +613,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             if (errno || end == cl || *end || v > g->cfg->body_limit)
                 return answer(g, conn, t0, GW_A_PAYLOAD_TOO_LARGE, 413,
                               J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
+            cap = (size_t)v; /* a parked request keeps only what it needs */
         }
-        rc = malloc(sizeof *rc + g->cfg->body_limit + 1);
+        rc = malloc(sizeof *rc + cap + 1);
         if (!rc)
             return MHD_NO;
         memset(rc, 0, sizeof *rc);
         rc->route = R_SECKILL;
         rc->phase = PH_READING;
+        rc->cap = cap;
         atomic_init(&rc->refs, 1);
         atomic_init(&rc->resumed, 0);
         *con_cls = rc;
@@ -833,7 +838,7 @@ int gw_start(gw *g, char *err, size_t errlen)
             NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
             MHD_OPTION_THREAD_POOL_SIZE, pool < 1 ? 1U : pool, MHD_OPTION_CONNECTION_LIMIT,
             (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(8 * 1024),
             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_LISTENING_ADDRESS_REUSE,
             (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_END);
     } else {

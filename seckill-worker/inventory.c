@@ -15,6 +15,7 @@
  * cannot both pass the per-user limit.
  */
 #include "inventory.h"
+#include "uuid4.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -262,7 +263,7 @@ static enum sk_result buy(sk_inventory *inv, int it, const char *user, char *ord
         goto out_unlock;
     }
     uuid_t u;
-    uuid_generate_random(u);
+    sk_uuid4(u);
     uuid_unparse_lower(u, p->order_id);
     memcpy(order_id, p->order_id, sizeof p->order_id);
     p->count++;

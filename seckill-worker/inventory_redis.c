@@ -54,6 +54,7 @@
  * attempt per backoff period while Redis is unreachable.
  */
 #include "inventory_redis.h"
+#include "uuid4.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -753,7 +754,7 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
         q->oid[0] = '\0';
         if (reqs[i].verdict == SK_SUCCESS) {
             uuid_t u;
-            uuid_generate_random(u);
+            sk_uuid4(u);
             uuid_unparse_lower(u, q->oid);
         }
         snprintf(q->dkey, sizeof q->dkey, "sk:{%s}:req:%s", r->items[it].id, q->rid);
