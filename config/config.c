@@ -18,7 +18,7 @@ void cfg_init(cfg *c)
     c->max_connections = 4096;
     c->result_ttl_s = 300;
     c->result_capacity = 100000;
-    strcpy(c->park, "thread");
+    strcpy(c->park, "event");
     c->tb_rate = 50000;
     c->tb_burst = 5000;
     c->queue_partitions = 4;
