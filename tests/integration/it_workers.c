@@ -380,6 +380,54 @@ static void test_redis_restart(void **state)
     cluster_stop(&cl); /* stops the sink too */
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Redis that accepts but never answers: purchases fail closed with 503 within
+ * about twice the command timeout (200 ms here), /readyz says so, and once
+ * Redis answers again everything works without a restart. */
+static void test_redis_slow_fails_closed(void **state)
+{
+    (void)state;
+    cluster cl;
+    http_resp r;
+    cluster_start(&cl, 1, 1, 100, NULL);
+    int port = cl.gw[0].port;
+    assert_int_equal(http_buy(port, "{\"user_id\":\"before\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    redis_server_pause(&cl.rs);
+    for (int i = 0; i < 3; i++) {
+        char body[96];
+        snprintf(body, sizeof body, "{\"user_id\":\"during-%d\",\"item_id\":\"demo\"}", i);
+        uint64_t t0 = mono_ms();
+        assert_int_equal(http_buy(port, body, &r), 0);
+        uint64_t took = mono_ms() - t0;
+        printf("redis paused: %d %s in %llu ms\n", r.status, r.body, (unsigned long long)took);
+        assert_int_equal(r.status, 503);
+        assert_string_equal(r.body, "{\"result\":\"overloaded\"}");
+        assert_true(took < 2 * 200 + 600); /* 2 x timeout, plus RPC and scheduling slack */
+    }
+    assert_int_equal(http_do(port, "GET", "/readyz", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 503);
+    redis_server_resume(&cl.rs);
+    for (int i = 0; i < 300; i++) {
+        assert_int_equal(http_buy(port, "{\"user_id\":\"after\",\"item_id\":\"demo\"}", &r), 0);
+        if (r.status == 200)
+            break;
+        sleep_ms(20);
+    }
+    assert_int_equal(r.status, 200);
+    /* the failed-closed requests were redelivered and decided once Redis was
+     * back: at most one sale each, never more than asked */
+    long left = stock_left_of(port);
+    assert_true(left >= 100 - 5 && left <= 100 - 2);
+    cluster_stop(&cl);
+}
+
 /* A reserved order not paid in time is cancelled and its stock returned once. */
 static void test_pay_timeout(void **state)
 {
@@ -527,6 +575,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_two_gateways_four_workers, teardown),
         cmocka_unit_test_teardown(test_worker_killed, teardown),
         cmocka_unit_test_teardown(test_redis_restart, teardown),
+        cmocka_unit_test_teardown(test_redis_slow_fails_closed, teardown),
     };
     return cmocka_run_group_tests_name("integration.workers", tests, NULL, NULL);
 }
