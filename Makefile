@@ -33,7 +33,7 @@ test-debug:
 	@$(MAKE) --no-print-directory test TEST_PRESET=debug
 
 bench: build
-	@loadtest/run.sh
+	@loadtest/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf build
