@@ -7,10 +7,13 @@
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 2]
 #          [--park thread|event] [--pool N] [--wait-timeout MS]
-#          [--sample CSV]
+#          [--sample CSV] [--redis]
 #   --pool N          [gateway] pool_threads for park = event (0: one per CPU)
 #   --wait-timeout MS [gateway] wait_timeout_ms (default 2000); wrk waits
 #                     2 s longer than this before it calls a request timed out
+#   --redis           stock in a redis-server started for the run, decided by one
+#                     separate seckill-worker process (--workers threads) that
+#                     consumes the gateway over rpc/
 #   --sample CSV      sample /metrics, RSS and open connections once a second
 #                     during the run (loadtest/sample.sh) and write CSV
 # The summary line ends with rss_hwm_kib (gateway VmHWM after the run) and,
@@ -21,8 +24,9 @@ set -eu
 cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=2 PARK=event
-POOL=0 WAIT_MS=2000 SAMPLE=""
+POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
+WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
     case "$1" in
     --stock) STOCK=$2; shift 2 ;;
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
     --pool) POOL=$2; shift 2 ;;
     --wait-timeout) WAIT_MS=$2; shift 2 ;;
     --sample) SAMPLE=$2; shift 2 ;;
+    --redis) REDIS=1; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
@@ -53,10 +58,12 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 work=$(mktemp -d /tmp/seckill-load-XXXXXX)
-gw_pid="" sampler_pid=""
+gw_pid="" sampler_pid="" worker_pid="" redis_pid=""
 cleanup() {
     [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
     [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+    [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
+    [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -80,6 +87,26 @@ stock = $STOCK
 per_user_limit = 1
 INI
 
+if [ "$REDIS" = 1 ]; then
+    command -v redis-server >/dev/null || { echo "run.sh: redis-server is not installed (make deps)" >&2; exit 69; }
+    rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes \
+        --appendfsync everysec --dir "$work" > "$work/redis.log" 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 100); do
+        redis-cli -p "$rport" ping >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    cat >> "$work/gw.ini" <<INI
+[rpc]
+listen = tcp:127.0.0.1:0
+secret = loadtest-secret
+[redis]
+port = $rport
+INI
+    sed -i 's/^threads = .*/threads = '"$WORKERS"'\nembedded = false\ninventory = redis/' "$work/gw.ini"
+fi
+
 # a few attempts: a binary caught mid-link fails to start once
 port=""
 for _ in 1 2 3; do
@@ -99,6 +126,12 @@ for _ in 1 2 3; do
 done
 [ -n "$port" ] || { echo "run.sh: gateway did not start:" >&2; cat "$work/gw.err" >&2; exit 69; }
 base="http://127.0.0.1:$port"
+if [ "$REDIS" = 1 ]; then
+    rpc=$(sed -n 's|.* rpc=\(tcp:[^ ]*\).*|\1|p' "$work/gw.out")
+    { cat "$work/gw.ini"; printf '[rpc]\ngateways = %s\n' "$rpc"; } > "$work/worker.ini"
+    "$WORKER_BIN" -c "$work/worker.ini" --id bench-w1 > "$work/worker.out" 2> "$work/worker.err" &
+    worker_pid=$!
+fi
 for _ in $(seq 100); do
     curl -fs "$base/readyz" >/dev/null && break
     sleep 0.05
@@ -127,9 +160,16 @@ extra=" rss_hwm_kib=${hwm:-?}$extra"
 
 metrics=$(curl -fs "$base/metrics")
 metric() { printf '%s\n' "$metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
-sold=$(metric 'seckill_sold_total{item="demo"}')
-buyers=$(metric 'seckill_buyers{item="demo"}')
-left=$(metric 'seckill_stock_left{item="demo"}')
+if [ "$REDIS" = 1 ]; then
+    # the authoritative view is Redis itself
+    left=$(redis-cli -p "$rport" GET 'sk:{demo}:stock')
+    sold=$((STOCK - left))
+    buyers=$(redis-cli -p "$rport" HLEN 'sk:{demo}:users')
+else
+    sold=$(metric 'seckill_sold_total{item="demo"}')
+    buyers=$(metric 'seckill_buyers{item="demo"}')
+    left=$(metric 'seckill_stock_left{item="demo"}')
+fi
 ok200=$(printf '%s\n' "$summary" | sed -n 's/.*statuses=.*\b200=\([0-9]*\).*/\1/p')
 ok200=${ok200:-0}
 
