@@ -7,13 +7,16 @@
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 2]
 #          [--park thread|event] [--pool N] [--wait-timeout MS]
-#          [--sample CSV] [--redis]
+#          [--sample CSV] [--redis [--stall-worker]]
 #   --pool N          [gateway] pool_threads for park = event (0: one per CPU)
 #   --wait-timeout MS [gateway] wait_timeout_ms (default 2000); wrk waits
 #                     2 s longer than this before it calls a request timed out
 #   --redis           stock in a redis-server started for the run, decided by one
 #                     separate seckill-worker process (--workers threads) that
 #                     consumes the gateway over rpc/
+#   --stall-worker    with --redis: SIGSTOP the worker once the gateway is ready,
+#                     so every request parks until its deadline and gets 504:
+#                     latency - wait timeout is how late timeouts are answered
 #   --sample CSV      sample /metrics, RSS and open connections once a second
 #                     during the run (loadtest/sample.sh) and write CSV
 # The summary line ends with rss_hwm_kib (gateway VmHWM after the run) and,
@@ -24,7 +27,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=2 PARK=event
-POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0
+POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0 STALL=0
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
     --wait-timeout) WAIT_MS=$2; shift 2 ;;
     --sample) SAMPLE=$2; shift 2 ;;
     --redis) REDIS=1; shift ;;
+    --stall-worker) STALL=1; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
@@ -62,7 +66,8 @@ gw_pid="" sampler_pid="" worker_pid="" redis_pid=""
 cleanup() {
     [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
     [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
-    [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
+    [ -n "$worker_pid" ] && kill -CONT "$worker_pid" 2>/dev/null && kill "$worker_pid" 2>/dev/null &&
+        wait "$worker_pid" 2>/dev/null
     [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
     rm -rf "$work"
 }
@@ -97,6 +102,8 @@ if [ "$REDIS" = 1 ]; then
         redis-cli -p "$rport" ping >/dev/null 2>&1 && break
         sleep 0.05
     done
+    # a stalled worker keeps its lease for the whole run
+    [ "$STALL" = 1 ] && sed -i 's/^max_backlog = .*/max_backlog = 1000000\nlease_timeout_ms = 3600000\nack_timeout_ms = 3600000/' "$work/gw.ini"
     cat >> "$work/gw.ini" <<INI
 [rpc]
 listen = tcp:127.0.0.1:0
@@ -137,6 +144,9 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
+if [ "$STALL" = 1 ] && [ -n "$worker_pid" ]; then
+    kill -STOP "$worker_pid"
+fi
 if [ -n "$SAMPLE" ]; then
     loadtest/sample.sh run "$base" "$gw_pid" "$port" "$work/samples" &
     sampler_pid=$!
