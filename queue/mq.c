@@ -747,8 +747,9 @@ struct append {
     bool check_seq;
 };
 
-/* Store one record at the end of partition p. OUT: *off (may be NULL). */
-static int part_append(mq_topic *t, uint32_t p, const struct append *a, uint64_t *off)
+/* Store one record at the end of partition p without waiting for a SYNC
+ * log's flush (part_make_durable() does that). OUT: *off. */
+static int part_store(mq_topic *t, uint32_t p, const struct append *a, uint64_t *off)
 {
     struct part *pt = &t->parts[p];
     uint64_t size = (uint64_t)a->key_len + a->value_len;
@@ -828,24 +829,10 @@ static int part_append(mq_topic *t, uint32_t p, const struct append *a, uint64_t
             memcpy(pt->arena + (r.pos & (pt->acap - 1)) + a->key_len, a->value, a->value_len);
     }
     *slot(pt, pt->end) = r;
-    uint64_t stored = pt->end++;
+    *off = pt->end++;
     if (seq)
         ptable_put(pt->prods, a->producer_id, a->seq);
     pthread_mutex_unlock(&pt->mu);
-    if (pt->sync) {
-        /* Outside pt->mu, so concurrent producers share one fsync (the log's
-         * group commit); fetchers see the record once it is durable. */
-        rc = mq__seglog_flush(pt->log);
-        if (rc < 0)
-            return rc; /* the log is failed now: every later append is -EIO */
-        pthread_mutex_lock(&pt->mu);
-        if (pt->durable_end < stored + 1)
-            pt->durable_end = stored + 1;
-        pthread_mutex_unlock(&pt->mu);
-    }
-    if (off)
-        *off = stored;
-    wake(t);
     return 0;
 
 out_unreserve:
@@ -853,6 +840,41 @@ out_unreserve:
     atomic_fetch_sub(&t->backlog_msgs, 1);
     atomic_fetch_sub(&t->backlog_bytes, size);
     return rc;
+}
+
+/* SYNC logs: make every record of pt below upto durable and visible. Called
+ * outside pt->mu, so concurrent producers share one fsync (the log's group
+ * commit); fetchers see a record once it is durable. */
+static int part_make_durable(struct part *pt, uint64_t upto)
+{
+    int rc = mq__seglog_flush(pt->log);
+    if (rc < 0)
+        return rc; /* the log is failed now: every later append is -EIO */
+    pthread_mutex_lock(&pt->mu);
+    if (pt->durable_end < upto)
+        pt->durable_end = upto;
+    pthread_mutex_unlock(&pt->mu);
+    return 0;
+}
+
+/* Store one record at the end of partition p (durably for SYNC logs).
+ * OUT: *off (may be NULL). */
+static int part_append(mq_topic *t, uint32_t p, const struct append *a, uint64_t *off)
+{
+    struct part *pt = &t->parts[p];
+    uint64_t stored;
+    int rc = part_store(t, p, a, &stored);
+    if (rc < 0)
+        return rc;
+    if (pt->sync) {
+        rc = part_make_durable(pt, stored + 1);
+        if (rc < 0)
+            return rc;
+    }
+    if (off)
+        *off = stored;
+    wake(t);
+    return 0;
 }
 
 #define READAHEAD_RECORDS 256
@@ -1584,14 +1606,9 @@ uint32_t mq_topic_pick(mq_topic *t, const void *key, size_t key_len)
     return atomic_fetch_add_explicit(&t->rr, 1, memory_order_relaxed) % t->cfg.partitions;
 }
 
-int mq_produce(mq_topic *t, const mq_record *rec, uint32_t *partition, uint64_t *offset)
+/* Check rec against t and resolve its partition. OUT: *p. */
+static int produce_check(mq_topic *t, const mq_record *rec, uint32_t *p)
 {
-    uint32_t p;
-    uint64_t off;
-    int rc;
-
-    if (!t || !rec || t->kind != TOPIC_MAIN)
-        return -EINVAL;
     if ((rec->key_len && !rec->key) || (rec->value_len && !rec->value))
         return -EINVAL;
     if (rec->key_len > t->cfg.max_record_bytes ||
@@ -1602,12 +1619,99 @@ int mq_produce(mq_topic *t, const mq_record *rec, uint32_t *partition, uint64_t 
     if (rec->partition == MQ_PARTITION_ANY) {
         if (rec->producer_id && !rec->key)
             return -EINVAL;
-        p = mq_topic_pick(t, rec->key, rec->key_len);
+        *p = mq_topic_pick(t, rec->key, rec->key_len);
     } else if (rec->partition < 0 || (uint32_t)rec->partition >= t->cfg.partitions) {
         return -EINVAL;
     } else {
-        p = (uint32_t)rec->partition;
+        *p = (uint32_t)rec->partition;
     }
+    return 0;
+}
+
+int mq_produce_batch(mq_topic *t, const mq_record *recs, size_t n, int *rcs)
+{
+    /* per partition touched: one past the last offset stored by this call */
+    struct touched {
+        uint32_t p;
+        uint64_t upto;
+    } stack_touched[16], *touched = stack_touched;
+    size_t ntouched = 0, cap = sizeof stack_touched / sizeof *stack_touched;
+    uint32_t *parts = NULL;
+    int first = 0;
+
+    if (!t || (n && (!recs || !rcs)) || t->kind != TOPIC_MAIN)
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    if (t->cfg.partitions > cap) {
+        cap = t->cfg.partitions;
+        touched = malloc(cap * sizeof *touched);
+    }
+    parts = malloc(n * sizeof *parts);
+    if (!touched || !parts) {
+        if (touched != stack_touched)
+            free(touched);
+        free(parts);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const mq_record *rec = &recs[i];
+        uint64_t off;
+        rcs[i] = produce_check(t, rec, &parts[i]);
+        if (rcs[i] < 0)
+            continue;
+        struct append a = {.key = rec->key,
+                           .key_len = rec->key_len,
+                           .value = rec->value,
+                           .value_len = rec->value_len,
+                           .ts = mq_wall_now(t->q),
+                           .producer_id = rec->producer_id,
+                           .seq = rec->seq,
+                           .orig_partition = parts[i],
+                           .check_seq = true};
+        part_maintain(t, parts[i], mq_now(t->q));
+        rcs[i] = part_store(t, parts[i], &a, &off);
+        if (rcs[i] < 0)
+            continue;
+        size_t k = 0;
+        while (k < ntouched && touched[k].p != parts[i])
+            k++;
+        if (k == ntouched)
+            touched[ntouched++] = (struct touched){parts[i], 0};
+        touched[k].upto = off + 1;
+    }
+    /* one flush per partition: the log's group commit covers the batch */
+    for (size_t k = 0; k < ntouched; k++) {
+        struct part *pt = &t->parts[touched[k].p];
+        if (!pt->sync)
+            continue;
+        int rc = part_make_durable(pt, touched[k].upto);
+        if (rc < 0)
+            for (size_t i = 0; i < n; i++)
+                if (rcs[i] == 0 && parts[i] == touched[k].p)
+                    rcs[i] = rc;
+    }
+    if (ntouched)
+        wake(t);
+    for (size_t i = 0; i < n && !first; i++)
+        first = rcs[i];
+    if (touched != stack_touched)
+        free(touched);
+    free(parts);
+    return first;
+}
+
+int mq_produce(mq_topic *t, const mq_record *rec, uint32_t *partition, uint64_t *offset)
+{
+    uint32_t p;
+    uint64_t off;
+    int rc;
+
+    if (!t || !rec || t->kind != TOPIC_MAIN)
+        return -EINVAL;
+    rc = produce_check(t, rec, &p);
+    if (rc < 0)
+        return rc;
     struct append a = {.key = rec->key,
                        .key_len = rec->key_len,
                        .value = rec->value,
@@ -2134,6 +2238,91 @@ uint64_t mq_end_offset(mq_topic *t, uint32_t partition)
     uint64_t end = pt->end;
     pthread_mutex_unlock(&pt->mu);
     return end;
+}
+
+/* ------------------------------------------------------ reading by offset */
+
+struct read_ctx {
+    mq_topic *t;
+    uint32_t p;
+    int (*fn)(void *arg, const mq_message *m);
+    void *arg;
+    uint64_t next;
+    size_t passed;
+    int stopped;
+};
+
+static int read_cb(void *arg, const mq__rec *lr)
+{
+    struct read_ctx *rc = arg;
+    mq_message m = {.topic = rc->t->name, .partition = rc->p, .offset = lr->offset,
+                    .delivery = 0, .timestamp_ms = lr->timestamp_ms,
+                    .producer_id = lr->producer_id, .seq = lr->seq, .key = lr->key,
+                    .key_len = lr->key_len, .value = lr->value, .value_len = lr->value_len};
+    rc->next = lr->offset + 1;
+    rc->passed++;
+    if (rc->fn(rc->arg, &m) != 0) {
+        rc->stopped = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int mq_read(mq_topic *t, uint32_t partition, uint64_t from, size_t max,
+            int (*fn)(void *arg, const mq_message *m), void *arg)
+{
+    if (!t || !fn || t->kind != TOPIC_MAIN || partition >= t->cfg.partitions)
+        return -EINVAL;
+    struct part *pt = &t->parts[partition];
+    pthread_mutex_lock(&pt->mu);
+    uint64_t visible = part_visible(pt), start = pt->start;
+    pthread_mutex_unlock(&pt->mu);
+    struct read_ctx rc = {.t = t, .p = partition, .fn = fn, .arg = arg, .next = from};
+    if (!pt->log) {
+        /* memory: what the ring still holds, copied out under the lock */
+        if (rc.next < start)
+            rc.next = start;
+        while (rc.passed < max && !rc.stopped) {
+            pthread_mutex_lock(&pt->mu);
+            if (rc.next < pt->start)
+                rc.next = pt->start; /* freed meanwhile */
+            if (rc.next >= visible || rc.next >= pt->end) {
+                pthread_mutex_unlock(&pt->mu);
+                break;
+            }
+            struct rec r = *slot(pt, rc.next);
+            size_t len = (size_t)r.key_len + r.value_len;
+            uint8_t *copy = malloc(len ? len : 1);
+            if (!copy) {
+                pthread_mutex_unlock(&pt->mu);
+                return -ENOMEM;
+            }
+            if (len)
+                memcpy(copy, arena_at(pt, r.pos), len);
+            pthread_mutex_unlock(&pt->mu);
+            mq__rec lr = {.offset = rc.next, .timestamp_ms = r.ts, .producer_id = r.producer_id,
+                          .seq = r.seq, .key = copy, .key_len = r.key_len,
+                          .value = copy + r.key_len, .value_len = r.value_len};
+            read_cb(&rc, &lr);
+            free(copy);
+        }
+        return (int)(rc.passed > INT_MAX ? INT_MAX : rc.passed);
+    }
+    /* log: straight from the segments (the metadata ring may have freed what
+     * every group committed; the segments of a main topic keep it unless
+     * retention removed it) */
+    while (rc.passed < max && !rc.stopped && rc.next < visible) {
+        uint64_t want = visible - rc.next;
+        if (want > max - rc.passed)
+            want = max - rc.passed;
+        uint64_t before = rc.next;
+        int n = mq__seglog_read(pt->log, rc.next, (size_t)want, READAHEAD_BYTES, read_cb, &rc);
+        if (n < 0)
+            return n;
+        if (n == 0 || rc.next == before)
+            break;
+    }
+    return (int)(rc.passed > INT_MAX ? INT_MAX : rc.passed);
 }
 
 /* ---------------------------------------------------------- dead letters */

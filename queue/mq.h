@@ -135,6 +135,14 @@ uint32_t mq_topic_pick(mq_topic *t, const void *key, size_t key_len);
  * A duplicate (producer_id, seq) returns -EALREADY and stores nothing. */
 int mq_produce(mq_topic *t, const mq_record *rec, uint32_t *partition, uint64_t *offset);
 
+/* Append recs[0..n) like mq_produce, each independently, and wait for
+ * MQ_FLUSH_SYNC logs once per partition touched (one group commit for the
+ * batch instead of one per record). OUT: rcs[i], 0 when recs[i] is stored
+ * (durably for SYNC logs), else its negative errno; a failed flush fails
+ * every record of that partition in the batch (they may still be on disk).
+ * Returns 0 when every record is stored, else the first failure's code. */
+int mq_produce_batch(mq_topic *t, const mq_record *recs, size_t n, int *rcs);
+
 /* ---- consuming ---- */
 
 typedef struct mq_message {
@@ -180,6 +188,20 @@ int mq_retention_skipped(mq_topic *t, const char *group, uint32_t partition, uin
 uint64_t mq_topic_backlog(mq_topic *t);
 /* Next offset to be assigned on a partition. */
 uint64_t mq_end_offset(mq_topic *t, uint32_t partition);
+
+/* ---- reading by offset (no group, nothing committed) ---- */
+
+/* Call fn for the records of one partition from offset `from` upward (from
+ * the first retained one when from is below it), at most max of them, in
+ * offset order. Log topics read the segments, so records every group has
+ * committed are still passed (recovery replays a topic from 0 this way);
+ * SYNC logs pass only durable records. m->delivery is 0; m's pointers are
+ * valid during the call only; fn must not call into this topic. fn
+ * returning non-zero stops the read. Returns the number of records passed
+ * (including the one that stopped it), or negative errno (-EIO: a record
+ * failed its CRC). */
+int mq_read(mq_topic *t, uint32_t partition, uint64_t from, size_t max,
+            int (*fn)(void *arg, const mq_message *m), void *arg);
 
 /* ---- dead letters ---- */
 

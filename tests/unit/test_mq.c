@@ -1171,6 +1171,112 @@ static void test_log_sync_concurrent(void **state)
     rm_rf(log_dir);
 }
 
+struct collected {
+    char v[64][24];
+    uint64_t off[64];
+    int n, stop_at;
+};
+
+static int collect_cb(void *arg, const mq_message *m)
+{
+    struct collected *c = arg;
+    assert_int_equal(m->delivery, 0);
+    snprintf(c->v[c->n], sizeof c->v[c->n], "%.*s", (int)m->value_len, (const char *)m->value);
+    c->off[c->n++] = m->offset;
+    return c->n == c->stop_at;
+}
+
+/* mq_produce_batch: independent results, one flush per partition; mq_read
+ * passes a log partition from offset 0 even after a group committed it all
+ * and the topic was reopened. */
+static void test_log_produce_batch_read(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    mq_consumer *c;
+    const mq_message *m;
+    mq_record recs[6];
+    char vals[6][24];
+    int rcs[6];
+
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_batch.%d", (int)getpid());
+    rm_rf(log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 2;
+    cfg.storage = MQ_STORAGE_LOG;
+    cfg.flush = MQ_FLUSH_SYNC;
+    cfg.max_record_bytes = 64;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    assert_int_equal(mq_topic_open(q, "b", &cfg, &t), 0);
+    static char big[100];
+    memset(big, 'x', sizeof big);
+    for (int i = 0; i < 6; i++) {
+        snprintf(vals[i], sizeof vals[i], "rec-%d", i);
+        recs[i] = (mq_record){.value = vals[i], .value_len = strlen(vals[i]), .partition = i % 2};
+    }
+    recs[3].value = big; /* too large: refused alone */
+    recs[3].value_len = sizeof big;
+    assert_int_equal(mq_produce_batch(t, recs, 6, rcs), -EMSGSIZE);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(rcs[i], i == 3 ? -EMSGSIZE : 0);
+    assert_int_equal(mq_end_offset(t, 0), 3);
+    assert_int_equal(mq_end_offset(t, 1), 2);
+    assert_int_equal(mq_produce_batch(t, recs, 0, rcs), 0);
+    recs[3].value = vals[3];
+    recs[3].value_len = strlen(vals[3]);
+    assert_int_equal(mq_produce_batch(t, &recs[3], 1, rcs), 0);
+
+    /* a group consumes and commits everything */
+    assert_int_equal(mq_consumer_create(t, "g", "c", &c), 0);
+    int n, got = 0;
+    while ((n = mq_fetch(c, 16, 0, &m)) > 0)
+        for (int i = 0; i < n; i++, got++)
+            assert_int_equal(mq_commit(c, &m[i]), 0);
+    assert_int_equal(got, 6);
+    mq_destroy(q);
+
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    assert_int_equal(mq_topic_open(q, "b", &cfg, &t), 0);
+    struct collected col = {.stop_at = -1};
+    assert_int_equal(mq_read(t, 1, 0, 100, collect_cb, &col), 3);
+    assert_int_equal(col.n, 3);
+    assert_string_equal(col.v[0], "rec-1");
+    assert_string_equal(col.v[1], "rec-5");
+    assert_string_equal(col.v[2], "rec-3");
+    assert_int_equal(col.off[2], 2);
+    /* from an offset, bounded by max, stopped by the callback */
+    col = (struct collected){.stop_at = -1};
+    assert_int_equal(mq_read(t, 0, 1, 1, collect_cb, &col), 1);
+    assert_string_equal(col.v[0], "rec-2");
+    col = (struct collected){.stop_at = 2};
+    assert_int_equal(mq_read(t, 0, 0, 100, collect_cb, &col), 2);
+    assert_int_equal(mq_read(t, 0, 3, 100, collect_cb, &col), 0);
+    assert_int_equal(mq_read(t, 2, 0, 100, collect_cb, &col), -EINVAL);
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
+/* mq_read on a memory topic passes what is retained. */
+static void test_read_memory(void **state)
+{
+    struct fx *f = *state;
+    mq_topic *t = open_topic(f, "m", 1, NULL);
+    mq_record recs[3];
+    int rcs[3];
+    const char *v[3] = {"a", "bb", "ccc"};
+    for (int i = 0; i < 3; i++)
+        recs[i] = (mq_record){.key = "k", .key_len = 1, .value = v[i], .value_len = strlen(v[i]),
+                              .partition = 0};
+    assert_int_equal(mq_produce_batch(t, recs, 3, rcs), 0);
+    struct collected col = {.stop_at = -1};
+    assert_int_equal(mq_read(t, 0, 1, 10, collect_cb, &col), 2);
+    assert_string_equal(col.v[0], "bb");
+    assert_string_equal(col.v[1], "ccc");
+    assert_int_equal(col.off[1], 2);
+}
+
 /* A committed offset past what the log recovered is clamped to its end. */
 static void test_log_offsets_clamped(void **state)
 {
@@ -1691,6 +1797,8 @@ int main(void)
         cmocka_unit_test(test_log_produce_reopen),
         cmocka_unit_test(test_log_sync_concurrent),
         cmocka_unit_test(test_log_offsets_clamped),
+        cmocka_unit_test(test_log_produce_batch_read),
+        cmocka_unit_test_setup_teardown(test_read_memory, fx_setup, fx_teardown),
         cmocka_unit_test(test_log_poison_to_dlq),
         cmocka_unit_test(test_log_retry_dlq_survive_restart),
         cmocka_unit_test(test_log_retention_while_open),
