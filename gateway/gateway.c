@@ -113,8 +113,11 @@ static void ev_wake(gw_waiter *w)
 static void ev_deadline(gw_timer *t)
 {
     req_ctx *rc = (req_ctx *)((char *)t - offsetof(req_ctx, timer));
-    if (gw_pending_cancel(rc->g->pending, &rc->w) == 0)
+    if (gw_pending_cancel(rc->g->pending, &rc->w) == 0) {
+        uint64_t now = gw_mono_ns();
+        gw_metrics_lateness(&rc->g->metrics, now > t->deadline_ns ? now - t->deadline_ns : 0);
         resume_once(rc); /* removed before any outcome: a timeout */
+    }
     ctx_unref(rc);
 }
 
@@ -387,9 +390,12 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
         return answer(g, conn, t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"), rid,
                       "Retry-After", "1");
     }
-    int wrc = gw_pending_wait(g->pending, &w, t0 + (uint64_t)g->cfg->wait_timeout_ms * 1000000ULL);
+    uint64_t deadline = t0 + (uint64_t)g->cfg->wait_timeout_ms * 1000000ULL;
+    int wrc = gw_pending_wait(g->pending, &w, deadline);
     gw_waiter_release(&w);
     if (wrc == -ETIMEDOUT) {
+        uint64_t now = gw_mono_ns();
+        gw_metrics_lateness(&g->metrics, now > deadline ? now - deadline : 0);
         n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rid);
         return answer(g, conn, t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rid, NULL, NULL);
     }

@@ -34,6 +34,17 @@ void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns)
     atomic_fetch_add_explicit(&m->latency_sum_us, us, memory_order_relaxed);
 }
 
+void gw_metrics_lateness(gw_metrics *m, uint64_t late_ns)
+{
+    atomic_fetch_add_explicit(&m->lateness_count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->lateness_sum_ns, late_ns, memory_order_relaxed);
+    uint64_t cur = atomic_load_explicit(&m->lateness_max_ns, memory_order_relaxed);
+    while (late_ns > cur && !atomic_compare_exchange_weak_explicit(
+                                &m->lateness_max_ns, &cur, late_ns, memory_order_relaxed,
+                                memory_order_relaxed))
+        ;
+}
+
 typedef struct out {
     char *buf;
     size_t cap, len;
@@ -85,6 +96,14 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
     put(&o, "# HELP seckill_late_outcomes_total Outcomes that arrived after their wait ended.\n"
             "# TYPE seckill_late_outcomes_total counter\nseckill_late_outcomes_total %llu\n",
         LOAD(m->late_outcomes));
+    put(&o, "# HELP seckill_timeout_lateness_seconds How long after its deadline a timed-out "
+            "request was woken.\n# TYPE seckill_timeout_lateness_seconds summary\n"
+            "seckill_timeout_lateness_seconds_sum %.6f\nseckill_timeout_lateness_seconds_count %llu\n"
+            "# HELP seckill_timeout_lateness_max_seconds The latest timeout so far.\n"
+            "# TYPE seckill_timeout_lateness_max_seconds gauge\n"
+            "seckill_timeout_lateness_max_seconds %.6f\n",
+        (double)LOAD(m->lateness_sum_ns) / 1e9, LOAD(m->lateness_count),
+        (double)LOAD(m->lateness_max_ns) / 1e9);
     put(&o, "# HELP seckill_queue_depth Request messages not yet acknowledged by workers.\n"
             "# TYPE seckill_queue_depth gauge\nseckill_queue_depth %llu\n",
         (unsigned long long)g->queue_depth);

@@ -39,7 +39,13 @@ typedef struct gw_metrics {
     _Atomic uint64_t late_outcomes;
     _Atomic uint64_t outcomes;
     _Atomic uint64_t queue_full;
+    /* how late timeouts were answered: time from a parked request's deadline
+     * to its waiter being woken by the timer */
+    _Atomic uint64_t lateness_count, lateness_sum_ns, lateness_max_ns;
 } gw_metrics;
+
+/* Record that a timeout was answered late_ns after its deadline. */
+void gw_metrics_lateness(gw_metrics *m, uint64_t late_ns);
 
 const char *gw_answer_name(enum gw_answer a);
 void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns);

@@ -167,6 +167,15 @@ summary=$(grep '^SUMMARY' "$work/wrk.out" || true)
 [ -n "$summary" ] || { echo "run.sh: wrk printed no summary:" >&2; cat "$work/wrk.out" >&2; exit 70; }
 hwm=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$gw_pid/status" 2>/dev/null || true)
 extra=" rss_hwm_kib=${hwm:-?}$extra"
+if [ "$STALL" = 1 ]; then
+    # the gateway's own measure: deadline -> waiter woken, per timed-out request
+    lm=$(curl -fs "$base/metrics" | awk '
+        $1 == "seckill_timeout_lateness_seconds_sum" { s = $2 }
+        $1 == "seckill_timeout_lateness_seconds_count" { n = $2 }
+        $1 == "seckill_timeout_lateness_max_seconds" { m = $2 }
+        END { printf "timeouts=%d lateness_mean_ms=%.3f lateness_max_ms=%.3f", n, n ? s * 1000 / n : 0, m * 1000 }')
+    extra="$extra $lm"
+fi
 
 metrics=$(curl -fs "$base/metrics")
 metric() { printf '%s\n' "$metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
