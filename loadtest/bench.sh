@@ -68,7 +68,7 @@ fi
 # row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND INFO
 #   KIND: ceiling, reject (>= 0.8 x ceiling), full (>= 0.5 x ceiling and
 #   p99 <= 5 ms), redis (>= 0.3 x ceiling), sale (INFO = sold/stock),
-#   c10k (INFO = RSS KiB), none.
+#   c10k (INFO = RSS KiB), timeout (INFO = worst lateness ms), none.
 #   The ratio and the target verdict are worked out in the report, against
 #   the best ceiling measured at the same number of connections.
 row() {
@@ -142,6 +142,7 @@ gw() {
     case $g_kind in
     sale) g_info="$(field sold "$g_line")/$(field stock "$g_line")" ;;
     c10k) g_info=$(field rss_hwm_kib "$g_line") ;;
+    timeout) g_info=$(field lateness_max_ms "$g_line") ;;
     *) g_info=- ;;
     esac
     row "$g_scen" "$g_park" "$g_conns" "$(field rps "$g_line")" "$(field p50_ms "$g_line")" \
@@ -200,6 +201,15 @@ if want full; then
         --workers 4 --stock "$BIG" --users "$BIG"
 fi
 
+if want full; then
+    # every request parks until its deadline (the worker is stopped): how late
+    # the gateway answers a timeout, by its own clock
+    for p in event thread; do
+        gw "timeouts: 1,000 parked until their 1 s deadline" timeout "$p" 1000 --duration 2s \
+            --redis --stall-worker --wait-timeout 1000 --stock 1000
+    done
+fi
+
 SALE=""
 if want sale; then
     gw "flash sale: stock 10k, 1M users, ${LONG}s" sale event 1000 --duration "${LONG}s" \
@@ -250,8 +260,10 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                 t = ss[1] == ss[2] ? "sold = stock (" ss[1] ")" : "sold " ss[1] " of " ss[2] " (not sold out)"
             } else if ($9 == "c10k")
                 t = sprintf("RSS %.0f MiB ≤256 MiB: %s", $10 / 1024, $10 / 1024 <= 256 ? "met" : "missed")
+            else if ($9 == "timeout")
+                t = sprintf("timeouts ≤10 ms late: %s (worst %.1f ms)", $10 + 0 <= 10 ? "met" : "missed", $10)
             # far below the ceiling: what a stall looks like
-            if ($9 != "ceiling" && $9 != "c10k" && r != "n/a" && r + 0 < 0.1)
+            if ($9 != "ceiling" && $9 != "c10k" && $9 != "timeout" && r != "n/a" && r + 0 < 0.1)
                 t = t "; STALL?"
             if ($9 == "ceiling" && r != "n/a")
                 r = r == "1.00" ? "1.00 (best)" : r
