@@ -27,6 +27,7 @@ void cfg_init(cfg *c)
     c->queue_ack_timeout_ms = 5000;
     c->queue_lease_timeout_ms = 3000;
     c->queue_max_deliveries = 5;
+    strcpy(c->queue_data_dir, CFG_DEFAULT_DATA_DIR);
     c->worker_embedded = 1;
     c->worker_threads = 2;
     c->worker_batch = 64;
@@ -346,6 +347,12 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
         U32("ack_timeout_ms", queue_ack_timeout_ms, 10, 3600000)
         U32("lease_timeout_ms", queue_lease_timeout_ms, 10, 3600000)
         U32("max_deliveries", queue_max_deliveries, 1, 1000)
+        if (!strcmp(name, "data_dir")) {
+            if (!*value || strlen(value) >= sizeof c->queue_data_dir)
+                return fail(L, section, name, "a directory path of 1 to 1023 characters");
+            strcpy(c->queue_data_dir, value);
+            return 1;
+        }
         return fail(L, section, name, NULL);
     }
     if (!strcmp(section, "worker")) {

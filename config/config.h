@@ -14,6 +14,9 @@
 #define CFG_ID_MAX 64
 #define CFG_MAX_ITEMS 1024
 #define CFG_MAX_BLOCKLIST 4096
+/* [queue] data_dir: outside any checkout, so `make run` and `make test`
+ * leave nothing in the repository; created at start */
+#define CFG_DEFAULT_DATA_DIR "/var/tmp/seckill-gateway"
 
 typedef struct cfg_item {
     char id[CFG_ID_MAX + 1];
@@ -46,6 +49,7 @@ typedef struct cfg {
     uint32_t queue_ack_timeout_ms;
     uint32_t queue_lease_timeout_ms;
     uint32_t queue_max_deliveries;
+    char queue_data_dir[1024]; /* durable topics (memory inventory: the order log) */
     /* [worker] */
     int worker_embedded;       /* 1 = worker threads inside the gateway */
     uint32_t worker_threads;

@@ -2,12 +2,15 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
@@ -17,6 +20,7 @@
 #include "message.h"
 #include "metrics.h"
 #include "mq.h"
+#include "order_log.h"
 #include "pending.h"
 #include "request.h"
 #include "result_store.h"
@@ -46,6 +50,11 @@ struct gw {
     mq *q;
     mq_topic *topic;
     sk_inventory *inv;  /* [worker] inventory = memory */
+    sk_order_log *olog; /* memory: its orders, durable in [queue] data_dir */
+    int data_lock_fd;   /* memory: flock on data_dir/LOCK, one gateway per directory */
+    pthread_t reaper;   /* memory: cancels unpaid orders (pay_timeout_ms) */
+    int reaper_started;
+    atomic_int reaper_stop;
     sk_redis *redis;    /* [worker] inventory = redis: stock, orders */
     sk_worker *worker;
     sk_source source;   /* what the embedded worker reads and decides with */
@@ -460,14 +469,9 @@ static enum MHD_Result get_item(gw *g, struct MHD_Connection *conn, const char *
     return reply(conn, 200, buf, (size_t)n, NULL, NULL, NULL);
 }
 
-/* ---- orders (redis inventory) ---- */
+/* ---- orders (memory inventory: sk_inventory_order_*; redis: sk_redis_order_*) ---- */
 
-static const char *order_state_name(enum sk_redis_order_state st)
-{
-    return st == SK_ORDER_PAID ? "paid" : st == SK_ORDER_CANCELLED ? "cancelled" : "reserved";
-}
-
-/* Find order_id among the items. 0 with *item set, or negative errno. */
+/* Redis: find order_id among the items. 0 with *item set, or negative errno. */
 static int order_find(gw *g, const char *order_id, sk_redis_order *o, const char **item)
 {
     int last = -ENOENT;
@@ -505,18 +509,17 @@ static enum MHD_Result orders(gw *g, struct MHD_Connection *conn, const char *me
     if (n != 36 || uuid_parse(order_id, u) != 0)
         return reply_str(conn, 400,
                          "{\"result\":\"bad_request\",\"error\":\"order_id must be a UUID\"}");
-    if (!g->redis)
-        return reply_str(conn, 501, "{\"result\":\"not_supported\",\"error\":\"orders are "
-                                    "kept with [worker] inventory = redis\"}");
-    sk_redis_order o;
+    sk_order o;
     const char *item = NULL;
-    int rc = order_find(g, order_id, &o, &item);
+    int rc = g->inv ? sk_inventory_order_get(g->inv, order_id, &o)
+                    : order_find(g, order_id, &o, &item);
     if (rc == -ENOENT)
         return reply_str(conn, 404, "{\"result\":\"not_found\"}");
     if (rc < 0)
         return reply(conn, 503, J("{\"result\":\"overloaded\"}"), NULL, "Retry-After", "1");
     if (pay) {
-        rc = sk_redis_order_pay(g->redis, item, order_id, sk_wall_ms());
+        rc = g->inv ? sk_inventory_order_pay(g->inv, order_id, sk_wall_ms())
+                    : sk_redis_order_pay(g->redis, item, order_id, sk_wall_ms());
         if (rc == -ECANCELED)
             return reply_str(conn, 409, "{\"result\":\"cancelled\"}");
         if (rc == -ETIME)
@@ -530,7 +533,7 @@ static enum MHD_Result orders(gw *g, struct MHD_Connection *conn, const char *me
                        "{\"order_id\":\"%s\",\"item_id\":\"%s\",\"user_id\":\"%s\","
                        "\"request_id\":\"%s\",\"state\":\"%s\",\"created_at_ms\":%llu,"
                        "\"pay_deadline_ms\":%llu}",
-                       order_id, o.item_id, o.user_id, rid, order_state_name(o.state),
+                       order_id, o.item_id, o.user_id, rid, sk_order_state_name(o.state),
                        (unsigned long long)o.created_ms, (unsigned long long)o.pay_deadline_ms);
     return reply(conn, 200, buf, (size_t)len, NULL, NULL, NULL);
 }
@@ -680,6 +683,81 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ctx_unref(rc);
 }
 
+/* ---- memory inventory: durable orders and the pay-timeout reaper ---- */
+
+/* Take data_dir, open the order log and replay it into the inventory, so a
+ * restarted gateway goes on with the sale where it was; then journal every
+ * order event there. */
+static int orders_open(gw *g, char *err, size_t errlen)
+{
+    const cfg *c = g->cfg;
+    char path[1100];
+    size_t applied = 0;
+    snprintf(path, sizeof path, "%s/LOCK", c->queue_data_dir);
+    g->data_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (g->data_lock_fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "[queue] data_dir: %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (flock(g->data_lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "[queue] data_dir %s: %s", c->queue_data_dir,
+                 e == EWOULDBLOCK ? "in use by another gateway" : strerror(e));
+        return -e;
+    }
+    int rc = sk_order_log_open(g->q, c->queue_ack_timeout_ms, c->queue_lease_timeout_ms,
+                               &g->olog);
+    if (rc == 0)
+        rc = sk_order_log_recover(g->olog, g->inv, &applied);
+    if (rc < 0) {
+        snprintf(err, errlen, "orders: cannot recover %s/%s: %s", c->queue_data_dir,
+                 SK_ORDER_TOPIC, strerror(-rc));
+        return rc;
+    }
+    sk_journal j = sk_order_log_journal(g->olog);
+    sk_orders_config oc = {.pay_timeout_ms = c->worker_pay_timeout_ms, .journal = &j};
+    sk_inventory_set_orders(g->inv, &oc);
+    for (size_t i = 0; i < g->nitems; i++) {
+        int idx = sk_inventory_find(g->inv, g->items[i].c->id);
+        int64_t left = idx >= 0 ? sk_inventory_left(g->inv, idx) : 0;
+        atomic_store(&g->items[i].left, left);
+        atomic_store(&g->items[i].sold_out, left <= 0);
+    }
+    if (applied)
+        fprintf(stderr, "seckill-gateway: recovered %zu order events from %s\n", applied,
+                c->queue_data_dir);
+    return 0;
+}
+
+/* Every 200 ms: cancel unpaid orders past their deadline (their stock comes
+ * back), and refresh the stock view and sold-out flags from the inventory. */
+static void *reaper_main(void *arg)
+{
+    gw *g = arg;
+    int failing = 0;
+    while (!atomic_load(&g->reaper_stop)) {
+        int n = sk_inventory_reap(g->inv, sk_wall_ms());
+        if (n > 0)
+            fprintf(stderr, "seckill-gateway: cancelled %d unpaid order%s\n", n,
+                    n == 1 ? "" : "s");
+        if (n < 0 && !failing)
+            fprintf(stderr, "seckill-gateway: cancelling unpaid orders: %s (retrying)\n",
+                    strerror(-n));
+        failing = n < 0;
+        for (size_t i = 0; i < g->nitems; i++) {
+            int idx = sk_inventory_find(g->inv, g->items[i].c->id);
+            if (idx >= 0)
+                on_stock(g, g->items[i].c->id, sk_inventory_left(g->inv, idx));
+        }
+        for (int i = 0; i < 4 && !atomic_load(&g->reaper_stop); i++) {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
 /* ---- lifecycle ---- */
 
 int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
@@ -690,6 +768,7 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
     if (!g)
         goto out_oom;
     g->cfg = c;
+    g->data_lock_fd = -1;
     g->event_park = strcmp(c->park, "event") == 0;
     if (c->gateway_id[0]) {
         if (uuid_parse(c->gateway_id, g->id) != 0) {
@@ -764,9 +843,18 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
         }
     }
 
-    rc = mq_create(NULL, &g->q);
-    if (rc < 0)
-        goto out_oom;
+    /* memory inventory: the order log lives in data_dir; redis keeps its own */
+    rc = mq_create(g->inv ? c->queue_data_dir : NULL, &g->q);
+    if (rc < 0) {
+        snprintf(err, errlen, "queue: %s: %s", g->inv ? c->queue_data_dir : "(memory)",
+                 strerror(-rc));
+        goto out_destroy;
+    }
+    if (g->inv) {
+        rc = orders_open(g, err, errlen);
+        if (rc < 0)
+            goto out_destroy;
+    }
     mq_topic_config tc;
     mq_topic_config_init(&tc);
     tc.partitions = c->queue_partitions;
@@ -814,6 +902,14 @@ int gw_start(gw *g, char *err, size_t errlen)
             snprintf(err, errlen, "worker: %s", strerror(-rc));
             return rc;
         }
+    }
+    if (g->inv) {
+        rc = -pthread_create(&g->reaper, NULL, reaper_main, g);
+        if (rc < 0) {
+            snprintf(err, errlen, "reaper: %s", strerror(-rc));
+            return rc;
+        }
+        g->reaper_started = 1;
     }
     if (c->rpc_listen[0]) {
         gw_rpcsvc_hooks hooks = {.arg = g, .result = on_outcome, .stock = on_stock};
@@ -916,6 +1012,11 @@ void gw_stop(gw *g, uint32_t grace_ms)
         sk_worker_stop(g->worker);
         g->worker = NULL;
     }
+    if (g->reaper_started) {
+        atomic_store(&g->reaper_stop, 1);
+        pthread_join(g->reaper, NULL);
+        g->reaper_started = 0;
+    }
     if (g->wheel) {
         gw_wheel_destroy(g->wheel);
         g->wheel = NULL;
@@ -929,6 +1030,9 @@ void gw_destroy(gw *g)
     gw_stop(g, 0);
     if (g->q)
         mq_destroy(g->q);
+    sk_order_log_close(g->olog);
+    if (g->data_lock_fd >= 0)
+        close(g->data_lock_fd); /* releases the flock */
     sk_inventory_destroy(g->inv);
     sk_redis_destroy(g->redis);
     gw_results_destroy(g->results);

@@ -84,6 +84,7 @@ rate = $RATE
 burst = $BURST
 [queue]
 max_backlog = 65536
+data_dir = $work/data
 [worker]
 threads = $WORKERS
 batch = 128

@@ -9,10 +9,28 @@
  *   decisions      request id -> outcome. Successes are pinned; other outcomes
  *                  sit on a per-shard FIFO and the oldest goes past capacity.
  *
+ *   orders         order id -> order (sharded like the others), plus a per
+ *                  shard FIFO of orders in creation order, which is pay
+ *                  deadline order (one pay timeout for all): reap walks only
+ *                  its expired head.
+ *
  * sk_inventory_decide holds the request's decision-shard lock for the whole
  * decision and takes the user-shard lock inside it (always in that order), so
  * two deliveries of one request cannot both buy, and two requests of one user
- * cannot both pass the per-user limit.
+ * cannot both pass the per-user limit. Order-shard locks are taken alone.
+ *
+ * With a journal, a success is first a pending decision (decision.pending)
+ * whose purchase already counts (stock taken, user count up), so nothing else
+ * can sell that unit; the batch's events are appended with no lock held; then
+ * each decision becomes durable and its order is inserted, or (append failed)
+ * the purchase is given back and the decision unlinked. An order's busy flag
+ * keeps pay and cancel exclusive while their event is being appended:
+ *
+ *   (pending) --durable--> reserved --pay--> paid
+ *                             \--reap (deadline passed)--> cancelled
+ *
+ * Per-user counts and `buyers` count live orders (reserved or paid): a
+ * cancel or an undo takes the unit back from both.
  */
 #include "inventory.h"
 #include "uuid4.h"
@@ -20,11 +38,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uuid/uuid.h>
 
 #define SHARDS 64
+#define REAP_BATCH 256 /* cancel events per journal call */
 
 typedef struct item {
     char id[SK_ID_MAX + 1];
@@ -47,8 +68,18 @@ typedef struct decision {
     struct decision *fifo_next; /* unpinned ones, oldest first */
     uint8_t id[16];
     enum sk_result result;
+    int pending; /* a success whose order event is not durable yet */
     char order_id[SK_ORDER_ID_MAX + 1];
 } decision;
+
+typedef struct order {
+    struct order *next;      /* hash chain */
+    struct order *fifo_next; /* reserved ones, creation order */
+    int item;
+    int busy; /* a pay or cancel event of it is being appended */
+    char id[SK_ORDER_ID_MAX + 1];
+    sk_order o;
+} order;
 
 typedef struct user_shard {
     pthread_mutex_t lock;
@@ -64,12 +95,35 @@ typedef struct decision_shard {
     size_t unpinned, cap;
 } decision_shard;
 
+typedef struct order_shard {
+    pthread_mutex_t lock;
+    order **buckets;
+    size_t nbuckets, count;
+    order *fifo_head, *fifo_tail;
+} order_shard;
+
 struct sk_inventory {
     item *items;
     size_t nitems;
     user_shard users[SHARDS];
     decision_shard decisions[SHARDS];
+    order_shard orders[SHARDS];
+    uint32_t pay_timeout_ms;
+    int has_journal;
+    sk_journal journal;
+    uint64_t (*wall_ms)(void *arg);
+    void *clock_arg;
+    _Atomic int64_t nstate[3]; /* orders by state */
 };
+
+/* A success of this batch waiting for its reserved event to be durable. */
+typedef struct pending_buy {
+    decision *d;
+    decision_shard *ds;
+    int item;
+    char prev_order[SK_ORDER_ID_MAX + 1]; /* the user's last order before it */
+    sk_order_event ev;
+} pending_buy;
 
 static uint64_t hash_bytes(const void *p, size_t n, uint64_t h)
 {
@@ -108,18 +162,23 @@ int sk_inventory_create(const sk_item_spec *items, size_t n, size_t decision_cap
         inv->items[i].limit = items[i].per_user_limit;
         atomic_init(&inv->items[i].left, items[i].stock);
     }
+    inv->pay_timeout_ms = 900000;
     for (s = 0; s < SHARDS; s++) {
         user_shard *us = &inv->users[s];
         decision_shard *ds = &inv->decisions[s];
+        order_shard *os = &inv->orders[s];
         pthread_mutex_init(&us->lock, NULL);
         pthread_mutex_init(&ds->lock, NULL);
+        pthread_mutex_init(&os->lock, NULL);
         us->nbuckets = 64;
         us->buckets = calloc(us->nbuckets, sizeof *us->buckets);
         /* round down: the shards together keep at most decision_capacity */
         ds->cap = decision_capacity >= SHARDS ? decision_capacity / SHARDS : 1;
         ds->nbuckets = 1024;
         ds->buckets = calloc(ds->nbuckets, sizeof *ds->buckets);
-        if (!us->buckets || !ds->buckets) {
+        os->nbuckets = 64;
+        os->buckets = calloc(os->nbuckets, sizeof *os->buckets);
+        if (!us->buckets || !ds->buckets || !os->buckets) {
             s++;
             goto out_free_shards;
         }
@@ -131,8 +190,10 @@ out_free_shards:
     while (s-- > 0) {
         free(inv->users[s].buckets);
         free(inv->decisions[s].buckets);
+        free(inv->orders[s].buckets);
         pthread_mutex_destroy(&inv->users[s].lock);
         pthread_mutex_destroy(&inv->decisions[s].lock);
+        pthread_mutex_destroy(&inv->orders[s].lock);
     }
     free(inv->items);
     free(inv);
@@ -151,6 +212,14 @@ void sk_inventory_destroy(sk_inventory *inv)
     for (size_t s = 0; s < SHARDS; s++) {
         user_shard *us = &inv->users[s];
         decision_shard *ds = &inv->decisions[s];
+        order_shard *os = &inv->orders[s];
+        for (size_t b = 0; b < os->nbuckets; b++)
+            for (order *o = os->buckets[b], *nx; o; o = nx) {
+                nx = o->next;
+                free(o);
+            }
+        free(os->buckets);
+        pthread_mutex_destroy(&os->lock);
         for (size_t b = 0; b < us->nbuckets; b++)
             for (purchase *p = us->buckets[b], *nx; p; p = nx) {
                 nx = p->next;
@@ -208,6 +277,11 @@ static int stock_take(item *it)
     return 0;
 }
 
+static uint64_t user_hash(const char *user, int it)
+{
+    return hash_bytes(user, strlen(user), 14695981039346656037ULL ^ (uint64_t)it);
+}
+
 static purchase **purchase_slot(user_shard *us, int it, const char *user, uint64_t h)
 {
     purchase **pp = &us->buckets[h & (us->nbuckets - 1)];
@@ -226,7 +300,7 @@ static void user_shard_grow(user_shard *us)
     for (size_t i = 0; i < us->nbuckets; i++)
         for (purchase *p = us->buckets[i], *nx; p; p = nx) {
             nx = p->next;
-            uint64_t h = hash_bytes(p->user, strlen(p->user), 14695981039346656037ULL ^ (uint64_t)p->item);
+            uint64_t h = user_hash(p->user, p->item);
             p->next = b[(h >> 6) & (nb - 1)];
             b[(h >> 6) & (nb - 1)] = p;
         }
@@ -235,10 +309,30 @@ static void user_shard_grow(user_shard *us)
     us->nbuckets = nb;
 }
 
-/* Buy under the user-shard lock. Returns the result; fills order_id. */
-static enum sk_result buy(sk_inventory *inv, int it, const char *user, char *order_id)
+/* The user's purchase record for item, created when absent (NULL: no memory).
+ * Caller holds us->lock. */
+static purchase *purchase_get(user_shard *us, int it, const char *user, uint64_t h)
 {
-    uint64_t h = hash_bytes(user, strlen(user), 14695981039346656037ULL ^ (uint64_t)it);
+    purchase **pp = purchase_slot(us, it, user, h >> 6);
+    if (*pp)
+        return *pp;
+    purchase *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->item = it;
+    strcpy(p->user, user);
+    *pp = p;
+    if (++us->count > us->nbuckets * 2)
+        user_shard_grow(us);
+    return p;
+}
+
+/* Buy under the user-shard lock. Returns the result; fills order_id and (may
+ * be NULL) prev_order, the user's last order before this one. */
+static enum sk_result buy(sk_inventory *inv, int it, const char *user, char *order_id,
+                          char *prev_order)
+{
+    uint64_t h = user_hash(user, it);
     user_shard *us = &inv->users[h % SHARDS];
     enum sk_result r;
     pthread_mutex_lock(&us->lock);
@@ -249,36 +343,51 @@ static enum sk_result buy(sk_inventory *inv, int it, const char *user, char *ord
         r = SK_ALREADY_PURCHASED;
         goto out_unlock;
     }
+    if (!p && !atomic_load(&inv->items[it].left)) {
+        r = SK_SOLD_OUT; /* sold out: no record for a user who never bought */
+        goto out_unlock;
+    }
+    p = purchase_get(us, it, user, h);
     if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) {
-            r = SK_SOLD_OUT; /* fail closed: never sell what we cannot record */
-            goto out_unlock;
-        }
+        r = SK_SOLD_OUT; /* fail closed: never sell what we cannot record */
+        goto out_unlock;
     }
     if (!stock_take(&inv->items[it])) {
-        if (!*pp)
-            free(p);
         r = SK_SOLD_OUT;
         goto out_unlock;
     }
+    if (prev_order)
+        memcpy(prev_order, p->order_id, sizeof p->order_id);
     uuid_t u;
     sk_uuid4(u);
     uuid_unparse_lower(u, p->order_id);
     memcpy(order_id, p->order_id, sizeof p->order_id);
-    p->count++;
-    if (!*pp) {
-        p->item = it;
-        strcpy(p->user, user);
-        *pp = p;
+    if (p->count++ == 0)
         atomic_fetch_add(&inv->items[it].buyers, 1);
-        if (++us->count > us->nbuckets * 2)
-            user_shard_grow(us);
-    }
     r = SK_SUCCESS;
 out_unlock:
     pthread_mutex_unlock(&us->lock);
     return r;
+}
+
+/* Give back one purchase of user on item: the unit goes back to stock and
+ * the user's count down. When order_id is still the user's last order,
+ * prev_order (may be NULL) becomes it again (an undone purchase). */
+static void unbuy(sk_inventory *inv, int it, const char *user, const char *order_id,
+                  const char *prev_order)
+{
+    uint64_t h = user_hash(user, it);
+    user_shard *us = &inv->users[h % SHARDS];
+    pthread_mutex_lock(&us->lock);
+    purchase *p = *purchase_slot(us, it, user, h >> 6);
+    if (p && p->count > 0) {
+        if (--p->count == 0)
+            atomic_fetch_sub(&inv->items[it].buyers, 1);
+        if (prev_order && !strcmp(p->order_id, order_id))
+            memcpy(p->order_id, prev_order, sizeof p->order_id);
+    }
+    pthread_mutex_unlock(&us->lock);
+    atomic_fetch_add(&inv->items[it].left, 1);
 }
 
 static void decision_evict_oldest(decision_shard *ds)
@@ -295,10 +404,257 @@ static void decision_evict_oldest(decision_shard *ds)
     free(old);
 }
 
+static decision_shard *decision_shard_of(sk_inventory *inv, const uint8_t id[16])
+{
+    return &inv->decisions[(hash_id(id) >> 32) % SHARDS];
+}
+
+static decision **decision_slot(decision_shard *ds, const uint8_t id[16])
+{
+    decision **pp = &ds->buckets[hash_id(id) & (ds->nbuckets - 1)];
+    while (*pp && memcmp((*pp)->id, id, 16) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static uint64_t wall_ms(const sk_inventory *inv)
+{
+    if (inv->wall_ms)
+        return inv->wall_ms(inv->clock_arg);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- orders ---- */
+
+static order_shard *order_shard_of(sk_inventory *inv, const char *id, uint64_t *h)
+{
+    *h = hash_bytes(id, strlen(id), 14695981039346656037ULL);
+    return &inv->orders[*h % SHARDS];
+}
+
+static order **order_slot(order_shard *os, const char *id, uint64_t h)
+{
+    order **pp = &os->buckets[(h >> 6) & (os->nbuckets - 1)];
+    while (*pp && strcmp((*pp)->id, id) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void order_shard_grow(order_shard *os)
+{
+    size_t nb = os->nbuckets * 2;
+    order **b = calloc(nb, sizeof *b);
+    if (!b)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < os->nbuckets; i++)
+        for (order *o = os->buckets[i], *nx; o; o = nx) {
+            nx = o->next;
+            uint64_t h = hash_bytes(o->id, strlen(o->id), 14695981039346656037ULL);
+            o->next = b[(h >> 6) & (nb - 1)];
+            b[(h >> 6) & (nb - 1)] = o;
+        }
+    free(os->buckets);
+    os->buckets = b;
+    os->nbuckets = nb;
+}
+
+/* Insert a reserved order from its reserved event. -EEXIST when known. */
+static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev)
+{
+    uint64_t h;
+    order_shard *os = order_shard_of(inv, ev->order_id, &h);
+    int rc = 0;
+    pthread_mutex_lock(&os->lock);
+    order **pp = order_slot(os, ev->order_id, h);
+    if (*pp) {
+        rc = -EEXIST;
+        goto out_unlock;
+    }
+    order *o = calloc(1, sizeof *o);
+    if (!o) {
+        rc = -ENOMEM;
+        goto out_unlock;
+    }
+    o->item = it;
+    memcpy(o->id, ev->order_id, sizeof o->id);
+    o->o.state = SK_ORDER_RESERVED;
+    memcpy(o->o.user_id, ev->user_id, sizeof o->o.user_id);
+    memcpy(o->o.item_id, ev->item_id, sizeof o->o.item_id);
+    memcpy(o->o.request_id, ev->request_id, 16);
+    o->o.created_ms = ev->at_ms;
+    o->o.pay_deadline_ms = ev->pay_deadline_ms;
+    *pp = o;
+    if (os->fifo_tail)
+        os->fifo_tail->fifo_next = o;
+    else
+        os->fifo_head = o;
+    os->fifo_tail = o;
+    atomic_fetch_add(&inv->nstate[SK_ORDER_RESERVED], 1);
+    if (++os->count > os->nbuckets * 2)
+        order_shard_grow(os);
+out_unlock:
+    pthread_mutex_unlock(&os->lock);
+    return rc;
+}
+
+/* A reserved order moves to state (paid or cancelled). Caller holds its lock. */
+static void order_settle(sk_inventory *inv, order *o, enum sk_order_state state)
+{
+    o->o.state = state;
+    atomic_fetch_sub(&inv->nstate[SK_ORDER_RESERVED], 1);
+    atomic_fetch_add(&inv->nstate[state], 1);
+}
+
+static void event_of(sk_order_event *ev, enum sk_order_state type, const order *o, uint64_t at)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->type = type;
+    memcpy(ev->order_id, o->id, sizeof ev->order_id);
+    memcpy(ev->item_id, o->o.item_id, sizeof ev->item_id);
+    memcpy(ev->user_id, o->o.user_id, sizeof ev->user_id);
+    memcpy(ev->request_id, o->o.request_id, 16);
+    ev->at_ms = at;
+    ev->pay_deadline_ms = o->o.pay_deadline_ms;
+}
+
+void sk_inventory_set_orders(sk_inventory *inv, const sk_orders_config *cfg)
+{
+    inv->pay_timeout_ms = cfg->pay_timeout_ms;
+    inv->has_journal = cfg->journal != NULL;
+    if (cfg->journal)
+        inv->journal = *cfg->journal;
+    inv->wall_ms = cfg->wall_ms;
+    inv->clock_arg = cfg->clock_arg;
+}
+
+/* ---- deciding ---- */
+
+/* Decide one request. A fresh success with a journal stays pending and is
+ * described in *pb (*npb incremented); without one its order exists at once.
+ * Returns 1 fresh, 0 stored (or pending elsewhere: SK_UNAVAILABLE), -errno. */
+static int decide_one(sk_inventory *inv, int it, const char *user_id,
+                      const uint8_t request_id[16], enum sk_result verdict, uint64_t now,
+                      sk_outcome *o, pending_buy *pb, size_t *npb)
+{
+    decision_shard *ds = decision_shard_of(inv, request_id);
+    char prev[SK_ORDER_ID_MAX + 1] = "";
+    int rc = 1;
+
+    pthread_mutex_lock(&ds->lock);
+    decision **pp = decision_slot(ds, request_id);
+    decision *d = *pp;
+    if (d) {
+        /* another delivery of it is being journalled: answer 503, its
+         * first delivery answers the real outcome */
+        if (d->pending) {
+            o->result = SK_UNAVAILABLE;
+            o->order_id[0] = '\0';
+        } else {
+            o->result = d->result;
+            memcpy(o->order_id, d->order_id, sizeof d->order_id);
+        }
+        rc = 0;
+        goto out_unlock;
+    }
+    d = calloc(1, sizeof *d);
+    if (!d) {
+        rc = -ENOMEM;
+        goto out_unlock;
+    }
+    memcpy(d->id, request_id, 16);
+    d->result = verdict == SK_SUCCESS ? buy(inv, it, user_id, d->order_id, prev) : verdict;
+    d->next = *pp;
+    *pp = d;
+    if (d->result != SK_SUCCESS) {
+        if (ds->fifo_tail)
+            ds->fifo_tail->fifo_next = d;
+        else
+            ds->fifo_head = d;
+        ds->fifo_tail = d;
+        if (++ds->unpinned > ds->cap)
+            decision_evict_oldest(ds);
+    }
+    o->result = d->result;
+    memcpy(o->order_id, d->order_id, sizeof d->order_id);
+    if (d->result == SK_SUCCESS) {
+        sk_order_event ev = {.type = SK_ORDER_RESERVED, .at_ms = now,
+                             .pay_deadline_ms = now + inv->pay_timeout_ms};
+        memcpy(ev.order_id, d->order_id, sizeof ev.order_id);
+        memcpy(ev.item_id, inv->items[it].id, sizeof ev.item_id);
+        snprintf(ev.user_id, sizeof ev.user_id, "%s", user_id);
+        memcpy(ev.request_id, request_id, 16);
+        if (inv->has_journal) {
+            d->pending = 1;
+            pb[*npb] = (pending_buy){.d = d, .ds = ds, .item = it, .ev = ev};
+            memcpy(pb[*npb].prev_order, prev, sizeof prev);
+            ++*npb;
+        } else if (order_insert(inv, it, &ev) < 0) {
+            /* the sale stands (stock and decision); only GET/pay miss it */
+            fprintf(stderr, "inventory: no memory for order %s\n", ev.order_id);
+        }
+    }
+out_unlock:
+    pthread_mutex_unlock(&ds->lock);
+    return rc;
+}
+
+/* Journal the pending successes pb[0..n): the durable ones become visible
+ * orders, the others are undone. Returns 0, or the first append error. */
+static int settle_pending(sk_inventory *inv, pending_buy *pb, size_t n)
+{
+    if (n == 0)
+        return 0;
+    sk_order_event *evs = calloc(n, sizeof *evs);
+    int *rcs = calloc(n, sizeof *rcs);
+    int rc = 0;
+    if (!evs || !rcs) {
+        rc = -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+            if (rcs)
+                rcs[i] = rc;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            evs[i] = pb[i].ev;
+        rc = inv->journal.append(inv->journal.arg, evs, n, rcs);
+    }
+    for (size_t i = 0; i < n; i++) {
+        pending_buy *b = &pb[i];
+        int ok = rcs ? rcs[i] == 0 : 0;
+        if (ok && order_insert(inv, b->item, &b->ev) < 0)
+            fprintf(stderr, "inventory: no memory for order %s\n", b->ev.order_id);
+        pthread_mutex_lock(&b->ds->lock);
+        if (ok) {
+            b->d->pending = 0;
+        } else {
+            decision **pp = decision_slot(b->ds, b->d->id);
+            if (*pp == b->d)
+                *pp = b->d->next;
+            free(b->d);
+        }
+        pthread_mutex_unlock(&b->ds->lock);
+        if (!ok) {
+            unbuy(inv, b->item, b->ev.user_id, b->ev.order_id, b->prev_order);
+            if (rc == 0)
+                rc = rcs ? rcs[i] : -ENOMEM;
+        }
+    }
+    free(evs);
+    free(rcs);
+    return rc;
+}
+
 static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *outs,
                           int64_t *left)
 {
     sk_inventory *inv = impl;
+    pending_buy *pb = NULL;
+    size_t npb = 0;
+    int rc = 0;
+    if (inv->has_journal && n && !(pb = malloc(n * sizeof *pb)))
+        return -ENOMEM;
+    uint64_t now = wall_ms(inv);
     for (size_t i = 0; i < n; i++) {
         int it = sk_inventory_find(inv, reqs[i].item_id);
         if (it < 0) {
@@ -307,12 +663,17 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
             left[i] = -1;
             continue;
         }
-        int rc = sk_inventory_decide(inv, it, reqs[i].user_id, reqs[i].request_id,
-                                     reqs[i].verdict, &outs[i], &left[i]);
+        rc = decide_one(inv, it, reqs[i].user_id, reqs[i].request_id, reqs[i].verdict, now,
+                        &outs[i], pb, &npb);
         if (rc < 0)
-            return rc;
+            break;
+        left[i] = sk_inventory_left(inv, it);
     }
-    return 0;
+    /* the whole batch's reserved events in one journal call (one group
+     * commit), before any of its outcomes can be delivered */
+    int src = settle_pending(inv, pb, npb);
+    free(pb);
+    return rc < 0 ? rc : src;
 }
 
 static int backend_known(void *impl, const char *item_id)
@@ -331,46 +692,214 @@ int sk_inventory_decide(sk_inventory *inv, int it, const char *user_id,
 {
     if (it < 0 || (size_t)it >= inv->nitems)
         return -EINVAL;
-    uint64_t h = hash_id(request_id);
-    decision_shard *ds = &inv->decisions[(h >> 32) % SHARDS];
-    int fresh = 0, rc = 0;
-
-    pthread_mutex_lock(&ds->lock);
-    decision **pp = &ds->buckets[h & (ds->nbuckets - 1)];
-    decision *d = *pp;
-    while (d && memcmp(d->id, request_id, 16) != 0)
-        d = d->next;
-    if (d) {
-        o->result = d->result;
-        memcpy(o->order_id, d->order_id, sizeof d->order_id);
-        goto out_unlock;
+    pending_buy pb;
+    size_t npb = 0;
+    int rc = decide_one(inv, it, user_id, request_id, verdict, wall_ms(inv), o, &pb, &npb);
+    if (rc >= 0 && npb) {
+        int src = settle_pending(inv, &pb, npb);
+        if (src < 0)
+            return src;
     }
-    d = calloc(1, sizeof *d);
-    if (!d) {
-        rc = -ENOMEM;
-        goto out_unlock;
-    }
-    memcpy(d->id, request_id, 16);
-    d->result = verdict == SK_SUCCESS ? buy(inv, it, user_id, d->order_id) : verdict;
-    d->next = *pp;
-    *pp = d;
-    if (d->result != SK_SUCCESS) {
-        if (ds->fifo_tail)
-            ds->fifo_tail->fifo_next = d;
-        else
-            ds->fifo_head = d;
-        ds->fifo_tail = d;
-        if (++ds->unpinned > ds->cap)
-            decision_evict_oldest(ds);
-    }
-    o->result = d->result;
-    memcpy(o->order_id, d->order_id, sizeof d->order_id);
-    fresh = 1;
-out_unlock:
-    pthread_mutex_unlock(&ds->lock);
     if (rc < 0)
         return rc;
     if (left)
         *left = sk_inventory_left(inv, it);
-    return fresh;
+    return rc;
+}
+
+/* ---- order calls ---- */
+
+int sk_inventory_order_get(sk_inventory *inv, const char *order_id, sk_order *out)
+{
+    uint64_t h;
+    order_shard *os = order_shard_of(inv, order_id, &h);
+    pthread_mutex_lock(&os->lock);
+    order *o = *order_slot(os, order_id, h);
+    if (o)
+        *out = o->o;
+    pthread_mutex_unlock(&os->lock);
+    return o ? 0 : -ENOENT;
+}
+
+int sk_inventory_order_pay(sk_inventory *inv, const char *order_id, uint64_t now_ms)
+{
+    uint64_t h;
+    order_shard *os = order_shard_of(inv, order_id, &h);
+    sk_order_event ev;
+    int rc = 0;
+    pthread_mutex_lock(&os->lock);
+    order *o = *order_slot(os, order_id, h);
+    if (!o)
+        rc = -ENOENT;
+    else if (o->o.state == SK_ORDER_PAID)
+        rc = 0;
+    else if (o->o.state == SK_ORDER_CANCELLED)
+        rc = -ECANCELED;
+    else if (now_ms >= o->o.pay_deadline_ms)
+        rc = -ETIME;
+    else if (o->busy)
+        rc = -EAGAIN;
+    else if (!inv->has_journal)
+        order_settle(inv, o, SK_ORDER_PAID);
+    else {
+        o->busy = 1;
+        event_of(&ev, SK_ORDER_PAID, o, now_ms);
+        pthread_mutex_unlock(&os->lock);
+        int erc = 0;
+        rc = inv->journal.append(inv->journal.arg, &ev, 1, &erc);
+        pthread_mutex_lock(&os->lock);
+        o->busy = 0;
+        if (rc == 0)
+            order_settle(inv, o, SK_ORDER_PAID);
+    }
+    pthread_mutex_unlock(&os->lock);
+    return rc;
+}
+
+/* Collect from os the reserved orders due at now (marking them busy), up to
+ * cap, dropping settled ones from the FIFO on the way. Returns how many. */
+static size_t reap_collect(order_shard *os, uint64_t now, order **out, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&os->lock);
+    order *prev = NULL, *o = os->fifo_head;
+    while (o && n < cap && o->o.pay_deadline_ms <= now) {
+        order *nx = o->fifo_next;
+        if (o->o.state != SK_ORDER_RESERVED && !o->busy) {
+            /* settled: leaves the FIFO */
+            if (prev)
+                prev->fifo_next = nx;
+            else
+                os->fifo_head = nx;
+            if (os->fifo_tail == o)
+                os->fifo_tail = prev;
+            o->fifo_next = NULL;
+            o = nx;
+            continue;
+        }
+        if (!o->busy) {
+            o->busy = 1;
+            out[n++] = o;
+        }
+        prev = o;
+        o = nx;
+    }
+    pthread_mutex_unlock(&os->lock);
+    return n;
+}
+
+int sk_inventory_reap(sk_inventory *inv, uint64_t now_ms)
+{
+    order *batch[REAP_BATCH];
+    sk_order_event evs[REAP_BATCH];
+    int rcs[REAP_BATCH];
+    int cancelled = 0, err = 0;
+    size_t s = 0;
+    while (s < SHARDS && !err) {
+        size_t n = 0;
+        /* fill a batch from as many shards as it takes */
+        while (s < SHARDS && n < REAP_BATCH) {
+            size_t got = reap_collect(&inv->orders[s], now_ms, batch + n, REAP_BATCH - n);
+            n += got;
+            if (n < REAP_BATCH)
+                s++; /* this shard has nothing more due */
+        }
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n; i++) {
+            event_of(&evs[i], SK_ORDER_CANCELLED, batch[i], now_ms);
+            rcs[i] = 0;
+        }
+        if (inv->has_journal)
+            err = inv->journal.append(inv->journal.arg, evs, n, rcs);
+        for (size_t i = 0; i < n; i++) {
+            order *o = batch[i];
+            uint64_t h;
+            order_shard *os = order_shard_of(inv, o->id, &h);
+            pthread_mutex_lock(&os->lock);
+            o->busy = 0;
+            if (rcs[i] == 0)
+                order_settle(inv, o, SK_ORDER_CANCELLED);
+            pthread_mutex_unlock(&os->lock);
+            if (rcs[i] == 0) {
+                unbuy(inv, o->item, o->o.user_id, o->id, NULL);
+                cancelled++;
+            }
+        }
+    }
+    return err < 0 ? err : cancelled;
+}
+
+void sk_inventory_order_counts(sk_inventory *inv, int64_t counts[3])
+{
+    for (int i = 0; i < 3; i++)
+        counts[i] = atomic_load(&inv->nstate[i]);
+}
+
+/* ---- recovery ---- */
+
+static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
+{
+    int it = sk_inventory_find(inv, ev->item_id);
+    if (it < 0 || !sk_id_valid(ev->user_id, strlen(ev->user_id)))
+        return 1;
+    uint64_t hh;
+    order_shard *os = order_shard_of(inv, ev->order_id, &hh);
+    pthread_mutex_lock(&os->lock);
+    int known = *order_slot(os, ev->order_id, hh) != NULL;
+    pthread_mutex_unlock(&os->lock);
+    if (known)
+        return 1;
+    /* the purchase: stock and the user's count */
+    uint64_t h = user_hash(ev->user_id, it);
+    user_shard *us = &inv->users[h % SHARDS];
+    pthread_mutex_lock(&us->lock);
+    purchase *p = purchase_get(us, it, ev->user_id, h);
+    if (p) {
+        memcpy(p->order_id, ev->order_id, sizeof p->order_id);
+        if (p->count++ == 0)
+            atomic_fetch_add(&inv->items[it].buyers, 1);
+    }
+    pthread_mutex_unlock(&us->lock);
+    if (!p)
+        return -ENOMEM;
+    if (!stock_take(&inv->items[it]))
+        fprintf(stderr, "inventory: order %s of %s is beyond the configured stock %lld\n",
+                ev->order_id, ev->item_id, (long long)inv->items[it].stock);
+    /* the decision: a redelivered request answers its success */
+    decision_shard *ds = decision_shard_of(inv, ev->request_id);
+    pthread_mutex_lock(&ds->lock);
+    decision **pp = decision_slot(ds, ev->request_id);
+    if (!*pp) {
+        decision *d = calloc(1, sizeof *d);
+        if (d) {
+            memcpy(d->id, ev->request_id, 16);
+            d->result = SK_SUCCESS;
+            memcpy(d->order_id, ev->order_id, sizeof d->order_id);
+            d->next = *pp;
+            *pp = d;
+        }
+    }
+    pthread_mutex_unlock(&ds->lock);
+    return order_insert(inv, it, ev) < 0 ? -ENOMEM : 0;
+}
+
+int sk_inventory_apply(sk_inventory *inv, const sk_order_event *ev)
+{
+    if (ev->type == SK_ORDER_RESERVED)
+        return apply_reserved(inv, ev);
+    uint64_t h;
+    order_shard *os = order_shard_of(inv, ev->order_id, &h);
+    int rc = 1;
+    pthread_mutex_lock(&os->lock);
+    order *o = *order_slot(os, ev->order_id, h);
+    if (o && o->o.state == SK_ORDER_RESERVED &&
+        (ev->type == SK_ORDER_PAID || ev->type == SK_ORDER_CANCELLED)) {
+        order_settle(inv, o, ev->type);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&os->lock);
+    if (rc == 0 && ev->type == SK_ORDER_CANCELLED)
+        unbuy(inv, o->item, o->o.user_id, o->id, NULL);
+    return rc;
 }

@@ -67,16 +67,7 @@ int64_t sk_redis_left(sk_redis *r, const char *item_id);
 
 /* ---- orders ---- */
 
-enum sk_redis_order_state { SK_ORDER_RESERVED, SK_ORDER_PAID, SK_ORDER_CANCELLED };
-
-typedef struct sk_redis_order {
-    enum sk_redis_order_state state;
-    char user_id[SK_ID_MAX + 1];
-    char item_id[SK_ID_MAX + 1];
-    uint8_t request_id[16];
-    uint64_t created_ms;      /* unix ms */
-    uint64_t pay_deadline_ms; /* unix ms */
-} sk_redis_order;
+typedef sk_order sk_redis_order; /* states and fields: sk.h */
 
 /* Orders live per item (the item is the Redis Cluster hash tag), so every
  * order call names (item_id, order_id); a success's sk_outcome carries both.

@@ -6,9 +6,11 @@
  *     the gateway the request came from, commit after sending; cancel orders
  *     not paid in time (pay timeout) and broadcast stock to the gateways.
  *   --role orders: the order sink: read the order events of every item from
- *     Redis (group "orders", at least once), store each order event once in
- *     an append-only JSON-lines file (--out), idempotent by (order id, type),
- *     fsynced before the events are acknowledged.
+ *     Redis, or (inventory = memory) the order topic of every gateway in
+ *     [rpc] gateways over rpc/ (group "orders", at least once), store each
+ *     order event once in an append-only JSON-lines file (--out, order_sink.h),
+ *     idempotent by (order id, type), fsynced before the events are
+ *     acknowledged.
  *
  * Exit status: 0 after SIGTERM/SIGINT, 64 usage, 78 configuration, 69 cannot
  * start (Redis unreachable at start, file not writable).
@@ -29,6 +31,8 @@
 
 #include "config.h"
 #include "inventory_redis.h"
+#include "order_log.h"
+#include "order_sink.h"
 #include "remote.h"
 #include "worker.h"
 
@@ -39,7 +43,8 @@ static void usage(FILE *f)
     fprintf(f,
             "Usage: seckill-worker [OPTIONS]\n"
             "Decides flash-sale requests of the gateways in [rpc] gateways against Redis,\n"
-            "or (--role orders) stores order events from Redis in a file.\n"
+            "or (--role orders) stores order events from Redis (or, with inventory = memory,\n"
+            "from the gateways' order topics) in a file.\n"
             "\n"
             "  -c, --config FILE   INI configuration (default " DEFAULT_CONFIG ")\n"
             "      --role ROLE     seckill (default) or orders\n"
@@ -85,98 +90,10 @@ static void *reaper_main(void *arg)
     return NULL;
 }
 
-/* ---- role orders: the sink ---- */
-
-typedef struct sink {
-    FILE *f;
-    char **seen; /* "order_id/type", sorted insert would be nicer; a hash is enough */
-    size_t nseen, cap;
-    size_t *buckets;
-    size_t nbuckets;
-    uint64_t stored, duplicates;
-} sink;
-
-static uint64_t str_hash(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static int sink_has(sink *s, const char *key)
-{
-    if (!s->nbuckets)
-        return 0;
-    for (size_t i = str_hash(key) & (s->nbuckets - 1);; i = (i + 1) & (s->nbuckets - 1)) {
-        size_t k = s->buckets[i];
-        if (k == 0)
-            return 0;
-        if (!strcmp(s->seen[k - 1], key))
-            return 1;
-    }
-}
-
-static int sink_add(sink *s, const char *key)
-{
-    if ((s->nseen + 1) * 2 > s->nbuckets) {
-        size_t nb = s->nbuckets ? s->nbuckets * 2 : 1024;
-        size_t *b = calloc(nb, sizeof *b);
-        if (!b)
-            return -ENOMEM;
-        for (size_t k = 0; k < s->nseen; k++) {
-            size_t i = str_hash(s->seen[k]) & (nb - 1);
-            while (b[i])
-                i = (i + 1) & (nb - 1);
-            b[i] = k + 1;
-        }
-        free(s->buckets);
-        s->buckets = b;
-        s->nbuckets = nb;
-    }
-    if (s->nseen == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 1024;
-        char **n = realloc(s->seen, nc * sizeof *n);
-        if (!n)
-            return -ENOMEM;
-        s->seen = n;
-        s->cap = nc;
-    }
-    char *dup = strdup(key);
-    if (!dup)
-        return -ENOMEM;
-    s->seen[s->nseen++] = dup;
-    size_t i = str_hash(key) & (s->nbuckets - 1);
-    while (s->buckets[i])
-        i = (i + 1) & (s->nbuckets - 1);
-    s->buckets[i] = s->nseen;
-    return 0;
-}
-
-/* Load what an earlier run stored, so a restart stays idempotent. */
-static int sink_load(sink *s, const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    if (!f)
-        return errno == ENOENT ? 0 : -errno;
-    while (fgets(line, sizeof line, f)) {
-        char order[64] = "", type[16] = "", key[96];
-        const char *o = strstr(line, "\"order_id\":\""), *t = strstr(line, "\"type\":\"");
-        if (!o || !t || sscanf(o + 12, "%63[^\"]", order) != 1 || sscanf(t + 8, "%15[^\"]", type) != 1)
-            continue; /* a torn last line from a crash: its event is re-read (not acked) */
-        snprintf(key, sizeof key, "%s/%s", order, type);
-        if (!sink_has(s, key) && sink_add(s, key) < 0) {
-            fclose(f);
-            return -ENOMEM;
-        }
-    }
-    fclose(f);
-    return 0;
-}
+/* ---- role orders: the sink (order_sink.h), fed from Redis or over rpc/ ---- */
 
 typedef struct sink_batch {
-    sink *s;
+    sk_sink *s;
     const char *ids[256];
     char idbuf[256][48];
     size_t n;
@@ -186,22 +103,13 @@ typedef struct sink_batch {
 static int on_event(void *arg, const sk_redis_event *ev)
 {
     sink_batch *b = arg;
-    sink *s = b->s;
-    char key[96];
-    snprintf(key, sizeof key, "%s/%s", ev->order_id, ev->type);
-    if (sink_has(s, key)) {
-        s->duplicates++;
-    } else {
-        if (fprintf(s->f,
-                    "{\"order_id\":\"%s\",\"type\":\"%s\",\"item_id\":\"%s\",\"user_id\":\"%s\","
-                    "\"request_id\":\"%s\",\"at_ms\":%llu}\n",
-                    ev->order_id, ev->type, ev->item_id, ev->user_id, ev->request_id,
-                    (unsigned long long)ev->at_ms) < 0 ||
-            sink_add(s, key) < 0) {
-            b->err = -EIO;
-            return -1;
-        }
-        s->stored++;
+    sk_sink_record r = {.order_id = ev->order_id, .type = ev->type, .item_id = ev->item_id,
+                        .user_id = ev->user_id, .request_id = ev->request_id,
+                        .at_ms = ev->at_ms};
+    int rc = sk_sink_put(b->s, &r);
+    if (rc < 0) {
+        b->err = rc;
+        return -1;
     }
     snprintf(b->idbuf[b->n], sizeof b->idbuf[b->n], "%s", ev->id);
     b->ids[b->n] = b->idbuf[b->n];
@@ -209,27 +117,40 @@ static int on_event(void *arg, const sk_redis_event *ev)
     return 0;
 }
 
-static int run_orders(const cfg *c, sk_redis *redis, const char *id, const char *out)
+static sk_sink *sink_start(const char *out, const char *id, const char *from)
 {
-    sink s = {0};
-    int rc = sink_load(&s, out);
+    sk_sink *s = NULL;
+    int rc = sk_sink_open(out, &s);
     if (rc < 0) {
         fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(-rc));
-        return EX_UNAVAILABLE;
+        return NULL;
     }
-    s.f = fopen(out, "a");
-    if (!s.f) {
-        fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(errno));
-        return EX_UNAVAILABLE;
-    }
-    printf("seckill-worker %s role=orders id=%s out=%s\n", SECKILL_VERSION, id, out);
+    printf("seckill-worker %s role=orders id=%s out=%s from=%s\n", SECKILL_VERSION, id, out,
+           from);
     fflush(stdout);
+    return s;
+}
+
+static void sink_finish(sk_sink *s)
+{
+    uint64_t stored, dups;
+    sk_sink_stats(s, &stored, &dups);
+    fprintf(stderr, "seckill-worker: orders stored %llu, duplicates skipped %llu\n",
+            (unsigned long long)stored, (unsigned long long)dups);
+    sk_sink_close(s);
+}
+
+/* inventory = redis: every item's order stream, group "orders". */
+static int run_orders(const cfg *c, sk_redis *redis, const char *id, const char *out)
+{
+    sk_sink *s = sink_start(out, id, "redis");
+    if (!s)
+        return EX_UNAVAILABLE;
     while (!atomic_load(&stopping)) {
-        int idle = 1;
         for (size_t i = 0; i < c->nitems && !atomic_load(&stopping); i++) {
-            sink_batch b = {.s = &s};
-            int n = sk_redis_events_read(redis, c->items[i].id, "orders", id, 256, 100, on_event,
-                                         &b);
+            sink_batch b = {.s = s};
+            int n = sk_redis_events_read(redis, c->items[i].id, SK_ORDER_GROUP, id, 256, 100,
+                                         on_event, &b);
             if (n < 0 && b.n == 0) {
                 struct timespec ts = {0, 100 * 1000 * 1000};
                 nanosleep(&ts, NULL);
@@ -237,25 +158,118 @@ static int run_orders(const cfg *c, sk_redis *redis, const char *id, const char 
             }
             if (b.n == 0)
                 continue;
-            idle = 0;
             /* durable before acknowledged: a crash in between re-reads them,
-             * and the seen set keeps the file free of duplicates */
-            if (fflush(s.f) != 0 || fsync(fileno(s.f)) != 0) {
-                fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(errno));
+             * and the sink's keys keep the file free of duplicates */
+            int rc = sk_sink_sync(s);
+            if (rc < 0) {
+                fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(-rc));
+                atomic_store(&stopping, 1);
                 break;
             }
-            sk_redis_events_ack(redis, c->items[i].id, "orders", b.ids, b.n);
+            sk_redis_events_ack(redis, c->items[i].id, SK_ORDER_GROUP, b.ids, b.n);
         }
-        (void)idle;
     }
-    fprintf(stderr, "seckill-worker: orders stored %llu, duplicates skipped %llu\n",
-            (unsigned long long)s.stored, (unsigned long long)s.duplicates);
-    fclose(s.f);
-    for (size_t i = 0; i < s.nseen; i++)
-        free(s.seen[i]);
-    free(s.seen);
-    free(s.buckets);
+    sink_finish(s);
     return 0;
+}
+
+/* inventory = memory: the order topic (SK_ORDER_TOPIC) of every gateway in
+ * [rpc] gateways, group "orders", over rpc/: FETCH, store, fsync, COMMIT. */
+static int run_orders_rpc(const cfg *c, const char *id, const char *out)
+{
+    sk_remote *remote = NULL;
+    sk_remote_config rcfg = {.gateways = (const char *const *)c->rpc_gateways,
+                             .ngateways = c->nrpc_gateways, .secret = c->rpc_secret,
+                             .worker_id = id, .group = SK_ORDER_GROUP, .topic = SK_ORDER_TOPIC};
+    void **h = calloc(c->nrpc_gateways, sizeof *h);
+    sk_sink *s = NULL;
+    int rc = h ? sk_remote_create(&rcfg, &remote) : -ENOMEM;
+    if (rc < 0) {
+        fprintf(stderr, "seckill-worker: rpc: %s\n", strerror(-rc));
+        free(h);
+        return EX_UNAVAILABLE;
+    }
+    sk_source src = sk_remote_source(remote);
+    int status = EX_UNAVAILABLE;
+    for (size_t g = 0; g < c->nrpc_gateways; g++) { /* one connection per gateway */
+        char cid[32];
+        snprintf(cid, sizeof cid, "sink-%zu", g);
+        rc = src.open(src.impl, cid, &h[g]);
+        if (rc < 0) {
+            fprintf(stderr, "seckill-worker: rpc: %s\n", strerror(-rc));
+            goto out_close;
+        }
+    }
+    s = sink_start(out, id, "rpc");
+    if (!s)
+        goto out_close;
+    status = 0;
+    while (!atomic_load(&stopping)) {
+        for (size_t g = 0; g < c->nrpc_gateways && !atomic_load(&stopping); g++) {
+            const mq_message *msgs;
+            int n = src.fetch(h[g], 256, 100, &msgs);
+            if (n <= 0) {
+                if (n < 0) { /* gateway down or restarting: the client reconnects */
+                    struct timespec ts = {0, 100 * 1000 * 1000};
+                    nanosleep(&ts, NULL);
+                }
+                continue;
+            }
+            /* the last message of each (topic, partition): commits are cumulative */
+            const mq_message *last[8];
+            size_t nlast = 0;
+            int failed = 0;
+            for (int i = 0; i < n && !failed; i++) {
+                sk_order_event ev;
+                char rid[37];
+                if (sk_order_event_decode(msgs[i].value, msgs[i].value_len, &ev) < 0) {
+                    fprintf(stderr, "seckill-worker: skipping an undecodable order event "
+                                    "%s/%u@%llu\n", msgs[i].topic, msgs[i].partition,
+                            (unsigned long long)msgs[i].offset);
+                } else {
+                    uuid_unparse_lower(ev.request_id, rid);
+                    sk_sink_record r = {.order_id = ev.order_id,
+                                        .type = sk_order_state_name(ev.type),
+                                        .item_id = ev.item_id, .user_id = ev.user_id,
+                                        .request_id = rid, .at_ms = ev.at_ms};
+                    rc = sk_sink_put(s, &r);
+                    if (rc < 0) {
+                        failed = 1;
+                        break;
+                    }
+                }
+                size_t k = 0;
+                while (k < nlast && (last[k]->partition != msgs[i].partition ||
+                                     strcmp(last[k]->topic, msgs[i].topic) != 0))
+                    k++;
+                if (k == nlast && nlast == sizeof last / sizeof *last)
+                    break; /* the rest comes again */
+                if (k == nlast)
+                    nlast++;
+                last[k] = &msgs[i];
+            }
+            /* durable before committed: a crash in between delivers them
+             * again, and the sink's keys drop the copies */
+            if (!failed)
+                rc = sk_sink_sync(s);
+            if (failed || rc < 0) {
+                fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(-rc));
+                status = EX_IOERR;
+                atomic_store(&stopping, 1);
+                break;
+            }
+            for (size_t k = 0; k < nlast; k++)
+                src.commit(h[g], last[k]);
+        }
+    }
+    sink_finish(s);
+out_close:
+    for (size_t g = 0; g < c->nrpc_gateways; g++)
+        if (h[g])
+            src.close(src.impl, h[g]);
+    sk_remote_destroy(remote);
+    free(h);
+    return status;
 }
 
 static void *signal_main(void *arg)
@@ -322,9 +336,17 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return EX_CONFIG;
     }
-    if (strcmp(c.worker_inventory, "redis") != 0) {
+    /* inventory = memory: the order sink reads the gateways' order topics */
+    int memory_orders = !strcmp(role, "orders") && !strcmp(c.worker_inventory, "memory");
+    if (strcmp(c.worker_inventory, "redis") != 0 && !memory_orders) {
         fprintf(stderr, "seckill-worker: %s: [worker] inventory must be redis for a worker "
                         "process (memory stock lives inside one gateway)\n", config_path);
+        cfg_release(&c);
+        return EX_CONFIG;
+    }
+    if (memory_orders && (!c.nrpc_gateways || !c.rpc_secret[0])) {
+        fprintf(stderr, "seckill-worker: %s: --role orders with inventory = memory needs "
+                        "[rpc] gateways and secret\n", config_path);
         cfg_release(&c);
         return EX_CONFIG;
     }
@@ -356,6 +378,10 @@ int main(int argc, char **argv)
         items[i] = (sk_redis_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit,
                                    c.worker_pay_timeout_ms};
         windows[i] = (sk_item_window){c.items[i].id, c.items[i].starts_at, c.items[i].ends_at};
+    }
+    if (memory_orders) {
+        status = run_orders_rpc(&c, id, out);
+        goto out;
     }
     int rc = sk_redis_create(c.redis_host, c.redis_port, c.redis_timeout_ms, items, c.nitems,
                              &redis);

@@ -16,6 +16,11 @@ const char *sk_result_name(enum sk_result r)
     return (unsigned)r < SK_RESULT_COUNT ? result_names[r] : "error";
 }
 
+const char *sk_order_state_name(enum sk_order_state st)
+{
+    return st == SK_ORDER_PAID ? "paid" : st == SK_ORDER_CANCELLED ? "cancelled" : "reserved";
+}
+
 int sk_id_valid(const char *s, size_t len)
 {
     if (len == 0 || len > SK_ID_MAX)

@@ -52,6 +52,39 @@ typedef struct sk_link {
     void (*stock)(void *arg, const char *item_id, int64_t left);
 } sk_link;
 
+/* ---- orders ----
+ * A success reserves one unit of stock under a fresh order id. The order is
+ * then paid (POST /orders/{id}/pay, before its pay deadline) or cancelled
+ * (not paid in time: its stock goes back and its user may buy again). Each
+ * change is an order event (the same three names) for the order consumers. */
+#define SK_ORDER_TOPIC "seckill.orders" /* memory inventory: the durable order events */
+#define SK_ORDER_GROUP "orders"         /* the order sink's consumer group */
+
+enum sk_order_state { SK_ORDER_RESERVED = 0, SK_ORDER_PAID, SK_ORDER_CANCELLED };
+
+/* "reserved", "paid", "cancelled" */
+const char *sk_order_state_name(enum sk_order_state st);
+
+typedef struct sk_order {
+    enum sk_order_state state;
+    char user_id[SK_ID_MAX + 1];
+    char item_id[SK_ID_MAX + 1];
+    uint8_t request_id[16];
+    uint64_t created_ms;      /* unix ms */
+    uint64_t pay_deadline_ms; /* unix ms */
+} sk_order;
+
+/* One order event: type is the state the order entered. */
+typedef struct sk_order_event {
+    enum sk_order_state type;
+    char order_id[SK_ORDER_ID_MAX + 1];
+    char item_id[SK_ID_MAX + 1];
+    char user_id[SK_ID_MAX + 1];
+    uint8_t request_id[16];
+    uint64_t at_ms;           /* when it happened (unix ms) */
+    uint64_t pay_deadline_ms; /* the order's pay deadline (unix ms) */
+} sk_order_event;
+
 /* true when s (len bytes) is a valid user or item id. */
 int sk_id_valid(const char *s, size_t len);
 

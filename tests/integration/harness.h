@@ -26,7 +26,8 @@ int proc_spawn(const char *const argv[], const char *ready, pid_t *pid);
 int proc_stop(pid_t pid, int sig);
 
 /* Write ini_text to a temp config and start `binary -c CONFIG --listen
- * 127.0.0.1:0`; waits for the "listening on" line. 0 on success. */
+ * 127.0.0.1:0`; waits for the "listening on" line. 0 on success. Unless
+ * ini_text names a data_dir, [queue] data_dir is the temp dir's data/. */
 int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text);
 /* SIGTERM, wait; returns the exit status (or -1). Removes the temp dir. */
 int gw_proc_stop(gw_proc *p);

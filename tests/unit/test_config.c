@@ -101,6 +101,7 @@ static void test_shipped_config(void **state)
     assert_int_equal(c.queue_max_backlog, 65536);
     assert_int_equal(c.queue_max_backlog_bytes, 67108864);
     assert_int_equal(c.queue_max_deliveries, 5);
+    assert_string_equal(c.queue_data_dir, "/var/tmp/seckill-gateway");
     assert_int_equal(c.worker_embedded, 1);
     assert_int_equal(c.worker_threads, 2);
     assert_string_equal(c.worker_inventory, "memory");
@@ -139,6 +140,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.queue_ack_timeout_ms, 5000);
     assert_int_equal(c.queue_lease_timeout_ms, 3000);
     assert_int_equal(c.queue_max_deliveries, 5);
+    assert_string_equal(c.queue_data_dir, CFG_DEFAULT_DATA_DIR);
     assert_int_equal(c.worker_embedded, 1);
     assert_int_equal(c.worker_threads, 2);
     assert_int_equal(c.worker_batch, 64);
@@ -267,6 +269,8 @@ static const bad bads[] = {
     {"item without a dot", "[item]\nstock = 1\n", "PATH:2: unknown section [item]"},
     {"bad number", ITEM "[gateway]\nwait_timeout_ms = 12ms\n",
      "PATH:4: [gateway] wait_timeout_ms: expected an integer from 1 to 600000"},
+    {"empty data_dir", ITEM "[queue]\ndata_dir =\n",
+     "PATH:4: [queue] data_dir: expected a directory path of 1 to 1023 characters"},
     {"hex number", ITEM "[queue]\npartitions = 0x10\n",
      "PATH:4: [queue] partitions: expected an integer from 1 to 1024"},
     {"negative number", ITEM "[worker]\nthreads = -2\n",

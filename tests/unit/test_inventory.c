@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -562,6 +563,364 @@ static void test_threads_redelivery(void **state)
     free(s);
 }
 
+/* ---- orders: pay, reap, journal, undo, replay ---- */
+
+#define PAY_MS 1000
+
+static uint64_t fake_ms;
+static uint64_t fake_wall(void *arg)
+{
+    (void)arg;
+    return fake_ms;
+}
+
+/* A journal in memory: records what it made durable; fails events whose
+ * index in the whole run is in fail_mask (bit i: the i-th event offered). */
+typedef struct fake_journal {
+    sk_order_event evs[256];
+    size_t n;
+    unsigned offered;
+    uint64_t fail_mask;
+    int fail_all;
+    /* re-entry while appending: the pending decision is not visible */
+    sk_inventory *peek_inv;
+    uint64_t peek_req;
+    enum sk_result peek_result;
+    int peek_get;
+} fake_journal;
+
+static int fake_append(void *arg, const sk_order_event *evs, size_t n, int *rcs)
+{
+    fake_journal *j = arg;
+    int rc = 0;
+    if (j->peek_inv) {
+        sk_outcome o;
+        sk_order ord;
+        uint8_t id[16];
+        req_id(id, j->peek_req);
+        sk_inventory_decide(j->peek_inv, 0, "someone", id, SK_SUCCESS, &o, NULL);
+        j->peek_result = o.result;
+        j->peek_get = sk_inventory_order_get(j->peek_inv, evs[0].order_id, &ord);
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned k = j->offered++;
+        if (j->fail_all || (k < 64 && (j->fail_mask >> k) & 1)) {
+            rcs[i] = -ENOSPC;
+            rc = rc ? rc : -ENOSPC;
+            continue;
+        }
+        rcs[i] = 0;
+        assert_true(j->n < 256);
+        j->evs[j->n++] = evs[i];
+    }
+    return rc;
+}
+
+static sk_inventory *make_orders(int64_t stock, uint32_t limit, fake_journal *j)
+{
+    sk_inventory *inv = make(stock, limit, 1000);
+    sk_journal jr = {.arg = j, .append = fake_append};
+    sk_orders_config oc = {.pay_timeout_ms = PAY_MS, .journal = j ? &jr : NULL,
+                           .wall_ms = fake_wall};
+    sk_inventory_set_orders(inv, &oc);
+    return inv;
+}
+
+static void buy_ok(sk_inventory *inv, const char *user, uint64_t n, char *order_id)
+{
+    sk_outcome o;
+    assert_int_equal(decide(inv, 0, user, n, SK_SUCCESS, &o, NULL), 1);
+    assert_int_equal(o.result, SK_SUCCESS);
+    strcpy(order_id, o.order_id);
+}
+
+static void test_orders_pay_and_reap(void **state)
+{
+    (void)state;
+    fake_ms = 1000000;
+    sk_inventory *inv = make_orders(3, 1, NULL); /* memory only */
+    char a[40], b[40], c[40];
+    sk_order o;
+    sk_outcome out;
+    int64_t counts[3];
+    buy_ok(inv, "alice", 1, a);
+    fake_ms += 10;
+    buy_ok(inv, "bob", 2, b);
+    buy_ok(inv, "carol", 3, c);
+    assert_int_equal(sk_inventory_order_get(inv, a, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_RESERVED);
+    assert_string_equal(o.user_id, "alice");
+    assert_string_equal(o.item_id, "sku-1");
+    assert_int_equal(o.created_ms, 1000000);
+    assert_int_equal(o.pay_deadline_ms, 1000000 + PAY_MS);
+    uint8_t rid[16];
+    req_id(rid, 1);
+    assert_memory_equal(o.request_id, rid, 16);
+    assert_int_equal(sk_inventory_order_get(inv, "0b7e3a6c-5a4e-4c55-9a55-6a1f0c7d9e21", &o),
+                     -ENOENT);
+    assert_int_equal(sk_inventory_left(inv, 0), 0);
+
+    /* pay: idempotent */
+    assert_int_equal(sk_inventory_order_pay(inv, a, fake_ms), 0);
+    assert_int_equal(sk_inventory_order_pay(inv, a, fake_ms), 0);
+    assert_int_equal(sk_inventory_order_get(inv, a, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_PAID);
+    assert_int_equal(sk_inventory_order_pay(inv, "nope", fake_ms), -ENOENT);
+
+    /* never early: alice's deadline passed, bob's not */
+    assert_int_equal(sk_inventory_reap(inv, 1000000 + PAY_MS + 9), 0);
+    /* c: too late to pay, even before the reaper got to it */
+    assert_int_equal(sk_inventory_order_pay(inv, c, 1000000 + PAY_MS + 10), -ETIME);
+    assert_int_equal(sk_inventory_reap(inv, 1000000 + PAY_MS + 10), 2);
+    assert_int_equal(sk_inventory_reap(inv, 1000000 + PAY_MS + 5000), 0); /* once only */
+    assert_int_equal(sk_inventory_left(inv, 0), 2);
+    assert_int_equal(sk_inventory_sold(inv, 0), 1);
+    assert_int_equal(sk_inventory_buyers(inv, 0), 1);
+    assert_int_equal(sk_inventory_order_get(inv, b, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_CANCELLED);
+    assert_int_equal(sk_inventory_order_pay(inv, b, fake_ms), -ECANCELED);
+    assert_int_equal(sk_inventory_order_get(inv, a, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_PAID);
+    sk_inventory_order_counts(inv, counts);
+    assert_int_equal(counts[SK_ORDER_RESERVED], 0);
+    assert_int_equal(counts[SK_ORDER_PAID], 1);
+    assert_int_equal(counts[SK_ORDER_CANCELLED], 2);
+
+    /* the cancelled buyer may buy again; the paid one may not */
+    assert_int_equal(decide(inv, 0, "bob", 4, SK_SUCCESS, &out, NULL), 1);
+    assert_int_equal(out.result, SK_SUCCESS);
+    assert_int_equal(decide(inv, 0, "alice", 5, SK_SUCCESS, &out, NULL), 1);
+    assert_int_equal(out.result, SK_ALREADY_PURCHASED);
+    assert_string_equal(out.order_id, a);
+    /* the stored decision of a cancelled order still answers its success */
+    assert_int_equal(decide(inv, 0, "bob", 2, SK_SUCCESS, &out, NULL), 0);
+    assert_int_equal(out.result, SK_SUCCESS);
+    assert_string_equal(out.order_id, b);
+    sk_inventory_destroy(inv);
+}
+
+/* A failed append undoes exactly the purchases it failed: stock, the user's
+ * count and last order, the decision; the batch call fails. */
+static void test_orders_journal_undo(void **state)
+{
+    (void)state;
+    fake_journal *j = calloc(1, sizeof *j);
+    fake_ms = 5000000;
+    sk_inventory *inv = make_orders(10, 1, j);
+    sk_backend be = sk_inventory_backend(inv);
+    uint8_t ids[4][16];
+    const char *users[4] = {"u0", "u1", "u2", "u3"};
+    sk_decide reqs[4];
+    sk_outcome outs[4];
+    int64_t left[4];
+    for (int i = 0; i < 4; i++) {
+        req_id(ids[i], 100 + (uint64_t)i);
+        reqs[i] = (sk_decide){"sku-1", users[i], ids[i], i == 2 ? SK_BLOCKED : SK_SUCCESS};
+    }
+    j->fail_mask = 1u << 1; /* the second reserved event (u1) fails */
+    assert_int_equal(be.decide(be.impl, reqs, 4, outs, left), -ENOSPC);
+    assert_int_equal(j->n, 2); /* u0, u3 durable */
+    assert_int_equal(sk_inventory_left(inv, 0), 8);
+    assert_int_equal(sk_inventory_buyers(inv, 0), 2);
+    sk_order o;
+    assert_int_equal(sk_inventory_order_get(inv, j->evs[0].order_id, &o), 0);
+    assert_string_equal(o.user_id, "u0");
+
+    /* redelivered: the durable ones answer their success, u1 buys now */
+    assert_int_equal(be.decide(be.impl, reqs, 4, outs, left), 0);
+    assert_int_equal(outs[0].result, SK_SUCCESS);
+    assert_string_equal(outs[0].order_id, j->evs[0].order_id);
+    assert_int_equal(outs[1].result, SK_SUCCESS);
+    assert_int_equal(outs[2].result, SK_BLOCKED);
+    assert_int_equal(outs[3].result, SK_SUCCESS);
+    assert_int_equal(j->n, 3);
+    assert_string_equal(outs[1].order_id, j->evs[2].order_id);
+    assert_int_equal(sk_inventory_left(inv, 0), 7);
+    assert_int_equal(sk_inventory_buyers(inv, 0), 3);
+
+    /* every append fails: nothing sells, nothing is left behind */
+    j->fail_all = 1;
+    sk_outcome out;
+    assert_int_equal(decide(inv, 0, "u9", 200, SK_SUCCESS, &out, NULL), -ENOSPC);
+    assert_int_equal(sk_inventory_left(inv, 0), 7);
+    assert_int_equal(decide(inv, 0, "u1", 201, SK_SUCCESS, &out, NULL), 0 + 1);
+    assert_int_equal(out.result, SK_ALREADY_PURCHASED); /* no append: nothing new */
+    /* pay and reap fail closed too: the order stays reserved */
+    assert_int_equal(sk_inventory_order_pay(inv, outs[0].order_id, fake_ms), -ENOSPC);
+    assert_int_equal(sk_inventory_reap(inv, fake_ms + PAY_MS), -ENOSPC);
+    assert_int_equal(sk_inventory_order_get(inv, outs[0].order_id, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_RESERVED);
+    assert_int_equal(sk_inventory_left(inv, 0), 7);
+    j->fail_all = 0;
+    assert_int_equal(decide(inv, 0, "u9", 200, SK_SUCCESS, &out, NULL), 1);
+    assert_int_equal(out.result, SK_SUCCESS);
+    assert_int_equal(sk_inventory_order_pay(inv, outs[0].order_id, fake_ms), 0);
+    assert_int_equal(sk_inventory_reap(inv, fake_ms + PAY_MS), 3); /* u1, u3, u9 */
+    assert_int_equal(sk_inventory_left(inv, 0), 9);
+    sk_inventory_destroy(inv);
+    free(j);
+}
+
+/* While a success is being journalled, a second delivery of the same request
+ * gets SK_UNAVAILABLE (not recorded) and the order is not visible yet. */
+static void test_orders_pending_invisible(void **state)
+{
+    (void)state;
+    fake_journal *j = calloc(1, sizeof *j);
+    fake_ms = 7000000;
+    sk_inventory *inv = make_orders(10, 1, j);
+    j->peek_inv = inv;
+    j->peek_req = 300;
+    char a[40];
+    buy_ok(inv, "first", 300, a);
+    assert_int_equal(j->peek_result, SK_UNAVAILABLE);
+    assert_int_equal(j->peek_get, -ENOENT);
+    j->peek_inv = NULL;
+    sk_outcome o;
+    assert_int_equal(decide(inv, 0, "first", 300, SK_SUCCESS, &o, NULL), 0);
+    assert_int_equal(o.result, SK_SUCCESS);
+    assert_string_equal(o.order_id, a);
+    assert_int_equal(sk_inventory_left(inv, 0), 9);
+    sk_inventory_destroy(inv);
+    free(j);
+}
+
+/* The journal replayed into a fresh inventory rebuilds stock, counts,
+ * order states and decisions; replaying an event twice changes nothing. */
+static void test_orders_replay(void **state)
+{
+    (void)state;
+    fake_journal *j = calloc(1, sizeof *j);
+    fake_ms = 9000000;
+    sk_inventory *inv = make_orders(5, 1, j);
+    char a[40], b[40], c[40];
+    buy_ok(inv, "a", 1, a);
+    buy_ok(inv, "b", 2, b);
+    fake_ms += 500;
+    buy_ok(inv, "c", 3, c);
+    assert_int_equal(sk_inventory_order_pay(inv, a, fake_ms), 0);
+    assert_int_equal(sk_inventory_reap(inv, 9000000 + PAY_MS), 1); /* b */
+    assert_int_equal(j->n, 5);
+    sk_inventory_destroy(inv);
+
+    fake_journal *j2 = calloc(1, sizeof *j2);
+    inv = make_orders(5, 1, j2);
+    for (size_t i = 0; i < j->n; i++)
+        assert_int_equal(sk_inventory_apply(inv, &j->evs[i]), 0);
+    for (size_t i = 0; i < j->n; i++) /* duplicates are ignored */
+        assert_int_equal(sk_inventory_apply(inv, &j->evs[i]), 1);
+    sk_order_event unknown = j->evs[0];
+    strcpy(unknown.item_id, "gone");
+    strcpy(unknown.order_id, "x");
+    assert_int_equal(sk_inventory_apply(inv, &unknown), 1);
+    assert_int_equal(sk_inventory_left(inv, 0), 3);
+    assert_int_equal(sk_inventory_buyers(inv, 0), 2);
+    sk_order o;
+    assert_int_equal(sk_inventory_order_get(inv, a, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_PAID);
+    assert_int_equal(sk_inventory_order_get(inv, b, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_CANCELLED);
+    assert_int_equal(sk_inventory_order_get(inv, c, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_RESERVED);
+    assert_int_equal(o.pay_deadline_ms, 9000500 + PAY_MS);
+    sk_outcome out;
+    /* a redelivered request answers its stored success */
+    assert_int_equal(decide(inv, 0, "c", 3, SK_SUCCESS, &out, NULL), 0);
+    assert_int_equal(out.result, SK_SUCCESS);
+    assert_string_equal(out.order_id, c);
+    /* a new request of a buyer: already purchased, the old order */
+    assert_int_equal(decide(inv, 0, "a", 10, SK_SUCCESS, &out, NULL), 1);
+    assert_int_equal(out.result, SK_ALREADY_PURCHASED);
+    assert_string_equal(out.order_id, a);
+    /* b was cancelled: may buy again */
+    assert_int_equal(decide(inv, 0, "b", 11, SK_SUCCESS, &out, NULL), 1);
+    assert_int_equal(out.result, SK_SUCCESS);
+    /* c's recovered order is reaped like b's new one (same deadline), once */
+    assert_int_equal(sk_inventory_left(inv, 0), 2);
+    assert_int_equal(sk_inventory_reap(inv, 9000500 + PAY_MS), 2);
+    assert_int_equal(sk_inventory_reap(inv, 9000500 + PAY_MS), 0);
+    assert_int_equal(sk_inventory_left(inv, 0), 4);
+    sk_inventory_destroy(inv);
+    free(j);
+    free(j2);
+}
+
+/* Payers and reapers race on orders at their deadline: each order ends paid
+ * or cancelled, once, and exactly the cancelled ones gave their stock back. */
+#define RACE_ORDERS 400
+typedef struct race {
+    sk_inventory *inv;
+    char ids[RACE_ORDERS][40];
+    int paid[RACE_ORDERS];
+    _Atomic int cancelled;
+    pthread_barrier_t go;
+} race;
+
+static void *race_payer(void *arg)
+{
+    race *r = arg;
+    pthread_barrier_wait(&r->go);
+    for (int i = 0; i < RACE_ORDERS; i++)
+        r->paid[i] = sk_inventory_order_pay(r->inv, r->ids[i], 9999999 + (uint64_t)(i % 2));
+    return NULL;
+}
+
+static void *race_reaper(void *arg)
+{
+    race *r = arg;
+    pthread_barrier_wait(&r->go);
+    for (int k = 0; k < 50; k++) {
+        int n = sk_inventory_reap(r->inv, 10000000);
+        assert_true(n >= 0);
+        atomic_fetch_add(&r->cancelled, n);
+    }
+    return NULL;
+}
+
+static void test_orders_pay_reap_race(void **state)
+{
+    (void)state;
+    race *r = calloc(1, sizeof *r);
+    fake_journal *j = calloc(1, sizeof *j);
+    (void)j;
+    fake_ms = 10000000 - PAY_MS; /* deadline: 10000000 */
+    r->inv = make_orders(RACE_ORDERS, 1, NULL);
+    for (int i = 0; i < RACE_ORDERS; i++) {
+        char user[16];
+        snprintf(user, sizeof user, "r%d", i);
+        buy_ok(r->inv, user, 1000 + (uint64_t)i, r->ids[i]);
+    }
+    pthread_barrier_init(&r->go, NULL, 3);
+    pthread_t th[3];
+    pthread_create(&th[0], NULL, race_payer, r);
+    pthread_create(&th[1], NULL, race_reaper, r);
+    pthread_create(&th[2], NULL, race_reaper, r);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&r->go);
+    int paid = 0, cancelled = 0;
+    for (int i = 0; i < RACE_ORDERS; i++) {
+        sk_order o;
+        assert_int_equal(sk_inventory_order_get(r->inv, r->ids[i], &o), 0);
+        assert_true(o.state != SK_ORDER_RESERVED);
+        if (o.state == SK_ORDER_PAID) {
+            assert_int_equal(r->paid[i], 0);
+            assert_int_equal(i % 2, 0);
+            paid++;
+        } else {
+            assert_true(r->paid[i] != 0);
+            cancelled++;
+        }
+    }
+    assert_int_equal(cancelled, atomic_load(&r->cancelled));
+    assert_int_equal(paid + cancelled, RACE_ORDERS);
+    assert_int_equal(sk_inventory_left(r->inv, 0), cancelled);
+    assert_true(cancelled >= RACE_ORDERS / 2); /* the odd ones were too late to pay */
+    sk_inventory_destroy(r->inv);
+    free(r);
+    free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -576,6 +935,11 @@ int main(void)
         cmocka_unit_test(test_threads_never_oversell),
         cmocka_unit_test(test_threads_per_user_limit_3),
         cmocka_unit_test(test_threads_redelivery),
+        cmocka_unit_test(test_orders_pay_and_reap),
+        cmocka_unit_test(test_orders_journal_undo),
+        cmocka_unit_test(test_orders_pending_invisible),
+        cmocka_unit_test(test_orders_replay),
+        cmocka_unit_test(test_orders_pay_reap_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
