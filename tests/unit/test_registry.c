@@ -1,0 +1,363 @@
+/*
+ * test_registry.c - the gateway registry against a real redis-server (see
+ * tests/redis_server.h): register, heartbeat past the TTL, expiry after a
+ * SIGKILL, DEL on a clean stop, discovery of exactly the live gateways, and
+ * Redis going away and coming back.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "seckill-worker/registry.h"
+#include "tests/redis_server.h"
+
+/* generous: fsync-always AOF on a loaded machine (sanitizers, parallel
+ * ctest) can stall a reply for a while */
+#define TIMEOUT_MS 500
+#define TTL_MS 900
+
+static redis_server srv;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- direct Redis access ---- */
+
+static redisContext *raw(void)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", srv.port, tv);
+    assert_non_null(c);
+    assert_int_equal(c->err, 0);
+    redisSetTimeout(c, tv);
+    return c;
+}
+
+static void raw_cmd(const char *fmt, ...)
+{
+    redisContext *c = raw();
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *rep = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    assert_non_null(rep);
+    assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+/* The value of sk:gw:<id> into buf ("" when absent). */
+static const char *value_of(const char *id, char *buf, size_t cap)
+{
+    redisContext *c = raw();
+    redisReply *rep = redisCommand(c, "GET " SK_REGISTRY_PREFIX "%s", id);
+    assert_non_null(rep);
+    buf[0] = '\0';
+    if (rep->type == REDIS_REPLY_STRING)
+        snprintf(buf, cap, "%s", rep->str);
+    freeReplyObject(rep);
+    redisFree(c);
+    return buf;
+}
+
+static long long pttl_of(const char *id)
+{
+    redisContext *c = raw();
+    redisReply *rep = redisCommand(c, "PTTL " SK_REGISTRY_PREFIX "%s", id);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+    long long v = rep->integer;
+    freeReplyObject(rep);
+    redisFree(c);
+    return v;
+}
+
+/* Wait up to ms for sk:gw:<id> to hold want ("" = to be gone). */
+static int wait_value(const char *id, const char *want, long ms)
+{
+    char v[300];
+    uint64_t until = mono_ms() + (uint64_t)ms;
+    do {
+        if (!strcmp(value_of(id, v, sizeof v), want))
+            return 1;
+        sleep_ms(10);
+    } while (mono_ms() < until);
+    return 0;
+}
+
+static sk_registry *make(void)
+{
+    sk_registry *r = NULL;
+    assert_int_equal(sk_registry_create("127.0.0.1", srv.port, TIMEOUT_MS, &r), 0);
+    return r;
+}
+
+/* ---- tests ---- */
+
+static void test_register_and_unregister(void **state)
+{
+    (void)state;
+    sk_registry *r = make();
+    assert_int_equal(sk_registry_unregister(r), 0); /* not registered: nothing to do */
+    uint64_t t0 = mono_ms();
+    assert_int_equal(sk_registry_register(r, "gw-a", "tcp:127.0.0.1:7001", TTL_MS), 0);
+    assert_true(mono_ms() - t0 < 100); /* returns before Redis is asked */
+    assert_int_equal(sk_registry_register(r, "gw-a", "tcp:127.0.0.1:7001", TTL_MS), -EBUSY);
+    assert_true(wait_value("gw-a", "tcp:127.0.0.1:7001", 2000));
+    long long pttl = pttl_of("gw-a");
+    assert_true(pttl > 0 && pttl <= TTL_MS);
+    assert_true(sk_registry_beats(r) >= 1);
+    /* a clean stop deletes the key at once, not after the TTL */
+    assert_int_equal(sk_registry_unregister(r), 0);
+    char v[300];
+    assert_string_equal(value_of("gw-a", v, sizeof v), "");
+    /* registered again after a stop */
+    assert_int_equal(sk_registry_register(r, "gw-a", "unix:/tmp/gw-a.sock", TTL_MS), 0);
+    assert_true(wait_value("gw-a", "unix:/tmp/gw-a.sock", 2000));
+    sk_registry_destroy(r); /* unregisters */
+    assert_string_equal(value_of("gw-a", v, sizeof v), "");
+}
+
+static void test_bad_args(void **state)
+{
+    (void)state;
+    sk_registry *r = NULL;
+    assert_int_equal(sk_registry_create("127.0.0.1", 0, TIMEOUT_MS, &r), -EINVAL);
+    assert_int_equal(sk_registry_create("127.0.0.1", srv.port, 0, &r), -EINVAL);
+    r = make();
+    assert_int_equal(sk_registry_register(r, "", "tcp:127.0.0.1:1", TTL_MS), -EINVAL);
+    assert_int_equal(sk_registry_register(r, "a b", "tcp:127.0.0.1:1", TTL_MS), -EINVAL);
+    assert_int_equal(sk_registry_register(r, "gw", "127.0.0.1:1", TTL_MS), -EINVAL);
+    assert_int_equal(sk_registry_register(r, "gw", "tcp:127.0.0.1:1", 29), -EINVAL);
+    sk_registry_destroy(r);
+    sk_registry_destroy(NULL);
+}
+
+/* Beats every ttl/3 keep the key alive well past its TTL. */
+static void test_heartbeat_outlives_ttl(void **state)
+{
+    (void)state;
+    sk_registry *r = make();
+    assert_int_equal(sk_registry_register(r, "gw-beat", "tcp:127.0.0.1:7002", TTL_MS), 0);
+    assert_true(wait_value("gw-beat", "tcp:127.0.0.1:7002", 2000));
+    char v[300];
+    uint64_t until = mono_ms() + 3 * TTL_MS;
+    while (mono_ms() < until) {
+        assert_string_equal(value_of("gw-beat", v, sizeof v), "tcp:127.0.0.1:7002");
+        sleep_ms(50);
+    }
+    assert_true(sk_registry_beats(r) >= 6); /* 3 TTLs at ttl/3: about 9 */
+    sk_registry_destroy(r);
+}
+
+/* A gateway killed without a clean stop: its key outlives it by at most the TTL. */
+static void test_expires_after_kill(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sk_registry *r = NULL;
+        if (sk_registry_create("127.0.0.1", srv.port, TIMEOUT_MS, &r) < 0 ||
+            sk_registry_register(r, "gw-killed", "tcp:127.0.0.1:7003", TTL_MS) < 0)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    assert_true(wait_value("gw-killed", "tcp:127.0.0.1:7003", 2000));
+    sleep_ms(TTL_MS); /* alive past one TTL: the child's beats */
+    char v[300];
+    assert_string_equal(value_of("gw-killed", v, sizeof v), "tcp:127.0.0.1:7003");
+    kill(pid, SIGKILL);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    uint64_t t0 = mono_ms();
+    assert_true(wait_value("gw-killed", "", TTL_MS + 1000));
+    printf("key gone %llu ms after the kill (ttl %d)\n", (unsigned long long)(mono_ms() - t0),
+           TTL_MS);
+}
+
+/* A successor that reused the gateway id keeps its record. */
+static void test_unregister_spares_successor(void **state)
+{
+    (void)state;
+    sk_registry *r = make();
+    assert_int_equal(sk_registry_register(r, "gw-reused", "tcp:127.0.0.1:7004", 60000), 0);
+    assert_true(wait_value("gw-reused", "tcp:127.0.0.1:7004", 2000));
+    raw_cmd("SET " SK_REGISTRY_PREFIX "gw-reused tcp:127.0.0.1:7005 PX 60000");
+    assert_int_equal(sk_registry_unregister(r), 0);
+    char v[300];
+    assert_string_equal(value_of("gw-reused", v, sizeof v), "tcp:127.0.0.1:7005");
+    raw_cmd("DEL " SK_REGISTRY_PREFIX "gw-reused");
+    sk_registry_destroy(r);
+}
+
+static int find(const sk_registry_gateway *g, int n, const char *id, const char *addr)
+{
+    int hits = 0;
+    for (int i = 0; i < n; i++)
+        hits += !strcmp(g[i].id, id) && !strcmp(g[i].addr, addr);
+    return hits;
+}
+
+/* list() returns exactly the registered gateways: each once, junk skipped,
+ * across several SCAN rounds; gone ones disappear. */
+static void test_list_exactly_live(void **state)
+{
+    (void)state;
+    sk_registry_gateway g[64];
+    raw_cmd("FLUSHALL");
+    sk_registry *w = make();
+    assert_int_equal(sk_registry_list(w, g, 64), 0);
+
+    sk_registry *gw[3];
+    const char *ids[3] = {"2b0c6f6e-1d1e-4a55-9f55-000000000001",
+                          "2b0c6f6e-1d1e-4a55-9f55-000000000002", "gw-three"};
+    const char *addrs[3] = {"tcp:127.0.0.1:7101", "tcp:10.0.0.2:7102", "unix:/run/gw3.sock"};
+    for (int i = 0; i < 3; i++) {
+        gw[i] = make();
+        assert_int_equal(sk_registry_register(gw[i], ids[i], addrs[i], TTL_MS), 0);
+        assert_true(wait_value(ids[i], addrs[i], 2000));
+    }
+    /* not ours, or not valid: skipped */
+    raw_cmd("SET " SK_REGISTRY_PREFIX "bad/id tcp:127.0.0.1:1");
+    raw_cmd("SET " SK_REGISTRY_PREFIX "junk hello");
+    raw_cmd("HSET " SK_REGISTRY_PREFIX "hashy a b");
+    raw_cmd("SET sk:gwx tcp:127.0.0.1:2");
+    for (int i = 0; i < 300; i++) /* several SCAN rounds of COUNT 100 */
+        raw_cmd("SET other:%d x", i);
+
+    int n = sk_registry_list(w, g, 64);
+    assert_int_equal(n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(find(g, n, ids[i], addrs[i]), 1);
+    assert_int_equal(sk_registry_list(w, g, 2), 2); /* capped */
+
+    /* a clean stop: gone at once */
+    sk_registry_destroy(gw[1]);
+    n = sk_registry_list(w, g, 64);
+    assert_int_equal(n, 2);
+    assert_int_equal(find(g, n, ids[0], addrs[0]), 1);
+    assert_int_equal(find(g, n, ids[2], addrs[2]), 1);
+
+    /* a gateway that stopped beating: listed until its key expires */
+    raw_cmd("SET " SK_REGISTRY_PREFIX "gw-dying tcp:127.0.0.1:7104 PX 300");
+    n = sk_registry_list(w, g, 64);
+    assert_int_equal(n, 3);
+    assert_int_equal(find(g, n, "gw-dying", "tcp:127.0.0.1:7104"), 1);
+    assert_true(wait_value("gw-dying", "", 2000));
+    n = sk_registry_list(w, g, 64);
+    assert_int_equal(n, 2);
+    assert_int_equal(find(g, n, "gw-dying", "tcp:127.0.0.1:7104"), 0);
+
+    sk_registry_destroy(gw[0]);
+    sk_registry_destroy(gw[2]);
+    assert_int_equal(sk_registry_list(w, g, 64), 0);
+    sk_registry_destroy(w);
+    raw_cmd("FLUSHALL");
+}
+
+/* Redis goes away: list() fails fast (the caller keeps what it knew), the
+ * heartbeat keeps trying and registers again once Redis is back. */
+static void test_redis_down_and_back(void **state)
+{
+    (void)state;
+    sk_registry_gateway g[8];
+    sk_registry *r = make(), *w = make();
+    assert_int_equal(sk_registry_register(r, "gw-phoenix", "tcp:127.0.0.1:7201", TTL_MS), 0);
+    assert_true(wait_value("gw-phoenix", "tcp:127.0.0.1:7201", 2000));
+    assert_int_equal(sk_registry_list(w, g, 8), 1);
+
+    redis_server_stop(&srv);
+    uint64_t t0 = mono_ms();
+    int rc = sk_registry_list(w, g, 8);
+    assert_true(rc < 0);
+    assert_true(mono_ms() - t0 < 2 * TIMEOUT_MS + 500);
+    uint64_t beats = sk_registry_beats(r);
+    sleep_ms(TTL_MS); /* a few failed beats: logged once, no crash */
+    assert_int_equal(sk_registry_beats(r), beats);
+
+    assert_int_equal(redis_server_restart(&srv), 0);
+    raw_cmd("DEL " SK_REGISTRY_PREFIX "gw-phoenix"); /* whatever the AOF kept */
+    assert_true(wait_value("gw-phoenix", "tcp:127.0.0.1:7201", TTL_MS + 2000));
+    assert_true(sk_registry_beats(r) > beats);
+    assert_int_equal(sk_registry_list(w, g, 8), 1);
+    sk_registry_destroy(r);
+    assert_int_equal(sk_registry_list(w, g, 8), 0);
+    sk_registry_destroy(w);
+}
+
+/* No Redis at all: register still returns at once; unregister reports that
+ * it could not delete, within the timeout. */
+static void test_no_redis(void **state)
+{
+    (void)state;
+    sk_registry *r = NULL;
+    int port = srv.port == 65535 ? 1 : srv.port + 1; /* most likely nobody listens */
+    assert_int_equal(sk_registry_create("127.0.0.1", port, 200, &r), 0);
+    uint64_t t0 = mono_ms();
+    assert_int_equal(sk_registry_register(r, "gw-alone", "tcp:127.0.0.1:7301", 300), 0);
+    assert_true(mono_ms() - t0 < 100);
+    sleep_ms(300);
+    assert_int_equal(sk_registry_beats(r), 0);
+    t0 = mono_ms();
+    assert_true(sk_registry_unregister(r) < 0);
+    assert_true(mono_ms() - t0 < 2 * 200 + 500);
+    sk_registry_destroy(r);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    int rc = redis_server_start(&srv);
+    if (rc < 0) {
+        fprintf(stderr, "test_registry: cannot start redis-server: %s\n", srv.error);
+        return -1; /* cmocka fails the group: never a silent skip */
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    redis_server_destroy(&srv);
+    return 0;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* see registry.h */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_register_and_unregister),
+        cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_heartbeat_outlives_ttl),
+        cmocka_unit_test(test_expires_after_kill),
+        cmocka_unit_test(test_unregister_spares_successor),
+        cmocka_unit_test(test_list_exactly_live),
+        cmocka_unit_test(test_redis_down_and_back),
+        cmocka_unit_test(test_no_redis),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
