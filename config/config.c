@@ -34,6 +34,7 @@ void cfg_init(cfg *c)
     strcpy(c->worker_inventory, "memory");
     c->worker_decision_capacity = 1000000;
     c->worker_pay_timeout_ms = 900000;
+    c->rpc_registry_ttl_ms = 3000;
     strcpy(c->redis_host, "127.0.0.1");
     c->redis_port = 6379;
     c->redis_timeout_ms = 200;
@@ -393,6 +394,7 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
             int rc = add_list(L, value, &c->rpc_gateways, &c->nrpc_gateways, 64, section, name);
             return rc == 0;
         }
+        U32("registry_ttl_ms", rpc_registry_ttl_ms, 300, 600000)
         return fail(L, section, name, NULL);
     }
     if (!strcmp(section, "redis")) {

@@ -61,7 +61,8 @@ typedef struct cfg {
     char rpc_listen[280];      /* gateway: "tcp:HOST:PORT" or "unix:PATH"; "" = no RPC */
     char rpc_secret[257];      /* shared by gateways and workers */
     char **rpc_gateways;       /* worker: gateway RPC addresses */
-    size_t nrpc_gateways;
+    size_t nrpc_gateways;      /* 0: the worker finds gateways in the Redis registry */
+    uint32_t rpc_registry_ttl_ms; /* gateway: TTL of its registry key, refreshed every ttl/3 */
     /* [redis] */
     char redis_host[256];
     uint16_t redis_port;

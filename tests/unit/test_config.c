@@ -105,6 +105,7 @@ static void test_shipped_config(void **state)
     assert_int_equal(c.worker_embedded, 1);
     assert_int_equal(c.worker_threads, 2);
     assert_string_equal(c.worker_inventory, "memory");
+    assert_int_equal(c.rpc_registry_ttl_ms, 3000);
     assert_int_equal(c.nblocklist, 0);
     assert_int_equal(c.nitems, 1);
     const cfg_item *it = cfg_find_item(&c, "demo");
@@ -146,6 +147,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.worker_batch, 64);
     assert_string_equal(c.worker_inventory, "memory");
     assert_int_equal(c.worker_decision_capacity, 1000000);
+    assert_int_equal(c.rpc_registry_ttl_ms, 3000);
     assert_int_equal(c.nitems, 0);
     assert_int_equal(c.nblocklist, 0);
     /* no item yet: not a valid configuration */
@@ -187,6 +189,8 @@ static void test_values(void **state)
                         "[worker]\n"
                         "embedded = yes\n"
                         "threads = 256\n"
+                        "[rpc]\n"
+                        "registry_ttl_ms = 600000\n"
                         "[item.a]\n"
                         "stock = 0\n"
                         "[item.b-2]\n"
@@ -207,18 +211,19 @@ static void test_values(void **state)
     assert_int_equal(c.tb_burst, 1);
     assert_int_equal(c.queue_max_backlog_bytes, 1ULL << 40);
     assert_int_equal(c.worker_threads, 256);
+    assert_int_equal(c.rpc_registry_ttl_ms, 600000);
     assert_int_equal(c.nitems, 2);
     const cfg_item *a = cfg_find_item(&c, "a"), *b = cfg_find_item(&c, "b-2");
     assert_non_null(a);
     assert_non_null(b);
     assert_int_equal(a->stock, 0);
     assert_int_equal(a->per_user_limit, 2);
-    assert_int_equal(a->line, 15);
+    assert_int_equal(a->line, 17);
     assert_int_equal(b->stock, 1000000000000LL);
     assert_int_equal(b->per_user_limit, 3);
     assert_int_equal(b->starts_at, 1700000000);
     assert_int_equal(b->ends_at, 1700000001);
-    assert_int_equal(b->line, 17);
+    assert_int_equal(b->line, 19);
     cfg_release(&c);
     assert_null(c.items);
     assert_int_equal(c.nitems, 0);
@@ -320,6 +325,10 @@ static const bad bads[] = {
      "PATH:4: [rpc] secret: expected a shared secret of 8 to 256 characters"},
     {"rpc gateways", ITEM "[rpc]\ngateways = tcp:127.0.0.1:7000, 10.0.0.1:7000\n",
      "PATH:4: [rpc] gateways: '10.0.0.1:7000' is not tcp:HOST:PORT or unix:SOCKET"},
+    {"rpc registry ttl", ITEM "[rpc]\nregistry_ttl_ms = 299\n",
+     "PATH:4: [rpc] registry_ttl_ms: expected an integer from 300 to 600000"},
+    {"rpc registry ttl not a number", ITEM "[rpc]\nregistry_ttl_ms = 3s\n",
+     "PATH:4: [rpc] registry_ttl_ms: expected an integer from 300 to 600000"},
     {"rpc without secret", ITEM "[rpc]\nlisten = tcp:127.0.0.1:7000\n",
      "PATH: [rpc] secret is required when RPC is used"},
     {"redis port", ITEM "[redis]\nport = 0\n",
