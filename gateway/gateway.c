@@ -22,6 +22,7 @@
 #include "mq.h"
 #include "order_log.h"
 #include "pending.h"
+#include "registry.h"
 #include "request.h"
 #include "result_store.h"
 #include "rpc_service.h"
@@ -67,6 +68,7 @@ struct gw {
     struct MHD_Daemon *mhd;
     gw_wheel *wheel; /* event park: deadlines of suspended requests */
     gw_rpcsvc *rpc;  /* the queue served to worker processes, when [rpc] listen is set */
+    sk_registry *registry; /* rpc with a Redis: announces the RPC address to workers */
     int event_park;
     uint16_t port;
     atomic_int stopping;
@@ -920,6 +922,24 @@ int gw_start(gw *g, char *err, size_t errlen)
             snprintf(err, errlen, "rpc: cannot serve on %s: %s", c->rpc_listen, strerror(-rc));
             return rc;
         }
+        if (g->redis) {
+            /* the bound address: port 0 in the config means the real one */
+            char addr[SK_REGISTRY_ADDR_MAX + 1];
+            const char *colon = strrchr(c->rpc_listen, ':');
+            if (!strncmp(c->rpc_listen, "tcp:", 4) && gw_rpcsvc_port(g->rpc) > 0)
+                snprintf(addr, sizeof addr, "%.*s:%d", (int)(colon - c->rpc_listen),
+                         c->rpc_listen, gw_rpcsvc_port(g->rpc));
+            else
+                snprintf(addr, sizeof addr, "%s", c->rpc_listen);
+            rc = sk_registry_create(c->redis_host, c->redis_port, c->redis_timeout_ms,
+                                    &g->registry);
+            if (rc == 0)
+                rc = sk_registry_register(g->registry, g->id_str, addr, c->rpc_registry_ttl_ms);
+            if (rc < 0) {
+                snprintf(err, errlen, "registry: %s", strerror(-rc));
+                return rc;
+            }
+        }
     }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(c->listen_port)};
     if (inet_pton(AF_INET, c->listen_host, &sa.sin_addr) != 1) {
@@ -1003,6 +1023,10 @@ void gw_stop(gw *g, uint32_t grace_ms)
         }
         MHD_stop_daemon(g->mhd);
         g->mhd = NULL;
+    }
+    if (g->registry) {
+        sk_registry_destroy(g->registry); /* DEL: workers drop us at their next look */
+        g->registry = NULL;
     }
     if (g->rpc) {
         gw_rpcsvc_destroy(g->rpc);
