@@ -2,7 +2,9 @@
  * seckill-worker: a worker process.
  *
  *   --role seckill (default): consume the request topic of every gateway in
- *     [rpc] gateways (group "seckill"), decide against Redis, send RESULT to
+ *     [rpc] gateways, or, when that is empty, of every gateway registered in
+ *     Redis (registry.h, followed every second) (group "seckill"), decide
+ *     against Redis, send RESULT to
  *     the gateway the request came from, commit after sending; cancel orders
  *     not paid in time (pay timeout) and broadcast stock to the gateways.
  *   --role orders: the order sink: read the order events of every item from
@@ -33,6 +35,7 @@
 #include "inventory_redis.h"
 #include "order_log.h"
 #include "order_sink.h"
+#include "registry.h"
 #include "remote.h"
 #include "worker.h"
 
@@ -42,7 +45,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: seckill-worker [OPTIONS]\n"
-            "Decides flash-sale requests of the gateways in [rpc] gateways against Redis,\n"
+            "Decides flash-sale requests of the gateways in [rpc] gateways (or, when empty,\n"
+            "of those registered in Redis) against Redis,\n"
             "or (--role orders) stores order events from Redis (or, with inventory = memory,\n"
             "from the gateways' order topics) in a file.\n"
             "\n"
@@ -81,6 +85,49 @@ static void *reaper_main(void *arg)
             int64_t left = sk_redis_left(rp->redis, rp->c->items[i].id);
             if (left >= 0)
                 rp->link.stock(rp->link.arg, rp->c->items[i].id, left);
+        }
+        for (int i = 0; i < 10 && !atomic_load(&stopping); i++) {
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* ---- role seckill without [rpc] gateways: follow the registry ---- */
+
+typedef struct discovery {
+    sk_registry *reg;
+    sk_remote *remote;
+    pthread_t tid;
+} discovery;
+
+static void *discovery_main(void *arg)
+{
+    discovery *d = arg;
+    sk_registry_gateway gws[SK_REMOTE_MAX_GATEWAYS];
+    const char *addrs[SK_REMOTE_MAX_GATEWAYS];
+    int down = 0;
+    while (!atomic_load(&stopping)) {
+        int n = sk_registry_list(d->reg, gws, SK_REMOTE_MAX_GATEWAYS);
+        if (n < 0) {
+            /* keep serving the gateways we know: an unreadable registry says
+             * nothing about them */
+            if (!down)
+                fprintf(stderr, "seckill-worker: registry unreadable (%s): keeping %zu known "
+                                "gateway%s\n",
+                        strerror(-n), sk_remote_count(d->remote),
+                        sk_remote_count(d->remote) == 1 ? "" : "s");
+            down = 1;
+        } else {
+            if (down)
+                fprintf(stderr, "seckill-worker: registry readable again\n");
+            down = 0;
+            for (int i = 0; i < n; i++)
+                addrs[i] = gws[i].addr;
+            int rc = sk_remote_set_gateways(d->remote, addrs, (size_t)n);
+            if (rc < 0)
+                fprintf(stderr, "seckill-worker: gateways: %s\n", strerror(-rc));
         }
         for (int i = 0; i < 10 && !atomic_load(&stopping); i++) {
             struct timespec ts = {0, 100 * 1000 * 1000};
@@ -350,9 +397,10 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return EX_CONFIG;
     }
-    if (!strcmp(role, "seckill") && (!c.nrpc_gateways || !c.rpc_secret[0])) {
-        fprintf(stderr, "seckill-worker: %s: [rpc] gateways and secret are required\n",
-                config_path);
+    /* the gateways come from [rpc] gateways, or else from the registry in
+     * [redis], which inventory = redis (checked above) always configures */
+    if (!strcmp(role, "seckill") && !c.rpc_secret[0]) {
+        fprintf(stderr, "seckill-worker: %s: [rpc] secret is required\n", config_path);
         cfg_release(&c);
         return EX_CONFIG;
     }
@@ -398,12 +446,17 @@ int main(int argc, char **argv)
     }
 
     sk_remote *remote = NULL;
+    discovery disc = {0};
     sk_remote_config rcfg = {.gateways = (const char *const *)c.rpc_gateways,
-                             .ngateways = c.nrpc_gateways, .secret = c.rpc_secret,
-                             .worker_id = id, .group = SK_GROUP, .topic = SK_REQUEST_TOPIC};
+                             .ngateways = c.nrpc_gateways, .discover = !c.nrpc_gateways,
+                             .secret = c.rpc_secret, .worker_id = id, .group = SK_GROUP,
+                             .topic = SK_REQUEST_TOPIC};
     rc = sk_remote_create(&rcfg, &remote);
+    if (rc == 0 && rcfg.discover)
+        rc = sk_registry_create(c.redis_host, c.redis_port, c.redis_timeout_ms, &disc.reg);
     if (rc < 0) {
         fprintf(stderr, "seckill-worker: rpc: %s\n", strerror(-rc));
+        sk_remote_destroy(remote);
         status = EX_UNAVAILABLE;
         goto out;
     }
@@ -419,21 +472,32 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "seckill-worker: cannot start worker threads: %s\n", strerror(-rc));
         sk_remote_destroy(remote);
+        sk_registry_destroy(disc.reg);
         status = EX_UNAVAILABLE;
         goto out;
     }
     reaper rp = {.redis = redis, .link = link, .c = &c};
     pthread_create(&rp.tid, NULL, reaper_main, &rp);
-    printf("seckill-worker %s role=seckill id=%s gateways=%zu threads=%u\n", SECKILL_VERSION, id,
-           c.nrpc_gateways, c.worker_threads);
+    if (disc.reg) {
+        disc.remote = remote;
+        pthread_create(&disc.tid, NULL, discovery_main, &disc);
+        printf("seckill-worker %s role=seckill id=%s gateways=registry threads=%u\n",
+               SECKILL_VERSION, id, c.worker_threads);
+    } else {
+        printf("seckill-worker %s role=seckill id=%s gateways=%zu threads=%u\n", SECKILL_VERSION,
+               id, c.nrpc_gateways, c.worker_threads);
+    }
     fflush(stdout);
     while (!atomic_load(&stopping)) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     pthread_join(rp.tid, NULL);
+    if (disc.reg)
+        pthread_join(disc.tid, NULL);
     sk_worker_stop(w);
     sk_remote_destroy(remote);
+    sk_registry_destroy(disc.reg);
 
 out:
     if (!atomic_load(&stopping))
