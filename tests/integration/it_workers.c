@@ -1,7 +1,8 @@
 /*
  * it_workers.c - gateways and seckill-worker processes over rpc/, stock in a
  * real redis-server, orders in the order sink; faults injected for real
- * (SIGKILL of a worker, a Redis restart).
+ * (SIGKILL of a worker, a Redis restart); workers that find their gateways
+ * in the Redis registry as they come and go.
  *
  * argv: seckill-gateway, seckill-worker.
  */
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -42,7 +44,7 @@ static void sleep_ms(int ms)
 
 struct cluster {
     redis_server rs;
-    gw_proc gw[2];
+    gw_proc gw[3];
     int ngw;
     pid_t workers[8];
     int nworkers;
@@ -85,12 +87,28 @@ static void common_ini(char *buf, size_t cap, const cluster *cl, const char *ext
              pay_timeout_ms, cl->rs.port, cl->stock, extra ? extra : "");
 }
 
+static int workers_discover;     /* cluster_start: workers without [rpc] gateways */
+static const char *worker_log;  /* start_worker: the workers' stderr goes here */
+
 static void start_worker(cluster *cl)
 {
     char id[32];
+    int saved = -1;
     snprintf(id, sizeof id, "w%d", cl->nworkers);
     const char *argv[] = {worker_bin, "-c", cl->wini, "--id", id, NULL};
-    assert_int_equal(proc_spawn(argv, "role=seckill", &cl->workers[cl->nworkers]), 0);
+    if (worker_log) { /* the child inherits stderr: point it at the log meanwhile */
+        int fd = open(worker_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        assert_true(fd >= 0);
+        saved = dup(2);
+        dup2(fd, 2);
+        close(fd);
+    }
+    int rc = proc_spawn(argv, "role=seckill", &cl->workers[cl->nworkers]);
+    if (saved >= 0) {
+        dup2(saved, 2);
+        close(saved);
+    }
+    assert_int_equal(rc, 0);
     cl->nworkers++;
 }
 
@@ -122,8 +140,12 @@ static void cluster_start(cluster *cl, int ngw, int nworkers, long stock, const 
         snprintf(gws + n, sizeof gws - n, "%stcp:127.0.0.1:%d", i ? ", " : "", cl->gw[i].rpc_port);
     }
     cl->ngw = ngw;
-    /* the workers' config: the same file with the gateways to consume */
-    snprintf(wtext, sizeof wtext, "%s[rpc]\ngateways = %s\n", ini, gws);
+    /* the workers' config: the same file with the gateways to consume, or
+     * without them (the workers look in the registry) */
+    if (workers_discover)
+        snprintf(wtext, sizeof wtext, "%s", ini);
+    else
+        snprintf(wtext, sizeof wtext, "%s[rpc]\ngateways = %s\n", ini, gws);
     snprintf(cl->wini, sizeof cl->wini, "%s/worker.ini", cl->dir);
     write_text(cl->wini, wtext);
     for (int i = 0; i < nworkers; i++)
@@ -535,10 +557,114 @@ static void test_rpc_auth_and_routing(void **state)
     cluster_stop(&cl);
 }
 
+/* Wait up to ms for a line containing needle in the file at path. */
+static int log_has(const char *path, const char *needle, int ms)
+{
+    for (uint64_t until = mono_ms() + (uint64_t)ms;;) {
+        FILE *f = fopen(path, "r");
+        char line[512];
+        int found = 0;
+        while (f && !found && fgets(line, sizeof line, f))
+            found = strstr(line, needle) != NULL;
+        if (f)
+            fclose(f);
+        if (found)
+            return 1;
+        if (mono_ms() >= until)
+            return 0;
+        sleep_ms(20);
+    }
+}
+
+static void buy_late_item(int port, const char *user)
+{
+    char body[96];
+    http_resp r;
+    snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"late\"}", user);
+    assert_int_equal(http_buy(port, body, &r), 0);
+    if (r.status != 200)
+        fail_msg("%s on %d: %d %s", user, port, r.status, r.body);
+}
+
+/* Workers with no [rpc] gateways: they find the two registered gateways and
+ * sell through both; a third gateway started later is found and served
+ * within about 2 s (1 s refresh); a gateway stopped cleanly (DEL) and one
+ * SIGKILLed (its key expires after registry_ttl_ms) are dropped. */
+static void test_registry_discovery(void **state)
+{
+    (void)state;
+    cluster cl;
+    char log[160], ini[2048], needle[96], sink_path[128];
+    const char *extra = "[item.late]\nstock = 100\n[rpc]\nregistry_ttl_ms = 900\n";
+    snprintf(log, sizeof log, "/tmp/seckill-itw-discovery-%d.log", (int)getpid());
+    unlink(log);
+    workers_discover = 1;
+    worker_log = log;
+    cluster_start(&cl, 2, 1, 1000, extra); /* returns once both gateways have a consumer */
+    workers_discover = 0;
+    worker_log = NULL;
+    for (int g = 0; g < 2; g++) {
+        snprintf(needle, sizeof needle, "gateway tcp:127.0.0.1:%d found", cl.gw[g].rpc_port);
+        if (!log_has(log, needle, 2000))
+            fail_msg("no '%s' in %s", needle, log);
+    }
+
+    /* a sale through both gateways, every invariant checked */
+    start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, NULL);
+    assert_int_equal(check_sale(&cl, sink_path, 0), 1000);
+    int per_gw[2] = {0, 0};
+    for (int u = 0; u < USERS; u++) /* buyer i (user u % BUYERS) used gateway i % 2 */
+        per_gw[(u % BUYERS) % 2] += status[u] == 200;
+    printf("discovery sale: %d successes on gateway 0, %d on gateway 1\n", per_gw[0], per_gw[1]);
+    assert_true(per_gw[0] > 0 && per_gw[1] > 0);
+
+    /* a third gateway, started later */
+    common_ini(ini, sizeof ini, &cl, extra);
+    uint64_t t0 = mono_ms();
+    assert_int_equal(gw_proc_start(&cl.gw[2], gateway_bin, ini), 0);
+    cl.ngw = 3;
+    wait_ready(cl.gw[2].port);
+    uint64_t took = mono_ms() - t0;
+    printf("third gateway served after %llu ms\n", (unsigned long long)took);
+    assert_true(took < 3000);
+    buy_late_item(cl.gw[2].port, "third-1");
+    buy_late_item(cl.gw[2].port, "third-2");
+
+    /* a clean stop deletes its key: dropped at the next refresh */
+    int rpc1 = cl.gw[1].rpc_port, rpc2 = cl.gw[2].rpc_port;
+    assert_int_equal(gw_proc_stop(&cl.gw[1]), 0);
+    snprintf(needle, sizeof needle, "gateway tcp:127.0.0.1:%d dropped", rpc1);
+    if (!log_has(log, needle, 2500))
+        fail_msg("no '%s' in %s", needle, log);
+    /* a SIGKILL: dropped once its key expires */
+    t0 = mono_ms();
+    kill(cl.gw[2].pid, SIGKILL);
+    assert_int_equal(gw_proc_stop(&cl.gw[2]), 128 + SIGKILL);
+    snprintf(needle, sizeof needle, "gateway tcp:127.0.0.1:%d dropped", rpc2);
+    if (!log_has(log, needle, 900 + 3000))
+        fail_msg("no '%s' in %s", needle, log);
+    printf("killed gateway dropped after %llu ms (ttl 900)\n",
+           (unsigned long long)(mono_ms() - t0));
+
+    /* the survivor is still served, without waiting on the dead ones */
+    t0 = mono_ms();
+    for (int i = 0; i < 10; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "survivor-%d", i);
+        buy_late_item(cl.gw[0].port, user);
+    }
+    assert_true(mono_ms() - t0 < 5000);
+    cluster_stop(&cl); /* stops the sink and the worker (exit 0: sanitizers clean) */
+    unlink(log);
+}
+
 /* After a failed assertion: kill whatever the test left running. */
 static int teardown(void **state)
 {
     (void)state;
+    workers_discover = 0;
+    worker_log = NULL;
     if (sink_pid > 0)
         proc_stop(sink_pid, SIGKILL);
     sink_pid = 0;
@@ -576,6 +702,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_worker_killed, teardown),
         cmocka_unit_test_teardown(test_redis_restart, teardown),
         cmocka_unit_test_teardown(test_redis_slow_fails_closed, teardown),
+        cmocka_unit_test_teardown(test_registry_discovery, teardown),
     };
     return cmocka_run_group_tests_name("integration.workers", tests, NULL, NULL);
 }
