@@ -72,6 +72,7 @@ struct gw {
     int event_park;
     uint16_t port;
     atomic_int stopping;
+    atomic_uint inflight; /* POST /seckill requests not yet completed (answer sent) */
 };
 
 enum route { R_NONE, R_SECKILL };
@@ -630,6 +631,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!rc)
             return MHD_NO;
         memset(rc, 0, sizeof *rc);
+        atomic_fetch_add(&g->inflight, 1);
         rc->route = R_SECKILL;
         rc->phase = PH_READING;
         rc->cap = cap;
@@ -683,6 +685,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     *con_cls = NULL;
     ctx_unref(rc);
+    atomic_fetch_sub(&g->inflight, 1); /* its answer is out (or the client went away) */
 }
 
 /* ---- memory inventory: durable orders and the pay-timeout reaper ---- */
@@ -1005,20 +1008,18 @@ void gw_stop(gw *g, uint32_t grace_ms)
         MHD_socket s = MHD_quiesce_daemon(g->mhd);
         if (s != MHD_INVALID_SOCKET)
             close(s);
+        /* parked requests get their outcome or time out; wait until every
+         * answer has been sent (on_completed), not only decided */
         uint64_t until = gw_mono_ns() + (uint64_t)grace_ms * 1000000ULL;
-        while (gw_pending_count(g->pending) > 0 && gw_mono_ns() < until) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
+        while ((gw_pending_count(g->pending) > 0 || atomic_load(&g->inflight) > 0) &&
+               gw_mono_ns() < until) {
+            struct timespec ts = {0, 5 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
-        if (g->wheel) {
-            /* grace is over: time out whatever still waits, so every
-             * suspended connection is resumed and answered before the stop */
+        if (g->wheel) /* grace is over: time out whatever still waits (resumes it) */
             gw_wheel_expire_all(g->wheel);
-            for (int i = 0; i < 100 && gw_pending_count(g->pending) > 0; i++) {
-                struct timespec ts = {0, 10 * 1000 * 1000};
-                nanosleep(&ts, NULL);
-            }
-            struct timespec ts = {0, 50 * 1000 * 1000}; /* let the 504s go out */
+        for (int i = 0; i < 200 && atomic_load(&g->inflight) > 0; i++) {
+            struct timespec ts = {0, 5 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
         MHD_stop_daemon(g->mhd);
