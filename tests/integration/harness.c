@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -50,6 +51,8 @@ int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text)
     if (p->pid < 0)
         return -1;
     if (p->pid == 0) {
+        /* a test that dies (failed assertion, timeout) takes its servers along */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(pipefd[1], 1);
         close(pipefd[0]);
         close(pipefd[1]);
@@ -234,8 +237,14 @@ int http_raw(int port, const char *req, size_t len, http_resp *r)
     size_t n = 0;
     for (;;) {
         ssize_t k = recv(fd, buf + n, sizeof buf - 1 - n, 0);
-        if (k <= 0)
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            if (n == 0)
+                fprintf(stderr, "harness: connection to %d ended with no answer (recv %zd, %s, "
+                                "send %d)\n", port, k, k < 0 ? strerror(errno) : "EOF", sent);
             break;
+        }
         n += (size_t)k;
         if (n == sizeof buf - 1)
             break;
@@ -327,6 +336,7 @@ int proc_spawn(const char *const argv[], const char *ready, pid_t *pid)
     if (child < 0)
         return -1;
     if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fd[1], 1);
         close(fd[0]);
         close(fd[1]);

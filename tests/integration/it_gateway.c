@@ -22,6 +22,7 @@
 
 static const char *gateway_bin;
 static const char *park_mode = "thread";
+static gw_proc *running; /* killed by the teardown when a test fails midway */
 
 static void make_ini(char *buf, size_t cap, long stock, const char *tb, const char *extra)
 {
@@ -51,10 +52,12 @@ static void start(gw_proc *p, const char *ini)
     assert_true(strncmp(ini, "[gateway]\n", 10) == 0);
     snprintf(buf, sizeof buf, "[gateway]\npark = %s\n%s", park_mode, ini + 10);
     assert_int_equal(gw_proc_start(p, gateway_bin, buf), 0);
+    running = p;
 }
 
 static void stop(gw_proc *p)
 {
+    running = NULL;
     assert_int_equal(gw_proc_stop(p), 0); /* SIGTERM: a clean stop exits 0 */
 }
 
@@ -544,6 +547,16 @@ static void test_cli(void **state)
     rmdir(dir);
 }
 
+static int teardown(void **state)
+{
+    (void)state;
+    if (running) {
+        gw_proc_stop(running);
+        running = NULL;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -559,12 +572,12 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cli),
-        cmocka_unit_test(test_bad_requests),
-        cmocka_unit_test(test_purchase_flow),
-        cmocka_unit_test(test_window_rate_risk),
-        cmocka_unit_test(test_sale),
-        cmocka_unit_test(test_timeouts),
+        cmocka_unit_test_teardown(test_cli, teardown),
+        cmocka_unit_test_teardown(test_bad_requests, teardown),
+        cmocka_unit_test_teardown(test_purchase_flow, teardown),
+        cmocka_unit_test_teardown(test_window_rate_risk, teardown),
+        cmocka_unit_test_teardown(test_sale, teardown),
+        cmocka_unit_test_teardown(test_timeouts, teardown),
     };
     char name[64];
     snprintf(name, sizeof name, "integration.gateway.%s", park_mode);

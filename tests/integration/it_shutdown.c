@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +27,11 @@
 #include "tests/redis_server.h"
 
 static const char *gateway_bin, *worker_bin, *park;
+
+/* what a failed assertion leaves running, for the teardown */
+static redis_server rs;
+static gw_proc gw;
+static pid_t worker;
 
 static uint64_t mono_ms(void)
 {
@@ -48,7 +54,10 @@ static void *client_main(void *arg)
     http_resp *r = malloc(sizeof *r);
     snprintf(body, sizeof body, "{\"user_id\":\"u%d\",\"item_id\":\"demo\"}", c->id);
     uint64_t t0 = mono_ms();
-    c->status = r && http_buy(c->port, body, r) == 0 ? r->status : -1;
+    int rc = r ? http_buy(c->port, body, r) : -1;
+    c->status = rc == 0 ? r->status : rc;
+    if (rc != 0)
+        fprintf(stderr, "client %d: no answer (rc %d, %s)\n", c->id, rc, strerror(errno));
     c->took_ms = mono_ms() - t0;
     free(r);
     return NULL;
@@ -57,8 +66,6 @@ static void *client_main(void *arg)
 static void test_sigterm_answers_parked(void **state)
 {
     (void)state;
-    redis_server rs;
-    gw_proc gw;
     char ini[1024], wini[1200], dir[] = "/tmp/seckill-itsd-XXXXXX", wpath[64];
     assert_int_equal(redis_server_start(&rs), 0);
     assert_non_null(mkdtemp(dir));
@@ -75,7 +82,6 @@ static void test_sigterm_answers_parked(void **state)
     FILE *f = fopen(wpath, "w");
     fputs(wini, f);
     fclose(f);
-    pid_t worker;
     const char *argv[] = {worker_bin, "-c", wpath, "--id", "w1", NULL};
     assert_int_equal(proc_spawn(argv, "role=seckill", &worker), 0);
     http_resp r;
@@ -95,16 +101,17 @@ static void test_sigterm_answers_parked(void **state)
         c[i] = (client){.port = gw.port, .id = i};
         pthread_create(&t[i], NULL, client_main, &c[i]);
     }
-    /* wait until they are all parked */
-    for (int i = 0; i < 500; i++) {
+    /* wait until they are all parked (slow under sanitizers on a busy machine) */
+    char want[64];
+    snprintf(want, sizeof want, "seckill_parked_requests %d\n", PARKED);
+    for (int i = 0; i < 2000; i++) {
         assert_int_equal(http_do(gw.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
-        char want[64];
-        snprintf(want, sizeof want, "seckill_parked_requests %d\n", PARKED);
         if (strstr(r.body, want))
             break;
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    assert_non_null(strstr(r.body, want));
     uint64_t t0 = mono_ms();
     kill(gw.pid, SIGTERM);
     for (int i = 0; i < PARKED; i++)
@@ -113,7 +120,10 @@ static void test_sigterm_answers_parked(void **state)
     assert_int_equal(waitpid(gw.pid, &status, 0), gw.pid);
     uint64_t exit_ms = mono_ms() - t0;
     gw.pid = 0;
-    assert_true(WIFEXITED(status));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("gateway ended with status 0x%x (signal %d) after SIGTERM", status,
+                 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    /* parked requests were answered while the deadline kept them waiting */
     assert_int_equal(WEXITSTATUS(status), 0); /* ASan builds: leak-free too */
     for (int i = 0; i < PARKED; i++) {
         if (c[i].status != 504)
@@ -126,10 +136,27 @@ static void test_sigterm_answers_parked(void **state)
     assert_true(exit_ms < 1500 + 500 + 3000);
     gw_proc_stop(&gw); /* removes the temp config */
     kill(worker, SIGCONT);
-    assert_int_equal(proc_stop(worker, SIGTERM), 0);
+    pid_t w = worker;
+    worker = 0;
+    assert_int_equal(proc_stop(w, SIGTERM), 0);
     unlink(wpath);
     rmdir(dir);
     redis_server_destroy(&rs);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (worker > 0) {
+        kill(worker, SIGCONT);
+        proc_stop(worker, SIGKILL);
+        worker = 0;
+    }
+    if (gw.pid > 0)
+        gw_proc_stop(&gw);
+    if (rs.pid > 0)
+        redis_server_destroy(&rs);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -142,7 +169,8 @@ int main(int argc, char **argv)
     worker_bin = argv[2];
     park = argv[3];
     signal(SIGPIPE, SIG_IGN);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_sigterm_answers_parked)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_sigterm_answers_parked, teardown)};
     char name[64];
     snprintf(name, sizeof name, "integration.shutdown.%s", park);
     return cmocka_run_group_tests_name(name, tests, NULL, NULL);
