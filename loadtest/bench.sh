@@ -231,6 +231,11 @@ fi
 
 C10K_LINE=""
 if want c10k; then
+    # 10,000 connections each parked until its 3 s deadline (the worker is
+    # stopped): the RSS scenario; RSS here is connections, not sales
+    gw "10k connections parked until their 3 s deadline" c10k event 10000 --duration 4s \
+        --redis --stall-worker --wait-timeout 3000 --stock 1000
+    # and 10,000 connections buying for real: RSS also holds every order sold
     gw "10k connections (full path, wait 3 s)" c10k event 10000 --duration "${LONG}s" \
         --wait-timeout 3000 --stock "$BIG" --users "$BIG" --sample "$OUT/c10k.csv"
     C10K_LINE=$LAST
