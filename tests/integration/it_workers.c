@@ -27,6 +27,7 @@
 
 #include "harness.h"
 #include "rpc.h"
+#include "seckill-worker/message.h"
 #include "tests/redis_server.h"
 
 #define SECRET "it-workers-secret"
@@ -553,6 +554,56 @@ static void test_rpc_auth_and_routing(void **state)
     assert_int_equal(reply.type, RPC_ERROR);
     assert_int_equal(reply.u.error.code, ENOENT);
     rpc_frame_release(&reply);
+
+    /* PRODUCE: a request message admitted over rpc/ instead of HTTP, sent
+     * twice with the same (producer id, seq): stored once, decided once, its
+     * outcome recorded for GET /seckill/result */
+    sk_msg m = {0};
+    uint8_t wire[SK_MSG_MAX];
+    char rid[37], path[96], v[64];
+    assert_int_equal(uuid_parse(cl.gw[0].gateway_id, m.gateway_id), 0);
+    uuid_generate_random(m.request_id);
+    uuid_unparse_lower(m.request_id, rid);
+    m.admitted_at_ms = (uint64_t)time(NULL) * 1000;
+    m.deadline_ms = m.admitted_at_ms + 60000;
+    strcpy(m.user_id, "via-rpc");
+    strcpy(m.item_id, "demo");
+    int wl = sk_msg_encode(&m, wire, sizeof wire);
+    assert_true(wl > 0);
+    rpc_frame pr = {.type = RPC_PRODUCE};
+    pr.u.produce.topic = rpc_str("seckill.requests");
+    pr.u.produce.key = rpc_str("via-rpc");
+    pr.u.produce.payload = (rpc_bytes){wire, (uint32_t)wl};
+    pr.u.produce.producer_id = 7;
+    for (int i = 0; i < 2; i++) {
+        /* the same send, retried: seq 1 both times */
+        pr.u.produce.seq = 1;
+        assert_int_equal(rpc_client_call(good, &pr, &reply, 2000), 0);
+        assert_int_equal(reply.type, RPC_PRODUCE_OK);
+        rpc_frame_release(&reply);
+    }
+    pr.u.produce.seq = 5; /* a gap is refused */
+    assert_int_equal(rpc_client_call(good, &pr, &reply, 2000), 0);
+    assert_int_equal(reply.type, RPC_ERROR);
+    assert_int_equal(reply.u.error.code, EILSEQ);
+    rpc_frame_release(&reply);
+    pr.u.produce.topic = rpc_str("no.such.topic");
+    assert_int_equal(rpc_client_call(good, &pr, &reply, 2000), 0);
+    assert_int_equal(reply.type, RPC_ERROR);
+    assert_int_equal(reply.u.error.code, ENOENT);
+    rpc_frame_release(&reply);
+    http_resp hr;
+    snprintf(path, sizeof path, "/seckill/result/%s", rid);
+    for (int i = 0; i < 300; i++) {
+        assert_int_equal(http_do(cl.gw[0].port, "GET", path, NULL, NULL, 0, &hr), 0);
+        if (hr.status == 200)
+            break;
+        sleep_ms(10);
+    }
+    assert_int_equal(hr.status, 200);
+    assert_int_equal(json_field(hr.body, "result", v, sizeof v), 0);
+    assert_string_equal(v, "success");
+    assert_int_equal(stock_left_of(cl.gw[0].port), 9); /* the duplicate sold nothing */
     rpc_client_destroy(good);
     cluster_stop(&cl);
 }
