@@ -47,8 +47,8 @@ static void test_fires_never_early(void **state)
     uint64_t now = gw_mono_ns();
     for (int i = 0; i < N; i++) {
         ps[i] = (probe){.t.fire = on_fire};
-        /* 0..299 ms: several whole turns of the wheel */
-        gw_wheel_add(w, &ps[i].t, now + (uint64_t)(i * 1500000ULL));
+        /* 200..499 ms: several whole turns of the wheel, none due while adding */
+        gw_wheel_add(w, &ps[i].t, now + 200000000ULL + (uint64_t)(i * 1500000ULL));
     }
     assert_int_equal(gw_wheel_count(w), N);
     for (int i = 0; i < 400 && gw_wheel_count(w) > 0; i++)
@@ -70,11 +70,14 @@ static void test_del_prevents_fire(void **state)
     assert_int_equal(gw_wheel_create(1000000, &w), 0);
     probe a = {.t.fire = on_fire}, b = {.t.fire = on_fire};
     uint64_t now = gw_mono_ns();
-    gw_wheel_add(w, &a.t, now + 20000000);
-    gw_wheel_add(w, &b.t, now + 20000000);
+    /* far enough ahead that a busy machine cannot make a due before the del */
+    gw_wheel_add(w, &a.t, now + 300000000);
+    gw_wheel_add(w, &b.t, now + 300000000);
     assert_int_equal(gw_wheel_del(w, &a.t), 0);
     assert_int_equal(gw_wheel_del(w, &a.t), -ENOENT);
-    sleep_ms(60);
+    for (int i = 0; i < 1000 && !atomic_load(&b.fires); i++)
+        sleep_ms(2);
+    sleep_ms(20);
     assert_int_equal(atomic_load(&a.fires), 0);
     assert_int_equal(atomic_load(&b.fires), 1);
     assert_int_equal(gw_wheel_del(w, &b.t), -ENOENT); /* fired */
