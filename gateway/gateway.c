@@ -826,8 +826,8 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
         for (size_t i = 0; i < c->nitems; i++)
             ri[i] = (sk_redis_item){c->items[i].id, c->items[i].stock, c->items[i].per_user_limit,
                                     c->worker_pay_timeout_ms};
-        rc = sk_redis_create(c->redis_host, c->redis_port, c->redis_timeout_ms, ri, c->nitems,
-                             &g->redis);
+        rc = sk_redis_open(c->redis_host, c->redis_port, c->redis_timeout_ms, ri, c->nitems,
+                           5000, &g->redis);
         free(ri);
         if (rc < 0) {
             snprintf(err, errlen, "redis %s:%u: %s", c->redis_host, c->redis_port, strerror(-rc));

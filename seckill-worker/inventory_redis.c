@@ -1196,3 +1196,23 @@ out_free_argv:
     free(argv);
     return rc;
 }
+
+int sk_redis_open(const char *host, int port, uint32_t timeout_ms, const sk_redis_item *items,
+                  size_t nitems, uint32_t patience_ms, sk_redis **out)
+{
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int rc = sk_redis_create(host, port, timeout_ms, items, nitems, out);
+        if (rc != -ETIMEDOUT && rc != -ECONNREFUSED && rc != -ECONNRESET && rc != -EAGAIN &&
+            rc != -EIO)
+            return rc;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        uint64_t spent = (uint64_t)(now.tv_sec - t0.tv_sec) * 1000 +
+                         (uint64_t)((now.tv_nsec - t0.tv_nsec) / 1000000);
+        if (spent >= patience_ms)
+            return rc;
+        struct timespec pause = {0, 100 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}

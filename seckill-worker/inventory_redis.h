@@ -52,6 +52,11 @@ typedef struct sk_redis_item {
 int sk_redis_create(const char *host, int port, uint32_t timeout_ms, const sk_redis_item *items,
                     size_t nitems, sk_redis **out);
 void sk_redis_destroy(sk_redis *r);
+/* sk_redis_create, tried again every 100 ms for up to patience_ms while Redis
+ * cannot be reached or is loading its data (a gateway or worker starting
+ * together with Redis, or on a busy machine). Other errors return at once. */
+int sk_redis_open(const char *host, int port, uint32_t timeout_ms, const sk_redis_item *items,
+                  size_t nitems, uint32_t patience_ms, sk_redis **out);
 
 /* The backend interface over r (r must outlive it). decide() sends one
  * EVALSHA per item of the batch, pipelined: one round trip. Items not

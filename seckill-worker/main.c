@@ -431,8 +431,8 @@ int main(int argc, char **argv)
         status = run_orders_rpc(&c, id, out);
         goto out;
     }
-    int rc = sk_redis_create(c.redis_host, c.redis_port, c.redis_timeout_ms, items, c.nitems,
-                             &redis);
+    int rc = sk_redis_open(c.redis_host, c.redis_port, c.redis_timeout_ms, items, c.nitems, 5000,
+                           &redis);
     if (rc < 0) {
         fprintf(stderr, "seckill-worker: redis %s:%u: %s\n", c.redis_host, c.redis_port,
                 strerror(-rc));
