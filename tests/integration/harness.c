@@ -98,13 +98,13 @@ int gw_proc_stop(gw_proc *p)
     int status = -1;
     if (p->pid > 0) {
         kill(p->pid, SIGTERM);
-        for (int i = 0; i < 1500; i++) { /* up to 15 s */
+        for (int i = 0; i < 3000; i++) { /* up to 30 s: a drain on a busy machine */
             pid_t r = waitpid(p->pid, &status, WNOHANG);
             if (r == p->pid)
                 break;
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
-            if (i == 1499) {
+            if (i == 2999) {
                 kill(p->pid, SIGKILL);
                 waitpid(p->pid, &status, 0);
                 status = -1;
@@ -374,7 +374,7 @@ int proc_stop(pid_t pid, int sig)
 {
     int status = -1;
     kill(pid, sig);
-    for (int i = 0; i < 1500; i++) {
+    for (int i = 0; i < 3000; i++) {
         if (waitpid(pid, &status, WNOHANG) == pid)
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         struct timespec ts = {0, 10 * 1000 * 1000};

@@ -22,7 +22,7 @@ typedef struct gw_proc {
  * wait up to 20 s for a stdout line containing `ready` (NULL: do not wait).
  * OUT: *pid. 0 on success. */
 int proc_spawn(const char *const argv[], const char *ready, pid_t *pid);
-/* SIGTERM (or sig), wait up to 15 s (then SIGKILL); the exit status, 128+signal, or -1. */
+/* SIGTERM (or sig), wait up to 30 s (then SIGKILL); the exit status, 128+signal, or -1. */
 int proc_stop(pid_t pid, int sig);
 
 /* Write ini_text to a temp config and start `binary -c CONFIG --listen

@@ -73,6 +73,8 @@ static void write_text(const char *path, const char *text)
 }
 
 static int pay_timeout_ms = 600000;
+/* generous for sales on a busy machine; the slow-Redis test sets 200 ms */
+static int redis_timeout_ms = 1000;
 
 static void common_ini(char *buf, size_t cap, const cluster *cl, const char *extra)
 {
@@ -83,9 +85,9 @@ static void common_ini(char *buf, size_t cap, const cluster *cl, const char *ext
              "[worker]\nembedded = false\ninventory = redis\nthreads = 2\nbatch = 32\n"
              "pay_timeout_ms = %d\n"
              "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = " SECRET "\n"
-             "[redis]\nport = %d\ntimeout_ms = 200\n"
+             "[redis]\nport = %d\ntimeout_ms = %d\n"
              "[item.demo]\nstock = %ld\n%s",
-             pay_timeout_ms, cl->rs.port, cl->stock, extra ? extra : "");
+             pay_timeout_ms, cl->rs.port, redis_timeout_ms, cl->stock, extra ? extra : "");
 }
 
 static int workers_discover;     /* cluster_start: workers without [rpc] gateways */
@@ -418,7 +420,9 @@ static void test_redis_slow_fails_closed(void **state)
     (void)state;
     cluster cl;
     http_resp r;
+    redis_timeout_ms = 200;
     cluster_start(&cl, 1, 1, 100, NULL);
+    redis_timeout_ms = 1000;
     int port = cl.gw[0].port;
     assert_int_equal(http_buy(port, "{\"user_id\":\"before\",\"item_id\":\"demo\"}", &r), 0);
     assert_int_equal(r.status, 200);
@@ -437,13 +441,15 @@ static void test_redis_slow_fails_closed(void **state)
     assert_int_equal(http_do(port, "GET", "/readyz", NULL, NULL, 0, &r), 0);
     assert_int_equal(r.status, 503);
     redis_server_resume(&cl.rs);
+    /* an attempt answered 503 may still be decided on redelivery: then the
+     * next one says already_purchased, which is a sale too */
     for (int i = 0; i < 300; i++) {
         assert_int_equal(http_buy(port, "{\"user_id\":\"after\",\"item_id\":\"demo\"}", &r), 0);
-        if (r.status == 200)
+        if (r.status == 200 || (r.status == 409 && strstr(r.body, "already_purchased")))
             break;
         sleep_ms(20);
     }
-    assert_int_equal(r.status, 200);
+    assert_true(r.status == 200 || r.status == 409);
     /* the failed-closed requests were redelivered and decided once Redis was
      * back: at most one sale each, never more than asked */
     long left = stock_left_of(port);
