@@ -54,6 +54,7 @@
  * attempt per backoff period while Redis is unreachable.
  */
 #include "inventory_redis.h"
+#include "redis_conn.h"
 #include "uuid4.h"
 
 #include <errno.h>
@@ -252,11 +253,6 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static struct timeval ms_tv(uint32_t ms)
-{
-    return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-}
-
 static int key(char *buf, const char *item, const char *suffix)
 {
     int n = snprintf(buf, KEY_MAX, "sk:{%s}:%s", item, suffix);
@@ -269,28 +265,6 @@ static int find_item(const sk_redis *r, const char *id)
         if (strcmp(r->items[i].id, id) == 0)
             return (int)i;
     return -ENOENT;
-}
-
-/* The errno of a failed context; saved is errno right after the failing call. */
-static int ctx_err(const redisContext *c, int saved)
-{
-    if (!c)
-        return -ENOMEM;
-    switch (c->err) {
-    case REDIS_ERR_IO:
-        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == ETIMEDOUT ||
-            strstr(c->errstr, "timed out") || strstr(c->errstr, "temporarily unavailable"))
-            return -ETIMEDOUT;
-        return saved > 0 ? -saved : -EIO;
-    case REDIS_ERR_EOF:
-        return -ECONNRESET;
-    case REDIS_ERR_OOM:
-        return -ENOMEM;
-    case REDIS_ERR_PROTOCOL:
-        return -EPROTO;
-    default:
-        return -EIO;
-    }
 }
 
 /* An error reply from Redis as an errno. */
@@ -312,13 +286,8 @@ static int reply_err(const redisReply *rep)
 
 static int conn_open(sk_redis *r, conn *cn)
 {
-    struct timeval tv = ms_tv(r->timeout_ms);
-    redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
-    int rc = 0;
-    if (!c || c->err)
-        rc = ctx_err(c, errno);
-    else if (redisSetTimeout(c, tv) != REDIS_OK)
-        rc = ctx_err(c, errno);
+    redisContext *c = NULL;
+    int rc = sk__redis_connect(r->host, r->port, r->timeout_ms, &c);
     pthread_mutex_lock(&r->lock);
     if (rc < 0) {
         r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -431,17 +400,17 @@ static int command(sk_redis *r, uint32_t timeout_ms, int argc, const char **argv
     int rc = conn_take(r, &cn);
     if (rc < 0)
         return rc;
-    if (timeout_ms && redisSetTimeout(cn->c, ms_tv(timeout_ms)) != REDIS_OK) {
-        rc = ctx_err(cn->c, errno);
+    if (timeout_ms && redisSetTimeout(cn->c, sk__ms_tv(timeout_ms)) != REDIS_OK) {
+        rc = sk__redis_errno(cn->c, errno);
         goto out_broken;
     }
     rep = redisCommandArgv(cn->c, argc, argv, argvlen);
     if (!rep) {
-        rc = ctx_err(cn->c, errno);
+        rc = sk__redis_errno(cn->c, errno);
         goto out_broken;
     }
-    if (timeout_ms && redisSetTimeout(cn->c, ms_tv(r->timeout_ms)) != REDIS_OK) {
-        rc = ctx_err(cn->c, errno);
+    if (timeout_ms && redisSetTimeout(cn->c, sk__ms_tv(r->timeout_ms)) != REDIS_OK) {
+        rc = sk__redis_errno(cn->c, errno);
         freeReplyObject(rep);
         goto out_broken;
     }
@@ -706,7 +675,7 @@ static int read_replies(conn *cn, int ngroups, const char *want)
         if (want && !want[g])
             continue;
         if (redisGetReply(cn->c, &rep) != REDIS_OK || !rep)
-            return ctx_err(cn->c, errno);
+            return sk__redis_errno(cn->c, errno);
         cn->reps[g] = rep;
     }
     return 0;

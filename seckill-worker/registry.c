@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "redis_conn.h"
 #include "sk.h"
 
 #define KEY_MAX (sizeof SK_REGISTRY_PREFIX + SK_REGISTRY_ID_MAX)
@@ -34,53 +35,18 @@ struct sk_registry {
     uint64_t beats;
 };
 
-static struct timeval ms_tv(uint32_t ms)
-{
-    return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-}
-
-static int ctx_err(const redisContext *c, int saved)
-{
-    if (!c)
-        return -ENOMEM;
-    switch (c->err) {
-    case REDIS_ERR_IO:
-        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == ETIMEDOUT ||
-            strstr(c->errstr, "timed out") || strstr(c->errstr, "temporarily unavailable"))
-            return -ETIMEDOUT;
-        return saved > 0 ? -saved : -EIO;
-    case REDIS_ERR_EOF:
-        return -ECONNRESET;
-    case REDIS_ERR_OOM:
-        return -ENOMEM;
-    default:
-        return -EIO;
-    }
-}
-
 /* Under r->lock. */
 static int ensure_conn(sk_registry *r)
 {
     if (r->c)
         return 0;
-    struct timeval tv = ms_tv(r->timeout_ms);
-    redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
-    int rc = 0;
-    if (!c || c->err || redisSetTimeout(c, tv) != REDIS_OK)
-        rc = ctx_err(c, errno);
-    if (rc < 0) {
-        if (c)
-            redisFree(c);
-        return rc;
-    }
-    r->c = c;
-    return 0;
+    return sk__redis_connect(r->host, r->port, r->timeout_ms, &r->c);
 }
 
 /* Under r->lock: a command failed: drop the connection, reconnect next time. */
 static int conn_failed(sk_registry *r, int saved)
 {
-    int rc = ctx_err(r->c, saved);
+    int rc = sk__redis_errno(r->c, saved);
     redisFree(r->c);
     r->c = NULL;
     return rc;
