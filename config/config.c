@@ -207,77 +207,61 @@ static cfg_item *item_for(load_ctx *L, const char *id)
     return it;
 }
 
-static int add_blocklist(load_ctx *L, const char *value)
-{
-    cfg *c = L->c;
-    char *copy = strdup(value), *save = NULL;
-    if (!copy)
-        return -ENOMEM;
-    for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
-        if (!id_valid(tok)) {
-            snprintf(L->msg, sizeof L->msg, "[risk] blocklist: '%.64s' is not a valid user id", tok);
-            free(copy);
-            return -EINVAL;
-        }
-        if (c->nblocklist == CFG_MAX_BLOCKLIST) {
-            snprintf(L->msg, sizeof L->msg, "[risk] blocklist: more than %d user ids",
-                     CFG_MAX_BLOCKLIST);
-            free(copy);
-            return -EINVAL;
-        }
-        char **n = realloc(c->blocklist, (c->nblocklist + 1) * sizeof *n);
-        char *dup = strdup(tok);
-        if (!n || !dup) {
-            free(dup);
-            if (n)
-                c->blocklist = n;
-            free(copy);
-            return -ENOMEM;
-        }
-        c->blocklist = n;
-        c->blocklist[c->nblocklist++] = dup;
-    }
-    free(copy);
-    return 0;
-}
-
 static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *name,
                           const char *value);
 
-/* Append the comma/space separated addresses in value to *list. */
-static int add_list(load_ctx *L, const char *value, char ***list, size_t *n, size_t max,
-                    const char *section, const char *name)
+/* What a list entry must be: a check and its name for the error message. */
+typedef struct list_kind {
+    int (*valid)(const char *tok);
+    const char *what;  /* "'x' is not <what>" */
+    const char *items; /* "more than N <items>" */
+} list_kind;
+
+static int addr_valid(const char *s)
+{
+    return (strncmp(s, "tcp:", 4) == 0 || strncmp(s, "unix:", 5) == 0) && strlen(s) <= 279;
+}
+
+static const list_kind user_ids = {id_valid, "a valid user id", "user ids"};
+static const list_kind addresses = {addr_valid, "tcp:HOST:PORT or unix:SOCKET", "entries"};
+
+/* Append the comma/space separated entries of value to *list (a key may
+ * repeat: its entries add up), at most max in all. */
+static int add_list(load_ctx *L, const char *value, const list_kind *kind, char ***list,
+                    size_t *n, size_t max, const char *section, const char *name)
 {
     char *copy = strdup(value), *save = NULL;
+    int rc = 0;
     if (!copy)
-        return -ENOMEM;
+        goto out_oom;
     for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
-        if ((strncmp(tok, "tcp:", 4) != 0 && strncmp(tok, "unix:", 5) != 0) || strlen(tok) > 279) {
-            snprintf(L->msg, sizeof L->msg, "[%s] %s: '%.64s' is not tcp:HOST:PORT or unix:SOCKET",
-                     section, name, tok);
-            free(copy);
-            return -EINVAL;
+        if (!kind->valid(tok)) {
+            snprintf(L->msg, sizeof L->msg, "[%s] %s: '%.64s' is not %s", section, name, tok,
+                     kind->what);
+            rc = -EINVAL;
+            goto out_free;
         }
         if (*n == max) {
-            snprintf(L->msg, sizeof L->msg, "[%s] %s: more than %zu entries", section, name, max);
-            free(copy);
-            return -EINVAL;
+            snprintf(L->msg, sizeof L->msg, "[%s] %s: more than %zu %s", section, name, max,
+                     kind->items);
+            rc = -EINVAL;
+            goto out_free;
         }
         char **nl = realloc(*list, (*n + 1) * sizeof *nl);
-        char *dup = strdup(tok);
-        if (!nl || !dup) {
-            free(dup);
-            if (nl)
-                *list = nl;
-            free(copy);
-            snprintf(L->msg, sizeof L->msg, "out of memory");
-            return -ENOMEM;
-        }
-        *list = nl;
+        if (nl)
+            *list = nl;
+        char *dup = nl ? strdup(tok) : NULL;
+        if (!dup)
+            goto out_oom;
         (*list)[(*n)++] = dup;
     }
+    goto out_free;
+out_oom:
+    snprintf(L->msg, sizeof L->msg, "out of memory");
+    rc = -ENOMEM;
+out_free:
     free(copy);
-    return 0;
+    return rc;
 }
 
 static int on_key(void *user, const char *section, const char *name, const char *value)
@@ -391,8 +375,8 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
             return 1;
         }
         if (!strcmp(name, "gateways")) {
-            int rc = add_list(L, value, &c->rpc_gateways, &c->nrpc_gateways, 64, section, name);
-            return rc == 0;
+            return add_list(L, value, &addresses, &c->rpc_gateways, &c->nrpc_gateways, 64,
+                            section, name) == 0;
         }
         U32("registry_ttl_ms", rpc_registry_ttl_ms, 300, 600000)
         return fail(L, section, name, NULL);
@@ -416,10 +400,8 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
     }
     if (!strcmp(section, "risk")) {
         if (!strcmp(name, "blocklist")) {
-            int rc = add_blocklist(L, value);
-            if (rc == -ENOMEM)
-                snprintf(L->msg, sizeof L->msg, "out of memory");
-            return rc == 0;
+            return add_list(L, value, &user_ids, &c->blocklist, &c->nblocklist,
+                            CFG_MAX_BLOCKLIST, section, name) == 0;
         }
         return fail(L, section, name, NULL);
     }
