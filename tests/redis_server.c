@@ -14,12 +14,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "test_time.h"
 
 /* A port nobody listens on right now (the kernel's choice for port 0). */
 static int free_port(void)

@@ -384,3 +384,14 @@ int proc_stop(pid_t pid, int sig)
     waitpid(pid, &status, 0);
     return -1;
 }
+
+long http_stock_left(int port, const char *item)
+{
+    char path[128], v[32];
+    http_resp r;
+    snprintf(path, sizeof path, "/items/%s", item);
+    if (http_do(port, "GET", path, NULL, NULL, 0, &r) != 0 || r.status != 200 ||
+        json_field(r.body, "stock_left", v, sizeof v) != 0)
+        return -1;
+    return atol(v);
+}

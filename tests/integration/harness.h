@@ -52,6 +52,9 @@ int http_header(const http_resp *r, const char *name, char *out, size_t outlen);
 /* Convenience: POST /seckill with a JSON body. */
 int http_buy(int port, const char *json, http_resp *r);
 
+/* GET /items/{item}: its stock_left, or -1 when there is no such answer. */
+long http_stock_left(int port, const char *item);
+
 /* A JSON string field value (no escapes needed for our ids), 0 when found. */
 int json_field(const char *body, const char *key, char *out, size_t outlen);
 

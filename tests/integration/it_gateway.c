@@ -34,17 +34,6 @@ static void make_ini(char *buf, size_t cap, long stock, const char *tb, const ch
              tb ? tb : "rate = 0", stock, extra ? extra : "");
 }
 
-static long stock_left(int port, const char *item)
-{
-    char path[128], v[32];
-    http_resp r;
-    snprintf(path, sizeof path, "/items/%s", item);
-    if (http_do(port, "GET", path, NULL, NULL, 0, &r) != 0 || r.status != 200 ||
-        json_field(r.body, "stock_left", v, sizeof v) != 0)
-        return -1;
-    return atol(v);
-}
-
 /* Every config starts with [gateway]: add the park mode under test there. */
 static void start(gw_proc *p, const char *ini)
 {
@@ -107,7 +96,7 @@ static void test_bad_requests(void **state)
         {"unknown item", "{\"user_id\":\"u1\",\"item_id\":\"nope\"}", 404,
          "{\"result\":\"unknown_item\"}", NULL, NULL},
     };
-    long before = stock_left(p.port, "demo");
+    long before = http_stock_left(p.port, "demo");
     assert_int_equal(before, 100);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         http_resp r;
@@ -179,7 +168,7 @@ static void test_bad_requests(void **state)
     assert_int_equal(r.status, 405);
 
     /* none of that touched the stock */
-    assert_int_equal(stock_left(p.port, "demo"), before);
+    assert_int_equal(http_stock_left(p.port, "demo"), before);
     stop(&p);
 }
 
@@ -334,7 +323,7 @@ static void test_sale(void **state)
     printf("sale: %d success, %d sold_out, %d already_purchased\n", success, sold_out, already);
     assert_int_equal(success, 100);
     assert_int_equal(success + sold_out + already, SALE_REQUESTS);
-    assert_int_equal(stock_left(p.port, "demo"), 0);
+    assert_int_equal(http_stock_left(p.port, "demo"), 0);
     http_resp r;
     assert_int_equal(http_do(p.port, "GET", "/items/demo", NULL, NULL, 0, &r), 0);
     char v[32];
@@ -394,7 +383,7 @@ static void test_window_rate_risk(void **state)
     assert_string_equal(r.body, "{\"result\":\"rate_limited\"}");
     assert_int_equal(http_header(&r, "Retry-After", v, sizeof v), 0);
     assert_true(atoi(v) >= 1);
-    assert_int_equal(stock_left(p.port, "demo"), 998);
+    assert_int_equal(http_stock_left(p.port, "demo"), 998);
     assert_int_equal(http_do(p.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
     assert_non_null(strstr(r.body, "seckill_token_bucket_rejections_total 1\n"));
     stop(&p);
@@ -491,7 +480,7 @@ static void test_timeouts(void **state)
             fail_msg("result of %s: %d %s", reqs[i].rid, r.status, r.body);
     }
     /* sold = successes the apps saw + late successes, never above stock */
-    long left = stock_left(p.port, "demo");
+    long left = http_stock_left(p.port, "demo");
     assert_int_equal(50 - left, ok + late_success);
     http_resp r;
     assert_int_equal(http_do(p.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);

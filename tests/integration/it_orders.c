@@ -27,17 +27,12 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tests/test_time.h"
 
 #define SECRET "it-orders-secret"
 #define STOCK 10
 
 static const char *gateway_bin, *worker_bin;
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int free_port(void)
 {
@@ -49,15 +44,6 @@ static int free_port(void)
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
     close(fd);
     return ntohs(sa.sin_port);
-}
-
-static long stock_left(int port)
-{
-    http_resp r;
-    char v[32];
-    assert_int_equal(http_do(port, "GET", "/items/demo", NULL, NULL, 0, &r), 0);
-    assert_int_equal(json_field(r.body, "stock_left", v, sizeof v), 0);
-    return atol(v);
 }
 
 /* POST /seckill for user: the status; the order id into order (may be NULL). */
@@ -182,7 +168,7 @@ static void test_orders_survive_restart(void **state)
     assert_int_equal(pay(port, o[0]), 200);
     assert_int_equal(pay(port, o[2]), 200);
     assert_int_equal(pay(port, o[2]), 200);
-    assert_int_equal(stock_left(port), STOCK - 3);
+    assert_int_equal(http_stock_left(port, "demo"), STOCK - 3);
     for (int i = 0; i < 300; i++) {
         order_state(port, o[1], st);
         if (!strcmp(st, "cancelled"))
@@ -191,7 +177,7 @@ static void test_orders_survive_restart(void **state)
     }
     assert_string_equal(st, "cancelled");
     sleep_ms(600); /* more reaper rounds: the stock comes back once only */
-    assert_int_equal(stock_left(port), STOCK - 2);
+    assert_int_equal(http_stock_left(port, "demo"), STOCK - 2);
     assert_int_equal(pay(port, o[1]), 409);
 
     /* SIGKILL: nothing is flushed on the way out */
@@ -202,7 +188,7 @@ static void test_orders_survive_restart(void **state)
     assert_int_equal(gw_proc_start(&gw, gateway_bin, ini), 0);
     port = gw.port;
     wait_ready(port);
-    assert_int_equal(stock_left(port), STOCK - 2);
+    assert_int_equal(http_stock_left(port, "demo"), STOCK - 2);
     order_state(port, o[0], st);
     assert_string_equal(st, "paid");
     order_state(port, o[1], st);
@@ -239,7 +225,7 @@ static void test_orders_survive_restart(void **state)
     }
     /* never more than the stock: 3 live before, u2 again, the rest now */
     assert_int_equal(sold, STOCK - 3);
-    assert_int_equal(stock_left(port), 0);
+    assert_int_equal(http_stock_left(port, "demo"), 0);
 
     /* every order event once: 3 + 1 + 7 reserved, 2 paid, 1 cancelled */
     int counts[3];

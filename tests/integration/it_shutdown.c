@@ -25,6 +25,7 @@
 
 #include "harness.h"
 #include "tests/redis_server.h"
+#include "tests/test_time.h"
 
 static const char *gateway_bin, *worker_bin, *park;
 
@@ -32,13 +33,6 @@ static const char *gateway_bin, *worker_bin, *park;
 static redis_server rs;
 static gw_proc gw;
 static pid_t worker;
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 #define PARKED 40
 

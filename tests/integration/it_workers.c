@@ -29,6 +29,7 @@
 #include "rpc.h"
 #include "seckill-worker/message.h"
 #include "tests/redis_server.h"
+#include "tests/test_time.h"
 
 #define SECRET "it-workers-secret"
 
@@ -36,12 +37,6 @@ static const char *gateway_bin, *worker_bin;
 static pid_t sink_pid;
 typedef struct cluster cluster;
 static cluster *current; /* for the teardown after a failed assertion */
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 struct cluster {
     redis_server rs;
@@ -53,16 +48,6 @@ struct cluster {
     char wini[128];
     long stock;
 };
-
-static long stock_left_of(int port)
-{
-    http_resp r;
-    char v[32];
-    if (http_do(port, "GET", "/items/demo", NULL, NULL, 0, &r) != 0 ||
-        json_field(r.body, "stock_left", v, sizeof v) != 0)
-        return -1;
-    return atol(v);
-}
 
 static void write_text(const char *path, const char *text)
 {
@@ -344,7 +329,7 @@ static void test_two_gateways_four_workers(void **state)
 static void wait_mid_sale(cluster *cl)
 {
     for (int i = 0; i < 2000; i++) {
-        long left = stock_left_of(cl->gw[0].port);
+        long left = http_stock_left(cl->gw[0].port, "demo");
         if (left >= 0 && left < cl->stock - 50)
             return;
         sleep_ms(2);
@@ -405,13 +390,6 @@ static void test_redis_restart(void **state)
     cluster_stop(&cl); /* stops the sink too */
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Redis that accepts but never answers: purchases fail closed with 503 within
  * about twice the command timeout (200 ms here), /readyz says so, and once
  * Redis answers again everything works without a restart. */
@@ -452,7 +430,7 @@ static void test_redis_slow_fails_closed(void **state)
     assert_true(r.status == 200 || r.status == 409);
     /* the failed-closed requests were redelivered and decided once Redis was
      * back: at most one sale each, never more than asked */
-    long left = stock_left_of(port);
+    long left = http_stock_left(port, "demo");
     assert_true(left >= 100 - 5 && left <= 100 - 2);
     cluster_stop(&cl);
 }
@@ -482,7 +460,7 @@ static void test_pay_timeout(void **state)
     assert_string_equal(v, "paid");
     assert_int_equal(http_do(port, "POST", path, NULL, NULL, 0, &r), 0); /* idempotent */
     assert_int_equal(r.status, 200);
-    assert_int_equal(stock_left_of(port), 8);
+    assert_int_equal(http_stock_left(port, "demo"), 8);
 
     /* pay_timeout_ms = 1000: the worker's reaper cancels b */
     snprintf(path, sizeof path, "/orders/%s", b);
@@ -495,7 +473,7 @@ static void test_pay_timeout(void **state)
     }
     assert_string_equal(v, "cancelled");
     sleep_ms(1500); /* more reaper rounds: the stock must come back once only */
-    assert_int_equal(stock_left_of(port), 9);
+    assert_int_equal(http_stock_left(port, "demo"), 9);
     snprintf(path, sizeof path, "/orders/%s", a);
     assert_int_equal(http_do(port, "GET", path, NULL, NULL, 0, &r), 0);
     assert_int_equal(json_field(r.body, "state", v, sizeof v), 0);
@@ -609,7 +587,7 @@ static void test_rpc_auth_and_routing(void **state)
     assert_int_equal(hr.status, 200);
     assert_int_equal(json_field(hr.body, "result", v, sizeof v), 0);
     assert_string_equal(v, "success");
-    assert_int_equal(stock_left_of(cl.gw[0].port), 9); /* the duplicate sold nothing */
+    assert_int_equal(http_stock_left(cl.gw[0].port, "demo"), 9); /* the duplicate sold nothing */
     rpc_client_destroy(good);
     cluster_stop(&cl);
 }

@@ -22,6 +22,7 @@
 
 #include "seckill-worker/inventory_redis.h"
 #include "tests/redis_server.h"
+#include "tests/test_time.h"
 
 /* Handles of the fault tests time out quickly; the others get a generous
  * timeout, as fsync-always AOF on a loaded machine can stall a reply. */
@@ -30,24 +31,11 @@
 
 static redis_server srv;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static uint64_t wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* ---- direct Redis access, to look behind the backend ---- */

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "queue/mq.h"
+#include "tests/test_time.h"
 
 /* ------------------------------------------------------------- fixtures */
 
@@ -912,12 +913,6 @@ static void *blocker_main(void *arg)
     if (b->rc == 1 && m[0].value_len < sizeof b->value)
         memcpy(b->value, m[0].value, m[0].value_len);
     return NULL;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static void test_blocking_fetch_woken_by_produce(void **state)

@@ -22,6 +22,7 @@
 
 #include "seckill-worker/registry.h"
 #include "tests/redis_server.h"
+#include "tests/test_time.h"
 
 /* generous: fsync-always AOF on a loaded machine (sanitizers, parallel
  * ctest) can stall a reply for a while */
@@ -29,19 +30,6 @@
 #define TTL_MS 900
 
 static redis_server srv;
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- direct Redis access ---- */
 

@@ -41,15 +41,10 @@
 
 /* the fuzz target itself, so the corpus replay runs the exact same checks */
 #include "tests/fuzz/fuzz_rpc_frame.c"
+#include "tests/test_time.h"
 
 #define SECRET "s3cret-shared"
 #define MAXF 4096
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int bytes_eq(rpc_bytes b, const char *s)
 {

@@ -17,6 +17,7 @@
 
 #include "gateway/pending.h"
 #include "gateway/timer_wheel.h"
+#include "tests/test_time.h"
 
 typedef struct probe {
     gw_timer t;
@@ -29,12 +30,6 @@ static void on_fire(gw_timer *t)
     probe *p = (probe *)t;
     atomic_store(&p->fired_at, gw_mono_ns());
     atomic_fetch_add(&p->fires, 1);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static void test_fires_never_early(void **state)
