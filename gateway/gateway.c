@@ -75,8 +75,6 @@ struct gw {
     atomic_uint inflight; /* POST /seckill requests not yet completed (answer sent) */
 };
 
-enum route { R_NONE, R_SECKILL };
-
 enum phase { PH_READING, PH_PARKED, PH_ANSWERED };
 
 /* Per-request state of a POST /seckill. Thread park: freed by on_completed.
@@ -84,7 +82,6 @@ enum phase { PH_READING, PH_PARKED, PH_ANSWERED };
  * on_completed) and one for the armed deadline timer (dropped when the timer
  * is disarmed or has fired), so a firing timer never touches freed memory. */
 typedef struct req_ctx {
-    enum route route;
     enum phase phase;
     int too_large;
     int produce_failed;
@@ -440,17 +437,23 @@ static enum MHD_Result get_result(gw *g, struct MHD_Connection *conn, const char
     return reply(conn, 404, J("{\"result\":\"not_found\"}"), canon, NULL, NULL);
 }
 
+/* Stock left of it as this process knows it: the embedded inventory's own
+ * counter (its items are in g->items' order), else the workers' last report. */
+static int64_t item_left(const gw *g, const gw_item *it)
+{
+    if (g->inv)
+        return sk_inventory_left(g->inv, (int)(it - g->items));
+    return atomic_load(&((gw_item *)it)->left);
+}
+
 static enum MHD_Result get_item(gw *g, struct MHD_Connection *conn, const char *id)
 {
     char buf[512];
     gw_item *it = sk_id_valid(id, strlen(id)) ? item_find(g, id) : NULL;
     if (!it)
         return reply_str(conn, 404, "{\"result\":\"unknown_item\"}");
-    int64_t now = wall_s(), left = atomic_load(&it->left);
-    int idx = g->inv ? sk_inventory_find(g->inv, id) : -1;
-    if (idx >= 0) /* embedded inventory: the authoritative number */
-        left = sk_inventory_left(g->inv, idx);
-    else if (g->redis) {
+    int64_t now = wall_s(), left = item_left(g, it);
+    if (!g->inv && g->redis) { /* ask the authority rather than the last report */
         int64_t r = sk_redis_left(g->redis, id);
         if (r >= 0)
             left = r;
@@ -553,10 +556,9 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
         goto out_free;
     for (size_t i = 0; i < g->nitems; i++) {
         ids[i] = g->items[i].c->id;
-        int idx = g->inv ? sk_inventory_find(g->inv, ids[i]) : -1;
-        left[i] = idx >= 0 ? sk_inventory_left(g->inv, idx) : atomic_load(&g->items[i].left);
-        sold[i] = idx >= 0 ? sk_inventory_sold(g->inv, idx) : 0;
-        buyers[i] = idx >= 0 ? sk_inventory_buyers(g->inv, idx) : 0;
+        left[i] = item_left(g, &g->items[i]);
+        sold[i] = g->inv ? sk_inventory_sold(g->inv, (int)i) : 0;
+        buyers[i] = g->inv ? sk_inventory_buyers(g->inv, (int)i) : 0;
     }
     gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
                     .parked = gw_pending_count(g->pending),
@@ -632,7 +634,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         memset(rc, 0, sizeof *rc);
         atomic_fetch_add(&g->inflight, 1);
-        rc->route = R_SECKILL;
         rc->phase = PH_READING;
         rc->cap = cap;
         atomic_init(&rc->refs, 1);
@@ -690,6 +691,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- memory inventory: durable orders and the pay-timeout reaper ---- */
 
+/* The stock view and sold-out flags from the embedded inventory's counters. */
+static void stock_view_refresh(gw *g)
+{
+    for (size_t i = 0; i < g->nitems; i++) {
+        int64_t left = item_left(g, &g->items[i]);
+        atomic_store(&g->items[i].left, left);
+        atomic_store(&g->items[i].sold_out, left <= 0);
+    }
+}
+
 /* Take data_dir, open the order log and replay it into the inventory, so a
  * restarted gateway goes on with the sale where it was; then journal every
  * order event there. */
@@ -723,12 +734,7 @@ static int orders_open(gw *g, char *err, size_t errlen)
     sk_journal j = sk_order_log_journal(g->olog);
     sk_orders_config oc = {.pay_timeout_ms = c->worker_pay_timeout_ms, .journal = &j};
     sk_inventory_set_orders(g->inv, &oc);
-    for (size_t i = 0; i < g->nitems; i++) {
-        int idx = sk_inventory_find(g->inv, g->items[i].c->id);
-        int64_t left = idx >= 0 ? sk_inventory_left(g->inv, idx) : 0;
-        atomic_store(&g->items[i].left, left);
-        atomic_store(&g->items[i].sold_out, left <= 0);
-    }
+    stock_view_refresh(g);
     if (applied)
         fprintf(stderr, "seckill-gateway: recovered %zu order events from %s\n", applied,
                 c->queue_data_dir);
@@ -750,11 +756,7 @@ static void *reaper_main(void *arg)
             fprintf(stderr, "seckill-gateway: cancelling unpaid orders: %s (retrying)\n",
                     strerror(-n));
         failing = n < 0;
-        for (size_t i = 0; i < g->nitems; i++) {
-            int idx = sk_inventory_find(g->inv, g->items[i].c->id);
-            if (idx >= 0)
-                on_stock(g, g->items[i].c->id, sk_inventory_left(g->inv, idx));
-        }
+        stock_view_refresh(g);
         for (int i = 0; i < 4 && !atomic_load(&g->reaper_stop); i++) {
             struct timespec ts = {0, 50 * 1000 * 1000};
             nanosleep(&ts, NULL);
