@@ -540,9 +540,9 @@ static const uint8_t *arena_at(const struct part *pt, uint64_t pos)
 }
 
 /* Room for one more record in the metadata ring. */
-static int ring_reserve(mq_topic *t, struct part *pt)
+static int ring_reserve(mq_topic *t, struct part *pt, uint64_t n)
 {
-    if (pt->ring && pt->end - pt->start < pt->rcap)
+    if (pt->ring && pt->end - pt->start + n <= pt->rcap)
         return 0;
     uint64_t ncap;
     if (!pt->ring) {
@@ -553,6 +553,8 @@ static int ring_reserve(mq_topic *t, struct part *pt)
     } else {
         ncap = pt->rcap * 2;
     }
+    while (ncap < pt->end - pt->start + n)
+        ncap *= 2;
     struct rec *nr = malloc(ncap * sizeof *nr);
     if (!nr)
         return -ENOMEM;
@@ -768,7 +770,7 @@ static int part_store(mq_topic *t, uint32_t p, const struct append *a, uint64_t 
             goto out_unreserve;
         }
     }
-    rc = ring_reserve(t, pt);
+    rc = ring_reserve(t, pt, 1);
     if (rc < 0)
         goto out_unreserve;
     struct rec r = {.ts = a->ts,
@@ -840,6 +842,61 @@ out_unreserve:
     atomic_fetch_sub(&t->backlog_msgs, 1);
     atomic_fetch_sub(&t->backlog_bytes, size);
     return rc;
+}
+
+/* Store recs[idx[0..m)] (produced to a log partition p of a main topic, none
+ * with a producer id) at the end of p with one log write: all of them, or
+ * none with the error in their rcs. OUT: *upto, one past the last offset. */
+static void part_store_log_batch(mq_topic *t, uint32_t p, const mq_record *recs, size_t *idx,
+                                 size_t m, uint64_t ts, mq__rec *lrecs, int *rcs, uint64_t *upto)
+{
+    struct part *pt = &t->parts[p];
+    size_t k = 0;
+    int rc;
+
+    for (size_t j = 0; j < m; j++) { /* the backlog bound, record by record */
+        const mq_record *rec = &recs[idx[j]];
+        if (!backlog_reserve(t, (uint64_t)rec->key_len + rec->value_len)) {
+            rcs[idx[j]] = -ENOBUFS;
+            continue;
+        }
+        idx[k] = idx[j];
+        lrecs[k++] = (mq__rec){.timestamp_ms = ts,
+                               .key = rec->key,
+                               .key_len = (uint32_t)rec->key_len,
+                               .value = rec->value,
+                               .value_len = (uint32_t)rec->value_len};
+    }
+    if (k == 0)
+        return;
+    uint64_t first;
+    pthread_mutex_lock(&pt->mu);
+    rc = ring_reserve(t, pt, k);
+    if (rc == 0)
+        rc = mq__seglog_append_batch(pt->log, lrecs, k, &first);
+    if (rc == 0 && first != pt->end) {
+        fprintf(stderr, "mq: %s/%u: log assigned offset %" PRIu64 ", expected %" PRIu64 "\n",
+                t->name, p, first, pt->end);
+        rc = -EIO;
+    }
+    if (rc == 0) {
+        for (size_t j = 0; j < k; j++) {
+            *slot(pt, pt->end) = (struct rec){.ts = ts,
+                                              .key_len = lrecs[j].key_len,
+                                              .value_len = lrecs[j].value_len,
+                                              .orig_partition = p};
+            pt->end++;
+        }
+        *upto = pt->end;
+    }
+    pthread_mutex_unlock(&pt->mu);
+    for (size_t j = 0; j < k; j++) {
+        rcs[idx[j]] = rc;
+        if (rc < 0) {
+            atomic_fetch_sub(&t->backlog_msgs, 1);
+            atomic_fetch_sub(&t->backlog_bytes, (uint64_t)lrecs[j].key_len + lrecs[j].value_len);
+        }
+    }
 }
 
 /* SYNC logs: make every record of pt below upto durable and visible. Called
@@ -1372,7 +1429,7 @@ static int recover_cb(void *arg, const mq__rec *lr)
         }
         pt->start = pt->end = lr->offset;
     }
-    int rc = ring_reserve(t, pt);
+    int rc = ring_reserve(t, pt, 1);
     if (rc == 0 && lr->producer_id && !pt->prods && !(pt->prods = ptable_create()))
         rc = -ENOMEM;
     if (rc < 0) {
@@ -1647,14 +1704,46 @@ int mq_produce_batch(mq_topic *t, const mq_record *recs, size_t n, int *rcs)
         cap = t->cfg.partitions;
         touched = malloc(cap * sizeof *touched);
     }
-    parts = malloc(n * sizeof *parts);
-    if (!touched || !parts) {
+    /* a log topic without producer ids stores each partition's share of the
+     * batch with one write; otherwise record by record */
+    bool per_part = t->cfg.storage == MQ_STORAGE_LOG;
+    for (size_t i = 0; i < n && per_part; i++)
+        per_part = recs[i].producer_id == 0;
+    /* scratch: [lrecs, idx when per_part] parts */
+    size_t lead = per_part ? n * (sizeof(mq__rec) + sizeof(size_t)) : 0;
+    char *scratch = malloc(lead + n * sizeof *parts);
+    if (!touched || !scratch) {
         if (touched != stack_touched)
             free(touched);
-        free(parts);
+        free(scratch);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < n; i++) {
+    parts = (uint32_t *)(void *)(scratch + lead);
+    if (per_part) {
+        mq__rec *lrecs = (mq__rec *)(void *)scratch;
+        size_t *idx = (size_t *)(void *)(lrecs + n);
+        uint64_t ts = mq_wall_now(t->q), now = mq_now(t->q);
+        for (size_t i = 0; i < n; i++)
+            rcs[i] = produce_check(t, &recs[i], &parts[i]);
+        for (size_t i = 0; i < n; i++) {
+            if (rcs[i] < 0)
+                continue;
+            size_t k = 0;
+            while (k < ntouched && touched[k].p != parts[i])
+                k++;
+            if (k < ntouched)
+                continue; /* this partition's records went with its first */
+            size_t m = 0;
+            for (size_t j = i; j < n; j++)
+                if (rcs[j] == 0 && parts[j] == parts[i])
+                    idx[m++] = j;
+            uint64_t upto = 0;
+            part_maintain(t, parts[i], now);
+            part_store_log_batch(t, parts[i], recs, idx, m, ts, lrecs, rcs, &upto);
+            touched[ntouched++] = (struct touched){parts[i], upto};
+        }
+    }
+    for (size_t i = 0; i < n && !per_part; i++) {
         const mq_record *rec = &recs[i];
         uint64_t off;
         rcs[i] = produce_check(t, rec, &parts[i]);
@@ -1683,7 +1772,7 @@ int mq_produce_batch(mq_topic *t, const mq_record *recs, size_t n, int *rcs)
     /* one flush per partition: the log's group commit covers the batch */
     for (size_t k = 0; k < ntouched; k++) {
         struct part *pt = &t->parts[touched[k].p];
-        if (!pt->sync)
+        if (!pt->sync || touched[k].upto == 0)
             continue;
         int rc = part_make_durable(pt, touched[k].upto);
         if (rc < 0)
@@ -1697,7 +1786,7 @@ int mq_produce_batch(mq_topic *t, const mq_record *recs, size_t n, int *rcs)
         first = rcs[i];
     if (touched != stack_touched)
         free(touched);
-    free(parts);
+    free(scratch);
     return first;
 }
 

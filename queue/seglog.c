@@ -1064,14 +1064,27 @@ static int seglog_reserve(mq__seglog *l, size_t n)
 
 int mq__seglog_append(mq__seglog *l, const mq__rec *rec, uint64_t *offset)
 {
-    uint64_t payload = (uint64_t)rec->key_len + rec->value_len;
+    return mq__seglog_append_batch(l, rec, 1, offset);
+}
+
+int mq__seglog_append_batch(mq__seglog *l, const mq__rec *recs, size_t n, uint64_t *first)
+{
+    uint64_t total = 0;
     int rc;
 
-    if ((rec->key_len && rec->key == NULL) || (rec->value_len && rec->value == NULL))
+    if (n == 0)
         return -EINVAL;
-    if (payload > SEG_MAX_PAYLOAD)
+    for (size_t i = 0; i < n; i++) {
+        const mq__rec *rec = &recs[i];
+        if ((rec->key_len && rec->key == NULL) || (rec->value_len && rec->value == NULL))
+            return -EINVAL;
+        uint64_t payload = (uint64_t)rec->key_len + rec->value_len;
+        if (payload > SEG_MAX_PAYLOAD)
+            return -EMSGSIZE;
+        total += SEG_HDR + payload;
+    }
+    if (total > SEG_MAX_BYTES) /* positions in a segment fit 32 bits */
         return -EMSGSIZE;
-    size_t total = SEG_HDR + (size_t)payload;
 
     pthread_mutex_lock(&l->mu);
     if (l->failed) {
@@ -1079,31 +1092,39 @@ int mq__seglog_append(mq__seglog *l, const mq__rec *rec, uint64_t *offset)
         goto out_unlock;
     }
     seg *s = l->segs[l->nsegs - 1];
+    /* a batch is not split over segments: the one it starts may run past
+     * segment_bytes by up to the batch */
     if (s->size > 0 && s->size + total > l->cfg.segment_bytes) {
         rc = seglog_roll(l);
         if (rc < 0)
             goto out_unlock;
         s = l->segs[l->nsegs - 1];
     }
-    rc = seglog_reserve(l, total);
+    rc = seglog_reserve(l, (size_t)total);
     if (rc < 0)
         goto out_unlock;
 
     unsigned char *b = l->wbuf;
-    uint64_t off = l->end;
-    put32(b, (uint32_t)(total - 4));
-    put64(b + 8, off);
-    put64(b + 16, rec->timestamp_ms);
-    put64(b + 24, rec->producer_id);
-    put64(b + 32, rec->seq);
-    put32(b + 40, rec->key_len);
-    put32(b + 44, rec->value_len);
-    if (rec->key_len)
-        memcpy(b + SEG_HDR, rec->key, rec->key_len);
-    if (rec->value_len)
-        memcpy(b + SEG_HDR + rec->key_len, rec->value, rec->value_len);
-    put32(b + 4, mq__crc32c(0, b + 8, total - 8));
+    for (size_t i = 0, at = 0; i < n; i++) {
+        const mq__rec *rec = &recs[i];
+        size_t len = SEG_HDR + (size_t)rec->key_len + rec->value_len;
+        unsigned char *r = b + at;
+        put32(r, (uint32_t)(len - 4));
+        put64(r + 8, l->end + i);
+        put64(r + 16, rec->timestamp_ms);
+        put64(r + 24, rec->producer_id);
+        put64(r + 32, rec->seq);
+        put32(r + 40, rec->key_len);
+        put32(r + 44, rec->value_len);
+        if (rec->key_len)
+            memcpy(r + SEG_HDR, rec->key, rec->key_len);
+        if (rec->value_len)
+            memcpy(r + SEG_HDR + rec->key_len, rec->value, rec->value_len);
+        put32(r + 4, mq__crc32c(0, r + 8, len - 8));
+        at += len;
+    }
 
+    /* one write for the batch: every record of it is stored, or none */
     size_t done = 0;
     while (done < total) {
         ssize_t w = seglog_pwrite_fn(s->fd, b + done, total - done, (off_t)(s->size + done));
@@ -1137,19 +1158,22 @@ int mq__seglog_append(mq__seglog *l, const mq__rec *rec, uint64_t *offset)
         goto out_unlock;
     }
 
-    seg_note_record(s, off, s->size, rec->timestamp_ms, l->cfg.index_interval_bytes);
-    s->size += total;
-    s->end = off + 1;
+    uint64_t off = l->end;
+    for (size_t i = 0; i < n; i++) {
+        seg_note_record(s, off + i, s->size, recs[i].timestamp_ms, l->cfg.index_interval_bytes);
+        s->size += SEG_HDR + (uint64_t)recs[i].key_len + recs[i].value_len;
+    }
+    s->end = off + n;
     l->total_bytes += total;
-    l->end = off + 1;
-    l->n_appends++;
+    l->end = off + n;
+    l->n_appends += n;
     if (l->cfg.flush == MQ_FLUSH_SYNC) {
-        rc = seglog_wait_durable(l, off + 1);
+        rc = seglog_wait_durable(l, off + n);
         if (rc < 0)
             goto out_unlock;
     }
-    if (offset)
-        *offset = off;
+    if (first)
+        *first = off;
 out_unlock:
     pthread_mutex_unlock(&l->mu);
     return rc;

@@ -47,6 +47,11 @@ void mq__seglog_close(mq__seglog *l);
  * share one fsync (group commit). -ENOSPC: disk full, nothing stored.
  * -EIO: write/fsync failed; the log is then failed and refuses every later append. */
 int mq__seglog_append(mq__seglog *l, const mq__rec *rec, uint64_t *offset);
+/* Append n records (n >= 1) with one write: all of them are stored, with
+ * consecutive offsets from *first, or none is (same errors as above). The
+ * batch starts a new segment when it would not fit the current one, and is
+ * never split over two. */
+int mq__seglog_append_batch(mq__seglog *l, const mq__rec *recs, size_t n, uint64_t *first);
 
 /* Call cb for records from offset `from` upward, at most max_records of them and
  * stopping once max_bytes of key+value were passed (at least one record is

@@ -1253,6 +1253,53 @@ static void test_log_produce_batch_read(void **state)
     rm_rf(log_dir);
 }
 
+/* A log batch past the backlog bound: the records that fit are stored in
+ * order, densely, the rest are refused with -ENOBUFS, each on its own. */
+static void test_log_produce_batch_backlog(void **state)
+{
+    (void)state;
+    mq *q;
+    mq_topic *t;
+    mq_topic_config cfg;
+    mq_record recs[7];
+    char vals[7][24];
+    int rcs[7];
+
+    snprintf(log_dir, sizeof log_dir, "/tmp/test_mq_batchbl.%d", (int)getpid());
+    rm_rf(log_dir);
+    mq_topic_config_init(&cfg);
+    cfg.partitions = 2;
+    cfg.storage = MQ_STORAGE_LOG;
+    cfg.flush = MQ_FLUSH_SYNC;
+    cfg.max_backlog_msgs = 5;
+    assert_int_equal(mq_create(log_dir, &q), 0);
+    assert_int_equal(mq_topic_open(q, "bl", &cfg, &t), 0);
+    for (int i = 0; i < 7; i++) {
+        snprintf(vals[i], sizeof vals[i], "rec-%d", i);
+        recs[i] = (mq_record){.value = vals[i], .value_len = strlen(vals[i]), .partition = i % 2};
+    }
+    recs[2].partition = 5; /* no such partition: refused alone */
+    assert_int_equal(mq_produce_batch(t, recs, 7, rcs), -EINVAL);
+    /* partition 0 goes first (its first record came first): 0, 4, 6 fit;
+     * partition 1 then has room for two of 1, 3, 5 */
+    int want[7] = {0, 0, -EINVAL, 0, 0, -ENOBUFS, 0};
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(rcs[i], want[i]);
+    assert_int_equal(mq_end_offset(t, 0), 3);
+    assert_int_equal(mq_end_offset(t, 1), 2);
+    struct collected col = {.stop_at = -1};
+    assert_int_equal(mq_read(t, 0, 0, 100, collect_cb, &col), 3);
+    assert_string_equal(col.v[0], "rec-0");
+    assert_string_equal(col.v[1], "rec-4");
+    assert_string_equal(col.v[2], "rec-6");
+    col = (struct collected){.stop_at = -1};
+    assert_int_equal(mq_read(t, 1, 0, 100, collect_cb, &col), 2);
+    assert_string_equal(col.v[0], "rec-1");
+    assert_string_equal(col.v[1], "rec-3");
+    mq_destroy(q);
+    rm_rf(log_dir);
+}
+
 /* mq_read on a memory topic passes what is retained. */
 static void test_read_memory(void **state)
 {
@@ -1793,6 +1840,7 @@ int main(void)
         cmocka_unit_test(test_log_sync_concurrent),
         cmocka_unit_test(test_log_offsets_clamped),
         cmocka_unit_test(test_log_produce_batch_read),
+        cmocka_unit_test(test_log_produce_batch_backlog),
         cmocka_unit_test_setup_teardown(test_read_memory, fx_setup, fx_teardown),
         cmocka_unit_test(test_log_poison_to_dlq),
         cmocka_unit_test(test_log_retry_dlq_survive_restart),

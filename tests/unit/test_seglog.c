@@ -902,6 +902,74 @@ static void test_enospc_stores_nothing(void **state)
     mq__seglog_close(l);
 }
 
+/* ---- batches ---- */
+
+static int pwrites_counted;
+
+static ssize_t pwrite_counting(int fd, const void *buf, size_t n, off_t off)
+{
+    pwrites_counted++;
+    return enospc_armed ? pwrite_enospc(fd, buf, n, off) : pwrite(fd, buf, n, off);
+}
+
+/* A batch is one write with consecutive offsets; a failed write stores none
+ * of it; a batch that does not fit the segment starts the next one whole. */
+static void test_append_batch(void **state)
+{
+    const char *dir = *state;
+    mq__seglog_config cfg = cfg_make(4096, MQ_FLUSH_SYNC);
+    mq__seglog *l;
+    tr t[40];
+    mq__rec r[40];
+    uint64_t first = 77;
+
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    for (int i = 0; i < 40; i++) {
+        tr_make(&t[i], (uint64_t)i);
+        r[i] = t[i].r;
+    }
+    seglog_pwrite_fn = pwrite_counting;
+    assert_int_equal(mq__seglog_append_batch(l, r, 10, &first), 0);
+    assert_int_equal(first, 0);
+    assert_int_equal(pwrites_counted, 1);
+    assert_int_equal(mq__seglog_end(l), 10);
+    assert_int_equal(l->durable_end, 10); /* SYNC: durable on return */
+
+    /* disk full halfway through the write: nothing of the batch is kept */
+    enospc_armed = 2;
+    assert_int_equal(mq__seglog_append_batch(l, &r[10], 10, &first), -ENOSPC);
+    assert_int_equal(first, 0);
+    assert_int_equal(mq__seglog_end(l), 10);
+    enospc_armed = 0;
+    r[12].value = NULL; /* a bad record refuses the batch before any write */
+    pwrites_counted = 0;
+    assert_int_equal(mq__seglog_append_batch(l, &r[10], 10, &first), -EINVAL);
+    assert_int_equal(mq__seglog_append_batch(l, &r[10], 0, &first), -EINVAL);
+    assert_int_equal(pwrites_counted, 0);
+    r[12] = t[12].r;
+
+    /* 30 records (about 1.9 KiB) after 10: the first segment takes the next
+     * batch of 30 only while it fits 4 KiB, so the second one is rolled to */
+    assert_int_equal(mq__seglog_append_batch(l, &r[10], 30, &first), 0);
+    assert_int_equal(first, 10);
+    uint64_t segs_before = l->nsegs;
+    for (int i = 0; i < 40; i++) {
+        tr_make(&t[i], (uint64_t)(40 + i));
+        r[i] = t[i].r;
+    }
+    assert_int_equal(mq__seglog_append_batch(l, r, 40, &first), 0);
+    assert_int_equal(first, 40);
+    assert_true(l->nsegs == segs_before + 1);
+    assert_int_equal(l->segs[l->nsegs - 1]->base, 40);
+    check_all(l, 0, 80);
+    mq__seglog_close(l);
+
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    assert_int_equal(mq__seglog_end(l), 80);
+    check_all(l, 0, 80);
+    mq__seglog_close(l);
+}
+
 /* ---- group commit ---- */
 
 #define GC_THREADS 8
@@ -1339,6 +1407,7 @@ int main(void)
         T(test_torn_tail_after_roll),
         T(test_fsync_eio_is_fatal),
         T(test_enospc_stores_nothing),
+        T(test_append_batch),
         T(test_group_commit),
         T(test_concurrent_read_roll_retain),
         T(test_async_flusher),
