@@ -90,7 +90,7 @@ typedef struct user_shard {
 typedef struct decision_shard {
     pthread_mutex_t lock;
     decision **buckets;
-    size_t nbuckets;
+    size_t nbuckets, count; /* count: every decision, pinned or not */
     decision *fifo_head, *fifo_tail;
     size_t unpinned, cap;
 } decision_shard;
@@ -401,7 +401,32 @@ static void decision_evict_oldest(decision_shard *ds)
     if (!ds->fifo_head)
         ds->fifo_tail = NULL;
     ds->unpinned--;
+    ds->count--;
     free(old);
+}
+
+/* Link d (not in the shard yet) at the head of its chain; the table doubles
+ * when chains would average more than two. */
+static void decision_link(decision_shard *ds, decision *d)
+{
+    decision **pp = &ds->buckets[hash_id(d->id) & (ds->nbuckets - 1)];
+    d->next = *pp;
+    *pp = d;
+    if (++ds->count <= ds->nbuckets * 2)
+        return;
+    size_t nb = ds->nbuckets * 2;
+    decision **b = calloc(nb, sizeof *b);
+    if (!b)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < ds->nbuckets; i++)
+        for (decision *x = ds->buckets[i], *nx; x; x = nx) {
+            nx = x->next;
+            x->next = b[hash_id(x->id) & (nb - 1)];
+            b[hash_id(x->id) & (nb - 1)] = x;
+        }
+    free(ds->buckets);
+    ds->buckets = b;
+    ds->nbuckets = nb;
 }
 
 static decision_shard *decision_shard_of(sk_inventory *inv, const uint8_t id[16])
@@ -543,8 +568,7 @@ static int decide_one(sk_inventory *inv, int it, const char *user_id,
     int rc = 1;
 
     pthread_mutex_lock(&ds->lock);
-    decision **pp = decision_slot(ds, request_id);
-    decision *d = *pp;
+    decision *d = *decision_slot(ds, request_id);
     if (d) {
         /* another delivery of it is being journalled: answer 503, its
          * first delivery answers the real outcome */
@@ -565,8 +589,7 @@ static int decide_one(sk_inventory *inv, int it, const char *user_id,
     }
     memcpy(d->id, request_id, 16);
     d->result = verdict == SK_SUCCESS ? buy(inv, it, user_id, d->order_id, prev) : verdict;
-    d->next = *pp;
-    *pp = d;
+    decision_link(ds, d);
     if (d->result != SK_SUCCESS) {
         if (ds->fifo_tail)
             ds->fifo_tail->fifo_next = d;
@@ -629,8 +652,10 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, size_t n)
             b->d->pending = 0;
         } else {
             decision **pp = decision_slot(b->ds, b->d->id);
-            if (*pp == b->d)
+            if (*pp == b->d) {
                 *pp = b->d->next;
+                b->ds->count--;
+            }
             free(b->d);
         }
         pthread_mutex_unlock(&b->ds->lock);
@@ -876,8 +901,7 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
             memcpy(d->id, ev->request_id, 16);
             d->result = SK_SUCCESS;
             memcpy(d->order_id, ev->order_id, sizeof d->order_id);
-            d->next = *pp;
-            *pp = d;
+            decision_link(ds, d);
         }
     }
     pthread_mutex_unlock(&ds->lock);

@@ -276,6 +276,30 @@ static void test_idempotent_decisions(void **state)
     sk_inventory_destroy(inv);
 }
 
+/* Far more decisions than the table starts with buckets (64 shards of
+ * 1,024): the table grows, and every decision is still found, once. */
+static void test_many_decisions(void **state)
+{
+    (void)state;
+    enum { N = 300000, BUYERS = 2000 };
+    sk_inventory *inv = make(BUYERS, 1, 4 * (size_t)N); /* no shard evicts */
+    sk_outcome o;
+    for (uint64_t n = 0; n < N; n++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%llu", (unsigned long long)n);
+        assert_int_equal(decide(inv, 0, user, n, n < BUYERS ? SK_SUCCESS : SK_EXPIRED, &o, NULL),
+                         1);
+    }
+    for (uint64_t n = 0; n < N; n++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%llu", (unsigned long long)n);
+        assert_int_equal(decide(inv, 0, user, n, SK_SUCCESS, &o, NULL), 0);
+        assert_int_equal(o.result, n < BUYERS ? SK_SUCCESS : SK_EXPIRED);
+    }
+    assert_int_equal(sk_inventory_sold(inv, 0), BUYERS);
+    sk_inventory_destroy(inv);
+}
+
 static void test_decision_capacity(void **state)
 {
     (void)state;
@@ -931,6 +955,7 @@ int main(void)
         cmocka_unit_test(test_per_user_limit_1),
         cmocka_unit_test(test_per_user_limit_3),
         cmocka_unit_test(test_idempotent_decisions),
+        cmocka_unit_test(test_many_decisions),
         cmocka_unit_test(test_decision_capacity),
         cmocka_unit_test(test_threads_never_oversell),
         cmocka_unit_test(test_threads_per_user_limit_3),
