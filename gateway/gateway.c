@@ -27,6 +27,7 @@
 #include "result_store.h"
 #include "rpc_service.h"
 #include "timer_wheel.h"
+#include "slab.h"
 #include "token_bucket.h"
 #include "uuid4.h"
 #include "worker.h"
@@ -67,6 +68,7 @@ struct gw {
     size_t index_mask;
     struct MHD_Daemon *mhd;
     gw_wheel *wheel; /* event park: deadlines of suspended requests */
+    gw_slab *ctx_pool; /* req_ctx objects with a body of up to CTX_POOL_BODY bytes */
     gw_rpcsvc *rpc;  /* the queue served to worker processes, when [rpc] listen is set */
     sk_registry *registry; /* rpc with a Redis: announces the RPC address to workers */
     int event_park;
@@ -77,6 +79,11 @@ struct gw {
 
 enum phase { PH_READING, PH_PARKED, PH_ANSWERED };
 
+/* A purchase body is some 50 bytes: contexts with room for this many come
+ * from the pool, larger ones (up to body_limit) from malloc. */
+#define CTX_POOL_BODY 256
+#define CTX_POOL_CACHED 512 /* per pool shard */
+
 /* Per-request state of a POST /seckill. Thread park: freed by on_completed.
  * Event park: reference counted, one reference for MHD (dropped by
  * on_completed) and one for the armed deadline timer (dropped when the timer
@@ -85,6 +92,7 @@ typedef struct req_ctx {
     enum phase phase;
     int too_large;
     int produce_failed;
+    int pooled; /* from g->ctx_pool */
     atomic_int refs;
     atomic_int resumed; /* event park: exactly one MHD_resume_connection */
     size_t cap;         /* body bytes allocated: Content-Length, or body_limit when chunked */
@@ -100,7 +108,11 @@ typedef struct req_ctx {
 
 static void ctx_unref(req_ctx *rc)
 {
-    if (atomic_fetch_sub(&rc->refs, 1) == 1)
+    if (atomic_fetch_sub(&rc->refs, 1) != 1)
+        return;
+    if (rc->pooled)
+        gw_slab_free(rc->g->ctx_pool, rc);
+    else
         free(rc);
 }
 
@@ -560,7 +572,10 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
         sold[i] = g->inv ? sk_inventory_sold(g->inv, (int)i) : 0;
         buyers[i] = g->inv ? sk_inventory_buyers(g->inv, (int)i) : 0;
     }
+    gw_slab_stats ps;
+    gw_slab_stats_get(g->ctx_pool, &ps);
     gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
+                    .ctx_allocs = ps.allocs, .ctx_reused = ps.reused,
                     .parked = gw_pending_count(g->pending),
                     .workers_live = mq_group_live(g->topic, SK_GROUP),
                     .nitems = g->nitems, .item_ids = ids, .stock_left = left,
@@ -629,10 +644,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                               J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
             cap = (size_t)v; /* a parked request keeps only what it needs */
         }
-        rc = malloc(sizeof *rc + cap + 1);
+        int pooled = cap <= CTX_POOL_BODY;
+        rc = pooled ? gw_slab_alloc(g->ctx_pool) : malloc(sizeof *rc + cap + 1);
         if (!rc)
             return MHD_NO;
         memset(rc, 0, sizeof *rc);
+        rc->g = g;
+        rc->pooled = pooled;
         atomic_fetch_add(&g->inflight, 1);
         rc->phase = PH_READING;
         rc->cap = cap;
@@ -793,6 +811,7 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
         goto out_destroy;
     }
     if (gw_pending_create(256, &g->pending) < 0 ||
+        gw_slab_create(sizeof(req_ctx) + CTX_POOL_BODY + 1, CTX_POOL_CACHED, &g->ctx_pool) < 0 ||
         gw_results_create(c->result_capacity, (uint64_t)c->result_ttl_s * 1000000000ULL,
                           &g->results) < 0)
         goto out_oom;
@@ -1064,6 +1083,7 @@ void gw_destroy(gw *g)
     sk_redis_destroy(g->redis);
     gw_results_destroy(g->results);
     gw_pending_destroy(g->pending);
+    gw_slab_destroy(g->ctx_pool);
     free(g->item_index);
     free(g->windows);
     free(g->items);

@@ -113,6 +113,12 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
     put(&o, "# HELP seckill_workers_live Consumers of the request topic seen within the lease.\n"
             "# TYPE seckill_workers_live gauge\nseckill_workers_live %llu\n",
         (unsigned long long)g->workers_live);
+    put(&o, "# HELP seckill_request_contexts_total Contexts of POST /seckill requests taken.\n"
+            "# TYPE seckill_request_contexts_total counter\nseckill_request_contexts_total %llu\n"
+            "# HELP seckill_request_contexts_reused_total Of them, reused from the pool "
+            "(no malloc).\n# TYPE seckill_request_contexts_reused_total counter\n"
+            "seckill_request_contexts_reused_total %llu\n",
+        (unsigned long long)g->ctx_allocs, (unsigned long long)g->ctx_reused);
     put(&o, "# HELP seckill_stock_left Stock left per item, as this gateway last heard.\n"
             "# TYPE seckill_stock_left gauge\n");
     for (size_t i = 0; i < g->nitems; i++)

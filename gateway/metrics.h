@@ -55,6 +55,7 @@ typedef struct gw_gauges {
     uint64_t queue_depth;
     uint64_t parked;
     uint64_t workers_live;
+    uint64_t ctx_allocs, ctx_reused; /* request contexts: taken, of them from the pool */
     size_t nitems;
     const char *const *item_ids;
     const int64_t *stock_left;
