@@ -2,9 +2,49 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <stdalign.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+/* jansson allocates a dozen small blocks to parse one purchase body and frees
+ * them all before gw_parse_purchase returns. While a parse runs, its thread
+ * points parse_arena at a buffer on its stack and jansson's blocks are carved
+ * from there; free() of them is a no-op. Everything else (other threads,
+ * larger parses once the buffer is used up) goes to malloc as before. */
+typedef struct arena {
+    size_t used;
+    alignas(max_align_t) unsigned char buf[2048];
+} arena;
+
+static _Thread_local arena *parse_arena;
+
+static void *arena_malloc(size_t n)
+{
+    arena *a = parse_arena;
+    size_t need = (n + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
+    if (a && need >= n && need <= sizeof a->buf - a->used) {
+        void *p = a->buf + a->used;
+        a->used += need;
+        return p;
+    }
+    return malloc(n);
+}
+
+static void arena_free(void *p)
+{
+    arena *a = parse_arena;
+    if (a && (unsigned char *)p >= a->buf && (unsigned char *)p < a->buf + sizeof a->buf)
+        return;
+    free(p);
+}
+
+static void install_arena(void)
+{
+    json_set_alloc_funcs(arena_malloc, arena_free);
+}
 
 static void bad_request(char *err, size_t errlen, const char *msg, const json_error_t *je)
 {
@@ -46,7 +86,21 @@ static int take_id(json_t *obj, const char *key, char *out, char *err, size_t er
     return -EINVAL;
 }
 
+static int parse_purchase(const char *body, size_t len, gw_purchase *p, char *err, size_t errlen);
+
 int gw_parse_purchase(const char *body, size_t len, gw_purchase *p, char *err, size_t errlen)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    arena a;
+    pthread_once(&once, install_arena);
+    a.used = 0;
+    parse_arena = &a;
+    int rc = parse_purchase(body, len, p, err, errlen);
+    parse_arena = NULL; /* every block of the parse was freed by now */
+    return rc;
+}
+
+static int parse_purchase(const char *body, size_t len, gw_purchase *p, char *err, size_t errlen)
 {
     json_error_t je;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);

@@ -12,7 +12,9 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gateway/request.h"
@@ -216,6 +218,117 @@ static void test_is_json_type(void **state)
             fail_msg("gw_is_json_type(\"%s\") != %d", t[i].ct ? t[i].ct : "(null)", t[i].want);
 }
 
+/* ---- jansson's blocks come from the parse's stack buffer ---- */
+
+static json_malloc_t inner_malloc;
+static json_free_t inner_free;
+static _Thread_local const char *stack_mark; /* a local of the test's frame */
+static _Thread_local int on_stack, on_heap, live;
+
+static void *spy_malloc(size_t n)
+{
+    void *p = inner_malloc(n);
+    if (p) {
+        long d = (const char *)stack_mark - (const char *)p;
+        if (d > 0 && d < 64 * 1024) /* just below the caller's frame: the stack */
+            on_stack++;
+        else
+            on_heap++;
+        live++;
+    }
+    return p;
+}
+
+static void spy_free(void *p)
+{
+    if (p)
+        live--;
+    inner_free(p);
+}
+
+static void parse_counted(const char *body, int *stack, int *heap, int want_rc)
+{
+    char mark;
+    gw_purchase p;
+    char err[512];
+    stack_mark = &mark;
+    on_stack = on_heap = live = 0;
+    assert_int_equal(gw_parse_purchase(body, strlen(body), &p, err, sizeof err), want_rc);
+    assert_int_equal(live, 0); /* nothing jansson allocated outlives the parse */
+    *stack = on_stack;
+    *heap = on_heap;
+}
+
+static void test_parse_uses_no_heap(void **state)
+{
+    (void)state;
+    gw_purchase p;
+    char err[256];
+    int stack, heap;
+    /* the first parse installs the allocator; wrap it to see where blocks go */
+    assert_int_equal(gw_parse_purchase("{}", 2, &p, err, sizeof err), -EINVAL);
+    json_get_alloc_funcs(&inner_malloc, &inner_free);
+    json_set_alloc_funcs(spy_malloc, spy_free);
+
+    parse_counted("{\"user_id\":\"u123456\",\"item_id\":\"demo\"}", &stack, &heap, 0);
+    assert_true(stack >= 4); /* an object, its table, two keys and values */
+    assert_int_equal(heap, 0);
+    parse_counted("{\"user_id\":\"u1\",\"item_id\":", &stack, &heap, -EINVAL);
+    assert_int_equal(heap, 0);
+
+    /* a body too big for the buffer: the rest of its blocks go to the heap,
+     * and are freed like the others */
+    char big[8192];
+    int n = snprintf(big, sizeof big, "{\"user_id\":\"u1\",\"item_id\":\"demo\",\"pad\":[");
+    for (int i = 0; i < 300; i++)
+        n += snprintf(big + n, sizeof big - (size_t)n, "%s\"x%d\"", i ? "," : "", i);
+    snprintf(big + n, sizeof big - (size_t)n, "]}");
+    parse_counted(big, &stack, &heap, 0);
+    assert_true(stack > 0);
+    assert_true(heap > 0);
+
+    /* jansson used outside a parse is served by the heap as before */
+    stack_mark = (const char *)&stack;
+    on_stack = on_heap = 0;
+    json_t *o = json_pack("{s:s}", "a", "b");
+    assert_non_null(o);
+    json_decref(o);
+    assert_int_equal(on_stack, 0);
+    assert_true(on_heap > 0);
+    json_set_alloc_funcs(inner_malloc, inner_free);
+}
+
+static void *parse_loop(void *arg)
+{
+    int *bad = arg;
+    for (int i = 0; i < 20000; i++) {
+        char body[96], err[256];
+        gw_purchase p;
+        snprintf(body, sizeof body, "{\"user_id\":\"t%d\",\"item_id\":\"i%d\"}", i, i % 7);
+        if (gw_parse_purchase(body, strlen(body), &p, err, sizeof err) != 0)
+            (*bad)++;
+        char want[16];
+        snprintf(want, sizeof want, "t%d", i);
+        if (strcmp(p.user_id, want) != 0)
+            (*bad)++;
+    }
+    return NULL;
+}
+
+/* Parses on several threads at once, each in its own buffer. */
+static void test_parse_threads(void **state)
+{
+    (void)state;
+    pthread_t th[4];
+    int bad[4] = {0};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, parse_loop, &bad[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(bad[i], 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +336,8 @@ int main(void)
         cmocka_unit_test(test_length_is_respected),
         cmocka_unit_test(test_small_error_buffer),
         cmocka_unit_test(test_is_json_type),
+        cmocka_unit_test(test_parse_uses_no_heap),
+        cmocka_unit_test(test_parse_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
