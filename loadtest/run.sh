@@ -7,7 +7,15 @@
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 2]
 #          [--park thread|event] [--pool N] [--wait-timeout MS]
-#          [--sample CSV] [--redis [--stall-worker]]
+#          [--pace RPS] [--sample CSV] [--redis [--stall-worker]]
+#   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
+#                     how fast wrk sends: that is --pace
+#   --pace RPS        wrk offers RPS requests/s over all connections together
+#                     (Poisson send times, loadtest/seckill.lua) instead of the
+#                     default closed loop (next request as soon as the answer
+#                     arrives); the summary then has offered_rps= next to the
+#                     achieved rps=, which stays below it when the gateway
+#                     cannot keep up
 #   --pool N          [gateway] pool_threads for park = event (0: one per CPU)
 #   --wait-timeout MS [gateway] wait_timeout_ms (default 2000); wrk waits
 #                     2 s longer than this before it calls a request timed out
@@ -27,10 +35,15 @@ set -eu
 cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=2 PARK=event
-POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0 STALL=0
+POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0 STALL=0 PACE=0
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
+    case "$1" in
+    --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--pool|\
+    --wait-timeout|--pace|--sample)
+        [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 64; } ;;
+    esac
     case "$1" in
     --stock) STOCK=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
@@ -43,13 +56,17 @@ while [ $# -gt 0 ]; do
     --park) PARK=$2; shift 2 ;;
     --pool) POOL=$2; shift 2 ;;
     --wait-timeout) WAIT_MS=$2; shift 2 ;;
+    --pace) PACE=$2; shift 2 ;;
     --sample) SAMPLE=$2; shift 2 ;;
     --redis) REDIS=1; shift ;;
     --stall-worker) STALL=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
 done
+case "$PACE" in
+''|*[!0-9]*) echo "run.sh: --pace: expected requests per second (a whole number), got '$PACE'" >&2; exit 64 ;;
+esac
 
 command -v wrk >/dev/null || { echo "run.sh: wrk is not installed (make deps)" >&2; exit 69; }
 # the binary may be missing for a moment while someone rebuilds it
@@ -153,7 +170,7 @@ if [ -n "$SAMPLE" ]; then
     sampler_pid=$!
 fi
 wrk_timeout=$(( (WAIT_MS + 999) / 1000 + 2 ))s
-SECKILL_USERS=$USERS SECKILL_ITEM=demo wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
+SECKILL_USERS=$USERS SECKILL_ITEM=demo SECKILL_PACE=$PACE SECKILL_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
     --timeout "$wrk_timeout" -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
 extra=""
 if [ -n "$sampler_pid" ]; then
