@@ -333,6 +333,15 @@ static void test_sale(void **state)
     assert_int_equal(http_buy(p.port, "{\"user_id\":\"late\",\"item_id\":\"demo\"}", &r), 0);
     assert_int_equal(r.status, 409);
     assert_string_equal(r.body, "{\"result\":\"sold_out\"}");
+    /* one context per POST; the late one at least found a freed one to reuse */
+    assert_int_equal(http_do(p.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    const char *m = strstr(r.body, "\nseckill_request_contexts_total ");
+    assert_non_null(m);
+    assert_int_equal(strtoll(m + 32, NULL, 10), SALE_REQUESTS + 1);
+    m = strstr(r.body, "\nseckill_request_contexts_reused_total ");
+    assert_non_null(m);
+    long long reused = strtoll(m + 39, NULL, 10);
+    assert_true(reused >= 1 && reused <= SALE_REQUESTS);
     stop(&p);
 }
 
