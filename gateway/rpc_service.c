@@ -136,6 +136,8 @@ static void do_commit(wconn *w, const op *o)
     }
     mq_message m = {.topic = o->topic, .partition = o->partition, .offset = o->offset};
     int rc = mq_commit(c, &m);
+    if (!o->call_id)
+        return; /* sent without waiting: no answer */
     if (rc < 0)
         send_error(w->c, o->call_id, -rc,
                    rc == -EPERM ? "partition lease lost: the new holder redelivers"

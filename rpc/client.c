@@ -143,7 +143,6 @@ static void calls_fail_all(rpc_client *c, int err)
 
 static int send_locked(rpc_client *c, const rpc_frame *f)
 {
-    int was_empty = c->wq.len == 0;
     int rc;
 
     if (c->fd < 0)
@@ -152,7 +151,7 @@ static int send_locked(rpc_client *c, const rpc_frame *f)
     if (rc)
         return rc;
     rc = rpc__wq_flush(&c->wq, c->fd);
-    if (rc < 0 || (was_empty && c->wq.len))
+    if (rc < 0 || c->wq.len)
         wake(c); /* an error is for the I/O thread to notice; leftovers need POLLOUT */
     return 0;
 }
@@ -167,6 +166,37 @@ int rpc_client_send(rpc_client *c, const rpc_frame *f)
     rc = c->up ? send_locked(c, f) : -ENOTCONN;
     pthread_mutex_unlock(&c->mu);
     return rc;
+}
+
+int rpc_client_queue(rpc_client *c, const rpc_frame *f)
+{
+    int rc;
+
+    if (!c || !f)
+        return -EINVAL;
+    pthread_mutex_lock(&c->mu);
+    if (!c->up || c->fd < 0)
+        rc = -ENOTCONN;
+    else
+        rc = rpc__wq_push(&c->wq, f, c->peer_max);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int rpc_client_flush(rpc_client *c)
+{
+    int rc = 0;
+
+    if (!c)
+        return -EINVAL;
+    pthread_mutex_lock(&c->mu);
+    if (c->wq.len && c->fd >= 0) {
+        rc = rpc__wq_flush(&c->wq, c->fd);
+        if (rc < 0 || c->wq.len)
+            wake(c); /* an error is for the I/O thread to notice; leftovers need POLLOUT */
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc < 0 ? rc : 0;
 }
 
 /* Wait (mu held) until up, stopping, or the deadline. */

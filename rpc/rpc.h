@@ -177,6 +177,13 @@ int rpc_client_call(rpc_client *c, const rpc_frame *req, rpc_frame *reply, uint3
 /* Queue f as is (its call_id kept) without waiting. -ENOTCONN when not
  * connected now; otherwise as rpc_conn_send. Any thread. */
 int rpc_client_send(rpc_client *c, const rpc_frame *f);
+/* Like rpc_client_send, but the frame only joins the write queue: it goes out
+ * with the next send, call or PING on the connection, or rpc_client_flush.
+ * Frames leave in the order they were queued or sent. */
+int rpc_client_queue(rpc_client *c, const rpc_frame *f);
+/* Write what is queued now (the rest when the socket takes it). 0, or the
+ * socket error (the connection then goes down and reconnects). */
+int rpc_client_flush(rpc_client *c);
 void rpc_client_get_stats(rpc_client *c, rpc_client_stats *out);
 
 #endif

@@ -230,23 +230,21 @@ static int src_fetch(void *hp, size_t max, uint32_t wait_ms, const mq_message **
     return (int)n;
 }
 
-/* COMMIT on the connection the batch came from. */
+/* COMMIT on the connection the batch came from, after its RESULTs (queued on
+ * the same connection: they leave together, in order). It is not waited for
+ * (call_id 0: no reply): a commit that is lost or refused (the lease moved)
+ * only means redelivery, which the stored decisions answer the same. The
+ * next FETCH on the connection is served after it. */
 static int src_commit(void *hp, const mq_message *m)
 {
     handle *h = hp;
     if (!h->cur)
         return -ENOTCONN;
-    rpc_frame req = {.type = RPC_COMMIT}, reply;
+    rpc_frame req = {.type = RPC_COMMIT, .call_id = 0};
     req.u.commit.topic = rpc_str(m->topic);
     req.u.commit.partition = m->partition;
     req.u.commit.offset = m->offset;
-    int rc = rpc_client_call(h->cur->cli, &req, &reply, CALL_SLACK_MS);
-    if (rc < 0)
-        return rc;
-    if (reply.type == RPC_ERROR)
-        rc = -(reply.u.error.code > 0 ? reply.u.error.code : EPROTO);
-    rpc_frame_release(&reply);
-    return rc;
+    return rpc_client_send(h->cur->cli, &req);
 }
 
 sk_source sk_remote_source(sk_remote *r)
@@ -256,7 +254,8 @@ sk_source sk_remote_source(sk_remote *r)
 }
 
 /* RESULT on the calling thread's current connection: the one its message
- * came from, ordered before its COMMIT. */
+ * came from, ordered before its COMMIT. Queued: the batch's RESULTs and
+ * COMMITs go out with one write (src_commit, or link_flush). */
 static int link_deliver(void *arg, const sk_outcome *o)
 {
     (void)arg;
@@ -269,7 +268,15 @@ static int link_deliver(void *arg, const sk_outcome *o)
     f.u.result.result = (uint32_t)o->result;
     f.u.result.item_id = rpc_str(o->item_id);
     f.u.result.order_id = rpc_str(o->order_id);
-    return rpc_client_send(h->cur->cli, &f);
+    return rpc_client_queue(h->cur->cli, &f);
+}
+
+static void link_flush(void *arg)
+{
+    (void)arg;
+    handle *h = tl_handle;
+    if (h && h->cur)
+        rpc_client_flush(h->cur->cli);
 }
 
 static void link_stock(void *arg, const char *item, int64_t left)
@@ -289,7 +296,7 @@ static void link_stock(void *arg, const char *item, int64_t left)
 
 sk_link sk_remote_link(sk_remote *r)
 {
-    return (sk_link){.arg = r, .deliver = link_deliver, .stock = link_stock};
+    return (sk_link){.arg = r, .deliver = link_deliver, .stock = link_stock, .flush = link_flush};
 }
 
 size_t sk_remote_connected(sk_remote *r)

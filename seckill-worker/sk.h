@@ -50,6 +50,9 @@ typedef struct sk_link {
     int (*deliver)(void *arg, const sk_outcome *o);
     /* Stock of item_id is now `left` (0: sold out). */
     void (*stock)(void *arg, const char *item_id, int64_t left);
+    /* Outcomes delivered may wait to go out with the batch's commits; the
+     * worker calls this after them. May be NULL. */
+    void (*flush)(void *arg);
 } sk_link;
 
 /* ---- orders ----

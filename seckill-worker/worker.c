@@ -242,6 +242,8 @@ static void *thread_main(void *arg)
         for (size_t k = 0; k < nparts; k++)
             if (parts[k].upto)
                 w->src.commit(tc->src, parts[k].upto);
+        if (w->link.flush)
+            w->link.flush(w->link.arg);
     }
 out_free:
     free(bouts);

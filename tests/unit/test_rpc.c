@@ -982,6 +982,55 @@ static void test_auth_ok(void **state)
     free(x);
 }
 
+/* rpc_client_queue holds frames until a flush, a send or a call writes the
+ * queue; they leave in order. Heartbeats are slowed so no PING writes it. */
+static void test_queue_then_flush(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cc.heartbeat_ms = 60000;
+    srv_start(x, NULL);
+    cli_open(k, x->addr, SECRET, &cc);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
+    assert_true(wait_for(&k->pushes, 1, 2000));
+    int base = atomic_load(&x->frames);
+
+    rpc_frame r = sample(RPC_RESULT);
+    for (int i = 0; i < 3; i++) {
+        r.call_id = 0x8000000000000010ULL + (uint64_t)i; /* acked to on_frame */
+        assert_int_equal(rpc_client_queue(k->c, &r), 0);
+    }
+    sleep_ms(200);
+    assert_int_equal(atomic_load(&x->frames), base); /* nothing written yet */
+    assert_int_equal(atomic_load(&k->acks), 0);
+    assert_int_equal(rpc_client_flush(k->c), 0);
+    assert_true(wait_for(&k->acks, 3, 2000));
+    assert_int_equal(atomic_load(&x->frames), base + 3);
+    assert_int_equal(rpc_client_flush(k->c), 0); /* nothing queued: a no-op */
+
+    /* queued frames go out ahead of a later send, and of a call */
+    assert_int_equal(rpc_client_queue(k->c, &r), 0);
+    assert_int_equal(rpc_client_send(k->c, &r), 0);
+    assert_true(wait_for(&k->acks, 5, 2000));
+    assert_int_equal(rpc_client_queue(k->c, &r), 0);
+    rpc_frame req = sample(RPC_COMMIT), rep;
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_ACK);
+    rpc_frame_release(&rep);
+    assert_true(wait_for(&k->acks, 6, 2000)); /* the queued one was written first */
+    assert_int_equal(atomic_load(&x->frames), base + 7);
+
+    assert_int_equal(rpc_client_queue(NULL, &r), -EINVAL);
+    assert_int_equal(rpc_client_flush(NULL), -EINVAL);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
+}
+
 static void test_auth_refused(void **state)
 {
     (void)state;
@@ -1567,6 +1616,8 @@ static void test_config_rejects(void **state)
     assert_int_equal(rpc_client_wait_ready(c, 100), -ETIMEDOUT);
     rpc_frame p = sample(RPC_PING);
     assert_int_equal(rpc_client_send(c, &p), -ENOTCONN);
+    assert_int_equal(rpc_client_queue(c, &p), -ENOTCONN);
+    assert_int_equal(rpc_client_flush(c), 0);
     rpc_client_destroy(c);
     rpc_client_destroy(NULL);
 }
@@ -1586,6 +1637,7 @@ int main(void)
         cmocka_unit_test(test_corpus_replay),
         cmocka_unit_test(test_config_rejects),
         BOTH(test_auth_ok),
+        BOTH(test_queue_then_flush),
         BOTH(test_auth_refused),
         BOTH(test_concurrent_calls),
         BOTH(test_oversized_and_corrupt),
