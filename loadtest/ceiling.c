@@ -1,11 +1,21 @@
 /* ceiling: the HTTP ceiling of this machine for libmicrohttpd.
  *
  * A keep-alive server that answers every request with the same small JSON
- * ({"result":"sold_out"}, 409), in the gateway's event park mode: epoll with
- * an internal thread pool of one thread per CPU, one response created at start
- * and reused. Whatever the gateway does on top of this costs requests/s below
- * what this server reaches; loadtest/bench.sh reports the gateway as a ratio
- * to it.
+ * ({"result":"sold_out"}, 409): poll() with an internal thread pool of one
+ * thread per CPU, one response created at start and reused.
+ *
+ * Not epoll: libmicrohttpd 0.9.75's epoll loop stalls a pool thread that holds
+ * a multiple of 128 keep-alive connections all waiting at once. When
+ * epoll_wait() returns a full batch (MAX_EVENTS = 128), MHD calls it again with
+ * the same blocking timeout (about the 30 s connection timeout) before serving
+ * the batch; with nothing else in flight the thread sleeps until a new
+ * connection arrives or the connections time out. At 256 connections on 2
+ * threads that happens whenever the accept race splits them 128/128 (a few
+ * per cent of runs: ~220 req/s instead of ~75k); poll() does the same work at
+ * 256 and 1,000 connections without it.
+ *
+ * Whatever the gateway does on top of this costs requests/s below what this
+ * server reaches; loadtest/bench.sh reports the gateway as a ratio to it.
  *
  * usage: ceiling [--listen HOST:PORT] [--threads N]
  * Prints "listening on http://HOST:PORT" once bound (PORT 0 picks one), runs
@@ -118,7 +128,7 @@ int main(int argc, char **argv)
         return 70;
     }
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, NULL,
+        MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)20000,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
