@@ -595,6 +595,11 @@ out_free:
     return ret;
 }
 
+/* *con_cls of a request other than POST /seckill between its calls */
+static char route_mark;
+static enum MHD_Result route(gw *g, struct MHD_Connection *conn, const char *url,
+                             const char *method);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -604,6 +609,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     req_ctx *rc = *con_cls;
     (void)version;
 
+    if (*con_cls == &route_mark) { /* the request is in: answer it (a body is ignored) */
+        if (*upload_data_size) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        return route(g, conn, url, method);
+    }
     if (rc) { /* POST /seckill: body chunks, then the final call */
         if (*upload_data_size) {
             if (rc->len + *upload_data_size > rc->cap)
@@ -620,10 +632,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return purchase(g, conn, rc);
     }
 
-    int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
-                 strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-    if (strncmp(url, "/orders/", 8) == 0)
-        return orders(g, conn, method, url + 8);
     if (strcmp(url, "/seckill") == 0) {
         uint64_t t0 = gw_mono_ns();
         if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
@@ -659,6 +667,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = rc;
         return MHD_YES;
     }
+    /* Answer on the next call, once libmicrohttpd has the whole request: a
+     * response queued on the first call closes the connection, and apps
+     * polling /seckill/result keep theirs open. */
+    *con_cls = &route_mark;
+    return MHD_YES;
+}
+
+/* Every endpoint but POST /seckill. */
+static enum MHD_Result route(gw *g, struct MHD_Connection *conn, const char *url,
+                             const char *method)
+{
+    int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                 strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    if (strncmp(url, "/orders/", 8) == 0)
+        return orders(g, conn, method, url + 8);
     if (!is_get) {
         if (strncmp(url, "/seckill/result/", 16) == 0 || strncmp(url, "/items/", 7) == 0 ||
             !strcmp(url, "/livez") || !strcmp(url, "/readyz") || !strcmp(url, "/metrics"))
@@ -693,7 +716,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     req_ctx *rc = *con_cls;
     (void)conn;
     (void)toe;
-    if (!rc)
+    if (!rc || *con_cls == &route_mark)
         return;
     if (rc->phase == PH_PARKED) {
         /* ended while parked (connection reset, daemon stopping): leave
@@ -971,8 +994,14 @@ int gw_start(gw *g, char *err, size_t errlen)
         return -EINVAL;
     }
     if (g->event_park) {
-        /* epoll with a small thread pool; parked requests are suspended
-         * connections, not threads */
+        /* A small thread pool; parked requests are suspended connections,
+         * not threads, and a suspended connection is not polled. poll, not
+         * epoll: libmicrohttpd 0.9.75's epoll loop, after an epoll_wait that
+         * fills its 128 events, waits again with the full timeout before
+         * serving them, so a pool thread whose connections are exactly 128
+         * (or 256, ...) waiting requests stalls until a new connection comes
+         * or 30 s pass (reproduced: one pool thread, wrk -c128 stalls every
+         * time; two threads, -c256, about one run in fifty). */
         rc = gw_wheel_create(1000000ULL, &g->wheel);
         if (rc < 0) {
             snprintf(err, errlen, "timer wheel: %s", strerror(-rc));
@@ -980,7 +1009,7 @@ int gw_start(gw *g, char *err, size_t errlen)
         }
         unsigned pool = c->pool_threads ? c->pool_threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
         g->mhd = MHD_start_daemon(
-            MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
+            MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
             NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
             MHD_OPTION_THREAD_POOL_SIZE, pool < 1 ? 1U : pool, MHD_OPTION_CONNECTION_LIMIT,
             (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,

@@ -10,11 +10,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -545,6 +549,72 @@ static void test_cli(void **state)
     rmdir(dir);
 }
 
+/* ---- 128 keep-alive connections with a request each, at once ---- */
+
+#define READY_CONNS 128
+#define READY_ROUNDS 20
+
+/* Read one whole response (headers and Content-Length body) from fd. */
+static int read_response(int fd, int *status)
+{
+    char buf[2048];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+        if (n <= 0)
+            return -1; /* closed, or nothing within SO_RCVTIMEO */
+        len += (size_t)n;
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        const char *cl = strstr(buf, "Content-Length: ");
+        if (end && cl && len >= (size_t)(end + 4 - buf) + strtoul(cl + 16, NULL, 10)) {
+            *status = atoi(buf + 9);
+            return 0;
+        }
+        if (len == sizeof buf - 1)
+            return -1;
+    }
+}
+
+/* One pool thread whose connections all have a request waiting: it must
+ * serve them (libmicrohttpd 0.9.75's epoll loop stalled here until a new
+ * connection or its 30 s timeout, when exactly 128 were ready). */
+static void test_many_ready_at_once(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024];
+    make_ini(ini, sizeof ini, 10, NULL, NULL);
+    char one[1100];
+    snprintf(one, sizeof one, "[gateway]\npool_threads = 1\n%s", ini + 10);
+    start(&p, one);
+    int fds[READY_CONNS];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    struct timeval tv = {10, 0}; /* a stall lasts 30 s */
+    for (int i = 0; i < READY_CONNS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fds[i] >= 0);
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
+    }
+    static const char req[] = "GET /livez HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int round = 0; round < READY_ROUNDS; round++) {
+        for (int i = 0; i < READY_CONNS; i++)
+            assert_int_equal(send(fds[i], req, sizeof req - 1, MSG_NOSIGNAL),
+                             (ssize_t)(sizeof req - 1));
+        for (int i = 0; i < READY_CONNS; i++) {
+            int status = 0;
+            if (read_response(fds[i], &status) < 0)
+                fail_msg("round %d: connection %d got no answer within 10 s", round, i);
+            assert_int_equal(status, 200);
+        }
+    }
+    for (int i = 0; i < READY_CONNS; i++)
+        close(fds[i]);
+    stop(&p);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -576,6 +646,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_window_rate_risk, teardown),
         cmocka_unit_test_teardown(test_sale, teardown),
         cmocka_unit_test_teardown(test_timeouts, teardown),
+        cmocka_unit_test_teardown(test_many_ready_at_once, teardown),
     };
     char name[64];
     snprintf(name, sizeof name, "integration.gateway.%s", park_mode);
