@@ -29,7 +29,7 @@ void cfg_init(cfg *c)
     c->queue_max_deliveries = 5;
     strcpy(c->queue_data_dir, CFG_DEFAULT_DATA_DIR);
     c->worker_embedded = 1;
-    c->worker_threads = 2;
+    c->worker_threads = 0; /* cfg_worker_threads */
     c->worker_batch = 64;
     strcpy(c->worker_inventory, "memory");
     c->worker_decision_capacity = 1000000;
@@ -54,6 +54,15 @@ void cfg_release(cfg *c)
     c->blocklist = NULL;
     c->items = NULL;
     c->nblocklist = c->nitems = 0;
+}
+
+uint32_t cfg_worker_threads(const cfg *c)
+{
+    if (c->worker_threads)
+        return c->worker_threads;
+    /* memory: every decision ends in the one order log and its fsync, which
+     * one thread batches best; redis: threads overlap Redis round trips */
+    return strcmp(c->worker_inventory, "memory") == 0 ? 1 : 2;
 }
 
 const cfg_item *cfg_find_item(const cfg *c, const char *id)
@@ -353,7 +362,7 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
             return 1;
         }
         U32("pay_timeout_ms", worker_pay_timeout_ms, 1000, 86400000)
-        U32("threads", worker_threads, 1, 256)
+        U32("threads", worker_threads, 0, 256)
         U32("batch", worker_batch, 1, 4096)
         U32("decision_capacity", worker_decision_capacity, 1024, 100000000)
         return fail(L, section, name, NULL);

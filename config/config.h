@@ -52,7 +52,7 @@ typedef struct cfg {
     char queue_data_dir[1024]; /* durable topics (memory inventory: the order log) */
     /* [worker] */
     int worker_embedded;       /* 1 = worker threads inside the gateway */
-    uint32_t worker_threads;
+    uint32_t worker_threads;   /* 0: cfg_worker_threads picks */
     uint32_t worker_batch;
     char worker_inventory[16]; /* "memory" */
     uint32_t worker_decision_capacity;
@@ -87,5 +87,7 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);
 void cfg_release(cfg *c);
 
 const cfg_item *cfg_find_item(const cfg *c, const char *id);
+/* [worker] threads, 0 resolved: 1 with inventory = memory, 2 with redis. */
+uint32_t cfg_worker_threads(const cfg *c);
 
 #endif

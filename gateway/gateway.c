@@ -936,7 +936,7 @@ int gw_start(gw *g, char *err, size_t errlen)
     const cfg *c = g->cfg;
     int rc;
     if (c->worker_embedded) {
-        sk_worker_config wc = {.threads = c->worker_threads,
+        sk_worker_config wc = {.threads = cfg_worker_threads(c),
                                .batch = c->worker_batch,
                                .name = g->id_str,
                                .blocklist = (const char *const *)c->blocklist,

@@ -5,7 +5,7 @@
 # when an invariant is broken or the gateway cannot be started.
 #
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
-#          [--duration 10s] [--connections 256] [--threads 2] [--workers 2]
+#          [--duration 10s] [--connections 256] [--threads 2] [--workers 0]
 #          [--park thread|event] [--pool N] [--wait-timeout MS]
 #          [--pace RPS] [--sample CSV] [--redis [--stall-worker]]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
@@ -34,7 +34,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=2 PARK=event
+STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event
 POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0 STALL=0 PACE=0
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}

@@ -463,7 +463,7 @@ int main(int argc, char **argv)
     sk_source src = sk_remote_source(remote);
     sk_backend be = sk_redis_backend(redis);
     sk_link link = sk_remote_link(remote);
-    sk_worker_config wc = {.threads = c.worker_threads, .batch = c.worker_batch, .name = id,
+    sk_worker_config wc = {.threads = cfg_worker_threads(&c), .batch = c.worker_batch, .name = id,
                            .blocklist = (const char *const *)c.blocklist,
                            .nblocklist = c.nblocklist, .windows = windows,
                            .nwindows = c.nitems};
@@ -482,10 +482,10 @@ int main(int argc, char **argv)
         disc.remote = remote;
         pthread_create(&disc.tid, NULL, discovery_main, &disc);
         printf("seckill-worker %s role=seckill id=%s gateways=registry threads=%u\n",
-               SECKILL_VERSION, id, c.worker_threads);
+               SECKILL_VERSION, id, cfg_worker_threads(&c));
     } else {
         printf("seckill-worker %s role=seckill id=%s gateways=%zu threads=%u\n", SECKILL_VERSION,
-               id, c.nrpc_gateways, c.worker_threads);
+               id, c.nrpc_gateways, cfg_worker_threads(&c));
     }
     fflush(stdout);
     while (!atomic_load(&stopping)) {

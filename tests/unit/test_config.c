@@ -103,7 +103,8 @@ static void test_shipped_config(void **state)
     assert_int_equal(c.queue_max_deliveries, 5);
     assert_string_equal(c.queue_data_dir, "/var/tmp/seckill-gateway");
     assert_int_equal(c.worker_embedded, 1);
-    assert_int_equal(c.worker_threads, 2);
+    assert_int_equal(c.worker_threads, 0);
+    assert_int_equal(cfg_worker_threads(&c), 1);
     assert_string_equal(c.worker_inventory, "memory");
     assert_int_equal(c.rpc_registry_ttl_ms, 3000);
     assert_int_equal(c.nblocklist, 0);
@@ -143,7 +144,11 @@ static void test_defaults(void **state)
     assert_int_equal(c.queue_max_deliveries, 5);
     assert_string_equal(c.queue_data_dir, CFG_DEFAULT_DATA_DIR);
     assert_int_equal(c.worker_embedded, 1);
-    assert_int_equal(c.worker_threads, 2);
+    assert_int_equal(c.worker_threads, 0);
+    assert_int_equal(cfg_worker_threads(&c), 1);
+    snprintf(c.worker_inventory, sizeof c.worker_inventory, "redis");
+    assert_int_equal(cfg_worker_threads(&c), 2);
+    snprintf(c.worker_inventory, sizeof c.worker_inventory, "memory");
     assert_int_equal(c.worker_batch, 64);
     assert_string_equal(c.worker_inventory, "memory");
     assert_int_equal(c.worker_decision_capacity, 1000000);
@@ -211,6 +216,7 @@ static void test_values(void **state)
     assert_int_equal(c.tb_burst, 1);
     assert_int_equal(c.queue_max_backlog_bytes, 1ULL << 40);
     assert_int_equal(c.worker_threads, 256);
+    assert_int_equal(cfg_worker_threads(&c), 256);
     assert_int_equal(c.rpc_registry_ttl_ms, 600000);
     assert_int_equal(c.nitems, 2);
     const cfg_item *a = cfg_find_item(&c, "a"), *b = cfg_find_item(&c, "b-2");
@@ -279,7 +285,7 @@ static const bad bads[] = {
     {"hex number", ITEM "[queue]\npartitions = 0x10\n",
      "PATH:4: [queue] partitions: expected an integer from 1 to 1024"},
     {"negative number", ITEM "[worker]\nthreads = -2\n",
-     "PATH:4: [worker] threads: expected an integer from 1 to 256"},
+     "PATH:4: [worker] threads: expected an integer from 0 to 256"},
     {"empty number", ITEM "[worker]\nbatch =\n",
      "PATH:4: [worker] batch: expected an integer from 1 to 4096"},
     {"number overflow", ITEM "[queue]\nmax_backlog = 99999999999999999999999\n",
