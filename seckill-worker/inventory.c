@@ -57,6 +57,7 @@ typedef struct item {
 
 typedef struct purchase {
     struct purchase *next;
+    uint64_t h; /* user_hash(user, item) >> 6: compared before the strings */
     int item;
     uint32_t count;
     char order_id[SK_ORDER_ID_MAX + 1];
@@ -74,6 +75,7 @@ typedef struct decision {
 
 typedef struct order {
     struct order *next;      /* hash chain */
+    uint64_t h;              /* hash of id: compared before the strings */
     struct order *fifo_next; /* reserved ones, creation order */
     int item;
     int busy; /* a pay or cancel event of it is being appended */
@@ -286,7 +288,7 @@ static purchase **purchase_slot(user_shard *us, int it, const char *user, uint64
 {
     purchase **pp = &us->buckets[h & (us->nbuckets - 1)];
     for (; *pp; pp = &(*pp)->next)
-        if ((*pp)->item == it && strcmp((*pp)->user, user) == 0)
+        if ((*pp)->h == h && (*pp)->item == it && strcmp((*pp)->user, user) == 0)
             break;
     return pp;
 }
@@ -300,9 +302,8 @@ static void user_shard_grow(user_shard *us)
     for (size_t i = 0; i < us->nbuckets; i++)
         for (purchase *p = us->buckets[i], *nx; p; p = nx) {
             nx = p->next;
-            uint64_t h = user_hash(p->user, p->item);
-            p->next = b[(h >> 6) & (nb - 1)];
-            b[(h >> 6) & (nb - 1)] = p;
+            p->next = b[p->h & (nb - 1)];
+            b[p->h & (nb - 1)] = p;
         }
     free(us->buckets);
     us->buckets = b;
@@ -319,10 +320,11 @@ static purchase *purchase_get(user_shard *us, int it, const char *user, uint64_t
     purchase *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    p->h = h >> 6;
     p->item = it;
     strcpy(p->user, user);
     *pp = p;
-    if (++us->count > us->nbuckets * 2)
+    if (++us->count > us->nbuckets)
         user_shard_grow(us);
     return p;
 }
@@ -406,13 +408,13 @@ static void decision_evict_oldest(decision_shard *ds)
 }
 
 /* Link d (not in the shard yet) at the head of its chain; the table doubles
- * when chains would average more than two. */
+ * when chains would average more than one. */
 static void decision_link(decision_shard *ds, decision *d)
 {
     decision **pp = &ds->buckets[hash_id(d->id) & (ds->nbuckets - 1)];
     d->next = *pp;
     *pp = d;
-    if (++ds->count <= ds->nbuckets * 2)
+    if (++ds->count <= ds->nbuckets)
         return;
     size_t nb = ds->nbuckets * 2;
     decision **b = calloc(nb, sizeof *b);
@@ -462,7 +464,7 @@ static order_shard *order_shard_of(sk_inventory *inv, const char *id, uint64_t *
 static order **order_slot(order_shard *os, const char *id, uint64_t h)
 {
     order **pp = &os->buckets[(h >> 6) & (os->nbuckets - 1)];
-    while (*pp && strcmp((*pp)->id, id) != 0)
+    while (*pp && ((*pp)->h != h || strcmp((*pp)->id, id) != 0))
         pp = &(*pp)->next;
     return pp;
 }
@@ -476,9 +478,8 @@ static void order_shard_grow(order_shard *os)
     for (size_t i = 0; i < os->nbuckets; i++)
         for (order *o = os->buckets[i], *nx; o; o = nx) {
             nx = o->next;
-            uint64_t h = hash_bytes(o->id, strlen(o->id), 14695981039346656037ULL);
-            o->next = b[(h >> 6) & (nb - 1)];
-            b[(h >> 6) & (nb - 1)] = o;
+            o->next = b[(o->h >> 6) & (nb - 1)];
+            b[(o->h >> 6) & (nb - 1)] = o;
         }
     free(os->buckets);
     os->buckets = b;
@@ -502,6 +503,7 @@ static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev)
         rc = -ENOMEM;
         goto out_unlock;
     }
+    o->h = h;
     o->item = it;
     memcpy(o->id, ev->order_id, sizeof o->id);
     o->o.state = SK_ORDER_RESERVED;
@@ -517,7 +519,7 @@ static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev)
         os->fifo_head = o;
     os->fifo_tail = o;
     atomic_fetch_add(&inv->nstate[SK_ORDER_RESERVED], 1);
-    if (++os->count > os->nbuckets * 2)
+    if (++os->count > os->nbuckets)
         order_shard_grow(os);
 out_unlock:
     pthread_mutex_unlock(&os->lock);
