@@ -10,6 +10,8 @@
 #          [--pace RPS] [--sample CSV] [--redis [--stall-worker]]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
 #                     how fast wrk sends: that is --pace
+#   --workers N       [worker] threads (0: the default, 1 with the memory
+#                     inventory, 2 with redis)
 #   --pace RPS        wrk offers RPS requests/s over all connections together
 #                     (Poisson send times, loadtest/seckill.lua) instead of the
 #                     default closed loop (next request as soon as the answer
