@@ -167,7 +167,7 @@ static size_t ost_encode(unsigned char *b, const char *group, size_t glen, uint3
     b[20] = (unsigned char)(glen & 0xff);
     b[21] = (unsigned char)(glen >> 8);
     memcpy(b + OFFSETS_HDR, group, glen);
-    ost_put32(b + 4, mq__crc32c(0, b + 8, OFFSETS_HDR - 8 + glen));
+    ost_put32(b + 4, sk_crc32c(0, b + 8, OFFSETS_HDR - 8 + glen));
     return OFFSETS_HDR + glen;
 }
 
@@ -237,7 +237,7 @@ static int ost_load(mq__offsets *o, uint64_t *valid)
         size_t glen = (size_t)p[20] | (size_t)p[21] << 8;
         if (len < OFFSETS_HDR - 8 + 1 || len > OFFSETS_HDR - 8 + OFFSETS_MAX_GROUP ||
             glen != len - (OFFSETS_HDR - 8) || got - pos < 8 + (size_t)len ||
-            mq__crc32c(0, p + 8, len) != ost_get32(p + 4))
+            sk_crc32c(0, p + 8, len) != ost_get32(p + 4))
             break;
         uint64_t off = (uint64_t)ost_get32(p + 12) | (uint64_t)ost_get32(p + 16) << 32;
         rc = ost_set(o, (const char *)p + OFFSETS_HDR, glen, ost_get32(p + 8), off);

@@ -412,7 +412,7 @@ static int cursor_peek(seg_cursor *c, uint64_t expect, mq__rec *r, uint32_t *tot
     if (rc < 0)
         return rc;
     h = c->buf + (c->pos - c->buf_pos);
-    if (mq__crc32c(0, h + 8, len - 4) != get32(h + 4))
+    if (sk_crc32c(0, h + 8, len - 4) != get32(h + 4))
         return -EBADMSG;
     if (get64(h + 8) != expect)
         return -EBADMSG;
@@ -491,7 +491,7 @@ static int seg_write_index(mq__seglog *l, const seg *s)
         put32(b + IDX_HDR + i * 8, s->idx[i].rel);
         put32(b + IDX_HDR + i * 8 + 4, s->idx[i].pos);
     }
-    put32(b + 4, mq__crc32c(0, b + 8, n - 8));
+    put32(b + 4, sk_crc32c(0, b + 8, n - 8));
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = -errno;
@@ -550,7 +550,7 @@ static int seg_load_index(mq__seglog *l, seg *s)
         goto out_free;
     rc = -EBADMSG;
     if (got != (size_t)st.st_size || get32(b) != IDX_MAGIC ||
-        get32(b + 4) != mq__crc32c(0, b + 8, got - 8) || get64(b + 8) != s->base ||
+        get32(b + 4) != sk_crc32c(0, b + 8, got - 8) || get64(b + 8) != s->base ||
         get64(b + 24) != (uint64_t)lst.st_size || get64(b + 16) <= s->base ||
         IDX_HDR + (size_t)get32(b + 40) * 8 != got)
         goto out_free;
@@ -1120,7 +1120,7 @@ int mq__seglog_append_batch(mq__seglog *l, const mq__rec *recs, size_t n, uint64
             memcpy(r + SEG_HDR, rec->key, rec->key_len);
         if (rec->value_len)
             memcpy(r + SEG_HDR + rec->key_len, rec->value, rec->value_len);
-        put32(r + 4, mq__crc32c(0, r + 8, len - 8));
+        put32(r + 4, sk_crc32c(0, r + 8, len - 8));
         at += len;
     }
 

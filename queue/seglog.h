@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crc32c.h" /* common/: sk_crc32c, the CRC of every record */
 #include "mq.h"
 
 typedef struct mq__seglog mq__seglog;
@@ -89,8 +90,5 @@ int mq__offsets_get(mq__offsets *o, const char *group, uint32_t partition, uint6
 /* Call cb for every recorded (group, partition, offset). */
 void mq__offsets_foreach(mq__offsets *o, void (*cb)(void *arg, const char *group, uint32_t partition,
                                                    uint64_t offset), void *arg);
-
-/* CRC32C (Castagnoli) of buf, continuing from crc (start with 0). */
-uint32_t mq__crc32c(uint32_t crc, const void *buf, size_t len);
 
 #endif

@@ -245,8 +245,8 @@ int rpc_encode(const rpc_frame *f, void *buf, size_t cap, size_t *len)
     p[5] = f->type;
     put_le(p + 6, 0, 2);
     put_le(p + 8, f->call_id, 8);
-    uint32_t crc = rpc_crc32c(0, p, 16);
-    crc = rpc_crc32c(crc, p + RPC_HEADER_SIZE, size - RPC_HEADER_SIZE);
+    uint32_t crc = sk_crc32c(0, p, 16);
+    crc = sk_crc32c(crc, p + RPC_HEADER_SIZE, size - RPC_HEADER_SIZE);
     put_le(p + 16, crc, 4);
     if (len)
         *len = size;
@@ -448,8 +448,8 @@ int rpc_decode(const void *buf, size_t len, uint32_t max_frame, rpc_frame *f, si
     if (len < n)
         return -EAGAIN;
 
-    uint32_t crc = rpc_crc32c(0, p, 16);
-    crc = rpc_crc32c(crc, p + RPC_HEADER_SIZE, n - RPC_HEADER_SIZE);
+    uint32_t crc = sk_crc32c(0, p, 16);
+    crc = sk_crc32c(crc, p + RPC_HEADER_SIZE, n - RPC_HEADER_SIZE);
     if (crc != (uint32_t)get_le(p + 16, 4))
         return -EBADMSG;
     if (get_le(p + 6, 2) != 0)

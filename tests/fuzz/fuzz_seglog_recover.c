@@ -103,7 +103,7 @@ static void lay_out_crc_fixed(const uint8_t *data, size_t size)
         uint32_t len = le32(b + pos);
         if (len < 4 || len > size - pos - 4)
             break;
-        uint32_t crc = mq__crc32c(0, b + pos + 8, len - 4);
+        uint32_t crc = sk_crc32c(0, b + pos + 8, len - 4);
         for (int i = 0; i < 4; i++)
             b[pos + 4 + i] = (uint8_t)(crc >> (8 * i));
         pos += 4 + (size_t)len;

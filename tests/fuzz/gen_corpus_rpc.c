@@ -2,7 +2,7 @@
  * gen_corpus_rpc.c - writes the seed corpus of fuzz_rpc_frame into a directory.
  *
  * Not part of the build; run by hand when the frame layout changes:
- *   cc -D_GNU_SOURCE -I rpc tests/fuzz/gen_corpus_rpc.c rpc/frame.c rpc/crc32c.c \
+ *   cc -D_GNU_SOURCE -I rpc -I common tests/fuzz/gen_corpus_rpc.c rpc/frame.c common/crc32c.c \
  *      -lpthread -o /tmp/gen && /tmp/gen tests/fuzz/corpus_rpc
  */
 #include <stdio.h>
@@ -23,8 +23,8 @@ static void put32(uint8_t *p, uint32_t v)
 /* Recompute the CRC of a hand-edited frame of n bytes (its length field unchanged). */
 static void fix_crc(uint8_t *p, size_t n)
 {
-    uint32_t crc = rpc_crc32c(0, p, 16);
-    crc = rpc_crc32c(crc, p + RPC_HEADER_SIZE, n - RPC_HEADER_SIZE);
+    uint32_t crc = sk_crc32c(0, p, 16);
+    crc = sk_crc32c(crc, p + RPC_HEADER_SIZE, n - RPC_HEADER_SIZE);
     put32(p + 16, crc);
 }
 

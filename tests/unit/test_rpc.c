@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rpc/crc32c.h"
+#include "common/crc32c.h"
 #include "rpc/frame.h"
 #include "rpc/internal.h"
 #include "rpc/rpc.h"
@@ -220,10 +220,10 @@ static void assert_frame_eq(const rpc_frame *a, const rpc_frame *b)
 static void test_crc32c_vector(void **state)
 {
     (void)state;
-    assert_int_equal(rpc_crc32c(0, "123456789", 9), 0xE3069283u);
-    assert_int_equal(rpc_crc32c(0, "", 0), 0);
+    assert_int_equal(sk_crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(sk_crc32c(0, "", 0), 0);
     /* incremental == one shot */
-    assert_int_equal(rpc_crc32c(rpc_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
+    assert_int_equal(sk_crc32c(sk_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
 }
 
 static void test_roundtrip_every_type(void **state)
@@ -356,8 +356,8 @@ static size_t hand_frame(uint8_t *buf, uint32_t length, uint8_t version, uint8_t
     memset(buf + 8, 0x11, 8);
     if (plen)
         memcpy(buf + RPC_HEADER_SIZE, payload, plen);
-    uint32_t crc = rpc_crc32c(0, buf, 16);
-    crc = rpc_crc32c(crc, buf + RPC_HEADER_SIZE, plen);
+    uint32_t crc = sk_crc32c(0, buf, 16);
+    crc = sk_crc32c(crc, buf + RPC_HEADER_SIZE, plen);
     put32(buf + 16, crc);
     return RPC_HEADER_SIZE + plen;
 }
@@ -435,8 +435,8 @@ static void test_malformed_table(void **state)
         put32(buf, length);
         if (r->length == KEEP_LEN) {
             /* the length is part of the CRC: recompute for the edited header */
-            uint32_t crc = rpc_crc32c(0, buf, 16);
-            crc = rpc_crc32c(crc, buf + RPC_HEADER_SIZE, r->plen);
+            uint32_t crc = sk_crc32c(0, buf, 16);
+            crc = sk_crc32c(crc, buf + RPC_HEADER_SIZE, r->plen);
             put32(buf + 16, crc);
         }
         if (r->corrupt_crc)
@@ -484,8 +484,8 @@ static void test_truncated_at_every_byte(void **state)
         for (size_t k = 0; k < plen; k++) {
             memcpy(cut, buf, RPC_HEADER_SIZE + k);
             put32(cut, (uint32_t)(RPC_HEADER_SIZE + k));
-            uint32_t crc = rpc_crc32c(0, cut, 16);
-            crc = rpc_crc32c(crc, cut + RPC_HEADER_SIZE, k);
+            uint32_t crc = sk_crc32c(0, cut, 16);
+            crc = sk_crc32c(crc, cut + RPC_HEADER_SIZE, k);
             put32(cut + 16, crc);
             uint8_t *exact = malloc(RPC_HEADER_SIZE + k);
             memcpy(exact, cut, RPC_HEADER_SIZE + k);

@@ -7,15 +7,15 @@
  *     CPU reports it (never assumed at compile time).
  * Both compute the same function; tests compare them on random buffers.
  *
- * Convention: mq__crc32c(0, buf, len) is the CRC of buf, and
- * mq__crc32c(mq__crc32c(0, a, n), b, m) equals the CRC of a followed by b.
- * Check value: crc32c("123456789") = 0xE3069283.
+ * Convention: sk_crc32c(0, buf, len) is the CRC of buf, and
+ * sk_crc32c(sk_crc32c(0, a, n), b, m) equals the CRC of a followed by b.
+ * Check value: sk_crc32c(0, "123456789", 9) = 0xE3069283.
  */
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "seglog.h"
+#include "crc32c.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CRC_HAVE_SSE42 1
@@ -95,7 +95,7 @@ static void crc_init(void)
 #endif
 }
 
-uint32_t mq__crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t sk_crc32c(uint32_t crc, const void *buf, size_t len)
 {
     pthread_once(&crc_once, crc_init);
     return ~crc_impl(~crc, buf, len);
