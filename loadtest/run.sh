@@ -115,8 +115,11 @@ INI
 if [ "$REDIS" = 1 ]; then
     command -v redis-server >/dev/null || { echo "run.sh: redis-server is not installed (make deps)" >&2; exit 69; }
     rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # AOF, fsynced every second; no AOF rewrite during the sale (its fork
+    # would take a CPU from the sale: schedule BGREWRITEAOF after it)
     redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes \
-        --appendfsync everysec --dir "$work" > "$work/redis.log" 2>&1 &
+        --appendfsync everysec --auto-aof-rewrite-min-size 8gb --dir "$work" \
+        > "$work/redis.log" 2>&1 &
     redis_pid=$!
     for _ in $(seq 100); do
         redis-cli -p "$rport" ping >/dev/null 2>&1 && break
