@@ -28,6 +28,7 @@ void cfg_init(cfg *c)
     c->queue_lease_timeout_ms = 3000;
     c->queue_max_deliveries = 5;
     strcpy(c->queue_data_dir, CFG_DEFAULT_DATA_DIR);
+    strcpy(c->queue_order_flush, "sync");
     c->worker_embedded = 1;
     c->worker_threads = 0; /* cfg_worker_threads */
     c->worker_batch = 64;
@@ -345,6 +346,12 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
             if (!*value || strlen(value) >= sizeof c->queue_data_dir)
                 return fail(L, section, name, "a directory path of 1 to 1023 characters");
             strcpy(c->queue_data_dir, value);
+            return 1;
+        }
+        if (!strcmp(name, "order_flush")) {
+            if (strcmp(value, "sync") != 0 && strcmp(value, "async") != 0)
+                return fail(L, section, name, "'sync' or 'async'");
+            strcpy(c->queue_order_flush, value);
             return 1;
         }
         return fail(L, section, name, NULL);

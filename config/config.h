@@ -50,6 +50,9 @@ typedef struct cfg {
     uint32_t queue_lease_timeout_ms;
     uint32_t queue_max_deliveries;
     char queue_data_dir[1024]; /* durable topics (memory inventory: the order log) */
+    char queue_order_flush[8]; /* "sync": an order is fsynced before it is confirmed;
+                                * "async": fsynced every 100 ms (a crash of the machine,
+                                * not of the process, loses the last confirmed orders) */
     /* [worker] */
     int worker_embedded;       /* 1 = worker threads inside the gateway */
     uint32_t worker_threads;   /* 0: cfg_worker_threads picks */

@@ -764,7 +764,7 @@ static int orders_open(gw *g, char *err, size_t errlen)
         return -e;
     }
     int rc = sk_order_log_open(g->q, c->queue_ack_timeout_ms, c->queue_lease_timeout_ms,
-                               &g->olog);
+                               strcmp(c->queue_order_flush, "sync") == 0, &g->olog);
     if (rc == 0)
         rc = sk_order_log_recover(g->olog, g->inv, &applied);
     if (rc < 0) {

@@ -100,7 +100,7 @@ int sk_order_event_decode(const void *buf, size_t len, sk_order_event *ev)
     return 0;
 }
 
-int sk_order_log_open(mq *q, uint32_t ack_timeout_ms, uint32_t lease_timeout_ms,
+int sk_order_log_open(mq *q, uint32_t ack_timeout_ms, uint32_t lease_timeout_ms, int sync,
                       sk_order_log **out)
 {
     mq_topic_config tc;
@@ -110,7 +110,8 @@ int sk_order_log_open(mq *q, uint32_t ack_timeout_ms, uint32_t lease_timeout_ms,
     mq_topic_config_init(&tc);
     tc.partitions = PARTITIONS;
     tc.storage = MQ_STORAGE_LOG;
-    tc.flush = MQ_FLUSH_SYNC;
+    tc.flush = sync ? MQ_FLUSH_SYNC : MQ_FLUSH_ASYNC;
+    tc.flush_interval_ms = SK_ORDER_ASYNC_FLUSH_MS;
     tc.retention_ms = 0; /* orders must not be lost: keep every segment */
     tc.retention_bytes = 0;
     /* the log is the order book, not a buffer: no group (or a stopped sink)

@@ -39,8 +39,10 @@ typedef struct sk_order_log sk_order_log;
 
 /* Open (creating or recovering) SK_ORDER_TOPIC in q, which must have a data
  * directory. ack_timeout_ms and lease_timeout_ms apply to its consumer
- * groups. OUT: *out; q outlives it. */
-int sk_order_log_open(mq *q, uint32_t ack_timeout_ms, uint32_t lease_timeout_ms,
+ * groups. sync: an append returns once fsynced (group commit); else the log
+ * is fsynced every SK_ORDER_ASYNC_FLUSH_MS. OUT: *out; q outlives it. */
+#define SK_ORDER_ASYNC_FLUSH_MS 100
+int sk_order_log_open(mq *q, uint32_t ack_timeout_ms, uint32_t lease_timeout_ms, int sync,
                       sk_order_log **out);
 void sk_order_log_close(sk_order_log *l);
 mq_topic *sk_order_log_topic(sk_order_log *l);

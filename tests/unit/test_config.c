@@ -143,6 +143,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.queue_lease_timeout_ms, 3000);
     assert_int_equal(c.queue_max_deliveries, 5);
     assert_string_equal(c.queue_data_dir, CFG_DEFAULT_DATA_DIR);
+    assert_string_equal(c.queue_order_flush, "sync");
     assert_int_equal(c.worker_embedded, 1);
     assert_int_equal(c.worker_threads, 0);
     assert_int_equal(cfg_worker_threads(&c), 1);
@@ -191,6 +192,7 @@ static void test_values(void **state)
                         "burst = 1\n"
                         "[queue]\n"
                         "max_backlog_bytes = 1099511627776\n"
+                        "order_flush = async\n"
                         "[worker]\n"
                         "embedded = yes\n"
                         "threads = 256\n"
@@ -216,6 +218,7 @@ static void test_values(void **state)
     assert_int_equal(c.tb_burst, 1);
     assert_int_equal(c.queue_max_backlog_bytes, 1ULL << 40);
     assert_int_equal(c.worker_threads, 256);
+    assert_string_equal(c.queue_order_flush, "async");
     assert_int_equal(cfg_worker_threads(&c), 256);
     assert_int_equal(c.rpc_registry_ttl_ms, 600000);
     assert_int_equal(c.nitems, 2);
@@ -224,12 +227,12 @@ static void test_values(void **state)
     assert_non_null(b);
     assert_int_equal(a->stock, 0);
     assert_int_equal(a->per_user_limit, 2);
-    assert_int_equal(a->line, 17);
+    assert_int_equal(a->line, 18);
     assert_int_equal(b->stock, 1000000000000LL);
     assert_int_equal(b->per_user_limit, 3);
     assert_int_equal(b->starts_at, 1700000000);
     assert_int_equal(b->ends_at, 1700000001);
-    assert_int_equal(b->line, 19);
+    assert_int_equal(b->line, 20);
     cfg_release(&c);
     assert_null(c.items);
     assert_int_equal(c.nitems, 0);
@@ -280,6 +283,8 @@ static const bad bads[] = {
     {"item without a dot", "[item]\nstock = 1\n", "PATH:2: unknown section [item]"},
     {"bad number", ITEM "[gateway]\nwait_timeout_ms = 12ms\n",
      "PATH:4: [gateway] wait_timeout_ms: expected an integer from 1 to 600000"},
+    {"bad order_flush", ITEM "[queue]\norder_flush = fast\n",
+     "PATH:4: [queue] order_flush: expected 'sync' or 'async'"},
     {"empty data_dir", ITEM "[queue]\ndata_dir =\n",
      "PATH:4: [queue] data_dir: expected a directory path of 1 to 1023 characters"},
     {"hex number", ITEM "[queue]\npartitions = 0x10\n",

@@ -108,7 +108,7 @@ static void open_all(fixture *f, int recover)
 {
     sk_item_spec items[] = {{"demo", 10, 1}};
     assert_int_equal(mq_create(f->dir, &f->q), 0);
-    assert_int_equal(sk_order_log_open(f->q, 1000, 1000, &f->log), 0);
+    assert_int_equal(sk_order_log_open(f->q, 1000, 1000, 1, &f->log), 0);
     assert_int_equal(sk_inventory_create(items, 1, 1000, &f->inv), 0);
     if (recover)
         assert_int_equal(sk_order_log_recover(f->log, f->inv, NULL), 0);
