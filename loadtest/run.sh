@@ -7,11 +7,13 @@
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 0]
 #          [--park thread|event] [--pool N] [--wait-timeout MS]
-#          [--pace RPS] [--sample CSV] [--redis [--stall-worker]]
+#          [--pace RPS] [--sample CSV] [--order-flush sync|async]
+#          [--redis [--stall-worker]]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
 #                     how fast wrk sends: that is --pace
 #   --workers N       [worker] threads (0: the default, 1 with the memory
 #                     inventory, 2 with redis)
+#   --order-flush M   [queue] order_flush, sync (default) or async
 #   --pace RPS        wrk offers RPS requests/s over all connections together
 #                     (Poisson send times, loadtest/seckill.lua) instead of the
 #                     default closed loop (next request as soon as the answer
@@ -37,13 +39,13 @@ set -eu
 cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event
-POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0 STALL=0 PACE=0
+POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0 STALL=0 PACE=0 FLUSH=sync
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
     case "$1" in
     --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--pool|\
-    --wait-timeout|--pace|--sample)
+    --wait-timeout|--pace|--sample|--order-flush)
         [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 64; } ;;
     esac
     case "$1" in
@@ -60,12 +62,17 @@ while [ $# -gt 0 ]; do
     --wait-timeout) WAIT_MS=$2; shift 2 ;;
     --pace) PACE=$2; shift 2 ;;
     --sample) SAMPLE=$2; shift 2 ;;
+    --order-flush) FLUSH=$2; shift 2 ;;
     --redis) REDIS=1; shift ;;
     --stall-worker) STALL=1; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
 done
+case "$FLUSH" in
+sync|async) ;;
+*) echo "run.sh: --order-flush: expected sync or async, got '$FLUSH'" >&2; exit 64 ;;
+esac
 case "$PACE" in
 ''|*[!0-9]*) echo "run.sh: --pace: expected requests per second (a whole number), got '$PACE'" >&2; exit 64 ;;
 esac
@@ -104,6 +111,7 @@ burst = $BURST
 [queue]
 max_backlog = 65536
 data_dir = $work/data
+order_flush = $FLUSH
 [worker]
 threads = $WORKERS
 batch = 128
