@@ -14,6 +14,8 @@
 #   --workers N       [worker] threads (0: the default, 1 with the memory
 #                     inventory, 2 with redis)
 #   --order-flush M   [queue] order_flush, sync (default) or async
+# The summary also gives gw_cpu_us_per_req: the gateway's CPU time (user +
+# system) while wrk ran, per request (with --redis: the worker's and Redis's too).
 #   --pace RPS        wrk offers RPS requests/s over all connections together
 #                     (Poisson send times, loadtest/seckill.lua) instead of the
 #                     default closed loop (next request as soon as the answer
@@ -183,8 +185,18 @@ if [ -n "$SAMPLE" ]; then
     sampler_pid=$!
 fi
 wrk_timeout=$(( (WAIT_MS + 999) / 1000 + 2 ))s
+# CPU time (user + system, clock ticks) of a process so far
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+gw_t0=$(ticks "$gw_pid")
+wk_t0=0 rd_t0=0
+[ -n "$worker_pid" ] && wk_t0=$(ticks "$worker_pid")
+[ -n "$redis_pid" ] && rd_t0=$(ticks "$redis_pid")
 SECKILL_USERS=$USERS SECKILL_ITEM=demo SECKILL_PACE=$PACE SECKILL_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
     --timeout "$wrk_timeout" -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
+gw_t1=$(ticks "$gw_pid")
+wk_t1=0 rd_t1=0
+[ -n "$worker_pid" ] && wk_t1=$(ticks "$worker_pid")
+[ -n "$redis_pid" ] && rd_t1=$(ticks "$redis_pid")
 extra=""
 if [ -n "$sampler_pid" ]; then
     sleep 1 # one more sample: the answers of the last second
@@ -198,6 +210,13 @@ summary=$(grep '^SUMMARY' "$work/wrk.out" || true)
 [ -n "$summary" ] || { echo "run.sh: wrk printed no summary:" >&2; cat "$work/wrk.out" >&2; exit 70; }
 hwm=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$gw_pid/status" 2>/dev/null || true)
 extra=" rss_hwm_kib=${hwm:-?}$extra"
+# CPU per request while wrk ran: gateway, and with --redis the worker and Redis
+nreq=$(printf '%s\n' "$summary" | sed -n 's/.* requests=\([0-9]*\).*/\1/p')
+extra="$extra $(awk -v r="${nreq:-0}" -v hz="$(getconf CLK_TCK)" -v g=$((gw_t1 - gw_t0)) \
+    -v w=$((wk_t1 - wk_t0)) -v d=$((rd_t1 - rd_t0)) -v redis="$REDIS" 'BEGIN {
+    u = r > 0 ? 1e6 / hz / r : 0
+    printf "gw_cpu_us_per_req=%.1f", g * u
+    if (redis == 1) printf " worker_cpu_us_per_req=%.1f redis_cpu_us_per_req=%.1f", w * u, d * u }')"
 if [ "$STALL" = 1 ]; then
     # the gateway's own measure: deadline -> waiter woken, per timed-out request
     lm=$(curl -fs "$base/metrics" | awk '
