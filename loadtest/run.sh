@@ -14,8 +14,6 @@
 #   --workers N       [worker] threads (0: the default, 1 with the memory
 #                     inventory, 2 with redis)
 #   --order-flush M   [queue] order_flush, sync (default) or async
-# The summary also gives gw_cpu_us_per_req: the gateway's CPU time (user +
-# system) while wrk ran, per request (with --redis: the worker's and Redis's too).
 #   --pace RPS        wrk offers RPS requests/s over all connections together
 #                     (Poisson send times, loadtest/seckill.lua) instead of the
 #                     default closed loop (next request as soon as the answer
@@ -33,6 +31,8 @@
 #                     latency - wait timeout is how late timeouts are answered
 #   --sample CSV      sample /metrics, RSS and open connections once a second
 #                     during the run (loadtest/sample.sh) and write CSV
+# The summary also gives gw_cpu_us_per_req: the gateway's CPU time (user +
+# system) while wrk ran, per request (with --redis: the worker's and Redis's too).
 # The summary line ends with rss_hwm_kib (gateway VmHWM after the run) and,
 # with --sample, the peak established connections and parked requests.
 # Exit status: 0, 1 invariant broken, 69 gateway did not start, 70 no wrk
