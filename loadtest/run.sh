@@ -33,7 +33,7 @@
 #                     during the run (loadtest/sample.sh) and write CSV
 # The summary also gives gw_cpu_us_per_req: the gateway's CPU time (user +
 # system) while wrk ran, per request (with --redis: the worker's and Redis's too).
-# The summary line ends with rss_hwm_kib (gateway VmHWM after the run) and,
+# The summary line also has rss_hwm_kib (gateway VmHWM after the run) and,
 # with --sample, the peak established connections and parked requests.
 # Exit status: 0, 1 invariant broken, 69 gateway did not start, 70 no wrk
 # summary.
