@@ -185,6 +185,8 @@ static void *thread_main(void *arg)
                     tc->outs[i].order_id[0] = '\0';
                     w->link.deliver(w->link.arg, &tc->outs[i]);
                 }
+            if (w->link.flush) /* the 503s go out now, not after the backoff */
+                w->link.flush(w->link.arg);
             backoff_ms = backoff_ms ? (backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2) : 10;
             sleep_ms(backoff_ms);
             continue;

@@ -35,6 +35,8 @@ typedef struct rig {
     int nouts;
     int64_t last_stock;
     int stock_calls;
+    int unflushed;             /* delivered since the link's last flush */
+    int decides_with_unflushed; /* backend calls made while outcomes waited */
     uint8_t gw[16];
 } rig;
 
@@ -43,6 +45,9 @@ static int flaky_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome 
 {
     rig *r = impl;
     atomic_fetch_add(&r->decide_calls, 1);
+    pthread_mutex_lock(&r->lock);
+    r->decides_with_unflushed += r->unflushed > 0;
+    pthread_mutex_unlock(&r->lock);
     if (atomic_fetch_sub(&r->fail_decides, 1) > 0)
         return -ETIMEDOUT;
     return r->inner.decide(r->inner.impl, reqs, n, outs, left);
@@ -62,8 +67,18 @@ static int deliver(void *arg, const sk_outcome *o)
     pthread_mutex_lock(&r->lock);
     if (r->nouts < MAXO)
         r->outs[r->nouts++] = *o;
+    r->unflushed++;
     pthread_mutex_unlock(&r->lock);
     return 0;
+}
+
+/* A link that holds outcomes until flushed (as the rpc link does). */
+static void flush(void *arg)
+{
+    rig *r = arg;
+    pthread_mutex_lock(&r->lock);
+    r->unflushed = 0;
+    pthread_mutex_unlock(&r->lock);
 }
 
 static void stock(void *arg, const char *item, int64_t left)
@@ -154,7 +169,7 @@ static sk_worker *start(rig *r, const sk_worker_config *extra)
         wc = *extra;
     sk_source src = sk_source_mq(r->t);
     sk_backend be = {.impl = r, .decide = flaky_decide, .known = flaky_known};
-    sk_link link = {.arg = r, .deliver = deliver, .stock = stock};
+    sk_link link = {.arg = r, .deliver = deliver, .stock = stock, .flush = flush};
     sk_worker *w = NULL;
     assert_int_equal(sk_worker_start(&wc, &src, &be, &link, &w), 0);
     return w;
@@ -228,6 +243,9 @@ static void test_backend_failure_fails_closed_then_decides_once(void **state)
     assert_int_equal(r.outs[3].result, SK_SUCCESS);
     assert_memory_equal(r.outs[3].request_id, rid, 16);
     assert_int_equal(st.backend_failures, 3);
+    /* each 503 went out before the backoff, not with the next batch */
+    assert_int_equal(r.decides_with_unflushed, 0);
+    assert_int_equal(r.unflushed, 0);
     assert_int_equal(sk_inventory_left(r.inv, 0), 99);
     rig_release(&r);
 }
