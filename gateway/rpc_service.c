@@ -9,7 +9,8 @@
 #include "rpc.h"
 
 #define MAX_TOPICS 4     /* consumers per connection (request topic, order topic, ...) */
-#define OPS 64           /* queued operations per connection */
+#define OPS 256          /* queued operations per connection: a batch's COMMITs
+                          * (one per partition, not awaited) and its next FETCH */
 #define MAX_FETCH 1024   /* messages per FETCH */
 #define MAX_WAIT_MS 5000 /* long-poll cap */
 #define NAME_MAX_ 256
@@ -131,7 +132,8 @@ static void do_commit(wconn *w, const op *o)
     int err = 0;
     mq_consumer *c = consumer_for(w, o->topic, &err);
     if (!c) {
-        send_error(w->c, o->call_id, err, "no such topic");
+        if (o->call_id) /* sent without waiting: no answer, redelivery covers it */
+            send_error(w->c, o->call_id, err, "no such topic");
         return;
     }
     mq_message m = {.topic = o->topic, .partition = o->partition, .offset = o->offset};
@@ -370,7 +372,8 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
     if (enqueue(w, &o) < 0) {
         free(o.key);
         free(o.payload);
-        send_error(c, f->call_id, ENOBUFS, "too many requests in flight on this connection");
+        if (f->call_id) /* a COMMIT sent without waiting gets no answer */
+            send_error(c, f->call_id, ENOBUFS, "too many requests in flight on this connection");
     }
 }
 
