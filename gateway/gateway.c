@@ -669,7 +669,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     /* Answer on the next call, once libmicrohttpd has the whole request: a
      * response queued on the first call closes the connection, and apps
-     * polling /seckill/result keep theirs open. */
+     * polling /seckill/result keep theirs open. A body is read and dropped,
+     * so a declared one over body_limit is refused at once. */
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > g->cfg->body_limit)
+        return reply_str(conn, 413, "{\"result\":\"payload_too_large\"}");
     *con_cls = &route_mark;
     return MHD_YES;
 }

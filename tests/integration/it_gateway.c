@@ -147,6 +147,12 @@ static void test_bad_requests(void **state)
                              big_body, sizeof big_body, &r), 0);
     assert_int_equal(r.status, 413);
     assert_string_equal(r.body, "{\"result\":\"payload_too_large\"}");
+    /* other paths ignore a body, and refuse a declared one over the limit */
+    assert_int_equal(http_do(p.port, "POST", "/orders/00000000-0000-4000-8000-000000000000/pay",
+                             NULL, big_body, sizeof big_body, &r), 0);
+    assert_int_equal(r.status, 413);
+    assert_int_equal(http_do(p.port, "POST", "/livez", NULL, "x", 1, &r), 0);
+    assert_int_equal(r.status, 405);
     /* ... and when chunked, without a Content-Length, once it grows past it */
     int n = snprintf(req, sizeof req,
                      "POST /seckill HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
