@@ -595,6 +595,24 @@ out_free:
     return ret;
 }
 
+/* The body size the request declares (Content-Length), or body_limit when it
+ * declares none (chunked). -1 when the header is not a number or is over
+ * body_limit. */
+static int declared_body(const gw *g, struct MHD_Connection *conn, size_t *len)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    *len = g->cfg->body_limit;
+    if (!cl)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(cl, &end, 10);
+    if (errno || end == cl || *end || v > g->cfg->body_limit)
+        return -1;
+    *len = (size_t)v;
+    return 0;
+}
+
 /* *con_cls of a request other than POST /seckill between its calls */
 static char route_mark;
 static enum MHD_Result route(gw *g, struct MHD_Connection *conn, const char *url,
@@ -641,17 +659,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!gw_is_json_type(ct))
             return answer(g, conn, t0, GW_A_UNSUPPORTED_MEDIA_TYPE, 415,
                           J("{\"result\":\"unsupported_media_type\"}"), NULL, NULL, NULL);
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        size_t cap = g->cfg->body_limit;
-        if (cl) {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(cl, &end, 10);
-            if (errno || end == cl || *end || v > g->cfg->body_limit)
-                return answer(g, conn, t0, GW_A_PAYLOAD_TOO_LARGE, 413,
-                              J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
-            cap = (size_t)v; /* a parked request keeps only what it needs */
-        }
+        size_t cap; /* a parked request keeps only what it needs */
+        if (declared_body(g, conn, &cap) < 0)
+            return answer(g, conn, t0, GW_A_PAYLOAD_TOO_LARGE, 413,
+                          J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
         int pooled = cap <= CTX_POOL_BODY;
         rc = pooled ? gw_slab_alloc(g->ctx_pool) : malloc(sizeof *rc + cap + 1);
         if (!rc)
@@ -671,8 +682,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
      * response queued on the first call closes the connection, and apps
      * polling /seckill/result keep theirs open. A body is read and dropped,
      * so a declared one over body_limit is refused at once. */
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-    if (cl && strtoull(cl, NULL, 10) > g->cfg->body_limit)
+    size_t len;
+    if (declared_body(g, conn, &len) < 0)
         return reply_str(conn, 413, "{\"result\":\"payload_too_large\"}");
     *con_cls = &route_mark;
     return MHD_YES;
