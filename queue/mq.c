@@ -132,6 +132,7 @@
 #define MQ_NAME_MAX 200
 #define MQ_PARTITIONS_MAX 4096
 #define MQ_MAINTAIN_MS 1000 /* retention / trim at most this often per partition */
+#define MQ_PREZERO_BYTES (1u << 20) /* zeros ahead of a flushed log's records */
 
 /* Retry/DLQ log records carry what struct rec keeps beyond the log's fields in
  * an envelope stored before the key (the log's key is envelope + key):
@@ -1514,7 +1515,9 @@ static int topic_open_parts(mq_topic *t)
                               /* SYNC: part_append() flushes after dropping pt->mu */
                               .flush = t->cfg.flush == MQ_FLUSH_ASYNC && main_topic ? MQ_FLUSH_ASYNC
                                                                                     : MQ_FLUSH_NONE,
-                              .flush_interval_ms = t->cfg.flush_interval_ms};
+                              .flush_interval_ms = t->cfg.flush_interval_ms,
+                              /* fdatasync of data pages only (seglog.c) */
+                              .prezero_bytes = t->cfg.flush != MQ_FLUSH_NONE ? MQ_PREZERO_BYTES : 0};
 
     if (snprintf(path, sizeof path, "%s/%s", t->q->data_dir, t->name) >= (int)sizeof path)
         return -ENAMETOOLONG;

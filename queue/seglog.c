@@ -31,6 +31,18 @@
  *   index_interval_bytes were appended since the previous entry (offset base at
  *   position 0 is implicit). A read binary-searches it and scans from there.
  *
+ * ZEROS AHEAD (cfg.prezero_bytes > 0; mq turns it on for flushed topics)
+ *   An append into the end of a file changes the file's size, so fdatasync
+ *   must write the inode as well as the data: two dependent disk writes. So
+ *   the active segment is extended with zeros ahead of its records, a chunk
+ *   at a time (a fill starts writeback at once, sync_file_range), and records
+ *   overwrite them: most fdatasyncs then write only data pages (about half the
+ *   latency, measured on ext4). Zeros fail a record's first test, so recovery
+ *   treats them as the end of the log; reads stop at the records' size, never
+ *   at the file's. A segment is truncated to its records before it is sealed
+ *   (and on close), so sealed segments never hold zeros. A fill that fails
+ *   (disk full) is abandoned: that segment appends plainly until rolled.
+ *
  * FSYNC ORDERING (what makes recovery need only the tail segment)
  *   1. A segment is fdatasync'ed before the next segment file is created (in
  *      every flush mode), and the directory is fsync'ed after the creation. So
@@ -110,6 +122,7 @@
 #define SEG_READ_BUF (64u << 10)
 #define SEG_SCAN_BUF (1u << 20)
 #define SEG_NAME_DIGITS 20
+#define SEG_ZEROS (64u << 10)     /* one write of a zero fill */
 #define IDX_MAGIC 0x5849514du /* "MQIX" */
 #define IDX_HDR 48u
 
@@ -142,8 +155,10 @@ typedef struct seg {
     uint64_t base;
     uint64_t end;    /* next offset after the last record */
     uint64_t size;   /* bytes of complete records */
+    uint64_t file_len; /* bytes in the file: size, then zeros written ahead */
     uint64_t max_ts; /* newest record timestamp; 0 when empty */
     int fd;
+    int prezero_off; /* a zero fill failed (disk full): plain appends until rolled */
     int refs; /* the log's list holds one; readers and the fsync leader one each */
     seg_idx *idx;
     size_t n_idx, cap_idx;
@@ -643,6 +658,52 @@ out_unlink:
     return rc;
 }
 
+/* Keep zeros at least half a chunk ahead of the records once `need` bytes
+ * are written: fills [file_len, need + prezero_bytes), capped at the segment
+ * size unless the batch itself passes it. Caller holds mu. A failed fill
+ * leaves what it wrote (zeros beyond the records are harmless) and turns
+ * filling off for this segment. */
+static void seg_prezero(mq__seglog *l, seg *s, uint64_t need)
+{
+    static const unsigned char zeros[SEG_ZEROS];
+    uint64_t chunk = l->cfg.prezero_bytes;
+
+    if (chunk == 0 || s->prezero_off || s->file_len >= need + chunk / 2)
+        return;
+    uint64_t from = s->file_len > s->size ? s->file_len : s->size;
+    uint64_t to = need + chunk;
+    if (to > l->cfg.segment_bytes)
+        to = l->cfg.segment_bytes;
+    if (to <= need || to <= from) /* at the segment's end: the roll comes next */
+        return;
+    for (uint64_t at = from; at < to;) {
+        size_t n = to - at < SEG_ZEROS ? (size_t)(to - at) : SEG_ZEROS;
+        ssize_t w = seglog_pwrite_fn(s->fd, zeros, n, (off_t)at);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            s->prezero_off = 1;
+            return;
+        }
+        at += (uint64_t)w;
+        s->file_len = at;
+    }
+    /* start writing the zeros now, so that the fdatasync that first
+     * covers this range finds them on disk already */
+    (void)sync_file_range(s->fd, (off_t)from, (off_t)(to - from), SYNC_FILE_RANGE_WRITE);
+}
+
+/* Cut the zeros written ahead of s's records. Caller holds mu. */
+static int seg_cut_zeros(seg *s)
+{
+    if (s->file_len <= s->size)
+        return 0;
+    if (ftruncate(s->fd, (off_t)s->size) != 0)
+        return -errno;
+    s->file_len = s->size;
+    return 0;
+}
+
 /* ---- recovery ---- */
 
 static int parse_seg_name(const char *name, const char *ext, uint64_t *base)
@@ -837,6 +898,7 @@ static int seglog_recover(mq__seglog *l)
                 goto out;
             }
         }
+        t->file_len = t->size;
         if (seglog_fsync_fn(t->fd) != 0) {
             rc = -EIO;
             goto out;
@@ -999,6 +1061,8 @@ void mq__seglog_close(mq__seglog *l)
     pthread_mutex_lock(&l->mu);
     if (l->cfg.flush != MQ_FLUSH_NONE && !l->failed)
         (void)seglog_wait_durable(l, l->end);
+    /* tidy: the next open would cut the zeros anyway */
+    (void)seg_cut_zeros(l->segs[l->nsegs - 1]);
     pthread_mutex_unlock(&l->mu);
 
     for (size_t i = 0; i < l->nsegs; i++)
@@ -1022,6 +1086,16 @@ static int seglog_roll(mq__seglog *l)
     seg *old = l->segs[l->nsegs - 1];
     int rc;
 
+    /* A sealed segment ends with its last record (its index records the
+     * file size, and recovery would read zeros there as corruption). */
+    rc = seg_cut_zeros(old);
+    if (rc < 0) {
+        fprintf(stderr, "seglog: %s: cannot truncate the sealed segment (%s); log failed\n",
+                l->dir, strerror(-rc));
+        l->failed = 1;
+        pthread_cond_broadcast(&l->durable_cv);
+        return -EIO;
+    }
     /* Rule 1: the old segment is complete on disk before its successor exists. */
     if (seglog_fsync_fn(old->fd) != 0) {
         fprintf(stderr, "seglog: %s: fdatasync on roll failed (%s); log failed\n", l->dir,
@@ -1103,6 +1177,7 @@ int mq__seglog_append_batch(mq__seglog *l, const mq__rec *recs, size_t n, uint64
     rc = seglog_reserve(l, (size_t)total);
     if (rc < 0)
         goto out_unlock;
+    seg_prezero(l, s, s->size + total);
 
     unsigned char *b = l->wbuf;
     for (size_t i = 0, at = 0; i < n; i++) {
@@ -1147,11 +1222,15 @@ int mq__seglog_append_batch(mq__seglog *l, const mq__rec *recs, size_t n, uint64
                     l->dir, strerror(errno));
             l->failed = 1;
             rc = -EIO;
-        } else if (rc == -EDQUOT) {
-            rc = -ENOSPC;
-        } else if (rc != -ENOSPC) {
-            l->failed = 1;
-            rc = -EIO;
+        } else {
+            if (done > 0)
+                s->file_len = s->size; /* the zeros ahead went with it */
+            if (rc == -EDQUOT) {
+                rc = -ENOSPC;
+            } else if (rc != -ENOSPC) {
+                l->failed = 1;
+                rc = -EIO;
+            }
         }
         if (l->failed)
             pthread_cond_broadcast(&l->durable_cv);
@@ -1164,6 +1243,8 @@ int mq__seglog_append_batch(mq__seglog *l, const mq__rec *recs, size_t n, uint64
         s->size += SEG_HDR + (uint64_t)recs[i].key_len + recs[i].value_len;
     }
     s->end = off + n;
+    if (s->file_len < s->size)
+        s->file_len = s->size;
     l->total_bytes += total;
     l->end = off + n;
     l->n_appends += n;

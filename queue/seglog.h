@@ -23,6 +23,9 @@ typedef struct mq__seglog_config {
     enum mq_flush flush;
     uint32_t flush_interval_ms;   /* MQ_FLUSH_ASYNC */
     uint32_t index_interval_bytes;/* one sparse index entry per this many log bytes; 0 = 4096 */
+    uint32_t prezero_bytes;       /* write zeros this far ahead of the records, so
+                                   * that an fdatasync of appended records need
+                                   * not write the file's size (0 = off) */
 } mq__seglog_config;
 
 /* One record as stored. Pointers are valid only during the callback / call. */

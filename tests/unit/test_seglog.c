@@ -1387,6 +1387,193 @@ static void test_offsets_faults(void **state)
     mq__offsets_close(o);
 }
 
+/* ---- zeros written ahead of the records (cfg.prezero_bytes) ---- */
+
+/* Bytes [from, to) of path are all zero. */
+static int zero_from(const char *path, off_t from)
+{
+    unsigned char b[4096];
+    int fd = open(path, O_RDONLY), ok = 1;
+    ssize_t n;
+    assert_true(fd >= 0);
+    while ((n = pread(fd, b, sizeof b, from)) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            ok &= b[i] == 0;
+        from += n;
+    }
+    close(fd);
+    return ok;
+}
+
+/* What a crash leaves: the files as they are while the log is open. */
+static void copy_dir_files(const char *from, const char *to)
+{
+    DIR *d = opendir(from);
+    struct dirent *e;
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        char src[PATH_MAX], dst[PATH_MAX];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(src, sizeof src, "%s/%s", from, e->d_name);
+        snprintf(dst, sizeof dst, "%s/%s", to, e->d_name);
+        int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_true(in >= 0 && out >= 0);
+        char buf[65536];
+        ssize_t n;
+        while ((n = read(in, buf, sizeof buf)) > 0)
+            assert_int_equal(write(out, buf, (size_t)n), n);
+        close(in);
+        close(out);
+    }
+    closedir(d);
+}
+
+/* The active segment runs ahead of its records with zeros; a crash that
+ * leaves them (or a torn record among them) recovers to the last record;
+ * close cuts them. */
+static void test_prezero_ahead_and_crash(void **state)
+{
+    const char *dir = *state;
+    mq__seglog_config cfg = cfg_make(1 << 20, MQ_FLUSH_SYNC);
+    cfg.prezero_bytes = 16384;
+    mq__seglog *l;
+    char path[PATH_MAX], crash[PATH_MAX], cpath[PATH_MAX];
+
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    append_range(l, 0, 50);
+    seg_file(dir, 0, "log", path, sizeof(path));
+    off_t size = (off_t)l->segs[0]->size;
+    assert_true(file_size(path) >= size + 8192); /* at least half a chunk ahead */
+    assert_true(zero_from(path, size));
+    check_all(l, 0, 50);
+    /* records keep landing on zeros: the file grows a chunk at a time */
+    append_range(l, 50, 400);
+    size = (off_t)l->segs[0]->size;
+    assert_true(size > 16384);
+    assert_true(file_size(path) >= size + 8192);
+    assert_true(file_size(path) <= size + 16384 + 4096);
+    assert_true(zero_from(path, size));
+
+    /* crash now: the copy recovers every record and drops the zeros */
+    snprintf(crash, sizeof crash, "%s/crash", dir);
+    assert_int_equal(mkdir(crash, 0755), 0);
+    copy_dir_files(dir, crash);
+    seg_file(crash, 0, "log", cpath, sizeof(cpath));
+    reopen_expect(crash, &cfg, 400);
+    seg_file(crash, 0, "log", cpath, sizeof(cpath));
+
+    /* a torn record among the zeros: the first half of record 400 */
+    tr t;
+    tr_make(&t, 400);
+    assert_int_equal(mq__seglog_append(l, &t.r, NULL), 0);
+    copy_dir_files(dir, crash);
+    int fd = open(cpath, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char junk[32] = {0};
+    assert_int_equal(pwrite(fd, junk, sizeof junk, size + 20), (ssize_t)sizeof junk);
+    close(fd);
+    assert_true(file_size(cpath) > size + 8192);
+    reopen_expect(crash, &cfg, 400);
+
+    /* close cuts the zeros; the log reopens where it ended and fills again */
+    mq__seglog_close(l);
+    assert_int_equal(file_size(path), size + (off_t)rec_size(400));
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    assert_int_equal(mq__seglog_end(l), 401);
+    append_range(l, 401, 402);
+    assert_true(file_size(path) > (off_t)l->segs[0]->size);
+    check_all(l, 0, 402);
+    mq__seglog_close(l);
+}
+
+/* Zeros never pass the segment size, and a sealed segment ends with its last
+ * record: its index validates and recovery does not read zeros as damage. */
+static void test_prezero_roll(void **state)
+{
+    const char *dir = *state;
+    mq__seglog_config cfg = cfg_make(4096, MQ_FLUSH_SYNC);
+    cfg.prezero_bytes = 1 << 20;
+    mq__seglog *l;
+    char path[PATH_MAX];
+
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    append_range(l, 0, 10);
+    seg_file(dir, 0, "log", path, sizeof(path));
+    assert_int_equal(file_size(path), 4096);
+    append_range(l, 10, 300);
+    assert_true(l->nsegs >= 3);
+    for (size_t i = 0; i + 1 < l->nsegs; i++) {
+        seg_file(dir, l->segs[i]->base, "log", path, sizeof(path));
+        assert_int_equal(file_size(path), (off_t)l->segs[i]->size);
+    }
+    size_t sealed = l->nsegs - 1;
+    mq__seglog_close(l);
+    assert_int_equal(count_files(dir, "index"), sealed);
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    assert_int_equal(mq__seglog_end(l), 300);
+    for (size_t i = 0; i + 1 < l->nsegs; i++) /* loaded from the index files */
+        assert_true(l->segs[i]->n_idx > 0);
+    check_all(l, 0, 300);
+    mq__seglog_close(l);
+}
+
+/* Fail only the zero fills. */
+static int zero_fill_fails;
+static ssize_t pwrite_no_zeros(int fd, const void *buf, size_t n, off_t off)
+{
+    if (zero_fill_fails && n == SEG_ZEROS && ((const unsigned char *)buf)[0] == 0 &&
+        !memcmp(buf, (const unsigned char *)buf + 1, n - 1)) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return pwrite(fd, buf, n, off);
+}
+
+/* A disk too full for the zeros still takes records (appended plainly); a
+ * record that does not fit either stores nothing and takes the zeros ahead
+ * with it. */
+static void test_prezero_disk_full(void **state)
+{
+    const char *dir = *state;
+    mq__seglog_config cfg = cfg_make(1 << 20, MQ_FLUSH_SYNC);
+    cfg.prezero_bytes = 1 << 20;
+    mq__seglog *l;
+    char path[PATH_MAX];
+    tr t;
+
+    seglog_pwrite_fn = pwrite_no_zeros;
+    zero_fill_fails = 1;
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    append_range(l, 0, 20);
+    seg_file(dir, 0, "log", path, sizeof(path));
+    assert_int_equal(file_size(path), (off_t)l->segs[0]->size);
+    assert_true(l->segs[0]->prezero_off);
+    check_all(l, 0, 20);
+    mq__seglog_close(l);
+
+    /* with zeros ahead, a partial record write is cut with them */
+    zero_fill_fails = 0;
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    append_range(l, 20, 30);
+    off_t size = (off_t)l->segs[0]->size;
+    assert_true(file_size(path) > size);
+    seglog_pwrite_fn = pwrite_enospc;
+    enospc_armed = 2;
+    tr_make(&t, 30);
+    assert_int_equal(mq__seglog_append(l, &t.r, NULL), -ENOSPC);
+    assert_int_equal(file_size(path), size);
+    assert_int_equal(l->segs[0]->file_len, (uint64_t)size);
+    enospc_armed = 0;
+    append_range(l, 30, 40);
+    check_all(l, 0, 40);
+    mq__seglog_close(l);
+    assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
+    assert_int_equal(mq__seglog_end(l), 40);
+    check_all(l, 0, 40);
+    mq__seglog_close(l);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
 
 int main(void)
@@ -1408,6 +1595,9 @@ int main(void)
         T(test_fsync_eio_is_fatal),
         T(test_enospc_stores_nothing),
         T(test_append_batch),
+        T(test_prezero_ahead_and_crash),
+        T(test_prezero_roll),
+        T(test_prezero_disk_full),
         T(test_group_commit),
         T(test_concurrent_read_roll_retain),
         T(test_async_flusher),
