@@ -18,6 +18,13 @@ typedef struct wheel_shard {
     uint64_t tick;  /* the next tick to process (absolute tick number) */
 } __attribute__((aligned(64))) wheel_shard;
 
+/* The wheel thread sleeps until the next tick that holds a timer (at most
+ * one turn), not every tick: an idle gateway, or one whose requests are all
+ * answered long before their deadlines, wakes about once a second instead of
+ * once a millisecond. An add earlier than the planned wake-up signals it.
+ * Lost wake-ups are excluded Dekker-style: the thread publishes sleep_until,
+ * then rereads adds; an adder bumps adds, then reads sleep_until (all
+ * seq_cst), so one of them sees the other. */
 struct gw_wheel {
     uint64_t tick_ns;
     uint64_t origin_ns; /* tick 0 */
@@ -25,6 +32,11 @@ struct gw_wheel {
     _Atomic uint32_t next_shard;
     atomic_int stop;
     pthread_t thread;
+    pthread_mutex_t mu;    /* with cv: the wheel thread's sleep */
+    pthread_cond_t cv;     /* CLOCK_MONOTONIC */
+    _Atomic uint64_t sleep_until; /* tick the thread sleeps until; 0 while awake */
+    _Atomic uint64_t adds;
+    _Atomic uint64_t wakeups;
     wheel_shard shards[GW_WHEEL_SHARDS];
 };
 
@@ -48,8 +60,8 @@ static void slot_unlink(gw_timer **head, gw_timer *t)
     t->prev = t->next = NULL;
 }
 
-/* Place t in shard s; caller holds s->lock. */
-static void place(gw_wheel *w, wheel_shard *s, gw_timer *t)
+/* Place t in shard s; caller holds s->lock. Returns the tick it fires at. */
+static uint64_t place(gw_wheel *w, wheel_shard *s, gw_timer *t)
 {
     uint64_t at = t->deadline_ns <= w->origin_ns ? 0 : (t->deadline_ns - w->origin_ns) / w->tick_ns;
     if (t->deadline_ns > w->origin_ns && (t->deadline_ns - w->origin_ns) % w->tick_ns)
@@ -60,6 +72,7 @@ static void place(gw_wheel *w, wheel_shard *s, gw_timer *t)
     t->turns = delta / SLOTS;
     t->slot = (uint32_t)(at % SLOTS);
     slot_push(&s->slots[t->slot], t);
+    return at;
 }
 
 void gw_wheel_add(gw_wheel *w, gw_timer *t, uint64_t deadline_ns)
@@ -70,10 +83,17 @@ void gw_wheel_add(gw_wheel *w, gw_timer *t, uint64_t deadline_ns)
     t->deadline_ns = deadline_ns;
     t->shard = sh;
     pthread_mutex_lock(&s->lock);
-    place(w, s, t);
+    uint64_t at = place(w, s, t);
     t->armed = 1;
     pthread_mutex_unlock(&s->lock);
     atomic_fetch_add_explicit(&w->count, 1, memory_order_relaxed);
+    atomic_fetch_add(&w->adds, 1);
+    uint64_t until = atomic_load(&w->sleep_until);
+    if (until != 0 && at < until) {
+        pthread_mutex_lock(&w->mu);
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
 }
 
 int gw_wheel_del(gw_wheel *w, gw_timer *t)
@@ -129,20 +149,50 @@ static void fire_list(gw_wheel *w, gw_timer *t)
     }
 }
 
+/* The first tick from `from` (at most one turn ahead) whose slot in any
+ * shard holds a timer; from + SLOTS when none does. */
+static uint64_t next_busy_tick(gw_wheel *w, uint64_t from)
+{
+    uint64_t best = from + SLOTS;
+    for (int i = 0; i < GW_WHEEL_SHARDS; i++) {
+        wheel_shard *s = &w->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (uint64_t k = s->tick; k < best; k++)
+            if (s->slots[k % SLOTS]) {
+                best = k;
+                break;
+            }
+        pthread_mutex_unlock(&s->lock);
+    }
+    return best;
+}
+
 static void *wheel_main(void *arg)
 {
     gw_wheel *w = arg;
-    uint64_t next = w->origin_ns + w->tick_ns;
+    uint64_t next = 1, scanned_adds = 0; /* next: tick to wake at */
+    pthread_mutex_lock(&w->mu);
     while (!atomic_load(&w->stop)) {
-        struct timespec ts = {.tv_sec = (time_t)(next / 1000000000ULL),
-                              .tv_nsec = (long)(next % 1000000000ULL)};
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-        uint64_t now = gw_mono_ns();
-        uint64_t upto = (now - w->origin_ns) / w->tick_ns + 1; /* ticks whose start has passed */
+        if (next > (gw_mono_ns() - w->origin_ns) / w->tick_ns) {
+            atomic_store(&w->sleep_until, next);
+            if (atomic_load(&w->adds) == scanned_adds) { /* else scan again first */
+                uint64_t at = w->origin_ns + next * w->tick_ns;
+                struct timespec ts = {.tv_sec = (time_t)(at / 1000000000ULL),
+                                      .tv_nsec = (long)(at % 1000000000ULL)};
+                pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+                atomic_fetch_add_explicit(&w->wakeups, 1, memory_order_relaxed);
+            }
+            atomic_store(&w->sleep_until, 0);
+        }
+        pthread_mutex_unlock(&w->mu);
+        scanned_adds = atomic_load(&w->adds); /* timers added before this are seen below */
+        uint64_t upto = (gw_mono_ns() - w->origin_ns) / w->tick_ns + 1; /* ticks whose start has passed */
         for (int i = 0; i < GW_WHEEL_SHARDS; i++)
             fire_list(w, advance(w, &w->shards[i], upto));
-        next = w->origin_ns + upto * w->tick_ns;
+        next = next_busy_tick(w, upto);
+        pthread_mutex_lock(&w->mu);
     }
+    pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
@@ -158,10 +208,18 @@ int gw_wheel_create(uint64_t tick_ns, gw_wheel **out)
     w->origin_ns = gw_mono_ns();
     for (int i = 0; i < GW_WHEEL_SHARDS; i++)
         pthread_mutex_init(&w->shards[i].lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&w->mu, NULL);
     int rc = pthread_create(&w->thread, NULL, wheel_main, w);
     if (rc) {
         for (int i = 0; i < GW_WHEEL_SHARDS; i++)
             pthread_mutex_destroy(&w->shards[i].lock);
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
         free(w);
         return -rc;
     }
@@ -188,6 +246,11 @@ void gw_wheel_expire_all(gw_wheel *w)
     }
 }
 
+uint64_t gw_wheel_wakeups(gw_wheel *w)
+{
+    return atomic_load_explicit(&w->wakeups, memory_order_relaxed);
+}
+
 uint64_t gw_wheel_count(gw_wheel *w)
 {
     return atomic_load_explicit(&w->count, memory_order_relaxed);
@@ -197,9 +260,14 @@ void gw_wheel_destroy(gw_wheel *w)
 {
     if (!w)
         return;
+    pthread_mutex_lock(&w->mu);
     atomic_store(&w->stop, 1);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
     for (int i = 0; i < GW_WHEEL_SHARDS; i++)
         pthread_mutex_destroy(&w->shards[i].lock);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
     free(w);
 }

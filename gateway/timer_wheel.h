@@ -6,7 +6,9 @@
  * Sharded: a timer goes to one of GW_WHEEL_SHARDS wheels, each with its own
  * lock, so adds and deletes from many threads do not meet on one lock. One
  * thread advances every wheel each tick and fires what expired, outside the
- * locks. A timer fires at most one tick after its deadline.
+ * locks. A timer fires at most one tick after its deadline. The thread sleeps
+ * until the next tick that holds a timer (at most one turn), so an idle wheel
+ * wakes about once per turn, not once per tick.
  *
  * Ownership: the caller owns each gw_timer. After gw_wheel_del returns
  * -ENOENT the timer has fired or is firing: the fire callback is the one to
@@ -42,5 +44,7 @@ int gw_wheel_del(gw_wheel *w, gw_timer *t);
 void gw_wheel_expire_all(gw_wheel *w);
 /* Timers armed right now. */
 uint64_t gw_wheel_count(gw_wheel *w);
+/* Times the wheel thread has woken from its sleep (tests). */
+uint64_t gw_wheel_wakeups(gw_wheel *w);
 
 #endif

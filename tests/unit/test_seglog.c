@@ -1438,7 +1438,7 @@ static void test_prezero_ahead_and_crash(void **state)
     mq__seglog_config cfg = cfg_make(1 << 20, MQ_FLUSH_SYNC);
     cfg.prezero_bytes = 16384;
     mq__seglog *l;
-    char path[PATH_MAX], crash[PATH_MAX], cpath[PATH_MAX];
+    char path[PATH_MAX], crash[256], cpath[PATH_MAX];
 
     assert_int_equal(mq__seglog_open(dir, &cfg, &l), 0);
     append_range(l, 0, 50);

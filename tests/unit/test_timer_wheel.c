@@ -160,6 +160,38 @@ static void test_add_del_race(void **state)
     gw_wheel_destroy(w);
 }
 
+/* With nothing due the thread sleeps a turn at a time (1 ms ticks: about
+ * 1 s), not a tick at a time; a timer added while it sleeps wakes it when the
+ * timer is earlier than the planned wake-up. */
+static void test_sleeps_until_due(void **state)
+{
+    (void)state;
+    gw_wheel *w;
+    assert_int_equal(gw_wheel_create(1000000, &w), 0);
+    sleep_ms(300);
+    assert_true(gw_wheel_wakeups(w) <= 3); /* 300 with a wake-up per tick */
+
+    probe far = {.t.fire = on_fire}, near = {.t.fire = on_fire};
+    uint64_t now = gw_mono_ns();
+    gw_wheel_add(w, &far.t, now + 900000000ULL); /* the thread now sleeps until then */
+    sleep_ms(50);
+    now = gw_mono_ns();
+    gw_wheel_add(w, &near.t, now + 20000000ULL);
+    for (int i = 0; i < 400 && !atomic_load(&near.fires); i++)
+        sleep_ms(1);
+    assert_int_equal(atomic_load(&near.fires), 1);
+    assert_int_equal(atomic_load(&far.fires), 0);
+    assert_true(atomic_load(&near.fired_at) >= near.t.deadline_ns);
+    assert_true(atomic_load(&near.fired_at) < far.t.deadline_ns - 300000000ULL);
+    uint64_t woke = gw_wheel_wakeups(w);
+    for (int i = 0; i < 1500 && !atomic_load(&far.fires); i++)
+        sleep_ms(1);
+    assert_int_equal(atomic_load(&far.fires), 1);
+    assert_true(atomic_load(&far.fired_at) >= far.t.deadline_ns);
+    assert_true(gw_wheel_wakeups(w) - woke <= 5);
+    gw_wheel_destroy(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_past_deadline_fires_next_tick),
         cmocka_unit_test(test_expire_all),
         cmocka_unit_test(test_add_del_race),
+        cmocka_unit_test(test_sleeps_until_due),
     };
     return cmocka_run_group_tests_name("timer_wheel", tests, NULL, NULL);
 }
