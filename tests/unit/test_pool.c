@@ -1,0 +1,116 @@
+/*
+ * test_pool.c - fixed-size objects carved from chunks (common/pool.c).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/pool.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
+enum { N = 5000 };
+
+static size_t chunk_count(const sk_pool *p)
+{
+    size_t n = 0;
+    for (void *c = p->chunks; c; c = *(void **)c)
+        n++;
+    return n;
+}
+
+/* Objects are distinct, zeroed, 16-byte aligned, keep what is written to
+ * them, and cost one malloc per chunk, chunks doubling to the cap. */
+static void test_alloc_distinct_zeroed(void **state)
+{
+    (void)state;
+    sk_pool p;
+    sk_pool_init(&p, 40);
+    assert_int_equal(p.size, 48);
+    assert_null(p.chunks); /* nothing taken before the first allocation */
+    static unsigned char *objs[N];
+    for (int i = 0; i < N; i++) {
+        objs[i] = sk_pool_alloc(&p);
+        assert_non_null(objs[i]);
+        assert_int_equal((uintptr_t)objs[i] % 16, 0);
+        for (size_t k = 0; k < 40; k++)
+            assert_int_equal(objs[i][k], 0);
+        memset(objs[i], i & 0xff, 40);
+    }
+    for (int i = 0; i < N; i++)
+        for (size_t k = 0; k < 40; k++)
+            assert_int_equal(objs[i][k], i & 0xff);
+    assert_int_equal(p.live, N);
+    /* 16, 32, ... objects, then chunks of at most 64 KiB (1365 objects) */
+    size_t chunks = chunk_count(&p);
+    assert_true(chunks >= 7 && chunks <= 10);
+    sk_pool_destroy(&p);
+    assert_null(p.chunks);
+}
+
+/* A freed object is handed out again, zeroed, before any new chunk. */
+static void test_free_reuses(void **state)
+{
+    (void)state;
+    sk_pool p;
+    sk_pool_init(&p, 100);
+    void *a[16];
+    for (int i = 0; i < 16; i++)
+        a[i] = sk_pool_alloc(&p);
+    assert_int_equal(chunk_count(&p), 1);
+    memset(a[3], 0xab, 100);
+    sk_pool_free(&p, a[3]);
+    sk_pool_free(&p, a[7]);
+    sk_pool_free(&p, NULL);
+    assert_int_equal(p.live, 14);
+    unsigned char *b = sk_pool_alloc(&p), *c = sk_pool_alloc(&p);
+    assert_ptr_equal(b, a[7]); /* last freed, first reused */
+    assert_ptr_equal(c, a[3]);
+    for (int k = 0; k < 100; k++)
+        assert_int_equal(c[k], 0);
+    assert_int_equal(chunk_count(&p), 1);
+    assert_non_null(sk_pool_alloc(&p)); /* the 17th object: a second chunk */
+    assert_int_equal(chunk_count(&p), 2);
+    sk_pool_destroy(&p);
+}
+
+/* Under AddressSanitizer a freed object and the unused rest of a chunk are
+ * poisoned, so use after free is still caught. */
+static void test_poisoned_when_free(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    sk_pool p;
+    sk_pool_init(&p, 32);
+    char *a = sk_pool_alloc(&p);
+    assert_false(__asan_address_is_poisoned(a));
+    assert_false(__asan_address_is_poisoned(a + 31));
+    assert_true(__asan_address_is_poisoned(a + 32)); /* the next, unused slot */
+    sk_pool_free(&p, a);
+    assert_true(__asan_address_is_poisoned(a));
+    assert_true(__asan_address_is_poisoned(a + 16));
+    char *b = sk_pool_alloc(&p);
+    assert_ptr_equal(a, b);
+    assert_false(__asan_address_is_poisoned(b + 16));
+    sk_pool_destroy(&p);
+#else
+    skip();
+#endif
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_alloc_distinct_zeroed),
+        cmocka_unit_test(test_free_reuses),
+        cmocka_unit_test(test_poisoned_when_free),
+    };
+    return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
+}
