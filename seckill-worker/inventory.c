@@ -33,6 +33,7 @@
  * cancel or an undo takes the unit back from both.
  */
 #include "inventory.h"
+#include "pool.h"
 #include "uuid4.h"
 
 #include <errno.h>
@@ -46,6 +47,8 @@
 
 #define SHARDS 64
 #define REAP_BATCH 256 /* cancel events per journal call */
+#define STACK_BATCH 64 /* a decide batch up to this size ([worker] batch's
+                        * default) needs no heap scratch */
 
 typedef struct item {
     char id[SK_ID_MAX + 1];
@@ -83,14 +86,19 @@ typedef struct order {
     sk_order o;
 } order;
 
+/* Each shard's records come from its own pool (common/pool.h), under its
+ * lock: a sale adds a purchase, a decision and an order per success
+ * without a malloc each. */
 typedef struct user_shard {
     pthread_mutex_t lock;
+    sk_pool pool; /* purchases */
     purchase **buckets;
     size_t nbuckets, count;
 } user_shard;
 
 typedef struct decision_shard {
     pthread_mutex_t lock;
+    sk_pool pool;
     decision **buckets;
     size_t nbuckets, count; /* count: every decision, pinned or not */
     decision *fifo_head, *fifo_tail;
@@ -99,6 +107,7 @@ typedef struct decision_shard {
 
 typedef struct order_shard {
     pthread_mutex_t lock;
+    sk_pool pool;
     order **buckets;
     size_t nbuckets, count;
     order *fifo_head, *fifo_tail;
@@ -172,6 +181,9 @@ int sk_inventory_create(const sk_item_spec *items, size_t n, size_t decision_cap
         pthread_mutex_init(&us->lock, NULL);
         pthread_mutex_init(&ds->lock, NULL);
         pthread_mutex_init(&os->lock, NULL);
+        sk_pool_init(&us->pool, sizeof(purchase));
+        sk_pool_init(&ds->pool, sizeof(decision));
+        sk_pool_init(&os->pool, sizeof(order));
         us->nbuckets = 64;
         us->buckets = calloc(us->nbuckets, sizeof *us->buckets);
         /* round down: the shards together keep at most decision_capacity */
@@ -215,23 +227,11 @@ void sk_inventory_destroy(sk_inventory *inv)
         user_shard *us = &inv->users[s];
         decision_shard *ds = &inv->decisions[s];
         order_shard *os = &inv->orders[s];
-        for (size_t b = 0; b < os->nbuckets; b++)
-            for (order *o = os->buckets[b], *nx; o; o = nx) {
-                nx = o->next;
-                free(o);
-            }
+        sk_pool_destroy(&os->pool);
         free(os->buckets);
         pthread_mutex_destroy(&os->lock);
-        for (size_t b = 0; b < us->nbuckets; b++)
-            for (purchase *p = us->buckets[b], *nx; p; p = nx) {
-                nx = p->next;
-                free(p);
-            }
-        for (size_t b = 0; b < ds->nbuckets; b++)
-            for (decision *d = ds->buckets[b], *nx; d; d = nx) {
-                nx = d->next;
-                free(d);
-            }
+        sk_pool_destroy(&us->pool);
+        sk_pool_destroy(&ds->pool);
         free(us->buckets);
         free(ds->buckets);
         pthread_mutex_destroy(&us->lock);
@@ -317,7 +317,7 @@ static purchase *purchase_get(user_shard *us, int it, const char *user, uint64_t
     purchase **pp = purchase_slot(us, it, user, h >> 6);
     if (*pp)
         return *pp;
-    purchase *p = calloc(1, sizeof *p);
+    purchase *p = sk_pool_alloc(&us->pool);
     if (!p)
         return NULL;
     p->h = h >> 6;
@@ -404,7 +404,7 @@ static void decision_evict_oldest(decision_shard *ds)
         ds->fifo_tail = NULL;
     ds->unpinned--;
     ds->count--;
-    free(old);
+    sk_pool_free(&ds->pool, old);
 }
 
 /* Link d (not in the shard yet) at the head of its chain; the table doubles
@@ -498,7 +498,7 @@ static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev)
         rc = -EEXIST;
         goto out_unlock;
     }
-    order *o = calloc(1, sizeof *o);
+    order *o = sk_pool_alloc(&os->pool);
     if (!o) {
         rc = -ENOMEM;
         goto out_unlock;
@@ -584,7 +584,7 @@ static int decide_one(sk_inventory *inv, int it, const char *user_id,
         rc = 0;
         goto out_unlock;
     }
-    d = calloc(1, sizeof *d);
+    d = sk_pool_alloc(&ds->pool);
     if (!d) {
         rc = -ENOMEM;
         goto out_unlock;
@@ -631,8 +631,11 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, size_t n)
 {
     if (n == 0)
         return 0;
-    sk_order_event *evs = calloc(n, sizeof *evs);
-    int *rcs = calloc(n, sizeof *rcs);
+    sk_order_event evs_stack[STACK_BATCH] = {0}; /* (gcc cannot see the loop fill it) */
+    int rcs_stack[STACK_BATCH];
+    int small = n <= STACK_BATCH;
+    sk_order_event *evs = small ? evs_stack : calloc(n, sizeof *evs);
+    int *rcs = small ? rcs_stack : calloc(n, sizeof *rcs);
     int rc = 0;
     if (!evs || !rcs) {
         rc = -ENOMEM;
@@ -658,7 +661,7 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, size_t n)
                 *pp = b->d->next;
                 b->ds->count--;
             }
-            free(b->d);
+            sk_pool_free(&b->ds->pool, b->d);
         }
         pthread_mutex_unlock(&b->ds->lock);
         if (!ok) {
@@ -667,8 +670,10 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, size_t n)
                 rc = rcs ? rcs[i] : -ENOMEM;
         }
     }
-    free(evs);
-    free(rcs);
+    if (!small) {
+        free(evs);
+        free(rcs);
+    }
     return rc;
 }
 
@@ -676,10 +681,10 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
                           int64_t *left)
 {
     sk_inventory *inv = impl;
-    pending_buy *pb = NULL;
+    pending_buy pb_stack[STACK_BATCH], *pb = pb_stack;
     size_t npb = 0;
     int rc = 0;
-    if (inv->has_journal && n && !(pb = malloc(n * sizeof *pb)))
+    if (inv->has_journal && n > STACK_BATCH && !(pb = malloc(n * sizeof *pb)))
         return -ENOMEM;
     uint64_t now = wall_ms(inv);
     for (size_t i = 0; i < n; i++) {
@@ -699,7 +704,8 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
     /* the whole batch's reserved events in one journal call (one group
      * commit), before any of its outcomes can be delivered */
     int src = settle_pending(inv, pb, npb);
-    free(pb);
+    if (pb != pb_stack)
+        free(pb);
     return rc < 0 ? rc : src;
 }
 
@@ -898,7 +904,7 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
     pthread_mutex_lock(&ds->lock);
     decision **pp = decision_slot(ds, ev->request_id);
     if (!*pp) {
-        decision *d = calloc(1, sizeof *d);
+        decision *d = sk_pool_alloc(&ds->pool);
         if (d) {
             memcpy(d->id, ev->request_id, 16);
             d->result = SK_SUCCESS;
