@@ -302,28 +302,6 @@ static uint64_t wall_ms(void *arg)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    put_u32(p, (uint32_t)v);
-    put_u32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
-
 static uint64_t next_pow2(uint64_t v)
 {
     uint64_t p = 1;
@@ -800,12 +778,12 @@ static int part_store(mq_topic *t, uint32_t p, const struct append *a, uint64_t 
                 rc = -ENOMEM;
                 goto out_unreserve;
             }
-            put_u32(ek, ENV_MAGIC);
-            put_u32(ek + 4, a->orig_partition);
-            put_u64(ek + 8, a->orig_offset);
-            put_u32(ek + 16, a->base);
-            put_u32(ek + 20, 0);
-            put_u64(ek + 24, a->due_wall);
+            sk_le_put32(ek, ENV_MAGIC);
+            sk_le_put32(ek + 4, a->orig_partition);
+            sk_le_put64(ek + 8, a->orig_offset);
+            sk_le_put32(ek + 16, a->base);
+            sk_le_put32(ek + 20, 0);
+            sk_le_put64(ek + 24, a->due_wall);
             if (a->key_len)
                 memcpy(ek + ENV_BYTES, a->key, a->key_len);
             lr.key = ek;
@@ -1445,21 +1423,21 @@ static int recover_cb(void *arg, const mq__rec *lr)
                     .orig_partition = rv->p};
     if (pt->env) {
         const uint8_t *e = lr->key;
-        if (lr->key_len < pt->env || get_u32(e) != ENV_MAGIC) {
+        if (lr->key_len < pt->env || sk_le_get32(e) != ENV_MAGIC) {
             fprintf(stderr, "mq: %s/%u: record %" PRIu64 " has no retry envelope\n", t->name, rv->p,
                     lr->offset);
             rv->rc = -EIO;
             return 1;
         }
-        uint64_t due_wall = get_u64(e + 24), left = 0;
+        uint64_t due_wall = sk_le_get64(e + 24), left = 0;
         if (due_wall > rv->wall)
             left = due_wall - rv->wall;
         if (left > t->cfg.retry_delay_ms) /* the wall clock went back */
             left = t->cfg.retry_delay_ms;
         r.key_len = lr->key_len - pt->env;
-        r.orig_partition = get_u32(e + 4);
-        r.orig_offset = get_u64(e + 8);
-        r.base = get_u32(e + 16);
+        r.orig_partition = sk_le_get32(e + 4);
+        r.orig_offset = sk_le_get64(e + 8);
+        r.base = sk_le_get32(e + 16);
         r.due = rv->now + left;
     }
     *slot(pt, pt->end) = r;

@@ -74,16 +74,6 @@ struct mq__offsets {
     uint64_t n_compactions; /* the tests read it */
 };
 
-static void ost_put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t ost_get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static uint32_t ost_hash(const char *group, size_t glen, uint32_t partition)
 {
     uint32_t h = 2166136261u;
@@ -160,14 +150,14 @@ static int ost_set(mq__offsets *o, const char *group, size_t glen, uint32_t part
 static size_t ost_encode(unsigned char *b, const char *group, size_t glen, uint32_t partition,
                          uint64_t offset)
 {
-    ost_put32(b, (uint32_t)(OFFSETS_HDR - 8 + glen));
-    ost_put32(b + 8, partition);
-    ost_put32(b + 12, (uint32_t)offset);
-    ost_put32(b + 16, (uint32_t)(offset >> 32));
+    sk_le_put32(b, (uint32_t)(OFFSETS_HDR - 8 + glen));
+    sk_le_put32(b + 8, partition);
+    sk_le_put32(b + 12, (uint32_t)offset);
+    sk_le_put32(b + 16, (uint32_t)(offset >> 32));
     b[20] = (unsigned char)(glen & 0xff);
     b[21] = (unsigned char)(glen >> 8);
     memcpy(b + OFFSETS_HDR, group, glen);
-    ost_put32(b + 4, sk_crc32c(0, b + 8, OFFSETS_HDR - 8 + glen));
+    sk_le_put32(b + 4, sk_crc32c(0, b + 8, OFFSETS_HDR - 8 + glen));
     return OFFSETS_HDR + glen;
 }
 
@@ -233,14 +223,14 @@ static int ost_load(mq__offsets *o, uint64_t *valid)
     }
     while (got - pos >= OFFSETS_HDR) {
         const unsigned char *p = b + pos;
-        uint32_t len = ost_get32(p);
+        uint32_t len = sk_le_get32(p);
         size_t glen = (size_t)p[20] | (size_t)p[21] << 8;
         if (len < OFFSETS_HDR - 8 + 1 || len > OFFSETS_HDR - 8 + OFFSETS_MAX_GROUP ||
             glen != len - (OFFSETS_HDR - 8) || got - pos < 8 + (size_t)len ||
-            sk_crc32c(0, p + 8, len) != ost_get32(p + 4))
+            sk_crc32c(0, p + 8, len) != sk_le_get32(p + 4))
             break;
-        uint64_t off = (uint64_t)ost_get32(p + 12) | (uint64_t)ost_get32(p + 16) << 32;
-        rc = ost_set(o, (const char *)p + OFFSETS_HDR, glen, ost_get32(p + 8), off);
+        uint64_t off = (uint64_t)sk_le_get32(p + 12) | (uint64_t)sk_le_get32(p + 16) << 32;
+        rc = ost_set(o, (const char *)p + OFFSETS_HDR, glen, sk_le_get32(p + 8), off);
         if (rc < 0)
             goto out_free;
         pos += 8 + len;

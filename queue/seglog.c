@@ -195,27 +195,6 @@ struct mq__seglog {
     uint64_t n_fsyncs;
 };
 
-/* ---- little-endian helpers ---- */
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 /* ---- small file helpers ---- */
 
 static int seg_path(const mq__seglog *l, uint64_t base, const char *ext, char *buf, size_t cap)
@@ -416,25 +395,25 @@ static int cursor_peek(seg_cursor *c, uint64_t expect, mq__rec *r, uint32_t *tot
     if (rc < 0)
         return rc;
     const unsigned char *h = c->buf + (c->pos - c->buf_pos);
-    uint32_t len = get32(h);
+    uint32_t len = sk_le_get32(h);
     if (len < SEG_LEN_MIN || len > SEG_LEN_MIN + SEG_MAX_PAYLOAD ||
         (uint64_t)len + 4 > c->lim - c->pos)
         return -EBADMSG;
-    uint32_t klen = get32(h + 40), vlen = get32(h + 44);
+    uint32_t klen = sk_le_get32(h + 40), vlen = sk_le_get32(h + 44);
     if ((uint64_t)klen + vlen + SEG_LEN_MIN != len)
         return -EBADMSG;
     rc = cursor_fill(c, (size_t)len + 4);
     if (rc < 0)
         return rc;
     h = c->buf + (c->pos - c->buf_pos);
-    if (sk_crc32c(0, h + 8, len - 4) != get32(h + 4))
+    if (sk_crc32c(0, h + 8, len - 4) != sk_le_get32(h + 4))
         return -EBADMSG;
-    if (get64(h + 8) != expect)
+    if (sk_le_get64(h + 8) != expect)
         return -EBADMSG;
     r->offset = expect;
-    r->timestamp_ms = get64(h + 16);
-    r->producer_id = get64(h + 24);
-    r->seq = get64(h + 32);
+    r->timestamp_ms = sk_le_get64(h + 16);
+    r->producer_id = sk_le_get64(h + 24);
+    r->seq = sk_le_get64(h + 32);
     r->key_len = klen;
     r->value_len = vlen;
     r->key = h + SEG_HDR;
@@ -495,18 +474,18 @@ static int seg_write_index(mq__seglog *l, const seg *s)
     b = malloc(n);
     if (b == NULL)
         return -ENOMEM;
-    put32(b, IDX_MAGIC);
-    put64(b + 8, s->base);
-    put64(b + 16, s->end);
-    put64(b + 24, s->size);
-    put64(b + 32, s->max_ts);
-    put32(b + 40, (uint32_t)s->n_idx);
-    put32(b + 44, 0);
+    sk_le_put32(b, IDX_MAGIC);
+    sk_le_put64(b + 8, s->base);
+    sk_le_put64(b + 16, s->end);
+    sk_le_put64(b + 24, s->size);
+    sk_le_put64(b + 32, s->max_ts);
+    sk_le_put32(b + 40, (uint32_t)s->n_idx);
+    sk_le_put32(b + 44, 0);
     for (size_t i = 0; i < s->n_idx; i++) {
-        put32(b + IDX_HDR + i * 8, s->idx[i].rel);
-        put32(b + IDX_HDR + i * 8 + 4, s->idx[i].pos);
+        sk_le_put32(b + IDX_HDR + i * 8, s->idx[i].rel);
+        sk_le_put32(b + IDX_HDR + i * 8 + 4, s->idx[i].pos);
     }
-    put32(b + 4, sk_crc32c(0, b + 8, n - 8));
+    sk_le_put32(b + 4, sk_crc32c(0, b + 8, n - 8));
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = -errno;
@@ -564,20 +543,20 @@ static int seg_load_index(mq__seglog *l, seg *s)
     if (rc < 0)
         goto out_free;
     rc = -EBADMSG;
-    if (got != (size_t)st.st_size || get32(b) != IDX_MAGIC ||
-        get32(b + 4) != sk_crc32c(0, b + 8, got - 8) || get64(b + 8) != s->base ||
-        get64(b + 24) != (uint64_t)lst.st_size || get64(b + 16) <= s->base ||
-        IDX_HDR + (size_t)get32(b + 40) * 8 != got)
+    if (got != (size_t)st.st_size || sk_le_get32(b) != IDX_MAGIC ||
+        sk_le_get32(b + 4) != sk_crc32c(0, b + 8, got - 8) || sk_le_get64(b + 8) != s->base ||
+        sk_le_get64(b + 24) != (uint64_t)lst.st_size || sk_le_get64(b + 16) <= s->base ||
+        IDX_HDR + (size_t)sk_le_get32(b + 40) * 8 != got)
         goto out_free;
-    size_t n = get32(b + 40);
+    size_t n = sk_le_get32(b + 40);
     seg_idx *idx = n ? malloc(n * sizeof(*idx)) : NULL;
     if (n && idx == NULL) {
         rc = -ENOMEM;
         goto out_free;
     }
     for (size_t i = 0; i < n; i++) {
-        idx[i].rel = get32(b + IDX_HDR + i * 8);
-        idx[i].pos = get32(b + IDX_HDR + i * 8 + 4);
+        idx[i].rel = sk_le_get32(b + IDX_HDR + i * 8);
+        idx[i].pos = sk_le_get32(b + IDX_HDR + i * 8 + 4);
         if (idx[i].pos >= lst.st_size ||
             (i > 0 && (idx[i].rel <= idx[i - 1].rel || idx[i].pos <= idx[i - 1].pos))) {
             free(idx);
@@ -588,9 +567,9 @@ static int seg_load_index(mq__seglog *l, seg *s)
     s->idx = idx;
     s->n_idx = s->cap_idx = n;
     s->last_idx_pos = n ? idx[n - 1].pos : 0;
-    s->end = get64(b + 16);
-    s->size = get64(b + 24);
-    s->max_ts = get64(b + 32);
+    s->end = sk_le_get64(b + 16);
+    s->size = sk_le_get64(b + 24);
+    s->max_ts = sk_le_get64(b + 32);
     rc = 0;
 out_free:
     free(b);
@@ -1184,18 +1163,18 @@ int mq__seglog_append_batch(mq__seglog *l, const mq__rec *recs, size_t n, uint64
         const mq__rec *rec = &recs[i];
         size_t len = SEG_HDR + (size_t)rec->key_len + rec->value_len;
         unsigned char *r = b + at;
-        put32(r, (uint32_t)(len - 4));
-        put64(r + 8, l->end + i);
-        put64(r + 16, rec->timestamp_ms);
-        put64(r + 24, rec->producer_id);
-        put64(r + 32, rec->seq);
-        put32(r + 40, rec->key_len);
-        put32(r + 44, rec->value_len);
+        sk_le_put32(r, (uint32_t)(len - 4));
+        sk_le_put64(r + 8, l->end + i);
+        sk_le_put64(r + 16, rec->timestamp_ms);
+        sk_le_put64(r + 24, rec->producer_id);
+        sk_le_put64(r + 32, rec->seq);
+        sk_le_put32(r + 40, rec->key_len);
+        sk_le_put32(r + 44, rec->value_len);
         if (rec->key_len)
             memcpy(r + SEG_HDR, rec->key, rec->key_len);
         if (rec->value_len)
             memcpy(r + SEG_HDR + rec->key_len, rec->value, rec->value_len);
-        put32(r + 4, sk_crc32c(0, r + 8, len - 8));
+        sk_le_put32(r + 4, sk_crc32c(0, r + 8, len - 8));
         at += len;
     }
 

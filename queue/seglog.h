@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "crc32c.h" /* common/: sk_crc32c, the CRC of every record */
+#include "le.h"     /* common/: the little-endian fields of records and entries */
 #include "mq.h"
 
 typedef struct mq__seglog mq__seglog;

@@ -1,4 +1,5 @@
 #include "message.h"
+#include "le.h"
 
 #include <errno.h>
 #include <string.h>
@@ -34,20 +35,6 @@ int sk_id_valid(const char *s, size_t len)
     return 1;
 }
 
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 int sk_msg_encode(const sk_msg *m, uint8_t *buf, size_t cap)
 {
     size_t ul = strnlen(m->user_id, SK_ID_MAX + 1);
@@ -63,9 +50,9 @@ int sk_msg_encode(const sk_msg *m, uint8_t *buf, size_t cap)
     p += 16;
     memcpy(p, m->request_id, 16);
     p += 16;
-    put_u64(p, m->admitted_at_ms);
+    sk_le_put64(p, m->admitted_at_ms);
     p += 8;
-    put_u64(p, m->deadline_ms);
+    sk_le_put64(p, m->deadline_ms);
     p += 8;
     *p++ = (uint8_t)ul;
     memcpy(p, m->user_id, ul);
@@ -86,9 +73,9 @@ int sk_msg_decode(const void *buf, size_t len, sk_msg *m)
     p += 16;
     memcpy(m->request_id, p, 16);
     p += 16;
-    m->admitted_at_ms = get_u64(p);
+    m->admitted_at_ms = sk_le_get64(p);
     p += 8;
-    m->deadline_ms = get_u64(p);
+    m->deadline_ms = sk_le_get64(p);
     p += 8;
     size_t ul = *p++;
     if (ul == 0 || ul > SK_ID_MAX || (size_t)(end - p) < ul + 1)

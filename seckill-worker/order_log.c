@@ -1,4 +1,5 @@
 #include "order_log.h"
+#include "le.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,20 +10,6 @@
 struct sk_order_log {
     mq_topic *t;
 };
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 static int order_id_valid(const char *s, size_t len)
 {
@@ -43,9 +30,9 @@ int sk_order_event_encode(const sk_order_event *ev, uint8_t *buf, size_t cap)
     uint8_t *p = buf;
     *p++ = SK_ORDER_EVENT_VERSION;
     *p++ = (uint8_t)ev->type;
-    put_u64(p, ev->at_ms);
+    sk_le_put64(p, ev->at_ms);
     p += 8;
-    put_u64(p, ev->pay_deadline_ms);
+    sk_le_put64(p, ev->pay_deadline_ms);
     p += 8;
     memcpy(p, ev->request_id, 16);
     p += 16;
@@ -87,9 +74,9 @@ int sk_order_event_decode(const void *buf, size_t len, sk_order_event *ev)
     memset(ev, 0, sizeof *ev);
     ev->type = (enum sk_order_state)p[1];
     p += 2;
-    ev->at_ms = get_u64(p);
+    ev->at_ms = sk_le_get64(p);
     p += 8;
-    ev->pay_deadline_ms = get_u64(p);
+    ev->pay_deadline_ms = sk_le_get64(p);
     p += 8;
     memcpy(ev->request_id, p, 16);
     p += 16;

@@ -10,22 +10,17 @@
 #include <string.h>
 
 #include "crc32c.h"
+#include "le.h"
 #include "frame.h"
 
 static uint8_t buf[1 << 16];
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* Recompute the CRC of a hand-edited frame of n bytes (its length field unchanged). */
 static void fix_crc(uint8_t *p, size_t n)
 {
     uint32_t crc = sk_crc32c(0, p, 16);
     crc = sk_crc32c(crc, p + RPC_HEADER_SIZE, n - RPC_HEADER_SIZE);
-    put32(p + 16, crc);
+    sk_le_put32(p + 16, crc);
 }
 
 static void save(const char *dir, const char *name, const void *p, size_t n)
@@ -96,13 +91,13 @@ int main(int argc, char **argv)
 
     /* header announcing 4 GiB */
     memset(buf, 0, RPC_HEADER_SIZE);
-    put32(buf, 0xFFFFFFFFu);
+    sk_le_put32(buf, 0xFFFFFFFFu);
     buf[4] = RPC_VERSION;
     buf[5] = RPC_FETCH;
     save(dir, "length_4g", buf, RPC_HEADER_SIZE);
 
     /* length under the header */
-    put32(buf, 19);
+    sk_le_put32(buf, 19);
     save(dir, "length_19", buf, RPC_HEADER_SIZE);
 
     /* bad version, bad CRC */
@@ -121,14 +116,14 @@ int main(int argc, char **argv)
 
     /* FETCH_OK claiming 2^32-1 messages */
     one = enc(&fs[4], buf);
-    put32(buf + RPC_HEADER_SIZE, 0xFFFFFFFFu);
+    sk_le_put32(buf + RPC_HEADER_SIZE, 0xFFFFFFFFu);
     fix_crc(buf, one);
     save(dir, "fetch_ok_count_huge", buf, one);
 
     /* a key length past the payload, CRC valid */
     one = enc(&fs[7], buf);
     /* PRODUCE: u16 topic len + "orders" then u32 key len */
-    put32(buf + RPC_HEADER_SIZE + 2 + 6, 0x7FFFFFFFu);
+    sk_le_put32(buf + RPC_HEADER_SIZE + 2 + 6, 0x7FFFFFFFu);
     fix_crc(buf, one);
     save(dir, "produce_key_past_end", buf, one);
 

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "common/crc32c.h"
+#include "common/le.h"
 #include "rpc/frame.h"
 #include "rpc/internal.h"
 #include "rpc/rpc.h"
@@ -337,18 +338,12 @@ static void test_encode_rejects(void **state)
 
 /* ---- malformed frames ---- */
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* Write a frame by hand: header fields as given, payload bytes as given,
  * CRC correct unless the row breaks it. Returns the byte count. */
 static size_t hand_frame(uint8_t *buf, uint32_t length, uint8_t version, uint8_t type,
                          uint16_t flags, const void *payload, size_t plen)
 {
-    put32(buf, length);
+    sk_le_put32(buf, length);
     buf[4] = version;
     buf[5] = type;
     buf[6] = (uint8_t)flags;
@@ -358,7 +353,7 @@ static size_t hand_frame(uint8_t *buf, uint32_t length, uint8_t version, uint8_t
         memcpy(buf + RPC_HEADER_SIZE, payload, plen);
     uint32_t crc = sk_crc32c(0, buf, 16);
     crc = sk_crc32c(crc, buf + RPC_HEADER_SIZE, plen);
-    put32(buf + 16, crc);
+    sk_le_put32(buf + 16, crc);
     return RPC_HEADER_SIZE + plen;
 }
 
@@ -432,12 +427,12 @@ static void test_malformed_table(void **state)
         const struct bad_row *r = &bad_rows[i];
         size_t n = hand_frame(buf, 0, r->version, r->type, r->flags, r->payload, r->plen);
         uint32_t length = r->length == KEEP_LEN ? (uint32_t)n : r->length;
-        put32(buf, length);
+        sk_le_put32(buf, length);
         if (r->length == KEEP_LEN) {
             /* the length is part of the CRC: recompute for the edited header */
             uint32_t crc = sk_crc32c(0, buf, 16);
             crc = sk_crc32c(crc, buf + RPC_HEADER_SIZE, r->plen);
-            put32(buf + 16, crc);
+            sk_le_put32(buf + 16, crc);
         }
         if (r->corrupt_crc)
             buf[17] ^= 0x40;
@@ -483,10 +478,10 @@ static void test_truncated_at_every_byte(void **state)
         size_t plen = len - RPC_HEADER_SIZE;
         for (size_t k = 0; k < plen; k++) {
             memcpy(cut, buf, RPC_HEADER_SIZE + k);
-            put32(cut, (uint32_t)(RPC_HEADER_SIZE + k));
+            sk_le_put32(cut, (uint32_t)(RPC_HEADER_SIZE + k));
             uint32_t crc = sk_crc32c(0, cut, 16);
             crc = sk_crc32c(crc, cut + RPC_HEADER_SIZE, k);
-            put32(cut + 16, crc);
+            sk_le_put32(cut + 16, crc);
             uint8_t *exact = malloc(RPC_HEADER_SIZE + k);
             memcpy(exact, cut, RPC_HEADER_SIZE + k);
             int rc = rpc_decode(exact, RPC_HEADER_SIZE + k, MAXF, &out, NULL);
@@ -1196,7 +1191,7 @@ static void test_oversized_and_corrupt(void **state)
     /* an authenticated peer announces 1 MiB: closed from the header alone */
     int fd = raw_authed(x);
     uint8_t hdr[RPC_HEADER_SIZE] = {0};
-    put32(hdr, 1u << 20);
+    sk_le_put32(hdr, 1u << 20);
     hdr[4] = RPC_VERSION;
     hdr[5] = RPC_PRODUCE;
     raw_send(fd, hdr, sizeof(hdr));
@@ -1208,7 +1203,7 @@ static void test_oversized_and_corrupt(void **state)
 
     /* the same before any HELLO */
     fd = raw_connect(x->addr);
-    put32(hdr, 0xFFFFFFF0u);
+    sk_le_put32(hdr, 0xFFFFFFF0u);
     raw_send(fd, hdr, sizeof(hdr));
     assert_true(raw_closed(fd));
     close(fd);

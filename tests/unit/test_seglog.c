@@ -247,14 +247,14 @@ static void test_framing_round_trip(void **state)
     off_t at = file_size(path) - (off_t)(SEG_HDR + SEG_HDR + 8);
     assert_int_equal(pread(fd, h, sizeof(h), at), (ssize_t)sizeof(h));
     close(fd);
-    assert_int_equal(get32(h), SEG_LEN_MIN + 8);
-    assert_int_equal(get32(h + 4), sk_crc32c(0, h + 8, SEG_HDR - 8 + 8));
-    assert_int_equal(get64(h + 8), 200);
-    assert_int_equal(get64(h + 16), 7);
-    assert_int_equal(get64(h + 24), UINT64_MAX);
-    assert_int_equal(get64(h + 32), 1ull << 40);
-    assert_int_equal(get32(h + 40), 3);
-    assert_int_equal(get32(h + 44), 5);
+    assert_int_equal(sk_le_get32(h), SEG_LEN_MIN + 8);
+    assert_int_equal(sk_le_get32(h + 4), sk_crc32c(0, h + 8, SEG_HDR - 8 + 8));
+    assert_int_equal(sk_le_get64(h + 8), 200);
+    assert_int_equal(sk_le_get64(h + 16), 7);
+    assert_int_equal(sk_le_get64(h + 24), UINT64_MAX);
+    assert_int_equal(sk_le_get64(h + 32), 1ull << 40);
+    assert_int_equal(sk_le_get32(h + 40), 3);
+    assert_int_equal(sk_le_get32(h + 44), 5);
     assert_memory_equal(h + SEG_HDR, k, 3);
     assert_memory_equal(h + SEG_HDR + 3, v, 5);
 
@@ -717,22 +717,22 @@ static void test_torn_tail_garbage(void **state)
     tr_make(&t, 60);
     unsigned char rec[SEG_HDR + 128];
     size_t n = SEG_HDR + t.r.key_len + t.r.value_len;
-    put32(rec, (uint32_t)(n - 4));
-    put64(rec + 8, 60);
-    put64(rec + 16, 1);
-    put64(rec + 24, 2);
-    put64(rec + 32, 3);
-    put32(rec + 40, t.r.key_len);
-    put32(rec + 44, t.r.value_len);
+    sk_le_put32(rec, (uint32_t)(n - 4));
+    sk_le_put64(rec + 8, 60);
+    sk_le_put64(rec + 16, 1);
+    sk_le_put64(rec + 24, 2);
+    sk_le_put64(rec + 32, 3);
+    sk_le_put32(rec + 40, t.r.key_len);
+    sk_le_put32(rec + 44, t.r.value_len);
     memcpy(rec + SEG_HDR, t.key, t.r.key_len);
     memcpy(rec + SEG_HDR + t.r.key_len, t.val, t.r.value_len);
-    put32(rec + 4, sk_crc32c(0, rec + 8, n - 8) ^ 1);
+    sk_le_put32(rec + 4, sk_crc32c(0, rec + 8, n - 8) ^ 1);
     append_bytes(path, rec, n);
     reopen_expect(dir, &cfg, 60);
 
     /* a valid record with the wrong offset (a stale record) */
-    put64(rec + 8, 12345);
-    put32(rec + 4, sk_crc32c(0, rec + 8, n - 8));
+    sk_le_put64(rec + 8, 12345);
+    sk_le_put32(rec + 4, sk_crc32c(0, rec + 8, n - 8));
     append_bytes(path, rec, n);
     reopen_expect(dir, &cfg, 70);
 
