@@ -2262,9 +2262,12 @@ uint32_t mq_group_live(mq_topic *t, const char *group)
     return live;
 }
 
-int mq_lag(mq_topic *t, const char *group, uint32_t partition, uint64_t *lag)
+/* A group's lag and retention-skipped count on one partition (either out may
+ * be NULL), read under the partition lock. */
+static int group_part_counts(mq_topic *t, const char *group, uint32_t partition, uint64_t *lag,
+                             uint64_t *skipped)
 {
-    if (!t || !group || !lag || partition >= t->cfg.partitions)
+    if (!t || !group || partition >= t->cfg.partitions)
         return -EINVAL;
     struct group *g = group_find(t, group);
     if (!g)
@@ -2273,25 +2276,22 @@ int mq_lag(mq_topic *t, const char *group, uint32_t partition, uint64_t *lag)
     pthread_mutex_lock(&pt->mu);
     if (t->kind == TOPIC_MAIN)
         part_sync_start(t, pt); /* a group below the retained start skips to it */
-    *lag = pt->end - g->main[partition].committed;
+    if (lag)
+        *lag = pt->end - g->main[partition].committed;
+    if (skipped)
+        *skipped = g->main[partition].skipped;
     pthread_mutex_unlock(&pt->mu);
     return 0;
 }
 
+int mq_lag(mq_topic *t, const char *group, uint32_t partition, uint64_t *lag)
+{
+    return lag ? group_part_counts(t, group, partition, lag, NULL) : -EINVAL;
+}
+
 int mq_retention_skipped(mq_topic *t, const char *group, uint32_t partition, uint64_t *skipped)
 {
-    if (!t || !group || !skipped || partition >= t->cfg.partitions)
-        return -EINVAL;
-    struct group *g = group_find(t, group);
-    if (!g)
-        return -ENOENT;
-    struct part *pt = &t->parts[partition];
-    pthread_mutex_lock(&pt->mu);
-    if (t->kind == TOPIC_MAIN)
-        part_sync_start(t, pt);
-    *skipped = g->main[partition].skipped;
-    pthread_mutex_unlock(&pt->mu);
-    return 0;
+    return skipped ? group_part_counts(t, group, partition, NULL, skipped) : -EINVAL;
 }
 
 uint64_t mq_topic_backlog(mq_topic *t)
