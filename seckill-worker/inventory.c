@@ -127,13 +127,13 @@ struct sk_inventory {
     _Atomic int64_t nstate[3]; /* orders by state */
 };
 
-/* A success of this batch waiting for its reserved event to be durable. */
+/* A success of this batch waiting for its reserved event to be durable; the
+ * event itself is kept beside it, in an array the journal takes as it is. */
 typedef struct pending_buy {
     decision *d;
     decision_shard *ds;
     int item;
     char prev_order[SK_ORDER_ID_MAX + 1]; /* the user's last order before it */
-    sk_order_event ev;
 } pending_buy;
 
 static uint64_t hash_bytes(const void *p, size_t n, uint64_t h)
@@ -559,11 +559,12 @@ void sk_inventory_set_orders(sk_inventory *inv, const sk_orders_config *cfg)
 /* ---- deciding ---- */
 
 /* Decide one request. A fresh success with a journal stays pending and is
- * described in *pb (*npb incremented); without one its order exists at once.
+ * described in pb[*npb] and evs[*npb] (*npb incremented); without one its
+ * order exists at once.
  * Returns 1 fresh, 0 stored (or pending elsewhere: SK_UNAVAILABLE), -errno. */
 static int decide_one(sk_inventory *inv, int it, const char *user_id,
                       const uint8_t request_id[16], enum sk_result verdict, uint64_t now,
-                      sk_outcome *o, pending_buy *pb, size_t *npb)
+                      sk_outcome *o, pending_buy *pb, sk_order_event *evs, size_t *npb)
 {
     decision_shard *ds = decision_shard_of(inv, request_id);
     char prev[SK_ORDER_ID_MAX + 1] = "";
@@ -612,8 +613,9 @@ static int decide_one(sk_inventory *inv, int it, const char *user_id,
         memcpy(ev.request_id, request_id, 16);
         if (inv->has_journal) {
             d->pending = 1;
-            pb[*npb] = (pending_buy){.d = d, .ds = ds, .item = it, .ev = ev};
+            pb[*npb] = (pending_buy){.d = d, .ds = ds, .item = it};
             memcpy(pb[*npb].prev_order, prev, sizeof prev);
+            evs[*npb] = ev;
             ++*npb;
         } else if (order_insert(inv, it, &ev) < 0) {
             /* the sale stands (stock and decision); only GET/pay miss it */
@@ -625,33 +627,23 @@ out_unlock:
     return rc;
 }
 
-/* Journal the pending successes pb[0..n): the durable ones become visible
- * orders, the others are undone. Returns 0, or the first append error. */
-static int settle_pending(sk_inventory *inv, pending_buy *pb, size_t n)
+/* Journal the pending successes pb[0..n) (their events evs[0..n)): the
+ * durable ones become visible orders, the others are undone. Returns 0, or
+ * the first append error. */
+static int settle_pending(sk_inventory *inv, pending_buy *pb, const sk_order_event *evs,
+                          size_t n)
 {
     if (n == 0)
         return 0;
-    sk_order_event evs_stack[STACK_BATCH] = {0}; /* (gcc cannot see the loop fill it) */
     int rcs_stack[STACK_BATCH];
-    int small = n <= STACK_BATCH;
-    sk_order_event *evs = small ? evs_stack : calloc(n, sizeof *evs);
-    int *rcs = small ? rcs_stack : calloc(n, sizeof *rcs);
-    int rc = 0;
-    if (!evs || !rcs) {
-        rc = -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-            if (rcs)
-                rcs[i] = rc;
-    } else {
-        for (size_t i = 0; i < n; i++)
-            evs[i] = pb[i].ev;
-        rc = inv->journal.append(inv->journal.arg, evs, n, rcs);
-    }
+    int *rcs = n <= STACK_BATCH ? rcs_stack : calloc(n, sizeof *rcs);
+    int rc = rcs ? inv->journal.append(inv->journal.arg, evs, n, rcs) : -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         pending_buy *b = &pb[i];
+        const sk_order_event *ev = &evs[i];
         int ok = rcs ? rcs[i] == 0 : 0;
-        if (ok && order_insert(inv, b->item, &b->ev) < 0)
-            fprintf(stderr, "inventory: no memory for order %s\n", b->ev.order_id);
+        if (ok && order_insert(inv, b->item, ev) < 0)
+            fprintf(stderr, "inventory: no memory for order %s\n", ev->order_id);
         pthread_mutex_lock(&b->ds->lock);
         if (ok) {
             b->d->pending = 0;
@@ -665,15 +657,13 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, size_t n)
         }
         pthread_mutex_unlock(&b->ds->lock);
         if (!ok) {
-            unbuy(inv, b->item, b->ev.user_id, b->ev.order_id, b->prev_order);
+            unbuy(inv, b->item, ev->user_id, ev->order_id, b->prev_order);
             if (rc == 0)
                 rc = rcs ? rcs[i] : -ENOMEM;
         }
     }
-    if (!small) {
-        free(evs);
+    if (rcs != rcs_stack)
         free(rcs);
-    }
     return rc;
 }
 
@@ -682,10 +672,18 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
 {
     sk_inventory *inv = impl;
     pending_buy pb_stack[STACK_BATCH], *pb = pb_stack;
+    sk_order_event evs_stack[STACK_BATCH], *evs = evs_stack;
     size_t npb = 0;
     int rc = 0;
-    if (inv->has_journal && n > STACK_BATCH && !(pb = malloc(n * sizeof *pb)))
-        return -ENOMEM;
+    if (inv->has_journal && n > STACK_BATCH) {
+        pb = malloc(n * sizeof *pb);
+        evs = malloc(n * sizeof *evs);
+        if (!pb || !evs) {
+            free(pb);
+            free(evs);
+            return -ENOMEM;
+        }
+    }
     uint64_t now = wall_ms(inv);
     for (size_t i = 0; i < n; i++) {
         int it = sk_inventory_find(inv, reqs[i].item_id);
@@ -696,16 +694,18 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
             continue;
         }
         rc = decide_one(inv, it, reqs[i].user_id, reqs[i].request_id, reqs[i].verdict, now,
-                        &outs[i], pb, &npb);
+                        &outs[i], pb, evs, &npb);
         if (rc < 0)
             break;
         left[i] = sk_inventory_left(inv, it);
     }
     /* the whole batch's reserved events in one journal call (one group
      * commit), before any of its outcomes can be delivered */
-    int src = settle_pending(inv, pb, npb);
-    if (pb != pb_stack)
+    int src = settle_pending(inv, pb, evs, npb);
+    if (pb != pb_stack) {
         free(pb);
+        free(evs);
+    }
     return rc < 0 ? rc : src;
 }
 
@@ -726,10 +726,11 @@ int sk_inventory_decide(sk_inventory *inv, int it, const char *user_id,
     if (it < 0 || (size_t)it >= inv->nitems)
         return -EINVAL;
     pending_buy pb;
+    sk_order_event ev;
     size_t npb = 0;
-    int rc = decide_one(inv, it, user_id, request_id, verdict, wall_ms(inv), o, &pb, &npb);
+    int rc = decide_one(inv, it, user_id, request_id, verdict, wall_ms(inv), o, &pb, &ev, &npb);
     if (rc >= 0 && npb) {
-        int src = settle_pending(inv, &pb, npb);
+        int src = settle_pending(inv, &pb, &ev, npb);
         if (src < 0)
             return src;
     }
