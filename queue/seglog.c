@@ -155,7 +155,7 @@ typedef struct seg {
     uint64_t base;
     uint64_t end;    /* next offset after the last record */
     uint64_t size;   /* bytes of complete records */
-    uint64_t file_len; /* bytes in the file: size, then zeros written ahead */
+    uint64_t file_len; /* active segment: bytes in the file, >= size (zeros after) */
     uint64_t max_ts; /* newest record timestamp; 0 when empty */
     int fd;
     int prezero_off; /* a zero fill failed (disk full): plain appends until rolled */
@@ -649,7 +649,7 @@ static void seg_prezero(mq__seglog *l, seg *s, uint64_t need)
 
     if (chunk == 0 || s->prezero_off || s->file_len >= need + chunk / 2)
         return;
-    uint64_t from = s->file_len > s->size ? s->file_len : s->size;
+    uint64_t from = s->file_len;
     uint64_t to = need + chunk;
     if (to > l->cfg.segment_bytes)
         to = l->cfg.segment_bytes;
