@@ -621,6 +621,43 @@ static void test_many_ready_at_once(void **state)
     stop(&p);
 }
 
+/* A second gateway on the port of a running one fails (exit 69, the
+ * address named) instead of sharing the port: two gateways with their own
+ * stock behind one address would sell the stock twice. */
+static void test_port_in_use(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024];
+    make_ini(ini, sizeof ini, 10, NULL, NULL);
+    start(&p, ini);
+    char dir[] = "/tmp/seckill-port-XXXXXX", path[300], listen[32], text[1400];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/second.ini", dir);
+    snprintf(text, sizeof text, "[gateway]\npark = %s\n%s\n[queue]\ndata_dir = %s/data\n", park_mode,
+             ini + 10, dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", p.port);
+    const char *second[] = {gateway_bin, "-c", path, "--listen", listen, NULL};
+    char out[4096], err[4096];
+    assert_int_equal(run_capture(second, out, sizeof out, err, sizeof err), 69);
+    char want[64];
+    snprintf(want, sizeof want, "cannot listen on %s", listen);
+    if (!strstr(err, want))
+        fail_msg("stderr '%s' lacks '%s'", err, want);
+    /* the first one still serves */
+    http_resp r;
+    assert_int_equal(http_do(p.port, "GET", "/livez", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    stop(&p);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -653,6 +690,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_sale, teardown),
         cmocka_unit_test_teardown(test_timeouts, teardown),
         cmocka_unit_test_teardown(test_many_ready_at_once, teardown),
+        cmocka_unit_test_teardown(test_port_in_use, teardown),
     };
     char name[64];
     snprintf(name, sizeof name, "integration.gateway.%s", park_mode);
