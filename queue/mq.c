@@ -4,11 +4,19 @@
  *
  * STORAGE (struct part, one per partition, guarded by part.mu)
  *   Offsets [start, end) are retained. A record's metadata (struct rec) lives
- *   in a power-of-two ring indexed by offset; memory topics keep key+value in a
+ *   in fixed-size blocks of 2^bshift records, block b = offset >> bshift, found
+ *   through a power-of-two table of block pointers (blk[b & (nblk - 1)]); the
+ *   blocks [blk_lo, blk_end) are allocated and cover [start, end). Growing
+ *   allocates one more block and, rarely, doubles the pointer table; a block
+ *   is freed once start passes it. No record is ever copied, so a partition
+ *   that retains millions of records (a log topic nobody reads yet) grows
+ *   without the tens-of-ms stall a doubled-and-copied ring cost its producers.
+ *   Memory topics keep key+value in a
  *   byte ring (the arena) whose live bytes run from ahead to atail in offset
- *   order, so freeing is moving ahead up to the next retained record. Both
- *   rings grow by doubling when full (rare; copy under the lock) and never
- *   shrink. Log topics keep only the metadata in memory and read key+value back
+ *   order, so freeing is moving ahead up to the next retained record. The
+ *   arena grows by doubling when full (rare; copy under the lock; bounded by
+ *   the topic's backlog limit) and never shrinks. Log topics keep only the
+ *   metadata in memory and read key+value back
  *   from their mq__seglog, a batch at a time into the partition's read-ahead
  *   cache (part_payload()).
  *   MQ_FLUSH_SYNC log topics: part_append() writes the record under part.mu but
@@ -191,8 +199,10 @@ struct gpos {
 struct part {
     pthread_mutex_t mu;
     uint64_t start, end;
-    struct rec *ring; /* rcap entries, power of two; NULL until first append */
-    uint64_t rcap;
+    struct rec **blk; /* nblk block pointers, power of two; NULL until first append */
+    uint64_t nblk;
+    uint64_t blk_lo, blk_end; /* blocks allocated: [blk_lo, blk_end), by block number */
+    unsigned bshift;          /* 2^bshift records per block */
     uint8_t *arena; /* acap bytes, power of two */
     uint64_t acap, ahead, atail;
     struct gpos **readers; /* each group's position on this partition */
@@ -504,7 +514,7 @@ static void ptable_put(struct ptable *pt, uint64_t id, uint64_t seq)
 
 static struct rec *slot(struct part *pt, uint64_t off)
 {
-    return &pt->ring[off & (pt->rcap - 1)];
+    return &pt->blk[(off >> pt->bshift) & (pt->nblk - 1)][off & ((1u << pt->bshift) - 1)];
 }
 
 /* Offsets below this may be delivered (SYNC logs: only what is durable). */
@@ -518,30 +528,63 @@ static const uint8_t *arena_at(const struct part *pt, uint64_t pos)
     return pt->arena + (pos & (pt->acap - 1));
 }
 
-/* Room for one more record in the metadata ring. */
+/* Free the metadata blocks wholly below start. Caller holds pt->mu. */
+static void ring_trim(struct part *pt)
+{
+    if (!pt->blk)
+        return;
+    uint64_t lo = pt->start >> pt->bshift;
+    for (; pt->blk_lo < lo && pt->blk_lo < pt->blk_end; pt->blk_lo++) {
+        struct rec **b = &pt->blk[pt->blk_lo & (pt->nblk - 1)];
+        free(*b);
+        *b = NULL;
+    }
+    if (pt->blk_lo < lo) /* nothing allocated: start afresh at start's block */
+        pt->blk_lo = pt->blk_end = lo;
+}
+
+/* Metadata room for offsets [end, end + n). Caller holds pt->mu. */
 static int ring_reserve(mq_topic *t, struct part *pt, uint64_t n)
 {
-    if (pt->ring && pt->end - pt->start + n <= pt->rcap)
+    if (n == 0)
         return 0;
-    uint64_t ncap;
-    if (!pt->ring) {
+    if (!pt->blk) {
+        /* a block of up to 1024 records (72 KiB); retry/DLQ topics are
+         * usually nearly empty and take 64 */
         uint64_t per = t->cfg.max_backlog_msgs / t->cfg.partitions + 1;
-        if (t->kind != TOPIC_MAIN) /* retry/DLQ: usually nearly empty */
+        if (t->kind != TOPIC_MAIN)
             per = 64;
-        ncap = next_pow2(per < 16 ? 16 : per > 16384 ? 16384 : per);
-    } else {
-        ncap = pt->rcap * 2;
+        uint64_t b = next_pow2(per < 16 ? 16 : per > 1024 ? 1024 : per);
+        pt->bshift = 0;
+        while ((1ull << pt->bshift) < b)
+            pt->bshift++;
+        pt->nblk = 16;
+        pt->blk = calloc(pt->nblk, sizeof *pt->blk);
+        if (!pt->blk)
+            return -ENOMEM;
+        pt->blk_lo = pt->blk_end = pt->start >> pt->bshift;
     }
-    while (ncap < pt->end - pt->start + n)
-        ncap *= 2;
-    struct rec *nr = malloc(ncap * sizeof *nr);
-    if (!nr)
-        return -ENOMEM;
-    for (uint64_t o = pt->start; o < pt->end; o++)
-        nr[o & (ncap - 1)] = *slot(pt, o);
-    free(pt->ring);
-    pt->ring = nr;
-    pt->rcap = ncap;
+    ring_trim(pt);
+    uint64_t need_end = ((pt->end + n - 1) >> pt->bshift) + 1;
+    if (need_end - pt->blk_lo > pt->nblk) {
+        uint64_t ncap = pt->nblk * 2;
+        while (ncap < need_end - pt->blk_lo)
+            ncap *= 2;
+        struct rec **nb = calloc(ncap, sizeof *nb);
+        if (!nb)
+            return -ENOMEM;
+        for (uint64_t b = pt->blk_lo; b < pt->blk_end; b++)
+            nb[b & (ncap - 1)] = pt->blk[b & (pt->nblk - 1)];
+        free(pt->blk);
+        pt->blk = nb;
+        pt->nblk = ncap;
+    }
+    for (; pt->blk_end < need_end; pt->blk_end++) {
+        struct rec *r = malloc(sizeof *r << pt->bshift);
+        if (!r)
+            return -ENOMEM;
+        pt->blk[pt->blk_end & (pt->nblk - 1)] = r;
+    }
     return 0;
 }
 
@@ -623,9 +666,10 @@ static void part_release(mq_topic *t, struct part *pt)
     uint64_t n = min - pt->start, bytes = 0;
     for (uint64_t o = pt->start; o < min; o++)
         bytes += (uint64_t)slot(pt, o)->key_len + slot(pt, o)->value_len;
-    pt->start = min;
     if (pt->arena)
         pt->ahead = min < pt->end ? slot(pt, min)->pos : pt->atail;
+    pt->start = min;
+    ring_trim(pt);
     atomic_fetch_sub(&t->backlog_msgs, n);
     atomic_fetch_sub(&t->backlog_bytes, bytes);
 }
@@ -653,6 +697,7 @@ static void part_skip_to(mq_topic *t, struct part *pt, uint64_t to)
             gp->hi = to;
     }
     pt->start = to;
+    ring_trim(pt);
     atomic_fetch_sub(&t->backlog_msgs, n);
     atomic_fetch_sub(&t->backlog_bytes, bytes);
 }
@@ -1100,7 +1145,10 @@ static void topic_free(mq_topic *t)
             struct part *pt = &t->parts[p];
             if (pt->log)
                 mq__seglog_close(pt->log);
-            free(pt->ring);
+            if (pt->blk)
+                for (uint64_t b = pt->blk_lo; b < pt->blk_end; b++)
+                    free(pt->blk[b & (pt->nblk - 1)]);
+            free(pt->blk);
             free(pt->arena);
             free(pt->readers);
             free(pt->prods);
