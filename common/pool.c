@@ -1,5 +1,7 @@
 #include "pool.h"
 
+#include "prefault.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +30,7 @@ static int pool_grow(sk_pool *p)
     char *c = malloc(CHUNK_HDR + n * p->size);
     if (!c)
         return -1;
+    sk_prefault(c, CHUNK_HDR + n * p->size);
     *(void **)c = p->chunks;
     p->chunks = c;
     p->bump = c + CHUNK_HDR;

@@ -5,7 +5,9 @@
  * An allocation takes a freed object or the next slot of the newest chunk; it
  * calls malloc only for a new chunk. Chunks start small (16 objects) and
  * double up to SK_POOL_CHUNK_MAX bytes, so an idle pool costs nothing and a
- * busy one one malloc per few hundred objects. Memory goes back to the system
+ * busy one one malloc per few hundred objects. A new chunk's pages are faulted
+ * in at once (prefault.h), not one fault per page at first touch. Memory goes
+ * back to the system
  * only at sk_pool_destroy: the pool holds at most its peak of live objects
  * plus one chunk. Not thread-safe: each pool belongs to one lock of its user.
  * Under AddressSanitizer free and unused slots are poisoned, so a use after

@@ -133,6 +133,7 @@
 
 #include "mq.h"
 #include "seglog.h"
+#include "prefault.h"
 
 #define MQ_PRODUCERS_MAX 1024
 #define MQ_PRODUCER_BUCKETS 2048 /* power of two */
@@ -583,6 +584,7 @@ static int ring_reserve(mq_topic *t, struct part *pt, uint64_t n)
         struct rec *r = malloc(sizeof *r << pt->bshift);
         if (!r)
             return -ENOMEM;
+        sk_prefault(r, sizeof *r << pt->bshift);
         pt->blk[pt->blk_end & (pt->nblk - 1)] = r;
     }
     return 0;

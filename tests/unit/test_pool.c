@@ -7,8 +7,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/pool.h"
 
@@ -105,12 +108,47 @@ static void test_poisoned_when_free(void **state)
 #endif
 }
 
+/* A new chunk's pages are faulted in when it is allocated (one madvise), not
+ * one page fault at a time as its objects are first touched. The chunk here
+ * (16 objects of 8 KiB) is big enough for malloc to map it fresh, so its
+ * pages are resident only if the pool populated them. */
+static void test_chunk_prefaulted(void **state)
+{
+    (void)state;
+    long page = sysconf(_SC_PAGESIZE);
+    void *probe = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+    assert_true(probe != MAP_FAILED);
+    int supported = madvise(probe, (size_t)page, MADV_POPULATE_WRITE) == 0;
+    munmap(probe, (size_t)page);
+    if (!supported)
+        skip(); /* kernel before 5.14: pages fault on first touch, as before */
+
+    sk_pool p;
+    sk_pool_init(&p, 8192);
+    assert_non_null(sk_pool_alloc(&p)); /* touches the first object only */
+    uintptr_t c = (uintptr_t)p.chunks;
+    uintptr_t from = (c + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t to = (c + 16 * 8192) & ~(uintptr_t)(page - 1);
+    size_t npages = (to - from) / (size_t)page;
+    assert_true(npages >= 30);
+    unsigned char vec[64];
+    assert_true(npages <= sizeof vec);
+    assert_int_equal(mincore((void *)from, to - from, vec), 0);
+    size_t resident = 0;
+    for (size_t i = 0; i < npages; i++)
+        resident += vec[i] & 1;
+    assert_int_equal(resident, npages);
+    sk_pool_destroy(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alloc_distinct_zeroed),
         cmocka_unit_test(test_free_reuses),
         cmocka_unit_test(test_poisoned_when_free),
+        cmocka_unit_test(test_chunk_prefaulted),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
