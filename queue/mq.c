@@ -552,10 +552,9 @@ static int ring_reserve(mq_topic *t, struct part *pt, uint64_t n)
     if (!pt->blk) {
         /* a block of up to 1024 records (72 KiB); retry/DLQ topics are
          * usually nearly empty and take 64 */
-        uint64_t per = t->cfg.max_backlog_msgs / t->cfg.partitions + 1;
-        if (t->kind != TOPIC_MAIN)
-            per = 64;
-        uint64_t b = next_pow2(per < 16 ? 16 : per > 1024 ? 1024 : per);
+        uint64_t per = t->cfg.max_backlog_msgs / t->cfg.partitions;
+        per = t->kind != TOPIC_MAIN ? 64 : per >= 1024 ? 1024 : per + 1;
+        uint64_t b = next_pow2(per < 16 ? 16 : per);
         pt->bshift = 0;
         while ((1ull << pt->bshift) < b)
             pt->bshift++;
@@ -2347,6 +2346,20 @@ int mq_retention_skipped(mq_topic *t, const char *group, uint32_t partition, uin
 uint64_t mq_topic_backlog(mq_topic *t)
 {
     return atomic_load(&t->backlog_msgs);
+}
+
+uint64_t mq_topic_meta_bytes(mq_topic *t)
+{
+    uint64_t bytes = 0;
+    for (uint32_t p = 0; p < t->cfg.partitions; p++) {
+        struct part *pt = &t->parts[p];
+        pthread_mutex_lock(&pt->mu);
+        if (pt->blk)
+            bytes += (pt->blk_end - pt->blk_lo) * (sizeof(struct rec) << pt->bshift) +
+                     pt->nblk * sizeof *pt->blk;
+        pthread_mutex_unlock(&pt->mu);
+    }
+    return bytes;
 }
 
 uint64_t mq_end_offset(mq_topic *t, uint32_t partition)

@@ -186,6 +186,10 @@ int mq_lag(mq_topic *t, const char *group, uint32_t partition, uint64_t *lag);
 int mq_retention_skipped(mq_topic *t, const char *group, uint32_t partition, uint64_t *skipped);
 /* Messages held against the backlog limit, over all partitions. */
 uint64_t mq_topic_backlog(mq_topic *t);
+/* Bytes of record metadata the topic holds in memory (its blocks, over all
+ * partitions; not its retry/DLQ topics): it follows what is retained, and
+ * shrinks as groups commit. */
+uint64_t mq_topic_meta_bytes(mq_topic *t);
 /* Next offset to be assigned on a partition. */
 uint64_t mq_end_offset(mq_topic *t, uint32_t partition);
 

@@ -222,6 +222,8 @@ static void test_retained_records_across_blocks(void **state)
         assert_int_equal(off, (uint64_t)i);
     }
     assert_int_equal(mq_topic_backlog(t), 20000);
+    uint64_t held = mq_topic_meta_bytes(t); /* 20,000 records' worth */
+    assert_true(held >= 20000 * 64);
     mq_consumer *c;
     const mq_message *m;
     assert_int_equal(mq_consumer_create(t, "g", "c1", &c), 0);
@@ -239,6 +241,8 @@ static void test_retained_records_across_blocks(void **state)
         /* commit what was read, in steps of 1000 */
         assert_int_equal(mq_commit(c, &m[n - 1]), 0);
         assert_int_equal(mq_topic_backlog(t), mq_end_offset(t, 0) - next);
+        if (round == 14) /* 15,000 committed: their blocks are gone */
+            assert_true(mq_topic_meta_bytes(t) < held / 2);
         if (++round == 15) /* 15,000 read and freed: 40,000 more behind the rest */
             for (int i = 20000; i < 60000; i++) {
                 snprintf(v, sizeof v, "v%d", i);
@@ -247,6 +251,8 @@ static void test_retained_records_across_blocks(void **state)
     }
     assert_int_equal(fetch(c, 1000, &m), 0);
     assert_int_equal(mq_topic_backlog(t), 0);
+    /* everything committed: at most the block holding the end is left */
+    assert_true(mq_topic_meta_bytes(t) <= held / 10);
 }
 
 static void small_backlog(mq_topic_config *cfg)
