@@ -127,25 +127,36 @@ int gw_proc_stop(gw_proc *p)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-static void drain(int fd, char *buf, size_t len)
+#define CAPTURE_DEADLINE_MS 20000
+
+/* Read what fd has into buf[*n..len-1), dropping the rest; 0 at EOF. */
+static int capture_some(int fd, char *buf, size_t len, size_t *n)
 {
-    size_t n = 0;
-    ssize_t k;
-    while ((k = read(fd, buf + n, len - 1 - n)) > 0 && n < len - 1)
-        n += (size_t)k;
     char sink[4096];
-    while (read(fd, sink, sizeof sink) > 0)
-        ;
-    buf[n] = '\0';
+    ssize_t k;
+    if (*n < len - 1)
+        k = read(fd, buf + *n, len - 1 - *n);
+    else
+        k = read(fd, sink, sizeof sink);
+    if (k > 0 && *n < len - 1)
+        *n += (size_t)k;
+    buf[*n] = '\0';
+    return k == 0 ? 0 : 1;
 }
 
 int run_capture(const char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
 {
     int po[2], pe[2];
-    if (pipe(po) < 0 || pipe(pe) < 0)
+    if (pipe(po) < 0)
         return -1;
+    if (pipe(pe) < 0) {
+        close(po[0]);
+        close(po[1]);
+        return -1;
+    }
     pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
         dup2(po[1], 1);
         dup2(pe[1], 2);
         close(po[0]);
@@ -157,12 +168,40 @@ int run_capture(const char *const argv[], char *out, size_t outlen, char *err, s
     }
     close(po[1]);
     close(pe[1]);
-    drain(po[0], out, outlen);
-    drain(pe[0], err, errlen);
+    /* both pipes at once (a full stderr never blocks a child we wait on
+     * for stdout), and a deadline: a program that should have exited but
+     * serves on is killed, and the call fails */
+    size_t no = 0, ne = 0;
+    out[0] = err[0] = '\0';
+    struct pollfd p[2] = {{.fd = po[0], .events = POLLIN}, {.fd = pe[0], .events = POLLIN}};
+    int timed_out = 0;
+    for (int left = CAPTURE_DEADLINE_MS; p[0].fd >= 0 || p[1].fd >= 0;) {
+        if (left <= 0) {
+            timed_out = 1;
+            kill(pid, SIGKILL);
+            break;
+        }
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int r = poll(p, 2, left);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        left -= (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+        if (r < 0 && errno != EINTR)
+            break;
+        if (p[0].fd >= 0 && p[0].revents && !capture_some(po[0], out, outlen, &no))
+            p[0].fd = -1;
+        if (p[1].fd >= 0 && p[1].revents && !capture_some(pe[0], err, errlen, &ne))
+            p[1].fd = -1;
+    }
     close(po[0]);
     close(pe[0]);
     int status;
     waitpid(pid, &status, 0);
+    if (timed_out) {
+        fprintf(stderr, "run_capture: %s still running after %d ms: killed\n", argv[0],
+                CAPTURE_DEADLINE_MS);
+        return -1;
+    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

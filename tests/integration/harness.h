@@ -31,7 +31,8 @@ int proc_stop(pid_t pid, int sig);
 int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text);
 /* SIGTERM, wait; returns the exit status (or -1). Removes the temp dir. */
 int gw_proc_stop(gw_proc *p);
-/* Run binary with args (NULL-terminated), capture stderr into err; returns exit status. */
+/* Run binary with args (NULL-terminated), capture stdout into out and stderr into err;
+ * returns the exit status, or -1 when it did not exit within 20 s (then killed). */
 int run_capture(const char *const argv[], char *out, size_t outlen, char *err, size_t errlen);
 
 typedef struct http_resp {
