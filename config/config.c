@@ -19,6 +19,7 @@ void cfg_init(cfg *c)
     c->result_ttl_s = 300;
     c->result_capacity = 100000;
     strcpy(c->park, "event");
+    strcpy(c->http_io, "poll");
     c->tb_rate = 50000;
     c->tb_burst = 5000;
     c->queue_partitions = 4;
@@ -317,6 +318,12 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
             if (strcmp(value, "thread") != 0 && strcmp(value, "event") != 0)
                 return fail(L, section, name, "'thread' or 'event'");
             strcpy(c->park, value);
+            return 1;
+        }
+        if (!strcmp(name, "http_io")) {
+            if (strcmp(value, "poll") != 0 && strcmp(value, "epoll") != 0)
+                return fail(L, section, name, "'poll' or 'epoll'");
+            strcpy(c->http_io, value);
             return 1;
         }
         U32("pool_threads", pool_threads, 0, 256)

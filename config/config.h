@@ -38,7 +38,8 @@ typedef struct cfg {
     uint32_t result_ttl_s;     /* 300 */
     uint32_t result_capacity;  /* 100000 */
     char park[8];              /* "event" (default) | "thread" */
-    uint32_t pool_threads;     /* event park: MHD thread pool size; 0 = one per CPU */
+    char http_io[8];           /* event park: "poll" (default) | "epoll" */
+    uint32_t pool_threads;     /* event park: HTTP threads; 0 = one per CPU */
     /* [token_bucket] */
     double tb_rate;            /* tokens per second; 0 = unlimited */
     uint32_t tb_burst;

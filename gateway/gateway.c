@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "http_loop.h"
 #include "inventory.h"
 #include "inventory_redis.h"
 #include "message.h"
@@ -66,7 +67,8 @@ struct gw {
     size_t nitems;
     int32_t *item_index; /* open addressing over items, -1 = empty */
     size_t index_mask;
-    struct MHD_Daemon *mhd;
+    struct MHD_Daemon *mhd; /* thread park, and event park on poll */
+    gw_http *http;          /* event park on epoll ([gateway] http_io) */
     gw_wheel *wheel; /* event park: deadlines of suspended requests */
     gw_slab *ctx_pool; /* req_ctx objects with a body of up to CTX_POOL_BODY bytes */
     gw_rpcsvc *rpc;  /* the queue served to worker processes, when [rpc] listen is set */
@@ -99,6 +101,7 @@ typedef struct req_ctx {
     uint64_t t0;
     gw *g;
     struct MHD_Connection *conn;
+    gw_loop *loop; /* event park on epoll: the loop serving conn; NULL on poll */
     gw_waiter w;
     gw_timer timer;
     char rid[37];
@@ -120,8 +123,12 @@ static void ctx_unref(req_ctx *rc)
 static void resume_once(req_ctx *rc)
 {
     int expected = 0;
-    if (atomic_compare_exchange_strong(&rc->resumed, &expected, 1))
-        MHD_resume_connection(rc->conn);
+    if (atomic_compare_exchange_strong(&rc->resumed, &expected, 1)) {
+        if (rc->loop)
+            gw_http_resume(rc->loop, rc->conn);
+        else
+            MHD_resume_connection(rc->conn);
+    }
 }
 
 /* Outcome arrived (called under the pending shard lock). */
@@ -292,6 +299,7 @@ static enum MHD_Result park_event(gw *g, struct MHD_Connection *conn, req_ctx *r
     rc->w.wake = ev_wake;
     rc->w.user = rc;
     rc->conn = conn;
+    rc->loop = gw_http_self();
     rc->g = g;
     rc->t0 = t0;
     memcpy(rc->rid, rid, sizeof rc->rid);
@@ -1009,25 +1017,48 @@ int gw_start(gw *g, char *err, size_t errlen)
         return -EINVAL;
     }
     if (g->event_park) {
-        /* A small thread pool; parked requests are suspended connections,
-         * not threads, and a suspended connection is not polled. poll, not
-         * epoll: libmicrohttpd 0.9.75's epoll loop, after an epoll_wait that
-         * fills its 128 events, waits again with the full timeout before
-         * serving them, so a pool thread whose connections are exactly 128
-         * (or 256, ...) waiting requests stalls until a new connection comes
-         * or 30 s pass (reproduced: one pool thread, wrk -c128 stalls every
-         * time; two threads, -c256, about one run in fifty). Our own loops
-         * over daemons in external epoll mode avoid the stall but cost two
-         * epoll_ctl (suspend, resume) and a read to EAGAIN per request: 8-15 %
-         * fewer requests/s at 256 connections, so poll stays. No
-         * SO_REUSEPORT (libmicrohttpd sets SO_REUSEADDR): a second gateway
-         * on a port in use fails. */
+        /* A few HTTP threads; parked requests are suspended connections, not
+         * threads. Two ways to run them ([gateway] http_io):
+         * poll (default): libmicrohttpd's own thread pool in poll mode. Not
+         *   its epoll mode: after an epoll_wait that fills its 128 events it
+         *   waits again with the full timeout before serving them, so a pool
+         *   thread whose connections are exactly 128 (or 256, ...) waiting
+         *   requests stalls until a new connection comes or 30 s pass
+         *   (reproduced: one pool thread, wrk -c128, every time). poll walks
+         *   every connection of a thread at each wake-up.
+         * epoll: our own loops over daemons in external epoll mode
+         *   (http_loop.h), which cannot stall that way and cost per request,
+         *   not per open connection, but each suspended request costs two
+         *   epoll_ctl and a read to EAGAIN. Measured: epoll is 8-15 % slower
+         *   at 256 busy connections, and several times cheaper with
+         *   thousands of connections that are mostly idle.
+         * No SO_REUSEPORT either way (libmicrohttpd and http_loop set
+         * SO_REUSEADDR only): a second gateway on a port in use fails. */
         rc = gw_wheel_create(1000000ULL, &g->wheel);
         if (rc < 0) {
             snprintf(err, errlen, "timer wheel: %s", strerror(-rc));
             return rc;
         }
         unsigned pool = c->pool_threads ? c->pool_threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+        if (!strcmp(c->http_io, "epoll")) {
+            gw_http_cfg hc = {.addr = sa,
+                              .threads = pool < 1 ? 1U : pool,
+                              .max_connections = (unsigned)c->max_connections,
+                              .connection_timeout = 30,
+                              .connection_memory = 8 * 1024,
+                              .handler = on_request,
+                              .handler_cls = g,
+                              .completed = on_completed,
+                              .completed_cls = g};
+            rc = gw_http_create(&hc, &g->http);
+            if (rc < 0) {
+                snprintf(err, errlen, "cannot listen on %s:%u: %s", c->listen_host,
+                         c->listen_port, strerror(-rc));
+                return rc;
+            }
+            g->port = gw_http_port(g->http);
+            return 0;
+        }
         g->mhd = MHD_start_daemon(
             MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
             NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
@@ -1073,10 +1104,14 @@ const char *gw_id(const gw *g)
 void gw_stop(gw *g, uint32_t grace_ms)
 {
     atomic_store(&g->stopping, 1);
-    if (g->mhd) {
-        MHD_socket s = MHD_quiesce_daemon(g->mhd);
-        if (s != MHD_INVALID_SOCKET)
-            close(s);
+    if (g->mhd || g->http) {
+        if (g->http) {
+            gw_http_quiesce(g->http);
+        } else {
+            MHD_socket s = MHD_quiesce_daemon(g->mhd);
+            if (s != MHD_INVALID_SOCKET)
+                close(s);
+        }
         /* parked requests get their outcome or time out; wait until every
          * answer has been sent (on_completed), not only decided */
         uint64_t until = gw_mono_ns() + (uint64_t)grace_ms * 1000000ULL;
@@ -1091,7 +1126,10 @@ void gw_stop(gw *g, uint32_t grace_ms)
             struct timespec ts = {0, 5 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
-        MHD_stop_daemon(g->mhd);
+        gw_http_destroy(g->http);
+        g->http = NULL;
+        if (g->mhd)
+            MHD_stop_daemon(g->mhd);
         g->mhd = NULL;
     }
     if (g->registry) {

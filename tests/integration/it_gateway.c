@@ -25,7 +25,8 @@
 #include "harness.h"
 
 static const char *gateway_bin;
-static const char *park_mode = "thread";
+static const char *park_mode = "thread"; /* thread | event | event-epoll */
+static char park_ini[64] = "park = thread\n"; /* its [gateway] lines */
 static gw_proc *running; /* killed by the teardown when a test fails midway */
 
 static void make_ini(char *buf, size_t cap, long stock, const char *tb, const char *extra)
@@ -43,7 +44,7 @@ static void start(gw_proc *p, const char *ini)
 {
     char buf[4096];
     assert_true(strncmp(ini, "[gateway]\n", 10) == 0);
-    snprintf(buf, sizeof buf, "[gateway]\npark = %s\n%s", park_mode, ini + 10);
+    snprintf(buf, sizeof buf, "[gateway]\n%s%s", park_ini, ini + 10);
     assert_int_equal(gw_proc_start(p, gateway_bin, buf), 0);
     running = p;
 }
@@ -634,7 +635,7 @@ static void test_port_in_use(void **state)
     char dir[] = "/tmp/seckill-port-XXXXXX", path[300], listen[32], text[1400];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/second.ini", dir);
-    snprintf(text, sizeof text, "[gateway]\npark = %s\n%s\n[queue]\ndata_dir = %s/data\n", park_mode,
+    snprintf(text, sizeof text, "[gateway]\n%s%s\n[queue]\ndata_dir = %s/data\n", park_ini,
              ini + 10, dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -671,12 +672,16 @@ static int teardown(void **state)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-seckill-gateway [thread|event]\n", argv[0]);
+        fprintf(stderr, "usage: %s PATH-TO-seckill-gateway [thread|event|event-epoll]\n", argv[0]);
         return 2;
     }
     gateway_bin = argv[1];
     if (argc > 2)
         park_mode = argv[2];
+    if (!strcmp(park_mode, "event-epoll"))
+        snprintf(park_ini, sizeof park_ini, "park = event\nhttp_io = epoll\n");
+    else
+        snprintf(park_ini, sizeof park_ini, "park = %s\n", park_mode);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;

@@ -64,12 +64,13 @@ static void test_sigterm_answers_parked(void **state)
     assert_int_equal(redis_server_start(&rs), 0);
     assert_non_null(mkdtemp(dir));
     snprintf(ini, sizeof ini,
-             "[gateway]\npark = %s\nwait_timeout_ms = 1500\n[token_bucket]\nrate = 0\n"
+             "[gateway]\npark = %s\n%swait_timeout_ms = 1500\n[token_bucket]\nrate = 0\n"
              "[queue]\nlease_timeout_ms = 60000\nack_timeout_ms = 60000\n"
              "[worker]\nembedded = false\ninventory = redis\nthreads = 1\n"
              "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = shutdown-secret\n"
              "[redis]\nport = %d\n[item.demo]\nstock = 100\n",
-             park, rs.port);
+             strcmp(park, "event-epoll") ? park : "event",
+             strcmp(park, "event-epoll") ? "" : "http_io = epoll\n", rs.port);
     assert_int_equal(gw_proc_start(&gw, gateway_bin, ini), 0);
     snprintf(wini, sizeof wini, "%s[rpc]\ngateways = tcp:127.0.0.1:%d\n", ini, gw.rpc_port);
     snprintf(wpath, sizeof wpath, "%s/w.ini", dir);
@@ -156,7 +157,7 @@ static int teardown(void **state)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s SECKILL-GATEWAY SECKILL-WORKER thread|event\n", argv[0]);
+        fprintf(stderr, "usage: %s SECKILL-GATEWAY SECKILL-WORKER thread|event|event-epoll\n", argv[0]);
         return 2;
     }
     gateway_bin = argv[1];

@@ -95,6 +95,7 @@ static void test_shipped_config(void **state)
     assert_int_equal(c.body_limit, 4096);
     assert_int_equal(c.result_ttl_s, 300);
     assert_int_equal(c.result_capacity, 100000);
+    assert_string_equal(c.http_io, "poll");
     assert_true(c.tb_rate == 50000);
     assert_int_equal(c.tb_burst, 5000);
     assert_int_equal(c.queue_partitions, 4);
@@ -187,6 +188,7 @@ static void test_values(void **state)
                         "gateway_id = 3f1c9a2e-0000-4000-8000-000000000001\n"
                         "wait_timeout_ms = 600000\n"
                         "result_capacity = 16\n"
+                        "http_io = epoll\n"
                         "[token_bucket]\n"
                         "rate = 0\n"
                         "burst = 1\n"
@@ -214,6 +216,7 @@ static void test_values(void **state)
     assert_string_equal(c.gateway_id, "3f1c9a2e-0000-4000-8000-000000000001");
     assert_int_equal(c.wait_timeout_ms, 600000);
     assert_int_equal(c.result_capacity, 16);
+    assert_string_equal(c.http_io, "epoll");
     assert_true(c.tb_rate == 0);
     assert_int_equal(c.tb_burst, 1);
     assert_int_equal(c.queue_max_backlog_bytes, 1ULL << 40);
@@ -227,12 +230,12 @@ static void test_values(void **state)
     assert_non_null(b);
     assert_int_equal(a->stock, 0);
     assert_int_equal(a->per_user_limit, 2);
-    assert_int_equal(a->line, 18);
+    assert_int_equal(a->line, 19);
     assert_int_equal(b->stock, 1000000000000LL);
     assert_int_equal(b->per_user_limit, 3);
     assert_int_equal(b->starts_at, 1700000000);
     assert_int_equal(b->ends_at, 1700000001);
-    assert_int_equal(b->line, 20);
+    assert_int_equal(b->line, 21);
     cfg_release(&c);
     assert_null(c.items);
     assert_int_equal(c.nitems, 0);
@@ -326,6 +329,7 @@ static const bad bads[] = {
     {"short gateway_id", ITEM "[gateway]\ngateway_id = 1234\n",
      "PATH:4: [gateway] gateway_id: expected a UUID (36 characters) or nothing"},
     {"park", ITEM "[gateway]\npark = fibers\n", "PATH:4: [gateway] park: expected 'thread' or 'event'"},
+    {"http_io", ITEM "[gateway]\nhttp_io = select\n", "PATH:4: [gateway] http_io: expected 'poll' or 'epoll'"},
     {"embedded not a bool", ITEM "[worker]\nembedded = maybe\n",
      "PATH:4: [worker] embedded: expected true or false"},
     {"inventory", ITEM "[worker]\ninventory = disk\n",
