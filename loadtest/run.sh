@@ -6,7 +6,7 @@
 #
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 0]
-#          [--park thread|event] [--pool N] [--wait-timeout MS]
+#          [--park thread|event] [--io poll|epoll] [--pool N] [--wait-timeout MS]
 #          [--pace RPS] [--sample CSV] [--order-flush sync|async]
 #          [--redis [--stall-worker]]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
@@ -21,6 +21,7 @@
 #                     achieved rps=, which stays below it when the gateway
 #                     cannot keep up
 #   --pool N          [gateway] pool_threads for park = event (0: one per CPU)
+#   --io poll|epoll   [gateway] http_io for park = event (default poll)
 #   --wait-timeout MS [gateway] wait_timeout_ms (default 2000); wrk waits
 #                     2 s longer than this before it calls a request timed out
 #   --redis           stock in a redis-server started for the run, decided by one
@@ -40,13 +41,13 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event
+STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event IO=poll
 POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0 STALL=0 PACE=0 FLUSH=sync
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
     case "$1" in
-    --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--pool|\
+    --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--io|--pool|\
     --wait-timeout|--pace|--sample|--order-flush)
         [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 64; } ;;
     esac
@@ -60,6 +61,7 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
     --park) PARK=$2; shift 2 ;;
+    --io) IO=$2; shift 2 ;;
     --pool) POOL=$2; shift 2 ;;
     --wait-timeout) WAIT_MS=$2; shift 2 ;;
     --pace) PACE=$2; shift 2 ;;
@@ -71,6 +73,10 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
 done
+case "$IO" in
+poll|epoll) ;;
+*) echo "run.sh: --io: expected poll or epoll, got '$IO'" >&2; exit 64 ;;
+esac
 case "$FLUSH" in
 sync|async) ;;
 *) echo "run.sh: --order-flush: expected sync or async, got '$FLUSH'" >&2; exit 64 ;;
@@ -105,6 +111,7 @@ cat > "$work/gw.ini" <<INI
 [gateway]
 wait_timeout_ms = $WAIT_MS
 park = $PARK
+http_io = $IO
 pool_threads = $POOL
 max_connections = 20000
 [token_bucket]
@@ -250,6 +257,7 @@ verdict=OK
 # timed out (504) or was cut off by wrk's end.
 [ "$ok200" -le "$sold" ] || verdict="PHANTOM_SUCCESS(200s=$ok200>sold=$sold)"
 
+[ "$IO" = epoll ] && extra="$extra http_io=epoll"
 echo "$summary" | sed 's/^SUMMARY //' | awk -v s="$STOCK" -v sold="$sold" -v v="$verdict" \
     -v c="$CONNS" -v pk="$PARK" -v x="$extra" \
     '{ print "loadtest: park=" pk " conns=" c " stock=" s " sold=" sold " " $0 " invariants=" v x }'
