@@ -141,6 +141,16 @@ static void calls_fail_all(rpc_client *c, int err)
 
 /* ---- sending (under mu) ---- */
 
+/* Write what the queue holds without blocking; the rest is the I/O
+ * thread's. Returns rpc__wq_flush's result. */
+static int flush_locked(rpc_client *c)
+{
+    int rc = rpc__wq_flush(&c->wq, c->fd);
+    if (rc < 0 || c->wq.len)
+        wake(c); /* an error is for the I/O thread to notice; leftovers need POLLOUT */
+    return rc;
+}
+
 static int send_locked(rpc_client *c, const rpc_frame *f)
 {
     int rc;
@@ -150,9 +160,7 @@ static int send_locked(rpc_client *c, const rpc_frame *f)
     rc = rpc__wq_push(&c->wq, f, c->peer_max);
     if (rc)
         return rc;
-    rc = rpc__wq_flush(&c->wq, c->fd);
-    if (rc < 0 || c->wq.len)
-        wake(c); /* an error is for the I/O thread to notice; leftovers need POLLOUT */
+    (void)flush_locked(c);
     return 0;
 }
 
@@ -190,11 +198,8 @@ int rpc_client_flush(rpc_client *c)
     if (!c)
         return -EINVAL;
     pthread_mutex_lock(&c->mu);
-    if (c->wq.len && c->fd >= 0) {
-        rc = rpc__wq_flush(&c->wq, c->fd);
-        if (rc < 0 || c->wq.len)
-            wake(c); /* an error is for the I/O thread to notice; leftovers need POLLOUT */
-    }
+    if (c->wq.len && c->fd >= 0)
+        rc = flush_locked(c);
     pthread_mutex_unlock(&c->mu);
     return rc < 0 ? rc : 0;
 }
