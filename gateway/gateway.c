@@ -1040,9 +1040,11 @@ int gw_start(gw *g, char *err, size_t errlen)
             return rc;
         }
         unsigned pool = c->pool_threads ? c->pool_threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+        if (pool < 1)
+            pool = 1;
         if (!strcmp(c->http_io, "epoll")) {
             gw_http_cfg hc = {.addr = sa,
-                              .threads = pool < 1 ? 1U : pool,
+                              .threads = pool,
                               .max_connections = (unsigned)c->max_connections,
                               .connection_timeout = 30,
                               .connection_memory = 8 * 1024,
@@ -1062,7 +1064,7 @@ int gw_start(gw *g, char *err, size_t errlen)
         g->mhd = MHD_start_daemon(
             MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
             NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-            MHD_OPTION_THREAD_POOL_SIZE, pool < 1 ? 1U : pool, MHD_OPTION_CONNECTION_LIMIT,
+            MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_CONNECTION_LIMIT,
             (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(8 * 1024),
             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_NOTIFY_COMPLETED,

@@ -16,7 +16,7 @@ typedef struct gw_loop {
     gw_http *h;
     struct MHD_Daemon *d;
     int epoll_fd; /* the daemon's; polled, never waited on with epoll_wait */
-    int wake_fd;  /* eventfd: a command is waiting */
+    int wake_fd;  /* eventfd: a command, or a resume while the loop sleeps */
     pthread_t th;
     int started;
     atomic_int quiesce; /* commands, set before wake_fd is written */
