@@ -11,14 +11,13 @@
  *   is freed once start passes it. No record is ever copied, so a partition
  *   that retains millions of records (a log topic nobody reads yet) grows
  *   without the tens-of-ms stall a doubled-and-copied ring cost its producers.
- *   Memory topics keep key+value in a
- *   byte ring (the arena) whose live bytes run from ahead to atail in offset
- *   order, so freeing is moving ahead up to the next retained record. The
- *   arena grows by doubling when full (rare; copy under the lock; bounded by
- *   the topic's backlog limit) and never shrinks. Log topics keep only the
- *   metadata in memory and read key+value back
- *   from their mq__seglog, a batch at a time into the partition's read-ahead
- *   cache (part_payload()).
+ *   Memory topics keep key+value in a byte ring (the arena) whose live bytes
+ *   run from ahead to atail in offset order, so freeing is moving ahead up to
+ *   the next retained record. The arena grows by doubling when full (rare;
+ *   copy under the lock; bounded by the topic's backlog limit) and never
+ *   shrinks. Log topics keep only the metadata in memory and read key+value
+ *   back from their mq__seglog, a batch at a time into the partition's
+ *   read-ahead cache (part_payload()).
  *   MQ_FLUSH_SYNC log topics: part_append() writes the record under part.mu but
  *   waits for durability (mq__seglog_flush, the log's group commit) after
  *   dropping it, so producers of one partition share fsyncs; gp_collect()
@@ -554,10 +553,7 @@ static int ring_reserve(mq_topic *t, struct part *pt, uint64_t n)
          * usually nearly empty and take 64 */
         uint64_t per = t->cfg.max_backlog_msgs / t->cfg.partitions;
         per = t->kind != TOPIC_MAIN ? 64 : per >= 1024 ? 1024 : per + 1;
-        uint64_t b = next_pow2(per < 16 ? 16 : per);
-        pt->bshift = 0;
-        while ((1ull << pt->bshift) < b)
-            pt->bshift++;
+        pt->bshift = (unsigned)__builtin_ctzll(next_pow2(per < 16 ? 16 : per));
         pt->nblk = 16;
         pt->blk = calloc(pt->nblk, sizeof *pt->blk);
         if (!pt->blk)
