@@ -40,11 +40,16 @@ static void make_ini(char *buf, size_t cap, long stock, const char *tb, const ch
 }
 
 /* Every config starts with [gateway]: add the park mode under test there. */
+static void with_park(char *buf, size_t cap, const char *ini)
+{
+    assert_true(strncmp(ini, "[gateway]\n", 10) == 0);
+    snprintf(buf, cap, "[gateway]\n%s%s", park_ini, ini + 10);
+}
+
 static void start(gw_proc *p, const char *ini)
 {
     char buf[4096];
-    assert_true(strncmp(ini, "[gateway]\n", 10) == 0);
-    snprintf(buf, sizeof buf, "[gateway]\n%s%s", park_ini, ini + 10);
+    with_park(buf, sizeof buf, ini);
     assert_int_equal(gw_proc_start(p, gateway_bin, buf), 0);
     running = p;
 }
@@ -635,11 +640,10 @@ static void test_port_in_use(void **state)
     char dir[] = "/tmp/seckill-port-XXXXXX", path[300], listen[32], text[1400];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/second.ini", dir);
-    snprintf(text, sizeof text, "[gateway]\n%s%s\n[queue]\ndata_dir = %s/data\n", park_ini,
-             ini + 10, dir);
+    with_park(text, sizeof text, ini);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs(text, f);
+    fprintf(f, "%s\n[queue]\ndata_dir = %s/data\n", text, dir);
     fclose(f);
     snprintf(listen, sizeof listen, "127.0.0.1:%d", p.port);
     const char *second[] = {gateway_bin, "-c", path, "--listen", listen, NULL};
