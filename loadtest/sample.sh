@@ -8,6 +8,11 @@
 #          parked_requests rss_kib established_connections sold_total
 #          (answers, buckets, parked and sold are "-" when /metrics did not
 #          answer within 0.9 s)
+#        loadtest/sample.sh once BASE_URL PID PORT RAWFILE
+#          appends one such line now (run.sh: before and after wrk, so that
+#          "peak" gives the gateway's own p99 without a scrape every second:
+#          on this VM the per-second scrape's processes cost the measured
+#          gateway milliseconds of p99)
 #        loadtest/sample.sh csv RAWFILE > CSV
 #          columns: second,rps,p99_ms,parked,established,rss_mib,sold
 #          (idle seconds after the load ended are left out)
@@ -23,28 +28,37 @@
 #          to last answered scrape), time from request to answer inside it
 set -eu
 
+# scrape BASE_URL PID PORT RAWFILE: append one raw line
+scrape() {
+    now=$(date +%s%N)
+    rss=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$2/status" 2>/dev/null || true)
+    est=$(ss -Htn state established "( sport = :$3 )" 2>/dev/null | wc -l)
+    m=$(curl -fs --max-time 0.9 "$1/metrics" 2>/dev/null || true)
+    # a scrape that gets no answer in time (10,000 busy connections) still
+    # records the connections and RSS; its answer columns are "-"
+    printf '%s\n' "$m" | awk -v t="$now" -v rss="${rss:-0}" -v est="$est" '
+        /^seckill_requests_total\{/ { total += $2; ok = 1 }
+        /^seckill_request_duration_seconds_bucket\{/ { b = b (b == "" ? "" : ",") $2 }
+        $1 == "seckill_parked_requests" { parked = $2 }
+        /^seckill_sold_total\{/ { sold += $2 }
+        END {
+            if (ok) print t, total + 0, b, parked + 0, rss, est, sold + 0
+            else print t, "-", "-", "-", rss, est, "-"
+        }' >> "$4"
+}
+
 mode=${1:-}
 case "$mode" in
+once)
+    [ $# -eq 5 ] || { echo "usage: sample.sh once BASE_URL PID PORT RAWFILE" >&2; exit 64; }
+    scrape "$2" "$3" "$4" "$5"
+    ;;
 run)
     [ $# -eq 5 ] || { echo "usage: sample.sh run BASE_URL PID PORT RAWFILE" >&2; exit 64; }
     base=$2 pid=$3 port=$4 raw=$5
     next=$(date +%s%N)
     while kill -0 "$pid" 2>/dev/null; do
-        now=$(date +%s%N)
-        rss=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
-        est=$(ss -Htn state established "( sport = :$port )" 2>/dev/null | wc -l)
-        m=$(curl -fs --max-time 0.9 "$base/metrics" 2>/dev/null || true)
-        # a scrape that gets no answer in time (10,000 busy connections) still
-        # records the connections and RSS; its answer columns are "-"
-        printf '%s\n' "$m" | awk -v t="$now" -v rss="${rss:-0}" -v est="$est" '
-            /^seckill_requests_total\{/ { total += $2; ok = 1 }
-            /^seckill_request_duration_seconds_bucket\{/ { b = b (b == "" ? "" : ",") $2 }
-            $1 == "seckill_parked_requests" { parked = $2 }
-            /^seckill_sold_total\{/ { sold += $2 }
-            END {
-                if (ok) print t, total + 0, b, parked + 0, rss, est, sold + 0
-                else print t, "-", "-", "-", rss, est, "-"
-            }' >> "$raw"
+        scrape "$base" "$pid" "$port" "$raw"
         next=$((next + 1000000000))
         wait_ns=$((next - $(date +%s%N)))
         if [ "$wait_ns" -gt 0 ]; then
@@ -131,7 +145,7 @@ peak)
         }' "$2"
     ;;
 *)
-    sed -n '2,19p' "$0" >&2
+    sed -n '2,/^[^#]/{/^#/p}' "$0" >&2
     exit 64
     ;;
 esac
