@@ -22,6 +22,10 @@
 # the closed loop of every other row, --runs times with a fresh gateway each;
 # its target is the issue's "p99 <= 5 ms at 256 connections while serving
 # >= 0.5 x ceiling" (the achieved req/s, not the offered one, must reach it).
+# Before those runs, one run each at 0.2, 0.4, 0.6 and 0.8 x that rate (0.1 to
+# 0.4 x ceiling): the latency curve, not judged, summed up under the table as
+# the highest offered rate whose p99 stayed within 5 ms. Paced rows also give
+# the gateway's own p99 (its histogram, request read to answer).
 # Prints a markdown table (also in loadtest/out/bench.md), writes the flash
 # sale's per-second samples to loadtest/out/sale.csv and plots them into
 # loadtest/out/sale.png (gnuplot). Targets are reported, never enforced: the
@@ -86,18 +90,22 @@ if { want ceiling || { want paced && [ -z "$PACE" ]; }; } && [ ! -x "$CEILING_BI
         cmake --build --preset release --target ceiling >/dev/null || true
 fi
 
-# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND INFO
+# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND INFO [GWP99]
 #   KIND: ceiling, reject (>= 0.8 x ceiling), full (>= 0.5 x ceiling; its
 #   p99 is shown, not judged: closed loop), paced (INFO = offered req/s;
-#   >= 0.5 x ceiling achieved and p99 <= 5 ms), asyncflush (not judged),
+#   >= 0.5 x ceiling achieved and p99 <= 5 ms), sweep (the same at a lower
+#   offered rate, not judged), asyncflush (not judged),
 #   redis (>= 0.3 x ceiling),
 #   sale (INFO = sold/stock), c10k (INFO = RSS KiB; c10kbuy: the same, not
 #   judged: it holds every order sold), timeout (INFO = worst
 #   lateness ms), none.
+#   GWP99: the gateway's own p99 in ms (run.sh's gw_p99_ms; shown for paced
+#   and sweep).
 #   The ratio and the target verdict are worked out in the report, against
 #   the best ceiling measured at the same number of connections.
 row() {
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$rows"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" \
+        "$9" "${10}" "${11:--}" >> "$rows"
 }
 
 # field KEY LINE: the value of KEY=... in a space-separated summary line
@@ -167,13 +175,13 @@ gw() {
     case $g_kind in
     sale) g_info="$(field sold "$g_line")/$(field stock "$g_line")" ;;
     c10k|c10kbuy) g_info=$(field rss_hwm_kib "$g_line") ;;
-    paced) g_info=$(field offered_rps "$g_line") ;;
+    paced|sweep) g_info=$(field offered_rps "$g_line") ;;
     timeout) g_info=$(field lateness_max_ms "$g_line") ;;
     *) g_info=- ;;
     esac
     row "$g_scen" "$g_park" "$g_conns" "$(field rps "$g_line")" "$(field p50_ms "$g_line")" \
         "$(field p99_ms "$g_line")" "$(statuses "$g_line")" "$(field invariants "$g_line")" \
-        "$g_kind" "$g_info"
+        "$g_kind" "$g_info" "$(field gw_p99_ms "$g_line")"
 }
 
 # gw_both: RUNS times in event park mode (a fresh gateway each, "run i/N"),
@@ -251,6 +259,13 @@ if want paced; then
         echo "bench.sh: paced: no ceiling at 256 connections to pace against; give --pace RPS" >&2
         row "full path (memory inventory), paced" event 256 - - - "no ceiling to pace against" - none -
     else
+        # the latency curve below the judged rate, lowest first
+        for f in 0.2 0.4 0.6 0.8; do
+            s_rate=$(awk -v p="$PACE" -v f="$f" 'BEGIN { printf "%.0f", p * f }')
+            # shellcheck disable=SC2086
+            gw "full path (memory inventory), paced at $s_rate req/s" sweep event 256 $D \
+                --stock "$BIG" --users "$BIG" --pace "$s_rate"
+        done
         p_i=1
         while [ "$p_i" -le "$RUNS" ]; do
             p_lbl="full path (memory inventory), paced at $PACE req/s"
@@ -326,6 +341,16 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                 # the gateway did not keep up with the offered rate
                 if ($10 > 0 && $4 < 0.98 * $10)
                     t = t sprintf("; achieved %.0f%% of offered", 100 * $4 / $10)
+                if ($11 != "" && $11 != "-")
+                    t = t "; gateway'\''s own p99 " $11 " ms"
+            }
+            else if ($9 == "sweep") {
+                t = (c > 0 ? sprintf("offered %.2f×; ", $10 / c) : "") \
+                    "latency curve, not judged: p99 " ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
+                if ($10 > 0 && $4 < 0.98 * $10)
+                    t = t sprintf("; achieved %.0f%% of offered", 100 * $4 / $10)
+                if ($11 != "" && $11 != "-")
+                    t = t "; gateway'\''s own p99 " $11 " ms"
             }
             else if ($9 == "asyncflush") # a machine crash may lose 100 ms of orders
                 t = "for comparison: orders fsynced every 100 ms"
@@ -341,9 +366,9 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
             else if ($9 == "timeout")
                 t = sprintf("timeouts ≤10 ms late: %s (worst %.1f ms)", $10 + 0 <= 10 ? "met" : "missed", $10)
             # far below the ceiling: what a stall looks like
-            if ($9 != "ceiling" && $9 != "c10k" && $9 != "c10kbuy" && $9 != "timeout" && $9 != "paced" && r != "n/a" && r + 0 < 0.1)
+            if ($9 != "ceiling" && $9 != "c10k" && $9 != "c10kbuy" && $9 != "timeout" && $9 != "paced" && $9 != "sweep" && r != "n/a" && r + 0 < 0.1)
                 t = t "; STALL?"
-            if ($9 == "paced" && $10 > 0 && $4 < 0.1 * $10)
+            if (($9 == "paced" || $9 == "sweep") && $10 > 0 && $4 < 0.1 * $10)
                 t = t "; STALL?"
             if ($9 == "ceiling" && r != "n/a")
                 r = r == "1.00" ? "1.00 (best)" : r
@@ -354,6 +379,36 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
     echo "wrk on loopback, $THREADS threads, ${DURATION} s per scenario (sale and c10k ${LONG} s);" \
         "× ceiling = req/s over the best of loadtest/ceiling's runs at the same connections (before, after, and at 256 once more just before the paced rows; 10,000 against 1,000);" \
         "event-park rows repeat with a fresh gateway each run."
+    if awk -F'\t' '$9 == "paced" || $9 == "sweep" { f = 1 } END { exit !f }' "$rows"; then
+        echo
+        # the latency curve: every paced row by offered rate (the worst p99
+        # of the runs at one rate), and the highest rate up to which every
+        # rate kept p99 within 5 ms
+        awk -F'\t' '
+            NR == FNR { if ($9 == "ceiling" && $3 == 256 && $4 + 0 > b) b = $4 + 0; next }
+            ($9 == "paced" || $9 == "sweep") && $6 != "-" {
+                o = $10 + 0
+                if (!(o in p99)) { n++; rate[n] = o; p99[o] = $6 + 0; own[o] = $11 }
+                else if ($6 + 0 > p99[o]) { p99[o] = $6 + 0; own[o] = $11 }
+            }
+            END {
+                for (i = 2; i <= n; i++)
+                    for (j = i; j > 1 && rate[j] < rate[j - 1]; j--) { x = rate[j]; rate[j] = rate[j - 1]; rate[j - 1] = x }
+                line = ""
+                upto = 0; broken = 0
+                for (i = 1; i <= n; i++) {
+                    o = rate[i]
+                    line = line (i > 1 ? ", " : "") sprintf("%.0f", o) (b > 0 ? sprintf(" (%.2f×)", o / b) : "") \
+                        ": " p99[o] (own[o] != "-" ? " / " own[o] : "") " ms"
+                    if (!broken && p99[o] <= 5) upto = o; else broken = 1
+                }
+                printf "latency curve, full path paced at 256 connections (offered req/s: p99 as wrk saw it / the gateway'\''s own p99): %s. ", line
+                if (upto > 0)
+                    printf "p99 within 5 ms up to %.0f req/s offered%s.\n", upto, (b > 0 ? sprintf(" (%.2f × ceiling)", upto / b) : "")
+                else
+                    printf "p99 above 5 ms at every paced rate.\n"
+            }' "$rows" "$rows"
+    fi
     if awk -F'\t' '$9 == "full" || $9 == "paced" { f = 1 } END { exit !f }' "$rows"; then
         echo
         awk -F'\t' '$9 == "ceiling" && $3 == 256 && $4 + 0 > b { b = $4 + 0; p = $6 }
