@@ -26,7 +26,8 @@
 # 0.4 x ceiling): the latency curve, not judged, summed up under the table as
 # the highest offered rate whose p99 stayed within 5 ms. Paced rows also give
 # the gateway's own p99 (its histogram, request read to answer).
-# Prints a markdown table (also in loadtest/out/bench.md), writes the flash
+# Prints a markdown table (also in loadtest/out/bench.md; SECKILL_BENCH_OUT
+# names another directory for every file below), writes the flash
 # sale's per-second samples to loadtest/out/sale.csv and plots them into
 # loadtest/out/sale.png (gnuplot). Targets are reported, never enforced: the
 # exit status is 0 unless a gateway cannot start (69) or an invariant breaks
@@ -75,7 +76,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ] && want c10k;
     echo "bench.sh: ulimit -n is $(ulimit -n); 10,000 connections need more (raise the hard limit)" >&2
 fi
 
-OUT=loadtest/out
+OUT=${SECKILL_BENCH_OUT:-loadtest/out}
 mkdir -p "$OUT"
 rows="$OUT/rows.tsv" log="$OUT/bench.log"
 : > "$rows"
