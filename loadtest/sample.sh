@@ -49,6 +49,12 @@ scrape() {
 
 mode=${1:-}
 case "$mode" in
+once | run)
+    command -v ss >/dev/null ||
+        echo "sample.sh: ss is not installed (iproute2, make deps): established connections read 0" >&2
+    ;;
+esac
+case "$mode" in
 once)
     [ $# -eq 5 ] || { echo "usage: sample.sh once BASE_URL PID PORT RAWFILE" >&2; exit 64; }
     scrape "$2" "$3" "$4" "$5"
