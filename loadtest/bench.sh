@@ -33,6 +33,11 @@
 # exit status is 0 unless a gateway cannot start (69) or an invariant breaks
 # (1).
 set -eu
+# SECKILL_BENCH_OUT relative to where bench.sh was started, not to the cd below
+case "${SECKILL_BENCH_OUT:-}" in
+"" | /*) ;;
+*) SECKILL_BENCH_OUT=$PWD/$SECKILL_BENCH_OUT ;;
+esac
 cd "$(dirname "$0")/.."
 
 DURATION=10 RUNS=3 THREADS=$(nproc) C10K=0 ONLY="" PACE=""
@@ -263,6 +268,7 @@ if want paced; then
         # the latency curve below the judged rate, lowest first
         for f in 0.2 0.4 0.6 0.8; do
             s_rate=$(awk -v p="$PACE" -v f="$f" 'BEGIN { printf "%.0f", p * f }')
+            [ "$s_rate" -ge 1 ] || continue # run.sh --pace 0 is the closed loop
             # shellcheck disable=SC2086
             gw "full path (memory inventory), paced at $s_rate req/s" sweep event 256 $D \
                 --stock "$BIG" --users "$BIG" --pace "$s_rate"
@@ -342,7 +348,7 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                 # the gateway did not keep up with the offered rate
                 if ($10 > 0 && $4 < 0.98 * $10)
                     t = t sprintf("; achieved %.0f%% of offered", 100 * $4 / $10)
-                if ($11 != "" && $11 != "-")
+                if ($11 ~ /^[0-9.]+$/)
                     t = t "; gateway'\''s own p99 " $11 " ms"
             }
             else if ($9 == "sweep") {
@@ -350,7 +356,7 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                     "latency curve, not judged: p99 " ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
                 if ($10 > 0 && $4 < 0.98 * $10)
                     t = t sprintf("; achieved %.0f%% of offered", 100 * $4 / $10)
-                if ($11 != "" && $11 != "-")
+                if ($11 ~ /^[0-9.]+$/)
                     t = t "; gateway'\''s own p99 " $11 " ms"
             }
             else if ($9 == "asyncflush") # a machine crash may lose 100 ms of orders
@@ -382,33 +388,9 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
         "event-park rows repeat with a fresh gateway each run."
     if awk -F'\t' '$9 == "paced" || $9 == "sweep" { f = 1 } END { exit !f }' "$rows"; then
         echo
-        # the latency curve: every paced row by offered rate (the worst p99
-        # of the runs at one rate), and the highest rate up to which every
-        # rate kept p99 within 5 ms
-        awk -F'\t' '
-            NR == FNR { if ($9 == "ceiling" && $3 == 256 && $4 + 0 > b) b = $4 + 0; next }
-            ($9 == "paced" || $9 == "sweep") && $6 != "-" {
-                o = $10 + 0
-                if (!(o in p99)) { n++; rate[n] = o; p99[o] = $6 + 0; own[o] = $11 }
-                else if ($6 + 0 > p99[o]) { p99[o] = $6 + 0; own[o] = $11 }
-            }
-            END {
-                for (i = 2; i <= n; i++)
-                    for (j = i; j > 1 && rate[j] < rate[j - 1]; j--) { x = rate[j]; rate[j] = rate[j - 1]; rate[j - 1] = x }
-                line = ""
-                upto = 0; broken = 0
-                for (i = 1; i <= n; i++) {
-                    o = rate[i]
-                    line = line (i > 1 ? ", " : "") sprintf("%.0f", o) (b > 0 ? sprintf(" (%.2f×)", o / b) : "") \
-                        ": " p99[o] (own[o] != "-" ? " / " own[o] : "") " ms"
-                    if (!broken && p99[o] <= 5) upto = o; else broken = 1
-                }
-                printf "latency curve, full path paced at 256 connections (offered req/s: p99 as wrk saw it / the gateway'\''s own p99): %s. ", line
-                if (upto > 0)
-                    printf "p99 within 5 ms up to %.0f req/s offered%s.\n", upto, (b > 0 ? sprintf(" (%.2f × ceiling)", upto / b) : "")
-                else
-                    printf "p99 above 5 ms at every paced rate.\n"
-            }' "$rows" "$rows"
+        # the latency curve (loadtest/curve.awk reads the rows twice: the
+        # ceiling first)
+        awk -F'\t' -f loadtest/curve.awk "$rows" "$rows"
     fi
     if awk -F'\t' '$9 == "full" || $9 == "paced" { f = 1 } END { exit !f }' "$rows"; then
         echo

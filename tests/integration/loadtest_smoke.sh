@@ -12,7 +12,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 fail() { echo "loadtest_smoke: FAIL: $*" >&2; exit 1; }
 command -v wrk >/dev/null || fail "wrk is not installed (make deps)"
 tmp=$(mktemp -d /tmp/seckill-smoke-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT INT TERM
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
 export SECKILL_GATEWAY="$gw"
 
 # field KEY LINE: the value of KEY=... in a space-separated summary line
@@ -47,6 +48,40 @@ set -e
 [ "$rc" = 64 ] || fail "run.sh --io bogus exited $rc, expected 64"
 case "$err" in *"--io: expected poll or epoll"*) ;; *) fail "run.sh --io bogus said: $err" ;; esac
 
+echo "== loadtest/curve.awk on fixed rows"
+# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND OFFERED GWP99
+fixrow() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@"; }
+curve() { awk -F'\t' -f "$root/loadtest/curve.awk" "$1" "$1"; }
+expect() { # expect FILE TEXT: the curve of FILE contains TEXT
+    got=$(curve "$1")
+    case "$got" in *"$2"*) ;; *) fail "curve.awk: expected '$2' in: $got" ;; esac
+}
+{
+    fixrow ceiling event 256 100000 2 8 - - ceiling - -
+    fixrow ceiling event 1000 90000 9 20 - - ceiling - -
+    fixrow p event 256 29000 1 6.0 - OK sweep 30000 5.5
+    fixrow p event 256 10000 1 2.0 - OK sweep 10000 1.5
+    fixrow p event 256 20000 1 4.9 - OK sweep 20000 4.0
+    fixrow p event 256 - - - - - sweep 40000 -
+    fixrow p event 256 50000 3 4.0 - OK paced 50000 3.1
+    fixrow p event 256 48000 3 12.0 - OK paced 50000 9.8
+    fixrow p event 256 60000 3 1.0 - OK full - -
+} > "$tmp/a.tsv"
+expect "$tmp/a.tsv" "own p99): 10000 (0.10×): 2 / 1.5 ms, 20000 (0.20×): 4.9 / 4.0 ms, 30000 (0.30×): 6 / 5.5 ms, 50000 (0.50×): 12 / 9.8 ms. "
+expect "$tmp/a.tsv" "p99 within 5 ms up to 20000 req/s offered (0.20 × ceiling)."
+{
+    fixrow p event 256 10000 1 7 - OK sweep 10000 n/a
+    fixrow p event 256 30000 1 4 - OK paced 30000 3
+    fixrow p event 256 20000 1 3 - OK sweep 20000 2
+} > "$tmp/b.tsv"
+expect "$tmp/b.tsv" "own p99): 10000: 7 ms, 20000: 3 / 2 ms, 30000: 4 / 3 ms. "
+expect "$tmp/b.tsv" "p99 above 5 ms already at the lowest paced rate (10000 req/s offered); within 5 ms at 20000, 30000 req/s."
+{
+    fixrow p event 256 10000 1 5.5 - OK sweep 10000 5
+    fixrow p event 256 20000 1 9 - OK paced 20000 8
+} > "$tmp/c.tsv"
+expect "$tmp/c.tsv" "p99 above 5 ms at every paced rate."
+
 echo "== bench.sh --only paced: the latency curve"
 out_before=$(stat -c %Y "$root/loadtest/out/bench.md" 2>/dev/null || echo none)
 SECKILL_BENCH_OUT="$tmp/bench" "$root/loadtest/bench.sh" --only paced --duration 1 --runs 1 --pace 400 \
@@ -55,12 +90,20 @@ cat "$tmp/bench.txt"
 rows=$(grep -c '^| full path (memory inventory), paced at' "$tmp/bench/bench.md" || true)
 [ "$rows" = 5 ] || fail "$rows paced rows in bench.md, expected 5 (4 of the curve, 1 judged)"
 curve=$(grep '^latency curve' "$tmp/bench/bench.md") || fail "no latency curve line in bench.md"
+# every rate with p99 as wrk saw it and the gateway's own: "R: P / Q ms"
 for r in 80 160 240 320 400; do
-    case "$curve" in *"): $r: "* | *", $r: "*) ;; *) fail "latency curve lacks rate $r: $curve" ;; esac
+    printf '%s\n' "$curve" | grep -Eq "(\): |, )$r: [0-9.]+ / [0-9.]+ ms" ||
+        fail "latency curve lacks rate $r with both p99s: $curve"
 done
-case "$curve" in *"p99 within 5 ms up to "*" req/s offered."* | *"p99 above 5 ms at every paced rate."*) ;;
-*) fail "latency curve has no verdict: $curve" ;;
-esac
+# the verdict, worked out here from the rows (offered rate, p99) on their own
+want=$(awk -F'\t' '($9 == "paced" || $9 == "sweep") && $6 != "-" { print $10, $6 }' "$tmp/bench/rows.tsv" | sort -n | awk '
+    { if (!broken && $2 <= 5) upto = $1; else broken = 1; if ($2 <= 5) any = 1 }
+    END {
+        if (upto) print "p99 within 5 ms up to " upto " req/s offered."
+        else if (any) print "p99 above 5 ms already at the lowest paced rate"
+        else print "p99 above 5 ms at every paced rate."
+    }')
+case "$curve" in *"$want"*) ;; *) fail "latency curve verdict: expected '$want' in: $curve" ;; esac
 [ "$(stat -c %Y "$root/loadtest/out/bench.md" 2>/dev/null || echo none)" = "$out_before" ] ||
     fail "bench.sh wrote loadtest/out/bench.md despite SECKILL_BENCH_OUT"
 echo "loadtest_smoke: OK"
