@@ -34,7 +34,9 @@
 #                     during the run (loadtest/sample.sh) and write CSV
 # The summary also gives gw_cpu_us_per_req: the gateway's CPU time (user +
 # system) while wrk ran, per request (with --redis: the worker's and Redis's too).
-# The summary line also has rss_hwm_kib (gateway VmHWM after the run),
+# The summary line also has gw_exit (the gateway's exit status after the
+# SIGTERM that ends the run: 0 unless it crashed or a
+# sanitizer build found something), rss_hwm_kib (gateway VmHWM after the run),
 # gw_p99_ms (the gateway's own p99 over the run, request read to answer, from
 # its histogram: one /metrics scrape before wrk and one after, or the
 # per-second ones of --sample) and, with --sample, the peak established
@@ -269,6 +271,18 @@ verdict=OK
 # Every 200 the app saw is a sale; a sale may lack a 200 only when its answer
 # timed out (504) or was cut off by wrk's end.
 [ "$ok200" -le "$sold" ] || verdict="PHANTOM_SUCCESS(200s=$ok200>sold=$sold)"
+
+# stop the gateway as an operator would: SIGTERM must end it with status 0
+# (a sanitizer build exits non-zero when it found a leak or a race)
+kill "$gw_pid" 2>/dev/null || true
+gw_rc=0
+wait "$gw_pid" 2>/dev/null || gw_rc=$?
+gw_pid=""
+extra="$extra gw_exit=$gw_rc"
+if [ "$gw_rc" != 0 ]; then
+    echo "run.sh: the gateway exited with status $gw_rc after SIGTERM; the end of its stderr:" >&2
+    tail -n 20 "$work/gw.err" >&2
+fi
 
 [ "$IO" = epoll ] && extra="$extra http_io=epoll"
 echo "$summary" | sed 's/^SUMMARY //' | awk -v s="$STOCK" -v sold="$sold" -v v="$verdict" \

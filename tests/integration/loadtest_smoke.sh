@@ -28,7 +28,23 @@ echo "$line"
 [ "$(field sold "$line")" = 100 ] || fail "sold=$(field sold "$line"), expected 100 of stock 100"
 [ "$(field offered_rps "$line")" = 400 ] || fail "offered_rps=$(field offered_rps "$line"), expected 400"
 number "$(field gw_p99_ms "$line")" || fail "gw_p99_ms='$(field gw_p99_ms "$line")': no p99 from the gateway's histogram"
-case "$(field statuses "$line")" in *200=100*409=*) ;; *) fail "statuses=$(field statuses "$line"): expected 100 x 200 and some 409" ;; esac
+case "$(field statuses "$line")" in *200=100,409=*) ;; *) fail "statuses=$(field statuses "$line"): expected 100 x 200 and some 409" ;; esac
+[ "$(field gw_exit "$line")" = 0 ] || fail "gw_exit=$(field gw_exit "$line"): the gateway did not exit 0 on SIGTERM"
+
+echo "== run.sh reports a gateway that does not exit 0 on SIGTERM"
+# the real gateway behind a wrapper that exits 3 once it has stopped it
+cat > "$tmp/gw-exit3" <<WRAPPER
+#!/bin/sh
+"$gw" "\$@" &
+pid=\$!
+trap 'kill \$pid; wait \$pid; exit 3' TERM
+wait \$pid
+WRAPPER
+chmod +x "$tmp/gw-exit3"
+line=$(SECKILL_GATEWAY="$tmp/gw-exit3" "$root/loadtest/run.sh" --duration 1s --connections 4 --stock 10 \
+    2>"$tmp/exit3.err") || fail "run.sh exited $? with the wrapped gateway"
+[ "$(field gw_exit "$line")" = 3 ] || fail "gw_exit=$(field gw_exit "$line"), expected 3: $line"
+grep -q "exited with status 3 after SIGTERM" "$tmp/exit3.err" || fail "no message on stderr: $(cat "$tmp/exit3.err")"
 
 echo "== run.sh --sample"
 line=$("$root/loadtest/run.sh" --duration 3s --connections 16 --stock 1000000 --users 1000000 --sample "$tmp/s.csv") ||
