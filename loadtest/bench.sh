@@ -185,8 +185,12 @@ gw() {
     timeout) g_info=$(field lateness_max_ms "$g_line") ;;
     *) g_info=- ;;
     esac
+    g_inv=$(field invariants "$g_line")
+    # a crash at SIGTERM, or what a sanitizer build found (run.sh's stderr is in the log)
+    g_exit=$(field gw_exit "$g_line")
+    [ -n "$g_exit" ] && [ "$g_exit" != 0 ] && g_inv="$g_inv; gateway exit $g_exit (see $log)"
     row "$g_scen" "$g_park" "$g_conns" "$(field rps "$g_line")" "$(field p50_ms "$g_line")" \
-        "$(field p99_ms "$g_line")" "$(statuses "$g_line")" "$(field invariants "$g_line")" \
+        "$(field p99_ms "$g_line")" "$(statuses "$g_line")" "$g_inv" \
         "$g_kind" "$g_info" "$(field gw_p99_ms "$g_line")"
 }
 
