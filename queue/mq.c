@@ -528,7 +528,9 @@ static const uint8_t *arena_at(const struct part *pt, uint64_t pos)
     return pt->arena + (pos & (pt->acap - 1));
 }
 
-/* Free the metadata blocks wholly below start. Caller holds pt->mu. */
+/* Free the metadata blocks wholly below start; called wherever start moves,
+ * so ring_reserve finds [blk_lo, blk_end) starting at start's block. Caller
+ * holds pt->mu. */
 static void ring_trim(struct part *pt)
 {
     if (!pt->blk)
@@ -560,7 +562,6 @@ static int ring_reserve(mq_topic *t, struct part *pt, uint64_t n)
             return -ENOMEM;
         pt->blk_lo = pt->blk_end = pt->start >> pt->bshift;
     }
-    ring_trim(pt);
     uint64_t need_end = ((pt->end + n - 1) >> pt->bshift) + 1;
     if (need_end - pt->blk_lo > pt->nblk) {
         uint64_t ncap = pt->nblk * 2;
@@ -1452,6 +1453,7 @@ static int recover_cb(void *arg, const mq__rec *lr)
             return 1;
         }
         pt->start = pt->end = lr->offset;
+        ring_trim(pt);
     }
     int rc = ring_reserve(t, pt, 1);
     if (rc == 0 && lr->producer_id && !pt->prods && !(pt->prods = ptable_create()))

@@ -152,8 +152,7 @@ static size_t ost_encode(unsigned char *b, const char *group, size_t glen, uint3
 {
     sk_le_put32(b, (uint32_t)(OFFSETS_HDR - 8 + glen));
     sk_le_put32(b + 8, partition);
-    sk_le_put32(b + 12, (uint32_t)offset);
-    sk_le_put32(b + 16, (uint32_t)(offset >> 32));
+    sk_le_put64(b + 12, offset);
     b[20] = (unsigned char)(glen & 0xff);
     b[21] = (unsigned char)(glen >> 8);
     memcpy(b + OFFSETS_HDR, group, glen);
@@ -229,8 +228,8 @@ static int ost_load(mq__offsets *o, uint64_t *valid)
             glen != len - (OFFSETS_HDR - 8) || got - pos < 8 + (size_t)len ||
             sk_crc32c(0, p + 8, len) != sk_le_get32(p + 4))
             break;
-        uint64_t off = (uint64_t)sk_le_get32(p + 12) | (uint64_t)sk_le_get32(p + 16) << 32;
-        rc = ost_set(o, (const char *)p + OFFSETS_HDR, glen, sk_le_get32(p + 8), off);
+        rc = ost_set(o, (const char *)p + OFFSETS_HDR, glen, sk_le_get32(p + 8),
+                     sk_le_get64(p + 12));
         if (rc < 0)
             goto out_free;
         pos += 8 + len;
