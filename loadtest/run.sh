@@ -33,7 +33,9 @@
 #   --sample CSV      sample /metrics, RSS and open connections once a second
 #                     during the run (loadtest/sample.sh) and write CSV
 # The summary also gives gw_cpu_us_per_req: the gateway's CPU time (user +
-# system) while wrk ran, per request (with --redis: the worker's and Redis's too).
+# system) while wrk ran, per request (with --redis: the worker's and Redis's
+# too), and box_busy_pct: how busy all CPUs of the machine were while wrk ran,
+# in per cent (every process: wrk's share of a loopback test shows there).
 # The summary line also has gw_exit (the gateway's exit status after the
 # SIGTERM that ends the run: 0 unless it crashed or a
 # sanitizer build found something), rss_hwm_kib (gateway VmHWM after the run),
@@ -208,8 +210,10 @@ gw_t0=$(ticks "$gw_pid")
 wk_t0=0 rd_t0=0
 [ -n "$worker_pid" ] && wk_t0=$(ticks "$worker_pid")
 [ -n "$redis_pid" ] && rd_t0=$(ticks "$redis_pid")
+cpu0=$(loadtest/sample.sh cpu)
 SECKILL_USERS=$USERS SECKILL_ITEM=demo SECKILL_PACE=$PACE SECKILL_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
     --timeout "$wrk_timeout" -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
+busy=$(loadtest/sample.sh busy "$cpu0")
 gw_t1=$(ticks "$gw_pid")
 wk_t1=0 rd_t1=0
 [ -n "$worker_pid" ] && wk_t1=$(ticks "$worker_pid")
@@ -231,7 +235,7 @@ fi
 summary=$(grep '^SUMMARY' "$work/wrk.out" || true)
 [ -n "$summary" ] || { echo "run.sh: wrk printed no summary:" >&2; cat "$work/wrk.out" >&2; exit 70; }
 hwm=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$gw_pid/status" 2>/dev/null || true)
-extra=" rss_hwm_kib=${hwm:-?}$extra"
+extra=" rss_hwm_kib=${hwm:-?}$extra box_busy_pct=${busy:-n/a}"
 # CPU per request while wrk ran: gateway, and with --redis the worker and Redis
 nreq=$(printf '%s\n' "$summary" | sed -n 's/.* requests=\([0-9]*\).*/\1/p')
 extra="$extra $(awk -v r="${nreq:-0}" -v hz="$(getconf CLK_TCK)" -v g=$((gw_t1 - gw_t0)) \

@@ -26,7 +26,18 @@
 #          prints "peak_established=N peak_parked=N peak_rss_kib=N
 #          gw_p99_ms=X": X is the gateway's own p99 over the whole run (first
 #          to last answered scrape), time from request to answer inside it
+#        loadtest/sample.sh cpu
+#          prints "BUSY TOTAL": clock ticks of all CPUs together so far, busy
+#          (user, nice, system, irq, softirq, steal) and in all (/proc/stat)
+#        loadtest/sample.sh busy "BUSY TOTAL"
+#          prints the per cent of all CPUs busy since that `cpu` output:
+#          every process on the machine, the load generator too
 set -eu
+
+# cpu_now: "BUSY TOTAL" clock ticks from /proc/stat's all-CPU line
+cpu_now() {
+    awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6; exit }' /proc/stat
+}
 
 # scrape BASE_URL PID PORT RAWFILE: append one raw line
 scrape() {
@@ -119,6 +130,16 @@ csv)
             have = 1; pt = t; ptotal = total
             for (i = 1; i <= n; i++) pcum[i] = cum[i]
         }' "$2"
+    ;;
+cpu)
+    cpu_now
+    ;;
+busy)
+    [ $# -eq 2 ] || { echo "usage: sample.sh busy \"BUSY TOTAL\"" >&2; exit 64; }
+    cpu_now | awk -v since="$2" '{
+        split(since, s, " ")
+        if ($2 > s[2]) printf "%.0f\n", 100 * ($1 - s[1]) / ($2 - s[2])
+        else print "n/a" }'
     ;;
 peak)
     [ $# -eq 2 ] || { echo "usage: sample.sh peak RAWFILE" >&2; exit 64; }
