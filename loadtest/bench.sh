@@ -25,7 +25,9 @@
 # Before those runs, one run each at 0.2, 0.4, 0.6 and 0.8 x that rate (0.1 to
 # 0.4 x ceiling): the latency curve, not judged, summed up under the table as
 # the highest offered rate whose p99 stayed within 5 ms. Paced rows also give
-# the gateway's own p99 (its histogram, request read to answer).
+# the gateway's own p99 (its histogram, request read to answer) and its CPU
+# time a request, and how busy the machine's CPUs were. After them, a
+# reference row, not judged: loadtest/ceiling offered the same rate.
 # Prints a markdown table (also in loadtest/out/bench.md; SECKILL_BENCH_OUT
 # names another directory for every file below), writes the flash
 # sale's per-second samples to loadtest/out/sale.csv and plots them into
@@ -96,7 +98,7 @@ if { want ceiling || { want paced && [ -z "$PACE" ]; }; } && [ ! -x "$CEILING_BI
         cmake --build --preset release --target ceiling >/dev/null || true
 fi
 
-# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND INFO [GWP99]
+# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND INFO [GWP99 [CPU [BUSY]]]
 #   KIND: ceiling, reject (>= 0.8 x ceiling), full (>= 0.5 x ceiling; its
 #   p99 is shown, not judged: closed loop), paced (INFO = offered req/s;
 #   >= 0.5 x ceiling achieved and p99 <= 5 ms), sweep (the same at a lower
@@ -106,12 +108,17 @@ fi
 #   judged: it holds every order sold), timeout (INFO = worst
 #   lateness ms), none.
 #   GWP99: the gateway's own p99 in ms (run.sh's gw_p99_ms; shown for paced
-#   and sweep).
+#   and sweep). CPU: the server's CPU time a request in microseconds (the
+#   gateway's for paced and sweep, run.sh's gw_cpu_us_per_req; the ceiling's
+#   for reference rows). BUSY: per cent of the machine's CPUs busy while wrk
+#   ran (run.sh's box_busy_pct; every process, wrk too).
+#   reference: loadtest/ceiling offered the judged paced rate (INFO = offered
+#   req/s), not judged: libmicrohttpd alone at that load.
 #   The ratio and the target verdict are worked out in the report, against
 #   the best ceiling measured at the same number of connections.
 row() {
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" \
-        "$9" "${10}" "${11:--}" >> "$rows"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" \
+        "$7" "$8" "$9" "${10}" "${11:--}" "${12:--}" "${13:--}" >> "$rows"
 }
 
 # field KEY LINE: the value of KEY=... in a space-separated summary line
@@ -129,8 +136,16 @@ statuses() {
     printf '%s' "${st_s:--}"
 }
 
-run_ceiling() { # run_ceiling CONNS LABEL
-    c_conns=$1
+# cpu_ticks PID: user + system clock ticks the process has used so far
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo ""
+}
+
+# run_ceiling CONNS SCENARIO [PACE]: loadtest/ceiling under wrk, closed loop;
+# with PACE, wrk offers PACE req/s as run.sh --pace does, and the row is of
+# kind reference
+run_ceiling() {
+    c_conns=$1 c_pace=${3:-0}
     c_tmp=$(mktemp -d /tmp/seckill-ceiling-XXXXXX)
     "$CEILING_BIN" --listen 127.0.0.1:0 > "$c_tmp/out" 2> "$c_tmp/err" &
     c_pid=$!
@@ -140,21 +155,33 @@ run_ceiling() { # run_ceiling CONNS LABEL
         [ -n "$c_port" ] && break
         sleep 0.05
     done
-    c_line=""
+    c_line="" c_cpu=- c_busy=-
     if [ -n "$c_port" ]; then
-        wrk -t"$THREADS" -c"$c_conns" -d"${DURATION}s" --latency -s loadtest/seckill.lua \
+        c_t0=$(cpu_ticks "$c_pid")
+        c_cpu0=$(loadtest/sample.sh cpu)
+        SECKILL_PACE=$c_pace SECKILL_THREADS=$THREADS \
+            wrk -t"$THREADS" -c"$c_conns" -d"${DURATION}s" --latency -s loadtest/seckill.lua \
             "http://127.0.0.1:$c_port" > "$c_tmp/wrk" 2>&1 || true
+        c_busy=$(loadtest/sample.sh busy "$c_cpu0")
+        c_t1=$(cpu_ticks "$c_pid")
         c_line=$(sed -n 's/^SUMMARY //p' "$c_tmp/wrk")
+        c_req=$(field requests "$c_line")
+        if [ -n "$c_t0" ] && [ -n "$c_t1" ] && [ "${c_req:-0}" -gt 0 ]; then
+            c_cpu=$(awk -v t="$((c_t1 - c_t0))" -v hz="$(getconf CLK_TCK)" -v n="$c_req" \
+                'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+        fi
     fi
     kill "$c_pid" 2>/dev/null && wait "$c_pid" 2>/dev/null || true
-    echo "ceiling c=$c_conns: ${c_line:-failed: $(cat "$c_tmp/err" "$c_tmp/wrk" 2>/dev/null | head -n 3)}" >> "$log"
+    echo "ceiling c=$c_conns pace=$c_pace cpu_us_per_req=$c_cpu box_busy_pct=$c_busy: ${c_line:-failed: $(cat "$c_tmp/err" "$c_tmp/wrk" 2>/dev/null | head -n 3)}" >> "$log"
     rm -rf "$c_tmp"
+    c_kind=ceiling c_info=-
+    [ "$c_pace" -gt 0 ] && c_kind=reference c_info=$c_pace
     if [ -z "$c_line" ]; then
-        row "ceiling ($2)" event "$c_conns" - - - "did not run" - none -
+        row "$2" event "$c_conns" - - - "did not run" - none -
         return
     fi
-    row "ceiling ($2)" event "$c_conns" "$(field rps "$c_line")" "$(field p50_ms "$c_line")" \
-        "$(field p99_ms "$c_line")" "$(statuses "$c_line")" - ceiling -
+    row "$2" event "$c_conns" "$(field rps "$c_line")" "$(field p50_ms "$c_line")" \
+        "$(field p99_ms "$c_line")" "$(statuses "$c_line")" - "$c_kind" "$c_info" - "$c_cpu" "$c_busy"
 }
 
 # -------------------------------------------------------------- gateway ---
@@ -191,7 +218,8 @@ gw() {
     [ -n "$g_exit" ] && [ "$g_exit" != 0 ] && g_inv="$g_inv; gateway exit $g_exit (see $log)"
     row "$g_scen" "$g_park" "$g_conns" "$(field rps "$g_line")" "$(field p50_ms "$g_line")" \
         "$(field p99_ms "$g_line")" "$(statuses "$g_line")" "$g_inv" \
-        "$g_kind" "$g_info" "$(field gw_p99_ms "$g_line")"
+        "$g_kind" "$g_info" "$(field gw_p99_ms "$g_line")" "$(field gw_cpu_us_per_req "$g_line")" \
+        "$(field box_busy_pct "$g_line")"
 }
 
 # gw_both: RUNS times in event park mode (a fresh gateway each, "run i/N"),
@@ -215,8 +243,8 @@ BIG=1000000000
 # the best of them (other load on the machine only ever lowers it)
 ceilings() {
     if [ -x "$CEILING_BIN" ]; then
-        run_ceiling 256 "$1"
-        run_ceiling 1000 "$1"
+        run_ceiling 256 "ceiling ($1)"
+        run_ceiling 1000 "ceiling ($1)"
     else
         row "ceiling" event "256, 1000" - - - "not built ($CEILING_BIN)" - none -
     fi
@@ -257,7 +285,7 @@ if want paced; then
         # drifts by tens of percent over a bench, and pacing from one low
         # "before" run offered 0.40 x instead of 0.5 x
         if [ -x "$CEILING_BIN" ]; then
-            run_ceiling 256 "fixed 409, MHD only; for the pace"
+            run_ceiling 256 "ceiling (fixed 409, MHD only; for the pace)"
         fi
         # the best ceiling so far; 0.51: the pacing loses the requests in
         # flight when wrk stops, and the "after" ceiling may come out a little
@@ -285,6 +313,10 @@ if want paced; then
             gw "$p_lbl" paced event 256 $D --stock "$BIG" --users "$BIG" --pace "$PACE"
             p_i=$((p_i + 1))
         done
+        # the reference (footnote ²): libmicrohttpd alone at the same load
+        if [ -x "$CEILING_BIN" ]; then
+            run_ceiling 256 "reference: ceiling, paced at $PACE req/s" "$PACE"
+        fi
     fi
 fi
 
@@ -335,6 +367,19 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
     echo "| scenario | park | conns | req/s | × ceiling | p50 ms | p99 ms | statuses | invariants | target |"
     echo "|---|---|--:|--:|--:|--:|--:|---|---|---|"
     awk -F'\t' '
+        # paced, sweep and reference rows: what else the row measured
+        function load_notes(t, who) {
+            # the server did not keep up with the offered rate
+            if ($10 > 0 && $4 < 0.98 * $10)
+                t = t sprintf("; achieved %.0f%% of offered", 100 * $4 / $10)
+            if ($11 ~ /^[0-9.]+$/)
+                t = t "; gateway'\''s own p99 " $11 " ms"
+            if ($12 ~ /^[0-9.]+$/)
+                t = t "; " who " CPU " $12 " µs a request"
+            if ($13 ~ /^[0-9]+$/)
+                t = t "; machine " $13 "% busy"
+            return t
+        }
         NR == FNR { if ($9 == "ceiling" && $4 + 0 > best[$3]) best[$3] = $4 + 0; next }
         {
             c = best[$3] ? best[$3] : best[1000] # 10k connections: against 1,000
@@ -349,19 +394,17 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                 t = (c > 0 ? sprintf("offered %.2f×; ", $10 / c) : "") \
                     "≥0.5×: " (r == "n/a" ? "no ceiling" : (r + 0 >= 0.5 ? "met" : "missed")) \
                     ", p99≤5ms¹: " ($6 + 0 <= 5 ? "met" : "missed")
-                # the gateway did not keep up with the offered rate
-                if ($10 > 0 && $4 < 0.98 * $10)
-                    t = t sprintf("; achieved %.0f%% of offered", 100 * $4 / $10)
-                if ($11 ~ /^[0-9.]+$/)
-                    t = t "; gateway'\''s own p99 " $11 " ms"
+                t = load_notes(t, "gateway")
             }
             else if ($9 == "sweep") {
                 t = (c > 0 ? sprintf("offered %.2f×; ", $10 / c) : "") \
                     "latency curve, not judged: p99 " ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
-                if ($10 > 0 && $4 < 0.98 * $10)
-                    t = t sprintf("; achieved %.0f%% of offered", 100 * $4 / $10)
-                if ($11 ~ /^[0-9.]+$/)
-                    t = t "; gateway'\''s own p99 " $11 " ms"
+                t = load_notes(t, "gateway")
+            }
+            else if ($9 == "reference") {
+                t = (c > 0 ? sprintf("offered %.2f×; ", $10 / c) : "") \
+                    "reference², not judged: p99 " ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
+                t = load_notes(t, "server")
             }
             else if ($9 == "asyncflush") # a machine crash may lose 100 ms of orders
                 t = "for comparison: orders fsynced every 100 ms"
@@ -377,9 +420,9 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
             else if ($9 == "timeout")
                 t = sprintf("timeouts ≤10 ms late: %s (worst %.1f ms)", $10 + 0 <= 10 ? "met" : "missed", $10)
             # far below the ceiling: what a stall looks like
-            if ($9 != "ceiling" && $9 != "c10k" && $9 != "c10kbuy" && $9 != "timeout" && $9 != "paced" && $9 != "sweep" && r != "n/a" && r + 0 < 0.1)
+            if ($9 != "ceiling" && $9 != "c10k" && $9 != "c10kbuy" && $9 != "timeout" && $9 != "paced" && $9 != "sweep" && $9 != "reference" && r != "n/a" && r + 0 < 0.1)
                 t = t "; STALL?"
-            if (($9 == "paced" || $9 == "sweep") && $10 > 0 && $4 < 0.1 * $10)
+            if (($9 == "paced" || $9 == "sweep" || $9 == "reference") && $10 > 0 && $4 < 0.1 * $10)
                 t = t "; STALL?"
             if ($9 == "ceiling" && r != "n/a")
                 r = r == "1.00" ? "1.00 (best)" : r
@@ -412,6 +455,23 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                 printf " The paced rows offer a fixed rate instead (Poisson send times over the 256" \
                        " connections, run.sh --pace), so their latency is the response time at that load;" \
                        " their × ceiling is the achieved rate, \"offered\" the rate wrk offered.\n"
+            }' "$rows"
+    fi
+    if awk -F'\t' '$9 == "reference" { f = 1 } END { exit !f }' "$rows"; then
+        echo
+        # the paced rows against libmicrohttpd alone at the same load
+        awk -F'\t' '
+            $9 == "paced" && $13 ~ /^[0-9]+$/ { n++; if (n == 1 || $13 < lo) lo = $13; if ($13 > hi) hi = $13
+                                                g += $12 }
+            $9 == "reference" { rp = $6; rc = $12; rb = $13 }
+            END {
+                printf "² reference row: loadtest/ceiling offered the paced rows'\'' rate by the same wrk:" \
+                       " libmicrohttpd alone at that load, p99 %s ms, %s µs of CPU a request, the machine %s%%" \
+                       " busy.", rp, rc, rb
+                if (n > 0)
+                    printf " The paced gateway rows: %.1f µs of CPU a request, the machine %s%s%% busy" \
+                           " (wrk shares its CPUs).", g / n, lo, (hi != lo ? "-" hi : "")
+                printf "\n"
             }' "$rows"
     fi
     if [ -n "$SALE" ]; then

@@ -4,9 +4,9 @@
 # sampler) and the paced part of loadtest/bench.sh with its latency curve.
 # It checks what the tools report, never how fast anything was.
 #
-# usage: loadtest_smoke.sh GATEWAY_BINARY
+# usage: loadtest_smoke.sh GATEWAY_BINARY CEILING_BINARY
 set -eu
-[ $# -eq 1 ] || { echo "usage: loadtest_smoke.sh GATEWAY_BINARY" >&2; exit 64; }
+[ $# -eq 2 ] || { echo "usage: loadtest_smoke.sh GATEWAY_BINARY CEILING_BINARY" >&2; exit 64; }
 gw=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 fail() { echo "loadtest_smoke: FAIL: $*" >&2; exit 1; }
@@ -14,7 +14,7 @@ command -v wrk >/dev/null || fail "wrk is not installed (make deps)"
 tmp=$(mktemp -d /tmp/seckill-smoke-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
-export SECKILL_GATEWAY="$gw"
+export SECKILL_GATEWAY="$gw" SECKILL_CEILING="$2"
 
 # field KEY LINE: the value of KEY=... in a space-separated summary line
 field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
@@ -30,6 +30,9 @@ echo "$line"
 number "$(field gw_p99_ms "$line")" || fail "gw_p99_ms='$(field gw_p99_ms "$line")': no p99 from the gateway's histogram"
 case "$(field statuses "$line")" in *200=100,409=*) ;; *) fail "statuses=$(field statuses "$line"): expected 100 x 200 and some 409" ;; esac
 [ "$(field gw_exit "$line")" = 0 ] || fail "gw_exit=$(field gw_exit "$line"): the gateway did not exit 0 on SIGTERM"
+b=$(field box_busy_pct "$line")
+case "$b" in '' | *[!0-9]*) fail "box_busy_pct='$b': expected a whole per cent" ;; esac
+[ "$b" -le 100 ] || fail "box_busy_pct=$b: over 100 %"
 
 echo "== run.sh reports a gateway that does not exit 0 on SIGTERM"
 # the real gateway behind a wrapper that exits 3 once it has stopped it
@@ -64,6 +67,21 @@ set -e
 [ "$rc" = 64 ] || fail "run.sh --io bogus exited $rc, expected 64"
 case "$err" in *"--io: expected poll or epoll"*) ;; *) fail "run.sh --io bogus said: $err" ;; esac
 
+echo "== sample.sh: how busy the CPUs were"
+c0=$("$root/loadtest/sample.sh" cpu)
+case "$c0" in *[!0-9\ ]* | '') fail "sample.sh cpu printed '$c0', expected BUSY TOTAL" ;; esac
+# one CPU kept busy for 0.5 s between the two readings: never 0 % busy
+c0=$("$root/loadtest/sample.sh" cpu)
+timeout 0.5 sh -c 'while :; do :; done' || true
+b=$("$root/loadtest/sample.sh" busy "$c0")
+case "$b" in '' | *[!0-9]*) fail "sample.sh busy printed '$b'" ;; esac
+[ "$b" -ge 20 ] && [ "$b" -le 100 ] || fail "sample.sh busy: $b % with a CPU spinning, expected 20-100"
+set +e
+"$root/loadtest/sample.sh" busy 2>/dev/null
+rc=$?
+set -e
+[ "$rc" = 64 ] || fail "sample.sh busy without a reading exited $rc, expected 64"
+
 echo "== loadtest/curve.awk on fixed rows"
 # row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND OFFERED GWP99
 fixrow() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@"; }
@@ -97,6 +115,14 @@ expect "$tmp/b.tsv" "p99 above 5 ms already at the lowest paced rate (10000 req/
     fixrow p event 256 20000 1 9 - OK paced 20000 8
 } > "$tmp/c.tsv"
 expect "$tmp/c.tsv" "p99 above 5 ms at every paced rate."
+# with the machine's busy per cent (column 13): the worst run's, per rate
+fixrow13() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@"; }
+{
+    fixrow13 p event 256 10000 1 2 - OK sweep 10000 1.5 40 55
+    fixrow13 p event 256 20000 1 4 - OK paced 20000 3 30 70
+    fixrow13 p event 256 20000 1 6 - OK paced 20000 5 30 90
+} > "$tmp/d.tsv"
+expect "$tmp/d.tsv" "own p99, at the machine's CPUs busy): 10000: 2 / 1.5 ms at 55% CPU, 20000: 6 / 5 ms at 90% CPU. "
 
 echo "== bench.sh --only paced: the latency curve"
 out_before=$(stat -c %Y "$root/loadtest/out/bench.md" 2>/dev/null || echo none)
@@ -105,6 +131,16 @@ SECKILL_BENCH_OUT="$tmp/bench" "$root/loadtest/bench.sh" --only paced --duration
 cat "$tmp/bench.txt"
 rows=$(grep -c '^| full path (memory inventory), paced at' "$tmp/bench/bench.md" || true)
 [ "$rows" = 5 ] || fail "$rows paced rows in bench.md, expected 5 (4 of the curve, 1 judged)"
+grep '^| full path (memory inventory), paced at 400 req/s ' "$tmp/bench/bench.md" |
+    grep -Eq 'gateway CPU [0-9.]+ µs a request; machine [0-9]+% busy' ||
+    fail "the judged paced row lacks the gateway's CPU a request or the machine's busy per cent"
+# libmicrohttpd alone at the paced rate, and the footnote that compares
+ref=$(grep '^| reference: ceiling, paced at 400 req/s |' "$tmp/bench/bench.md") ||
+    fail "no reference row (loadtest/ceiling at the paced rate) in bench.md"
+case "$ref" in *"| 409="*"reference², not judged: p99 "*"server CPU "*" µs a request; machine "*"% busy |") ;;
+*) fail "reference row: $ref" ;; esac
+grep -Eq '^² reference row: .* p99 [0-9.]+ ms, [0-9.]+ µs of CPU a request, the machine [0-9]+% busy\. The paced gateway rows: [0-9.]+ µs of CPU a request, the machine [0-9]+% busy' \
+    "$tmp/bench/bench.md" || fail "footnote ² missing or incomplete: $(grep '^²' "$tmp/bench/bench.md")"
 curve=$(grep '^latency curve' "$tmp/bench/bench.md") || fail "no latency curve line in bench.md"
 # every rate with p99 as wrk saw it and the gateway's own: "R: P / Q ms"
 for r in 80 160 240 320 400; do
