@@ -136,11 +136,6 @@ statuses() {
     printf '%s' "${st_s:--}"
 }
 
-# cpu_ticks PID: user + system clock ticks the process has used so far
-cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo ""
-}
-
 # run_ceiling CONNS SCENARIO [PACE]: loadtest/ceiling under wrk, closed loop;
 # with PACE, wrk offers PACE req/s as run.sh --pace does, and the row is of
 # kind reference
@@ -157,13 +152,13 @@ run_ceiling() {
     done
     c_line="" c_cpu=- c_busy=-
     if [ -n "$c_port" ]; then
-        c_t0=$(cpu_ticks "$c_pid")
+        c_t0=$(loadtest/sample.sh ticks "$c_pid" || true)
         c_cpu0=$(loadtest/sample.sh cpu)
         SECKILL_PACE=$c_pace SECKILL_THREADS=$THREADS \
             wrk -t"$THREADS" -c"$c_conns" -d"${DURATION}s" --latency -s loadtest/seckill.lua \
             "http://127.0.0.1:$c_port" > "$c_tmp/wrk" 2>&1 || true
         c_busy=$(loadtest/sample.sh busy "$c_cpu0")
-        c_t1=$(cpu_ticks "$c_pid")
+        c_t1=$(loadtest/sample.sh ticks "$c_pid" || true)
         c_line=$(sed -n 's/^SUMMARY //p' "$c_tmp/wrk")
         c_req=$(field requests "$c_line")
         if [ -n "$c_t0" ] && [ -n "$c_t1" ] && [ "${c_req:-0}" -gt 0 ]; then
@@ -396,15 +391,11 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                     ", p99≤5ms¹: " ($6 + 0 <= 5 ? "met" : "missed")
                 t = load_notes(t, "gateway")
             }
-            else if ($9 == "sweep") {
+            else if ($9 == "sweep" || $9 == "reference") {
                 t = (c > 0 ? sprintf("offered %.2f×; ", $10 / c) : "") \
-                    "latency curve, not judged: p99 " ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
-                t = load_notes(t, "gateway")
-            }
-            else if ($9 == "reference") {
-                t = (c > 0 ? sprintf("offered %.2f×; ", $10 / c) : "") \
-                    "reference², not judged: p99 " ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
-                t = load_notes(t, "server")
+                    ($9 == "sweep" ? "latency curve" : "reference²") ", not judged: p99 " \
+                    ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
+                t = load_notes(t, $9 == "sweep" ? "gateway" : "server")
             }
             else if ($9 == "asyncflush") # a machine crash may lose 100 ms of orders
                 t = "for comparison: orders fsynced every 100 ms"

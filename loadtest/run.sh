@@ -205,7 +205,7 @@ else
 fi
 wrk_timeout=$(( (WAIT_MS + 999) / 1000 + 2 ))s
 # CPU time (user + system, clock ticks) of a process so far
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+ticks() { loadtest/sample.sh ticks "$1" || echo 0; }
 gw_t0=$(ticks "$gw_pid")
 wk_t0=0 rd_t0=0
 [ -n "$worker_pid" ] && wk_t0=$(ticks "$worker_pid")

@@ -26,6 +26,9 @@
 #          prints "peak_established=N peak_parked=N peak_rss_kib=N
 #          gw_p99_ms=X": X is the gateway's own p99 over the whole run (first
 #          to last answered scrape), time from request to answer inside it
+#        loadtest/sample.sh ticks PID
+#          prints the user + system clock ticks process PID has used so far;
+#          exits 1 (printing nothing) when there is no such process
 #        loadtest/sample.sh cpu
 #          prints "BUSY TOTAL": clock ticks of all CPUs together so far, busy
 #          (user, nice, system, irq, softirq, steal) and in all (/proc/stat)
@@ -130,6 +133,10 @@ csv)
             have = 1; pt = t; ptotal = total
             for (i = 1; i <= n; i++) pcum[i] = cum[i]
         }' "$2"
+    ;;
+ticks)
+    [ $# -eq 2 ] || { echo "usage: sample.sh ticks PID" >&2; exit 64; }
+    awk '{ print $14 + $15 }' "/proc/$2/stat" 2>/dev/null || exit 1
     ;;
 cpu)
     cpu_now

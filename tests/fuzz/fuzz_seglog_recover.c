@@ -88,11 +88,6 @@ static void write_file(uint64_t base, const char *ext, const uint8_t *buf, size_
     close(fd);
 }
 
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* "MQCR": rewrite the CRC of every record whose len field fits. */
 static void lay_out_crc_fixed(const uint8_t *data, size_t size)
 {
@@ -100,12 +95,10 @@ static void lay_out_crc_fixed(const uint8_t *data, size_t size)
     fuzz_check(b != NULL, "malloc");
     memcpy(b, data, size);
     for (size_t pos = 0; pos + 8 <= size;) {
-        uint32_t len = le32(b + pos);
+        uint32_t len = sk_le_get32(b + pos);
         if (len < 4 || len > size - pos - 4)
             break;
-        uint32_t crc = sk_crc32c(0, b + pos + 8, len - 4);
-        for (int i = 0; i < 4; i++)
-            b[pos + 4 + i] = (uint8_t)(crc >> (8 * i));
+        sk_le_put32(b + pos + 4, sk_crc32c(0, b + pos + 8, len - 4));
         pos += 4 + (size_t)len;
     }
     write_file(0, "log", b, size);
