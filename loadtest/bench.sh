@@ -26,8 +26,10 @@
 # 0.4 x ceiling): the latency curve, not judged, summed up under the table as
 # the highest offered rate whose p99 stayed within 5 ms. Paced rows also give
 # the gateway's own p99 (its histogram, request read to answer) and its CPU
-# time a request, and how busy the machine's CPUs were. After them, a
-# reference row, not judged: loadtest/ceiling offered the same rate.
+# time a request, and how busy the machine's CPUs were. After them, two rows
+# not judged, compared in footnote ²: loadtest/ceiling offered the same rate
+# (reference), and the gateway offered it by repeat buyers (hand-off: the
+# worker answers "already purchased", so no sale is recorded or fsynced).
 # Prints a markdown table (also in loadtest/out/bench.md; SECKILL_BENCH_OUT
 # names another directory for every file below), writes the flash
 # sale's per-second samples to loadtest/out/sale.csv and plots them into
@@ -107,13 +109,15 @@ fi
 #   sale (INFO = sold/stock), c10k (INFO = RSS KiB; c10kbuy: the same, not
 #   judged: it holds every order sold), timeout (INFO = worst
 #   lateness ms), none.
-#   GWP99: the gateway's own p99 in ms (run.sh's gw_p99_ms; shown for paced
-#   and sweep). CPU: the server's CPU time a request in microseconds (the
-#   gateway's for paced and sweep, run.sh's gw_cpu_us_per_req; the ceiling's
-#   for reference rows). BUSY: per cent of the machine's CPUs busy while wrk
+#   GWP99: the gateway's own p99 in ms (run.sh's gw_p99_ms; shown for paced,
+#   sweep and handoff). CPU: the server's CPU time a request in microseconds
+#   (the gateway's for paced, sweep and handoff, run.sh's gw_cpu_us_per_req;
+#   the ceiling's for reference rows). BUSY: per cent of the machine's CPUs busy while wrk
 #   ran (run.sh's box_busy_pct; every process, wrk too).
 #   reference: loadtest/ceiling offered the judged paced rate (INFO = offered
-#   req/s), not judged: libmicrohttpd alone at that load.
+#   req/s), not judged: libmicrohttpd alone at that load. handoff: the
+#   gateway at that rate with repeat buyers (INFO = offered req/s), not
+#   judged: its path without a sale to record.
 #   The ratio and the target verdict are worked out in the report, against
 #   the best ceiling measured at the same number of connections.
 row() {
@@ -203,7 +207,7 @@ gw() {
     case $g_kind in
     sale) g_info="$(field sold "$g_line")/$(field stock "$g_line")" ;;
     c10k|c10kbuy) g_info=$(field rss_hwm_kib "$g_line") ;;
-    paced|sweep) g_info=$(field offered_rps "$g_line") ;;
+    paced|sweep|handoff) g_info=$(field offered_rps "$g_line") ;;
     timeout) g_info=$(field lateness_max_ms "$g_line") ;;
     *) g_info=- ;;
     esac
@@ -312,6 +316,13 @@ if want paced; then
         if [ -x "$CEILING_BIN" ]; then
             run_ceiling 256 "reference: ceiling, paced at $PACE req/s" "$PACE"
         fi
+        # the hand-off alone (footnote ²): the same gateway path, but 100
+        # users buy once each and every later request is a repeat buyer the
+        # worker answers "already purchased" (409): parse, token, queue,
+        # worker, resume and answer, with no sale to record or fsync
+        # shellcheck disable=SC2086
+        gw "hand-off: repeat buyers (409 already purchased), paced at $PACE req/s" handoff event \
+            256 $D --stock "$BIG" --users 100 --pace "$PACE"
     fi
 fi
 
@@ -391,11 +402,11 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                     ", p99≤5ms¹: " ($6 + 0 <= 5 ? "met" : "missed")
                 t = load_notes(t, "gateway")
             }
-            else if ($9 == "sweep" || $9 == "reference") {
+            else if ($9 == "sweep" || $9 == "reference" || $9 == "handoff") {
                 t = (c > 0 ? sprintf("offered %.2f×; ", $10 / c) : "") \
-                    ($9 == "sweep" ? "latency curve" : "reference²") ", not judged: p99 " \
-                    ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
-                t = load_notes(t, $9 == "sweep" ? "gateway" : "server")
+                    ($9 == "sweep" ? "latency curve" : ($9 == "reference" ? "reference²" : "hand-off²")) \
+                    ", not judged: p99 " ($6 + 0 <= 5 ? "≤" : ">") " 5 ms"
+                t = load_notes(t, $9 == "reference" ? "server" : "gateway")
             }
             else if ($9 == "asyncflush") # a machine crash may lose 100 ms of orders
                 t = "for comparison: orders fsynced every 100 ms"
@@ -411,9 +422,10 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
             else if ($9 == "timeout")
                 t = sprintf("timeouts ≤10 ms late: %s (worst %.1f ms)", $10 + 0 <= 10 ? "met" : "missed", $10)
             # far below the ceiling: what a stall looks like
-            if ($9 != "ceiling" && $9 != "c10k" && $9 != "c10kbuy" && $9 != "timeout" && $9 != "paced" && $9 != "sweep" && $9 != "reference" && r != "n/a" && r + 0 < 0.1)
+            paced = $9 == "paced" || $9 == "sweep" || $9 == "reference" || $9 == "handoff"
+            if ($9 != "ceiling" && $9 != "c10k" && $9 != "c10kbuy" && $9 != "timeout" && !paced && r != "n/a" && r + 0 < 0.1)
                 t = t "; STALL?"
-            if (($9 == "paced" || $9 == "sweep" || $9 == "reference") && $10 > 0 && $4 < 0.1 * $10)
+            if (paced && $10 > 0 && $4 < 0.1 * $10)
                 t = t "; STALL?"
             if ($9 == "ceiling" && r != "n/a")
                 r = r == "1.00" ? "1.00 (best)" : r
@@ -448,17 +460,24 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
                        " their × ceiling is the achieved rate, \"offered\" the rate wrk offered.\n"
             }' "$rows"
     fi
-    if awk -F'\t' '$9 == "reference" { f = 1 } END { exit !f }' "$rows"; then
+    if awk -F'\t' '$9 == "reference" || $9 == "handoff" { f = 1 } END { exit !f }' "$rows"; then
         echo
         # the paced rows against libmicrohttpd alone at the same load
         awk -F'\t' '
             $9 == "paced" && $13 ~ /^[0-9]+$/ { n++; if (n == 1 || $13 < lo) lo = $13; if ($13 > hi) hi = $13
                                                 g += $12 }
-            $9 == "reference" { rp = $6; rc = $12; rb = $13 }
+            $9 == "reference" { r = 1; rp = $6; rc = $12; rb = $13 }
+            $9 == "handoff" { h = 1; hp = $6; hg = $11; hc = $12; hb = $13 }
             END {
-                printf "² reference row: loadtest/ceiling offered the paced rows'\'' rate by the same wrk:" \
-                       " libmicrohttpd alone at that load, p99 %s ms, %s µs of CPU a request, the machine %s%%" \
-                       " busy.", rp, rc, rb
+                printf "²"
+                if (r)
+                    printf " reference row: loadtest/ceiling offered the paced rows'\'' rate by the same wrk:" \
+                           " libmicrohttpd alone at that load, p99 %s ms, %s µs of CPU a request, the machine" \
+                           " %s%% busy.", rp, rc, rb
+                if (h)
+                    printf " Hand-off row: the gateway at that rate with repeat buyers, whom the worker" \
+                           " answers 409 already purchased with no sale to record or fsync: p99 %s ms" \
+                           " (its own %s ms), %s µs of CPU a request, the machine %s%% busy.", hp, hg, hc, hb
                 if (n > 0)
                     printf " The paced gateway rows: %.1f µs of CPU a request, the machine %s%s%% busy" \
                            " (wrk shares its CPUs).", g / n, lo, (hi != lo ? "-" hi : "")

@@ -139,7 +139,15 @@ ref=$(grep '^| reference: ceiling, paced at 400 req/s |' "$tmp/bench/bench.md") 
     fail "no reference row (loadtest/ceiling at the paced rate) in bench.md"
 case "$ref" in *"| 409="*"reference², not judged: p99 "*"server CPU "*" µs a request; machine "*"% busy |") ;;
 *) fail "reference row: $ref" ;; esac
-grep -Eq '^² reference row: .* p99 [0-9.]+ ms, [0-9.]+ µs of CPU a request, the machine [0-9]+% busy\. The paced gateway rows: [0-9.]+ µs of CPU a request, the machine [0-9]+% busy' \
+# the gateway's path without a sale to record, at the same rate: 100 users
+# buy once (200), every later request is a repeat buyer (409)
+ho=$(grep '^| hand-off: repeat buyers (409 already purchased), paced at 400 req/s |' "$tmp/bench/bench.md") ||
+    fail "no hand-off row (repeat buyers at the paced rate) in bench.md"
+case "$ho" in *"| 200="*",409="*" | OK | "*"hand-off², not judged: p99 "*"gateway CPU "*" µs a request; machine "*"% busy |") ;;
+*) fail "hand-off row: $ho" ;; esac
+n200=$(awk -F'\t' '$9 == "handoff" { print $7 }' "$tmp/bench/rows.tsv" | tr ',' '\n' | sed -n 's/^200=//p')
+[ -n "$n200" ] && [ "$n200" -le 100 ] || fail "hand-off row: $n200 successes from 100 users, at most 100 expected"
+grep -Eq '^² reference row: .* p99 [0-9.]+ ms, [0-9.]+ µs of CPU a request, the machine [0-9]+% busy\. Hand-off row: .* p99 [0-9.]+ ms \(its own [0-9.]+ ms\), [0-9.]+ µs of CPU a request, the machine [0-9]+% busy\. The paced gateway rows: [0-9.]+ µs of CPU a request, the machine [0-9]+% busy' \
     "$tmp/bench/bench.md" || fail "footnote ² missing or incomplete: $(grep '^²' "$tmp/bench/bench.md")"
 curve=$(grep '^latency curve' "$tmp/bench/bench.md") || fail "no latency curve line in bench.md"
 # every rate with p99 as wrk saw it and the gateway's own: "R: P / Q ms"
