@@ -112,8 +112,8 @@ fi
 #   GWP99: the gateway's own p99 in ms (run.sh's gw_p99_ms; shown for paced,
 #   sweep and handoff). CPU: the server's CPU time a request in microseconds
 #   (the gateway's for paced, sweep and handoff, run.sh's gw_cpu_us_per_req;
-#   the ceiling's for reference rows). BUSY: per cent of the machine's CPUs busy while wrk
-#   ran (run.sh's box_busy_pct; every process, wrk too).
+#   the ceiling's for reference rows). BUSY: per cent of the machine's CPUs
+#   busy while wrk ran (run.sh's box_busy_pct; every process, wrk too).
 #   reference: loadtest/ceiling offered the judged paced rate (INFO = offered
 #   req/s), not judged: libmicrohttpd alone at that load. handoff: the
 #   gateway at that rate with repeat buyers (INFO = offered req/s), not
@@ -373,7 +373,7 @@ want ceiling && [ -x "$CEILING_BIN" ] && ceilings "after"
     echo "| scenario | park | conns | req/s | × ceiling | p50 ms | p99 ms | statuses | invariants | target |"
     echo "|---|---|--:|--:|--:|--:|--:|---|---|---|"
     awk -F'\t' '
-        # paced, sweep and reference rows: what else the row measured
+        # paced, sweep, reference and hand-off rows: what else the row measured
         function load_notes(t, who) {
             # the server did not keep up with the offered rate
             if ($10 > 0 && $4 < 0.98 * $10)

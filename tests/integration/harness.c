@@ -127,6 +127,14 @@ int gw_proc_stop(gw_proc *p)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+void park_ini_lines(const char *mode, char *buf, size_t cap)
+{
+    if (!strcmp(mode, "event-epoll"))
+        snprintf(buf, cap, "park = event\nhttp_io = epoll\n");
+    else
+        snprintf(buf, cap, "park = %s\n", mode);
+}
+
 #define CAPTURE_DEADLINE_MS 20000
 
 /* Read what fd has into buf[*n..len-1), dropping the rest; 0 at EOF. */

@@ -31,6 +31,9 @@ int proc_stop(pid_t pid, int sig);
 int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text);
 /* SIGTERM, wait; returns the exit status (or -1). Removes the temp dir. */
 int gw_proc_stop(gw_proc *p);
+/* The [gateway] lines of a park mode as the tests name it on their command
+ * line: thread, event, or event-epoll (park = event with http_io = epoll). */
+void park_ini_lines(const char *mode, char *buf, size_t cap);
 /* Run binary with args (NULL-terminated), capture stdout into out and stderr into err;
  * returns the exit status, or -1 when it did not exit within 20 s (then killed). */
 int run_capture(const char *const argv[], char *out, size_t outlen, char *err, size_t errlen);

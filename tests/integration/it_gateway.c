@@ -682,10 +682,7 @@ int main(int argc, char **argv)
     gateway_bin = argv[1];
     if (argc > 2)
         park_mode = argv[2];
-    if (!strcmp(park_mode, "event-epoll"))
-        snprintf(park_ini, sizeof park_ini, "park = event\nhttp_io = epoll\n");
-    else
-        snprintf(park_ini, sizeof park_ini, "park = %s\n", park_mode);
+    park_ini_lines(park_mode, park_ini, sizeof park_ini);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;

@@ -60,17 +60,17 @@ static void *client_main(void *arg)
 static void test_sigterm_answers_parked(void **state)
 {
     (void)state;
-    char ini[1024], wini[1200], dir[] = "/tmp/seckill-itsd-XXXXXX", wpath[64];
+    char ini[1024], wini[1200], dir[] = "/tmp/seckill-itsd-XXXXXX", wpath[64], park_lines[64];
+    park_ini_lines(park, park_lines, sizeof park_lines);
     assert_int_equal(redis_server_start(&rs), 0);
     assert_non_null(mkdtemp(dir));
     snprintf(ini, sizeof ini,
-             "[gateway]\npark = %s\n%swait_timeout_ms = 1500\n[token_bucket]\nrate = 0\n"
+             "[gateway]\n%swait_timeout_ms = 1500\n[token_bucket]\nrate = 0\n"
              "[queue]\nlease_timeout_ms = 60000\nack_timeout_ms = 60000\n"
              "[worker]\nembedded = false\ninventory = redis\nthreads = 1\n"
              "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = shutdown-secret\n"
              "[redis]\nport = %d\n[item.demo]\nstock = 100\n",
-             strcmp(park, "event-epoll") ? park : "event",
-             strcmp(park, "event-epoll") ? "" : "http_io = epoll\n", rs.port);
+             park_lines, rs.port);
     assert_int_equal(gw_proc_start(&gw, gateway_bin, ini), 0);
     snprintf(wini, sizeof wini, "%s[rpc]\ngateways = tcp:127.0.0.1:%d\n", ini, gw.rpc_port);
     snprintf(wpath, sizeof wpath, "%s/w.ini", dir);

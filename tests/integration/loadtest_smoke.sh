@@ -83,8 +83,8 @@ set -e
 [ "$rc" = 64 ] || fail "sample.sh busy without a reading exited $rc, expected 64"
 
 echo "== loadtest/curve.awk on fixed rows"
-# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND OFFERED GWP99
-fixrow() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@"; }
+# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND OFFERED GWP99 [CPU BUSY]
+fixrow() { (IFS=$(printf '\t'); printf '%s\n' "$*"); }
 curve() { awk -F'\t' -f "$root/loadtest/curve.awk" "$1" "$1"; }
 expect() { # expect FILE TEXT: the curve of FILE contains TEXT
     got=$(curve "$1")
@@ -116,11 +116,10 @@ expect "$tmp/b.tsv" "p99 above 5 ms already at the lowest paced rate (10000 req/
 } > "$tmp/c.tsv"
 expect "$tmp/c.tsv" "p99 above 5 ms at every paced rate."
 # with the machine's busy per cent (column 13): the worst run's, per rate
-fixrow13() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@"; }
 {
-    fixrow13 p event 256 10000 1 2 - OK sweep 10000 1.5 40 55
-    fixrow13 p event 256 20000 1 4 - OK paced 20000 3 30 70
-    fixrow13 p event 256 20000 1 6 - OK paced 20000 5 30 90
+    fixrow p event 256 10000 1 2 - OK sweep 10000 1.5 40 55
+    fixrow p event 256 20000 1 4 - OK paced 20000 3 30 70
+    fixrow p event 256 20000 1 6 - OK paced 20000 5 30 90
 } > "$tmp/d.tsv"
 expect "$tmp/d.tsv" "own p99, at the machine's CPUs busy): 10000: 2 / 1.5 ms at 55% CPU, 20000: 6 / 5 ms at 90% CPU. "
 
