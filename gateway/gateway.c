@@ -175,6 +175,8 @@ static int on_outcome(void *arg, const sk_outcome *o)
     gw *g = arg;
     if (memcmp(o->gateway_id, g->id, 16) != 0)
         return -EXDEV; /* not ours: routing between gateways is the RPC layer's job */
+    if (o->result >= SK_RESULT_COUNT || o->result == SK_UNAVAILABLE)
+        return -EINVAL; /* "not decided" is no outcome: the request stays parked */
     atomic_fetch_add_explicit(&g->metrics.outcomes, 1, memory_order_relaxed);
     gw_results_put(g->results, o, gw_mono_ns());
     if (gw_pending_complete(g->pending, o) == -ENOENT)
@@ -275,9 +277,6 @@ static unsigned outcome_body(gw *g, const sk_outcome *o, const char *rid, char *
     case SK_UNKNOWN_ITEM:
         *len = snprintf(buf, cap, "{\"result\":\"unknown_item\"}");
         return 404;
-    case SK_UNAVAILABLE:
-        *len = snprintf(buf, cap, "{\"result\":\"overloaded\"}");
-        return 503;
     default:
         *len = snprintf(buf, cap, "{\"result\":\"%s\"}", sk_result_name(o->result));
         return 409;

@@ -3,8 +3,10 @@
  *
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT), 64 usage error,
  * 78 configuration error (the message names file and line), 69 when the
- * gateway cannot start (e.g. the port is taken).
+ * gateway cannot start (the port is taken, Redis does not answer), 65 when
+ * the order log in data_dir does not read back.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +44,22 @@ static void raise_nofile(void)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* The exit status for a gw_create error. Only a setting the gateway refuses,
+ * or a data_dir that another gateway holds (two gateways configured on one
+ * directory), is a configuration error (78, which supervisors take as "do not
+ * restart"); a store that does not answer yet (Redis down) is 69 so the
+ * gateway is started again, and a data_dir whose log does not read back 65. */
+static int create_status(int rc)
+{
+    switch (rc) {
+    case -EINVAL:
+    case -EWOULDBLOCK: return EX_CONFIG;
+    case -EBADMSG:
+    case -EUCLEAN: return EX_DATAERR;
+    default: return EX_UNAVAILABLE;
     }
 }
 
@@ -112,7 +130,7 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "seckill-gateway: %s\n", err);
         cfg_release(&c);
-        return EX_CONFIG;
+        return create_status(rc);
     }
     rc = gw_start(g, err, sizeof err);
     if (rc < 0) {

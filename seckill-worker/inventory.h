@@ -20,8 +20,9 @@
  *              then marks them durable; a failed append undoes its purchase
  *              (stock, the user's count and the decision) and fails the
  *              batch. A request that meets another thread's pending decision
- *              gets SK_UNAVAILABLE (not recorded); the order is not visible
- *              to get/pay/reap before it is durable.
+ *              gets SK_UNAVAILABLE (not recorded; the worker leaves that
+ *              delivery uncommitted, the pending one answers); the order
+ *              is not visible to get/pay/reap before it is durable.
  *   paid       pay() marks the order busy, appends, then sets it paid.
  *   cancelled  reap() marks expired orders busy, appends them as one batch,
  *              then cancels them and gives their stock back.

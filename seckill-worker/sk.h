@@ -27,7 +27,8 @@ enum sk_result {
     SK_BLOCKED,      /* risk control: user on the blocklist */
     SK_EXPIRED,      /* reached the worker past its deadline; stock untouched */
     SK_UNKNOWN_ITEM,
-    SK_UNAVAILABLE,  /* the backend could not decide in time; never recorded */
+    SK_UNAVAILABLE,  /* not decided yet (another delivery of the request is being
+                      * decided): never recorded, never delivered, never an answer */
     SK_RESULT_COUNT
 };
 

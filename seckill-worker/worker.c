@@ -104,8 +104,10 @@ static void sleep_ms(long ms)
 }
 
 /* Decode the batch and reach each message's verdict; fills tc->decide for the
- * ones the backend must see. Returns how many those are. */
-static size_t prepare(thread_ctx *tc, const mq_message *msgs, int n)
+ * ones the backend must see. Returns how many those are. retry: the same
+ * batch again after a failed backend call (verdicts are reached anew, since a
+ * deadline may have passed meanwhile; nothing is counted twice). */
+static size_t prepare(thread_ctx *tc, const mq_message *msgs, int n, int retry)
 {
     sk_worker *w = tc->w;
     uint64_t now = sk_wall_ms();
@@ -114,13 +116,15 @@ static size_t prepare(thread_ctx *tc, const mq_message *msgs, int n)
         const mq_message *m = &msgs[i];
         sk_msg *req = &tc->reqs[i];
         sk_outcome *o = &tc->outs[i];
-        if (m->delivery > 1)
+        if (m->delivery > 1 && !retry)
             atomic_fetch_add(&w->redelivered, 1);
         if (sk_msg_decode(m->value, m->value_len, req) < 0) {
             /* Deterministically unreadable: no redelivery can help, skip it. */
-            atomic_fetch_add(&w->bad_messages, 1);
-            fprintf(stderr, "seckill-worker: dropping undecodable message %s/%u@%llu\n",
-                    m->topic, m->partition, (unsigned long long)m->offset);
+            if (!retry) {
+                atomic_fetch_add(&w->bad_messages, 1);
+                fprintf(stderr, "seckill-worker: dropping undecodable message %s/%u@%llu\n",
+                        m->topic, m->partition, (unsigned long long)m->offset);
+            }
             tc->state[i] = ST_BAD;
             continue;
         }
@@ -170,27 +174,29 @@ static void *thread_main(void *arg)
         }
         if (n == 0)
             continue;
-        size_t nd = prepare(tc, msgs, n);
-        int brc = 0;
-        if (nd)
-            brc = w->be.decide(w->be.impl, tc->decide, nd, bouts, bleft);
-        if (brc < 0) {
-            /* Fail closed: tell the parked requests now (503) and leave the
-             * messages uncommitted; their redelivery is decided once the
-             * backend is back, and the stored decision keeps it single. */
+        /* A failed backend call decided nothing we can rely on, yet it may
+         * have taken effect (a Redis call that timed out on our side can
+         * still run). So its requests get no answer from it: they stay
+         * parked, and this thread decides the same batch again once the
+         * backend answers; the stored decision makes the retry return what
+         * the lost call did, if it ran. A request whose deadline passes
+         * meanwhile is answered 504 by its gateway and its outcome stays
+         * queryable. Nothing is committed before it is decided, so a stop
+         * (or a lease lost meanwhile) leaves it to the next holder. */
+        int brc, retry = 0;
+        size_t nd;
+        for (;;) {
+            nd = prepare(tc, msgs, n, retry);
+            brc = nd ? w->be.decide(w->be.impl, tc->decide, nd, bouts, bleft) : 0;
+            if (brc >= 0 || atomic_load(&w->stop))
+                break;
             atomic_fetch_add(&w->backend_failures, 1);
-            for (int i = 0; i < n; i++)
-                if (tc->state[i] >= 0) {
-                    tc->outs[i].result = SK_UNAVAILABLE;
-                    tc->outs[i].order_id[0] = '\0';
-                    w->link.deliver(w->link.arg, &tc->outs[i]);
-                }
-            if (w->link.flush) /* the 503s go out now, not after the backoff */
-                w->link.flush(w->link.arg);
             backoff_ms = backoff_ms ? (backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2) : 10;
             sleep_ms(backoff_ms);
-            continue;
+            retry = 1;
         }
+        if (brc < 0)
+            break;
         backoff_ms = 0;
 
         /* Deliver in order; commit, per partition, the last message whose
@@ -223,6 +229,12 @@ static void *thread_main(void *arg)
                 sk_outcome *o = &tc->outs[i];
                 if (tc->state[i] >= 0) {
                     const sk_outcome *b = &bouts[tc->state[i]];
+                    if (b->result == SK_UNAVAILABLE) {
+                        /* being decided by another delivery right now: that
+                         * one answers; this one is left for redelivery */
+                        parts[k].failed = 1;
+                        continue;
+                    }
                     o->result = b->result;
                     memcpy(o->order_id, b->order_id, sizeof o->order_id);
                     tc->left[i] = bleft[tc->state[i]];

@@ -285,6 +285,26 @@ static void test_data_dir_locked(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Redis that does not answer at start is no configuration error: the gateway
+ * exits 69 (start me again later), not 78 (do not restart). */
+static void test_redis_unreachable_at_start(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/seckill-ito-XXXXXX", ini[512], out[1024], err[1024], path[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(ini, sizeof ini,
+             "[worker]\ninventory = redis\n[redis]\nport = %d\ntimeout_ms = 100\n"
+             "[item.demo]\nstock = 1\n",
+             free_port());
+    snprintf(path, sizeof path, "%s/gw.ini", dir);
+    write_text(path, ini);
+    const char *argv[] = {gateway_bin, "-c", path, "--listen", "127.0.0.1:0", NULL};
+    assert_int_equal(run_capture(argv, out, sizeof out, err, sizeof err), 69);
+    assert_non_null(strstr(err, "redis 127.0.0.1:"));
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -298,6 +318,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_orders_survive_restart),
         cmocka_unit_test(test_orders_survive_restart_async),
         cmocka_unit_test(test_data_dir_locked),
+        cmocka_unit_test(test_redis_unreachable_at_start),
     };
     return cmocka_run_group_tests_name("integration.orders", tests, NULL, NULL);
 }

@@ -28,6 +28,8 @@ typedef struct rig {
     sk_inventory *inv;
     sk_backend inner;
     atomic_int fail_decides;  /* backend calls still to fail */
+    atomic_int lost_decides;  /* backend calls still to take effect, then fail */
+    atomic_int fail_after_lost; /* added to fail_decides by a lost call */
     atomic_int fail_delivers; /* deliveries still to refuse */
     atomic_int decide_calls;
     pthread_mutex_t lock;
@@ -40,6 +42,15 @@ typedef struct rig {
     uint8_t gw[16];
 } rig;
 
+/* 1 when *n was positive and is now one less; it never goes below 0. */
+static int take(atomic_int *n)
+{
+    int v = atomic_load(n);
+    while (v > 0 && !atomic_compare_exchange_weak(n, &v, v - 1))
+        ;
+    return v > 0;
+}
+
 static int flaky_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *outs,
                         int64_t *left)
 {
@@ -48,9 +59,16 @@ static int flaky_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome 
     pthread_mutex_lock(&r->lock);
     r->decides_with_unflushed += r->unflushed > 0;
     pthread_mutex_unlock(&r->lock);
-    if (atomic_fetch_sub(&r->fail_decides, 1) > 0)
+    if (take(&r->fail_decides))
         return -ETIMEDOUT;
-    return r->inner.decide(r->inner.impl, reqs, n, outs, left);
+    int rc = r->inner.decide(r->inner.impl, reqs, n, outs, left);
+    /* a call that ran but whose reply was lost, as a Redis call that timed
+     * out on the client side */
+    if (rc == 0 && take(&r->lost_decides)) {
+        atomic_fetch_add(&r->fail_decides, atomic_load(&r->fail_after_lost));
+        return -ETIMEDOUT;
+    }
+    return rc;
 }
 
 static int flaky_known(void *impl, const char *item)
@@ -220,7 +238,7 @@ static void test_sale_and_verdicts(void **state)
     rig_release(&r);
 }
 
-static void test_backend_failure_fails_closed_then_decides_once(void **state)
+static void test_backend_failure_keeps_request_undecided_then_decides_once(void **state)
 {
     (void)state;
     rig r;
@@ -230,22 +248,85 @@ static void test_backend_failure_fails_closed_then_decides_once(void **state)
     sk_worker *w = start(&r, &wc);
     uint8_t rid[16];
     produce(&r, "alice", "demo", 10000, rid);
-    /* three failed calls: each answers the parked request 503 and leaves the
-     * message uncommitted; the redelivery after the ack timeout decides it */
-    int n = wait_outs(&r, 4, 5000);
+    /* three failed calls answer nothing (the outcome is not known); the
+     * fourth decides, and that is the only outcome delivered */
+    int n = wait_outs(&r, 1, 5000);
     wait_drained(&r);
     sk_worker_stats st;
     sk_worker_get_stats(w, &st);
     sk_worker_stop(w);
-    assert_int_equal(n, 4);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(r.outs[i].result, SK_UNAVAILABLE);
-    assert_int_equal(r.outs[3].result, SK_SUCCESS);
-    assert_memory_equal(r.outs[3].request_id, rid, 16);
+    assert_int_equal(n, 1);
+    assert_int_equal(r.nouts, 1);
+    assert_int_equal(r.outs[0].result, SK_SUCCESS);
+    assert_memory_equal(r.outs[0].request_id, rid, 16);
     assert_int_equal(st.backend_failures, 3);
-    /* each 503 went out before the backoff, not with the next batch */
+    assert_int_equal(atomic_load(&r.decide_calls), 4);
+    /* the outcome went out before the worker asked the backend again */
     assert_int_equal(r.decides_with_unflushed, 0);
     assert_int_equal(r.unflushed, 0);
+    assert_int_equal(sk_inventory_left(r.inv, 0), 99);
+    rig_release(&r);
+}
+
+/* A backend call that took effect but reported failure (a Redis call that
+ * timed out on our side and ran anyway): the buyer must hear the purchase,
+ * never a "no", and stock moves once. */
+static void test_lost_reply_answers_the_purchase(void **state)
+{
+    (void)state;
+    rig r;
+    rig_init(&r, 100);
+    atomic_store(&r.lost_decides, 2);
+    sk_worker_config wc = {.threads = 1, .batch = 8, .name = "t"};
+    sk_worker *w = start(&r, &wc);
+    uint8_t rid[16];
+    produce(&r, "carol", "demo", 10000, rid);
+    assert_int_equal(wait_outs(&r, 1, 5000), 1);
+    wait_drained(&r);
+    sk_worker_stats st;
+    sk_worker_get_stats(w, &st);
+    sk_worker_stop(w);
+    assert_int_equal(r.nouts, 1);
+    assert_int_equal(r.outs[0].result, SK_SUCCESS);
+    assert_memory_equal(r.outs[0].request_id, rid, 16);
+    assert_true(r.outs[0].order_id[0] != '\0');
+    assert_int_equal(st.backend_failures, 2);
+    assert_int_equal(sk_inventory_left(r.inv, 0), 99);
+    rig_release(&r);
+}
+
+/* The deadline passes while the backend fails. A request whose lost call had
+ * bought still answers success (the stored decision wins over "expired"); one
+ * that never reached the backend is decided expired, stock untouched. */
+static void test_deadline_passing_during_outage(void **state)
+{
+    (void)state;
+    rig r;
+    rig_init(&r, 100);
+    sk_worker_config wc = {.threads = 1, .batch = 8, .name = "t"};
+    /* the first call buys and loses its reply; then the backend fails long
+     * enough (10 + 20 + 40 + 80 + 160 ms of backoff) for the 150 ms deadline
+     * to pass before the next call reaches the inventory */
+    atomic_store(&r.lost_decides, 1);
+    atomic_store(&r.fail_after_lost, 5);
+    uint8_t bought[16], never[16];
+    produce(&r, "dave", "demo", 150, bought);
+    sk_worker *w = start(&r, &wc);
+    assert_int_equal(wait_outs(&r, 1, 5000), 1);
+    sk_worker_stop(w);
+    assert_int_equal(r.outs[0].result, SK_SUCCESS);
+    assert_memory_equal(r.outs[0].request_id, bought, 16);
+    assert_int_equal(atomic_load(&r.decide_calls), 7);
+
+    atomic_store(&r.fail_decides, 5);
+    produce(&r, "erin", "demo", 150, never);
+    w = start(&r, &wc);
+    assert_int_equal(wait_outs(&r, 2, 5000), 2);
+    wait_drained(&r);
+    sk_worker_stop(w);
+    assert_int_equal(r.nouts, 2);
+    assert_int_equal(r.outs[1].result, SK_EXPIRED);
+    assert_memory_equal(r.outs[1].request_id, never, 16);
     assert_int_equal(sk_inventory_left(r.inv, 0), 99);
     rig_release(&r);
 }
@@ -294,7 +375,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sale_and_verdicts),
-        cmocka_unit_test(test_backend_failure_fails_closed_then_decides_once),
+        cmocka_unit_test(test_backend_failure_keeps_request_undecided_then_decides_once),
+        cmocka_unit_test(test_lost_reply_answers_the_purchase),
+        cmocka_unit_test(test_deadline_passing_during_outage),
         cmocka_unit_test(test_delivery_failure_redelivers_same_decision),
         cmocka_unit_test(test_bad_config),
     };
