@@ -158,6 +158,7 @@ class Proc:
         self.spawns = 0
         self.respawn_at = None
         self.crashes = []  # (incarnation, status): exits nobody asked for
+        self.kills = []  # wall-clock times of the SIGKILLs sent on purpose
 
     def spawn(self):
         self.ready.clear()
@@ -192,6 +193,7 @@ class Proc:
     def kill(self):
         self.want_up = False
         self.paused = False
+        self.kills.append(time.time())
         if self.p:
             self.signal(signal.SIGKILL)
             self.p.wait()
@@ -450,6 +452,8 @@ def make_schedule(seed, duration):
         add("kill", "redis", 0.3, 2.0, ["redis"])
     for _ in range(rng.randint(1, 2)):
         add("kill", "gw%d" % rng.randrange(2), 0.5, 2.0, ["gw"])
+    if rng.random() < 0.5:
+        add("kill", "sink", 0.3, 2.0, ["sink"])
     faults.sort()
     return faults
 
@@ -525,7 +529,7 @@ def result_of(body):
         return None
 
 
-def check(answers, state, sink_events, lookups, evidence, decided, chk):
+def check(answers, state, sink_events, lookups, evidence, decided, gws, chk):
     orders = {oid: o for st in state.values() for oid, o in st["orders"].items()}
     by_rid = collections.defaultdict(list)
     for oid, o in orders.items():
@@ -577,6 +581,13 @@ def check(answers, state, sink_events, lookups, evidence, decided, chk):
     seen_200 = {}
     for a in answers:
         if a.status is None:
+            # a gateway answers every request it read; only its death excuses silence
+            killed = a.gw is not None and any(a.t0 - 0.5 <= k <= a.t1 + 0.1
+                                              for k in gws[a.gw].kills)
+            if a.gw is not None and not killed:
+                chk.fail("no_answer", "%s/%s on gw%d#%d at %.3f: %s after %.1f s, the gateway "
+                         "was not killed" % (a.user, a.item, a.gw, a.inc, a.t0, a.err,
+                                             a.t1 - a.t0))
             continue
         res = result_of(a.body)
         if a.status == 200:
@@ -812,7 +823,7 @@ def run(args, seed, schedule, cl, chk):
     decided = decisions(cl.redis_port, {
         item: {a.rid for a in answers if a.rid and a.item == item} for item in ITEMS})
 
-    check(answers, state, sink_events, lookups, evidence, decided, chk)
+    check(answers, state, sink_events, lookups, evidence, decided, cl.gws, chk)
 
     # crashes, then a clean stop of everything: exit 0 means no sanitizer report
     for p in cl.procs:
@@ -826,17 +837,23 @@ def run(args, seed, schedule, cl, chk):
     cl.redis.stop()
 
     # summary
-    by_status = collections.Counter()
+    by_status, with_rid = collections.Counter(), collections.Counter()
     for a in answers:
         if a.status is None:
-            by_status["no answer (%s)" % a.err] += 1
+            key = "no answer (%s)" % a.err
         elif a.status == 409:
-            by_status["409 %s" % result_of(a.body)] += 1
+            key = "409 %s" % result_of(a.body)
         else:
-            by_status[str(a.status)] += 1
+            key = str(a.status)
+        by_status[key] += 1
+        with_rid[key] += a.rid is not None
     log("nemesis: seed %d, %d requests from %d users in %.0f s" % (
         seed, len(answers), len({a.user for a in answers}), args.duration))
-    log("  answers: " + ", ".join("%s: %d" % kv for kv in sorted(by_status.items())))
+    log("  answers (of them with a request id, i.e. queued): " + ", ".join(
+        "%s: %d (%d)" % (k, n, with_rid[k]) for k, n in sorted(by_status.items())))
+    answered = [a.t1 - a.t0 for a in answers if a.status is not None]
+    if answered:
+        log("  slowest answer: %.2f s (wait_timeout_ms %d)" % (max(answered), WAIT_TIMEOUT_MS))
     for item, stock in ITEMS.items():
         st = state[item]
         sold = sum(1 for o in st["orders"].values() if o["state"] in ("reserved", "paid"))
