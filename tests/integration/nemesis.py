@@ -8,9 +8,12 @@ purchase workers that find the gateways in the Redis registry, and the order
 sink (seckill-worker --role orders). Client threads buy a few items through
 both gateways (per_user_limit 1, demand far above stock, some users retry)
 while the schedule SIGKILLs and restarts workers, SIGSTOPs and SIGCONTs
-them, SIGKILLs Redis and restarts it on its AOF, and SIGKILLs and restarts
-a gateway (the new process has a fresh gateway id). Every answer a client
-saw is recorded, a connection that ended without an answer as "no answer".
+them (one at a time, and for most seeds all at once for longer than a
+request waits), SIGKILLs Redis and restarts it on its AOF, SIGKILLs and
+restarts a gateway (the new process has a fresh gateway id, or for half the
+seeds the configured one), and for half the seeds SIGKILLs the order sink.
+Every answer a client saw is recorded, a connection that ended without an
+answer as "no answer".
 
 Then everything is healed, in-flight work settles (every admitted request
 is past its deadline, the sink has caught up), and a checker holds the
@@ -25,8 +28,11 @@ sale's invariants:
   - a 409 already_purchased names an order the user holds;
   - no order for a request answered 409/429/503/403/400;
   - a 504's request, asked again (GET /seckill/result) on the gateway that
-    issued it while that process still runs, is unknown or a decided
-    outcome that Redis agrees with;
+    issued it (a process with that gateway id, the same one or, when ids are
+    configured, its restart), is unknown or a decided outcome that Redis
+    agrees with, as is each stored decision with the answer it gave;
+  - every request sent to a gateway that was not killed meanwhile got an
+    answer;
   - every process that was not killed on purpose is still running, and each
     exits 0 on SIGTERM at the end (no sanitizer report).
 
@@ -52,6 +58,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 
 SECRET = "nemesis-secret-0123456789"
 ITEMS = {"nem-a": 120, "nem-b": 100, "nem-c": 80}  # 300 units in all
@@ -231,7 +238,7 @@ def parse_banner(line):
 # ---- the cluster ----
 
 class Cluster:
-    def __init__(self, args, run_dir):
+    def __init__(self, args, run_dir, gateway_ids):
         self.dir = run_dir
         self.redis_port = free_port()
         self.redis = Proc("redis", ["redis-server", "--port", str(self.redis_port),
@@ -241,7 +248,8 @@ class Cluster:
                           os.path.join(run_dir, "redis.log"), None)
         self.gws = []
         for i in range(2):
-            ini = self.write_ini("gw%d.ini" % i, os.path.join(run_dir, "gw%d-data" % i))
+            ini = self.write_ini("gw%d.ini" % i, os.path.join(run_dir, "gw%d-data" % i),
+                                 gateway_ids[i] if gateway_ids else None)
             self.gws.append(Proc("gw%d" % i, [args.gateway, "-c", ini, "--listen",
                                               "127.0.0.1:0"],
                                  os.path.join(run_dir, "gw%d.log" % i), "listening on"))
@@ -255,10 +263,10 @@ class Cluster:
                          os.path.join(run_dir, "sink.log"), "role=orders")
         self.procs = [self.redis] + self.gws + self.workers + [self.sink]
 
-    def write_ini(self, name, data_dir):
+    def write_ini(self, name, data_dir, gateway_id=None):
         items = "".join("[item.%s]\nstock = %d\nper_user_limit = %d\n" % (i, s, PER_USER_LIMIT)
                         for i, s in ITEMS.items())
-        text = ("[gateway]\nwait_timeout_ms = %d\npark = event\n"
+        text = ("[gateway]\n%swait_timeout_ms = %d\npark = event\n"
                 "[token_bucket]\nrate = %d\nburst = %d\n"
                 "[queue]\nack_timeout_ms = 1000\nlease_timeout_ms = %d\n%s"
                 "[worker]\nembedded = false\ninventory = redis\nthreads = 2\nbatch = 32\n"
@@ -266,7 +274,8 @@ class Cluster:
                 "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = %s\nregistry_ttl_ms = %d\n"
                 "[redis]\nport = %d\ntimeout_ms = %d\n"
                 "[risk]\nblocklist = %s\n%s"
-                % (WAIT_TIMEOUT_MS, TB_RATE, TB_BURST, LEASE_MS,
+                % ("gateway_id = %s\n" % gateway_id if gateway_id else "",
+                   WAIT_TIMEOUT_MS, TB_RATE, TB_BURST, LEASE_MS,
                    "data_dir = %s\n" % data_dir if data_dir else "", SECRET, REGISTRY_TTL_MS,
                    self.redis_port, REDIS_TIMEOUT_MS, " ".join(BLOCKED), items))
         path = os.path.join(self.dir, name)
@@ -683,8 +692,17 @@ def main():
     for start, kind, target, length in schedule:
         log("    at %5.2f s  %-4s %-5s for %.2f s" % (start, kind, target, length))
 
+    # half the seeds configure each gateway's id, so that a restarted gateway
+    # is the same gateway to the workers (their late RESULTs are its own) and
+    # answers GET /seckill/result for what reached it after the restart
+    ids_rng = random.Random("gateway-ids-%d" % seed)
+    gateway_ids = None
+    if ids_rng.random() < 0.5:
+        gateway_ids = [str(uuid.UUID(int=ids_rng.getrandbits(128), version=4)) for _ in range(2)]
+    log("nemesis: gateway ids %s" % ("configured: " + ", ".join(gateway_ids) if gateway_ids
+                                     else "fresh at every start"))
     run_dir = tempfile.mkdtemp(prefix="seckill-nemesis-")
-    cl = Cluster(args, run_dir)
+    cl = Cluster(args, run_dir, gateway_ids)
     chk = Checker()
     status = 1
     try:
@@ -811,7 +829,7 @@ def run(args, seed, schedule, cl, chk):
         ask = a.rid and (a.status == 504 or (a.status == 503 and a.rid in order_rids))
         if not ask:
             continue
-        if g is None or g.incarnation != a.inc or not g.running():
+        if g is None or g.info.get("gateway_id") != a.gw_id or not g.running():
             if a.status == 504:
                 unknown_504 += 1
             continue
