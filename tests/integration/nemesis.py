@@ -11,7 +11,9 @@ while the schedule SIGKILLs and restarts workers, SIGSTOPs and SIGCONTs
 them (one at a time, and for most seeds all at once for longer than a
 request waits), SIGKILLs Redis and restarts it on its AOF, SIGKILLs and
 restarts a gateway (the new process has a fresh gateway id, or for half the
-seeds the configured one), and for half the seeds SIGKILLs the order sink.
+seeds the configured one), and for some seeds SIGKILLs the order sink,
+SIGSTOPs Redis (calls time out on the workers' side and may still run) or
+SIGSTOPs a gateway.
 Every answer a client saw is recorded, a connection that ended without an
 answer as "no answer".
 
@@ -381,7 +383,11 @@ class Clients:
             return None
         i = rng.choice(up)
         g = self.cl.gws[i]
-        return i, g.incarnation, g.info.get("port"), g.info.get("gateway_id")
+        info = g.info  # a restart replaces info (after counting the start), never edits it
+        inc = g.incarnation
+        if "port" not in info:
+            return None
+        return i, inc, info["port"], info.get("gateway_id")
 
     def attempt(self, k, rng, user, item, bad):
         a = Answer()
@@ -427,7 +433,7 @@ def make_schedule(seed, duration):
     """[(start_s, kind, target, length_s)]: per target, faults never overlap;
     the two gateways count as one target (never both down at once). Kinds:
     kill (SIGKILL, restart after length_s), stop (SIGSTOP, SIGCONT after
-    length_s), stop-all (every worker stopped at once, longer than a
+    length_s; workers, Redis, a gateway), stop-all (every worker stopped at once, longer than a
     request's wait: its parked requests time out)."""
     rng = random.Random(seed)
     faults, busy = [], collections.defaultdict(list)
@@ -463,6 +469,11 @@ def make_schedule(seed, duration):
         add("kill", "gw%d" % rng.randrange(2), 0.5, 2.0, ["gw"])
     if rng.random() < 0.5:
         add("kill", "sink", 0.3, 2.0, ["sink"])
+    # drawn last, so the faults above stay what they were for a seed
+    if rng.random() < 0.6:  # a Redis that stops answering: calls time out, may still run
+        add("stop", "redis", 0.3, 2.5, ["redis"])
+    if rng.random() < 0.4:  # a gateway that stops: its parked requests outlive their deadline
+        add("stop", "gw%d" % rng.randrange(2), 0.5, 3.0, ["gw"])
     faults.sort()
     return faults
 
@@ -567,6 +578,18 @@ def check(answers, state, sink_events, lookups, evidence, decided, gws, chk):
                                       if o["user"] == user and o["item"] == item)))
         if user in BLOCKED:
             chk.fail("blocked_bought", "blocked user %s holds an order of %s" % (user, item))
+    for item in ITEMS:  # the per-user counts the limit is enforced with
+        for user, v in state[item]["users"].items():
+            if int(v.split("|", 1)[0]) != per_user.get((item, user), 0):
+                chk.fail("user_count", "%s/%s: users hash says %s, orders say %d" % (
+                    user, item, v, per_user.get((item, user), 0)))
+        for (i, user), n in per_user.items():
+            if i == item and user not in state[item]["users"]:
+                chk.fail("user_count", "%s/%s: %d orders, no users entry" % (user, item, n))
+    for oid, o in orders.items():  # the pay timeout is an hour: nobody is reaped
+        if o["state"] != "reserved":
+            chk.fail("order_state", "order %s is %s; nobody paid and no deadline passed" % (
+                oid, o["state"]))
     for rid, oids in by_rid.items():
         if len(oids) > 1:
             chk.fail("decided_twice", "request %s has %d orders: %s" % (rid, len(oids), oids))
@@ -582,9 +605,13 @@ def check(answers, state, sink_events, lookups, evidence, decided, gws, chk):
         if reserved[oid] == 0:
             chk.fail("sink_missing", "order %s (request %s) not in the sink's file" % (
                 oid, orders[oid]["rid"]))
-    for oid in reserved:
-        if oid not in orders:
-            chk.fail("sink_phantom", "sink has order %s that Redis does not" % oid)
+    for e in sink_events:
+        o = orders.get(e["order_id"])
+        if o is None:
+            chk.fail("sink_phantom", "sink has order %s that Redis does not" % e["order_id"])
+        elif (e.get("request_id"), e.get("user_id"), e.get("item_id")) != (
+                o["rid"], o["user"], o["item"]):
+            chk.fail("sink_differs", "sink event %s; Redis order %s" % (e, o))
 
     # every answer true
     seen_200 = {}
@@ -771,7 +798,7 @@ def run(args, seed, schedule, cl, chk):
             elif what == "stop":
                 p.signal(signal.SIGSTOP)
                 p.paused = True
-                injected["SIGSTOP worker"] += 1
+                injected["SIGSTOP " + ("worker" if target[0] == "w" else target.rstrip("01"))] += 1
             elif what == "cont":
                 p.signal(signal.SIGCONT)
                 p.paused = False
