@@ -675,7 +675,7 @@ def check(answers, state, sink_events, lookups, evidence, decided, gws, chk):
                     a.rid, a.status, a.body, d))
 
     # 504s asked again where they were issued
-    for rid, (status, body) in lookups.items():
+    for rid, (status, body, _) in lookups.items():
         res = result_of(body)
         has = bool(by_rid.get(rid))
         if status == 200 and not has:
@@ -862,7 +862,7 @@ def run(args, seed, schedule, cl, chk):
             continue
         st, body, _, err = http_call(g.info["port"], "GET", "/seckill/result/" + a.rid, None, 5.0)
         if a.status == 504:
-            lookups[a.rid] = (st, body)
+            lookups[a.rid] = (st, body, g.incarnation == a.inc)
         else:
             evidence[a.rid] = "; asked again: %s %s" % (st, body)
     decided = decisions(cl.redis_port, {
@@ -912,8 +912,8 @@ def run(args, seed, schedule, cl, chk):
         len(order_rids), len(order_rids & ok_rids), len(order_rids & rids_504),
         len(order_rids - seen_rids)))
     res = collections.Counter()
-    for rid, (st, body) in lookups.items():
-        res["%s %s" % (st, result_of(body))] += 1
+    for rid, (st, body, same) in lookups.items():
+        res["%s%s %s" % ("" if same else "restarted issuer: ", st, result_of(body))] += 1
     log("  504s asked again: " + (", ".join("%s: %d" % kv for kv in sorted(res.items()))
                                  or "none") + "; issuer gone: %d" % unknown_504)
     for item in ITEMS:
