@@ -846,8 +846,8 @@ def run(args, seed, schedule, cl, chk):
     log("%7.2f  settled: %d orders in Redis, %d events in the sink's file" % (
         time.monotonic() - t0, len(want), len(sink_events)))
 
-    # ask again: 504s on the gateway that issued them while the same process
-    # runs; and, for the evidence, every 503 that Redis has an order for
+    # ask again: 504s on the gateway that issued them (a running process with
+    # that gateway id); and, for the evidence, every 503 Redis has an order for
     lookups, evidence = {}, {}
     order_rids = {o["rid"] for st in state.values() for o in st["orders"].values()}
     unknown_504 = 0
