@@ -6,28 +6,32 @@ AOF (appendonly yes, appendfsync always), 2 seckill-gateway processes
 (embedded = false, inventory = redis, [rpc] listen), 3 seckill-worker
 purchase workers that find the gateways in the Redis registry, and the order
 sink (seckill-worker --role orders). Client threads buy a few items through
-both gateways (per_user_limit 1, demand far above stock, some users retry)
-while the schedule SIGKILLs and restarts workers, SIGSTOPs and SIGCONTs
-them (one at a time, and for most seeds all at once for longer than a
-request waits), SIGKILLs Redis and restarts it on its AOF, SIGKILLs and
-restarts a gateway (the new process has a fresh gateway id, or for half the
-seeds the configured one), and for some seeds SIGKILLs the order sink,
-SIGSTOPs Redis (calls time out on the workers' side and may still run) or
-SIGSTOPs a gateway.
-Every answer a client saw is recorded, a connection that ended without an
-answer as "no answer".
+both gateways (per_user_limit 1, demand far above stock, some users retry,
+most pay their orders and the others' stock is sold again) while the
+schedule SIGKILLs and restarts workers, SIGSTOPs and SIGCONTs them (one at a
+time, and for most seeds all at once for longer than a request waits),
+SIGKILLs Redis and restarts it on its AOF, SIGKILLs and restarts a gateway
+(the new process has a fresh gateway id, or for half the seeds the
+configured one), and for some seeds SIGKILLs the order sink, SIGSTOPs Redis
+(calls time out on the workers' side and may still run) or SIGSTOPs a
+gateway. Every answer a client saw is recorded, a connection that ended
+without an answer as "no answer".
 
 Then everything is healed, in-flight work settles (every admitted request
-is past its deadline, the sink has caught up), and a checker holds the
-recorded answers and the final state (Redis keys, the sink's file) to the
-sale's invariants:
+is past its deadline, every order paid or cancelled, the sink has caught
+up), and a checker holds the recorded answers and the final state (Redis
+keys, the sink's file) to the sale's invariants:
   - sold <= stock and sold + left = stock, per item (a reserved or paid
-    order is sold; the pay timeout is longer than the run);
+    order is sold; a cancelled one gave its unit back);
   - at most per_user_limit orders per user per item, at most one per request;
   - every 200's order exists in Redis with that request, user and item, and
     is in the sink's file exactly once as a reserved event (the file holds
     no order Redis does not have, and no event twice);
   - a 409 already_purchased names an order the user holds;
+  - payments (most buyers pay, some after the short pay timeout): a pay
+    answered 200 ends paid, one answered 409 ends cancelled; an order is
+    paid only when somebody paid it, cancelled only unpaid and not before
+    its deadline, and each transition is in the sink's file once;
   - no order for a request answered 409/429/503/403/400;
   - a 504's request, asked again (GET /seckill/result) on the gateway that
     issued it (a process with that gateway id, the same one or, when ids are
@@ -72,9 +76,13 @@ WAIT_TIMEOUT_MS = 2000
 LEASE_MS = 1000
 REGISTRY_TTL_MS = 1500
 REDIS_TIMEOUT_MS = 500
+# short enough that unpaid orders are cancelled and their stock sold again
+# during the run; PAY_SHARE of the buyers pay, some of them too late
+PAY_TIMEOUT_MS = 5000
+PAY_SHARE = 0.85
 # paced admission (per gateway), so the stock lasts through most of the
 # schedule instead of selling out in the first seconds
-TB_RATE, TB_BURST = 6, 6
+TB_RATE, TB_BURST = 10, 10
 HTTP_TIMEOUT_S = 10.0  # a parked request is answered within WAIT_TIMEOUT_MS
 START_S = 2.0  # faults start this long into the sale
 
@@ -272,13 +280,14 @@ class Cluster:
                 "[token_bucket]\nrate = %d\nburst = %d\n"
                 "[queue]\nack_timeout_ms = 1000\nlease_timeout_ms = %d\n%s"
                 "[worker]\nembedded = false\ninventory = redis\nthreads = 2\nbatch = 32\n"
-                "pay_timeout_ms = 3600000\n"
+                "pay_timeout_ms = %d\n"
                 "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = %s\nregistry_ttl_ms = %d\n"
                 "[redis]\nport = %d\ntimeout_ms = %d\n"
                 "[risk]\nblocklist = %s\n%s"
                 % ("gateway_id = %s\n" % gateway_id if gateway_id else "",
                    WAIT_TIMEOUT_MS, TB_RATE, TB_BURST, LEASE_MS,
-                   "data_dir = %s\n" % data_dir if data_dir else "", SECRET, REGISTRY_TTL_MS,
+                   "data_dir = %s\n" % data_dir if data_dir else "", PAY_TIMEOUT_MS, SECRET,
+                   REGISTRY_TTL_MS,
                    self.redis_port, REDIS_TIMEOUT_MS, " ".join(BLOCKED), items))
         path = os.path.join(self.dir, name)
         with open(path, "w") as f:
@@ -358,12 +367,17 @@ class Answer:
                  "err", "bad")
 
 
+class Pay:
+    __slots__ = ("oid", "t0", "t1", "gw", "inc", "status", "body", "err")
+
+
 class Clients:
     def __init__(self, cluster, seed):
         self.cl = cluster
         self.seed = seed
         self.stop = threading.Event()
         self.records = [[] for _ in range(CLIENTS)]
+        self.pays = [[] for _ in range(CLIENTS)]
         self.threads = [threading.Thread(target=self.run, args=(k,), daemon=True)
                         for k in range(CLIENTS)]
 
@@ -407,16 +421,41 @@ class Clients:
         self.records[k].append(a)
         return a
 
+    def pay(self, k, rng, oid):
+        p = Pay()
+        p.oid = oid
+        pick = self.pick_gateway(rng)
+        p.t0 = time.time()
+        if pick is None:
+            p.gw, p.inc, p.status, p.body, p.err = None, 0, None, "", "no gateway up"
+        else:
+            p.gw, p.inc, port, _ = pick
+            p.status, p.body, _, p.err = http_call(port, "POST", "/orders/%s/pay" % oid, None,
+                                                   HTTP_TIMEOUT_S)
+        p.t1 = time.time()
+        self.pays[k].append(p)
+        return p
+
     def run(self, k):
         rng = random.Random(self.seed * 1009 + k)
         names = sorted(ITEMS)
+        due = []  # (when, order id): payments this client still has to make
         while not self.stop.is_set():
+            now = time.time()
+            for when, oid in [d for d in due if d[0] <= now]:
+                due.remove((when, oid))
+                if self.pay(k, rng, oid).status in (None, 503):
+                    self.pay(k, rng, oid)  # once more: paying is idempotent
             user = "u%d" % rng.randrange(USERS)
             item = rng.choice(names)
             bad = rng.random() < 0.01
             retries = rng.choice([0, 0, 1, 2, 3])  # some users insist
             for n in range(retries + 1):
                 a = self.attempt(k, rng, user, item, bad)
+                if a.status == 200 and rng.random() < PAY_SHARE:
+                    oid = json.loads(a.body).get("order_id")
+                    due.append((time.time() + rng.uniform(0, 1.2 * PAY_TIMEOUT_MS / 1000.0),
+                                oid))
                 if a.status not in (None, 429, 503, 504) or self.stop.is_set():
                     break
                 if n < retries:
@@ -425,6 +464,9 @@ class Clients:
 
     def all(self):
         return [a for rs in self.records for a in rs]
+
+    def all_pays(self):
+        return [p for ps in self.pays for p in ps]
 
 
 # ---- the fault schedule ----
@@ -507,7 +549,7 @@ def read_state(port):
         for oid, rec in zip(raw[0::2], raw[1::2]):
             st, user, rid, created, deadline = rec.split("|")
             orders[oid] = {"state": st, "user": user, "rid": rid, "item": item,
-                           "created": int(created)}
+                           "created": int(created), "deadline": int(deadline)}
         raw = r.call("HGETALL", "sk:{%s}:users" % item) or []
         users = {u: v for u, v in zip(raw[0::2], raw[1::2])}
         state[item] = {"left": None if left is None else int(left), "orders": orders,
@@ -549,7 +591,13 @@ def result_of(body):
         return None
 
 
-def check(answers, state, sink_events, lookups, evidence, decided, gws, chk):
+def unexcused(gws, gw, t0, t1):
+    """A request sent to gateway gw got no answer, and nobody killed it
+    meanwhile: a gateway answers every request it read."""
+    return gw is not None and not any(t0 - 0.5 <= k <= t1 + 0.1 for k in gws[gw].kills)
+
+
+def check(answers, pays, state, sink_events, lookups, evidence, decided, gws, chk):
     orders = {oid: o for st in state.values() for oid, o in st["orders"].items()}
     by_rid = collections.defaultdict(list)
     for oid, o in orders.items():
@@ -586,10 +634,45 @@ def check(answers, state, sink_events, lookups, evidence, decided, gws, chk):
         for (i, user), n in per_user.items():
             if i == item and user not in state[item]["users"]:
                 chk.fail("user_count", "%s/%s: %d orders, no users entry" % (user, item, n))
-    for oid, o in orders.items():  # the pay timeout is an hour: nobody is reaped
-        if o["state"] != "reserved":
-            chk.fail("order_state", "order %s is %s; nobody paid and no deadline passed" % (
+    # payments: paid only when asked, cancelled only unpaid and after the deadline
+    asked = collections.defaultdict(list)
+    for p in pays:
+        asked[p.oid].append(p)
+    events = {(e["order_id"], e.get("type")): e for e in sink_events}
+    for oid, o in orders.items():
+        tries = ", ".join("%s %s" % (p.status, p.body or p.err) for p in asked[oid]) or "none"
+        if o["state"] == "reserved" and o["deadline"] < now_ms() - 3000:
+            chk.fail("not_reaped", "order %s still reserved %.1f s after its pay deadline" % (
+                oid, (now_ms() - o["deadline"]) / 1000.0))
+        if o["state"] == "paid" and not asked[oid]:
+            chk.fail("paid_unasked", "order %s is paid; nobody paid it" % oid)
+        if o["state"] == "cancelled" and any(p.status == 200 for p in asked[oid]):
+            chk.fail("paid_then_cancelled", "order %s is cancelled; payments: %s" % (oid, tries))
+        ev = events.get((oid, "cancelled"))
+        if ev and ev.get("at_ms", 0) < o["deadline"]:
+            chk.fail("cancelled_early", "order %s cancelled at %d, its pay deadline %d" % (
+                oid, ev["at_ms"], o["deadline"]))
+        if o["state"] in ("paid", "cancelled") and (oid, o["state"]) not in events:
+            chk.fail("sink_missing", "order %s is %s; the sink has no such event" % (
                 oid, o["state"]))
+        other = {"paid": "cancelled", "cancelled": "paid"}.get(o["state"])
+        if other and (oid, other) in events:
+            chk.fail("sink_differs", "order %s is %s; the sink has a %s event" % (
+                oid, o["state"], other))
+    for p in pays:
+        o = orders.get(p.oid)
+        if p.status is None:
+            if unexcused(gws, p.gw, p.t0, p.t1):
+                chk.fail("no_answer", "pay %s on gw%d#%d at %.3f: %s after %.1f s, the gateway "
+                         "was not killed" % (p.oid, p.gw, p.inc, p.t0, p.err, p.t1 - p.t0))
+            continue
+        if p.status == 200 and (o is None or o["state"] != "paid"):
+            chk.fail("pay_untrue", "pay %s answered 200 %s; Redis: %s" % (p.oid, p.body, o))
+        elif p.status == 409 and (o is None or o["state"] != "cancelled"):
+            chk.fail("pay_untrue", "pay %s answered 409 %s; Redis: %s" % (p.oid, p.body, o))
+        elif p.status not in (200, 409, 503):
+            chk.fail("pay_untrue", "pay %s (an order answered 200) answered %d %s" % (
+                p.oid, p.status, p.body))
     for rid, oids in by_rid.items():
         if len(oids) > 1:
             chk.fail("decided_twice", "request %s has %d orders: %s" % (rid, len(oids), oids))
@@ -617,10 +700,7 @@ def check(answers, state, sink_events, lookups, evidence, decided, gws, chk):
     seen_200 = {}
     for a in answers:
         if a.status is None:
-            # a gateway answers every request it read; only its death excuses silence
-            killed = a.gw is not None and any(a.t0 - 0.5 <= k <= a.t1 + 0.1
-                                              for k in gws[a.gw].kills)
-            if a.gw is not None and not killed:
+            if unexcused(gws, a.gw, a.t0, a.t1):
                 chk.fail("no_answer", "%s/%s on gw%d#%d at %.3f: %s after %.1f s, the gateway "
                          "was not killed" % (a.user, a.item, a.gw, a.inc, a.t0, a.err,
                                              a.t1 - a.t0))
@@ -640,8 +720,7 @@ def check(answers, state, sink_events, lookups, evidence, decided, gws, chk):
                 chk.fail("success_without_order",
                          "200 for %s/%s (request %s, gw%s) names order %s: not in Redis" % (
                              a.user, a.item, a.rid, a.gw, oid))
-            elif (o["rid"], o["user"], o["item"]) != (a.rid, a.user, a.item) or \
-                    o["state"] == "cancelled":
+            elif (o["rid"], o["user"], o["item"]) != (a.rid, a.user, a.item):
                 chk.fail("success_wrong_order", "200 for %s/%s request %s: order %s is %s" % (
                     a.user, a.item, a.rid, oid, o))
             elif reserved[oid] != 1:
@@ -833,18 +912,28 @@ def run(args, seed, schedule, cl, chk):
     while time.time() < settle_until:
         cl.supervise(-1)
         time.sleep(0.05)
-    state = read_state(cl.redis_port)
-    want = {oid for st in state.values() for oid in st["orders"]}
+    # every order paid or past its pay deadline and cancelled by a reaper
+    # (which runs every second): then nothing changes any more
+    for _ in range(100):  # 20 s
+        state = read_state(cl.redis_port)
+        reserved = [o for st in state.values() for o in st["orders"].values()
+                    if o["state"] == "reserved"]
+        if not reserved or min(o["deadline"] for o in reserved) > now_ms() + 3000:
+            break
+        cl.supervise(-1)
+        time.sleep(0.2)
+    want = {(oid, t) for st in state.values() for oid, o in st["orders"].items()
+            for t in ("reserved", o["state"])}
     sink_events = []
     for _ in range(400):  # 20 s
         sink_events = read_sink(cl.sink_file)
-        have = {e["order_id"] for e in sink_events if e.get("type") == "reserved"}
-        if want <= have:
+        if want <= {(e["order_id"], e.get("type")) for e in sink_events}:
             break
         cl.supervise(-1)
         time.sleep(0.05)
     log("%7.2f  settled: %d orders in Redis, %d events in the sink's file" % (
-        time.monotonic() - t0, len(want), len(sink_events)))
+        time.monotonic() - t0, sum(len(st["orders"]) for st in state.values()),
+        len(sink_events)))
 
     # ask again: 504s on the gateway that issued them (a running process with
     # that gateway id); and, for the evidence, every 503 Redis has an order for
@@ -868,7 +957,8 @@ def run(args, seed, schedule, cl, chk):
     decided = decisions(cl.redis_port, {
         item: {a.rid for a in answers if a.rid and a.item == item} for item in ITEMS})
 
-    check(answers, state, sink_events, lookups, evidence, decided, cl.gws, chk)
+    pays = clients.all_pays()
+    check(answers, pays, state, sink_events, lookups, evidence, decided, cl.gws, chk)
 
     # crashes, then a clean stop of everything: exit 0 means no sanitizer report
     for p in cl.procs:
@@ -921,6 +1011,11 @@ def run(args, seed, schedule, cl, chk):
         if created:
             log("  %s: first order at %.1f s, half at %.1f s, last at %.1f s" % (
                 item, created[0], created[len(created) // 2], created[-1]))
+    log("  orders by state: " + ", ".join("%s: %d" % kv for kv in sorted(collections.Counter(
+        o["state"] for st in state.values() for o in st["orders"].values()).items())))
+    log("  payments: " + ", ".join("%s: %d" % kv for kv in sorted(collections.Counter(
+        "%s %s" % (p.status, result_of(p.body) or p.err or "")
+        if p.status != 200 else "200" for p in pays).items())))
     log("  faults: " + ", ".join("%s x%d" % kv for kv in sorted(injected.items())))
     log("  process starts: " + ", ".join("%s %d" % (p.name, p.spawns) for p in cl.procs))
     if chk.report():
