@@ -953,7 +953,8 @@ def run(args, seed, schedule, cl, chk):
         if a.status == 504:
             lookups[a.rid] = (st, body, g.incarnation == a.inc)
         else:
-            evidence[a.rid] = "; asked again: %s %s" % (st, body)
+            evidence[a.rid] = "; asked again%s: %s %s" % (
+                "" if g.incarnation == a.inc else " (its gateway restarted)", st, body)
     decided = decisions(cl.redis_port, {
         item: {a.rid for a in answers if a.rid and a.item == item} for item in ITEMS})
 
