@@ -43,6 +43,7 @@ keys, the sink's file) to the sale's invariants:
     exits 0 on SIGTERM at the end (no sanitizer report).
 
 usage: nemesis.py --gateway BIN --worker BIN [--seed N] [--duration S]
+       nemesis.py --self-test   (the checker on made-up states, nothing started)
 The seed comes from --seed, else from NEMESIS_SEED, else is drawn; it is
 printed first. A seed replays the fault schedule and the clients' choices
 (users, items, gateways, pauses); thread timing still differs between runs.
@@ -475,8 +476,8 @@ def make_schedule(seed, duration):
     """[(start_s, kind, target, length_s)]: per target, faults never overlap;
     the two gateways count as one target (never both down at once). Kinds:
     kill (SIGKILL, restart after length_s), stop (SIGSTOP, SIGCONT after
-    length_s; workers, Redis, a gateway), stop-all (every worker stopped at once, longer than a
-    request's wait: its parked requests time out)."""
+    length_s; a worker, Redis, a gateway), stop-all (every worker at once,
+    for longer than a request waits: parked requests time out)."""
     rng = random.Random(seed)
     faults, busy = [], collections.defaultdict(list)
     end = duration - 1.5
@@ -771,15 +772,133 @@ def check(answers, pays, state, sink_events, lookups, evidence, decided, gws, ch
             chk.fail("result_unexpected", "GET result %s: %s %s" % (rid, status, body))
 
 
+# ---- the checker, checked ----
+
+def self_test():
+    """Each rule of check() fires on a state made to break it, and none on a
+    sound one: a checker that cannot fail proves nothing."""
+    import copy
+    import types
+
+    def answer(status, body, rid, user="u1", item="nem-a", gw=0, err=None):
+        a = Answer()
+        a.t0, a.t1, a.gw, a.inc, a.gw_id = 100.0, 100.5, gw, 1, "g0"
+        a.user, a.item, a.status, a.body, a.rid, a.err, a.bad = (
+            user, item, status, body, rid, err, False)
+        return a
+
+    def pay(oid, status, body):
+        p = Pay()
+        p.oid, p.t0, p.t1, p.gw, p.inc, p.status, p.body, p.err = (
+            oid, 101.0, 101.1, 0, 1, status, body, None)
+        return p
+
+    t = now_ms() - 60000
+    state = {i: {"left": n, "orders": {}, "users": {}} for i, n in ITEMS.items()}
+    state["nem-a"]["left"] = ITEMS["nem-a"] - 1
+    state["nem-a"]["orders"]["o1"] = {"state": "paid", "user": "u1", "rid": "r1",
+                                      "item": "nem-a", "created": t, "deadline": t + 5000}
+    state["nem-a"]["users"]["u1"] = "1|o1"
+    sink = [{"order_id": "o1", "type": "reserved", "item_id": "nem-a", "user_id": "u1",
+             "request_id": "r1", "at_ms": t},
+            {"order_id": "o1", "type": "paid", "item_id": "nem-a", "user_id": "u1",
+             "request_id": "r1", "at_ms": t + 100}]
+    answers = [answer(200, json.dumps({"result": "success", "request_id": "r1",
+                                       "order_id": "o1", "item_id": "nem-a"}), "r1"),
+               answer(503, '{"result":"overloaded"}', "r2", user="u2"),
+               answer(504, '{"result":"timeout","request_id":"r3"}', "r3", user="u3")]
+    pays = [pay("o1", 200, '{"state":"paid"}')]
+    base = {"answers": answers, "pays": pays, "state": state, "sink": sink,
+            "lookups": {"r3": (404, '{"result":"not_found"}', True)},
+            "decided": {"r1": "0|o1"}, "gws": [types.SimpleNamespace(kills=[])]}
+
+    def run(case):
+        chk = Checker()
+        check(case["answers"], case["pays"], case["state"], case["sink"], case["lookups"], {},
+              case["decided"], case["gws"], chk)
+        return set(chk.violations)
+
+    def order(case, oid, user, rid, st="reserved"):
+        case["state"]["nem-a"]["orders"][oid] = {"state": st, "user": user, "rid": rid,
+                                                 "item": "nem-a", "created": t,
+                                                 "deadline": t + 5000}
+
+    def oversold(c):
+        c["state"]["nem-a"]["left"] = -1
+
+    def lost_unit(c):
+        c["state"]["nem-a"]["left"] = ITEMS["nem-a"]
+
+    def order_for_503(c):
+        order(c, "o2", "u2", "r2", "cancelled")
+
+    def second_order(c):
+        order(c, "o2", "u1", "r9", "cancelled")
+        c["state"]["nem-a"]["orders"]["o2"]["state"] = "paid"
+        c["pays"].append(pay("o2", 200, "{}"))
+
+    def sink_lost(c):
+        del c["sink"][0]
+
+    def sink_twice(c):
+        c["sink"].append(dict(c["sink"][0]))
+
+    def success_lost(c):
+        del c["state"]["nem-a"]["orders"]["o1"]
+
+    def result_lies(c):
+        c["lookups"]["r3"] = (200, json.dumps({"result": "success", "order_id": "o9"}), True)
+
+    def silent(c):
+        c["answers"].append(answer(None, "", None, err="reset"))
+
+    def silent_killed(c):
+        c["answers"].append(answer(None, "", None, err="reset"))
+        c["gws"][0].kills.append(100.2)
+
+    def paid_then_cancelled(c):
+        c["state"]["nem-a"]["orders"]["o1"]["state"] = "cancelled"
+
+    def decided_otherwise(c):
+        c["decided"]["r1"] = "1|"
+
+    cases = [(oversold, "oversell"), (lost_unit, "stock"), (order_for_503, "order_for_503"),
+             (second_order, "per_user_limit"), (sink_lost, "sink_missing"),
+             (sink_twice, "sink_duplicate"), (success_lost, "success_without_order"),
+             (result_lies, "result_success_without_order"), (silent, "no_answer"),
+             (silent_killed, None), (paid_then_cancelled, "paid_then_cancelled"),
+             (decided_otherwise, "decision_differs")]
+    failed = 0
+    found = run(copy.deepcopy(base))
+    if found:
+        log("self-test: a sound state gives %s" % sorted(found))
+        failed += 1
+    for breaker, want in cases:
+        case = copy.deepcopy(base)
+        breaker(case)
+        found = run(case)
+        if (want is None and found) or (want is not None and want not in found):
+            log("self-test: %s gives %s, wants %s" % (breaker.__name__, sorted(found), want))
+            failed += 1
+    log("self-test: %d of %d cases right" % (len(cases) + 1 - failed, len(cases) + 1))
+    return 1 if failed else 0
+
+
 # ---- the run ----
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gateway", required=True)
-    ap.add_argument("--worker", required=True)
+    ap.add_argument("--gateway")
+    ap.add_argument("--worker")
+    ap.add_argument("--self-test", action="store_true",
+                    help="check the checker on made-up states, start nothing")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--duration", type=float, default=30.0)
     args = ap.parse_args()
+    if args.self_test:
+        return self_test()
+    if not args.gateway or not args.worker:
+        ap.error("--gateway and --worker are required")
     seed = args.seed
     if seed is None and os.environ.get("NEMESIS_SEED"):
         seed = int(os.environ["NEMESIS_SEED"])
