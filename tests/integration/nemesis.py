@@ -38,7 +38,7 @@ keys, the sink's file) to the sale's invariants:
     configured, its restart), is unknown or a decided outcome that Redis
     agrees with, as is each stored decision with the answer it gave;
   - every request sent to a gateway that was not killed meanwhile got an
-    answer;
+    answer, and at the end no gateway holds a parked request;
   - every process that was not killed on purpose is still running, and each
     exits 0 on SIGTERM at the end (no sanitizer report).
 
@@ -1054,6 +1054,22 @@ def run(args, seed, schedule, cl, chk):
         time.monotonic() - t0, sum(len(st["orders"]) for st in state.values()),
         len(sink_events)))
 
+    # every parked request answered; what the gateways still hold
+    gauges = []
+    for i, g in enumerate(cl.gws):
+        st, body, _, _ = http_call(g.info["port"], "GET", "/metrics", None, 5.0)
+        m = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#") and " " in line:
+                k, v = line.rsplit(" ", 1)
+                m[k] = v
+        parked = m.get("seckill_parked_requests")
+        gauges.append("gw%d: parked %s, queue depth %s, late outcomes %s" % (
+            i, parked, m.get("seckill_queue_depth"), m.get("seckill_late_outcomes_total")))
+        if parked != "0":
+            chk.fail("parked_left", "gw%d: seckill_parked_requests %s after every request's "
+                     "deadline and every client's answer" % (i, parked))
+
     # ask again: 504s on the gateway that issued them (a running process with
     # that gateway id); and, for the evidence, every 503 Redis has an order for
     lookups, evidence = {}, {}
@@ -1136,6 +1152,7 @@ def run(args, seed, schedule, cl, chk):
     log("  payments: " + ", ".join("%s: %d" % kv for kv in sorted(collections.Counter(
         "%s %s" % (p.status, result_of(p.body) or p.err or "")
         if p.status != 200 else "200" for p in pays).items())))
+    log("  gateways after the sale: " + "; ".join(gauges))
     log("  faults: " + ", ".join("%s x%d" % kv for kv in sorted(injected.items())))
     log("  process starts: " + ", ".join("%s %d" % (p.name, p.spawns) for p in cl.procs))
     if chk.report():
