@@ -47,9 +47,9 @@
  * segment size, and sk_order_log_open then finds it open.
  *
  * Usage: order_power_loss [rounds [seed]]   (seed also from
- * SECKILL_CRASH_SEED; printed first, so a failure replays with it)
+ * SECKILL_CRASH_SEED; printed first, so a failure replays with it).
+ * SECKILL_CRASH_TRACE=1 lists, at each crash, which names survive it.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
