@@ -1,7 +1,8 @@
 #!/bin/sh
 # `make fuzz`: build the libFuzzer targets (CMake preset `fuzz`, clang) and
 # run each for FUZZ_SECONDS (default 60) over a copy of its committed corpus
-# (tests/fuzz/corpus_<name>), one target at a time. Prints execs/s and any
+# (tests/fuzz/corpus_<name>, with tests/fuzz/<name>.dict when there is one),
+# one target at a time. Prints execs/s and any
 # crash per target; exits 1 when a target found one. Crash inputs are kept in
 # build/fuzz/findings/<name>/: add a fixed one to the corpus so the normal
 # suite (fuzz.replay_<name>) keeps it fixed.
@@ -46,9 +47,12 @@ for t in $TARGETS; do
     mkdir -p "$run/corpus" "$BUILD/findings/$t"
     cp "$src"/* "$run/corpus/" 2>/dev/null || true
     echo "== fuzz_$t: ${SECONDS_EACH}s over $(find "$run/corpus" -type f | wc -l) seed inputs"
+    dict=""
+    [ -f "tests/fuzz/$t.dict" ] && dict="-dict=tests/fuzz/$t.dict"
     rc=0
+    # shellcheck disable=SC2086 # $dict: one argument or none
     "$bin" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$BUILD/findings/$t/" "$run/corpus" >"$run/log" 2>&1 || rc=$?
+        -artifact_prefix="$BUILD/findings/$t/" $dict "$run/corpus" >"$run/log" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$run/log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$run/log" | tail -n 1)
     cov=$(grep -Eo 'cov: [0-9]+' "$run/log" | tail -n 1 | cut -d' ' -f2)
