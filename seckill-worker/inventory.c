@@ -374,9 +374,10 @@ out_unlock:
     return r;
 }
 
-/* Give back one purchase of user on item: the unit goes back to stock and
- * the user's count down. When order_id is still the user's last order,
- * prev_order (may be NULL) becomes it again (an undone purchase). */
+/* Give back one purchase of user on item: the unit goes back to stock (when
+ * `unit`: the purchase took one) and the user's count down. When order_id is
+ * still the user's last order, prev_order (may be NULL) becomes it again (an
+ * undone purchase). */
 static void unbuy(sk_inventory *inv, int it, const char *user, const char *order_id,
                   const char *prev_order, int unit)
 {
