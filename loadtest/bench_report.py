@@ -159,8 +159,8 @@ def parse_rows(text, name="rows"):
     return rows
 
 
-def awk_number(x):
-    """x as awk prints a number: whole numbers without a point, others with 6 digits."""
+def short_number(x):
+    """A p99 in the latency curve: whole numbers without a point (6.0 -> 6), others to 6 digits."""
     if x == int(x) and abs(x) < 1e15:
         return "%d" % x
     return "%.6g" % x
@@ -207,20 +207,21 @@ def met(ok):
 
 
 def target(r, ratio, c):
-    """The target cell: the verdict against the row's kind, and what else it measured."""
+    """The target cell: the verdict against the row's kind, and what else it measured.
+    ratio: req/s over the ceiling c as the table shows it (two decimals), None without a ceiling."""
     k = r.kind
-    judged = "no ceiling" if ratio is None else None
+    no_ceiling = "no ceiling" if ratio is None else None
     if k == "reject":
-        return "≥0.8×: " + (judged or met(ratio >= 0.8))
+        return "≥0.8×: " + (no_ceiling or met(ratio >= 0.8))
     if k == "full":
-        return "≥0.5×: " + (judged or met(ratio >= 0.5)) + " (closed loop: p99 not judged¹)"
+        return "≥0.5×: " + (no_ceiling or met(ratio >= 0.5)) + " (closed loop: p99 not judged¹)"
     if k == "redis":
-        return "≥0.3×: " + (judged or met(ratio >= 0.3))
+        return "≥0.3×: " + (no_ceiling or met(ratio >= 0.3))
     if k in PACED:
         t = "offered %.2f×; " % (r.num0("offered_rps") / c) if c > 0 else ""
         p99_within = r.num0("p99_ms") <= P99_TARGET_MS
         if k == "paced":
-            t += "≥0.5×: " + (judged or met(ratio >= 0.5)) + ", p99≤5ms¹: " + met(p99_within)
+            t += "≥0.5×: " + (no_ceiling or met(ratio >= 0.5)) + ", p99≤5ms¹: " + met(p99_within)
         else:
             t += {"sweep": "latency curve", "reference": "reference²", "handoff": "hand-off²"}[k]
             t += ", not judged: p99 " + ("≤" if p99_within else ">") + " 5 ms"
@@ -295,7 +296,7 @@ def latency_curve(rows):
         r = worst[o]
         p99 = r.num("p99_ms")
         own, busy = r["gw_p99_ms"], r["box_busy_pct"]
-        parts.append("%.0f" % o + (" (%.2f×)" % (o / b) if b > 0 else "") + ": " + awk_number(p99)
+        parts.append("%.0f" % o + (" (%.2f×)" % (o / b) if b > 0 else "") + ": " + short_number(p99)
                      + (" / " + own if PLAIN.match(own) else "") + " ms"
                      + (" at " + busy + "% CPU" if WHOLE.match(busy) else ""))
         if p99 <= P99_TARGET_MS:
