@@ -16,6 +16,8 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "loadtest", "bench_report.py")
+# importing the report must leave no __pycache__ in loadtest/
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(ROOT, "loadtest"))
 import bench_report  # noqa: E402
 
