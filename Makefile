@@ -5,7 +5,9 @@ TEST_PRESET ?= asan-ubsan
 JOBS ?= $(shell nproc)
 CONFIG ?= config/seckill.ini
 
-.PHONY: all deps build run test test-debug tsan bench clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build run test test-debug tsan bench fuzz clean
 
 all: build
 
@@ -34,6 +36,11 @@ test-debug:
 
 bench: build
 	@loadtest/bench.sh $(BENCH_ARGS)
+
+# every libFuzzer target for FUZZ_SECONDS each (FUZZ_TARGETS: a subset);
+# installs clang and libFuzzer's runtime itself; fails when one crashes
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build

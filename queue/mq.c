@@ -119,6 +119,7 @@
  *   takes the log's alone.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -129,6 +130,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mq.h"
 #include "seglog.h"
@@ -349,6 +351,25 @@ static int grow_array(void **arr, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* fsync the directory that holds path (path is modified and restored). */
+static int fsync_parent(char *path)
+{
+    char *slash = strrchr(path, '/');
+    const char *dir = slash == NULL ? "." : slash == path ? "/" : path;
+    if (slash != NULL && slash != path)
+        *slash = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd < 0 || fsync(fd) != 0 ? -errno : 0;
+    if (fd >= 0)
+        close(fd);
+    if (slash != NULL && slash != path)
+        *slash = '/';
+    return rc;
+}
+
+/* mkdir -p. A directory's entry is durable only once its parent is fsynced:
+ * without that a power cut can take back a topic directory, and every
+ * segment fsynced inside it with it. */
 static int mkdir_p(const char *path)
 {
     char buf[PATH_MAX];
@@ -361,8 +382,13 @@ static int mkdir_p(const char *path)
             continue;
         char c = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+        if (mkdir(buf, 0755) == 0) {
+            int rc = fsync_parent(buf);
+            if (rc < 0)
+                return rc;
+        } else if (errno != EEXIST) {
             return -errno;
+        }
         buf[i] = c;
     }
     return 0;

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Install the Debian packages the build and the tests need, only those missing.
 # Uses sudo when not root. Safe to run again and again.
+# Arguments name more packages that one target alone needs (scripts/fuzz.sh:
+# clang and its libFuzzer runtime), installed the same way.
 set -eu
 PKGS="build-essential cmake pkg-config libmicrohttpd-dev libhiredis-dev uuid-dev libjansson-dev \
-libinih-dev libcmocka-dev redis-server wrk curl iproute2 gnuplot-nox"
+libinih-dev libcmocka-dev redis-server wrk curl iproute2 gnuplot-nox python3 $*"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

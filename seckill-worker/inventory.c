@@ -82,6 +82,8 @@ typedef struct order {
     struct order *fifo_next; /* reserved ones, creation order */
     int item;
     int busy; /* a pay or cancel event of it is being appended */
+    int no_unit; /* recovered beyond the configured stock: it took no unit, so
+                  * its cancel gives none back */
     char id[SK_ORDER_ID_MAX + 1];
     sk_order o;
 } order;
@@ -372,11 +374,12 @@ out_unlock:
     return r;
 }
 
-/* Give back one purchase of user on item: the unit goes back to stock and
- * the user's count down. When order_id is still the user's last order,
- * prev_order (may be NULL) becomes it again (an undone purchase). */
+/* Give back one purchase of user on item: the unit goes back to stock (when
+ * `unit`: the purchase took one) and the user's count down. When order_id is
+ * still the user's last order, prev_order (may be NULL) becomes it again (an
+ * undone purchase). */
 static void unbuy(sk_inventory *inv, int it, const char *user, const char *order_id,
-                  const char *prev_order)
+                  const char *prev_order, int unit)
 {
     uint64_t h = user_hash(user, it);
     user_shard *us = &inv->users[h % SHARDS];
@@ -389,7 +392,8 @@ static void unbuy(sk_inventory *inv, int it, const char *user, const char *order
             memcpy(p->order_id, prev_order, sizeof p->order_id);
     }
     pthread_mutex_unlock(&us->lock);
-    atomic_fetch_add(&inv->items[it].left, 1);
+    if (unit)
+        atomic_fetch_add(&inv->items[it].left, 1);
 }
 
 static void decision_evict_oldest(decision_shard *ds)
@@ -487,7 +491,7 @@ static void order_shard_grow(order_shard *os)
 }
 
 /* Insert a reserved order from its reserved event. -EEXIST when known. */
-static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev)
+static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev, int no_unit)
 {
     uint64_t h;
     order_shard *os = order_shard_of(inv, ev->order_id, &h);
@@ -505,6 +509,7 @@ static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev)
     }
     o->h = h;
     o->item = it;
+    o->no_unit = no_unit;
     memcpy(o->id, ev->order_id, sizeof o->id);
     o->o.state = SK_ORDER_RESERVED;
     memcpy(o->o.user_id, ev->user_id, sizeof o->o.user_id);
@@ -617,7 +622,7 @@ static int decide_one(sk_inventory *inv, int it, const char *user_id,
             memcpy(pb[*npb].prev_order, prev, sizeof prev);
             evs[*npb] = ev;
             ++*npb;
-        } else if (order_insert(inv, it, &ev) < 0) {
+        } else if (order_insert(inv, it, &ev, 0) < 0) {
             /* the sale stands (stock and decision); only GET/pay miss it */
             fprintf(stderr, "inventory: no memory for order %s\n", ev.order_id);
         }
@@ -642,7 +647,7 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, const sk_order_eve
         pending_buy *b = &pb[i];
         const sk_order_event *ev = &evs[i];
         int ok = rcs ? rcs[i] == 0 : 0;
-        if (ok && order_insert(inv, b->item, ev) < 0)
+        if (ok && order_insert(inv, b->item, ev, 0) < 0)
             fprintf(stderr, "inventory: no memory for order %s\n", ev->order_id);
         pthread_mutex_lock(&b->ds->lock);
         if (ok) {
@@ -657,7 +662,7 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, const sk_order_eve
         }
         pthread_mutex_unlock(&b->ds->lock);
         if (!ok) {
-            unbuy(inv, b->item, ev->user_id, ev->order_id, b->prev_order);
+            unbuy(inv, b->item, ev->user_id, ev->order_id, b->prev_order, 1);
             if (rc == 0)
                 rc = rcs ? rcs[i] : -ENOMEM;
         }
@@ -856,7 +861,7 @@ int sk_inventory_reap(sk_inventory *inv, uint64_t now_ms)
                 order_settle(inv, o, SK_ORDER_CANCELLED);
             pthread_mutex_unlock(&os->lock);
             if (rcs[i] == 0) {
-                unbuy(inv, o->item, o->o.user_id, o->id, NULL);
+                unbuy(inv, o->item, o->o.user_id, o->id, NULL, !o->no_unit);
                 cancelled++;
             }
         }
@@ -897,7 +902,8 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
     pthread_mutex_unlock(&us->lock);
     if (!p)
         return -ENOMEM;
-    if (!stock_take(&inv->items[it]))
+    int took = stock_take(&inv->items[it]);
+    if (!took)
         fprintf(stderr, "inventory: order %s of %s is beyond the configured stock %lld\n",
                 ev->order_id, ev->item_id, (long long)inv->items[it].stock);
     /* the decision: a redelivered request answers its success */
@@ -914,7 +920,7 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
         }
     }
     pthread_mutex_unlock(&ds->lock);
-    return order_insert(inv, it, ev) < 0 ? -ENOMEM : 0;
+    return order_insert(inv, it, ev, !took) < 0 ? -ENOMEM : 0;
 }
 
 int sk_inventory_apply(sk_inventory *inv, const sk_order_event *ev)
@@ -933,6 +939,6 @@ int sk_inventory_apply(sk_inventory *inv, const sk_order_event *ev)
     }
     pthread_mutex_unlock(&os->lock);
     if (rc == 0 && ev->type == SK_ORDER_CANCELLED)
-        unbuy(inv, o->item, o->o.user_id, o->id, NULL);
+        unbuy(inv, o->item, o->o.user_id, o->id, NULL, !o->no_unit);
     return rc;
 }

@@ -102,7 +102,8 @@ void sk_inventory_set_orders(sk_inventory *inv, const sk_orders_config *cfg);
  * Returns 0 when applied, 1 when ignored (unknown item, unknown order, an
  * event for a state already reached), negative errno on failure. A reserved
  * event beyond the configured stock (stock lowered between runs) is kept as
- * an order and leaves the stock at 0. */
+ * an order and leaves the stock at 0; it took no unit, so its cancel gives
+ * none back. */
 int sk_inventory_apply(sk_inventory *inv, const sk_order_event *ev);
 
 /* OUT: *o. -ENOENT when unknown (or not yet durable). */

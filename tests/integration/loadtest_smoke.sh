@@ -1,7 +1,9 @@
 #!/bin/sh
 # The operator's load-test tools end to end, with a real gateway and real wrk
 # on loopback: loadtest/run.sh (paced, a sale that sells out; the per-second
-# sampler) and the paced part of loadtest/bench.sh with its latency curve.
+# sampler) and the paced part of loadtest/bench.sh with its latency curve
+# (loadtest/bench_report.py builds it; tests/unit/test_bench_report.py checks
+# the rest of the report on fixed rows).
 # It checks what the tools report, never how fast anything was.
 #
 # usage: loadtest_smoke.sh GATEWAY_BINARY CEILING_BINARY
@@ -82,15 +84,22 @@ rc=$?
 set -e
 [ "$rc" = 64 ] || fail "sample.sh busy without a reading exited $rc, expected 64"
 
-echo "== loadtest/curve.awk on fixed rows"
-# row SCENARIO PARK CONNS RPS P50 P99 STATUSES INVARIANTS KIND OFFERED GWP99 [CPU BUSY]
+echo "== bench_report.py: the latency curve on fixed rows"
 fixrow() { (IFS=$(printf '\t'); printf '%s\n' "$*"); }
-curve() { awk -F'\t' -f "$root/loadtest/curve.awk" "$1" "$1"; }
+# the columns of the fixed rows below, named in each file's first line
+head11="scenario park conns rps p50_ms p99_ms statuses invariants kind offered_rps gw_p99_ms"
+curve() {
+    "$root/loadtest/bench_report.py" --threads 2 --duration 1 --long 2 --out "$tmp/curve.md" "$1" >/dev/null ||
+        fail "bench_report.py exited $? on $1"
+    grep '^latency curve' "$tmp/curve.md"
+}
 expect() { # expect FILE TEXT: the curve of FILE contains TEXT
     got=$(curve "$1")
-    case "$got" in *"$2"*) ;; *) fail "curve.awk: expected '$2' in: $got" ;; esac
+    case "$got" in *"$2"*) ;; *) fail "latency curve: expected '$2' in: $got" ;; esac
 }
 {
+    # shellcheck disable=SC2086
+    fixrow $head11
     fixrow ceiling event 256 100000 2 8 - - ceiling - -
     fixrow ceiling event 1000 90000 9 20 - - ceiling - -
     fixrow p event 256 29000 1 6.0 - OK sweep 30000 5.5
@@ -104,6 +113,8 @@ expect() { # expect FILE TEXT: the curve of FILE contains TEXT
 expect "$tmp/a.tsv" "own p99): 10000 (0.10×): 2 / 1.5 ms, 20000 (0.20×): 4.9 / 4.0 ms, 30000 (0.30×): 6 / 5.5 ms, 50000 (0.50×): 12 / 9.8 ms. "
 expect "$tmp/a.tsv" "p99 within 5 ms up to 20000 req/s offered (0.20 × ceiling)."
 {
+    # shellcheck disable=SC2086
+    fixrow $head11
     fixrow p event 256 10000 1 7 - OK sweep 10000 n/a
     fixrow p event 256 30000 1 4 - OK paced 30000 3
     fixrow p event 256 20000 1 3 - OK sweep 20000 2
@@ -111,12 +122,16 @@ expect "$tmp/a.tsv" "p99 within 5 ms up to 20000 req/s offered (0.20 × ceiling)
 expect "$tmp/b.tsv" "own p99): 10000: 7 ms, 20000: 3 / 2 ms, 30000: 4 / 3 ms. "
 expect "$tmp/b.tsv" "p99 above 5 ms already at the lowest paced rate (10000 req/s offered); within 5 ms at 20000, 30000 req/s."
 {
+    # shellcheck disable=SC2086
+    fixrow $head11
     fixrow p event 256 10000 1 5.5 - OK sweep 10000 5
     fixrow p event 256 20000 1 9 - OK paced 20000 8
 } > "$tmp/c.tsv"
 expect "$tmp/c.tsv" "p99 above 5 ms at every paced rate."
-# with the machine's busy per cent (column 13): the worst run's, per rate
+# with the machine's busy per cent: the worst run's, per rate
 {
+    # shellcheck disable=SC2086
+    fixrow $head11 cpu_us_per_req box_busy_pct
     fixrow p event 256 10000 1 2 - OK sweep 10000 1.5 40 55
     fixrow p event 256 20000 1 4 - OK paced 20000 3 30 70
     fixrow p event 256 20000 1 6 - OK paced 20000 5 30 90
@@ -144,7 +159,15 @@ ho=$(grep '^| hand-off: repeat buyers (409 already purchased), paced at 400 req/
     fail "no hand-off row (repeat buyers at the paced rate) in bench.md"
 case "$ho" in *"| 200="*",409="*" | OK | "*"hand-off², not judged: p99 "*"gateway CPU "*" µs a request; machine "*"% busy |") ;;
 *) fail "hand-off row: $ho" ;; esac
-n200=$(awk -F'\t' '$9 == "handoff" { print $7 }' "$tmp/bench/rows.tsv" | tr ',' '\n' | sed -n 's/^200=//p')
+# named KINDS COLUMN...: those columns of the rows of KINDS (a|b) in bench.sh's
+# rows.tsv, whose first line names its columns
+named() {
+    awk -F'\t' -v kinds="^($1)\$" -v want="$(shift; echo "$@")" '
+        NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; n = split(want, w, " "); next }
+        $col["kind"] ~ kinds { for (i = 1; i <= n; i++) printf "%s%s", $col[w[i]], i < n ? " " : "\n" }' \
+        "$tmp/bench/rows.tsv"
+}
+n200=$(named handoff statuses | tr ',' '\n' | sed -n 's/^200=//p')
 [ -n "$n200" ] && [ "$n200" -le 100 ] || fail "hand-off row: $n200 successes from 100 users, at most 100 expected"
 grep -Eq '^² reference row: .* p99 [0-9.]+ ms, [0-9.]+ µs of CPU a request, the machine [0-9]+% busy\. Hand-off row: .* p99 [0-9.]+ ms \(its own [0-9.]+ ms\), [0-9.]+ µs of CPU a request, the machine [0-9]+% busy\. The paced gateway rows: [0-9.]+ µs of CPU a request, the machine [0-9]+% busy' \
     "$tmp/bench/bench.md" || fail "footnote ² missing or incomplete: $(grep '^²' "$tmp/bench/bench.md")"
@@ -155,7 +178,7 @@ for r in 80 160 240 320 400; do
         fail "latency curve lacks rate $r with both p99s: $curve"
 done
 # the verdict, worked out here from the rows (offered rate, p99) on their own
-want=$(awk -F'\t' '($9 == "paced" || $9 == "sweep") && $6 != "-" { print $10, $6 }' "$tmp/bench/rows.tsv" | sort -n | awk '
+want=$(named 'paced|sweep' offered_rps p99_ms | awk '$2 != "-"' | sort -n | awk '
     { if (!broken && $2 <= 5) upto = $1; else broken = 1; if ($2 <= 5) any = 1 }
     END {
         if (upto) print "p99 within 5 ms up to " upto " req/s offered."

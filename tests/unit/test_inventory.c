@@ -809,6 +809,45 @@ static void test_orders_pending_invisible(void **state)
     free(j);
 }
 
+/* Stock lowered between runs: the orders past the new stock are recovered
+ * but hold no unit, so neither their cancel event nor a reap gives one back
+ * (that unit would be sold again: more live orders than the stock). */
+static void test_orders_replay_beyond_stock(void **state)
+{
+    (void)state;
+    fake_journal *j = calloc(1, sizeof *j);
+    fake_ms = 9000000;
+    sk_inventory *inv = make_orders(5, 1, j);
+    char a[40], b[40], c[40];
+    buy_ok(inv, "a", 1, a);
+    buy_ok(inv, "b", 2, b);
+    buy_ok(inv, "c", 3, c);
+    assert_int_equal(sk_inventory_reap(inv, 9000000 + PAY_MS), 3);
+    assert_int_equal(j->n, 6);
+    sk_inventory_destroy(inv);
+
+    fake_journal *j2 = calloc(1, sizeof *j2);
+    inv = make_orders(1, 1, j2);
+    for (size_t i = 0; i < 3; i++) /* the reserved events: a takes the one unit */
+        assert_int_equal(sk_inventory_apply(inv, &j->evs[i]), 0);
+    assert_int_equal(sk_inventory_left(inv, 0), 0);
+    for (size_t i = 3; i < 6; i++) /* every cancel: only a's unit comes back */
+        assert_int_equal(sk_inventory_apply(inv, &j->evs[i]), 0);
+    assert_int_equal(sk_inventory_left(inv, 0), 1);
+    assert_int_equal(sk_inventory_buyers(inv, 0), 0);
+    sk_inventory_destroy(inv);
+
+    /* the same orders reaped after recovery instead */
+    inv = make_orders(1, 1, j2);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(sk_inventory_apply(inv, &j->evs[i]), 0);
+    assert_int_equal(sk_inventory_reap(inv, 9000000 + PAY_MS), 3);
+    assert_int_equal(sk_inventory_left(inv, 0), 1);
+    sk_inventory_destroy(inv);
+    free(j);
+    free(j2);
+}
+
 /* The journal replayed into a fresh inventory rebuilds stock, counts,
  * order states and decisions; replaying an event twice changes nothing. */
 static void test_orders_replay(void **state)
@@ -964,6 +1003,7 @@ int main(void)
         cmocka_unit_test(test_orders_journal_undo),
         cmocka_unit_test(test_orders_pending_invisible),
         cmocka_unit_test(test_orders_replay),
+        cmocka_unit_test(test_orders_replay_beyond_stock),
         cmocka_unit_test(test_orders_pay_reap_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

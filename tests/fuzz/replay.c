@@ -1,8 +1,10 @@
 /*
- * replay_seglog.c - runs every file of a corpus directory through the log
- * recovery fuzz target (fuzz_seglog_recover.c), so the seed corpus and every
- * committed crash reproducer are checked by the normal test suite, without
- * libFuzzer. Usage: replay_seglog <corpus dir>...
+ * replay.c - the main of every replay_<name> program: runs each file of the
+ * corpus directories it is given through one fuzz target's
+ * LLVMFuzzerTestOneInput (tests/fuzz/fuzz_<name>.c, linked beside it), so the
+ * seed corpus and every committed crash reproducer are checked by the normal
+ * (gcc) test suite, without libFuzzer. A target that finds a broken invariant
+ * aborts, which fails the test. Usage: replay_<name> <corpus dir>...
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -66,6 +68,6 @@ int main(int argc, char **argv)
         }
         closedir(d);
     }
-    printf("replay_seglog: %d inputs replayed, %d unreadable\n", files, bad);
+    printf("%s: %d inputs replayed, %d unreadable\n", argv[0], files, bad);
     return files > 0 && bad == 0 ? 0 : 1;
 }
