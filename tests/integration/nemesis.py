@@ -184,9 +184,12 @@ class Proc:
         with open(self.logpath, "ab") as logf:
             logf.write(b"---- %s start %d ----\n" % (self.name.encode(), self.spawns + 1))
             logf.flush()
+            # a session of its own: a SIGSTOPped child in the test's process
+            # group would get SIGHUP from the kernel when that group is
+            # orphaned (the shell that started the test exits), and die
             self.p = subprocess.Popen(["setpriv", "--pdeathsig", "KILL"] + self.argv,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=logf)
+                                      stderr=logf, start_new_session=True)
         self.spawns += 1
         self.incarnation += 1
         self.want_up = True
@@ -233,6 +236,17 @@ class Proc:
             self.p.kill()
             self.p.wait()
             return None
+
+
+def exit_text(rc):
+    if rc is None:
+        return "still running 30 s after SIGTERM, SIGKILLed"
+    if rc < 0:
+        try:
+            return "killed by %s" % signal.Signals(-rc).name
+        except ValueError:
+            return "killed by signal %d" % -rc
+    return "status %s" % rc
 
 
 def parse_banner(line):
@@ -314,8 +328,8 @@ class Cluster:
             if p.respawn_at is None:
                 rc = p.p.returncode
                 if p.ready.is_set():
-                    p.crashes.append((p.incarnation, rc))
-                    log("%7.2f  %s exited by itself: status %s" % (t, p.name, rc))
+                    p.crashes.append((p.incarnation, exit_text(rc)))
+                    log("%7.2f  %s exited by itself: %s" % (t, p.name, exit_text(rc)))
                 p.ready.clear()
                 p.respawn_at = time.monotonic() + 0.3
             elif time.monotonic() >= p.respawn_at:
@@ -1099,12 +1113,13 @@ def run(args, seed, schedule, cl, chk):
     # crashes, then a clean stop of everything: exit 0 means no sanitizer report
     for p in cl.procs:
         for inc, rc in p.crashes:
-            chk.fail("crash", "%s (start %d) exited by itself with status %s; see %s" % (
+            chk.fail("crash", "%s (start %d) exited by itself (%s); see %s" % (
                 p.name, inc, rc, p.logpath))
     for p in cl.gws + cl.workers + [cl.sink]:
         rc = p.stop()
         if rc != 0:
-            chk.fail("exit_status", "%s exited %s on SIGTERM; see %s" % (p.name, rc, p.logpath))
+            chk.fail("exit_status", "%s: %s on SIGTERM; see %s" % (p.name, exit_text(rc),
+                                                                   p.logpath))
     cl.redis.stop()
 
     # summary
