@@ -70,12 +70,22 @@ static rpc_frame sample(int type)
     case RPC_HELLO:
         f.u.hello.worker_id = rpc_str("worker-7");
         f.u.hello.group = rpc_str("seckill");
-        f.u.hello.secret = rpc_str(SECRET);
+        f.u.hello.role = RPC_ROLE_PURCHASE;
+        for (int i = 0; i < RPC_NONCE_SIZE; i++)
+            f.u.hello.nonce[i] = (uint8_t)(0x30 + i);
         f.u.hello.max_frame = 65536;
         break;
     case RPC_HELLO_OK:
         f.u.hello_ok.max_frame = RPC_DEFAULT_MAX_FRAME;
         f.u.hello_ok.heartbeat_ms = 1000;
+        memset(f.u.hello_ok.proof, 0x5a, RPC_PROOF_SIZE);
+        break;
+    case RPC_CHALLENGE:
+        for (int i = 0; i < RPC_NONCE_SIZE; i++)
+            f.u.challenge.nonce[i] = (uint8_t)(0x90 + i);
+        break;
+    case RPC_AUTH:
+        memset(f.u.auth.proof, 0xa5, RPC_PROOF_SIZE);
         break;
     case RPC_ERROR:
         f.u.error.code = -42; /* signed survives */
@@ -163,12 +173,20 @@ static void assert_frame_eq(const rpc_frame *a, const rpc_frame *b)
     case RPC_HELLO:
         assert_bytes_eq(a->u.hello.worker_id, b->u.hello.worker_id);
         assert_bytes_eq(a->u.hello.group, b->u.hello.group);
-        assert_bytes_eq(a->u.hello.secret, b->u.hello.secret);
+        assert_int_equal(a->u.hello.role, b->u.hello.role);
+        assert_memory_equal(a->u.hello.nonce, b->u.hello.nonce, RPC_NONCE_SIZE);
         assert_int_equal(a->u.hello.max_frame, b->u.hello.max_frame);
         break;
     case RPC_HELLO_OK:
         assert_int_equal(a->u.hello_ok.max_frame, b->u.hello_ok.max_frame);
         assert_int_equal(a->u.hello_ok.heartbeat_ms, b->u.hello_ok.heartbeat_ms);
+        assert_memory_equal(a->u.hello_ok.proof, b->u.hello_ok.proof, RPC_PROOF_SIZE);
+        break;
+    case RPC_CHALLENGE:
+        assert_memory_equal(a->u.challenge.nonce, b->u.challenge.nonce, RPC_NONCE_SIZE);
+        break;
+    case RPC_AUTH:
+        assert_memory_equal(a->u.auth.proof, b->u.auth.proof, RPC_PROOF_SIZE);
         break;
     case RPC_ERROR:
         assert_int_equal(a->u.error.code, b->u.error.code);
@@ -313,8 +331,8 @@ static void test_encode_rejects(void **state)
     assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), 0);
 
     f = sample(RPC_HELLO);
-    f.u.hello.secret.len = RPC_SECRET_MAX + 1;
-    f.u.hello.secret.ptr = big;
+    f.u.hello.group.len = RPC_NAME_MAX + 1;
+    f.u.hello.group.ptr = big;
     assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
 
     f = sample(RPC_PRODUCE);
@@ -376,46 +394,53 @@ struct bad_row {
 static const uint8_t ping_payload[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 static const uint8_t long_item[2 + 65 + 8] = {65, 0, 'x'}; /* STOCK, item id 65 bytes */
 
+#define V RPC_VERSION
 static const struct bad_row bad_rows[] = {
-    {"bad crc", KEEP_LEN, 1, RPC_PING, 0, ping_payload, 8, 1, -EBADMSG},
-    {"bad crc, empty payload", KEEP_LEN, 1, RPC_ACK, 0, NULL, 0, 1, -EBADMSG},
+    {"bad crc", KEEP_LEN, V, RPC_PING, 0, ping_payload, 8, 1, -EBADMSG},
+    {"bad crc, empty payload", KEEP_LEN, V, RPC_ACK, 0, NULL, 0, 1, -EBADMSG},
     {"version 0", KEEP_LEN, 0, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
-    {"version 2", KEEP_LEN, 2, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
-    {"length over max by one", MAXF + 1, 1, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
-    {"length 4 GiB", 0xFFFFFFFFu, 1, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
-    {"length 0", 0, 1, RPC_PING, 0, NULL, 0, 0, -ERANGE},
-    {"length under header", RPC_HEADER_SIZE - 1, 1, RPC_PING, 0, NULL, 0, 0, -ERANGE},
-    {"unknown type 0", KEEP_LEN, 1, 0, 0, ping_payload, 8, 0, -ENOMSG},
-    {"unknown type max+1", KEEP_LEN, 1, RPC_TYPE_MAX + 1, 0, ping_payload, 8, 0, -ENOMSG},
-    {"unknown type 255", KEEP_LEN, 1, 255, 0, NULL, 0, 0, -ENOMSG},
-    {"reserved flags set", KEEP_LEN, 1, RPC_PING, 0x0100, ping_payload, 8, 0, -EPROTO},
-    {"ping payload short", KEEP_LEN, 1, RPC_PING, 0, ping_payload, 7, 0, -EPROTO},
-    {"ack with a trailing byte", KEEP_LEN, 1, RPC_ACK, 0, ping_payload, 1, 0, -EPROTO},
-    {"hello worker id past end", KEEP_LEN, 1, RPC_HELLO, 0, P(200, 0, 'w'), 0, -EPROTO},
-    {"hello worker id 65535", KEEP_LEN, 1, RPC_HELLO, 0, P(0xff, 0xff, 'w'), 0, -ENAMETOOLONG},
-    {"hello secret past end", KEEP_LEN, 1, RPC_HELLO, 0, P(1, 0, 'w', 0, 0, 9, 0, 's'), 0,
+    {"version 1", KEEP_LEN, 1, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
+    {"length over max by one", MAXF + 1, V, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
+    {"length 4 GiB", 0xFFFFFFFFu, V, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
+    {"length 0", 0, V, RPC_PING, 0, NULL, 0, 0, -ERANGE},
+    {"length under header", RPC_HEADER_SIZE - 1, V, RPC_PING, 0, NULL, 0, 0, -ERANGE},
+    {"unknown type 0", KEEP_LEN, V, 0, 0, ping_payload, 8, 0, -ENOMSG},
+    {"unknown type max+1", KEEP_LEN, V, RPC_TYPE_MAX + 1, 0, ping_payload, 8, 0, -ENOMSG},
+    {"unknown type 255", KEEP_LEN, V, 255, 0, NULL, 0, 0, -ENOMSG},
+    {"reserved flags set", KEEP_LEN, V, RPC_PING, 0x0100, ping_payload, 8, 0, -EPROTO},
+    {"ping payload short", KEEP_LEN, V, RPC_PING, 0, ping_payload, 7, 0, -EPROTO},
+    {"ack with a trailing byte", KEEP_LEN, V, RPC_ACK, 0, ping_payload, 1, 0, -EPROTO},
+    {"hello worker id past end", KEEP_LEN, V, RPC_HELLO, 0, P(200, 0, 'w'), 0, -EPROTO},
+    {"hello worker id 65535", KEEP_LEN, V, RPC_HELLO, 0, P(0xff, 0xff, 'w'), 0, -ENAMETOOLONG},
+    {"hello secret past end", KEEP_LEN, V, RPC_HELLO, 0, P(1, 0, 'w', 0, 0, 9, 0, 's'), 0,
      -EPROTO},
-    {"hello without max_frame", KEEP_LEN, 1, RPC_HELLO, 0, P(0, 0, 0, 0, 0, 0), 0, -EPROTO},
-    {"error message past end", KEEP_LEN, 1, RPC_ERROR, 0, P(13, 0, 0, 0, 5, 0, 'a', 'b'), 0,
+    {"hello without max_frame", KEEP_LEN, V, RPC_HELLO, 0, P(0, 0, 0, 0, 0, 0), 0, -EPROTO},
+    {"error message past end", KEEP_LEN, V, RPC_ERROR, 0, P(13, 0, 0, 0, 5, 0, 'a', 'b'), 0,
      -EPROTO},
-    {"error message over limit", KEEP_LEN, 1, RPC_ERROR, 0, P(13, 0, 0, 0, 0x01, 0x04), 0,
+    {"error message over limit", KEEP_LEN, V, RPC_ERROR, 0, P(13, 0, 0, 0, 0x01, 0x04), 0,
      -ENAMETOOLONG},
-    {"topic over RPC_NAME_MAX", KEEP_LEN, 1, RPC_FETCH, 0, P(0x00, 0x01, 'a'), 0, -ENAMETOOLONG},
-    {"stock item id over limit", KEEP_LEN, 1, RPC_STOCK, 0, long_item, sizeof(long_item), 0,
+    {"topic over RPC_NAME_MAX", KEEP_LEN, V, RPC_FETCH, 0, P(0x00, 0x01, 'a'), 0, -ENAMETOOLONG},
+    {"stock item id over limit", KEEP_LEN, V, RPC_STOCK, 0, long_item, sizeof(long_item), 0,
      -ENAMETOOLONG},
-    {"fetch_ok count 2^32-1", KEEP_LEN, 1, RPC_FETCH_OK, 0, P(0xff, 0xff, 0xff, 0xff), 0,
+    {"fetch_ok count 2^32-1", KEEP_LEN, V, RPC_FETCH_OK, 0, P(0xff, 0xff, 0xff, 0xff), 0,
      -EPROTO},
-    {"fetch_ok count 1, empty", KEEP_LEN, 1, RPC_FETCH_OK, 0,
+    {"fetch_ok count 1, empty", KEEP_LEN, V, RPC_FETCH_OK, 0,
      P(1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
      0, -EPROTO},
-    {"fetch_ok value past end", KEEP_LEN, 1, RPC_FETCH_OK, 0,
+    {"fetch_ok value past end", KEEP_LEN, V, RPC_FETCH_OK, 0,
      P(1, 0, 0, 0, /* topic */ 0, 0, /* partition */ 0, 0, 0, 0, /* offset */ 0, 0, 0, 0, 0, 0, 0,
        0, /* delivery */ 1, 0, 0, 0, /* key */ 0, 0, 0, 0, /* value len */ 0xff, 0xff, 0xff, 0x7f),
      0, -EPROTO},
-    {"produce key past end", KEEP_LEN, 1, RPC_PRODUCE, 0,
+    {"produce key past end", KEEP_LEN, V, RPC_PRODUCE, 0,
      P(1, 0, 't', 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0), 0, -EPROTO},
-    {"result ids cut", KEEP_LEN, 1, RPC_RESULT, 0, P(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0, -EPROTO},
-    {"commit offset cut", KEEP_LEN, 1, RPC_COMMIT, 0, P(0, 0, 1, 0, 0, 0, 9, 9, 9), 0, -EPROTO},
+    {"result ids cut", KEEP_LEN, V, RPC_RESULT, 0, P(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0, -EPROTO},
+    {"commit offset cut", KEEP_LEN, V, RPC_COMMIT, 0, P(0, 0, 1, 0, 0, 0, 9, 9, 9), 0, -EPROTO},
+    {"version 3", KEEP_LEN, 3, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
+    {"unknown flag", KEEP_LEN, V, RPC_PING, 0x0002, ping_payload, 8, 0, -EPROTO},
+    {"mac flag, no room for the mac", KEEP_LEN, V, RPC_PING, RPC_FLAG_MAC, ping_payload, 8, 0,
+     -EPROTO},
+    {"challenge nonce cut", KEEP_LEN, V, RPC_CHALLENGE, 0, ping_payload, 8, 0, -EPROTO},
+    {"auth proof cut", KEEP_LEN, V, RPC_AUTH, 0, ping_payload, 8, 0, -EPROTO},
 };
 
 static void test_malformed_table(void **state)
@@ -723,10 +748,13 @@ static void srv_start_cfg(struct srv *x, const char *listen, const rpc_server_co
     pthread_cond_init(&x->cv, NULL);
     assert_int_equal(pthread_create(&x->replier, NULL, replier_main, x), 0);
 
-    if (tmpl)
+    if (tmpl) {
         cfg = *tmpl;
-    else
+    } else {
         rpc_server_config_init(&cfg);
+        cfg.auth_delay_ms = 5; /* refusals come quickly unless a test is about them */
+        cfg.auth_delay_max_ms = 40;
+    }
     cfg.listen = listen;
     cfg.secret = SECRET;
     cfg.secret_len = strlen(SECRET);
@@ -839,13 +867,20 @@ static void cli_open(struct cli *k, const char *addr, const char *secret,
 
 /* ---- raw sockets: a peer that does exactly what the test says ---- */
 
+/* A raw peer's session once its handshake is done, by descriptor: frames it
+ * sends are sealed and frames it reads are checked (in order). */
+#define RAW_FDS 32768
+static rpc_auth *raw_sess[RAW_FDS];
+
 static int raw_connect(const char *addr)
 {
     struct sockaddr_storage sa;
     socklen_t len = 0;
     assert_int_equal(rpc__addr_parse(addr, &sa, &len), 0);
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
+    assert_true(fd >= 0 && fd < RAW_FDS);
+    rpc_auth_destroy(raw_sess[fd]); /* of an earlier socket closed with this number */
+    raw_sess[fd] = NULL;
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, len), 0);
     struct timeval tv = {2, 0}; /* no test waits this long unless broken */
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -859,17 +894,57 @@ static void raw_send(int fd, const void *p, size_t n)
 
 static void raw_send_frame(int fd, const rpc_frame *f)
 {
+    static const uint8_t zero[RPC_MAC_SIZE];
     uint8_t buf[2048];
     size_t n = 0;
-    assert_int_equal(rpc_encode(f, buf, sizeof(buf), &n), 0);
+    rpc_frame g = *f;
+    if (raw_sess[fd])
+        g.mac = zero;
+    assert_int_equal(rpc_encode(&g, buf, sizeof(buf), &n), 0);
+    if (raw_sess[fd])
+        assert_int_equal(rpc_auth_seal(raw_sess[fd], buf, n), 0);
     raw_send(fd, buf, n);
 }
 
-static rpc_frame hello_frame(const char *secret)
+static int raw_read_frame(int fd, uint8_t *buf, size_t cap, rpc_frame *f);
+
+/* The client side of the handshake on fd, as worker-7 (HELLO as sample()
+ * has it, call id included). 1 when authenticated (fd then has a session),
+ * else 0 with *f the frame that ended it (an ERROR) or f->type 0 at EOF. */
+static int raw_handshake(int fd, const char *secret, uint8_t *buf, size_t cap, rpc_frame *f)
 {
     rpc_frame h = sample(RPC_HELLO);
-    h.u.hello.secret = rpc_str(secret);
-    return h;
+    rpc_auth *a = NULL;
+    rpc_auth_config ac = {.side = RPC_AUTH_CLIENT, .secret = secret,
+                          .secret_len = strlen(secret), .worker_id = "worker-7",
+                          .group = "seckill", .role = RPC_ROLE_PURCHASE, .max_frame = 65536,
+                          .nonce = h.u.hello.nonce};
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t n = 0, used = 0;
+    int rc;
+
+    assert_int_equal(rpc_auth_create(&ac, &a), 0);
+    assert_int_equal(rpc_auth_start(a, out, sizeof(out), &n), 0);
+    raw_send_frame(fd, &h); /* the same bytes as out, with sample()'s call id */
+    for (;;) {
+        memset(f, 0, sizeof(*f));
+        if (raw_read_frame(fd, buf, cap, f) != 1) {
+            rpc_auth_destroy(a);
+            return 0;
+        }
+        rc = rpc_auth_feed(a, buf, sk_le_get32(buf), &used, out, sizeof(out), &n);
+        assert_int_equal(used, sk_le_get32(buf));
+        if (n)
+            raw_send(fd, out, n);
+        if (rc == RPC_AUTH_DONE) {
+            raw_sess[fd] = a;
+            return 1;
+        }
+        if (rc < 0) {
+            rpc_auth_destroy(a);
+            return 0;
+        }
+    }
 }
 
 /* Read one frame into buf (OUT: *f views it). 1 on a frame, 0 on EOF or a
@@ -880,8 +955,11 @@ static int raw_read_frame(int fd, uint8_t *buf, size_t cap, rpc_frame *f)
     for (;;) {
         size_t used = 0;
         int rc = rpc_decode(buf, have, (uint32_t)cap, f, &used);
-        if (rc == 0)
+        if (rc == 0) {
+            if (raw_sess[fd])
+                assert_int_equal(rpc_auth_open(raw_sess[fd], buf, used), 0);
             return 1;
+        }
         assert_int_equal(rc, -EAGAIN);
         ssize_t n = recv(fd, buf + have, 1, 0); /* one byte at a time: never read past */
         if (n == 0 || (n < 0 && errno == ECONNRESET))
@@ -1044,9 +1122,8 @@ static void test_auth_refused(void **state)
 
     /* raw peer, wrong secret: ERROR (EACCES), then EOF */
     int fd = raw_connect(x->addr);
-    rpc_frame h = hello_frame("SECRET-but-not-quite");
-    raw_send_frame(fd, &h);
-    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    rpc_frame h = sample(RPC_HELLO);
+    assert_int_equal(raw_handshake(fd, "SECRET-but-not-quite", buf, sizeof(buf), &f), 0);
     assert_int_equal(f.type, RPC_ERROR);
     assert_int_equal(f.u.error.code, EACCES);
     assert_true(f.call_id == h.call_id);
@@ -1059,7 +1136,7 @@ static void test_auth_refused(void **state)
     uint8_t two[1024];
     size_t n1 = 0, n2 = 0;
     rpc_frame fetch = sample(RPC_FETCH);
-    rpc_frame good = hello_frame(SECRET);
+    rpc_frame good = sample(RPC_HELLO);
     assert_int_equal(rpc_encode(&fetch, two, sizeof(two), &n1), 0);
     assert_int_equal(rpc_encode(&good, two + n1, sizeof(two) - n1, &n2), 0);
     raw_send(fd, two, n1 + n2);
@@ -1074,9 +1151,7 @@ static void test_auth_refused(void **state)
     char near[sizeof(SECRET)];
     memcpy(near, SECRET, sizeof(SECRET));
     near[sizeof(SECRET) - 2] ^= 1;
-    h = hello_frame(near);
-    raw_send_frame(fd, &h);
-    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(raw_handshake(fd, near, buf, sizeof(buf), &f), 0);
     assert_int_equal(f.type, RPC_ERROR);
     assert_true(raw_closed(fd));
     close(fd);
@@ -1171,9 +1246,7 @@ static int raw_authed(struct srv *x)
     uint8_t buf[2048];
     rpc_frame f;
     int fd = raw_connect(x->addr);
-    rpc_frame h = hello_frame(SECRET);
-    raw_send_frame(fd, &h);
-    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(raw_handshake(fd, SECRET, buf, sizeof(buf), &f), 1);
     assert_int_equal(f.type, RPC_HELLO_OK);
     assert_int_equal(f.u.hello_ok.max_frame, x->s ? srv_max_frame : 0);
     return fd;
@@ -1250,7 +1323,9 @@ static void test_oversized_and_corrupt(void **state)
     rpc_frame pr = sample(RPC_PRODUCE);
     pr.u.produce.seq = 2;
     static char payload[MAXF];
+    static const uint8_t zero_mac[RPC_MAC_SIZE];
     pr.u.produce.payload.ptr = payload;
+    pr.mac = zero_mac; /* the limit counts the MAC trailer */
     size_t sz = 0;
     pr.u.produce.payload.len = 0;
     assert_int_equal(rpc_encoded_size(&pr, &sz), 0);
@@ -1258,6 +1333,7 @@ static void test_oversized_and_corrupt(void **state)
     uint8_t *exact = malloc(MAXF);
     assert_int_equal(rpc_encode(&pr, exact, MAXF, &n), 0);
     assert_int_equal(n, MAXF);
+    assert_int_equal(rpc_auth_seal(raw_sess[fd], exact, n), 0);
     raw_send(fd, exact, n);
     free(exact);
     uint8_t rb[2048];
@@ -1427,7 +1503,9 @@ static void test_client_heartbeat_timeout(void **state)
     cli_open(k, addr, SECRET, &cc);
 
     int fd = accept(lfd, NULL, NULL);
-    assert_true(fd >= 0);
+    assert_true(fd >= 0 && fd < RAW_FDS);
+    rpc_auth_destroy(raw_sess[fd]); /* of an earlier socket closed with this number */
+    raw_sess[fd] = NULL;
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     uint8_t buf[2048];
@@ -1435,10 +1513,22 @@ static void test_client_heartbeat_timeout(void **state)
     assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
     assert_int_equal(f.type, RPC_HELLO);
     assert_true(bytes_eq(f.u.hello.worker_id, "worker-1"));
-    rpc_frame ok = {.type = RPC_HELLO_OK, .call_id = f.call_id};
-    ok.u.hello_ok.max_frame = MAXF;
-    ok.u.hello_ok.heartbeat_ms = 30;
-    raw_send_frame(fd, &ok);
+    /* the server side of the handshake, by hand: CHALLENGE, then HELLO_OK */
+    rpc_auth *sa = NULL;
+    rpc_auth_config ac = {.side = RPC_AUTH_SERVER, .secret = SECRET, .secret_len = strlen(SECRET),
+                          .max_frame = MAXF, .heartbeat_ms = 30};
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t used = 0, on = 0;
+    assert_int_equal(rpc_auth_create(&ac, &sa), 0);
+    assert_int_equal(rpc_auth_feed(sa, buf, sk_le_get32(buf), &used, out, sizeof(out), &on),
+                     RPC_AUTH_MORE);
+    raw_send(fd, out, on);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_AUTH);
+    assert_int_equal(rpc_auth_feed(sa, buf, sk_le_get32(buf), &used, out, sizeof(out), &on),
+                     RPC_AUTH_DONE);
+    raw_send(fd, out, on); /* HELLO_OK */
+    raw_sess[fd] = sa;
     assert_int_equal(rpc_client_wait_ready(k->c, 2000), 0);
 
     /* PINGs arrive; we never answer */
@@ -1517,11 +1607,9 @@ static void test_conn_ref_after_close(void **state)
         snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%d", rpc_server_port(s));
     atomic_store(&held, NULL);
     int fd = raw_connect(addr);
-    rpc_frame h = hello_frame(SECRET);
-    raw_send_frame(fd, &h);
     uint8_t buf[256];
     rpc_frame f;
-    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(raw_handshake(fd, SECRET, buf, sizeof(buf), &f), 1);
     for (int i = 0; i < 400 && !atomic_load(&held); i++)
         sleep_ms(5);
     rpc_conn *c = atomic_load(&held);
