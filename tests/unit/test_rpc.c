@@ -556,6 +556,293 @@ static void test_helpers(void **state)
     assert_int_equal(rpc__addr_parse(NULL, &sa, &len), -EINVAL);
 }
 
+/* ---- handshake and frame MAC, without sockets (auth.h) ---- */
+
+static const uint8_t nonce_c[RPC_NONCE_SIZE] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+static const uint8_t nonce_s[RPC_NONCE_SIZE] = {0xf1, 0xf2, 0xf3, 0xf4};
+
+static rpc_auth *mk_auth(int side, const char *secret, const uint8_t *nonce)
+{
+    rpc_auth *a = NULL;
+    rpc_auth_config ac = {.side = side, .secret = secret, .secret_len = strlen(secret),
+                          .worker_id = "w-1", .group = "seckill", .role = RPC_ROLE_PURCHASE,
+                          .max_frame = 4096, .heartbeat_ms = 1000, .nonce = nonce};
+    assert_int_equal(rpc_auth_create(&ac, &a), 0);
+    return a;
+}
+
+/* One message: feed what `from` produced (in[0, n)) to `to`. OUT: reply. */
+static int step(rpc_auth *to, const uint8_t *in, size_t n, uint8_t *out, size_t *out_len)
+{
+    size_t used = 0;
+    int rc = rpc_auth_feed(to, in, n, &used, out, RPC_AUTH_OUT_MAX, out_len);
+    if (rc >= 0)
+        assert_int_equal(used, n);
+    return rc;
+}
+
+/* The wire bytes of a whole handshake. */
+struct hs {
+    uint8_t hello[RPC_AUTH_OUT_MAX], chal[RPC_AUTH_OUT_MAX], auth[RPC_AUTH_OUT_MAX],
+        ok[RPC_AUTH_OUT_MAX];
+    size_t nh, nc, na, no;
+};
+
+/* Run a handshake between c and v. Returns the client's last result. */
+static int handshake_mem(rpc_auth *c, rpc_auth *v, struct hs *h, int *srv_rc)
+{
+    int rc;
+    assert_int_equal(rpc_auth_start(c, h->hello, sizeof(h->hello), &h->nh), 0);
+    assert_int_equal(step(v, h->hello, h->nh, h->chal, &h->nc), RPC_AUTH_MORE);
+    assert_int_equal(step(c, h->chal, h->nc, h->auth, &h->na), RPC_AUTH_MORE);
+    *srv_rc = step(v, h->auth, h->na, h->ok, &h->no);
+    size_t n = 0;
+    uint8_t junk[RPC_AUTH_OUT_MAX];
+    rc = step(c, h->ok, h->no, junk, &n);
+    assert_int_equal(n, 0);
+    return rc;
+}
+
+static void test_auth_hmac_kat(void **state)
+{
+    (void)state;
+    /* RFC 4231 test cases 1 and 2 */
+    static const uint8_t want1[32] = {
+        0xb0, 0x34, 0x4c, 0x61, 0xd8, 0xdb, 0x38, 0x53, 0x5c, 0xa8, 0xaf, 0xce, 0xaf, 0x0b, 0xf1, 0x2b,
+        0x88, 0x1d, 0xc2, 0x00, 0xc9, 0x83, 0x3d, 0xa7, 0x26, 0xe9, 0x37, 0x6c, 0x2e, 0x32, 0xcf, 0xf7};
+    static const uint8_t want2[32] = {
+        0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
+        0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
+    uint8_t key1[20], out[32];
+    memset(key1, 0x0b, sizeof(key1));
+    assert_int_equal(rpc_auth_hmac(key1, sizeof(key1), "Hi There", 8, out), 0);
+    assert_memory_equal(out, want1, 32);
+    const char *d2 = "what do ya want for nothing?";
+    assert_int_equal(rpc_auth_hmac("Jefe", 4, d2, strlen(d2), out), 0);
+    assert_memory_equal(out, want2, 32);
+
+    /* the client's proof is HMAC(S, "seckill-rpc v2 client proof" 0 B) with
+     * B as auth.c documents it: pin the wire format */
+    rpc_auth *c = mk_auth(RPC_AUTH_CLIENT, SECRET, nonce_c);
+    rpc_auth *v = mk_auth(RPC_AUTH_SERVER, SECRET, nonce_s);
+    struct hs h;
+    int src = 0;
+    assert_int_equal(handshake_mem(c, v, &h, &src), RPC_AUTH_DONE);
+    assert_int_equal(src, RPC_AUTH_DONE);
+    uint8_t msg[512];
+    size_t n = 0;
+    const char *label = "seckill-rpc v2 client proof";
+    memcpy(msg, label, strlen(label) + 1);
+    n = strlen(label) + 1;
+    memcpy(msg + n, nonce_c, 32);
+    memcpy(msg + n + 32, nonce_s, 32);
+    n += 64;
+    sk_le_put32(msg + n, RPC_ROLE_PURCHASE);
+    n += 4;
+    msg[n++] = 3;
+    msg[n++] = 0;
+    memcpy(msg + n, "w-1", 3);
+    n += 3;
+    msg[n++] = 7;
+    msg[n++] = 0;
+    memcpy(msg + n, "seckill", 7);
+    n += 7;
+    sk_le_put32(msg + n, 4096);
+    n += 4;
+    assert_int_equal(rpc_auth_hmac(SECRET, strlen(SECRET), msg, n, out), 0);
+    rpc_frame f;
+    assert_int_equal(rpc_decode(h.auth, h.na, 4096, &f, NULL), 0);
+    assert_int_equal(f.type, RPC_AUTH);
+    assert_memory_equal(f.u.auth.proof, out, 32);
+    /* and the server's proof the same with its own label */
+    label = "seckill-rpc v2 server proof";
+    memcpy(msg, label, strlen(label) + 1); /* same length as the client label */
+    assert_int_equal(rpc_auth_hmac(SECRET, strlen(SECRET), msg, n, out), 0);
+    assert_int_equal(rpc_decode(h.ok, h.no, 4096, &f, NULL), 0);
+    assert_int_equal(f.type, RPC_HELLO_OK);
+    assert_non_null(f.mac); /* HELLO_OK is the first sealed frame */
+    assert_memory_equal(f.u.hello_ok.proof, out, 32);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+}
+
+/* The secret never appears in anything a side sends. */
+static void assert_no_secret(const uint8_t *p, size_t n, const char *secret)
+{
+    assert_null(memmem(p, n, secret, strlen(secret)));
+}
+
+static void test_auth_state_machine(void **state)
+{
+    (void)state;
+    struct hs h, h2;
+    int src = 0;
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t n = 0;
+
+    /* both sides right: done, the session works both ways */
+    rpc_auth *c = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+    rpc_auth *v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_false(rpc_auth_done(c));
+    assert_int_equal(handshake_mem(c, v, &h, &src), RPC_AUTH_DONE);
+    assert_int_equal(src, RPC_AUTH_DONE);
+    assert_true(rpc_auth_done(c) && rpc_auth_done(v));
+    assert_int_equal(rpc_auth_hello_ok(c)->max_frame, 4096);
+    assert_string_equal((const char *)rpc_auth_hello(v)->worker_id.ptr, "w-1");
+    assert_int_equal(rpc_auth_hello(v)->role, RPC_ROLE_PURCHASE);
+    assert_no_secret(h.hello, h.nh, SECRET);
+    assert_no_secret(h.auth, h.na, SECRET);
+    assert_no_secret(h.chal, h.nc, SECRET);
+    assert_no_secret(h.ok, h.no, SECRET);
+    assert_int_equal(rpc_auth_feed(c, h.ok, h.no, &n, out, sizeof(out), &n), -EALREADY);
+
+    static const uint8_t zero[RPC_MAC_SIZE];
+    uint8_t f1[256], f2[256], keep[256];
+    size_t n1 = 0, n2 = 0;
+    rpc_frame p = sample(RPC_PING);
+    p.mac = zero;
+    assert_int_equal(rpc_encode(&p, f1, sizeof(f1), &n1), 0);
+    assert_int_equal(rpc_auth_seal(c, f1, n1), 0);
+    rpc_frame r = sample(RPC_RESULT);
+    r.mac = zero;
+    assert_int_equal(rpc_encode(&r, f2, sizeof(f2), &n2), 0);
+    assert_int_equal(rpc_auth_seal(c, f2, n2), 0);
+
+    /* reordered: the second frame first is refused */
+    rpc_auth *v2 = NULL;
+    {
+        rpc_auth *c2 = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+        v2 = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+        assert_int_equal(handshake_mem(c2, v2, &h2, &src), RPC_AUTH_DONE);
+        /* a frame of another session (other nonces, other keys) is refused */
+        assert_int_equal(rpc_auth_open(v2, f1, n1), -EKEYREJECTED);
+        rpc_auth_destroy(c2);
+    }
+    assert_int_equal(rpc_auth_open(v, f2, n2), -EKEYREJECTED);
+    /* in order: accepted */
+    assert_int_equal(rpc_auth_open(v, f1, n1), 0);
+    /* replayed: refused (the server expects number 1 now) */
+    assert_int_equal(rpc_auth_open(v, f1, n1), -EKEYREJECTED);
+    /* tampered (CRC recomputed, so only the MAC can tell): refused */
+    memcpy(keep, f2, n2);
+    keep[RPC_HEADER_SIZE + 32] ^= 1; /* the result code */
+    uint32_t crc = sk_crc32c(0, keep, 16);
+    crc = sk_crc32c(crc, keep + RPC_HEADER_SIZE, n2 - RPC_HEADER_SIZE - RPC_MAC_SIZE);
+    sk_le_put32(keep + 16, crc);
+    rpc_frame dec;
+    assert_int_equal(rpc_decode(keep, n2, 4096, &dec, NULL), 0); /* well-formed */
+    assert_int_equal(rpc_auth_open(v, keep, n2), -EKEYREJECTED);
+    /* the same frame without its MAC flag: refused */
+    rpc_frame bare = sample(RPC_RESULT);
+    uint8_t nb[256];
+    size_t nbl = 0;
+    assert_int_equal(rpc_encode(&bare, nb, sizeof(nb), &nbl), 0);
+    assert_int_equal(rpc_auth_open(v, nb, nbl), -EKEYREJECTED);
+    /* the genuine second frame is still good: failures do not advance */
+    assert_int_equal(rpc_auth_open(v, f2, n2), 0);
+    /* reflected: a client frame sent back to the client (other direction's key) */
+    assert_int_equal(rpc_auth_open(c, f1, n1), -EKEYREJECTED);
+    /* server -> client: sealed by the server, opened by the client */
+    uint8_t s1[256];
+    size_t ns1 = 0;
+    p.mac = zero;
+    assert_int_equal(rpc_encode(&p, s1, sizeof(s1), &ns1), 0);
+    assert_int_equal(rpc_auth_seal(v, s1, ns1), 0);
+    assert_int_equal(rpc_auth_open(c, s1, ns1), 0);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+    rpc_auth_destroy(v2);
+
+    /* wrong secret at the client: the server refuses, and says so */
+    c = mk_auth(RPC_AUTH_CLIENT, "not-the-secret", NULL);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_int_equal(handshake_mem(c, v, &h, &src), -EACCES);
+    assert_int_equal(src, -EACCES);
+    assert_false(rpc_auth_done(c) || rpc_auth_done(v));
+    rpc_frame e;
+    assert_int_equal(rpc_decode(h.ok, h.no, 4096, &e, NULL), 0);
+    assert_int_equal(e.type, RPC_ERROR);
+    assert_int_equal(e.u.error.code, EACCES);
+    assert_null(e.mac);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+
+    /* a fake server (wrong secret) cannot make the client believe it: the
+     * client refuses its HELLO_OK; and what the fake server saw holds no
+     * secret, only the client's proof for the fake server's nonce */
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+    v = mk_auth(RPC_AUTH_SERVER, "fake-server-guess", NULL);
+    assert_int_equal(rpc_auth_start(c, h.hello, sizeof(h.hello), &h.nh), 0);
+    assert_int_equal(step(v, h.hello, h.nh, h.chal, &h.nc), RPC_AUTH_MORE);
+    assert_int_equal(step(c, h.chal, h.nc, h.auth, &h.na), RPC_AUTH_MORE);
+    assert_no_secret(h.hello, h.nh, SECRET);
+    assert_no_secret(h.auth, h.na, SECRET);
+    /* the fake server refuses the (right) proof; it cannot compute its own */
+    assert_int_equal(step(v, h.auth, h.na, h.ok, &h.no), -EACCES);
+    /* it sends a HELLO_OK anyway, with a made-up proof and MAC */
+    rpc_frame fake = sample(RPC_HELLO_OK);
+    fake.mac = zero;
+    assert_int_equal(rpc_encode(&fake, h.ok, sizeof(h.ok), &h.no), 0);
+    assert_int_equal(step(c, h.ok, h.no, out, &n), -EACCES);
+    assert_false(rpc_auth_done(c));
+    assert_int_equal(rpc_auth_seal(c, f1, n1), -EINVAL); /* no session to send with */
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+
+    /* replayed client messages: a recorded HELLO + AUTH meet a fresh server
+     * nonce and are refused */
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_int_equal(handshake_mem(c, v, &h, &src), RPC_AUTH_DONE);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_int_equal(step(v, h.hello, h.nh, out, &n), RPC_AUTH_MORE);
+    assert_int_equal(step(v, h.auth, h.na, out, &n), -EACCES);
+    rpc_auth_destroy(v);
+    /* replayed server messages: a recorded CHALLENGE + HELLO_OK meet a fresh
+     * client nonce and are refused */
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+    assert_int_equal(rpc_auth_start(c, out, sizeof(out), &n), 0);
+    assert_int_equal(step(c, h.chal, h.nc, out, &n), RPC_AUTH_MORE);
+    assert_int_equal(step(c, h.ok, h.no, out, &n), -EACCES);
+    rpc_auth_destroy(c);
+
+    /* out of order: AUTH first, or a sealed frame before the handshake */
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_int_equal(step(v, h.auth, h.na, out, &n), -EPROTO);
+    assert_true(n > 0); /* an ERROR to send */
+    assert_int_equal(step(v, h.hello, h.nh, out, &n), -EPROTO); /* stays failed */
+    rpc_auth_destroy(v);
+    /* a truncated frame is just incomplete; garbage is malformed */
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    size_t used = 99;
+    assert_int_equal(rpc_auth_feed(v, h.hello, h.nh - 1, &used, out, sizeof(out), &n),
+                     RPC_AUTH_MORE);
+    assert_int_equal(used, 0);
+    assert_int_equal(n, 0);
+    uint8_t junk[64];
+    memset(junk, 0x42, sizeof(junk));
+    assert_int_equal(rpc_auth_feed(v, junk, sizeof(junk), &used, out, sizeof(out), &n),
+                     -EMSGSIZE);
+    rpc_auth_destroy(v);
+
+    /* fixed nonces make a handshake repeatable, byte for byte */
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, nonce_c);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, nonce_s);
+    assert_int_equal(handshake_mem(c, v, &h, &src), RPC_AUTH_DONE);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, nonce_c);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, nonce_s);
+    assert_int_equal(handshake_mem(c, v, &h2, &src), RPC_AUTH_DONE);
+    assert_int_equal(h.no, h2.no);
+    assert_memory_equal(h.ok, h2.ok, h.no);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+    rpc_auth_destroy(NULL);
+}
+
 /* ---- corpus replay ---- */
 
 static void corpus_dir(char *out, size_t cap)
@@ -1640,6 +1927,204 @@ static void test_conn_ref_after_close(void **state)
     rpc_conn_unref(c);
 }
 
+/* After the handshake every frame needs its MAC: a frame without one, a
+ * replayed one or a tampered one (CRC fixed up) closes the connection and is
+ * counted; nothing reaches the handler. */
+static void test_frame_mac_enforced(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    uint8_t buf[2048];
+    rpc_frame f;
+    srv_start(x, NULL);
+
+    /* unsealed: what a v1 peer (or anyone without the session key) sends */
+    int fd = raw_authed(x);
+    rpc_auth *keep = raw_sess[fd];
+    raw_sess[fd] = NULL;
+    rpc_frame c = sample(RPC_COMMIT);
+    raw_send_frame(fd, &c);
+    raw_sess[fd] = keep;
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(wait_for(&x->closes, 1, 2000));
+    assert_int_equal(atomic_load(&x->last_close_reason), -EKEYREJECTED);
+
+    /* replayed: the same sealed bytes twice */
+    fd = raw_authed(x);
+    static const uint8_t zero[RPC_MAC_SIZE];
+    uint8_t fr[256];
+    size_t n = 0;
+    c.mac = zero;
+    assert_int_equal(rpc_encode(&c, fr, sizeof(fr), &n), 0);
+    assert_int_equal(rpc_auth_seal(raw_sess[fd], fr, n), 0);
+    raw_send(fd, fr, n);
+    do {
+        assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    } while (f.type == RPC_STOCK);
+    assert_int_equal(f.type, RPC_ACK); /* the first is served */
+    raw_send(fd, fr, n);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(wait_for(&x->closes, 2, 2000));
+
+    /* tampered after sealing, CRC recomputed */
+    fd = raw_authed(x);
+    assert_int_equal(rpc_encode(&c, fr, sizeof(fr), &n), 0);
+    assert_int_equal(rpc_auth_seal(raw_sess[fd], fr, n), 0);
+    fr[RPC_HEADER_SIZE + 2] ^= 1; /* a topic byte */
+    uint32_t crc = sk_crc32c(0, fr, 16);
+    crc = sk_crc32c(crc, fr + RPC_HEADER_SIZE, n - RPC_HEADER_SIZE - RPC_MAC_SIZE);
+    sk_le_put32(fr + 16, crc);
+    raw_send(fd, fr, n);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(wait_for(&x->closes, 3, 2000));
+    assert_int_equal(atomic_load(&x->last_close_reason), -EKEYREJECTED);
+
+    rpc_server_stats st = srv_stats(x);
+    assert_int_equal(st.mac_failed, 3);
+    assert_int_equal(st.malformed, 0);
+    assert_int_equal(atomic_load(&x->frames), 1); /* only the genuine COMMIT */
+    srv_stop(x);
+    free(x);
+}
+
+/* Wrong proofs from one source are answered later and later, and counted;
+ * parallel attempts wait their turn; the right secret still gets in. */
+static void test_auth_throttled(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    uint8_t buf[2048];
+    rpc_frame f;
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.heartbeat_ms = 100;
+    cfg.heartbeat_misses = 50;
+    cfg.handshake_timeout_ms = 5000;
+    cfg.auth_delay_ms = 40;
+    cfg.auth_delay_max_ms = 160;
+    srv_start(x, &cfg);
+
+    /* one after the other: delays 40, 80, 160, 160, 160 ms for the refusals,
+     * and from the second on the CHALLENGE waits for its turn too */
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < 5; i++) {
+        int fd = raw_connect(x->addr);
+        assert_int_equal(raw_handshake(fd, "guess", buf, sizeof(buf), &f), 0);
+        assert_int_equal(f.type, RPC_ERROR);
+        assert_int_equal(f.u.error.code, EACCES);
+        close(fd);
+    }
+    uint64_t took = mono_ms() - t0;
+    if (took < 40 + 80 + 160 + 160 + 160)
+        fail_msg("5 wrong proofs answered in %llu ms", (unsigned long long)took);
+
+    /* ten at once: their CHALLENGEs come one per delay, not all together */
+    int fds[10];
+    for (int i = 0; i < 10; i++) {
+        fds[i] = raw_connect(x->addr);
+        rpc_frame h = sample(RPC_HELLO);
+        raw_send_frame(fds[i], &h);
+    }
+    t0 = mono_ms();
+    for (int i = 0; i < 10; i++) {
+        struct timeval tv = {5, 0};
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        assert_int_equal(raw_read_frame(fds[i], buf, sizeof(buf), &f), 1);
+        assert_int_equal(f.type, RPC_CHALLENGE);
+    }
+    took = mono_ms() - t0;
+    if (took < 9 * 160 - 100)
+        fail_msg("10 parallel CHALLENGEs in %llu ms", (unsigned long long)took);
+    for (int i = 0; i < 10; i++)
+        close(fds[i]);
+
+    rpc_server_stats st = srv_stats(x);
+    assert_int_equal(st.auth_failed, 5);
+    assert_true(st.throttled >= 9); /* all but the first of the ten */
+    assert_int_equal(st.auth_ok, 0);
+
+    /* the right secret from the same source: in, after its turn */
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cli_open(k, x->addr, SECRET, &cc);
+    assert_int_equal(rpc_client_wait_ready(k->c, 5000), 0);
+    rpc_frame req = sample(RPC_COMMIT), rep;
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_ACK);
+    rpc_frame_release(&rep);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
+}
+
+/* 1,100 connections that never finish a handshake (each sent half a HELLO)
+ * do not keep a real client out: the handshake budget is small and separate
+ * from max_conns, the oldest gives way, and the deadline closes the rest. */
+static void test_handshake_flood(void **state)
+{
+    (void)state;
+    enum { FLOOD = 1100 };
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    int *fds = calloc(FLOOD, sizeof(int));
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.max_conns = 1024;
+    cfg.max_unauth = 64;
+    cfg.handshake_timeout_ms = 1500;
+    cfg.heartbeat_ms = 1000;
+    cfg.heartbeat_misses = 10;
+    srv_start(x, &cfg);
+
+    uint8_t half[RPC_AUTH_OUT_MAX];
+    size_t hn = 0;
+    rpc_frame h = sample(RPC_HELLO);
+    assert_int_equal(rpc_encode(&h, half, sizeof(half), &hn), 0);
+    for (int i = 0; i < FLOOD; i++) {
+        fds[i] = raw_connect(x->addr);
+        raw_send(fds[i], half, hn / 2);
+    }
+    /* the real client connects while the flood holds on */
+    cli_open(k, x->addr, SECRET, NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 5000), 0);
+    rpc_frame req = sample(RPC_FETCH), rep;
+    req.u.fetch.max_messages = 3;
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_FETCH_OK);
+    assert_int_equal(rep.u.fetch_ok.count, 3);
+    rpc_frame_release(&rep);
+    /* the flood drips on: another byte each, and the worker keeps working */
+    for (int i = 0; i < FLOOD; i++)
+        send(fds[i], half + hn / 2, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    req = sample(RPC_COMMIT);
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_ACK);
+    rpc_frame_release(&rep);
+
+    rpc_server_stats st = srv_stats(x);
+    assert_true(st.evicted >= FLOOD - 64);
+    assert_int_equal(st.auth_ok, 1);
+    /* what is left of the flood meets the deadline */
+    for (int i = 0; i < 400 && srv_stats(x).open > 1; i++)
+        sleep_ms(10);
+    st = srv_stats(x);
+    assert_int_equal(st.open, 1);
+    assert_true(st.handshake_timeouts >= 1);
+    assert_true(rpc_client_connected(k->c));
+    for (int i = 0; i < FLOOD; i++)
+        close(fds[i]);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(fds);
+    free(k);
+    free(x);
+}
+
 static void test_config_rejects(void **state)
 {
     (void)state;
@@ -1717,6 +2202,8 @@ int main(void)
         cmocka_unit_test(test_malformed_table),
         cmocka_unit_test(test_truncated_at_every_byte),
         cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_auth_hmac_kat),
+        cmocka_unit_test(test_auth_state_machine),
         cmocka_unit_test(test_corpus_replay),
         cmocka_unit_test(test_config_rejects),
         BOTH(test_auth_ok),
@@ -1729,6 +2216,9 @@ int main(void)
         BOTH(test_client_heartbeat_timeout),
         BOTH(test_slow_reader_dropped),
         BOTH(test_conn_ref_after_close),
+        BOTH(test_frame_mac_enforced),
+        BOTH(test_auth_throttled),
+        BOTH(test_handshake_flood),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
