@@ -213,9 +213,10 @@ static void do_fetch(wconn *w, const op *o)
         send_error(w->c, o->call_id, -n, "fetch failed");
         return;
     }
-    if (w->role == RPC_ROLE_PURCHASE) {
+    if (w->role == RPC_ROLE_PURCHASE && n > 0) {
         /* the ids this connection may answer from now on: this batch, and
-         * the one before for an answer still on its way */
+         * the one before for an answer still on its way (an empty long-poll
+         * changes nothing) */
         pthread_mutex_lock(&w->mu);
         idset *t = w->deliv[1];
         w->deliv[1] = w->deliv[0];

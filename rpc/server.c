@@ -560,7 +560,7 @@ static void conn_event(rpc_server *s, rpc_conn *c, uint32_t events, uint64_t now
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         for (int i = 0; i < READS_PER_EVENT; i++) {
             long n = rpc__rbuf_read(&c->rb, c->fd);
-            if (n == -EAGAIN || n == -ENOBUFS)
+            if (n == -EAGAIN)
                 break;
             if (n <= 0) {
                 rc = (int)n; /* 0: the peer closed */
