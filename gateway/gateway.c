@@ -990,7 +990,8 @@ int gw_start(gw *g, char *err, size_t errlen)
     if (c->rpc_listen[0]) {
         gw_rpcsvc_hooks hooks = {.arg = g, .gateway_id = g->id, .result = on_outcome,
                                  .stock = on_stock};
-        rc = gw_rpcsvc_create(c->rpc_listen, c->rpc_secret, g->q, &hooks, &g->rpc);
+        rc = gw_rpcsvc_create(c->rpc_listen, c->rpc_secret, c->rpc_handshake_timeout_ms, g->q,
+                              &hooks, &g->rpc);
         if (rc == 0)
             rc = gw_rpcsvc_start(g->rpc);
         if (rc < 0) {

@@ -524,8 +524,8 @@ static void on_close(void *arg, rpc_conn *c, int reason)
      * releases the consumers and its reference */
 }
 
-int gw_rpcsvc_create(const char *listen, const char *secret, mq *q, const gw_rpcsvc_hooks *hooks,
-                     gw_rpcsvc **out)
+int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_timeout_ms, mq *q,
+                     const gw_rpcsvc_hooks *hooks, gw_rpcsvc **out)
 {
     gw_rpcsvc *s = calloc(1, sizeof *s);
     if (!s)
@@ -540,6 +540,8 @@ int gw_rpcsvc_create(const char *listen, const char *secret, mq *q, const gw_rpc
     rc.listen = listen;
     rc.secret = secret;
     rc.secret_len = strlen(secret);
+    if (handshake_timeout_ms)
+        rc.handshake_timeout_ms = handshake_timeout_ms;
     rc.handlers = (rpc_server_handlers){.arg = s, .on_open = on_open, .on_frame = on_frame,
                                         .on_close = on_close};
     int err = rpc_server_create(&rc, &s->srv);

@@ -36,10 +36,11 @@ typedef struct gw_rpcsvc_hooks {
     void (*stock)(void *arg, const char *item_id, int64_t left);
 } gw_rpcsvc_hooks;
 
-/* listen: "tcp:HOST:PORT" or "unix:PATH". q and hooks outlive the service.
+/* listen: "tcp:HOST:PORT" or "unix:PATH". handshake_timeout_ms: from accept
+ * to a proven secret (0: the rpc default). q and hooks outlive the service.
  * OUT: *out (listening, not yet serving). */
-int gw_rpcsvc_create(const char *listen, const char *secret, mq *q, const gw_rpcsvc_hooks *hooks,
-                     gw_rpcsvc **out);
+int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_timeout_ms, mq *q,
+                     const gw_rpcsvc_hooks *hooks, gw_rpcsvc **out);
 int gw_rpcsvc_start(gw_rpcsvc *s);
 /* The bound TCP port (or -EAFNOSUPPORT for a Unix socket). */
 int gw_rpcsvc_port(const gw_rpcsvc *s);

@@ -222,8 +222,10 @@ static int session_keys(rpc_auth *a)
     return rc;
 }
 
-/* MAC of frame[0, len - RPC_MAC_SIZE) at seq with ctx (keyed once: init
- * with no key restarts it with the same key, without allocating). */
+/* MAC of frame[0, len - RPC_MAC_SIZE) at seq with ctx, keyed once per
+ * connection: init with no key restarts it with the same key, so nothing of
+ * ours is allocated per frame (OpenSSL 3.0's HMAC still duplicates its
+ * digest state inside init and final: two small allocations in libcrypto). */
 static int frame_mac(EVP_MAC_CTX *ctx, uint64_t seq, const uint8_t *frame, size_t len,
                      uint8_t out[32])
 {
