@@ -6,8 +6,17 @@
  * of every frame is "incomplete", every cut of every payload is malformed;
  * the committed fuzz corpus replays through the fuzz target's own function.
  *
+ * Handshake and frame MAC without sockets (auth.h): HMAC known answers and
+ * the proof's exact input; wrong secret refused both ways (a fake server
+ * neither learns the secret nor convinces the client); replayed handshakes
+ * refused; tampered, replayed, reordered, reflected and foreign frames
+ * refused.
+ *
  * Transport: a real server and client over TCP loopback and a Unix socket:
- * handshake accepted and refused (wrong secret, a FETCH before HELLO), many
+ * handshake accepted and refused (wrong secret, a FETCH before HELLO), a
+ * recorded handshake replayed, frames without a good MAC, wrong proofs
+ * answered later and later, 1,100 connections stuck in their handshake while
+ * a real client gets in, many
  * concurrent calls from several threads (replies sent from the loop thread
  * and from another thread), oversized and corrupt frames from a raw socket,
  * a peer that does not read, reconnect after a server restart, heartbeats in
@@ -2125,6 +2134,93 @@ static void test_handshake_flood(void **state)
     free(x);
 }
 
+/* What a real client sends can be recorded in full (here by a server that
+ * plays along) and holds no secret; replayed to the real server, the
+ * recorded HELLO and AUTH are refused, and nothing reaches the handlers. */
+static void test_sniffed_handshake_replayed(void **state)
+{
+    (void)state;
+    struct cli *k = calloc(1, sizeof(*k));
+    struct srv *x = calloc(1, sizeof(*x));
+    char addr[160];
+    int lfd;
+    uint8_t buf[2048], rec_hello[1024], rec_auth[1024];
+    size_t nh = 0, na = 0;
+    rpc_frame f;
+
+    if (unix_mode) {
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        snprintf(un.sun_path, sizeof(un.sun_path), "/tmp/test_rpc.%d.sniff.sock", (int)getpid());
+        unlink(un.sun_path);
+        lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(bind(lfd, (struct sockaddr *)&un, sizeof(un)), 0);
+        snprintf(addr, sizeof(addr), "unix:%s", un.sun_path);
+    } else {
+        struct sockaddr_in in = {.sin_family = AF_INET};
+        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof(in);
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(bind(lfd, (struct sockaddr *)&in, sizeof(in)), 0);
+        getsockname(lfd, (struct sockaddr *)&in, &len);
+        snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%d", ntohs(in.sin_port));
+    }
+    assert_int_equal(listen(lfd, 4), 0);
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cc.backoff_min_ms = 1000;
+    cli_open(k, addr, SECRET, &cc);
+    int fd = accept(lfd, NULL, NULL);
+    assert_true(fd >= 0 && fd < RAW_FDS);
+    rpc_auth_destroy(raw_sess[fd]);
+    raw_sess[fd] = NULL;
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    rpc_auth *sa = NULL;
+    rpc_auth_config ac = {.side = RPC_AUTH_SERVER, .secret = SECRET, .secret_len = strlen(SECRET),
+                          .max_frame = MAXF, .heartbeat_ms = 1000};
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t used = 0, on = 0;
+    assert_int_equal(rpc_auth_create(&ac, &sa), 0);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    nh = sk_le_get32(buf);
+    memcpy(rec_hello, buf, nh);
+    assert_int_equal(rpc_auth_feed(sa, buf, nh, &used, out, sizeof(out), &on), RPC_AUTH_MORE);
+    raw_send(fd, out, on);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    na = sk_le_get32(buf);
+    memcpy(rec_auth, buf, na);
+    assert_int_equal(rpc_auth_feed(sa, buf, na, &used, out, sizeof(out), &on), RPC_AUTH_DONE);
+    raw_send(fd, out, on);
+    raw_sess[fd] = sa;
+    assert_int_equal(rpc_client_wait_ready(k->c, 2000), 0);
+    assert_null(memmem(rec_hello, nh, SECRET, strlen(SECRET)));
+    assert_null(memmem(rec_auth, na, SECRET, strlen(SECRET)));
+    rpc_client_destroy(k->c);
+    close(fd);
+    close(lfd);
+    if (unix_mode)
+        unlink(addr + 5);
+
+    /* the recording, replayed to the real server */
+    srv_start(x, NULL);
+    fd = raw_connect(x->addr);
+    raw_send(fd, rec_hello, nh);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_CHALLENGE); /* a fresh nonce... */
+    raw_send(fd, rec_auth, na);              /* ...that the recorded proof is not for */
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_ERROR);
+    assert_int_equal(f.u.error.code, EACCES);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_int_equal(atomic_load(&x->opens), 0);
+    assert_int_equal(atomic_load(&x->frames), 0);
+    assert_int_equal(srv_stats(x).auth_failed, 1);
+    srv_stop(x);
+    free(x);
+    free(k);
+}
+
 static void test_config_rejects(void **state)
 {
     (void)state;
@@ -2219,6 +2315,7 @@ int main(void)
         BOTH(test_frame_mac_enforced),
         BOTH(test_auth_throttled),
         BOTH(test_handshake_flood),
+        BOTH(test_sniffed_handshake_replayed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
