@@ -111,6 +111,7 @@ struct rpc_conn {
     int held_refusal;          /* the held reply is a refusal: drain after it */
     rpc_conn *prev, *next;
     rpc_conn *uprev, *unext;   /* the pre-auth list, newest first */
+    int unlisted;              /* out of the pre-auth list (open, or evicted) */
 };
 
 struct rpc_server {
@@ -238,6 +239,9 @@ void rpc_conn_close(rpc_conn *c)
 
 static void unauth_unlink(rpc_server *s, rpc_conn *c)
 {
+    if (c->unlisted)
+        return;
+    c->unlisted = 1;
     if (c->uprev)
         c->uprev->unext = c->unext;
     else
@@ -275,8 +279,7 @@ static void conn_close(rpc_server *s, rpc_conn *c, int reason)
     atomic_fetch_sub(&s->open, 1);
     if (c->authed)
         s->nauthed--;
-    else
-        unauth_unlink(s, c);
+    unauth_unlink(s, c);
 
     if (c->authed && s->cfg.handlers.on_close)
         s->cfg.handlers.on_close(s->cfg.handlers.arg, c, reason);
@@ -598,9 +601,13 @@ static void accept_all(rpc_server *s, uint64_t now)
         STAT_INC(s, accepted);
         if (s->nunauth >= s->cfg.max_unauth && s->unauth_tail) {
             /* the budget for handshakes is full: the oldest gives way, so a
-             * peer that answers promptly always gets its turn */
+             * peer that answers promptly always gets its turn. Doomed, not
+             * closed here: an event of this same epoll batch may still name
+             * it, so only sweep may free it. */
+            rpc_conn *old = s->unauth_tail;
             STAT_INC(s, evicted);
-            conn_close(s, s->unauth_tail, -ETIMEDOUT);
+            unauth_unlink(s, old);
+            doom(old, -ETIMEDOUT);
         }
         rpc_conn *c = calloc(1, sizeof(*c));
         rpc_auth_config ac = {.side = RPC_AUTH_SERVER, .secret = s->secret,
