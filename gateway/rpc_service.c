@@ -77,7 +77,8 @@ typedef struct wconn {
     uint32_t role;
     char topic[NAME_MAX_]; /* the one topic the role reads */
     char retry[NAME_MAX_]; /* and its retry topic */
-    idset *deliv[2];       /* purchase role: [0] the last batch, [1] the one before; under mu */
+    idset *deliv[2];       /* purchase role, from its first FETCH: [0] the last batch,
+                            * [1] the one before; under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     op ops[OPS];
@@ -148,6 +149,8 @@ static void idset_add(idset *d, const uint8_t id[16])
 /* Take id out of d: 1 when it was delivered and not yet answered. */
 static int idset_take(idset *d, const uint8_t id[16])
 {
+    if (!d)
+        return 0; /* nothing fetched on this connection yet */
     for (uint32_t i = id_hash(id) % DELIV_SLOTS; d->slot[i].state != SLOT_EMPTY;
          i = (i + 1) % DELIV_SLOTS) {
         if (!memcmp(d->slot[i].id, id, 16)) {
@@ -202,6 +205,21 @@ static mq_consumer *consumer_for(wconn *w, const char *topic, int *err)
 static void do_fetch(wconn *w, const op *o)
 {
     int err = 0;
+    if (w->role == RPC_ROLE_PURCHASE && !w->deliv[0]) {
+        /* at the first FETCH: a connection that only sends STOCK never
+         * needs them */
+        idset *a = calloc(1, sizeof(idset)), *b = calloc(1, sizeof(idset));
+        if (!a || !b) {
+            free(a);
+            free(b);
+            send_error(w->c, o->call_id, ENOMEM, "out of memory");
+            return;
+        }
+        pthread_mutex_lock(&w->mu);
+        w->deliv[0] = a;
+        w->deliv[1] = b;
+        pthread_mutex_unlock(&w->mu);
+    }
     mq_consumer *c = consumer_for(w, o->topic, &err);
     if (!c) {
         send_error(w->c, o->call_id, err, err == ENOENT ? "no such topic" : "cannot consume");
@@ -352,14 +370,6 @@ static void on_open(void *arg, rpc_conn *c, const rpc_hello *hello)
     }
     snprintf(w->topic, sizeof w->topic, "%s", topic);
     snprintf(w->retry, sizeof w->retry, "%s.%s.retry", topic, group);
-    if (w->role == RPC_ROLE_PURCHASE &&
-        (!(w->deliv[0] = calloc(1, sizeof(idset))) || !(w->deliv[1] = calloc(1, sizeof(idset))))) {
-        free(w->deliv[0]);
-        free(w->batch);
-        free(w);
-        rpc_conn_close(c);
-        return;
-    }
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     rpc_conn_ref(c);
