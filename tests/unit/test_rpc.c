@@ -2195,6 +2195,21 @@ static void test_sniffed_handshake_replayed(void **state)
     assert_int_equal(rpc_client_wait_ready(k->c, 2000), 0);
     assert_null(memmem(rec_hello, nh, SECRET, strlen(SECRET)));
     assert_null(memmem(rec_auth, na, SECRET, strlen(SECRET)));
+    /* the client checks MACs too: a sealed push is taken, an unsealed one
+     * (what an injector without the key can send) takes the connection down */
+    rpc_frame push = sample(RPC_STOCK);
+    push.call_id = 0;
+    raw_send_frame(fd, &push);
+    assert_true(wait_for(&k->pushes, 1, 2000));
+    raw_sess[fd] = NULL;
+    raw_send_frame(fd, &push);
+    raw_sess[fd] = sa;
+    assert_true(wait_for(&k->downs, 1, 2000));
+    assert_int_equal(atomic_load(&k->last_down_reason), -EKEYREJECTED);
+    assert_int_equal(atomic_load(&k->pushes), 1);
+    rpc_client_stats cs;
+    rpc_client_get_stats(k->c, &cs);
+    assert_int_equal(cs.mac_failed, 1);
     rpc_client_destroy(k->c);
     close(fd);
     close(lfd);
