@@ -3,8 +3,10 @@
 # Uses sudo when not root. Safe to run again and again.
 set -eu
 PKGS="build-essential cmake pkg-config libmicrohttpd-dev libhiredis-dev uuid-dev libjansson-dev \
-libinih-dev libcmocka-dev libssl-dev redis-server wrk curl iproute2 gnuplot-nox"
+libinih-dev libcmocka-dev redis-server wrk curl iproute2 gnuplot-nox"
 missing=""
+# OpenSSL's libcrypto: HMAC-SHA256 and nonces of the rpc/ handshake and frame MAC
+PKGS="$PKGS libssl-dev"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

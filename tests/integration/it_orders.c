@@ -391,8 +391,8 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_orders_survive_restart),
         cmocka_unit_test(test_orders_survive_restart_async),
-        cmocka_unit_test(test_data_dir_locked),
         cmocka_unit_test(test_order_topic_not_writable),
+        cmocka_unit_test(test_data_dir_locked),
     };
     return cmocka_run_group_tests_name("integration.orders", tests, NULL, NULL);
 }
