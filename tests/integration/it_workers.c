@@ -61,9 +61,9 @@ static void write_text(const char *path, const char *text)
 }
 
 static int pay_timeout_ms = 600000;
-static int wait_timeout_ms = 5000; /* the RESULT-after-504 test sets 400 ms */
 /* generous for sales on a busy machine; the slow-Redis test sets 200 ms */
 static int redis_timeout_ms = 1000;
+static int wait_timeout_ms = 5000;
 
 static void common_ini(char *buf, size_t cap, const cluster *cl, const char *extra)
 {
