@@ -37,6 +37,7 @@ void cfg_init(cfg *c)
     c->worker_decision_capacity = 1000000;
     c->worker_pay_timeout_ms = 900000;
     c->rpc_registry_ttl_ms = 3000;
+    c->rpc_handshake_timeout_ms = 2000;
     strcpy(c->redis_host, "127.0.0.1");
     c->redis_port = 6379;
     c->redis_timeout_ms = 200;
@@ -402,6 +403,7 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
                             section, name) == 0;
         }
         U32("registry_ttl_ms", rpc_registry_ttl_ms, 300, 600000)
+        U32("handshake_timeout_ms", rpc_handshake_timeout_ms, 100, 60000)
         return fail(L, section, name, NULL);
     }
     if (!strcmp(section, "redis")) {

@@ -67,6 +67,7 @@ typedef struct cfg {
     char **rpc_gateways;       /* worker: gateway RPC addresses */
     size_t nrpc_gateways;      /* 0: the worker finds gateways in the Redis registry */
     uint32_t rpc_registry_ttl_ms; /* gateway: TTL of its registry key, refreshed every ttl/3 */
+    uint32_t rpc_handshake_timeout_ms; /* gateway: a worker's handshake must be done by then */
     /* [redis] */
     char redis_host[256];
     uint16_t redis_port;

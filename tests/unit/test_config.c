@@ -108,6 +108,7 @@ static void test_shipped_config(void **state)
     assert_int_equal(cfg_worker_threads(&c), 1);
     assert_string_equal(c.worker_inventory, "memory");
     assert_int_equal(c.rpc_registry_ttl_ms, 3000);
+    assert_int_equal(c.rpc_handshake_timeout_ms, 2000);
     assert_int_equal(c.nblocklist, 0);
     assert_int_equal(c.nitems, 1);
     const cfg_item *it = cfg_find_item(&c, "demo");
@@ -208,7 +209,9 @@ static void test_values(void **state)
                         "starts_at = 1700000000\n"
                         "ends_at = 1700000001\n"
                         "[item.a]\n" /* a section may be reopened */
-                        "per_user_limit = 2\n");
+                        "per_user_limit = 2\n"
+                        "[rpc]\n"
+                        "handshake_timeout_ms = 60000\n");
     if (cfg_load(&c, t->path, err, sizeof err) != 0)
         fail_msg("%s", err);
     assert_string_equal(c.listen_host, "0.0.0.0");
@@ -224,6 +227,7 @@ static void test_values(void **state)
     assert_string_equal(c.queue_order_flush, "async");
     assert_int_equal(cfg_worker_threads(&c), 256);
     assert_int_equal(c.rpc_registry_ttl_ms, 600000);
+    assert_int_equal(c.rpc_handshake_timeout_ms, 60000);
     assert_int_equal(c.nitems, 2);
     const cfg_item *a = cfg_find_item(&c, "a"), *b = cfg_find_item(&c, "b-2");
     assert_non_null(a);
@@ -342,6 +346,8 @@ static const bad bads[] = {
      "PATH:4: [rpc] gateways: '10.0.0.1:7000' is not tcp:HOST:PORT or unix:SOCKET"},
     {"rpc registry ttl", ITEM "[rpc]\nregistry_ttl_ms = 299\n",
      "PATH:4: [rpc] registry_ttl_ms: expected an integer from 300 to 600000"},
+    {"rpc handshake timeout", ITEM "[rpc]\nhandshake_timeout_ms = 99\n",
+     "PATH:4: [rpc] handshake_timeout_ms: expected an integer from 100 to 60000"},
     {"rpc registry ttl not a number", ITEM "[rpc]\nregistry_ttl_ms = 3s\n",
      "PATH:4: [rpc] registry_ttl_ms: expected an integer from 300 to 600000"},
     {"rpc without secret", ITEM "[rpc]\nlisten = tcp:127.0.0.1:7000\n",
