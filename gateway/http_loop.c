@@ -21,6 +21,7 @@ typedef struct gw_loop {
     int rdhup_fd; /* epoll: its connections' EPOLLRDHUP, see http_loop.h */
     struct MHD_Connection **eof; /* FIN seen, end-of-file not yet re-armed */
     size_t neof, eof_cap;
+    unsigned closed; /* connections closed so far (loop thread only) */
     pthread_t th;
     int started;
     atomic_int quiesce; /* commands, set before wake_fd is written */
@@ -97,6 +98,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             (void)epoll_ctl(l->rdhup_fd, EPOLL_CTL_ADD, ci->connect_fd, &ev);
         } else { /* before libmicrohttpd closes the fd, so no event outlives conn */
             (void)epoll_ctl(l->rdhup_fd, EPOLL_CTL_DEL, ci->connect_fd, &ev);
+            l->closed++;
             for (size_t i = 0; i < l->neof; i++)
                 if (l->eof[i] == conn)
                     l->eof[i--] = l->eof[--l->neof];
@@ -158,18 +160,23 @@ static void *loop_main(void *arg)
                           {.fd = l->rdhup_fd, .events = POLLIN}};
     int quiesced = 0;
     for (;;) {
-        unsigned seen = atomic_load(&l->resumes);
+        unsigned seen = atomic_load(&l->resumes), closed = l->closed;
         /* serves whatever is ready without blocking: MHD drains its epoll
          * set with a zero timeout here */
         MHD_run(l->d);
-        if (rearm_eof(l) > 0)
-            MHD_run(l->d); /* read those end-of-files now */
+        int again = rearm_eof(l) > 0; /* read those end-of-files now */
         if (!quiesced && atomic_load(&l->quiesce)) {
             loop_quiesce(l);
             quiesced = 1;
         }
         if (atomic_load(&l->stop))
             break;
+        /* A daemon at its connection limit takes the listening socket out of
+         * its epoll set and puts it back only at the start of its next run:
+         * after closing connections it must run again, or the backlog waits
+         * for some other event (up to the idle timeout). */
+        if (again || l->closed != closed)
+            continue;
         MHD_UNSIGNED_LONG_LONG to;
         int ms = -1;
         if (MHD_get_timeout(l->d, &to) == MHD_YES)

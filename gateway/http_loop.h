@@ -28,7 +28,13 @@
  * and data libmicrohttpd registered), which queues a new edge: the next
  * MHD_run reads the end-of-file and closes the connection as its poll mode
  * would. Suspended connections are outside the daemon's set (ENOENT, left
- * alone); libmicrohttpd re-adds them on resume, which reports the EOF then. */
+ * alone); libmicrohttpd re-adds them on resume, which reports the EOF then.
+ * A connection whose bytes libmicrohttpd has not all read yet is re-armed
+ * only once it has (MSG_PEEK), or the new edge would be spent on them too.
+ *
+ * Connection limit. A daemon at its limit drops the listening socket from
+ * its epoll set and adds it back only when its next run starts, so a loop
+ * that closed connections runs again before it sleeps. */
 #ifndef GW_HTTP_LOOP_H
 #define GW_HTTP_LOOP_H
 
