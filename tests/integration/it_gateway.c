@@ -705,7 +705,7 @@ static int closed_by_server(int fd)
 
 #define SLOW_CONNS 1000
 #define SLOW_CAP 64
-#define SLOW_TIMEOUT_MS 1500
+#define SLOW_TIMEOUT_MS 3000 /* room for 1,000 connects and refusals under sanitizers */
 
 typedef struct dripper {
     int *fds;
@@ -728,6 +728,25 @@ static void *drip_main(void *arg)
             sleep_ms(50);
     }
     return NULL;
+}
+
+/* the dripper of the test running, stopped by the teardown when it fails */
+static dripper *dripping;
+static pthread_t dripping_th;
+
+static void drip_start(dripper *d)
+{
+    assert_int_equal(pthread_create(&dripping_th, NULL, drip_main, d), 0);
+    dripping = d;
+}
+
+static void drip_stop(void)
+{
+    if (!dripping)
+        return;
+    atomic_store(&dripping->stop, 1);
+    pthread_join(dripping_th, NULL);
+    dripping = NULL;
 }
 
 static int count_open(const int *fds, int n)
@@ -761,9 +780,9 @@ static void test_slow_clients(void **state)
             fail_msg("slow connection %d: %s", i, strerror(errno));
         (void)send(fds[i], "P", 1, MSG_NOSIGNAL);
     }
-    dripper d = {.fds = fds, .n = SLOW_CONNS};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, drip_main, &d), 0);
+    static dripper d;
+    d = (dripper){.fds = fds, .n = SLOW_CONNS};
+    drip_start(&d);
 
     /* the address's connections beyond the cap are closed at once */
     int open = SLOW_CONNS;
@@ -795,8 +814,7 @@ static void test_slow_clients(void **state)
            (unsigned long long)buy_ms, (unsigned long long)all_closed_ms, SLOW_TIMEOUT_MS);
     assert_int_equal(left, 0);
     assert_true(all_closed_ms >= SLOW_TIMEOUT_MS - 100);
-    atomic_store(&d.stop, 1);
-    pthread_join(th, NULL);
+    drip_stop();
     for (int i = 0; i < SLOW_CONNS; i++)
         close(fds[i]);
     /* the address has its connections back */
@@ -827,16 +845,16 @@ static void test_request_deadline_frees_capacity(void **state)
              SLOW_TIMEOUT_MS, ini + 10);
     start(&p, text);
     enum { N = 100 };
-    int fds[N];
+    static int fds[N];
     uint64_t t0 = mono_ms();
     for (int i = 0; i < N; i++) {
         fds[i] = connect_from("127.0.0.3", p.port);
         assert_true(fds[i] >= 0);
         (void)send(fds[i], "P", 1, MSG_NOSIGNAL);
     }
-    dripper d = {.fds = fds, .n = N};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, drip_main, &d), 0);
+    static dripper d;
+    d = (dripper){.fds = fds, .n = N};
+    drip_start(&d);
     /* capacity is back by the deadline (plus a sweep and a loaded machine) */
     http_resp r;
     int status = 0;
@@ -856,8 +874,7 @@ static void test_request_deadline_frees_capacity(void **state)
     while (mono_ms() - t0 < 2 * SLOW_TIMEOUT_MS + 4000 && (left = count_open(fds, N)) > 0)
         sleep_ms(20);
     assert_int_equal(left, 0);
-    atomic_store(&d.stop, 1);
-    pthread_join(th, NULL);
+    drip_stop();
     for (int i = 0; i < N; i++)
         close(fds[i]);
     stop(&p);
@@ -1045,6 +1062,7 @@ static void test_framing(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    drip_stop();
     if (running) {
         gw_proc_stop(running);
         running = NULL;
