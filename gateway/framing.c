@@ -89,6 +89,8 @@ enum gw_frame gw_frame_verdict(const gw_frame_scan *s, int uri_too_long)
     if (s->head_bytes > GW_HEAD_MAX)
         return GW_FRAME_HEADERS_TOO_LARGE;
     if (s->n_te) {
+        if (s->http10)
+            return GW_FRAME_TE_HTTP10;
         if (!s->te_chunked_last)
             return GW_FRAME_BAD_TE;
         if (s->te_other)
@@ -122,10 +124,11 @@ static enum MHD_Result scan_one(void *cls, enum MHD_ValueKind kind, const char *
     return MHD_YES;
 }
 
-enum gw_frame gw_frame_check(struct MHD_Connection *conn, int uri_too_long)
+enum gw_frame gw_frame_check(struct MHD_Connection *conn, const char *version, int uri_too_long)
 {
     gw_frame_scan s;
     memset(&s, 0, sizeof s);
+    s.http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
     if (!uri_too_long)
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_one, &s);
     return gw_frame_verdict(&s, uri_too_long);
@@ -140,6 +143,10 @@ unsigned gw_frame_answer(enum gw_frame f, const char **body)
     case GW_FRAME_BAD_TE:
         *body = "{\"result\":\"bad_request\",\"error\":\"chunked must be the final "
                 "Transfer-Encoding\"}";
+        return 400;
+    case GW_FRAME_TE_HTTP10:
+        *body = "{\"result\":\"bad_request\",\"error\":\"Transfer-Encoding in an HTTP/1.0 "
+                "request\"}";
         return 400;
     case GW_FRAME_UNKNOWN_TE:
         *body = "{\"result\":\"not_implemented\",\"error\":\"only the chunked "

@@ -14,6 +14,8 @@
  *     e.g. "xchunked", "chunked, gzip")           -> 400, close
  *   Transfer-Encoding with another coding before chunked ("gzip, chunked")
  *                                                 -> 501, close
+ *   Transfer-Encoding in an HTTP/1.0 request (which has no chunked coding)
+ *                                                 -> 400, close
  *   Transfer-Encoding: chunked with Content-Length -> served by chunked (the
  *     Content-Length is ignored), then closed
  *   request-target over GW_URI_MAX bytes          -> 414, close
@@ -39,6 +41,7 @@ enum gw_frame {
     GW_FRAME_CLOSE,             /* serve it, then close (Transfer-Encoding with Content-Length) */
     GW_FRAME_BAD_LENGTH,        /* 400: Content-Length conflicting or invalid */
     GW_FRAME_BAD_TE,            /* 400: chunked is not the final coding */
+    GW_FRAME_TE_HTTP10,         /* 400: Transfer-Encoding in HTTP/1.0 */
     GW_FRAME_UNKNOWN_TE,        /* 501: a coding other than chunked */
     GW_FRAME_URI_TOO_LONG,      /* 414 */
     GW_FRAME_HEADERS_TOO_LARGE, /* 431 */
@@ -54,6 +57,7 @@ typedef struct gw_frame_scan {
     unsigned n_te;     /* Transfer-Encoding fields */
     int te_chunked_last; /* the last coding of the last field is chunked */
     int te_other;      /* some coding is not chunked, or chunked is not last */
+    int http10;        /* the request is HTTP/1.0 (set by the caller) */
 } gw_frame_scan;
 
 /* Feed one header field (lengths without terminators). */
@@ -68,8 +72,9 @@ enum gw_frame gw_frame_verdict(const gw_frame_scan *s, int uri_too_long);
 void *gw_frame_uri_log(void *cls, const char *uri, struct MHD_Connection *conn);
 int gw_frame_uri_mark(const void *con_cls);
 
-/* The verdict for conn's request (first access handler call). */
-enum gw_frame gw_frame_check(struct MHD_Connection *conn, int uri_too_long);
+/* The verdict for conn's request (first access handler call); version as the
+ * access handler got it. */
+enum gw_frame gw_frame_check(struct MHD_Connection *conn, const char *version, int uri_too_long);
 /* The status and JSON body of a refusing verdict; 0 for OK and CLOSE. */
 unsigned gw_frame_answer(enum gw_frame f, const char **body);
 /* 1 when the answer to conn's request must close the connection

@@ -644,7 +644,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
 
     if (!*con_cls || gw_frame_uri_mark(*con_cls)) { /* the headers are in */
-        enum gw_frame f = gw_frame_check(conn, *con_cls != NULL);
+        enum gw_frame f = gw_frame_check(conn, version, *con_cls != NULL);
         const char *body;
         unsigned status = gw_frame_answer(f, &body);
         if (status) {

@@ -1012,6 +1012,11 @@ static void test_framing(void **state)
          400, NULL, 1},
         {"two Transfer-Encoding fields", PJ "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
          "0\r\n\r\n", 501, NULL, 1},
+        {"Transfer-Encoding in HTTP/1.0",
+         "POST /seckill HTTP/1.0\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+         "Transfer-Encoding: chunked\r\n",
+         "22\r\n{\"user_id\":\"f6\",\"item_id\":\"demo\"}\r\n0\r\n\r\n", 400,
+         "{\"result\":\"bad_request\",\"error\":\"Transfer-Encoding in an HTTP/1.0 request\"}", 1},
         {"URI too long", longuri, NULL, 414, "{\"result\":\"uri_too_long\"}", 1},
         {"headers too large", bighead, NULL, 431, "{\"result\":\"headers_too_large\"}", 1},
         {"chunked alone stays open", PJ "Transfer-Encoding: chunked\r\n",

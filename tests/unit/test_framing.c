@@ -53,6 +53,21 @@ static const row rows[] = {
     {"commas only", {{"Transfer-Encoding", " , ,"}}, GW_FRAME_BAD_TE},
 };
 
+/* HTTP/1.0 has no Transfer-Encoding: its presence is faulty framing */
+static void test_http10(void **state)
+{
+    (void)state;
+    gw_frame_scan s;
+    memset(&s, 0, sizeof s);
+    s.http10 = 1;
+    gw_frame_add(&s, "Content-Length", 14, "5", 1);
+    assert_int_equal(gw_frame_verdict(&s, 0), GW_FRAME_OK);
+    gw_frame_add(&s, "Transfer-Encoding", 17, "chunked", 7);
+    assert_int_equal(gw_frame_verdict(&s, 0), GW_FRAME_TE_HTTP10);
+    const char *body;
+    assert_int_equal(gw_frame_answer(GW_FRAME_TE_HTTP10, &body), 400);
+}
+
 static enum gw_frame verdict(const row *r)
 {
     gw_frame_scan s;
@@ -127,6 +142,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_http10),
         cmocka_unit_test(test_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
