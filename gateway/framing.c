@@ -136,6 +136,9 @@ enum gw_frame gw_frame_check(struct MHD_Connection *conn, const char *version, i
 
 unsigned gw_frame_answer(enum gw_frame f, const char **body)
 {
+    const char *unused;
+    if (!body)
+        body = &unused;
     switch (f) {
     case GW_FRAME_BAD_LENGTH:
         *body = "{\"result\":\"bad_request\",\"error\":\"conflicting or invalid Content-Length\"}";
@@ -162,6 +165,23 @@ unsigned gw_frame_answer(enum gw_frame f, const char **body)
         *body = NULL;
         return 0;
     }
+}
+
+enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f)
+{
+    const char *body;
+    unsigned status = gw_frame_answer(f, &body);
+    if (!status)
+        return MHD_NO;
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 int gw_frame_must_close(struct MHD_Connection *conn)

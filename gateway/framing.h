@@ -75,8 +75,14 @@ int gw_frame_uri_mark(const void *con_cls);
 /* The verdict for conn's request (first access handler call); version as the
  * access handler got it. */
 enum gw_frame gw_frame_check(struct MHD_Connection *conn, const char *version, int uri_too_long);
-/* The status and JSON body of a refusing verdict; 0 for OK and CLOSE. */
+/* The status and JSON body of a refusing verdict; 0 for OK and CLOSE.
+ * body may be NULL. */
 unsigned gw_frame_answer(enum gw_frame f, const char **body);
+/* Queue the refusing answer for verdict f with Connection: close, on the
+ * first access handler call: the body's length is unknown or disputed, so
+ * none of it is read (an answer queued on the first call makes
+ * libmicrohttpd drop the rest of the request). */
+enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f);
 /* 1 when the answer to conn's request must close the connection
  * (Transfer-Encoding and Content-Length together). */
 int gw_frame_must_close(struct MHD_Connection *conn);

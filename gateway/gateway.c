@@ -641,29 +641,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     gw *g = cls;
     req_ctx *rc = *con_cls;
-    (void)version;
 
     if (!*con_cls || gw_frame_uri_mark(*con_cls)) { /* the headers are in */
         enum gw_frame f = gw_frame_check(conn, version, *con_cls != NULL);
-        const char *body;
-        unsigned status = gw_frame_answer(f, &body);
-        if (status) {
-            /* the body's length is unknown or disputed: answer now, before
-             * reading any of it, and close (answering on the first call
-             * makes libmicrohttpd drop the rest of the request) */
-            *con_cls = NULL;
-            gw_guard_done(g->guard, conn);
-            struct MHD_Response *r =
-                MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
-            if (!r)
-                return MHD_NO;
-            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-            MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-            enum MHD_Result ret = MHD_queue_response(conn, status, r);
-            MHD_destroy_response(r);
-            return ret;
-        }
         *con_cls = NULL;
+        if (gw_frame_answer(f, NULL)) {
+            gw_guard_done(g->guard, conn); /* answered: nothing more to wait for */
+            return gw_frame_reply(conn, f);
+        }
         rc = NULL;
     } else if (*upload_data_size == 0) {
         /* headers and body are in: from here the request waits for its
