@@ -60,6 +60,12 @@ static void loop_quiesce(gw_loop *l)
     pthread_mutex_unlock(&l->h->mu);
 }
 
+/* The re-arm writes libmicrohttpd's own epoll registration (its events and
+ * data.ptr = the connection), which is internal to the version it was read
+ * from; with any other version the loops leave it alone, and a half-closed
+ * connection waits for request_timeout_ms (conn_guard.h) instead. */
+#define REARM_EOF (MHD_VERSION == 0x00097500)
+
 static _Thread_local gw_loop *self;
 
 gw_loop *gw_http_self(void)
@@ -139,7 +145,7 @@ static int rearm_eof(gw_loop *l)
         char b;
         if (ci && recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
             continue; /* not drained yet */
-        if (ci) {
+        if (ci && REARM_EOF) {
             /* exactly what libmicrohttpd 0.9.75 registers (daemon.c) */
             struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET,
                                      .data.ptr = conn};
