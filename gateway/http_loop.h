@@ -31,6 +31,8 @@
  * alone); libmicrohttpd re-adds them on resume, which reports the EOF then.
  * A connection whose bytes libmicrohttpd has not all read yet is re-armed
  * only once it has (MSG_PEEK), or the new edge would be spent on them too.
+ * The registration repeated is libmicrohttpd 0.9.75's; built against another
+ * version the loops do not re-arm (see REARM_EOF in http_loop.c).
  *
  * Connection limit. A daemon at its limit drops the listening socket from
  * its epoll set and adds it back only when its next run starts, so a loop
