@@ -17,7 +17,7 @@ struct gw_guard_conn {
     gw_guard_conn *prev, *next; /* in its shard's list while armed */
     uint64_t deadline_ns;
     int fd;
-    uint32_t ip;   /* counted in the address table; 0: not counted */
+    uint32_t ip; /* counted in the address table; 0: not counted */
     uint8_t shard;
     uint8_t armed;
 };
@@ -232,8 +232,8 @@ int gw_guard_open(gw_guard *g, int fd, uint32_t ip, uint64_t now_ns, gw_guard_co
     }
     c->fd = fd;
     c->ip = g->ips ? ip : 0;
-    c->shard = (uint8_t)(atomic_fetch_add_explicit(&g->next_shard, 1, memory_order_relaxed) %
-                         SHARDS);
+    c->shard =
+        (uint8_t)(atomic_fetch_add_explicit(&g->next_shard, 1, memory_order_relaxed) % SHARDS);
     gw_guard_conn_arm(g, c, now_ns);
     *out = c;
     return 0;

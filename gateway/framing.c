@@ -186,8 +186,8 @@ enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f)
 
 int gw_frame_must_close(struct MHD_Connection *conn)
 {
-    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                       MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL &&
-           MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                       MHD_HTTP_HEADER_CONTENT_LENGTH) != NULL;
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) !=
+               NULL &&
+           MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH) !=
+               NULL;
 }

@@ -32,8 +32,8 @@
 #include <microhttpd.h>
 #include <stddef.h>
 
-#define GW_URI_MAX 2048          /* request-target, query included */
-#define GW_HEAD_MAX 8192         /* header fields: names, values, ": " and CRLF */
+#define GW_URI_MAX 2048            /* request-target, query included */
+#define GW_HEAD_MAX 8192           /* header fields: names, values, ": " and CRLF */
 #define GW_CONN_MEMORY (32 * 1024) /* MHD_OPTION_CONNECTION_MEMORY_LIMIT */
 
 enum gw_frame {
@@ -50,14 +50,14 @@ enum gw_frame {
 /* What the header fields of one request add up to. */
 typedef struct gw_frame_scan {
     size_t head_bytes;
-    unsigned n_cl;     /* Content-Length fields */
-    int cl_bad;        /* one is not 1*DIGIT, or they differ */
-    const char *cl;    /* the first one's value */
+    unsigned n_cl;  /* Content-Length fields */
+    int cl_bad;     /* one is not 1*DIGIT, or they differ */
+    const char *cl; /* the first one's value */
     size_t cl_len;
-    unsigned n_te;     /* Transfer-Encoding fields */
+    unsigned n_te;       /* Transfer-Encoding fields */
     int te_chunked_last; /* the last coding of the last field is chunked */
-    int te_other;      /* some coding is not chunked, or chunked is not last */
-    int http10;        /* the request is HTTP/1.0 (set by the caller) */
+    int te_other;        /* some coding is not chunked, or chunked is not last */
+    int http10;          /* the request is HTTP/1.0 (set by the caller) */
 } gw_frame_scan;
 
 /* Feed one header field (lengths without terminators). */

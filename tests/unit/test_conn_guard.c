@@ -23,7 +23,7 @@
 /* Test time starts an hour ahead of the real clock, so that the guard's own
  * sweeper (real time) never finds these deadlines due. */
 static uint64_t base;
-#define AT(ms) (base + (uint64_t)(ms) * MS)
+#define AT(ms) (base + (uint64_t)(ms)*MS)
 
 typedef struct pair {
     int ours, peer;

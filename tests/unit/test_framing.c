@@ -26,27 +26,32 @@ static const row rows[] = {
     {"Content-Length, any case", {{"content-length", "33"}}, GW_FRAME_OK},
     {"the same length twice", {{"Content-Length", "33"}, {"Content-Length", "033"}}, GW_FRAME_OK},
     {"two lengths", {{"Content-Length", "33"}, {"Content-Length", "66"}}, GW_FRAME_BAD_LENGTH},
-    {"two lengths, zero first", {{"Content-Length", "0"}, {"Content-Length", "7"}},
+    {"two lengths, zero first",
+     {{"Content-Length", "0"}, {"Content-Length", "7"}},
      GW_FRAME_BAD_LENGTH},
-    {"a length and a list", {{"Content-Length", "33"}, {"Content-Length", "33, 33"}},
+    {"a length and a list",
+     {{"Content-Length", "33"}, {"Content-Length", "33, 33"}},
      GW_FRAME_BAD_LENGTH},
     {"a signed length", {{"Content-Length", "+33"}}, GW_FRAME_BAD_LENGTH},
     {"an empty length", {{"Content-Length", ""}}, GW_FRAME_BAD_LENGTH},
     {"chunked", {{"Transfer-Encoding", "chunked"}}, GW_FRAME_OK},
     {"Chunked", {{"transfer-encoding", "Chunked"}}, GW_FRAME_OK},
-    {"chunked with a length", {{"Content-Length", "4"}, {"Transfer-Encoding", "chunked"}},
+    {"chunked with a length",
+     {{"Content-Length", "4"}, {"Transfer-Encoding", "chunked"}},
      GW_FRAME_CLOSE},
     {"chunked with two lengths",
      {{"Content-Length", "4"}, {"Transfer-Encoding", "chunked"}, {"Content-Length", "9"}},
      GW_FRAME_CLOSE},
     {"gzip, chunked", {{"Transfer-Encoding", "gzip, chunked"}}, GW_FRAME_UNKNOWN_TE},
-    {"gzip then chunked fields", {{"Transfer-Encoding", "gzip"}, {"Transfer-Encoding", "chunked"}},
+    {"gzip then chunked fields",
+     {{"Transfer-Encoding", "gzip"}, {"Transfer-Encoding", "chunked"}},
      GW_FRAME_UNKNOWN_TE},
     {"chunked twice", {{"Transfer-Encoding", "chunked, chunked"}}, GW_FRAME_UNKNOWN_TE},
     {"chunked with a parameter", {{"Transfer-Encoding", "chunked;x=1"}}, GW_FRAME_UNKNOWN_TE},
     {"xchunked", {{"Transfer-Encoding", "xchunked"}}, GW_FRAME_BAD_TE},
     {"chunked, gzip", {{"Transfer-Encoding", "chunked, gzip"}}, GW_FRAME_BAD_TE},
-    {"chunked then gzip fields", {{"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "gzip"}},
+    {"chunked then gzip fields",
+     {{"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "gzip"}},
      GW_FRAME_BAD_TE},
     {"identity", {{"Transfer-Encoding", "identity"}}, GW_FRAME_BAD_TE},
     {"empty coding", {{"Transfer-Encoding", ""}}, GW_FRAME_BAD_TE},
@@ -127,8 +132,8 @@ static void test_answers(void **state)
     assert_int_equal(gw_frame_answer(GW_FRAME_OK, &body), 0);
     assert_int_equal(gw_frame_answer(GW_FRAME_CLOSE, &body), 0);
     assert_int_equal(gw_frame_answer(GW_FRAME_BAD_LENGTH, &body), 400);
-    assert_string_equal(body,
-                        "{\"result\":\"bad_request\",\"error\":\"conflicting or invalid Content-Length\"}");
+    assert_string_equal(
+        body, "{\"result\":\"bad_request\",\"error\":\"conflicting or invalid Content-Length\"}");
     assert_int_equal(gw_frame_answer(GW_FRAME_BAD_TE, &body), 400);
     assert_int_equal(gw_frame_answer(GW_FRAME_UNKNOWN_TE, &body), 501);
     assert_int_equal(gw_frame_answer(GW_FRAME_URI_TOO_LONG, &body), 414);
