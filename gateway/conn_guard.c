@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "pending.h" /* gw_mono_ns */
+#include "slab.h"
 
 #define SHARDS 16
 
@@ -44,6 +45,7 @@ struct gw_guard {
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
     int stop;
+    gw_slab *conns; /* gw_guard_conn objects: one per connection, reused */
     _Atomic uint64_t timeouts;
     _Atomic uint64_t refused;
     atomic_uint next_shard;
@@ -224,12 +226,13 @@ int gw_guard_open(gw_guard *g, int fd, uint32_t ip, uint64_t now_ns, gw_guard_co
         atomic_fetch_add_explicit(&g->refused, 1, memory_order_relaxed);
         return -EUSERS;
     }
-    gw_guard_conn *c = calloc(1, sizeof *c);
+    gw_guard_conn *c = gw_slab_alloc(g->conns);
     if (!c) {
         if (ip && g->ips)
             ip_give(g, ip);
         return -ENOMEM;
     }
+    memset(c, 0, sizeof *c);
     c->fd = fd;
     c->ip = g->ips ? ip : 0;
     c->shard =
@@ -246,7 +249,7 @@ void gw_guard_close(gw_guard *g, gw_guard_conn *c)
     gw_guard_conn_done(g, c);
     if (c->ip)
         ip_give(g, c->ip);
-    free(c);
+    gw_slab_free(g->conns, c);
 }
 
 uint64_t gw_guard_timeouts(const gw_guard *g)
@@ -340,6 +343,8 @@ int gw_guard_create(const gw_guard_cfg *cfg, gw_guard **out)
     pthread_cond_init(&g->stop_cv, NULL);
     for (unsigned i = 0; i < SHARDS; i++)
         pthread_mutex_init(&g->shards[i].mu, NULL);
+    if (gw_slab_create(sizeof(gw_guard_conn), 1024, &g->conns) < 0)
+        goto out_destroy;
     if (g->max_per_ip) {
         /* at most one slot per open connection: twice that keeps probes short */
         size_t n = 64;
@@ -387,5 +392,6 @@ void gw_guard_destroy(gw_guard *g)
     pthread_mutex_destroy(&g->stop_mu);
     pthread_mutex_destroy(&g->ip_mu);
     free(g->ips);
+    gw_slab_destroy(g->conns);
     free(g);
 }
