@@ -16,6 +16,8 @@ void cfg_init(cfg *c)
     c->wait_timeout_ms = 2000;
     c->body_limit = 4096;
     c->max_connections = 4096;
+    c->max_connections_per_ip = 256;
+    c->request_timeout_ms = 10000;
     c->result_ttl_s = 300;
     c->result_capacity = 100000;
     strcpy(c->park, "event");
@@ -313,6 +315,8 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
         U32("wait_timeout_ms", wait_timeout_ms, 1, 600000)
         U32("body_limit", body_limit, 64, 1048576)
         U32("max_connections", max_connections, 1, 1000000)
+        U32("max_connections_per_ip", max_connections_per_ip, 0, 1000000)
+        U32("request_timeout_ms", request_timeout_ms, 0, 3600000)
         U32("result_ttl_s", result_ttl_s, 1, 86400)
         U32("result_capacity", result_capacity, 16, 100000000)
         if (!strcmp(name, "park")) {

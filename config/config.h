@@ -35,6 +35,9 @@ typedef struct cfg {
     uint32_t wait_timeout_ms;  /* 2000 */
     uint32_t body_limit;       /* 4096 */
     uint32_t max_connections;  /* 4096 */
+    uint32_t max_connections_per_ip; /* 256; 0 = no cap */
+    uint32_t request_timeout_ms; /* 10000: a request's headers and body must be in by then,
+                                  * counted from accept or the previous answer; 0 = none */
     uint32_t result_ttl_s;     /* 300 */
     uint32_t result_capacity;  /* 100000 */
     char park[8];              /* "event" (default) | "thread" */

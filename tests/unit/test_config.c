@@ -93,6 +93,8 @@ static void test_shipped_config(void **state)
     assert_string_equal(c.gateway_id, "");
     assert_int_equal(c.wait_timeout_ms, 2000);
     assert_int_equal(c.body_limit, 4096);
+    assert_int_equal(c.max_connections_per_ip, 256);
+    assert_int_equal(c.request_timeout_ms, 10000);
     assert_int_equal(c.result_ttl_s, 300);
     assert_int_equal(c.result_capacity, 100000);
     assert_string_equal(c.http_io, "poll");
@@ -134,6 +136,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.wait_timeout_ms, 2000);
     assert_int_equal(c.body_limit, 4096);
     assert_int_equal(c.max_connections, 4096);
+    assert_int_equal(c.max_connections_per_ip, 256);
+    assert_int_equal(c.request_timeout_ms, 10000);
     assert_int_equal(c.result_ttl_s, 300);
     assert_int_equal(c.result_capacity, 100000);
     assert_true(c.tb_rate == 50000);
@@ -174,6 +178,28 @@ static void test_defaults(void **state)
     assert_int_equal(c.items[0].starts_at, 0);
     assert_int_equal(c.items[0].ends_at, 0);
     assert_int_equal(c.items[0].line, 1);
+    cfg_release(&c);
+}
+
+/* the slow-client limits: both may be turned off with 0 */
+static void test_client_limits(void **state)
+{
+    tmp *t = *state;
+    cfg c;
+    char err[512] = "";
+    cfg_init(&c);
+    write_file(t->path, "[gateway]\nmax_connections_per_ip = 0\nrequest_timeout_ms = 0\n"
+                        "[item.a]\nstock = 1\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.max_connections_per_ip, 0);
+    assert_int_equal(c.request_timeout_ms, 0);
+    write_file(t->path, "[gateway]\nmax_connections_per_ip = 1000000\n"
+                        "request_timeout_ms = 3600000\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.max_connections_per_ip, 1000000);
+    assert_int_equal(c.request_timeout_ms, 3600000);
     cfg_release(&c);
 }
 
@@ -393,6 +419,10 @@ static const bad bads[] = {
      "PATH:4: [gateway] unknown key 'bogus'"},
     {"first error wins: syntax, then key error", ITEM "[gateway]\nnot a pair\nbogus = 1\n",
      "PATH:4: syntax error (expected [section] or key = value)"},
+    {"request_timeout_ms too long", ITEM "[gateway]\nrequest_timeout_ms = 3600001\n",
+     "PATH:4: [gateway] request_timeout_ms: expected an integer from 0 to 3600000"},
+    {"max_connections_per_ip negative", ITEM "[gateway]\nmax_connections_per_ip = -1\n",
+     "PATH:4: [gateway] max_connections_per_ip: expected an integer from 0 to 1000000"},
     {"first error wins: key error before a missing stock",
      "[item.b]\nper_user_limit = 2\n[gateway]\nbody_limit = 1\n",
      "PATH:4: [gateway] body_limit: expected an integer from 64 to 1048576"},
@@ -539,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_shipped_config),
         cmocka_unit_test_setup_teardown(test_defaults, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_values, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_client_limits, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_long_item_id, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_files, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_file, setup_dir, teardown_dir),
