@@ -327,6 +327,21 @@ static unsigned outcome_body(gw *g, const sk_outcome *o, const char *rid, char *
                              int *len);
 static enum gw_answer answer_of(enum sk_result r);
 
+/* 504: the outcome is not known yet. The request id goes into the result
+ * store as undecided, so GET /seckill/result answers 202 pending until the
+ * outcome comes (and then the outcome). */
+static enum MHD_Result answer_timeout(gw *g, struct MHD_Connection *conn, uint64_t t0,
+                                      const uint8_t id[16], const char *rid)
+{
+    char buf[128];
+    sk_outcome o = {.result = SK_UNAVAILABLE};
+    memcpy(o.gateway_id, g->id, 16);
+    memcpy(o.request_id, id, 16);
+    gw_results_put(g->results, &o, gw_mono_ns());
+    int n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rid);
+    return answer(g, conn, t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rid, NULL, NULL);
+}
+
 /* Event park: the connection was resumed; answer with what woke it. */
 static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx *rc)
 {
@@ -339,13 +354,12 @@ static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx
     if (done) {
         unsigned status = outcome_body(g, &rc->w.out, rc->rid, buf, sizeof buf, &n);
         return answer(g, conn, rc->t0, answer_of(rc->w.out.result), status, buf, (size_t)n,
-                      rc->rid, status == 503 ? "Retry-After" : NULL, "1");
+                      rc->rid, NULL, NULL);
     }
     if (rc->produce_failed)
         return answer(g, conn, rc->t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"),
                       rc->rid, "Retry-After", "1");
-    n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rc->rid);
-    return answer(g, conn, rc->t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rc->rid, NULL, NULL);
+    return answer_timeout(g, conn, rc->t0, rc->w.id, rc->rid);
 }
 
 static int64_t wall_s(void)
@@ -429,12 +443,11 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     if (wrc == -ETIMEDOUT) {
         uint64_t now = gw_mono_ns();
         gw_metrics_lateness(&g->metrics, now > deadline ? now - deadline : 0);
-        n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rid);
-        return answer(g, conn, t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rid, NULL, NULL);
+        return answer_timeout(g, conn, t0, m.request_id, rid);
     }
     unsigned status = outcome_body(g, &w.out, rid, buf, sizeof buf, &n);
-    return answer(g, conn, t0, answer_of(w.out.result), status, buf, (size_t)n, rid,
-                  status == 503 ? "Retry-After" : NULL, "1");
+    return answer(g, conn, t0, answer_of(w.out.result), status, buf, (size_t)n, rid, NULL,
+                  NULL);
 }
 
 /* ---- GET endpoints ---- */
@@ -450,11 +463,12 @@ static enum MHD_Result get_result(gw *g, struct MHD_Connection *conn, const char
                          "{\"result\":\"bad_request\",\"error\":\"request_id must be a UUID\"}");
     char canon[37];
     uuid_unparse_lower(id, canon);
-    if (gw_results_get(g->results, id, gw_mono_ns(), &o) == 0) {
+    int known = gw_results_get(g->results, id, gw_mono_ns(), &o) == 0;
+    if (known && o.result != SK_UNAVAILABLE) {
         unsigned status = outcome_body(g, &o, canon, buf, sizeof buf, &n);
         return reply(conn, status, buf, (size_t)n, canon, NULL, NULL);
     }
-    if (gw_pending_contains(g->pending, id)) {
+    if (known || gw_pending_contains(g->pending, id)) {
         n = snprintf(buf, sizeof buf, "{\"result\":\"pending\",\"request_id\":\"%s\"}", canon);
         return reply(conn, 202, buf, (size_t)n, canon, NULL, NULL);
     }

@@ -420,8 +420,8 @@ static void *paused_buy_main(void *arg)
     return NULL;
 }
 
-/* GET /seckill/result/{rid} until it holds a decision (up to 10 s). Returns
- * its status; OUT: the order id of a success. */
+/* GET /seckill/result/{rid} while it answers 202 pending (up to 10 s).
+ * Returns the status of the decision; OUT: the order id of a success. */
 static int decided_result(int port, const char *rid, char *order_id, size_t cap)
 {
     char path[96];
@@ -433,7 +433,8 @@ static int decided_result(int port, const char *rid, char *order_id, size_t cap)
             assert_int_equal(json_field(r.body, "order_id", order_id, cap), 0);
             return 200;
         }
-        if (r.status != 404 && r.status != 202)
+        /* the gateway issued it: never "unknown", pending until decided */
+        if (r.status != 202)
             return r.status;
         sleep_ms(20);
     }
@@ -825,6 +826,12 @@ static void test_rpc_result_must_be_issued(void **state)
     assert_int_equal(http_buy(port, "{\"user_id\":\"u-late\",\"item_id\":\"demo\"}", &r), 0);
     assert_int_equal(r.status, 504);
     assert_int_equal(json_field(r.body, "request_id", rid, sizeof rid), 0);
+    /* not decided yet, and the gateway says so instead of "unknown" */
+    snprintf(path, sizeof path, "/seckill/result/%s", rid);
+    assert_int_equal(http_do(port, "GET", path, NULL, NULL, 0, &hr), 0);
+    assert_int_equal(hr.status, 202);
+    assert_int_equal(json_field(hr.body, "result", v, sizeof v), 0);
+    assert_string_equal(v, "pending");
 
     /* its message is still in flight: the worker takes it now and decides */
     sk_msg m;
