@@ -16,6 +16,8 @@ void cfg_init(cfg *c)
     c->wait_timeout_ms = 2000;
     c->body_limit = 4096;
     c->max_connections = 4096;
+    c->max_connections_per_ip = 256;
+    c->request_timeout_ms = 10000;
     c->result_ttl_s = 300;
     c->result_capacity = 100000;
     strcpy(c->park, "event");
@@ -37,6 +39,7 @@ void cfg_init(cfg *c)
     c->worker_decision_capacity = 1000000;
     c->worker_pay_timeout_ms = 900000;
     c->rpc_registry_ttl_ms = 3000;
+    c->rpc_handshake_timeout_ms = 2000;
     strcpy(c->redis_host, "127.0.0.1");
     c->redis_port = 6379;
     c->redis_timeout_ms = 200;
@@ -312,6 +315,8 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
         U32("wait_timeout_ms", wait_timeout_ms, 1, 600000)
         U32("body_limit", body_limit, 64, 1048576)
         U32("max_connections", max_connections, 1, 1000000)
+        U32("max_connections_per_ip", max_connections_per_ip, 0, 1000000)
+        U32("request_timeout_ms", request_timeout_ms, 0, 3600000)
         U32("result_ttl_s", result_ttl_s, 1, 86400)
         U32("result_capacity", result_capacity, 16, 100000000)
         if (!strcmp(name, "park")) {
@@ -402,6 +407,7 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
                             section, name) == 0;
         }
         U32("registry_ttl_ms", rpc_registry_ttl_ms, 300, 600000)
+        U32("handshake_timeout_ms", rpc_handshake_timeout_ms, 100, 60000)
         return fail(L, section, name, NULL);
     }
     if (!strcmp(section, "redis")) {

@@ -35,6 +35,9 @@ typedef struct cfg {
     uint32_t wait_timeout_ms;  /* 2000 */
     uint32_t body_limit;       /* 4096 */
     uint32_t max_connections;  /* 4096 */
+    uint32_t max_connections_per_ip; /* 256; 0 = no cap */
+    uint32_t request_timeout_ms; /* 10000: a request's headers and body must be in by then,
+                                  * counted from accept or the previous answer; 0 = none */
     uint32_t result_ttl_s;     /* 300 */
     uint32_t result_capacity;  /* 100000 */
     char park[8];              /* "event" (default) | "thread" */
@@ -67,6 +70,7 @@ typedef struct cfg {
     char **rpc_gateways;       /* worker: gateway RPC addresses */
     size_t nrpc_gateways;      /* 0: the worker finds gateways in the Redis registry */
     uint32_t rpc_registry_ttl_ms; /* gateway: TTL of its registry key, refreshed every ttl/3 */
+    uint32_t rpc_handshake_timeout_ms; /* gateway: a worker's handshake must be done by then */
     /* [redis] */
     char redis_host[256];
     uint16_t redis_port;

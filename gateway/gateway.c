@@ -15,6 +15,8 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "conn_guard.h"
+#include "framing.h"
 #include "http_loop.h"
 #include "inventory.h"
 #include "inventory_redis.h"
@@ -69,6 +71,7 @@ struct gw {
     size_t index_mask;
     struct MHD_Daemon *mhd; /* thread park, and event park on poll */
     gw_http *http;          /* event park on epoll ([gateway] http_io) */
+    gw_guard *guard;        /* request deadline and per-address cap, every mode */
     gw_wheel *wheel; /* event park: deadlines of suspended requests */
     gw_slab *ctx_pool; /* req_ctx objects with a body of up to CTX_POOL_BODY bytes */
     gw_rpcsvc *rpc;  /* the queue served to worker processes, when [rpc] listen is set */
@@ -213,6 +216,8 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
         MHD_add_response_header(r, "X-Request-Id", request_id);
     if (hname)
         MHD_add_response_header(r, hname, hvalue);
+    if (gw_frame_must_close(conn))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -322,6 +327,21 @@ static unsigned outcome_body(gw *g, const sk_outcome *o, const char *rid, char *
                              int *len);
 static enum gw_answer answer_of(enum sk_result r);
 
+/* 504: the outcome is not known yet. The request id goes into the result
+ * store as undecided, so GET /seckill/result answers 202 pending until the
+ * outcome comes (and then the outcome). */
+static enum MHD_Result answer_timeout(gw *g, struct MHD_Connection *conn, uint64_t t0,
+                                      const uint8_t id[16], const char *rid)
+{
+    char buf[128];
+    sk_outcome o = {.result = SK_UNAVAILABLE};
+    memcpy(o.gateway_id, g->id, 16);
+    memcpy(o.request_id, id, 16);
+    gw_results_put(g->results, &o, gw_mono_ns());
+    int n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rid);
+    return answer(g, conn, t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rid, NULL, NULL);
+}
+
 /* Event park: the connection was resumed; answer with what woke it. */
 static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx *rc)
 {
@@ -334,13 +354,12 @@ static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx
     if (done) {
         unsigned status = outcome_body(g, &rc->w.out, rc->rid, buf, sizeof buf, &n);
         return answer(g, conn, rc->t0, answer_of(rc->w.out.result), status, buf, (size_t)n,
-                      rc->rid, status == 503 ? "Retry-After" : NULL, "1");
+                      rc->rid, NULL, NULL);
     }
     if (rc->produce_failed)
         return answer(g, conn, rc->t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"),
                       rc->rid, "Retry-After", "1");
-    n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rc->rid);
-    return answer(g, conn, rc->t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rc->rid, NULL, NULL);
+    return answer_timeout(g, conn, rc->t0, rc->w.id, rc->rid);
 }
 
 static int64_t wall_s(void)
@@ -424,12 +443,11 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     if (wrc == -ETIMEDOUT) {
         uint64_t now = gw_mono_ns();
         gw_metrics_lateness(&g->metrics, now > deadline ? now - deadline : 0);
-        n = snprintf(buf, sizeof buf, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rid);
-        return answer(g, conn, t0, GW_A_TIMEOUT, 504, buf, (size_t)n, rid, NULL, NULL);
+        return answer_timeout(g, conn, t0, m.request_id, rid);
     }
     unsigned status = outcome_body(g, &w.out, rid, buf, sizeof buf, &n);
-    return answer(g, conn, t0, answer_of(w.out.result), status, buf, (size_t)n, rid,
-                  status == 503 ? "Retry-After" : NULL, "1");
+    return answer(g, conn, t0, answer_of(w.out.result), status, buf, (size_t)n, rid, NULL,
+                  NULL);
 }
 
 /* ---- GET endpoints ---- */
@@ -445,11 +463,12 @@ static enum MHD_Result get_result(gw *g, struct MHD_Connection *conn, const char
                          "{\"result\":\"bad_request\",\"error\":\"request_id must be a UUID\"}");
     char canon[37];
     uuid_unparse_lower(id, canon);
-    if (gw_results_get(g->results, id, gw_mono_ns(), &o) == 0) {
+    int known = gw_results_get(g->results, id, gw_mono_ns(), &o) == 0;
+    if (known && o.result != SK_UNAVAILABLE) {
         unsigned status = outcome_body(g, &o, canon, buf, sizeof buf, &n);
         return reply(conn, status, buf, (size_t)n, canon, NULL, NULL);
     }
-    if (gw_pending_contains(g->pending, id)) {
+    if (known || gw_pending_contains(g->pending, id)) {
         n = snprintf(buf, sizeof buf, "{\"result\":\"pending\",\"request_id\":\"%s\"}", canon);
         return reply(conn, 202, buf, (size_t)n, canon, NULL, NULL);
     }
@@ -581,18 +600,24 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
     }
     gw_slab_stats ps;
     gw_slab_stats_get(g->ctx_pool, &ps);
+    gw_rpcsvc_stats rs;
+    gw_rpcsvc_get_stats(g->rpc, &rs);
     gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
                     .ctx_allocs = ps.allocs, .ctx_reused = ps.reused,
                     .parked = gw_pending_count(g->pending),
                     .workers_live = mq_group_live(g->topic, SK_GROUP),
                     .nitems = g->nitems, .item_ids = ids, .stock_left = left,
-                    .sold = g->inv ? sold : NULL, .buyers = buyers};
+                    .sold = g->inv ? sold : NULL, .buyers = buyers,
+                    .rpc_auth_failures = rs.auth_failures, .rpc_mac_failures = rs.mac_failures,
+                    .rpc_handshake_timeouts = rs.handshake_timeouts, .rpc_denied = rs.denied};
     size_t n = gw_metrics_render(&g->metrics, &ga, buf, cap);
     struct MHD_Response *r = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
     if (!r)
         goto out_free;
     buf = NULL;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+    if (gw_frame_must_close(conn))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(conn, 200, r);
     MHD_destroy_response(r);
 out_free:
@@ -603,13 +628,14 @@ out_free:
 }
 
 /* The body size the request declares (Content-Length), or body_limit when it
- * declares none (chunked). -1 when the header is not a number or is over
+ * declares none or is chunked (Transfer-Encoding wins over Content-Length:
+ * RFC 9112 section 6.3). -1 when the header is not a number or is over
  * body_limit. */
 static int declared_body(const gw *g, struct MHD_Connection *conn, size_t *len)
 {
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     *len = g->cfg->body_limit;
-    if (!cl)
+    if (!cl || MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding"))
         return 0;
     char *end;
     errno = 0;
@@ -632,7 +658,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     gw *g = cls;
     req_ctx *rc = *con_cls;
-    (void)version;
+
+    if (!*con_cls || gw_frame_uri_mark(*con_cls)) { /* the headers are in */
+        enum gw_frame f = gw_frame_check(conn, version, *con_cls != NULL);
+        *con_cls = NULL;
+        if (gw_frame_answer(f, NULL)) {
+            gw_guard_done(g->guard, conn); /* answered: nothing more to wait for */
+            return gw_frame_reply(conn, f);
+        }
+        rc = NULL;
+    } else if (*upload_data_size == 0) {
+        /* headers and body are in: from here the request waits for its
+         * answer (parked ones for wait_timeout_ms), not for the client */
+        gw_guard_done(g->guard, conn);
+    }
 
     if (*con_cls == &route_mark) { /* the request is in: answer it (a body is ignored) */
         if (*upload_data_size) {
@@ -736,9 +775,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     gw *g = cls;
     req_ctx *rc = *con_cls;
-    (void)conn;
     (void)toe;
-    if (!rc || *con_cls == &route_mark)
+    /* a keep-alive connection's next request must be in within
+     * request_timeout_ms from now */
+    gw_guard_next(g->guard, conn);
+    if (!rc || *con_cls == &route_mark || gw_frame_uri_mark(rc))
         return;
     if (rc->phase == PH_PARKED) {
         /* ended while parked (connection reset, daemon stopping): leave
@@ -983,8 +1024,10 @@ int gw_start(gw *g, char *err, size_t errlen)
         g->reaper_started = 1;
     }
     if (c->rpc_listen[0]) {
-        gw_rpcsvc_hooks hooks = {.arg = g, .result = on_outcome, .stock = on_stock};
-        rc = gw_rpcsvc_create(c->rpc_listen, c->rpc_secret, g->q, &hooks, &g->rpc);
+        gw_rpcsvc_hooks hooks = {.arg = g, .gateway_id = g->id, .result = on_outcome,
+                                 .stock = on_stock};
+        rc = gw_rpcsvc_create(c->rpc_listen, c->rpc_secret, c->rpc_handshake_timeout_ms, g->q,
+                              &hooks, &g->rpc);
         if (rc == 0)
             rc = gw_rpcsvc_start(g->rpc);
         if (rc < 0) {
@@ -1014,6 +1057,14 @@ int gw_start(gw *g, char *err, size_t errlen)
     if (inet_pton(AF_INET, c->listen_host, &sa.sin_addr) != 1) {
         snprintf(err, errlen, "listen: '%s' is not an IPv4 address", c->listen_host);
         return -EINVAL;
+    }
+    gw_guard_cfg gc = {.request_timeout_ms = c->request_timeout_ms,
+                       .max_per_ip = c->max_connections_per_ip,
+                       .max_connections = c->max_connections};
+    rc = gw_guard_create(&gc, &g->guard);
+    if (rc < 0) {
+        snprintf(err, errlen, "connection guard: %s", strerror(-rc));
+        return rc;
     }
     if (g->event_park) {
         /* A few HTTP threads; parked requests are suspended connections, not
@@ -1046,11 +1097,16 @@ int gw_start(gw *g, char *err, size_t errlen)
                               .threads = pool,
                               .max_connections = (unsigned)c->max_connections,
                               .connection_timeout = 30,
-                              .connection_memory = 8 * 1024,
+                              .connection_memory = GW_CONN_MEMORY,
                               .handler = on_request,
                               .handler_cls = g,
                               .completed = on_completed,
-                              .completed_cls = g};
+                              .completed_cls = g,
+                              .accept = gw_guard_accept_policy,
+                              .accept_cls = g->guard,
+                              .notify = gw_guard_notify,
+                              .notify_cls = g->guard,
+                              .uri_log = gw_frame_uri_log};
             rc = gw_http_create(&hc, &g->http);
             if (rc < 0) {
                 snprintf(err, errlen, "cannot listen on %s:%u: %s", c->listen_host,
@@ -1061,22 +1117,26 @@ int gw_start(gw *g, char *err, size_t errlen)
             return 0;
         }
         g->mhd = MHD_start_daemon(
-            MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
-            NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-            MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_CONNECTION_LIMIT,
-            (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(8 * 1024),
-            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, g, MHD_OPTION_END);
+            MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
+            gw_guard_accept_policy, g->guard, on_request, g, MHD_OPTION_SOCK_ADDR,
+            (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, pool,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+            (size_t)GW_CONN_MEMORY, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
+            MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_NOTIFY_CONNECTION,
+            gw_guard_notify, g->guard, MHD_OPTION_URI_LOG_CALLBACK, gw_frame_uri_log, NULL,
+            MHD_OPTION_END);
     } else {
         g->mhd = MHD_start_daemon(
             MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                 MHD_USE_ITC | MHD_USE_ERROR_LOG,
-            0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE,
-            (size_t)(256 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_END);
+            0, gw_guard_accept_policy, g->guard, on_request, g, MHD_OPTION_SOCK_ADDR,
+            (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+            (size_t)GW_CONN_MEMORY, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
+            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, g, MHD_OPTION_NOTIFY_CONNECTION, gw_guard_notify, g->guard,
+            MHD_OPTION_URI_LOG_CALLBACK, gw_frame_uri_log, NULL, MHD_OPTION_END);
     }
     if (!g->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%u", c->listen_host, c->listen_port);
@@ -1133,6 +1193,8 @@ void gw_stop(gw *g, uint32_t grace_ms)
             MHD_stop_daemon(g->mhd);
         g->mhd = NULL;
     }
+    gw_guard_destroy(g->guard); /* after the daemons: their last closes free its state */
+    g->guard = NULL;
     if (g->registry) {
         sk_registry_destroy(g->registry); /* DEL: workers drop us at their next look */
         g->registry = NULL;

@@ -4,12 +4,16 @@
  * the worker threads that decide requests against the in-memory inventory.
  *
  * POST /seckill, in order, each step answering without going further:
+ *   framing and head size, for every path (400, 501, 414, 431, framing.h) ->
  *   method/type/size checks (405, 415, 413) -> JSON and ids (400) ->
  *   unknown item (404) -> sale window (409 not_started / ended) ->
  *   local sold-out flag (409) -> no live worker (503) -> token bucket (429) ->
  *   request id, park in the pending table, produce (503 when the topic is
  *   full) -> wait for the outcome or the deadline (504).
  * The first fast paths cost neither a token nor a queue slot.
+ *
+ * Every connection, from accept, also has a deadline for each request to
+ * arrive in full and counts against its address's cap (conn_guard.h).
  */
 #ifndef SECKILL_GW_GATEWAY_H
 #define SECKILL_GW_GATEWAY_H

@@ -16,7 +16,27 @@
  * (quiesce, stop) go through an eventfd and are carried out by the loop's own
  * thread, the only one that touches its daemon apart from
  * MHD_resume_connection (gw_http_resume), which libmicrohttpd allows from any
- * thread. */
+ * thread.
+ *
+ * End-of-file. libmicrohttpd 0.9.75 registers connections edge-triggered and
+ * takes a short read as "nothing more to read"; when a client's last bytes
+ * and its FIN arrive together (half a request, then shutdown(SHUT_WR)), the
+ * one edge is spent on the data, the end-of-file is never read, and the
+ * connection lingers until its idle timeout. So each loop also watches its
+ * connections for EPOLLRDHUP in an epoll set of its own, and after MHD_run
+ * re-arms the connection in the daemon's set (EPOLL_CTL_MOD, the same events
+ * and data libmicrohttpd registered), which queues a new edge: the next
+ * MHD_run reads the end-of-file and closes the connection as its poll mode
+ * would. Suspended connections are outside the daemon's set (ENOENT, left
+ * alone); libmicrohttpd re-adds them on resume, which reports the EOF then.
+ * A connection whose bytes libmicrohttpd has not all read yet is re-armed
+ * only once it has (MSG_PEEK), or the new edge would be spent on them too.
+ * The registration repeated is libmicrohttpd 0.9.75's; built against another
+ * version the loops do not re-arm (see REARM_EOF in http_loop.c).
+ *
+ * Connection limit. A daemon at its limit drops the listening socket from
+ * its epoll set and adds it back only when its next run starts, so a loop
+ * that closed connections runs again before it sleeps. */
 #ifndef GW_HTTP_LOOP_H
 #define GW_HTTP_LOOP_H
 
@@ -37,6 +57,13 @@ typedef struct gw_http_cfg {
     void *handler_cls;
     MHD_RequestCompletedCallback completed;
     void *completed_cls;
+    MHD_AcceptPolicyCallback accept; /* may be NULL */
+    void *accept_cls;
+    MHD_NotifyConnectionCallback notify; /* may be NULL; called on the loop's thread */
+    void *notify_cls;
+    /* MHD_OPTION_URI_LOG_CALLBACK, may be NULL */
+    void *(*uri_log)(void *cls, const char *uri, struct MHD_Connection *conn);
+    void *uri_log_cls;
 } gw_http_cfg;
 
 /* Binds, listens and starts c->threads loops. Returns 0 or -errno

@@ -119,6 +119,20 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
             "(no malloc).\n# TYPE seckill_request_contexts_reused_total counter\n"
             "seckill_request_contexts_reused_total %llu\n",
         (unsigned long long)g->ctx_allocs, (unsigned long long)g->ctx_reused);
+    put(&o, "# HELP seckill_rpc_auth_failures_total Failed rpc handshakes: wrong proof of the "
+            "secret, or frames out of order.\n# TYPE seckill_rpc_auth_failures_total counter\n"
+            "seckill_rpc_auth_failures_total %llu\n"
+            "# HELP seckill_rpc_mac_failures_total rpc connections closed for a frame whose MAC "
+            "failed.\n# TYPE seckill_rpc_mac_failures_total counter\n"
+            "seckill_rpc_mac_failures_total %llu\n"
+            "# HELP seckill_rpc_handshake_timeouts_total rpc connections closed for not "
+            "finishing the handshake in time.\n"
+            "# TYPE seckill_rpc_handshake_timeouts_total counter\n"
+            "seckill_rpc_handshake_timeouts_total %llu\n"
+            "# HELP seckill_rpc_denied_total rpc frames refused for the peer's role.\n"
+            "# TYPE seckill_rpc_denied_total counter\nseckill_rpc_denied_total %llu\n",
+        (unsigned long long)g->rpc_auth_failures, (unsigned long long)g->rpc_mac_failures,
+        (unsigned long long)g->rpc_handshake_timeouts, (unsigned long long)g->rpc_denied);
     put(&o, "# HELP seckill_stock_left Stock left per item, as this gateway last heard.\n"
             "# TYPE seckill_stock_left gauge\n");
     for (size_t i = 0; i < g->nitems; i++)

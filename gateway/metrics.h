@@ -61,6 +61,8 @@ typedef struct gw_gauges {
     const int64_t *stock_left;
     const int64_t *sold;   /* NULL when the inventory is not in this process */
     const int64_t *buyers;
+    /* rpc/ (0 when the gateway serves no workers) */
+    uint64_t rpc_auth_failures, rpc_mac_failures, rpc_handshake_timeouts, rpc_denied;
 } gw_gauges;
 
 /* Render into buf; returns the length (truncated output is cut at cap-1). */

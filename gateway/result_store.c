@@ -121,7 +121,7 @@ void gw_results_put(gw_results *r, const sk_outcome *o, uint64_t now_ns)
     pthread_mutex_lock(&s->lock);
     uint32_t i = find(s, o->request_id);
     if (i != NIL) {
-        if (s->ring[i].o.result != SK_SUCCESS) {
+        if (s->ring[i].o.result != SK_SUCCESS && o->result != SK_UNAVAILABLE) {
             s->ring[i].o = *o;
             s->ring[i].expires_ns = now_ns + r->ttl_ns; /* recorded now */
         }

@@ -1,11 +1,41 @@
+/*
+ * rpc_service.c - the gateway's side of rpc/: what an authenticated worker
+ * may do, and the queue operations it asks for.
+ *
+ * Roles (named in HELLO, bound into the session keys by rpc/auth.c, checked
+ * in on_open and on every frame; a refusal is an ERROR EPERM, counted in
+ * `denied`, and the frame has no effect):
+ *   RPC_ROLE_PURCHASE, group SK_GROUP: FETCH/COMMIT the request topic and its
+ *     retry topic; RESULT; STOCK/SOLD_OUT.
+ *   RPC_ROLE_ORDERS, group SK_ORDER_GROUP: FETCH/COMMIT the order topic and
+ *     its retry topic. Nothing else.
+ *   PRODUCE: nobody. No worker, sink or tool produces over rpc/ (requests
+ *     come through HTTP admission, order events from the deciding worker
+ *     inside the gateway's process), and a PRODUCE into the durable order
+ *     topic could write records the gateway cannot read back at restart, or
+ *     forge "reserved" events that replay into sales.
+ *
+ * RESULT is accepted only for a request this gateway issued and handed to
+ * this very connection, still undecided there: do_fetch records the request
+ * ids of every batch it delivers (the current and the previous batch per
+ * connection, so bounded by 2 x MAX_FETCH), and a RESULT takes its id out.
+ * A worker sends a batch's RESULTs before its next FETCH on the same
+ * connection, so a genuine outcome always finds its id, also when the buyer
+ * already got a 504 (the message was still in flight; the outcome is real and
+ * GET /seckill/result must show it). A RESULT for an id never issued, issued
+ * to another connection, or already answered on this one is refused and
+ * stored nowhere.
+ */
 #include "rpc_service.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "message.h"
 #include "rpc.h"
 
 #define MAX_TOPICS 4     /* consumers per connection (request topic, order topic, ...) */
@@ -14,8 +44,9 @@
 #define MAX_FETCH 1024   /* messages per FETCH */
 #define MAX_WAIT_MS 5000 /* long-poll cap */
 #define NAME_MAX_ 256
+#define DELIV_SLOTS (2 * MAX_FETCH) /* one batch's ids at load <= 1/2 */
 
-enum op_type { OP_FETCH, OP_COMMIT, OP_PRODUCE };
+enum op_type { OP_FETCH, OP_COMMIT };
 
 typedef struct op {
     enum op_type type;
@@ -24,16 +55,30 @@ typedef struct op {
     uint32_t max, wait_ms;  /* fetch */
     uint32_t partition;     /* commit */
     uint64_t offset;
-    uint64_t producer_id, seq; /* produce */
-    void *key, *payload;    /* produce: owned copies */
-    uint32_t key_len, payload_len;
 } op;
+
+/* The request ids of one delivered batch: open addressing on the id's
+ * (random) first bytes; `used` lists the slots to clear. */
+enum { SLOT_EMPTY, SLOT_LIVE, SLOT_ANSWERED };
+typedef struct idset {
+    struct {
+        uint8_t id[16];
+        uint8_t state;
+    } slot[DELIV_SLOTS];
+    uint16_t used[MAX_FETCH];
+    uint32_t nused;
+} idset;
 
 typedef struct wconn {
     gw_rpcsvc *svc;
     rpc_conn *c;
     char worker_id[NAME_MAX_];
     char group[NAME_MAX_];
+    uint32_t role;
+    char topic[NAME_MAX_]; /* the one topic the role reads */
+    char retry[NAME_MAX_]; /* and its retry topic */
+    idset *deliv[2];       /* purchase role, from its first FETCH: [0] the last batch,
+                            * [1] the one before; under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     op ops[OPS];
@@ -53,6 +98,8 @@ struct gw_rpcsvc {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned threads; /* connection threads still running */
+    _Atomic uint64_t denied;
+    uint8_t gateway_id[16];
 };
 
 static void send_error(rpc_conn *c, uint64_t call_id, int code, const char *msg)
@@ -67,6 +114,63 @@ static void send_ack(rpc_conn *c, uint64_t call_id)
 {
     rpc_frame f = {.type = RPC_ACK, .call_id = call_id};
     rpc_conn_send(c, &f);
+}
+
+static uint32_t id_hash(const uint8_t id[16])
+{
+    return (uint32_t)(id[0] | id[1] << 8 | id[2] << 16 | (uint32_t)id[3] << 24);
+}
+
+static void idset_clear(idset *d)
+{
+    for (uint32_t i = 0; i < d->nused; i++)
+        d->slot[d->used[i]].state = SLOT_EMPTY;
+    d->nused = 0;
+}
+
+static void idset_add(idset *d, const uint8_t id[16])
+{
+    if (d->nused == MAX_FETCH)
+        return; /* unreachable: a batch holds at most MAX_FETCH */
+    for (uint32_t i = id_hash(id) % DELIV_SLOTS;; i = (i + 1) % DELIV_SLOTS) {
+        if (d->slot[i].state == SLOT_EMPTY) {
+            memcpy(d->slot[i].id, id, 16);
+            d->slot[i].state = SLOT_LIVE;
+            d->used[d->nused++] = (uint16_t)i;
+            return;
+        }
+        if (!memcmp(d->slot[i].id, id, 16)) {
+            d->slot[i].state = SLOT_LIVE; /* delivered again */
+            return;
+        }
+    }
+}
+
+/* Take id out of d: 1 when it was delivered and not yet answered. */
+static int idset_take(idset *d, const uint8_t id[16])
+{
+    if (!d)
+        return 0; /* nothing fetched on this connection yet */
+    for (uint32_t i = id_hash(id) % DELIV_SLOTS; d->slot[i].state != SLOT_EMPTY;
+         i = (i + 1) % DELIV_SLOTS) {
+        if (!memcmp(d->slot[i].id, id, 16)) {
+            int live = d->slot[i].state == SLOT_LIVE;
+            d->slot[i].state = SLOT_ANSWERED;
+            return live;
+        }
+    }
+    return 0;
+}
+
+static void deny(rpc_conn *c, gw_rpcsvc *s, uint64_t call_id, const char *msg)
+{
+    atomic_fetch_add_explicit(&s->denied, 1, memory_order_relaxed);
+    send_error(c, call_id, EPERM, msg);
+}
+
+static int topic_allowed(const wconn *w, const char *topic)
+{
+    return !strcmp(topic, w->topic) || !strcmp(topic, w->retry);
 }
 
 /* The consumer of w for a topic, created on first use. NULL with *err set. */
@@ -101,6 +205,21 @@ static mq_consumer *consumer_for(wconn *w, const char *topic, int *err)
 static void do_fetch(wconn *w, const op *o)
 {
     int err = 0;
+    if (w->role == RPC_ROLE_PURCHASE && !w->deliv[0]) {
+        /* at the first FETCH: a connection that only sends STOCK never
+         * needs them */
+        idset *a = calloc(1, sizeof(idset)), *b = calloc(1, sizeof(idset));
+        if (!a || !b) {
+            free(a);
+            free(b);
+            send_error(w->c, o->call_id, ENOMEM, "out of memory");
+            return;
+        }
+        pthread_mutex_lock(&w->mu);
+        w->deliv[0] = a;
+        w->deliv[1] = b;
+        pthread_mutex_unlock(&w->mu);
+    }
     mq_consumer *c = consumer_for(w, o->topic, &err);
     if (!c) {
         send_error(w->c, o->call_id, err, err == ENOENT ? "no such topic" : "cannot consume");
@@ -111,6 +230,22 @@ static void do_fetch(wconn *w, const op *o)
     if (n < 0) {
         send_error(w->c, o->call_id, -n, "fetch failed");
         return;
+    }
+    if (w->role == RPC_ROLE_PURCHASE && n > 0) {
+        /* the ids this connection may answer from now on: this batch, and
+         * the one before for an answer still on its way (an empty long-poll
+         * changes nothing) */
+        pthread_mutex_lock(&w->mu);
+        idset *t = w->deliv[1];
+        w->deliv[1] = w->deliv[0];
+        w->deliv[0] = t;
+        idset_clear(t);
+        for (int i = 0; i < n; i++) {
+            sk_msg m;
+            if (sk_msg_decode(msgs[i].value, msgs[i].value_len, &m) == 0)
+                idset_add(t, m.request_id);
+        }
+        pthread_mutex_unlock(&w->mu);
     }
     for (int i = 0; i < n; i++)
         w->batch[i] = (rpc_msg){.topic = rpc_str(msgs[i].topic),
@@ -148,29 +283,6 @@ static void do_commit(wconn *w, const op *o)
         send_ack(w->c, o->call_id);
 }
 
-static void do_produce(wconn *w, const op *o)
-{
-    mq_topic *t = mq_topic_find(w->svc->q, o->topic);
-    if (!t) {
-        send_error(w->c, o->call_id, ENOENT, "no such topic");
-        return;
-    }
-    mq_record rec = {.key = o->key, .key_len = o->key_len, .value = o->payload,
-                     .value_len = o->payload_len, .partition = MQ_PARTITION_ANY,
-                     .producer_id = o->producer_id, .seq = o->seq};
-    uint32_t part = 0;
-    uint64_t off = 0;
-    int rc = mq_produce(t, &rec, &part, &off);
-    if (rc == 0 || rc == -EALREADY) { /* a retried send: stored once, acknowledged again */
-        rpc_frame f = {.type = RPC_PRODUCE_OK, .call_id = o->call_id};
-        f.u.produce_ok.partition = part;
-        f.u.produce_ok.offset = off;
-        rpc_conn_send(w->c, &f);
-    } else {
-        send_error(w->c, o->call_id, -rc, "produce refused");
-    }
-}
-
 static void *conn_main(void *arg)
 {
     wconn *w = arg;
@@ -190,25 +302,19 @@ static void *conn_main(void *arg)
         switch (o.type) {
         case OP_FETCH: do_fetch(w, &o); break;
         case OP_COMMIT: do_commit(w, &o); break;
-        case OP_PRODUCE: do_produce(w, &o); break;
         }
-        free(o.key);
-        free(o.payload);
     }
     /* closed: release partitions at once, drop what was queued */
     for (int i = 0; i < MAX_TOPICS; i++)
         if (w->cons[i].c)
             mq_consumer_destroy(w->cons[i].c);
-    while (w->count) {
-        free(w->ops[w->head].key);
-        free(w->ops[w->head].payload);
-        w->head = (w->head + 1) % OPS;
-        w->count--;
-    }
+    w->count = 0;
     rpc_conn_unref(w->c);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w->batch);
+    free(w->deliv[0]);
+    free(w->deliv[1]);
     free(w);
     pthread_mutex_lock(&s->mu);
     if (--s->threads == 0)
@@ -236,6 +342,7 @@ static void on_open(void *arg, rpc_conn *c, const rpc_hello *hello)
     }
     w->svc = s;
     w->c = c;
+    w->role = hello->role;
     copy_name(w->worker_id, hello->worker_id);
     copy_name(w->group, hello->group);
     if (!w->worker_id[0] || !w->group[0]) {
@@ -245,6 +352,24 @@ static void on_open(void *arg, rpc_conn *c, const rpc_hello *hello)
         free(w);
         return;
     }
+    const char *topic = NULL, *group = NULL;
+    if (w->role == RPC_ROLE_PURCHASE) {
+        topic = SK_REQUEST_TOPIC;
+        group = SK_GROUP;
+    } else if (w->role == RPC_ROLE_ORDERS) {
+        topic = SK_ORDER_TOPIC;
+        group = SK_ORDER_GROUP;
+    }
+    if (!topic || strcmp(w->group, group) != 0) {
+        /* a role we do not know, or a group that is not the role's */
+        deny(c, s, 0, "role not allowed with this group");
+        rpc_conn_close(c);
+        free(w->batch);
+        free(w);
+        return;
+    }
+    snprintf(w->topic, sizeof w->topic, "%s", topic);
+    snprintf(w->retry, sizeof w->retry, "%s.%s.retry", topic, group);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     rpc_conn_ref(c);
@@ -264,6 +389,8 @@ static void on_open(void *arg, rpc_conn *c, const rpc_hello *hello)
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
         free(w->batch);
+        free(w->deliv[0]);
+        free(w->deliv[1]);
         free(w);
         rpc_conn_close(c);
         return;
@@ -297,6 +424,13 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
     case RPC_FETCH:
         o.type = OP_FETCH;
         copy_name(o.topic, f->u.fetch.topic);
+        if (!topic_allowed(w, o.topic)) {
+            if (!mq_topic_find(s->q, o.topic))
+                send_error(c, f->call_id, ENOENT, "no such topic");
+            else
+                deny(c, s, f->call_id, "topic not allowed for this role");
+            return;
+        }
         o.max = f->u.fetch.max_messages;
         if (o.max == 0 || o.max > MAX_FETCH)
             o.max = o.max ? MAX_FETCH : 1;
@@ -305,35 +439,40 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
     case RPC_COMMIT:
         o.type = OP_COMMIT;
         copy_name(o.topic, f->u.commit.topic);
+        if (!topic_allowed(w, o.topic)) {
+            atomic_fetch_add_explicit(&s->denied, 1, memory_order_relaxed);
+            if (f->call_id) /* sent without waiting: no answer */
+                send_error(c, f->call_id, EPERM, "topic not allowed for this role");
+            return;
+        }
         o.partition = f->u.commit.partition;
         o.offset = f->u.commit.offset;
         break;
     case RPC_PRODUCE:
-        o.type = OP_PRODUCE;
-        copy_name(o.topic, f->u.produce.topic);
-        o.producer_id = f->u.produce.producer_id;
-        o.seq = f->u.produce.seq;
-        o.key_len = f->u.produce.key.len;
-        o.payload_len = f->u.produce.payload.len;
-        o.key = malloc(o.key_len + 1);
-        o.payload = malloc(o.payload_len + 1);
-        if (!o.key || !o.payload) {
-            free(o.key);
-            free(o.payload);
-            send_error(c, f->call_id, ENOMEM, "out of memory");
-            return;
-        }
-        if (o.key_len)
-            memcpy(o.key, f->u.produce.key.ptr, o.key_len);
-        if (o.payload_len)
-            memcpy(o.payload, f->u.produce.payload.ptr, o.payload_len);
-        break;
+        deny(c, s, f->call_id, "PRODUCE is not allowed over rpc");
+        return;
     case RPC_RESULT: {
         const rpc_result *r = &f->u.result;
         sk_outcome out = {0};
+        if (w->role != RPC_ROLE_PURCHASE) {
+            deny(c, s, f->call_id, "RESULT is for purchase workers");
+            return;
+        }
         if (r->result >= SK_RESULT_COUNT || r->item_id.len > SK_ID_MAX ||
             r->order_id.len > SK_ORDER_ID_MAX) {
             send_error(c, f->call_id, EINVAL, "bad RESULT");
+            return;
+        }
+        if (memcmp(r->gateway_id, s->gateway_id, 16) != 0) {
+            send_error(c, f->call_id, EXDEV, "gateway id is not this gateway's");
+            return;
+        }
+        pthread_mutex_lock(&w->mu);
+        int issued = idset_take(w->deliv[0], r->request_id) ||
+                     idset_take(w->deliv[1], r->request_id);
+        pthread_mutex_unlock(&w->mu);
+        if (!issued) {
+            deny(c, s, f->call_id, "no such request outstanding on this connection");
             return;
         }
         memcpy(out.gateway_id, r->gateway_id, 16);
@@ -353,6 +492,10 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
     case RPC_SOLD_OUT: {
         char item[SK_ID_MAX + 1];
         const rpc_stock *st = &f->u.stock;
+        if (w->role != RPC_ROLE_PURCHASE) {
+            deny(c, s, f->call_id, "STOCK is for purchase workers");
+            return;
+        }
         if (st->item_id.len == 0 || st->item_id.len > SK_ID_MAX) {
             send_error(c, f->call_id, EINVAL, "bad item id");
             return;
@@ -370,8 +513,6 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
         return;
     }
     if (enqueue(w, &o) < 0) {
-        free(o.key);
-        free(o.payload);
         if (f->call_id) /* a COMMIT sent without waiting gets no answer */
             send_error(c, f->call_id, ENOBUFS, "too many requests in flight on this connection");
     }
@@ -393,14 +534,15 @@ static void on_close(void *arg, rpc_conn *c, int reason)
      * releases the consumers and its reference */
 }
 
-int gw_rpcsvc_create(const char *listen, const char *secret, mq *q, const gw_rpcsvc_hooks *hooks,
-                     gw_rpcsvc **out)
+int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_timeout_ms, mq *q,
+                     const gw_rpcsvc_hooks *hooks, gw_rpcsvc **out)
 {
     gw_rpcsvc *s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     s->q = q;
     s->hooks = *hooks;
+    memcpy(s->gateway_id, hooks->gateway_id, 16);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     rpc_server_config rc;
@@ -408,6 +550,8 @@ int gw_rpcsvc_create(const char *listen, const char *secret, mq *q, const gw_rpc
     rc.listen = listen;
     rc.secret = secret;
     rc.secret_len = strlen(secret);
+    if (handshake_timeout_ms)
+        rc.handshake_timeout_ms = handshake_timeout_ms;
     rc.handlers = (rpc_server_handlers){.arg = s, .on_open = on_open, .on_frame = on_frame,
                                         .on_close = on_close};
     int err = rpc_server_create(&rc, &s->srv);
@@ -444,4 +588,17 @@ void gw_rpcsvc_destroy(gw_rpcsvc *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
+}
+
+void gw_rpcsvc_get_stats(const gw_rpcsvc *s, gw_rpcsvc_stats *out)
+{
+    rpc_server_stats st;
+    memset(out, 0, sizeof *out);
+    if (!s)
+        return;
+    rpc_server_get_stats(s->srv, &st);
+    out->auth_failures = st.auth_failed;
+    out->mac_failures = st.mac_failed;
+    out->handshake_timeouts = st.handshake_timeouts;
+    out->denied = atomic_load_explicit(&((gw_rpcsvc *)s)->denied, memory_order_relaxed);
 }

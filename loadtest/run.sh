@@ -116,6 +116,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# every wrk connection comes from 127.0.0.1: no per-address cap
 cat > "$work/gw.ini" <<INI
 [gateway]
 wait_timeout_ms = $WAIT_MS
@@ -123,6 +124,7 @@ park = $PARK
 http_io = $IO
 pool_threads = $POOL
 max_connections = 20000
+max_connections_per_ip = 0
 [token_bucket]
 rate = $RATE
 burst = $BURST

@@ -3,8 +3,10 @@
  *
  * The I/O thread loops over two states:
  *
- *   down: wait until next_try, then dial (connect with timeout, HELLO, wait
- *         for HELLO_OK). Failure: next_try = now + backoff(attempt++).
+ *   down: wait until next_try, then dial (connect with timeout, then the
+ *         handshake of auth.c: HELLO, CHALLENGE, AUTH, HELLO_OK, whose proof
+ *         and MAC show the server knows the secret). Failure: next_try =
+ *         now + backoff(attempt++).
  *         Success: up, attempt = 0, wake everyone waiting for readiness.
  *   up:   poll the socket (POLLOUT only while the write queue has bytes) and
  *         an eventfd; read and dispatch frames; PING every heartbeat_ms;
@@ -18,8 +20,12 @@
  * owns, decodes it there and signals the caller. Frames nobody waits for go
  * to on_frame.
  *
- * Locking: `mu` guards the socket descriptor, the write queue, the state and
- * the call table; any thread sends by encoding into the queue and writing
+ * Every frame sent while up is sealed (auth.c) as it is queued, under `mu`,
+ * so sequence numbers follow the order of the bytes; every frame received is
+ * checked on the I/O thread before it is looked at.
+ *
+ * Locking: `mu` guards the socket descriptor, the write queue, the session
+ * (auth, for sealing), the state and the call table; any thread sends by encoding into the queue and writing
  * what the socket takes (non-blocking), waking the I/O thread when bytes
  * remain. Handlers run on the I/O thread without `mu`.
  */
@@ -61,6 +67,7 @@ struct rpc_client {
     int last_err;
     int stopping;
     rpc__wq wq;
+    rpc_auth *auth;          /* the session while up (sealing under mu, opening on the I/O thread) */
     uint32_t peer_max;
     uint64_t next_id;
     struct call *calls[CALL_BUCKETS];
@@ -72,7 +79,7 @@ struct rpc_client {
     int evfd;
     pthread_t thread;
 
-    _Atomic uint64_t connects, failures, disconnects, timeouts, malformed;
+    _Atomic uint64_t connects, failures, disconnects, timeouts, malformed, mac_failed;
 };
 
 #define STAT_INC(c, f) atomic_fetch_add_explicit(&(c)->f, 1, memory_order_relaxed)
@@ -155,9 +162,9 @@ static int send_locked(rpc_client *c, const rpc_frame *f)
 {
     int rc;
 
-    if (c->fd < 0)
+    if (c->fd < 0 || !c->auth)
         return -ENOTCONN;
-    rc = rpc__wq_push(&c->wq, f, c->peer_max);
+    rc = rpc__wq_push(&c->wq, f, c->peer_max, c->auth);
     if (rc)
         return rc;
     (void)flush_locked(c);
@@ -183,10 +190,10 @@ int rpc_client_queue(rpc_client *c, const rpc_frame *f)
     if (!c || !f)
         return -EINVAL;
     pthread_mutex_lock(&c->mu);
-    if (!c->up || c->fd < 0)
+    if (!c->up || c->fd < 0 || !c->auth)
         rc = -ENOTCONN;
     else
-        rc = rpc__wq_push(&c->wq, f, c->peer_max);
+        rc = rpc__wq_push(&c->wq, f, c->peer_max, c->auth);
     pthread_mutex_unlock(&c->mu);
     return rc;
 }
@@ -319,23 +326,54 @@ static int poll_until(rpc_client *c, int fd, short events, uint64_t deadline)
     }
 }
 
-/* Connect and handshake. OUT: *fd_out, *peer_max. Bytes after HELLO_OK stay in rb. */
-static int dial(rpc_client *c, int *fd_out, uint32_t *peer_max)
+/* Write all of p[0, n) to fd before deadline. */
+static int send_all(rpc_client *c, int fd, const uint8_t *p, size_t n, uint64_t deadline)
+{
+    size_t sent = 0;
+
+    while (sent < n) {
+        ssize_t k = send(fd, p + sent, n - sent, MSG_NOSIGNAL);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+            int rc = poll_until(c, fd, POLLOUT, deadline);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (k < 0)
+            return -errno;
+        sent += (size_t)k;
+    }
+    return 0;
+}
+
+/* Connect and handshake. OUT: *fd_out, *auth_out (the session), *peer_max.
+ * Bytes after HELLO_OK stay in rb. */
+static int dial(rpc_client *c, int *fd_out, rpc_auth **auth_out, uint32_t *peer_max)
 {
     uint64_t deadline = rpc__now_ms() + c->cfg.connect_timeout_ms;
     struct sockaddr_storage sa;
     socklen_t salen = 0;
-    uint8_t hello[RPC_HEADER_SIZE + 3 * 2 + 2 * RPC_NAME_MAX + RPC_SECRET_MAX + 4];
-    size_t hlen = 0, sent = 0;
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t olen = 0;
+    rpc_auth *a = NULL;
     int fd = -1;
     int rc;
 
     rc = rpc__addr_parse(c->cfg.addr, &sa, &salen);
     if (rc)
         return rc;
+    rpc_auth_config ac = {.side = RPC_AUTH_CLIENT, .secret = c->secret,
+                          .secret_len = c->cfg.secret_len, .worker_id = c->cfg.worker_id,
+                          .group = c->cfg.group, .role = c->cfg.role,
+                          .max_frame = c->cfg.max_frame};
+    rc = rpc_auth_create(&ac, &a);
+    if (rc)
+        return rc;
     fd = rpc__socket(&sa);
-    if (fd < 0)
-        return fd;
+    if (fd < 0) {
+        rc = fd;
+        goto out_auth;
+    }
     if (connect(fd, (struct sockaddr *)&sa, salen) < 0) {
         if (errno != EINPROGRESS && errno != EAGAIN) {
             rc = -errno;
@@ -353,51 +391,32 @@ static int dial(rpc_client *c, int *fd_out, uint32_t *peer_max)
         }
     }
 
-    rpc_frame h = {.type = RPC_HELLO};
-    h.u.hello.worker_id = rpc_str(c->cfg.worker_id);
-    h.u.hello.group = rpc_str(c->cfg.group);
-    h.u.hello.secret.ptr = c->secret;
-    h.u.hello.secret.len = (uint32_t)c->cfg.secret_len;
-    h.u.hello.max_frame = c->cfg.max_frame;
-    rc = rpc_encode(&h, hello, sizeof(hello), &hlen);
+    rc = rpc_auth_start(a, out, sizeof(out), &olen);
+    if (!rc)
+        rc = send_all(c, fd, out, olen, deadline);
     if (rc)
         goto out_close;
-    while (sent < hlen) {
-        ssize_t n = send(fd, hello + sent, hlen - sent, MSG_NOSIGNAL);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            rc = poll_until(c, fd, POLLOUT, deadline);
-            if (rc)
-                goto out_close;
-            continue;
-        }
-        if (n < 0) {
-            rc = -errno;
-            goto out_close;
-        }
-        sent += (size_t)n;
-    }
 
     c->rb.len = 0;
     for (;;) {
-        size_t off = 0;
-        rpc_frame f;
-        rc = rpc__rbuf_next(&c->rb, &off, &f);
-        if (rc == 0) {
-            if (f.type == RPC_HELLO_OK) {
-                *peer_max = f.u.hello_ok.max_frame;
-                rc = rpc__rbuf_consume(&c->rb, off);
-            } else if (f.type == RPC_ERROR) {
-                rc = f.u.error.code > 0 ? -f.u.error.code : -EACCES;
-            } else {
-                rc = -EPROTO;
+        size_t used = 0;
+        rc = rpc_auth_feed(a, c->rb.buf, c->rb.buf ? c->rb.len : 0, &used, out, sizeof(out),
+                           &olen);
+        if (rc < 0)
+            break;
+        if (olen) {
+            int src = send_all(c, fd, out, olen, deadline);
+            if (src) {
+                rc = src;
+                break;
             }
-            break;
         }
-        if (rc != -EAGAIN)
+        int done = rc == RPC_AUTH_DONE;
+        rc = rpc__rbuf_consume(&c->rb, used);
+        if (rc || done)
             break;
-        rc = rpc__rbuf_consume(&c->rb, 0);
-        if (rc)
-            break;
+        if (used)
+            continue; /* another frame may be there already */
         rc = poll_until(c, fd, POLLIN, deadline);
         if (rc)
             break;
@@ -413,11 +432,15 @@ static int dial(rpc_client *c, int *fd_out, uint32_t *peer_max)
     }
     if (rc)
         goto out_close;
+    *peer_max = rpc_auth_hello_ok(a)->max_frame;
     *fd_out = fd;
+    *auth_out = a;
     return 0;
 
 out_close:
     close(fd);
+out_auth:
+    rpc_auth_destroy(a);
     return rc;
 }
 
@@ -428,6 +451,8 @@ static void go_down(rpc_client *c, int reason)
     c->fd = -1;
     c->up = 0;
     c->wq.head = c->wq.len = 0;
+    rpc_auth_destroy(c->auth);
+    c->auth = NULL;
     calls_fail_all(c, reason == -ESHUTDOWN ? -ESHUTDOWN : -ECONNRESET);
     pthread_cond_broadcast(&c->state_cv);
     pthread_mutex_unlock(&c->mu);
@@ -452,6 +477,10 @@ static int dispatch(rpc_client *c)
             break;
         if (rc)
             return rc;
+        /* the I/O thread is the only one that opens, and auth changes only
+         * on this thread (dial, go_down): no lock needed to read it here */
+        if (rpc_auth_open(c->auth, c->rb.buf + start, off - start) != 0)
+            return -EKEYREJECTED;
         if (f.type == RPC_PONG)
             continue;
         if (f.type == RPC_PING) {
@@ -542,7 +571,9 @@ static int serve(rpc_client *c, int fd, uint64_t *last_rx, uint64_t *next_ping)
             *last_rx = rpc__now_ms();
             rc = dispatch(c);
             if (rc) {
-                if (rc != -ENOMEM)
+                if (rc == -EKEYREJECTED)
+                    STAT_INC(c, mac_failed);
+                else if (rc != -ENOMEM)
                     STAT_INC(c, malformed);
                 return rc;
             }
@@ -579,7 +610,8 @@ static void *client_main(void *arg)
         }
         pthread_mutex_unlock(&c->mu);
         uint32_t peer_max = RPC_DEFAULT_MAX_FRAME;
-        int rc = dial(c, &fd, &peer_max);
+        rpc_auth *auth = NULL;
+        int rc = dial(c, &fd, &auth, &peer_max);
         pthread_mutex_lock(&c->mu);
         if (rc) {
             fd = -1;
@@ -592,6 +624,7 @@ static void *client_main(void *arg)
             continue;
         }
         c->fd = fd;
+        c->auth = auth;
         c->up = 1;
         c->last_err = 0;
         c->peer_max = peer_max < RPC_HEADER_SIZE + 64 ? RPC_HEADER_SIZE + 64 : peer_max;
@@ -625,7 +658,7 @@ static void *client_main(void *arg)
 void rpc_client_config_init(rpc_client_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->connect_timeout_ms = 1000;
+    cfg->connect_timeout_ms = 3000;
     cfg->max_frame = RPC_DEFAULT_MAX_FRAME;
     cfg->max_write_queue = RPC__DEFAULT_WQ;
     cfg->heartbeat_ms = 1000;
@@ -726,4 +759,5 @@ void rpc_client_get_stats(rpc_client *c, rpc_client_stats *out)
     out->disconnects = atomic_load(&c->disconnects);
     out->timeouts = atomic_load(&c->timeouts);
     out->malformed = atomic_load(&c->malformed);
+    out->mac_failed = atomic_load(&c->mac_failed);
 }

@@ -1,5 +1,5 @@
 /*
- * frame.c - the rpc wire format, version 1.
+ * frame.c - the rpc wire format, version 2.
  *
  * A connection carries a stream of frames in both directions. All integers
  * are little-endian. A frame is a 20-byte header and a payload:
@@ -8,13 +8,23 @@
  *   0      4     length   whole frame in bytes, header included:
  *                         RPC_HEADER_SIZE <= length <= max_frame (per endpoint,
  *                         default 1 MiB, announced to clients in HELLO_OK)
- *   4      1     version  RPC_VERSION (1)
+ *   4      1     version  RPC_VERSION (2)
  *   5      1     type     enum rpc_type
- *   6      2     flags    0; reserved for a later version
+ *   6      2     flags    bit 0 RPC_FLAG_MAC: the frame ends in a MAC trailer;
+ *                         every other bit 0, reserved for a later version
  *   8      8     call_id  0 for one-way frames; a reply repeats its request's id
  *   16     4     crc      CRC-32C of header bytes [0,16) followed by the
- *                         payload bytes [20,length)
- *   20     ...   payload  length - 20 bytes, layout by type (below)
+ *                         payload bytes
+ *   20     ...   payload  length - 20 bytes (- RPC_MAC_SIZE with the flag),
+ *                         layout by type (below)
+ *   end-16 16    mac      with RPC_FLAG_MAC only: HMAC-SHA256/128 under the
+ *                         session key of the direction, over a sequence number
+ *                         and bytes [0, length - 16) (auth.c). Every frame
+ *                         after the handshake carries one; the codec only
+ *                         carries it, the transport checks it.
+ *
+ * The CRC catches a damaged frame cheaply and tells "corrupt" apart from
+ * "forged"; only the MAC stops someone who recomputes the CRC.
  *
  * Why this order of checks (rpc_peek_header, then rpc_decode): a reader can
  * reject a frame from its first 20 bytes - length under the header, length
@@ -25,14 +35,17 @@
  * Payload field types:
  *   u32/u64/i32/i64   fixed width, little-endian
  *   id16              16 raw bytes
+ *   nonce32, proof32  32 raw bytes
  *   str               u16 length + bytes; each str field has a limit
  *                     (RPC_NAME_MAX, ...) enforced by encoder and decoder
  *   blob              u32 length + bytes (bounded only by the frame)
  *
  * Payloads (every decoder checks every length against the bytes left and
  * rejects trailing bytes):
- *   HELLO       str worker_id, str group, str secret, u32 max_frame
- *   HELLO_OK    u32 max_frame, u32 heartbeat_ms
+ *   HELLO       str worker_id, str group, u32 role, nonce32 nonce, u32 max_frame
+ *   CHALLENGE   nonce32 nonce
+ *   AUTH        proof32 proof
+ *   HELLO_OK    u32 max_frame, u32 heartbeat_ms, proof32 proof
  *   ERROR       i32 code, str message
  *   FETCH       str topic, u32 max_messages, u32 max_wait_ms
  *   FETCH_OK    u32 count, then count messages:
@@ -138,12 +151,20 @@ static void w_payload(writer *w, const rpc_frame *f)
     case RPC_HELLO:
         w_str(w, f->u.hello.worker_id, RPC_NAME_MAX);
         w_str(w, f->u.hello.group, RPC_NAME_MAX);
-        w_str(w, f->u.hello.secret, RPC_SECRET_MAX);
+        w_int(w, f->u.hello.role, 4);
+        w_raw(w, f->u.hello.nonce, RPC_NONCE_SIZE);
         w_int(w, f->u.hello.max_frame, 4);
         break;
     case RPC_HELLO_OK:
         w_int(w, f->u.hello_ok.max_frame, 4);
         w_int(w, f->u.hello_ok.heartbeat_ms, 4);
+        w_raw(w, f->u.hello_ok.proof, RPC_PROOF_SIZE);
+        break;
+    case RPC_CHALLENGE:
+        w_raw(w, f->u.challenge.nonce, RPC_NONCE_SIZE);
+        break;
+    case RPC_AUTH:
+        w_raw(w, f->u.auth.proof, RPC_PROOF_SIZE);
         break;
     case RPC_ERROR:
         w_int(w, (uint32_t)f->u.error.code, 4);
@@ -220,6 +241,8 @@ int rpc_encoded_size(const rpc_frame *f, size_t *size)
     w_payload(&w, f);
     if (w.err)
         return w.err;
+    if (f->mac)
+        w.pos += RPC_MAC_SIZE;
     if (w.pos > RPC_MAX_FRAME_LIMIT)
         return -EMSGSIZE;
     *size = w.pos;
@@ -243,11 +266,14 @@ int rpc_encode(const rpc_frame *f, void *buf, size_t cap, size_t *len)
     put_le(p, size, 4);
     p[4] = RPC_VERSION;
     p[5] = f->type;
-    put_le(p + 6, 0, 2);
+    put_le(p + 6, f->mac ? RPC_FLAG_MAC : 0, 2);
     put_le(p + 8, f->call_id, 8);
+    size_t body_end = size - (f->mac ? RPC_MAC_SIZE : 0);
     uint32_t crc = sk_crc32c(0, p, 16);
-    crc = sk_crc32c(crc, p + RPC_HEADER_SIZE, size - RPC_HEADER_SIZE);
+    crc = sk_crc32c(crc, p + RPC_HEADER_SIZE, body_end - RPC_HEADER_SIZE);
     put_le(p + 16, crc, 4);
+    if (f->mac)
+        memmove(p + body_end, f->mac, RPC_MAC_SIZE); /* memmove: f->mac may be this trailer */
     if (len)
         *len = size;
     return 0;
@@ -334,12 +360,20 @@ static void r_payload(reader *r, rpc_frame *f)
     case RPC_HELLO:
         f->u.hello.worker_id = r_str(r, RPC_NAME_MAX);
         f->u.hello.group = r_str(r, RPC_NAME_MAX);
-        f->u.hello.secret = r_str(r, RPC_SECRET_MAX);
+        f->u.hello.role = (uint32_t)r_int(r, 4);
+        r_raw(r, f->u.hello.nonce, RPC_NONCE_SIZE);
         f->u.hello.max_frame = (uint32_t)r_int(r, 4);
         break;
     case RPC_HELLO_OK:
         f->u.hello_ok.max_frame = (uint32_t)r_int(r, 4);
         f->u.hello_ok.heartbeat_ms = (uint32_t)r_int(r, 4);
+        r_raw(r, f->u.hello_ok.proof, RPC_PROOF_SIZE);
+        break;
+    case RPC_CHALLENGE:
+        r_raw(r, f->u.challenge.nonce, RPC_NONCE_SIZE);
+        break;
+    case RPC_AUTH:
+        r_raw(r, f->u.auth.proof, RPC_PROOF_SIZE);
         break;
     case RPC_ERROR:
         f->u.error.code = (int32_t)(uint32_t)r_int(r, 4);
@@ -448,17 +482,23 @@ int rpc_decode(const void *buf, size_t len, uint32_t max_frame, rpc_frame *f, si
     if (len < n)
         return -EAGAIN;
 
+    uint32_t flags = (uint32_t)get_le(p + 6, 2);
+    uint32_t body_end = n;
+    if ((flags & RPC_FLAG_MAC) && n >= RPC_HEADER_SIZE + RPC_MAC_SIZE)
+        body_end = n - RPC_MAC_SIZE;
     uint32_t crc = sk_crc32c(0, p, 16);
-    crc = sk_crc32c(crc, p + RPC_HEADER_SIZE, n - RPC_HEADER_SIZE);
+    crc = sk_crc32c(crc, p + RPC_HEADER_SIZE, body_end - RPC_HEADER_SIZE);
     if (crc != (uint32_t)get_le(p + 16, 4))
         return -EBADMSG;
-    if (get_le(p + 6, 2) != 0)
+    if ((flags & ~RPC_FLAG_MAC) || ((flags & RPC_FLAG_MAC) && body_end == n))
         return -EPROTO;
 
     memset(f, 0, sizeof(*f));
     f->type = p[5];
     f->call_id = get_le(p + 8, 8);
-    reader r = {p + RPC_HEADER_SIZE, p + n, 0};
+    if (flags & RPC_FLAG_MAC)
+        f->mac = p + body_end;
+    reader r = {p + RPC_HEADER_SIZE, p + body_end, 0};
     r_payload(&r, f);
     if (r.err) {
         memset(f, 0, sizeof(*f));
@@ -509,7 +549,8 @@ const char *rpc_type_name(int type)
         [RPC_FETCH] = "FETCH",       [RPC_FETCH_OK] = "FETCH_OK", [RPC_COMMIT] = "COMMIT",
         [RPC_RESULT] = "RESULT",     [RPC_PRODUCE] = "PRODUCE",   [RPC_PRODUCE_OK] = "PRODUCE_OK",
         [RPC_SOLD_OUT] = "SOLD_OUT", [RPC_STOCK] = "STOCK",       [RPC_PING] = "PING",
-        [RPC_PONG] = "PONG",         [RPC_ACK] = "ACK",
+        [RPC_PONG] = "PONG",         [RPC_ACK] = "ACK",           [RPC_CHALLENGE] = "CHALLENGE",
+        [RPC_AUTH] = "AUTH",
     };
     if (type < 1 || type > RPC_TYPE_MAX)
         return "UNKNOWN";

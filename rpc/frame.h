@@ -21,7 +21,8 @@
  *   -EBADMSG         CRC mismatch
  *   -ENOMSG          unknown frame type
  *   -EPROTO          payload does not parse: a length past the payload end,
- *                    a field past the end, trailing bytes, non-zero flags
+ *                    a field past the end, trailing bytes, an unknown flag,
+ *                    a MAC flag on a frame too short to hold the MAC
  *   -ENAMETOOLONG    a string longer than its field allows
  */
 #ifndef SECKILL_RPC_FRAME_H
@@ -30,21 +31,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RPC_VERSION 1
+#define RPC_VERSION 2
 #define RPC_HEADER_SIZE 20
+#define RPC_NONCE_SIZE 32 /* HELLO and CHALLENGE nonces */
+#define RPC_PROOF_SIZE 32 /* AUTH and HELLO_OK proofs: a full HMAC-SHA256 */
+#define RPC_MAC_SIZE 16   /* per-frame MAC trailer: HMAC-SHA256 cut to 128 bits */
+#define RPC_FLAG_MAC 0x0001u /* header flag: the frame ends in a RPC_MAC_SIZE MAC */
 #define RPC_DEFAULT_MAX_FRAME (1u << 20) /* 1 MiB, header included */
 #define RPC_MAX_FRAME_LIMIT (64u << 20)  /* no configuration may go above this */
 
 /* Field limits, checked by both encoder and decoder. */
 #define RPC_NAME_MAX 255     /* worker id, group, topic */
-#define RPC_SECRET_MAX 256   /* HELLO secret */
+#define RPC_SECRET_MAX 256   /* shared secret (never sent) */
 #define RPC_MESSAGE_MAX 1024 /* ERROR message */
 #define RPC_ITEM_ID_MAX 64   /* = SK_ID_MAX (rpc depends on nothing of ours) */
 #define RPC_ORDER_ID_MAX 36  /* = SK_ORDER_ID_MAX: a UUID in text form */
 
 enum rpc_type {
-    RPC_HELLO = 1,      /* client -> server, must be the first frame */
-    RPC_HELLO_OK = 2,   /* server -> client, handshake accepted */
+    RPC_HELLO = 1,      /* client -> server, must be the first frame: who, role, nonce */
+    RPC_HELLO_OK = 2,   /* server -> client, handshake accepted, with the server's proof */
     RPC_ERROR = 3,      /* either way: code + message; a reply to any request */
     RPC_FETCH = 4,      /* worker -> gateway: give me messages of a topic */
     RPC_FETCH_OK = 5,   /* the batch */
@@ -57,7 +62,9 @@ enum rpc_type {
     RPC_PING = 12,      /* heartbeat; answered by the transport itself */
     RPC_PONG = 13,
     RPC_ACK = 14,       /* empty success reply (COMMIT, RESULT, STOCK) */
-    RPC_TYPE_MAX = RPC_ACK
+    RPC_CHALLENGE = 15, /* server -> client after HELLO: the server's nonce */
+    RPC_AUTH = 16,      /* client -> server after CHALLENGE: the client's proof */
+    RPC_TYPE_MAX = RPC_AUTH
 };
 
 /* A length-counted byte string. Not NUL-terminated. */
@@ -72,14 +79,24 @@ rpc_bytes rpc_str(const char *s);
 typedef struct rpc_hello {
     rpc_bytes worker_id; /* <= RPC_NAME_MAX */
     rpc_bytes group;     /* <= RPC_NAME_MAX */
-    rpc_bytes secret;    /* <= RPC_SECRET_MAX, compared in constant time */
+    uint32_t role;       /* what the peer asks to do (rpc.h RPC_ROLE_*); bound into every proof */
+    uint8_t nonce[RPC_NONCE_SIZE]; /* the client's fresh random nonce */
     uint32_t max_frame;  /* the largest frame the client accepts (0: RPC_DEFAULT_MAX_FRAME) */
 } rpc_hello;
 
 typedef struct rpc_hello_ok {
     uint32_t max_frame;    /* the server's frame limit */
     uint32_t heartbeat_ms; /* the server's heartbeat interval */
+    uint8_t proof[RPC_PROOF_SIZE]; /* the server's proof of the secret (auth.c) */
 } rpc_hello_ok;
+
+typedef struct rpc_challenge {
+    uint8_t nonce[RPC_NONCE_SIZE]; /* the server's fresh random nonce */
+} rpc_challenge;
+
+typedef struct rpc_auth_proof {
+    uint8_t proof[RPC_PROOF_SIZE]; /* the client's proof of the secret (auth.c) */
+} rpc_auth_proof;
 
 typedef struct rpc_error {
     int32_t code;      /* a positive errno value (EACCES: auth refused) or an application code */
@@ -175,7 +192,14 @@ typedef struct rpc_frame {
         rpc_produce_ok produce_ok;
         rpc_stock stock;
         rpc_ping ping;
+        rpc_challenge challenge;
+        rpc_auth_proof auth;
     } u;
+    /* The MAC trailer: NULL for a frame without one (the handshake), else
+     * RPC_MAC_SIZE bytes. Decoded: points into the buffer (the MAC itself is
+     * checked by the transport, auth.c). Encoded: copied as is; the transport
+     * encodes zeros and then seals the trailer in place. */
+    const uint8_t *mac;
     void *owned; /* internal: the copy an rpc_client_call reply owns; NULL otherwise */
 } rpc_frame;
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "auth.h"
 #include "frame.h"
 
 #define RPC__RBUF_INITIAL (16u << 10)
@@ -27,9 +28,14 @@ typedef struct rpc__wq {
     size_t limit;
 } rpc__wq;
 
-/* Encode f at the tail. -EMSGSIZE when over peer_max, -ENOBUFS when the
- * queue would pass its limit, -ENOMEM, or an encode error; nothing queued then. */
-int rpc__wq_push(rpc__wq *q, const rpc_frame *f, uint32_t peer_max);
+/* Encode f at the tail; with seal (an authenticated session) the frame gets
+ * its MAC trailer, sealed with the next outgoing sequence number (so frames
+ * must be pushed in the order they are written, under the same lock).
+ * -EMSGSIZE when over peer_max, -ENOBUFS when the queue would pass its limit,
+ * -ENOMEM, or an encode error; nothing queued then. */
+int rpc__wq_push(rpc__wq *q, const rpc_frame *f, uint32_t peer_max, rpc_auth *seal);
+/* Append bytes already encoded (a handshake reply). Same errors. */
+int rpc__wq_push_raw(rpc__wq *q, const void *p, size_t n);
 /* Write until the socket would block. 0 (bytes may remain) or -errno. */
 int rpc__wq_flush(rpc__wq *q, int fd);
 void rpc__wq_release(rpc__wq *q);

@@ -16,15 +16,9 @@
 
 /* ---- write queue ---- */
 
-int rpc__wq_push(rpc__wq *q, const rpc_frame *f, uint32_t peer_max)
+/* Room for size more bytes at the tail. */
+static int wq_reserve(rpc__wq *q, size_t size)
 {
-    size_t size;
-    int rc = rpc_encoded_size(f, &size);
-
-    if (rc)
-        return rc;
-    if (size > peer_max)
-        return -EMSGSIZE;
     if (q->len + size > q->limit)
         return -ENOBUFS;
     if (q->head && q->head + q->len + size > q->cap) {
@@ -41,10 +35,43 @@ int rpc__wq_push(rpc__wq *q, const rpc_frame *f, uint32_t peer_max)
         q->buf = nb;
         q->cap = cap;
     }
-    rc = rpc_encode(f, q->buf + q->head + q->len, q->cap - q->head - q->len, NULL);
+    return 0;
+}
+
+int rpc__wq_push(rpc__wq *q, const rpc_frame *f, uint32_t peer_max, rpc_auth *seal)
+{
+    static const uint8_t zero_mac[RPC_MAC_SIZE];
+    rpc_frame g = *f;
+    size_t size;
+    int rc;
+
+    g.mac = seal ? zero_mac : NULL;
+    rc = rpc_encoded_size(&g, &size);
+    if (rc)
+        return rc;
+    if (size > peer_max)
+        return -EMSGSIZE;
+    rc = wq_reserve(q, size);
+    if (rc)
+        return rc;
+    uint8_t *p = q->buf + q->head + q->len;
+    rc = rpc_encode(&g, p, q->cap - q->head - q->len, NULL);
+    if (!rc && seal)
+        rc = rpc_auth_seal(seal, p, size);
     if (rc)
         return rc;
     q->len += size;
+    return 0;
+}
+
+int rpc__wq_push_raw(rpc__wq *q, const void *p, size_t n)
+{
+    int rc = wq_reserve(q, n);
+
+    if (rc)
+        return rc;
+    memcpy(q->buf + q->head + q->len, p, n);
+    q->len += n;
     return 0;
 }
 

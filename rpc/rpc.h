@@ -6,17 +6,21 @@
  * Addresses: "tcp:HOST:PORT" (HOST a name, an IPv4 address or [IPv6]; PORT 0
  * picks a free port, see rpc_server_port) or "unix:/path/to/socket".
  *
- * Session: the client's first frame is HELLO with the shared secret; the
- * server answers HELLO_OK, or ERROR (code EACCES) followed by closing the
- * connection, without looking at any later frame. From then on either side
- * sends any frame. A frame with call_id != 0 is a request; its reply carries
- * the same call_id. PING is answered with PONG by the transport; a peer from
+ * Session: a challenge-response handshake (auth.c; docs/rpc.md): HELLO
+ * (who, which role, a nonce), CHALLENGE (the server's nonce), AUTH (the
+ * client's HMAC proof of the secret), HELLO_OK (the server's proof), or ERROR
+ * (code EACCES) followed by closing the connection, without looking at any
+ * later frame. The secret itself never goes on the wire. From then on either
+ * side sends any frame, each with a MAC under a per-connection session key
+ * and a per-direction sequence number; a frame whose MAC fails closes the
+ * connection (-EKEYREJECTED). A frame with call_id != 0 is a request; its
+ * reply carries the same call_id. PING is answered with PONG by the transport; a peer from
  * which nothing has been received for heartbeat_ms * heartbeat_misses is
  * closed (the client PINGs every heartbeat_ms, so a live peer is never silent).
  *
  * Malformed input (see rpc_decode's errors) closes the connection at once and
  * is counted; a frame's announced length is checked against max_frame (1 KiB
- * until HELLO is accepted) before anything is allocated for it. Memory per connection is bounded: the read
+ * until the handshake is done) before anything is allocated for it. Memory per connection is bounded: the read
  * buffer by max_frame, the write queue by max_write_queue (a peer that does
  * not read is disconnected when its queue would pass it).
  *
@@ -34,6 +38,11 @@
 
 #include "frame.h"
 
+/* Roles a client names in HELLO (bound into the session keys). The transport
+ * only carries the role; the application decides what each may do. */
+#define RPC_ROLE_PURCHASE 1 /* a purchase worker: requests in, outcomes and stock out */
+#define RPC_ROLE_ORDERS 2   /* an order sink: reads the order topic */
+
 typedef struct rpc_server rpc_server;
 typedef struct rpc_conn rpc_conn;
 typedef struct rpc_client rpc_client;
@@ -42,7 +51,8 @@ typedef struct rpc_client rpc_client;
 
 typedef struct rpc_server_handlers {
     void *arg;
-    /* A client passed the handshake. hello's bytes are valid during the call. May be NULL. */
+    /* A client passed the handshake. hello's bytes are valid during the call
+     * (hello->role is what the client asked to be). May be NULL. */
     void (*on_open)(void *arg, rpc_conn *c, const rpc_hello *hello);
     /* Every frame after HELLO except PING/PONG. f points into the connection's
      * read buffer: valid until the handler returns. */
@@ -64,23 +74,33 @@ typedef struct rpc_server_config {
     size_t max_write_queue;    /* bytes queued per connection before it is dropped (>= max_frame) */
     uint32_t heartbeat_ms;     /* interval announced to clients */
     uint32_t heartbeat_misses; /* silent intervals before a peer is closed */
-    uint32_t max_conns;        /* connections beyond this are closed on accept */
+    uint32_t max_conns;        /* open (authenticated) connections; more are refused (EBUSY) */
+    uint32_t max_unauth;       /* connections in their handshake; a new one evicts the oldest */
+    uint32_t handshake_timeout_ms; /* from accept to an open connection */
+    uint32_t auth_delay_ms;    /* a source's first wrong proof is answered this late, */
+    uint32_t auth_delay_max_ms; /* doubling with each failure up to this */
 } rpc_server_config;
 
 typedef struct rpc_server_stats {
     uint64_t accepted;
     uint64_t auth_ok;
-    uint64_t auth_failed;   /* wrong secret or a first frame that is not HELLO */
+    uint64_t auth_failed;   /* wrong proof, or a handshake frame out of order */
     uint64_t malformed;     /* connections closed for a bad frame */
     uint64_t overflowed;    /* connections closed for a full write queue */
     uint64_t timed_out;     /* connections closed by the heartbeat check */
     uint64_t refused;       /* over max_conns */
     uint64_t frames_in;     /* frames decoded (PINGs included) */
-    uint64_t open;          /* connections open now */
+    uint64_t open;          /* connections now, in their handshake or open */
+    uint64_t mac_failed;    /* connections closed for a frame whose MAC failed */
+    uint64_t handshake_timeouts; /* closed for not finishing the handshake in time */
+    uint64_t evicted;       /* handshakes closed to make room (max_unauth) */
+    uint64_t throttled;     /* CHALLENGEs held back for a source that failed before */
 } rpc_server_stats;
 
 /* Defaults: max_frame RPC_DEFAULT_MAX_FRAME, 4 MiB write queue, heartbeat
- * 1000 ms x 3, 1024 connections; listen, secret and handlers unset. */
+ * 1000 ms x 3, 1024 connections, 64 in their handshake, handshake deadline
+ * 2000 ms, auth delay 100 ms doubling to 1000 ms; listen, secret and
+ * handlers unset. */
 void rpc_server_config_init(rpc_server_config *cfg);
 
 /* Bind and listen (so rpc_server_port works at once); no thread yet.
@@ -129,10 +149,12 @@ typedef struct rpc_client_config {
     const char *addr;      /* copied */
     const char *worker_id; /* copied, sent in HELLO */
     const char *group;     /* copied, sent in HELLO */
-    const void *secret;    /* copied */
+    uint32_t role;         /* sent in HELLO: RPC_ROLE_* */
+    const void *secret;    /* copied; never sent */
     size_t secret_len;
     rpc_client_handlers handlers;
-    uint32_t connect_timeout_ms; /* TCP connect + HELLO round trip */
+    uint32_t connect_timeout_ms; /* TCP connect + the handshake (which a throttled
+                                  * address may see held back for up to a second) */
     uint32_t max_frame;          /* incoming frame limit */
     size_t max_write_queue;      /* rpc_client_send/call fail with -ENOBUFS past this */
     uint32_t heartbeat_ms;       /* PING period */
@@ -147,9 +169,10 @@ typedef struct rpc_client_stats {
     uint64_t disconnects;
     uint64_t timeouts;   /* rpc_client_call that timed out */
     uint64_t malformed;  /* disconnects for a bad frame from the server */
+    uint64_t mac_failed; /* disconnects for a frame whose MAC failed */
 } rpc_client_stats;
 
-/* Defaults: connect timeout 1000 ms, max_frame RPC_DEFAULT_MAX_FRAME, 4 MiB
+/* Defaults: connect timeout 3000 ms, max_frame RPC_DEFAULT_MAX_FRAME, 4 MiB
  * write queue, heartbeat 1000 ms x 3, backoff 50 ms to 5000 ms. */
 void rpc_client_config_init(rpc_client_config *cfg);
 
@@ -160,7 +183,8 @@ int rpc_client_create(const rpc_client_config *cfg, rpc_client **out);
 /* Fail pending calls with -ESHUTDOWN, join the thread, free. NULL is a no-op. */
 void rpc_client_destroy(rpc_client *c);
 /* Wait up to timeout_ms for the handshake to be done. 0 when connected;
- * else -EACCES when the server refused the last handshake, or -ETIMEDOUT. */
+ * else -EACCES when the server refused the last handshake (or failed to
+ * prove it knows the secret), or -ETIMEDOUT. */
 int rpc_client_wait_ready(rpc_client *c, uint32_t timeout_ms);
 /* 1 when connected and authenticated now. */
 int rpc_client_connected(rpc_client *c);

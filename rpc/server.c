@@ -1,18 +1,38 @@
 /*
  * server.c - the rpc server: one epoll loop thread, non-blocking sockets.
  *
- * Connection states (loop thread moves between them):
+ * Connection states (loop thread moves between them); the handshake itself
+ * (HELLO, CHALLENGE, AUTH, HELLO_OK) and the frame MAC are auth.c's:
  *
- *   accepted --HELLO, right secret--> open      (HELLO_OK sent, on_open; frames
- *                                                may now reach max_frame, not 1 KiB)
- *   accepted --anything else--------> draining  (ERROR sent, input ignored)
- *   draining --ERROR written--------> SHUT_WR, then closed at the peer's EOF
+ *   accepted  --HELLO---------------> challenged (CHALLENGE sent, or held
+ *                                                 until the address's turn)
+ *   challenged --AUTH, right proof--> open      (sealed HELLO_OK sent, on_open;
+ *                                                frames may now reach max_frame)
+ *   accepted/challenged --anything else--> draining (ERROR sent, after a
+ *                                                 delay when a proof was wrong)
+ *   draining  --ERROR written-------> SHUT_WR, then closed at the peer's EOF
  *                                     or after one heartbeat timeout
- *   any      --EOF, socket error, malformed frame, heartbeat silence,
- *              write queue overflow, rpc_conn_close, stop--> closed
+ *   not open  --handshake deadline, or evicted by a newer connection while
+ *                the pre-auth budget is full--> closed
+ *   open      --a frame whose MAC fails--> closed (-EKEYREJECTED)
+ *   any       --EOF, socket error, malformed frame, heartbeat silence,
+ *               write queue overflow, rpc_conn_close, stop--> closed
  *
  * Only open connections are ever shown to the handlers, and on_close is
  * called exactly once for each connection that on_open saw.
+ *
+ * Two budgets: at most max_unauth connections are in their handshake at
+ * once (a new one evicts the oldest, so a flood of silent or dripping peers
+ * keeps a slot for at most a moment and a real peer that answers at once
+ * gets through), and at most max_conns are open. Nobody without the secret
+ * can take an open slot.
+ *
+ * Throttling: a wrong proof is answered after delay(f), f the failures from
+ * that source (IPv4 address, IPv6 /64, all of loopback as one, all Unix
+ * peers as one) within the last minute, delay doubling from auth_delay_ms up
+ * to auth_delay_max_ms; the same source's next CHALLENGE waits its turn too,
+ * one per delay, so parallel connections do not multiply the guesses. The
+ * table of sources is bounded (the least recently failed is forgotten).
  *
  * Threads: the loop owns the connection list, the read buffers and every
  * close. Other threads touch a connection only through rpc_conn_send (under
@@ -39,15 +59,30 @@
 
 #define READS_PER_EVENT 16 /* then let other connections run */
 
-/* Until HELLO is accepted a peer may send at most this much per frame (the
- * largest HELLO is 796 bytes), so an unauthenticated connection costs a few
- * KiB, never max_frame. */
-#define PRE_AUTH_MAX_FRAME 1024
+/* Until the handshake is done a peer may send at most this much per frame,
+ * so an unauthenticated connection costs a few KiB, never max_frame. */
+#define PRE_AUTH_MAX_FRAME RPC_AUTH_MAX_FRAME
+#define THROTTLE_SLOTS 256
+#define THROTTLE_FORGET_MS 60000 /* failures older than this are forgiven */
+#define HELD_MAX 128             /* a held CHALLENGE or ERROR */
+
+typedef struct src_key {
+    uint8_t b[17]; /* family tag + up to 16 address bytes */
+} src_key;
+
+typedef struct throttle_slot {
+    src_key key;
+    int used;
+    uint32_t fails;
+    uint64_t last_fail;
+    uint64_t next_ok; /* the source's next CHALLENGE not before this */
+} throttle_slot;
 
 struct rpc_conn {
-    pthread_mutex_t lock; /* guards fd, closed, out_armed, wq, peer_max */
+    pthread_mutex_t lock; /* guards fd, closed, out_armed, wq, peer_max, authed_send */
     int fd;
     int closed;
+    int authed_send; /* the session is up: every frame queued from now on is sealed */
     int out_armed;
     rpc__wq wq;
     uint32_t peer_max;
@@ -57,6 +92,10 @@ struct rpc_conn {
     atomic_int doom;        /* 0, or a close reason asked for by any thread */
     _Atomic(void *) data;
 
+    /* auth: the handshake on the loop thread; once open, sealing under lock
+     * and opening on the loop thread (auth.h) */
+    rpc_auth *auth;
+
     /* loop thread only */
     rpc__rbuf rb;
     int authed;
@@ -64,7 +103,15 @@ struct rpc_conn {
     int shut;
     uint64_t last_rx;
     uint64_t drain_deadline;
+    uint64_t hs_deadline;      /* the handshake must be done by then */
+    src_key src;
+    uint8_t held[HELD_MAX];    /* a handshake reply waiting for release_at */
+    size_t held_len;
+    uint64_t release_at;
+    int held_refusal;          /* the held reply is a refusal: drain after it */
     rpc_conn *prev, *next;
+    rpc_conn *uprev, *unext;   /* the pre-auth list, newest first */
+    int unlisted;              /* out of the pre-auth list (open, or evicted) */
 };
 
 struct rpc_server {
@@ -82,9 +129,12 @@ struct rpc_server {
     int joined;
     atomic_int stopping;
     rpc_conn *conns; /* loop thread only */
+    rpc_conn *unauth_head, *unauth_tail; /* loop thread only: newest .. oldest */
+    uint32_t nunauth, nauthed;           /* loop thread only */
+    throttle_slot throttle[THROTTLE_SLOTS]; /* loop thread only */
 
     _Atomic uint64_t accepted, auth_ok, auth_failed, malformed, overflowed, timed_out, refused,
-        frames_in, open;
+        frames_in, open, mac_failed, hs_timed_out, evicted, throttled;
 };
 
 #define STAT_INC(s, f) atomic_fetch_add_explicit(&(s)->f, 1, memory_order_relaxed)
@@ -122,6 +172,7 @@ void rpc_conn_unref(rpc_conn *c)
     pthread_mutex_destroy(&c->lock);
     rpc__wq_release(&c->wq);
     rpc__rbuf_release(&c->rb);
+    rpc_auth_destroy(c->auth);
     free(c);
 }
 
@@ -140,7 +191,7 @@ void *rpc_conn_data(const rpc_conn *c)
 /* Caller holds c->lock and c is not closed. */
 static int send_locked(rpc_conn *c, const rpc_frame *f)
 {
-    int rc = rpc__wq_push(&c->wq, f, c->peer_max);
+    int rc = rpc__wq_push(&c->wq, f, c->peer_max, c->authed_send ? c->auth : NULL);
 
     if (rc == -ENOBUFS) {
         STAT_INC(c->srv, overflowed);
@@ -169,7 +220,7 @@ int rpc_conn_send(rpc_conn *c, const rpc_frame *f)
     if (!c || !f)
         return -EINVAL;
     pthread_mutex_lock(&c->lock);
-    rc = c->closed ? -ENOTCONN : send_locked(c, f);
+    rc = c->closed || !c->authed_send ? -ENOTCONN : send_locked(c, f);
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
@@ -185,6 +236,23 @@ void rpc_conn_close(rpc_conn *c)
 }
 
 /* ---- loop thread ---- */
+
+static void unauth_unlink(rpc_server *s, rpc_conn *c)
+{
+    if (c->unlisted)
+        return;
+    c->unlisted = 1;
+    if (c->uprev)
+        c->uprev->unext = c->unext;
+    else
+        s->unauth_head = c->unext;
+    if (c->unext)
+        c->unext->uprev = c->uprev;
+    else
+        s->unauth_tail = c->uprev;
+    c->uprev = c->unext = NULL;
+    s->nunauth--;
+}
 
 static void conn_close(rpc_server *s, rpc_conn *c, int reason)
 {
@@ -209,6 +277,9 @@ static void conn_close(rpc_server *s, rpc_conn *c, int reason)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
     atomic_fetch_sub(&s->open, 1);
+    if (c->authed)
+        s->nauthed--;
+    unauth_unlink(s, c);
 
     if (c->authed && s->cfg.handlers.on_close)
         s->cfg.handlers.on_close(s->cfg.handlers.arg, c, reason);
@@ -220,53 +291,201 @@ static void conn_close(rpc_server *s, rpc_conn *c, int reason)
  * which can destroy the ERROR in flight). */
 static void maybe_shut(rpc_conn *c)
 {
-    if (c->draining && !c->shut && c->wq.len == 0) {
+    if (c->draining && !c->shut && !c->held_len && c->wq.len == 0) {
         shutdown(c->fd, SHUT_WR);
         c->shut = 1;
     }
 }
 
-static void refuse(rpc_server *s, rpc_conn *c, const rpc_frame *f, uint64_t now)
+/* Queue handshake bytes (never sealed: the session is not up) and write. */
+static void send_raw(rpc_conn *c, const void *p, size_t n)
 {
-    rpc_frame e = {.type = RPC_ERROR, .call_id = f ? f->call_id : 0};
-
-    e.u.error.code = EACCES;
-    e.u.error.message = rpc_str(f && f->type == RPC_HELLO ? "authentication failed"
-                                                          : "first frame must be HELLO");
-    STAT_INC(s, auth_failed);
-    c->draining = 1;
-    c->drain_deadline = now + silence_limit(s);
     pthread_mutex_lock(&c->lock);
-    send_locked(c, &e);
+    if (rpc__wq_push_raw(&c->wq, p, n) == 0 && rpc__wq_flush(&c->wq, c->fd) == 0 && c->wq.len &&
+        !c->out_armed) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+        if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+            c->out_armed = 1;
+    }
     maybe_shut(c);
     pthread_mutex_unlock(&c->lock);
 }
 
-static void handshake(rpc_server *s, rpc_conn *c, const rpc_frame *f, uint64_t now)
+/* Stop reading c and send out (an ERROR) now, then drain. */
+static void refuse_now(rpc_server *s, rpc_conn *c, const void *out, size_t n, uint64_t now)
 {
-    if (f->type != RPC_HELLO ||
-        !rpc_secret_equal(f->u.hello.secret.ptr, f->u.hello.secret.len, s->secret,
-                          s->cfg.secret_len)) {
-        refuse(s, c, f, now);
+    c->draining = 1;
+    c->drain_deadline = now + silence_limit(s);
+    send_raw(c, out, n);
+}
+
+/* ---- throttling by source ---- */
+
+static void source_of(int fd, src_key *k)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+
+    memset(k, 0, sizeof(*k));
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) < 0)
         return;
+    if (sa.ss_family == AF_INET) {
+        const uint8_t *a = (const uint8_t *)&((struct sockaddr_in *)&sa)->sin_addr;
+        k->b[0] = 4;
+        if (a[0] != 127) /* loopback is one host whatever 127/8 address it uses */
+            memcpy(k->b + 1, a, 4);
+    } else if (sa.ss_family == AF_INET6) {
+        const uint8_t *a = ((struct sockaddr_in6 *)&sa)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        static const uint8_t loop6[16] = {[15] = 1};
+        if (!memcmp(a, mapped, 12)) {
+            k->b[0] = 4;
+            if (a[12] != 127)
+                memcpy(k->b + 1, a + 12, 4);
+        } else if (memcmp(a, loop6, 16) == 0) {
+            k->b[0] = 4; /* ::1 is the same loopback host */
+        } else {
+            k->b[0] = 6;
+            memcpy(k->b + 1, a, 8); /* one host owns a /64 */
+        }
+    } else {
+        k->b[0] = 1; /* Unix peers: one source */
     }
+}
 
-    rpc_frame ok = {.type = RPC_HELLO_OK, .call_id = f->call_id};
-    ok.u.hello_ok.max_frame = s->cfg.max_frame;
-    ok.u.hello_ok.heartbeat_ms = s->cfg.heartbeat_ms;
+static uint64_t auth_delay(const rpc_server *s, uint32_t fails)
+{
+    uint64_t d = s->cfg.auth_delay_ms;
 
+    if (fails == 0)
+        return 0;
+    for (uint32_t i = 1; i < fails && d < s->cfg.auth_delay_max_ms; i++)
+        d *= 2;
+    return d < s->cfg.auth_delay_max_ms ? d : s->cfg.auth_delay_max_ms;
+}
+
+/* The slot of k, forgiving old failures; NULL when k has none (and !create). */
+static throttle_slot *throttle_slot_of(rpc_server *s, const src_key *k, uint64_t now, int create)
+{
+    throttle_slot *victim = NULL;
+
+    for (int i = 0; i < THROTTLE_SLOTS; i++) {
+        throttle_slot *t = &s->throttle[i];
+        if (t->used && now - t->last_fail > THROTTLE_FORGET_MS)
+            t->used = 0;
+        if (t->used && memcmp(&t->key, k, sizeof(*k)) == 0)
+            return t;
+        if (!victim || !t->used || (victim->used && t->last_fail < victim->last_fail))
+            victim = t;
+    }
+    if (!create)
+        return NULL;
+    memset(victim, 0, sizeof(*victim));
+    victim->used = 1;
+    victim->key = *k;
+    victim->last_fail = now;
+    return victim;
+}
+
+/* ---- the handshake ---- */
+
+static void open_conn(rpc_server *s, rpc_conn *c, const uint8_t *out, size_t n)
+{
+    const rpc_hello *h = rpc_auth_hello(c->auth);
+
+    unauth_unlink(s, c);
+    c->authed = 1;
+    s->nauthed++;
     pthread_mutex_lock(&c->lock);
-    c->peer_max = f->u.hello.max_frame ? f->u.hello.max_frame : RPC_DEFAULT_MAX_FRAME;
+    c->peer_max = h->max_frame ? h->max_frame : RPC_DEFAULT_MAX_FRAME;
     if (c->peer_max < RPC_HEADER_SIZE + 64)
         c->peer_max = RPC_HEADER_SIZE + 64;
-    send_locked(c, &ok);
     pthread_mutex_unlock(&c->lock);
-
-    c->authed = 1;
+    send_raw(c, out, n); /* HELLO_OK, sealed by auth.c as s2c number 0 */
+    pthread_mutex_lock(&c->lock);
+    c->authed_send = 1;
+    pthread_mutex_unlock(&c->lock);
     c->rb.max_frame = s->cfg.max_frame;
     STAT_INC(s, auth_ok);
     if (s->cfg.handlers.on_open)
-        s->cfg.handlers.on_open(s->cfg.handlers.arg, c, &f->u.hello);
+        s->cfg.handlers.on_open(s->cfg.handlers.arg, c, h);
+}
+
+/* Feed one handshake frame from c's read buffer at *off. Returns 0, or the
+ * reason c must be closed now. */
+static int handshake(rpc_server *s, rpc_conn *c, size_t *off, uint64_t now)
+{
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t used = 0, n = 0;
+    int had_hello = rpc_auth_hello(c->auth) != NULL;
+    int rc = rpc_auth_feed(c->auth, c->rb.buf + *off, c->rb.len - *off, &used, out, sizeof(out),
+                           &n);
+
+    *off += used;
+    if (used)
+        STAT_INC(s, frames_in);
+    if (rc == RPC_AUTH_MORE) {
+        if (!n)
+            return 0;
+        if (!had_hello) {
+            /* a CHALLENGE: a source that failed recently waits its turn */
+            throttle_slot *t = throttle_slot_of(s, &c->src, now, 0);
+            if (t && t->fails && n <= sizeof(c->held)) {
+                uint64_t at = t->next_ok > now ? t->next_ok : now;
+                t->next_ok = at + auth_delay(s, t->fails);
+                if (at > now) {
+                    STAT_INC(s, throttled);
+                    memcpy(c->held, out, n);
+                    c->held_len = n;
+                    c->release_at = at;
+                    c->held_refusal = 0;
+                    return 0;
+                }
+            }
+        }
+        send_raw(c, out, n);
+        return 0;
+    }
+    if (rc == RPC_AUTH_DONE) {
+        if (s->nauthed >= s->cfg.max_conns) {
+            rpc_frame e = {.type = RPC_ERROR};
+            size_t en = 0;
+            e.u.error.code = EBUSY;
+            e.u.error.message = rpc_str("too many connections");
+            STAT_INC(s, refused);
+            if (rpc_encode(&e, out, sizeof(out), &en) == 0)
+                refuse_now(s, c, out, en, now);
+            return 0;
+        }
+        open_conn(s, c, out, n);
+        return 0;
+    }
+    if (!n) {
+        STAT_INC(s, malformed); /* no reply for a frame that does not parse */
+        return rc;
+    }
+    STAT_INC(s, auth_failed);
+    if (rc == -EACCES) {
+        /* a wrong proof: a guess at the secret. Answer late, and later with
+         * each failure from the same source. */
+        throttle_slot *t = throttle_slot_of(s, &c->src, now, 1);
+        t->fails++;
+        t->last_fail = now;
+        uint64_t at = now + auth_delay(s, t->fails);
+        if (t->next_ok < at)
+            t->next_ok = at;
+        if (n <= sizeof(c->held)) {
+            c->draining = 1; /* read nothing more */
+            c->drain_deadline = at + silence_limit(s);
+            memcpy(c->held, out, n);
+            c->held_len = n;
+            c->release_at = at;
+            c->held_refusal = 1;
+            return 0;
+        }
+    }
+    refuse_now(s, c, out, n, now);
+    return 0;
 }
 
 /* Decode and dispatch every complete frame in c's read buffer.
@@ -277,7 +496,22 @@ static int dispatch(rpc_server *s, rpc_conn *c, uint64_t now)
     rpc_frame f;
     int rc;
 
-    while (!c->draining && !atomic_load(&c->doom)) {
+    if (c->held_len && !c->held_refusal && c->rb.len) {
+        /* it spoke before its CHALLENGE: no client does that */
+        STAT_INC(s, auth_failed);
+        return -EPROTO;
+    }
+    while (!c->draining && !c->held_len && !atomic_load(&c->doom)) {
+        if (!c->authed) {
+            size_t before = off;
+            rc = handshake(s, c, &off, now);
+            if (rc)
+                return rc;
+            if (off == before)
+                break; /* incomplete, or waiting */
+            continue;
+        }
+        size_t start = off;
         rc = rpc__rbuf_next(&c->rb, &off, &f);
         if (rc == -EAGAIN)
             break;
@@ -285,11 +519,11 @@ static int dispatch(rpc_server *s, rpc_conn *c, uint64_t now)
             STAT_INC(s, malformed);
             return rc;
         }
-        STAT_INC(s, frames_in);
-        if (!c->authed) {
-            handshake(s, c, &f, now);
-            continue;
+        if (rpc_auth_open(c->auth, c->rb.buf + start, off - start) != 0) {
+            STAT_INC(s, mac_failed);
+            return -EKEYREJECTED;
         }
+        STAT_INC(s, frames_in);
         if (f.type == RPC_PING) {
             rpc_frame pong = {.type = RPC_PONG, .call_id = f.call_id};
             pong.u.ping.value = f.u.ping.value;
@@ -365,13 +599,22 @@ static void accept_all(rpc_server *s, uint64_t now)
             return;
         }
         STAT_INC(s, accepted);
-        if (atomic_load(&s->open) >= s->cfg.max_conns) {
-            STAT_INC(s, refused);
-            close(fd);
-            continue;
+        if (s->nunauth >= s->cfg.max_unauth && s->unauth_tail) {
+            /* the budget for handshakes is full: the oldest gives way, so a
+             * peer that answers promptly always gets its turn. Doomed, not
+             * closed here: an event of this same epoll batch may still name
+             * it, so only sweep may free it. */
+            rpc_conn *old = s->unauth_tail;
+            STAT_INC(s, evicted);
+            unauth_unlink(s, old);
+            doom(old, -ETIMEDOUT);
         }
         rpc_conn *c = calloc(1, sizeof(*c));
-        if (!c) {
+        rpc_auth_config ac = {.side = RPC_AUTH_SERVER, .secret = s->secret,
+                              .secret_len = s->cfg.secret_len, .max_frame = s->cfg.max_frame,
+                              .heartbeat_ms = s->cfg.heartbeat_ms};
+        if (!c || rpc_auth_create(&ac, &c->auth) != 0) {
+            free(c);
             close(fd);
             continue;
         }
@@ -382,6 +625,8 @@ static void accept_all(rpc_server *s, uint64_t now)
         c->wq.limit = s->cfg.max_write_queue;
         c->rb.max_frame = PRE_AUTH_MAX_FRAME;
         c->last_rx = now;
+        c->hs_deadline = now + s->cfg.handshake_timeout_ms;
+        source_of(fd, &c->src);
         atomic_init(&c->refs, 1);
         if (s->unix_path == NULL) {
             int one = 1;
@@ -391,6 +636,7 @@ static void accept_all(rpc_server *s, uint64_t now)
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             close(fd);
             pthread_mutex_destroy(&c->lock);
+            rpc_auth_destroy(c->auth);
             free(c);
             continue;
         }
@@ -398,12 +644,20 @@ static void accept_all(rpc_server *s, uint64_t now)
         if (s->conns)
             s->conns->prev = c;
         s->conns = c;
+        c->unext = s->unauth_head;
+        if (s->unauth_head)
+            s->unauth_head->uprev = c;
+        else
+            s->unauth_tail = c;
+        s->unauth_head = c;
+        s->nunauth++;
         atomic_fetch_add(&s->open, 1);
     }
 }
 
-/* Close what was asked to close, what went silent, and refused connections
- * whose peer never hung up. */
+/* Close what was asked to close, what went silent, handshakes past their
+ * deadline, and refused connections whose peer never hung up; send held
+ * handshake replies whose time came. */
 static void sweep(rpc_server *s, uint64_t now)
 {
     rpc_conn *next;
@@ -419,9 +673,25 @@ static void sweep(rpc_server *s, uint64_t now)
         int reason = atomic_load(&c->doom);
         if (reason) {
             conn_close(s, c, reason);
-        } else if (c->draining && now >= c->drain_deadline) {
+        } else if (c->held_len && now >= c->release_at) {
+            size_t n = c->held_len;
+            c->held_len = 0;
+            if (c->held_refusal) {
+                c->drain_deadline = now + silence_limit(s);
+                send_raw(c, c->held, n);
+            } else {
+                send_raw(c, c->held, n);
+                c->last_rx = now; /* the wait was ours, not the peer's silence */
+                int rc = dispatch(s, c, now); /* what arrived meanwhile */
+                if (rc)
+                    conn_close(s, c, rc);
+            }
+        } else if (c->draining && !c->held_len && now >= c->drain_deadline) {
             conn_close(s, c, -EACCES);
-        } else if (now - c->last_rx > silence_limit(s)) {
+        } else if (!c->authed && !c->draining && now >= c->hs_deadline) {
+            STAT_INC(s, hs_timed_out);
+            conn_close(s, c, -ETIMEDOUT);
+        } else if (!c->held_len && now - c->last_rx > silence_limit(s)) {
             STAT_INC(s, timed_out);
             conn_close(s, c, -ETIMEDOUT);
         }
@@ -437,8 +707,8 @@ static void *loop_main(void *arg)
 
     if (tick < 5)
         tick = 5;
-    if (tick > 250)
-        tick = 250;
+    if (tick > 50)
+        tick = 50; /* held handshake replies and deadlines are due to the tick */
     while (!atomic_load(&s->stopping)) {
         int n = epoll_wait(s->epfd, evs, 64, tick);
         uint64_t now = rpc__now_ms();
@@ -477,6 +747,10 @@ void rpc_server_config_init(rpc_server_config *cfg)
     cfg->heartbeat_ms = 1000;
     cfg->heartbeat_misses = 3;
     cfg->max_conns = 1024;
+    cfg->max_unauth = 64;
+    cfg->handshake_timeout_ms = 2000;
+    cfg->auth_delay_ms = 100;
+    cfg->auth_delay_max_ms = 1000;
 }
 
 static int listen_on(rpc_server *s)
@@ -538,7 +812,9 @@ int rpc_server_create(const rpc_server_config *cfg, rpc_server **out)
     if (!cfg || !out || !cfg->listen || !cfg->secret || cfg->secret_len == 0 ||
         cfg->secret_len > RPC_SECRET_MAX || cfg->max_frame < RPC_HEADER_SIZE + 256 ||
         cfg->max_frame > RPC_MAX_FRAME_LIMIT || cfg->heartbeat_ms == 0 ||
-        cfg->heartbeat_misses == 0 || cfg->max_write_queue < cfg->max_frame || cfg->max_conns == 0)
+        cfg->heartbeat_misses == 0 || cfg->max_write_queue < cfg->max_frame || cfg->max_conns == 0 ||
+        cfg->max_unauth == 0 || cfg->handshake_timeout_ms == 0 ||
+        cfg->auth_delay_max_ms < cfg->auth_delay_ms)
         return -EINVAL;
 
     s = calloc(1, sizeof(*s));
@@ -645,4 +921,8 @@ void rpc_server_get_stats(const rpc_server *s, rpc_server_stats *out)
     out->refused = atomic_load(&m->refused);
     out->frames_in = atomic_load(&m->frames_in);
     out->open = atomic_load(&m->open);
+    out->mac_failed = atomic_load(&m->mac_failed);
+    out->handshake_timeouts = atomic_load(&m->hs_timed_out);
+    out->evicted = atomic_load(&m->evicted);
+    out->throttled = atomic_load(&m->throttled);
 }

@@ -37,6 +37,7 @@
 #include "order_sink.h"
 #include "registry.h"
 #include "remote.h"
+#include "rpc.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "config/seckill.ini"
@@ -227,7 +228,8 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
     sk_remote *remote = NULL;
     sk_remote_config rcfg = {.gateways = (const char *const *)c->rpc_gateways,
                              .ngateways = c->nrpc_gateways, .secret = c->rpc_secret,
-                             .worker_id = id, .group = SK_ORDER_GROUP, .topic = SK_ORDER_TOPIC};
+                             .worker_id = id, .group = SK_ORDER_GROUP, .topic = SK_ORDER_TOPIC,
+                             .role = RPC_ROLE_ORDERS};
     void **h = calloc(c->nrpc_gateways, sizeof *h);
     sk_sink *s = NULL;
     int rc = h ? sk_remote_create(&rcfg, &remote) : -ENOMEM;
@@ -450,7 +452,7 @@ int main(int argc, char **argv)
     sk_remote_config rcfg = {.gateways = (const char *const *)c.rpc_gateways,
                              .ngateways = c.nrpc_gateways, .discover = !c.nrpc_gateways,
                              .secret = c.rpc_secret, .worker_id = id, .group = SK_GROUP,
-                             .topic = SK_REQUEST_TOPIC};
+                             .topic = SK_REQUEST_TOPIC, .role = RPC_ROLE_PURCHASE};
     rc = sk_remote_create(&rcfg, &remote);
     if (rc == 0 && rcfg.discover)
         rc = sk_registry_create(c.redis_host, c.redis_port, c.redis_timeout_ms, &disc.reg);

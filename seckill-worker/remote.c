@@ -65,6 +65,7 @@ static rpc_client *connect_to(sk_remote *r, const char *addr, const char *id)
     cc.addr = addr;
     cc.worker_id = id;
     cc.group = r->cfg.group;
+    cc.role = r->cfg.role;
     cc.secret = r->cfg.secret;
     cc.secret_len = strlen(r->cfg.secret);
     if (rpc_client_create(&cc, &cli) < 0)

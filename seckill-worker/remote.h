@@ -37,6 +37,7 @@ typedef struct sk_remote_config {
     const char *secret;
     const char *worker_id; /* unique per worker process; threads append "-<i>" */
     const char *group;     /* consumer group, SK_GROUP for deciding workers */
+    uint32_t role;         /* RPC_ROLE_PURCHASE (deciding workers) or RPC_ROLE_ORDERS (the sink) */
     const char *topic;     /* topic to consume, SK_REQUEST_TOPIC */
 } sk_remote_config;
 

@@ -53,15 +53,15 @@ int main(int argc, char **argv)
     /* every type, back to back */
     rpc_msg msgs[2] = {{rpc_str("seckill.requests"), 1, 42, 1, rpc_str("k"), rpc_str("value")},
                        {rpc_str(""), 0, 0, 7, rpc_str(""), rpc_str("")}};
-    rpc_frame fs[14];
+    rpc_frame fs[RPC_TYPE_MAX];
     memset(fs, 0, sizeof(fs));
     for (int t = 1; t <= RPC_TYPE_MAX; t++) {
         rpc_frame *f = &fs[t - 1];
         f->type = (uint8_t)t;
         f->call_id = (uint64_t)t * 1000;
     }
-    fs[0].u.hello = (rpc_hello){rpc_str("w1"), rpc_str("seckill"), rpc_str("s3cret"), 4096};
-    fs[1].u.hello_ok = (rpc_hello_ok){1 << 20, 1000};
+    fs[0].u.hello = (rpc_hello){rpc_str("w1"), rpc_str("seckill"), 1, {7}, 4096};
+    fs[1].u.hello_ok = (rpc_hello_ok){1 << 20, 1000, {9}};
     fs[2].u.error = (rpc_error){13, rpc_str("authentication failed")};
     fs[3].u.fetch = (rpc_fetch){rpc_str("seckill.requests"), 32, 100};
     fs[4].u.fetch_ok = (rpc_fetch_ok){2, msgs, NULL, 0};

@@ -11,8 +11,12 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +27,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tests/test_time.h"
 
 static const char *gateway_bin;
 static const char *park_mode = "thread"; /* thread | event | event-epoll */
@@ -663,9 +668,406 @@ static void test_port_in_use(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- slow clients: a request deadline and a per-address cap ---- */
+
+/* A TCP connection to 127.0.0.1:port from source address src, non-blocking
+ * once connected; -1 on failure. */
+static int connect_from(const char *src, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, src, &me.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (bind(fd, (struct sockaddr *)&me, sizeof me) < 0 ||
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+/* 1 when the server has closed fd (end-of-file or reset), 0 while it is open. */
+static int closed_by_server(int fd)
+{
+    char buf[512];
+    for (;;) {
+        ssize_t k = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
+            return 1;
+        if (k < 0)
+            return 0;
+    }
+}
+
+#define SLOW_CONNS 1000
+#define SLOW_CAP 64
+#define SLOW_TIMEOUT_MS 3000 /* room for 1,000 connects and refusals under sanitizers */
+
+typedef struct dripper {
+    int *fds;
+    int n;
+    atomic_int stop;
+} dripper;
+
+/* One byte of a request head per connection per second, as a slow client
+ * that never finishes its headers sends them. */
+static void *drip_main(void *arg)
+{
+    dripper *d = arg;
+    static const char head[] = "POST /seckill HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaa";
+    for (size_t at = 0; !atomic_load(&d->stop); at++) {
+        for (int i = 0; i < d->n; i++)
+            if (d->fds[i] >= 0)
+                (void)send(d->fds[i], head + at % (sizeof head - 1), 1,
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
+        for (int t = 0; t < 20 && !atomic_load(&d->stop); t++)
+            sleep_ms(50);
+    }
+    return NULL;
+}
+
+/* the dripper of the test running, stopped by the teardown when it fails */
+static dripper *dripping;
+static pthread_t dripping_th;
+
+static void drip_start(dripper *d)
+{
+    assert_int_equal(pthread_create(&dripping_th, NULL, drip_main, d), 0);
+    dripping = d;
+}
+
+static void drip_stop(void)
+{
+    if (!dripping)
+        return;
+    atomic_store(&dripping->stop, 1);
+    pthread_join(dripping_th, NULL);
+    dripping = NULL;
+}
+
+static int count_open(const int *fds, int n)
+{
+    int open = 0;
+    for (int i = 0; i < n; i++)
+        open += fds[i] >= 0 && !closed_by_server(fds[i]);
+    return open;
+}
+
+/* 1,000 connections from 127.0.0.2 that never finish their headers: no more
+ * than the per-address cap are kept, a client from 127.0.0.1 is served at
+ * once meanwhile, and the kept ones are closed at their request deadline
+ * (libmicrohttpd alone keeps them while a byte comes every second). */
+static void test_slow_clients(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024], extra[256];
+    snprintf(extra, sizeof extra, "[gateway]\nrequest_timeout_ms = %d\nmax_connections_per_ip = %d\n",
+             SLOW_TIMEOUT_MS, SLOW_CAP);
+    make_ini(ini, sizeof ini, 100, NULL, NULL);
+    char text[1400];
+    snprintf(text, sizeof text, "%s%s", extra, ini + 10); /* its [gateway] keys first */
+    start(&p, text);
+    static int fds[SLOW_CONNS];
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < SLOW_CONNS; i++) {
+        fds[i] = connect_from("127.0.0.2", p.port);
+        if (fds[i] < 0)
+            fail_msg("slow connection %d: %s", i, strerror(errno));
+        (void)send(fds[i], "P", 1, MSG_NOSIGNAL);
+    }
+    static dripper d;
+    d = (dripper){.fds = fds, .n = SLOW_CONNS};
+    drip_start(&d);
+
+    /* the address's connections beyond the cap are closed at once */
+    int open = SLOW_CONNS;
+    while (mono_ms() - t0 < SLOW_TIMEOUT_MS - 500 && (open = count_open(fds, SLOW_CONNS)) > SLOW_CAP)
+        sleep_ms(20);
+    uint64_t capped_ms = mono_ms() - t0;
+    printf("slow clients: %d of %d from one address kept after %llu ms\n", open, SLOW_CONNS,
+           (unsigned long long)capped_ms);
+    assert_true(open <= SLOW_CAP);
+    assert_true(open > 0);
+
+    /* a client from another address is served at once */
+    http_resp r;
+    uint64_t b0 = mono_ms();
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"fast\",\"item_id\":\"demo\"}", &r), 0);
+    uint64_t buy_ms = mono_ms() - b0;
+    assert_int_equal(r.status, 200);
+    assert_true(buy_ms < 1000);
+    /* the kept ones are still open before their deadline ... */
+    if (mono_ms() - t0 < SLOW_TIMEOUT_MS - 300)
+        assert_int_equal(count_open(fds, SLOW_CONNS), open);
+    /* ... and closed after it, although they keep sending */
+    int left = open;
+    while (mono_ms() - t0 < SLOW_TIMEOUT_MS + 3000 && (left = count_open(fds, SLOW_CONNS)) > 0)
+        sleep_ms(20);
+    uint64_t all_closed_ms = mono_ms() - t0;
+    printf("slow clients: served another address in %llu ms; the last slow one closed at %llu ms "
+           "(request_timeout_ms %d)\n",
+           (unsigned long long)buy_ms, (unsigned long long)all_closed_ms, SLOW_TIMEOUT_MS);
+    assert_int_equal(left, 0);
+    assert_true(all_closed_ms >= SLOW_TIMEOUT_MS - 100);
+    drip_stop();
+    for (int i = 0; i < SLOW_CONNS; i++)
+        close(fds[i]);
+    /* the address has its connections back */
+    int fd = connect_from("127.0.0.2", p.port);
+    assert_true(fd >= 0);
+    static const char livez[] = "GET /livez HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(send(fd, livez, sizeof livez - 1, MSG_NOSIGNAL), (ssize_t)(sizeof livez - 1));
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    char buf[256];
+    assert_true(recv(fd, buf, sizeof buf, 0) > 12);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200", 12), 0);
+    close(fd);
+    stop(&p);
+}
+
+/* Without a per-address cap, slow clients that fill max_connections hold it
+ * only until their request deadline; then everyone is served again. */
+static void test_request_deadline_frees_capacity(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024], text[1400];
+    make_ini(ini, sizeof ini, 100, NULL, NULL);
+    snprintf(text, sizeof text,
+             "[gateway]\nrequest_timeout_ms = %d\nmax_connections_per_ip = 0\n"
+             "max_connections = 64\npool_threads = 2\n%s",
+             SLOW_TIMEOUT_MS, ini + 10);
+    start(&p, text);
+    enum { N = 100 };
+    static int fds[N];
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.3", p.port);
+        assert_true(fds[i] >= 0);
+        (void)send(fds[i], "P", 1, MSG_NOSIGNAL);
+    }
+    static dripper d;
+    d = (dripper){.fds = fds, .n = N};
+    drip_start(&d);
+    /* capacity is back by the deadline (plus a sweep and a loaded machine) */
+    http_resp r;
+    int status = 0;
+    while (mono_ms() - t0 < SLOW_TIMEOUT_MS + 4000) {
+        if (http_buy(p.port, "{\"user_id\":\"late\",\"item_id\":\"demo\"}", &r) == 0) {
+            status = r.status;
+            break;
+        }
+        sleep_ms(50);
+    }
+    uint64_t served_ms = mono_ms() - t0;
+    printf("deadline: served again %llu ms after the slow clients came (request_timeout_ms %d)\n",
+           (unsigned long long)served_ms, SLOW_TIMEOUT_MS);
+    assert_int_equal(status, 200);
+    /* those that waited in the backlog meanwhile get a deadline of their own */
+    int left = N;
+    while (mono_ms() - t0 < 2 * SLOW_TIMEOUT_MS + 4000 && (left = count_open(fds, N)) > 0)
+        sleep_ms(20);
+    assert_int_equal(left, 0);
+    drip_stop();
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    stop(&p);
+}
+
+/* Half a request, then FIN: the connection is freed at end-of-file, not
+ * after the 30 s idle timeout (libmicrohttpd 0.9.75 in epoll mode missed an
+ * end-of-file that came with the last bytes). */
+static void test_half_closed(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024], text[1400];
+    make_ini(ini, sizeof ini, 100, NULL, NULL);
+    snprintf(text, sizeof text,
+             "[gateway]\nrequest_timeout_ms = 60000\nmax_connections_per_ip = 0\n"
+             "max_connections = 64\n%s",
+             ini + 10);
+    start(&p, text);
+    enum { N = 500 };
+    static int fds[N];
+    static const char half[] = "POST /seckill HTTP/1.1\r\nHost: x\r\nContent-Le";
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.1", p.port);
+        assert_true(fds[i] >= 0);
+        (void)send(fds[i], half, sizeof half - 1, MSG_NOSIGNAL);
+        shutdown(fds[i], SHUT_WR);
+    }
+    int left = N;
+    while (mono_ms() - t0 < 5000 && (left = count_open(fds, N)) > 0)
+        sleep_ms(20);
+    uint64_t closed_ms = mono_ms() - t0;
+    printf("half-closed: %d of %d still open after %llu ms\n", left, N,
+           (unsigned long long)closed_ms);
+    assert_int_equal(left, 0);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    http_resp r;
+    assert_int_equal(http_buy(p.port, "{\"user_id\":\"after\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    stop(&p);
+}
+
+/* ---- framing (RFC 9112 section 6) ---- */
+
+/* Send req on a fresh connection and read until the server closes or
+ * within_ms pass. OUT: out (NUL-terminated), *eof. Returns bytes read. */
+static size_t exchange(int port, const char *req, size_t len, char *out, size_t cap,
+                       int within_ms, int *eof)
+{
+    int fd = connect_from("127.0.0.1", port);
+    size_t n = 0;
+    *eof = 0;
+    out[0] = '\0';
+    if (fd < 0)
+        return 0;
+    for (size_t off = 0; off < len;) {
+        ssize_t k = send(fd, req + off, len - off, MSG_NOSIGNAL);
+        if (k < 0 && errno == EAGAIN) {
+            struct pollfd w = {.fd = fd, .events = POLLOUT};
+            poll(&w, 1, 100);
+            continue;
+        }
+        if (k <= 0)
+            break; /* answered and closed before all was sent */
+        off += (size_t)k;
+    }
+    uint64_t until = mono_ms() + (uint64_t)within_ms;
+    while (n < cap - 1) {
+        int64_t left = (int64_t)(until - mono_ms());
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+        ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
+        if (k <= 0) {
+            *eof = 1;
+            break;
+        }
+        n += (size_t)k;
+    }
+    out[n] = '\0';
+    close(fd);
+    return n;
+}
+
+static int count_answers(const char *s)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
+        n += p == s || p[-1] == '\n';
+    return n;
+}
+
+typedef struct frame_case {
+    const char *name;
+    const char *head;  /* request head, without the final CRLF */
+    const char *body;  /* sent after the head, may be NULL */
+    int status;
+    const char *json;  /* exact body of the (first) answer, or NULL */
+    int must_close;    /* Connection: close, one answer, then end-of-file */
+} frame_case;
+
+#define PJ "POST /seckill HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+#define BUY "{\"user_id\":\"%s\",\"item_id\":\"demo\"}"
+#define NEXT "GET /livez HTTP/1.1\r\nHost: x\r\n\r\n" /* a request smuggled in the body */
+
+static void test_framing(void **state)
+{
+    (void)state;
+    gw_proc p;
+    char ini[1024];
+    make_ini(ini, sizeof ini, 100, NULL, NULL);
+    start(&p, ini);
+    static char longuri[3200], bighead[10400], req[16384], out[16384], body[512];
+    snprintf(longuri, sizeof longuri, "GET /items/%03000d HTTP/1.1\r\nHost: x\r\n", 7);
+    snprintf(bighead, sizeof bighead, "GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: %010000d\r\n", 7);
+    const frame_case cases[] = {
+        {"two Content-Length", PJ "Content-Length: 33\r\nContent-Length: 66\r\n",
+         "{\"user_id\":\"f1\",\"item_id\":\"demo\"}" NEXT, 400,
+         "{\"result\":\"bad_request\",\"error\":\"conflicting or invalid Content-Length\"}", 1},
+        {"Content-Length twice, same value", PJ "Content-Length: 33\r\nContent-Length: 033\r\n",
+         "{\"user_id\":\"f2\",\"item_id\":\"demo\"}", 200, NULL, 0},
+        {"Transfer-Encoding with Content-Length",
+         PJ "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+         "22\r\n{\"user_id\":\"f3\",\"item_id\":\"demo\"}\r\n0\r\n\r\n" NEXT, 200, NULL, 1},
+        {"gzip, chunked", PJ "Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n", 501,
+         "{\"result\":\"not_implemented\",\"error\":\"only the chunked Transfer-Encoding is "
+         "supported\"}",
+         1},
+        {"xchunked", PJ "Transfer-Encoding: xchunked\r\n", "5\r\nhello\r\n0\r\n\r\n", 400,
+         "{\"result\":\"bad_request\",\"error\":\"chunked must be the final Transfer-Encoding\"}",
+         1},
+        {"chunked, gzip", PJ "Transfer-Encoding: chunked, gzip\r\n", "5\r\nhello\r\n0\r\n\r\n",
+         400, NULL, 1},
+        {"two Transfer-Encoding fields", PJ "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+         "0\r\n\r\n", 501, NULL, 1},
+        {"Transfer-Encoding in HTTP/1.0",
+         "POST /seckill HTTP/1.0\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+         "Transfer-Encoding: chunked\r\n",
+         "22\r\n{\"user_id\":\"f6\",\"item_id\":\"demo\"}\r\n0\r\n\r\n", 400,
+         "{\"result\":\"bad_request\",\"error\":\"Transfer-Encoding in an HTTP/1.0 request\"}", 1},
+        {"URI too long", longuri, NULL, 414, "{\"result\":\"uri_too_long\"}", 1},
+        {"headers too large", bighead, NULL, 431, "{\"result\":\"headers_too_large\"}", 1},
+        {"chunked alone stays open", PJ "Transfer-Encoding: chunked\r\n",
+         "22\r\n{\"user_id\":\"f4\",\"item_id\":\"demo\"}\r\n0\r\n\r\n", 200, NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const frame_case *c = &cases[i];
+        int n = snprintf(req, sizeof req, "%s\r\n%s", c->head, c->body ? c->body : "");
+        int eof;
+        uint64_t t0 = mono_ms();
+        /* an answer that keeps the connection is read until 1 s of silence */
+        exchange(p.port, req, (size_t)n, out, sizeof out, c->must_close ? 5000 : 1000, &eof);
+        uint64_t took = mono_ms() - t0;
+        int status = 0;
+        if (sscanf(out, "HTTP/1.1 %d", &status) != 1 || status != c->status)
+            fail_msg("%s: answer '%.300s', want status %d", c->name, out, c->status);
+        if (!strstr(out, "Content-Type: application/json\r\n"))
+            fail_msg("%s: no JSON Content-Type in '%.300s'", c->name, out);
+        const char *b = strstr(out, "\r\n\r\n");
+        if (c->json && (!b || strncmp(b + 4, c->json, strlen(c->json)) != 0))
+            fail_msg("%s: body '%s', want '%s'", c->name, b ? b + 4 : "", c->json);
+        int has_close = strstr(out, "Connection: close\r\n") != NULL;
+        if (c->must_close) {
+            if (!has_close || !eof || took > 4000)
+                fail_msg("%s: Connection: close %d, closed %d after %llu ms: '%.300s'", c->name,
+                         has_close, eof, (unsigned long long)took, out);
+            if (count_answers(out) != 1)
+                fail_msg("%s: %d answers, want 1 (the body's tail served as a request): '%s'",
+                         c->name, count_answers(out), out);
+        } else if (has_close || eof) {
+            fail_msg("%s: closed (Connection: close %d, end-of-file %d)", c->name, has_close, eof);
+        }
+    }
+    /* a body declared over the limit by a Content-Length that Transfer-Encoding
+     * overrides is read by chunks: under the limit, it is served */
+    snprintf(body, sizeof body, BUY, "f5");
+    int n = snprintf(req, sizeof req, PJ "Content-Length: 999999\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n",
+                     strlen(body), body);
+    int eof;
+    exchange(p.port, req, (size_t)n, out, sizeof out, 5000, &eof);
+    assert_int_equal(strncmp(out, "HTTP/1.1 200", 12), 0);
+    assert_true(eof);
+    /* every purchase above that was served was one purchase */
+    assert_int_equal(http_stock_left(p.port, "demo"), 96);
+    stop(&p);
+}
+
 static int teardown(void **state)
 {
     (void)state;
+    drip_stop();
     if (running) {
         gw_proc_stop(running);
         running = NULL;
@@ -697,6 +1099,10 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_timeouts, teardown),
         cmocka_unit_test_teardown(test_many_ready_at_once, teardown),
         cmocka_unit_test_teardown(test_port_in_use, teardown),
+        cmocka_unit_test_teardown(test_framing, teardown),
+        cmocka_unit_test_teardown(test_half_closed, teardown),
+        cmocka_unit_test_teardown(test_slow_clients, teardown),
+        cmocka_unit_test_teardown(test_request_deadline_frees_capacity, teardown),
     };
     char name[64];
     snprintf(name, sizeof name, "integration.gateway.%s", park_mode);

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rpc.h"
 #include "tests/test_time.h"
 
 #define SECRET "it-orders-secret"
@@ -265,6 +267,98 @@ static void test_orders_survive_restart_async(void **state)
     survive_restart("async", "sync");
 }
 
+static rpc_client *role_client(int rpc_port, const char *group, uint32_t role)
+{
+    char addr[64];
+    rpc_client_config cc;
+    rpc_client *c = NULL;
+    snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", rpc_port);
+    rpc_client_config_init(&cc);
+    cc.addr = addr;
+    cc.worker_id = group;
+    cc.group = group;
+    cc.role = role;
+    cc.secret = SECRET;
+    cc.secret_len = strlen(SECRET);
+    assert_int_equal(rpc_client_create(&cc, &c), 0);
+    assert_int_equal(rpc_client_wait_ready(c, 3000), 0);
+    return c;
+}
+
+static int call_type(rpc_client *c, const rpc_frame *f, int *code)
+{
+    rpc_frame reply;
+    assert_int_equal(rpc_client_call(c, f, &reply, 2000), 0);
+    int t = reply.type;
+    *code = t == RPC_ERROR ? reply.u.error.code : 0;
+    rpc_frame_release(&reply);
+    return t;
+}
+
+/* The durable order topic cannot be written over rpc/, not even by a peer
+ * that knows the secret: a junk record there would keep the gateway from
+ * starting on its data_dir again, and forged "reserved" events would replay
+ * into buyers past the stock. The sink still reads it; a purchase worker
+ * cannot. */
+static void test_order_topic_not_writable(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/seckill-ito-XXXXXX", ini[1024];
+    gw_proc gw;
+    int code = 0, rpc_port = free_port();
+    assert_non_null(mkdtemp(dir));
+    snprintf(ini, sizeof ini,
+             "[gateway]\nwait_timeout_ms = 5000\n[token_bucket]\nrate = 0\n"
+             "[queue]\ndata_dir = %s/data\n"
+             "[rpc]\nlisten = tcp:127.0.0.1:%d\nsecret = " SECRET "\n[item.demo]\nstock = %d\n",
+             dir, rpc_port, STOCK);
+    assert_int_equal(gw_proc_start(&gw, gateway_bin, ini), 0);
+    wait_ready(gw.port);
+
+    rpc_client *sink = role_client(rpc_port, "orders", RPC_ROLE_ORDERS);
+    rpc_frame pr = {.type = RPC_PRODUCE};
+    pr.u.produce.topic = rpc_str("seckill.orders");
+    pr.u.produce.key = rpc_str("k");
+    pr.u.produce.payload = (rpc_bytes){"\x00junk", 5};
+    assert_int_equal(call_type(sink, &pr, &code), RPC_ERROR);
+    assert_int_equal(code, EPERM);
+    char ev[160];
+    for (int i = 0; i < 80; i++) { /* forged "reserved" events */
+        snprintf(ev, sizeof ev,
+                 "{\"type\":\"reserved\",\"order_id\":\"forged-%d\",\"item_id\":\"demo\","
+                 "\"user_id\":\"ghost-%d\"}", i, i);
+        pr.u.produce.payload = rpc_str(ev);
+        pr.u.produce.seq = (uint64_t)i + 1;
+        assert_int_equal(call_type(sink, &pr, &code), RPC_ERROR);
+        assert_int_equal(code, EPERM);
+    }
+    rpc_frame fe = {.type = RPC_FETCH};
+    fe.u.fetch.topic = rpc_str("seckill.orders");
+    fe.u.fetch.max_messages = 8;
+    assert_int_equal(call_type(sink, &fe, &code), RPC_FETCH_OK);
+    rpc_client *wk = role_client(rpc_port, "seckill", RPC_ROLE_PURCHASE);
+    assert_int_equal(call_type(wk, &fe, &code), RPC_ERROR);
+    assert_int_equal(code, EPERM);
+    assert_int_equal(call_type(wk, &pr, &code), RPC_ERROR);
+    assert_int_equal(code, EPERM);
+    rpc_client_destroy(wk);
+    rpc_client_destroy(sink);
+    assert_int_equal(buy(gw.port, "real-1", NULL), 200);
+
+    /* killed and started again on the same data_dir: it starts, and only the
+     * real sale is there */
+    assert_int_equal(proc_stop(gw.pid, SIGKILL), 128 + SIGKILL);
+    gw.pid = 0;
+    gw_proc_stop(&gw);
+    assert_int_equal(gw_proc_start(&gw, gateway_bin, ini), 0);
+    wait_ready(gw.port);
+    assert_int_equal(http_stock_left(gw.port, "demo"), STOCK - 1);
+    assert_int_equal(gw_proc_stop(&gw), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Two gateways cannot share a data_dir. */
 static void test_data_dir_locked(void **state)
 {
@@ -317,6 +411,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_orders_survive_restart),
         cmocka_unit_test(test_orders_survive_restart_async),
+        cmocka_unit_test(test_order_topic_not_writable),
         cmocka_unit_test(test_data_dir_locked),
         cmocka_unit_test(test_redis_unreachable_at_start),
     };

@@ -3,7 +3,8 @@
  * accepting, answers every parked request (its outcome, or 504 at its
  * deadline), resumes every suspended connection and exits 0 (no leak under
  * ASan). The worker is a real seckill-worker process, stopped with SIGSTOP
- * so requests stay parked; stock is in a real redis-server.
+ * so requests stay parked (past request_timeout_ms, which must not cut
+ * them); stock is in a real redis-server.
  *
  * argv: seckill-gateway, seckill-worker, park mode.
  */
@@ -64,8 +65,11 @@ static void test_sigterm_answers_parked(void **state)
     park_ini_lines(park, park_lines, sizeof park_lines);
     assert_int_equal(redis_server_start(&rs), 0);
     assert_non_null(mkdtemp(dir));
+    /* request_timeout_ms is shorter than the wait: a parked request is in
+     * full, so only wait_timeout_ms may end it */
     snprintf(ini, sizeof ini,
-             "[gateway]\n%swait_timeout_ms = 1500\n[token_bucket]\nrate = 0\n"
+             "[gateway]\n%swait_timeout_ms = 1500\nrequest_timeout_ms = 500\n"
+             "[token_bucket]\nrate = 0\n"
              "[queue]\nlease_timeout_ms = 60000\nack_timeout_ms = 60000\n"
              "[worker]\nembedded = false\ninventory = redis\nthreads = 1\n"
              "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = shutdown-secret\n"

@@ -20,7 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
@@ -417,8 +420,8 @@ static void *paused_buy_main(void *arg)
     return NULL;
 }
 
-/* GET /seckill/result/{rid} until it holds a decision (up to 10 s). Returns
- * its status; OUT: the order id of a success. */
+/* GET /seckill/result/{rid} while it answers 202 pending (up to 10 s).
+ * Returns the status of the decision; OUT: the order id of a success. */
 static int decided_result(int port, const char *rid, char *order_id, size_t cap)
 {
     char path[96];
@@ -430,7 +433,8 @@ static int decided_result(int port, const char *rid, char *order_id, size_t cap)
             assert_int_equal(json_field(r.body, "order_id", order_id, cap), 0);
             return 200;
         }
-        if (r.status != 404 && r.status != 202)
+        /* the gateway issued it: never "unknown", pending until decided */
+        if (r.status != 202)
             return r.status;
         sleep_ms(20);
     }
@@ -575,8 +579,8 @@ static void test_pay_timeout(void **state)
     cluster_stop(&cl);
 }
 
-/* The RPC door: a wrong secret is refused; a RESULT for another gateway gets
- * an error frame. */
+/* The RPC door: a wrong secret is refused (and counted in /metrics); a RESULT
+ * for another gateway gets an error frame; PRODUCE is refused to everyone. */
 static void test_rpc_auth_and_routing(void **state)
 {
     (void)state;
@@ -591,6 +595,7 @@ static void test_rpc_auth_and_routing(void **state)
     cc.addr = addr;
     cc.worker_id = "intruder";
     cc.group = "seckill";
+    cc.role = RPC_ROLE_PURCHASE;
     cc.secret = "not-the-secret";
     cc.secret_len = strlen(cc.secret);
     assert_int_equal(rpc_client_create(&cc, &bad), 0);
@@ -620,9 +625,9 @@ static void test_rpc_auth_and_routing(void **state)
     assert_int_equal(reply.u.error.code, ENOENT);
     rpc_frame_release(&reply);
 
-    /* PRODUCE: a request message admitted over rpc/ instead of HTTP, sent
-     * twice with the same (producer id, seq): stored once, decided once, its
-     * outcome recorded for GET /seckill/result */
+    /* PRODUCE: a request message slipped in over rpc/ instead of through
+     * HTTP admission, sent twice with the same (producer id, seq): refused
+     * both times, nothing stored, nothing decided, nothing to look up */
     sk_msg m = {0};
     uint8_t wire[SK_MSG_MAX];
     char rid[37], path[96], v[64];
@@ -644,32 +649,274 @@ static void test_rpc_auth_and_routing(void **state)
         /* the same send, retried: seq 1 both times */
         pr.u.produce.seq = 1;
         assert_int_equal(rpc_client_call(good, &pr, &reply, 2000), 0);
-        assert_int_equal(reply.type, RPC_PRODUCE_OK);
+        assert_int_equal(reply.type, RPC_ERROR);
+        assert_int_equal(reply.u.error.code, EPERM);
         rpc_frame_release(&reply);
     }
-    pr.u.produce.seq = 5; /* a gap is refused */
+    pr.u.produce.seq = 5;
     assert_int_equal(rpc_client_call(good, &pr, &reply, 2000), 0);
     assert_int_equal(reply.type, RPC_ERROR);
-    assert_int_equal(reply.u.error.code, EILSEQ);
+    assert_int_equal(reply.u.error.code, EPERM);
     rpc_frame_release(&reply);
     pr.u.produce.topic = rpc_str("no.such.topic");
     assert_int_equal(rpc_client_call(good, &pr, &reply, 2000), 0);
     assert_int_equal(reply.type, RPC_ERROR);
-    assert_int_equal(reply.u.error.code, ENOENT);
+    assert_int_equal(reply.u.error.code, EPERM);
     rpc_frame_release(&reply);
     http_resp hr;
     snprintf(path, sizeof path, "/seckill/result/%s", rid);
-    for (int i = 0; i < 300; i++) {
-        assert_int_equal(http_do(cl.gw[0].port, "GET", path, NULL, NULL, 0, &hr), 0);
-        if (hr.status == 200)
-            break;
-        sleep_ms(10);
+    sleep_ms(300); /* time a worker would have had to decide it */
+    assert_int_equal(http_do(cl.gw[0].port, "GET", path, NULL, NULL, 0, &hr), 0);
+    assert_int_equal(hr.status, 404);
+    assert_int_equal(json_field(hr.body, "result", v, sizeof v), 0);
+    assert_string_equal(v, "not_found");
+    assert_int_equal(http_stock_left(cl.gw[0].port, "demo"), 10); /* nothing sold */
+    /* the refusals are counted */
+    assert_int_equal(http_do(cl.gw[0].port, "GET", "/metrics", NULL, NULL, 0, &hr), 0);
+    assert_non_null(strstr(hr.body, "seckill_rpc_auth_failures_total "));
+    assert_null(strstr(hr.body, "seckill_rpc_auth_failures_total 0\n"));
+    assert_null(strstr(hr.body, "seckill_rpc_denied_total 0\n"));
+    rpc_client_destroy(good);
+    cluster_stop(&cl);
+}
+
+static rpc_client *role_client(const char *addr, const char *id, const char *group,
+                               uint32_t role)
+{
+    rpc_client_config cc;
+    rpc_client *c = NULL;
+    rpc_client_config_init(&cc);
+    cc.addr = addr;
+    cc.worker_id = id;
+    cc.group = group;
+    cc.role = role;
+    cc.secret = SECRET;
+    cc.secret_len = strlen(SECRET);
+    assert_int_equal(rpc_client_create(&cc, &c), 0);
+    assert_int_equal(rpc_client_wait_ready(c, 3000), 0);
+    return c;
+}
+
+/* One call that must come back as ERROR code. */
+static void call_refused(rpc_client *c, const rpc_frame *f, int code)
+{
+    rpc_frame reply;
+    assert_int_equal(rpc_client_call(c, f, &reply, 2000), 0);
+    if (reply.type != RPC_ERROR || reply.u.error.code != code)
+        fail_msg("%s: got %s code %d, want ERROR %d", rpc_type_name(f->type),
+                 rpc_type_name(reply.type), reply.type == RPC_ERROR ? reply.u.error.code : 0,
+                 code);
+    rpc_frame_release(&reply);
+}
+
+static long metric(int port, const char *name)
+{
+    http_resp hr;
+    char needle[128];
+    assert_int_equal(http_do(port, "GET", "/metrics", NULL, NULL, 0, &hr), 0);
+    snprintf(needle, sizeof needle, "\n%s ", name);
+    const char *p = strstr(hr.body, needle);
+    assert_non_null(p);
+    return strtol(p + strlen(needle), NULL, 10);
+}
+
+/* What each role may do: the order sink takes no requests and sends no
+ * outcomes or stock; a purchase worker never touches the order topic; nobody
+ * PRODUCEs (it_orders has the order topic itself, with inventory = memory). */
+static void test_rpc_roles(void **state)
+{
+    (void)state;
+    cluster cl;
+    cluster_start(&cl, 1, 1, 10, NULL);
+    char addr[64];
+    snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", cl.gw[0].rpc_port);
+    int port = cl.gw[0].port;
+    long denied0 = metric(port, "seckill_rpc_denied_total");
+
+    rpc_client *sink = role_client(addr, "sink-1", "orders", RPC_ROLE_ORDERS);
+    rpc_frame pr = {.type = RPC_PRODUCE};
+    pr.u.produce.topic = rpc_str("seckill.orders");
+    pr.u.produce.key = rpc_str("k");
+    pr.u.produce.payload = (rpc_bytes){"\x00junk", 5};
+    call_refused(sink, &pr, EPERM);
+    rpc_frame fe = {.type = RPC_FETCH};
+    fe.u.fetch.topic = rpc_str("seckill.requests");
+    fe.u.fetch.max_messages = 1;
+    call_refused(sink, &fe, EPERM);
+    rpc_frame res = {.type = RPC_RESULT};
+    assert_int_equal(uuid_parse(cl.gw[0].gateway_id, res.u.result.gateway_id), 0);
+    uuid_generate_random(res.u.result.request_id);
+    res.u.result.item_id = rpc_str("demo");
+    call_refused(sink, &res, EPERM);
+    rpc_frame st = {.type = RPC_STOCK};
+    st.u.stock.item_id = rpc_str("demo");
+    st.u.stock.left = 0;
+    call_refused(sink, &st, EPERM);
+    rpc_frame reply;
+
+    rpc_client *wk = role_client(addr, "w-x", "seckill", RPC_ROLE_PURCHASE);
+    call_refused(wk, &pr, EPERM); /* into the order topic */
+    rpc_frame co = {.type = RPC_COMMIT};
+    co.u.commit.topic = rpc_str("seckill.orders");
+    call_refused(wk, &co, EPERM);
+
+    /* the stock flag only moves for purchase workers: still on sale */
+    http_resp r;
+    assert_int_equal(http_buy(port, "{\"user_id\":\"u-roles\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(metric(port, "seckill_rpc_denied_total"), denied0 + 6);
+    rpc_client_destroy(wk);
+    rpc_client_destroy(sink);
+
+    /* a role with another role's group is turned away after the handshake */
+    rpc_client *odd = role_client(addr, "odd", "orders", RPC_ROLE_PURCHASE);
+    fe.u.fetch.topic = rpc_str("seckill.requests");
+    int rc = rpc_client_call(odd, &fe, &reply, 1000);
+    if (rc == 0) {
+        assert_int_not_equal(reply.type, RPC_FETCH_OK);
+        rpc_frame_release(&reply);
     }
+    rpc_client_destroy(odd);
+    cluster_stop(&cl);
+}
+
+/* A RESULT counts only for a request this gateway issued and handed to the
+ * connection that answers it: one invented by a peer is refused and never
+ * served by GET /seckill/result; one that comes after the buyer got 504 is
+ * real and is served; the same one again is refused. */
+static void test_rpc_result_must_be_issued(void **state)
+{
+    (void)state;
+    cluster cl;
+    wait_timeout_ms = 400;
+    cluster_start(&cl, 1, 1, 10, NULL);
+    wait_timeout_ms = 5000;
+    char addr[64], path[96], v[64], rid[40];
+    snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", cl.gw[0].rpc_port);
+    int port = cl.gw[0].port;
+    /* this test plays the only worker */
+    pid_t w = cl.workers[0];
+    cl.workers[0] = 0;
+    assert_int_equal(proc_stop(w, SIGTERM), 0);
+    rpc_client *me = role_client(addr, "me", "seckill", RPC_ROLE_PURCHASE);
+
+    /* invented: never issued */
+    rpc_frame res = {.type = RPC_RESULT}, reply;
+    assert_int_equal(uuid_parse(cl.gw[0].gateway_id, res.u.result.gateway_id), 0);
+    uuid_generate_random(res.u.result.request_id);
+    res.u.result.result = SK_SUCCESS;
+    res.u.result.item_id = rpc_str("demo");
+    res.u.result.order_id = rpc_str("123e4567-e89b-12d3-a456-426614174000");
+    call_refused(me, &res, EPERM);
+    uuid_unparse_lower(res.u.result.request_id, rid);
+    snprintf(path, sizeof path, "/seckill/result/%s", rid);
+    http_resp hr;
+    assert_int_equal(http_do(port, "GET", path, NULL, NULL, 0, &hr), 0);
+    assert_int_equal(hr.status, 404);
+
+    /* a real request nobody answers in time: 504 with its id */
+    rpc_frame fe = {.type = RPC_FETCH};
+    fe.u.fetch.topic = rpc_str("seckill.requests");
+    fe.u.fetch.max_messages = 16;
+    fe.u.fetch.max_wait_ms = 0;
+    assert_int_equal(rpc_client_call(me, &fe, &reply, 2000), 0); /* the group is live */
+    assert_int_equal(reply.type, RPC_FETCH_OK);
+    rpc_frame_release(&reply);
+    http_resp r;
+    assert_int_equal(http_buy(port, "{\"user_id\":\"u-late\",\"item_id\":\"demo\"}", &r), 0);
+    assert_int_equal(r.status, 504);
+    assert_int_equal(json_field(r.body, "request_id", rid, sizeof rid), 0);
+    /* not decided yet, and the gateway says so instead of "unknown" */
+    snprintf(path, sizeof path, "/seckill/result/%s", rid);
+    assert_int_equal(http_do(port, "GET", path, NULL, NULL, 0, &hr), 0);
+    assert_int_equal(hr.status, 202);
+    assert_int_equal(json_field(hr.body, "result", v, sizeof v), 0);
+    assert_string_equal(v, "pending");
+
+    /* its message is still in flight: the worker takes it now and decides */
+    sk_msg m;
+    int found = 0;
+    fe.u.fetch.max_wait_ms = 500;
+    for (int i = 0; i < 10 && !found; i++) {
+        assert_int_equal(rpc_client_call(me, &fe, &reply, 3000), 0);
+        assert_int_equal(reply.type, RPC_FETCH_OK);
+        rpc_msg_iter it;
+        rpc_msg mm;
+        rpc_msg_iter_init(&it, &reply.u.fetch_ok);
+        while (rpc_msg_iter_next(&it, &mm)) {
+            char got[40];
+            assert_int_equal(sk_msg_decode(mm.value.ptr, mm.value.len, &m), 0);
+            uuid_unparse_lower(m.request_id, got);
+            found |= !strcmp(got, rid);
+        }
+        rpc_frame_release(&reply);
+    }
+    assert_true(found);
+    memcpy(res.u.result.request_id, m.request_id, 16);
+    assert_int_equal(rpc_client_call(me, &res, &reply, 2000), 0);
+    assert_int_equal(reply.type, RPC_ACK);
+    rpc_frame_release(&reply);
+    snprintf(path, sizeof path, "/seckill/result/%s", rid);
+    assert_int_equal(http_do(port, "GET", path, NULL, NULL, 0, &hr), 0);
     assert_int_equal(hr.status, 200);
     assert_int_equal(json_field(hr.body, "result", v, sizeof v), 0);
     assert_string_equal(v, "success");
-    assert_int_equal(http_stock_left(cl.gw[0].port, "demo"), 9); /* the duplicate sold nothing */
-    rpc_client_destroy(good);
+    /* answered once; a second answer is refused */
+    call_refused(me, &res, EPERM);
+    rpc_client_destroy(me);
+    cluster_stop(&cl);
+}
+
+/* 1,100 connections from loopback that never finish a handshake (each sent
+ * half a HELLO and drips) do not keep a real worker out: a worker started
+ * during the flood connects and sells. */
+static void test_rpc_flood_real_worker(void **state)
+{
+    (void)state;
+    enum { FLOOD = 1100 };
+    cluster cl;
+    cluster_start(&cl, 1, 1, 10, NULL);
+    int port = cl.gw[0].port;
+    int *fds = calloc(FLOOD, sizeof(int));
+    uint8_t hello[256];
+    size_t hn = 0;
+    rpc_frame h = {.type = RPC_HELLO};
+    h.u.hello.worker_id = rpc_str("flood");
+    h.u.hello.group = rpc_str("seckill");
+    h.u.hello.role = RPC_ROLE_PURCHASE;
+    assert_int_equal(rpc_encode(&h, hello, sizeof hello, &hn), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cl.gw[0].rpc_port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < FLOOD; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
+        send(fds[i], hello, hn / 2, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    /* a new worker joins during the flood (its two threads' connections are
+     * seen as live consumers next to the old worker's two), the old one leaves */
+    start_worker(&cl);
+    for (int i = 0; i < FLOOD; i++)
+        send(fds[i], hello + hn / 2, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    long live = 0;
+    for (int i = 0; i < 500 && (live = metric(port, "seckill_workers_live")) < 4; i++)
+        sleep_ms(10);
+    if (live < 4)
+        fail_msg("the new worker did not get in: %ld consumers live", live);
+    pid_t old = cl.workers[0];
+    cl.workers[0] = 0;
+    assert_int_equal(proc_stop(old, SIGTERM), 0);
+    http_resp r;
+    for (int i = 0; i < 3; i++) {
+        char body[96];
+        snprintf(body, sizeof body, "{\"user_id\":\"flood-buyer-%d\",\"item_id\":\"demo\"}", i);
+        assert_int_equal(http_buy(port, body, &r), 0);
+        if (r.status != 200)
+            fail_msg("buyer %d during the flood: %d %s", i, r.status, r.body);
+    }
+    for (int i = 0; i < FLOOD; i++)
+        close(fds[i]);
+    free(fds);
     cluster_stop(&cl);
 }
 
@@ -813,6 +1060,9 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_rpc_auth_and_routing, teardown),
+        cmocka_unit_test_teardown(test_rpc_roles, teardown),
+        cmocka_unit_test_teardown(test_rpc_result_must_be_issued, teardown),
+        cmocka_unit_test_teardown(test_rpc_flood_real_worker, teardown),
         cmocka_unit_test_teardown(test_pay_timeout, teardown),
         cmocka_unit_test_teardown(test_two_gateways_four_workers, teardown),
         cmocka_unit_test_teardown(test_worker_killed, teardown),

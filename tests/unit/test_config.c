@@ -93,6 +93,8 @@ static void test_shipped_config(void **state)
     assert_string_equal(c.gateway_id, "");
     assert_int_equal(c.wait_timeout_ms, 2000);
     assert_int_equal(c.body_limit, 4096);
+    assert_int_equal(c.max_connections_per_ip, 256);
+    assert_int_equal(c.request_timeout_ms, 10000);
     assert_int_equal(c.result_ttl_s, 300);
     assert_int_equal(c.result_capacity, 100000);
     assert_string_equal(c.http_io, "poll");
@@ -108,6 +110,7 @@ static void test_shipped_config(void **state)
     assert_int_equal(cfg_worker_threads(&c), 1);
     assert_string_equal(c.worker_inventory, "memory");
     assert_int_equal(c.rpc_registry_ttl_ms, 3000);
+    assert_int_equal(c.rpc_handshake_timeout_ms, 2000);
     assert_int_equal(c.nblocklist, 0);
     assert_int_equal(c.nitems, 1);
     const cfg_item *it = cfg_find_item(&c, "demo");
@@ -133,6 +136,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.wait_timeout_ms, 2000);
     assert_int_equal(c.body_limit, 4096);
     assert_int_equal(c.max_connections, 4096);
+    assert_int_equal(c.max_connections_per_ip, 256);
+    assert_int_equal(c.request_timeout_ms, 10000);
     assert_int_equal(c.result_ttl_s, 300);
     assert_int_equal(c.result_capacity, 100000);
     assert_true(c.tb_rate == 50000);
@@ -176,6 +181,28 @@ static void test_defaults(void **state)
     cfg_release(&c);
 }
 
+/* the slow-client limits: both may be turned off with 0 */
+static void test_client_limits(void **state)
+{
+    tmp *t = *state;
+    cfg c;
+    char err[512] = "";
+    cfg_init(&c);
+    write_file(t->path, "[gateway]\nmax_connections_per_ip = 0\nrequest_timeout_ms = 0\n"
+                        "[item.a]\nstock = 1\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.max_connections_per_ip, 0);
+    assert_int_equal(c.request_timeout_ms, 0);
+    write_file(t->path, "[gateway]\nmax_connections_per_ip = 1000000\n"
+                        "request_timeout_ms = 3600000\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.max_connections_per_ip, 1000000);
+    assert_int_equal(c.request_timeout_ms, 3600000);
+    cfg_release(&c);
+}
+
 static void test_values(void **state)
 {
     tmp *t = *state;
@@ -208,7 +235,9 @@ static void test_values(void **state)
                         "starts_at = 1700000000\n"
                         "ends_at = 1700000001\n"
                         "[item.a]\n" /* a section may be reopened */
-                        "per_user_limit = 2\n");
+                        "per_user_limit = 2\n"
+                        "[rpc]\n"
+                        "handshake_timeout_ms = 60000\n");
     if (cfg_load(&c, t->path, err, sizeof err) != 0)
         fail_msg("%s", err);
     assert_string_equal(c.listen_host, "0.0.0.0");
@@ -224,6 +253,7 @@ static void test_values(void **state)
     assert_string_equal(c.queue_order_flush, "async");
     assert_int_equal(cfg_worker_threads(&c), 256);
     assert_int_equal(c.rpc_registry_ttl_ms, 600000);
+    assert_int_equal(c.rpc_handshake_timeout_ms, 60000);
     assert_int_equal(c.nitems, 2);
     const cfg_item *a = cfg_find_item(&c, "a"), *b = cfg_find_item(&c, "b-2");
     assert_non_null(a);
@@ -342,6 +372,8 @@ static const bad bads[] = {
      "PATH:4: [rpc] gateways: '10.0.0.1:7000' is not tcp:HOST:PORT or unix:SOCKET"},
     {"rpc registry ttl", ITEM "[rpc]\nregistry_ttl_ms = 299\n",
      "PATH:4: [rpc] registry_ttl_ms: expected an integer from 300 to 600000"},
+    {"rpc handshake timeout", ITEM "[rpc]\nhandshake_timeout_ms = 99\n",
+     "PATH:4: [rpc] handshake_timeout_ms: expected an integer from 100 to 60000"},
     {"rpc registry ttl not a number", ITEM "[rpc]\nregistry_ttl_ms = 3s\n",
      "PATH:4: [rpc] registry_ttl_ms: expected an integer from 300 to 600000"},
     {"rpc without secret", ITEM "[rpc]\nlisten = tcp:127.0.0.1:7000\n",
@@ -387,6 +419,10 @@ static const bad bads[] = {
      "PATH:4: [gateway] unknown key 'bogus'"},
     {"first error wins: syntax, then key error", ITEM "[gateway]\nnot a pair\nbogus = 1\n",
      "PATH:4: syntax error (expected [section] or key = value)"},
+    {"request_timeout_ms too long", ITEM "[gateway]\nrequest_timeout_ms = 3600001\n",
+     "PATH:4: [gateway] request_timeout_ms: expected an integer from 0 to 3600000"},
+    {"max_connections_per_ip negative", ITEM "[gateway]\nmax_connections_per_ip = -1\n",
+     "PATH:4: [gateway] max_connections_per_ip: expected an integer from 0 to 1000000"},
     {"first error wins: key error before a missing stock",
      "[item.b]\nper_user_limit = 2\n[gateway]\nbody_limit = 1\n",
      "PATH:4: [gateway] body_limit: expected an integer from 64 to 1048576"},
@@ -533,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_shipped_config),
         cmocka_unit_test_setup_teardown(test_defaults, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_values, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_client_limits, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_long_item_id, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_files, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_file, setup_dir, teardown_dir),

@@ -3,8 +3,8 @@
  * loopback sockets: requests suspended by the handler and resumed from
  * another thread are all answered (no lost wake-up), a loop with 128 ready
  * connections serves them at once (libmicrohttpd's own epoll loop stalled
- * there), quiesce stops accepting but keeps serving, and a taken port is a
- * clear error. Timeouts here are failure detectors (seconds), not measurements.
+ * there), quiesce stops accepting but keeps serving, a taken port is a
+ * clear error, and half-closed connections are freed at their end-of-file. Timeouts here are failure detectors (seconds), not measurements.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -111,6 +111,8 @@ static void *resumer_main(void *arg)
     return NULL;
 }
 
+static unsigned max_connections = 1024; /* of the next server_start */
+
 static void server_start(server *s, unsigned threads, int park)
 {
     memset(s, 0, sizeof *s);
@@ -118,7 +120,7 @@ static void server_start(server *s, unsigned threads, int park)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     gw_http_cfg c = {.threads = threads,
-                     .max_connections = 1024,
+                     .max_connections = max_connections,
                      .connection_timeout = 30,
                      .connection_memory = 8 * 1024,
                      .handler = handler,
@@ -297,6 +299,46 @@ static void test_port_in_use(void **state)
     server_stop(&s);
 }
 
+/* Half a request, then FIN, on many connections at once: each is closed at
+ * its end-of-file (libmicrohttpd's own edge-triggered epoll missed an EOF
+ * that came with the last bytes and kept such connections until the idle
+ * timeout), and a loop at its connection limit takes its backlog as soon as
+ * those are closed. */
+static void test_half_closed_freed_at_eof(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    server s;
+    max_connections = 32;
+    server_start(&s, 1, 0);
+    max_connections = 1024;
+    static int fds[N];
+    static const char half[] = "POST /x HTTP/1.1\r\nHost: t\r\nContent-Le";
+    for (int i = 0; i < N; i++) {
+        fds[i] = client_connect(gw_http_port(s.h));
+        assert_true(fds[i] >= 0);
+        assert_int_equal(write(fds[i], half, sizeof half - 1), (ssize_t)(sizeof half - 1));
+        shutdown(fds[i], SHUT_WR);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int closed = 0;
+    long ms = 0;
+    for (int i = 0; i < N; i++) {
+        struct pollfd p = {.fd = fds[i], .events = POLLIN};
+        char b;
+        /* 10 s in all: a failure detector; the idle timeout would be 30 s */
+        if (poll(&p, 1, ms < 10000 ? (int)(10000 - ms) : 0) == 1 && recv(fds[i], &b, 1, 0) <= 0)
+            closed++;
+        close(fds[i]);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    }
+    if (closed != N)
+        fail_msg("%d of %d half-closed connections closed (%ld ms)", closed, N, ms);
+    server_stop(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_many_ready_at_once),
         cmocka_unit_test(test_quiesce_keeps_open_connections),
         cmocka_unit_test(test_port_in_use),
+        cmocka_unit_test(test_half_closed_freed_at_eof),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -157,6 +157,38 @@ static void test_success_is_not_replaced(void **state)
     gw_results_destroy(r);
 }
 
+/* "Undecided" (a request answered 504, still in flight) fills only an empty
+ * slot; any real outcome replaces it, and it never replaces one. */
+static void test_undecided_placeholder(void **state)
+{
+    (void)state;
+    gw_results *r;
+    sk_outcome got;
+    uint8_t a[16], b[16];
+    random_id(a, 1);
+    random_id(b, 2);
+    assert_int_equal(gw_results_create(64, 10 * SEC, &r), 0);
+
+    sk_outcome pa = outcome(a, SK_UNAVAILABLE, "");
+    gw_results_put(r, &pa, 1 * SEC);
+    assert_int_equal(gw_results_get(r, a, 2 * SEC, &got), 0);
+    assert_int_equal(got.result, SK_UNAVAILABLE);
+    sk_outcome sa = outcome(a, SK_SUCCESS, "order-a");
+    gw_results_put(r, &sa, 3 * SEC);
+    gw_results_put(r, &pa, 4 * SEC); /* a late placeholder changes nothing */
+    assert_int_equal(gw_results_get(r, a, 12 * SEC, &got), 0); /* kept from 3 s */
+    assert_int_equal(got.result, SK_SUCCESS);
+    assert_string_equal(got.order_id, "order-a");
+
+    sk_outcome xb = outcome(b, SK_SOLD_OUT, "");
+    gw_results_put(r, &xb, 1 * SEC);
+    sk_outcome pb = outcome(b, SK_UNAVAILABLE, "");
+    gw_results_put(r, &pb, 2 * SEC);
+    assert_int_equal(gw_results_get(r, b, 3 * SEC, &got), 0);
+    assert_int_equal(got.result, SK_SOLD_OUT);
+    gw_results_destroy(r);
+}
+
 static void test_late_success_after_expiry(void **state)
 {
     (void)state;
@@ -310,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_put_get),
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_success_is_not_replaced),
+        cmocka_unit_test(test_undecided_placeholder),
         cmocka_unit_test(test_late_success_after_expiry),
         cmocka_unit_test(test_capacity_evicts_oldest),
         cmocka_unit_test(test_capacity_bound),

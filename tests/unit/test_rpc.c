@@ -6,8 +6,17 @@
  * of every frame is "incomplete", every cut of every payload is malformed;
  * the committed fuzz corpus replays through the fuzz target's own function.
  *
+ * Handshake and frame MAC without sockets (auth.h): HMAC known answers and
+ * the proof's exact input; wrong secret refused both ways (a fake server
+ * neither learns the secret nor convinces the client); replayed handshakes
+ * refused; tampered, replayed, reordered, reflected and foreign frames
+ * refused.
+ *
  * Transport: a real server and client over TCP loopback and a Unix socket:
- * handshake accepted and refused (wrong secret, a FETCH before HELLO), many
+ * handshake accepted and refused (wrong secret, a FETCH before HELLO), a
+ * recorded handshake replayed, frames without a good MAC, wrong proofs
+ * answered later and later, 1,100 connections stuck in their handshake while
+ * a real client gets in, many
  * concurrent calls from several threads (replies sent from the loop thread
  * and from another thread), oversized and corrupt frames from a raw socket,
  * a peer that does not read, reconnect after a server restart, heartbeats in
@@ -70,12 +79,22 @@ static rpc_frame sample(int type)
     case RPC_HELLO:
         f.u.hello.worker_id = rpc_str("worker-7");
         f.u.hello.group = rpc_str("seckill");
-        f.u.hello.secret = rpc_str(SECRET);
+        f.u.hello.role = RPC_ROLE_PURCHASE;
+        for (int i = 0; i < RPC_NONCE_SIZE; i++)
+            f.u.hello.nonce[i] = (uint8_t)(0x30 + i);
         f.u.hello.max_frame = 65536;
         break;
     case RPC_HELLO_OK:
         f.u.hello_ok.max_frame = RPC_DEFAULT_MAX_FRAME;
         f.u.hello_ok.heartbeat_ms = 1000;
+        memset(f.u.hello_ok.proof, 0x5a, RPC_PROOF_SIZE);
+        break;
+    case RPC_CHALLENGE:
+        for (int i = 0; i < RPC_NONCE_SIZE; i++)
+            f.u.challenge.nonce[i] = (uint8_t)(0x90 + i);
+        break;
+    case RPC_AUTH:
+        memset(f.u.auth.proof, 0xa5, RPC_PROOF_SIZE);
         break;
     case RPC_ERROR:
         f.u.error.code = -42; /* signed survives */
@@ -163,12 +182,20 @@ static void assert_frame_eq(const rpc_frame *a, const rpc_frame *b)
     case RPC_HELLO:
         assert_bytes_eq(a->u.hello.worker_id, b->u.hello.worker_id);
         assert_bytes_eq(a->u.hello.group, b->u.hello.group);
-        assert_bytes_eq(a->u.hello.secret, b->u.hello.secret);
+        assert_int_equal(a->u.hello.role, b->u.hello.role);
+        assert_memory_equal(a->u.hello.nonce, b->u.hello.nonce, RPC_NONCE_SIZE);
         assert_int_equal(a->u.hello.max_frame, b->u.hello.max_frame);
         break;
     case RPC_HELLO_OK:
         assert_int_equal(a->u.hello_ok.max_frame, b->u.hello_ok.max_frame);
         assert_int_equal(a->u.hello_ok.heartbeat_ms, b->u.hello_ok.heartbeat_ms);
+        assert_memory_equal(a->u.hello_ok.proof, b->u.hello_ok.proof, RPC_PROOF_SIZE);
+        break;
+    case RPC_CHALLENGE:
+        assert_memory_equal(a->u.challenge.nonce, b->u.challenge.nonce, RPC_NONCE_SIZE);
+        break;
+    case RPC_AUTH:
+        assert_memory_equal(a->u.auth.proof, b->u.auth.proof, RPC_PROOF_SIZE);
         break;
     case RPC_ERROR:
         assert_int_equal(a->u.error.code, b->u.error.code);
@@ -313,8 +340,8 @@ static void test_encode_rejects(void **state)
     assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), 0);
 
     f = sample(RPC_HELLO);
-    f.u.hello.secret.len = RPC_SECRET_MAX + 1;
-    f.u.hello.secret.ptr = big;
+    f.u.hello.group.len = RPC_NAME_MAX + 1;
+    f.u.hello.group.ptr = big;
     assert_int_equal(rpc_encode(&f, buf, sizeof(buf), &len), -EINVAL);
 
     f = sample(RPC_PRODUCE);
@@ -376,46 +403,53 @@ struct bad_row {
 static const uint8_t ping_payload[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 static const uint8_t long_item[2 + 65 + 8] = {65, 0, 'x'}; /* STOCK, item id 65 bytes */
 
+#define V RPC_VERSION
 static const struct bad_row bad_rows[] = {
-    {"bad crc", KEEP_LEN, 1, RPC_PING, 0, ping_payload, 8, 1, -EBADMSG},
-    {"bad crc, empty payload", KEEP_LEN, 1, RPC_ACK, 0, NULL, 0, 1, -EBADMSG},
+    {"bad crc", KEEP_LEN, V, RPC_PING, 0, ping_payload, 8, 1, -EBADMSG},
+    {"bad crc, empty payload", KEEP_LEN, V, RPC_ACK, 0, NULL, 0, 1, -EBADMSG},
     {"version 0", KEEP_LEN, 0, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
-    {"version 2", KEEP_LEN, 2, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
-    {"length over max by one", MAXF + 1, 1, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
-    {"length 4 GiB", 0xFFFFFFFFu, 1, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
-    {"length 0", 0, 1, RPC_PING, 0, NULL, 0, 0, -ERANGE},
-    {"length under header", RPC_HEADER_SIZE - 1, 1, RPC_PING, 0, NULL, 0, 0, -ERANGE},
-    {"unknown type 0", KEEP_LEN, 1, 0, 0, ping_payload, 8, 0, -ENOMSG},
-    {"unknown type max+1", KEEP_LEN, 1, RPC_TYPE_MAX + 1, 0, ping_payload, 8, 0, -ENOMSG},
-    {"unknown type 255", KEEP_LEN, 1, 255, 0, NULL, 0, 0, -ENOMSG},
-    {"reserved flags set", KEEP_LEN, 1, RPC_PING, 0x0100, ping_payload, 8, 0, -EPROTO},
-    {"ping payload short", KEEP_LEN, 1, RPC_PING, 0, ping_payload, 7, 0, -EPROTO},
-    {"ack with a trailing byte", KEEP_LEN, 1, RPC_ACK, 0, ping_payload, 1, 0, -EPROTO},
-    {"hello worker id past end", KEEP_LEN, 1, RPC_HELLO, 0, P(200, 0, 'w'), 0, -EPROTO},
-    {"hello worker id 65535", KEEP_LEN, 1, RPC_HELLO, 0, P(0xff, 0xff, 'w'), 0, -ENAMETOOLONG},
-    {"hello secret past end", KEEP_LEN, 1, RPC_HELLO, 0, P(1, 0, 'w', 0, 0, 9, 0, 's'), 0,
+    {"version 1", KEEP_LEN, 1, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
+    {"length over max by one", MAXF + 1, V, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
+    {"length 4 GiB", 0xFFFFFFFFu, V, RPC_PING, 0, NULL, 0, 0, -EMSGSIZE},
+    {"length 0", 0, V, RPC_PING, 0, NULL, 0, 0, -ERANGE},
+    {"length under header", RPC_HEADER_SIZE - 1, V, RPC_PING, 0, NULL, 0, 0, -ERANGE},
+    {"unknown type 0", KEEP_LEN, V, 0, 0, ping_payload, 8, 0, -ENOMSG},
+    {"unknown type max+1", KEEP_LEN, V, RPC_TYPE_MAX + 1, 0, ping_payload, 8, 0, -ENOMSG},
+    {"unknown type 255", KEEP_LEN, V, 255, 0, NULL, 0, 0, -ENOMSG},
+    {"reserved flags set", KEEP_LEN, V, RPC_PING, 0x0100, ping_payload, 8, 0, -EPROTO},
+    {"ping payload short", KEEP_LEN, V, RPC_PING, 0, ping_payload, 7, 0, -EPROTO},
+    {"ack with a trailing byte", KEEP_LEN, V, RPC_ACK, 0, ping_payload, 1, 0, -EPROTO},
+    {"hello worker id past end", KEEP_LEN, V, RPC_HELLO, 0, P(200, 0, 'w'), 0, -EPROTO},
+    {"hello worker id 65535", KEEP_LEN, V, RPC_HELLO, 0, P(0xff, 0xff, 'w'), 0, -ENAMETOOLONG},
+    {"hello secret past end", KEEP_LEN, V, RPC_HELLO, 0, P(1, 0, 'w', 0, 0, 9, 0, 's'), 0,
      -EPROTO},
-    {"hello without max_frame", KEEP_LEN, 1, RPC_HELLO, 0, P(0, 0, 0, 0, 0, 0), 0, -EPROTO},
-    {"error message past end", KEEP_LEN, 1, RPC_ERROR, 0, P(13, 0, 0, 0, 5, 0, 'a', 'b'), 0,
+    {"hello without max_frame", KEEP_LEN, V, RPC_HELLO, 0, P(0, 0, 0, 0, 0, 0), 0, -EPROTO},
+    {"error message past end", KEEP_LEN, V, RPC_ERROR, 0, P(13, 0, 0, 0, 5, 0, 'a', 'b'), 0,
      -EPROTO},
-    {"error message over limit", KEEP_LEN, 1, RPC_ERROR, 0, P(13, 0, 0, 0, 0x01, 0x04), 0,
+    {"error message over limit", KEEP_LEN, V, RPC_ERROR, 0, P(13, 0, 0, 0, 0x01, 0x04), 0,
      -ENAMETOOLONG},
-    {"topic over RPC_NAME_MAX", KEEP_LEN, 1, RPC_FETCH, 0, P(0x00, 0x01, 'a'), 0, -ENAMETOOLONG},
-    {"stock item id over limit", KEEP_LEN, 1, RPC_STOCK, 0, long_item, sizeof(long_item), 0,
+    {"topic over RPC_NAME_MAX", KEEP_LEN, V, RPC_FETCH, 0, P(0x00, 0x01, 'a'), 0, -ENAMETOOLONG},
+    {"stock item id over limit", KEEP_LEN, V, RPC_STOCK, 0, long_item, sizeof(long_item), 0,
      -ENAMETOOLONG},
-    {"fetch_ok count 2^32-1", KEEP_LEN, 1, RPC_FETCH_OK, 0, P(0xff, 0xff, 0xff, 0xff), 0,
+    {"fetch_ok count 2^32-1", KEEP_LEN, V, RPC_FETCH_OK, 0, P(0xff, 0xff, 0xff, 0xff), 0,
      -EPROTO},
-    {"fetch_ok count 1, empty", KEEP_LEN, 1, RPC_FETCH_OK, 0,
+    {"fetch_ok count 1, empty", KEEP_LEN, V, RPC_FETCH_OK, 0,
      P(1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
      0, -EPROTO},
-    {"fetch_ok value past end", KEEP_LEN, 1, RPC_FETCH_OK, 0,
+    {"fetch_ok value past end", KEEP_LEN, V, RPC_FETCH_OK, 0,
      P(1, 0, 0, 0, /* topic */ 0, 0, /* partition */ 0, 0, 0, 0, /* offset */ 0, 0, 0, 0, 0, 0, 0,
        0, /* delivery */ 1, 0, 0, 0, /* key */ 0, 0, 0, 0, /* value len */ 0xff, 0xff, 0xff, 0x7f),
      0, -EPROTO},
-    {"produce key past end", KEEP_LEN, 1, RPC_PRODUCE, 0,
+    {"produce key past end", KEEP_LEN, V, RPC_PRODUCE, 0,
      P(1, 0, 't', 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0), 0, -EPROTO},
-    {"result ids cut", KEEP_LEN, 1, RPC_RESULT, 0, P(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0, -EPROTO},
-    {"commit offset cut", KEEP_LEN, 1, RPC_COMMIT, 0, P(0, 0, 1, 0, 0, 0, 9, 9, 9), 0, -EPROTO},
+    {"result ids cut", KEEP_LEN, V, RPC_RESULT, 0, P(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0, -EPROTO},
+    {"commit offset cut", KEEP_LEN, V, RPC_COMMIT, 0, P(0, 0, 1, 0, 0, 0, 9, 9, 9), 0, -EPROTO},
+    {"version 3", KEEP_LEN, 3, RPC_PING, 0, ping_payload, 8, 0, -EPROTONOSUPPORT},
+    {"unknown flag", KEEP_LEN, V, RPC_PING, 0x0002, ping_payload, 8, 0, -EPROTO},
+    {"mac flag, no room for the mac", KEEP_LEN, V, RPC_PING, RPC_FLAG_MAC, ping_payload, 8, 0,
+     -EPROTO},
+    {"challenge nonce cut", KEEP_LEN, V, RPC_CHALLENGE, 0, ping_payload, 8, 0, -EPROTO},
+    {"auth proof cut", KEEP_LEN, V, RPC_AUTH, 0, ping_payload, 8, 0, -EPROTO},
 };
 
 static void test_malformed_table(void **state)
@@ -529,6 +563,293 @@ static void test_helpers(void **state)
     assert_int_equal(rpc__addr_parse("udp:1.2.3.4:5", &sa, &len), -EINVAL);
     assert_int_equal(rpc__addr_parse("unix:", &sa, &len), -EINVAL);
     assert_int_equal(rpc__addr_parse(NULL, &sa, &len), -EINVAL);
+}
+
+/* ---- handshake and frame MAC, without sockets (auth.h) ---- */
+
+static const uint8_t nonce_c[RPC_NONCE_SIZE] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+static const uint8_t nonce_s[RPC_NONCE_SIZE] = {0xf1, 0xf2, 0xf3, 0xf4};
+
+static rpc_auth *mk_auth(int side, const char *secret, const uint8_t *nonce)
+{
+    rpc_auth *a = NULL;
+    rpc_auth_config ac = {.side = side, .secret = secret, .secret_len = strlen(secret),
+                          .worker_id = "w-1", .group = "seckill", .role = RPC_ROLE_PURCHASE,
+                          .max_frame = 4096, .heartbeat_ms = 1000, .nonce = nonce};
+    assert_int_equal(rpc_auth_create(&ac, &a), 0);
+    return a;
+}
+
+/* One message: feed what `from` produced (in[0, n)) to `to`. OUT: reply. */
+static int step(rpc_auth *to, const uint8_t *in, size_t n, uint8_t *out, size_t *out_len)
+{
+    size_t used = 0;
+    int rc = rpc_auth_feed(to, in, n, &used, out, RPC_AUTH_OUT_MAX, out_len);
+    if (rc >= 0)
+        assert_int_equal(used, n);
+    return rc;
+}
+
+/* The wire bytes of a whole handshake. */
+struct hs {
+    uint8_t hello[RPC_AUTH_OUT_MAX], chal[RPC_AUTH_OUT_MAX], auth[RPC_AUTH_OUT_MAX],
+        ok[RPC_AUTH_OUT_MAX];
+    size_t nh, nc, na, no;
+};
+
+/* Run a handshake between c and v. Returns the client's last result. */
+static int handshake_mem(rpc_auth *c, rpc_auth *v, struct hs *h, int *srv_rc)
+{
+    int rc;
+    assert_int_equal(rpc_auth_start(c, h->hello, sizeof(h->hello), &h->nh), 0);
+    assert_int_equal(step(v, h->hello, h->nh, h->chal, &h->nc), RPC_AUTH_MORE);
+    assert_int_equal(step(c, h->chal, h->nc, h->auth, &h->na), RPC_AUTH_MORE);
+    *srv_rc = step(v, h->auth, h->na, h->ok, &h->no);
+    size_t n = 0;
+    uint8_t junk[RPC_AUTH_OUT_MAX];
+    rc = step(c, h->ok, h->no, junk, &n);
+    assert_int_equal(n, 0);
+    return rc;
+}
+
+static void test_auth_hmac_kat(void **state)
+{
+    (void)state;
+    /* RFC 4231 test cases 1 and 2 */
+    static const uint8_t want1[32] = {
+        0xb0, 0x34, 0x4c, 0x61, 0xd8, 0xdb, 0x38, 0x53, 0x5c, 0xa8, 0xaf, 0xce, 0xaf, 0x0b, 0xf1, 0x2b,
+        0x88, 0x1d, 0xc2, 0x00, 0xc9, 0x83, 0x3d, 0xa7, 0x26, 0xe9, 0x37, 0x6c, 0x2e, 0x32, 0xcf, 0xf7};
+    static const uint8_t want2[32] = {
+        0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
+        0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
+    uint8_t key1[20], out[32];
+    memset(key1, 0x0b, sizeof(key1));
+    assert_int_equal(rpc_auth_hmac(key1, sizeof(key1), "Hi There", 8, out), 0);
+    assert_memory_equal(out, want1, 32);
+    const char *d2 = "what do ya want for nothing?";
+    assert_int_equal(rpc_auth_hmac("Jefe", 4, d2, strlen(d2), out), 0);
+    assert_memory_equal(out, want2, 32);
+
+    /* the client's proof is HMAC(S, "seckill-rpc v2 client proof" 0 B) with
+     * B as auth.c documents it: pin the wire format */
+    rpc_auth *c = mk_auth(RPC_AUTH_CLIENT, SECRET, nonce_c);
+    rpc_auth *v = mk_auth(RPC_AUTH_SERVER, SECRET, nonce_s);
+    struct hs h;
+    int src = 0;
+    assert_int_equal(handshake_mem(c, v, &h, &src), RPC_AUTH_DONE);
+    assert_int_equal(src, RPC_AUTH_DONE);
+    uint8_t msg[512];
+    size_t n = 0;
+    const char *label = "seckill-rpc v2 client proof";
+    memcpy(msg, label, strlen(label) + 1);
+    n = strlen(label) + 1;
+    memcpy(msg + n, nonce_c, 32);
+    memcpy(msg + n + 32, nonce_s, 32);
+    n += 64;
+    sk_le_put32(msg + n, RPC_ROLE_PURCHASE);
+    n += 4;
+    msg[n++] = 3;
+    msg[n++] = 0;
+    memcpy(msg + n, "w-1", 3);
+    n += 3;
+    msg[n++] = 7;
+    msg[n++] = 0;
+    memcpy(msg + n, "seckill", 7);
+    n += 7;
+    sk_le_put32(msg + n, 4096);
+    n += 4;
+    assert_int_equal(rpc_auth_hmac(SECRET, strlen(SECRET), msg, n, out), 0);
+    rpc_frame f;
+    assert_int_equal(rpc_decode(h.auth, h.na, 4096, &f, NULL), 0);
+    assert_int_equal(f.type, RPC_AUTH);
+    assert_memory_equal(f.u.auth.proof, out, 32);
+    /* and the server's proof the same with its own label */
+    label = "seckill-rpc v2 server proof";
+    memcpy(msg, label, strlen(label) + 1); /* same length as the client label */
+    assert_int_equal(rpc_auth_hmac(SECRET, strlen(SECRET), msg, n, out), 0);
+    assert_int_equal(rpc_decode(h.ok, h.no, 4096, &f, NULL), 0);
+    assert_int_equal(f.type, RPC_HELLO_OK);
+    assert_non_null(f.mac); /* HELLO_OK is the first sealed frame */
+    assert_memory_equal(f.u.hello_ok.proof, out, 32);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+}
+
+/* The secret never appears in anything a side sends. */
+static void assert_no_secret(const uint8_t *p, size_t n, const char *secret)
+{
+    assert_null(memmem(p, n, secret, strlen(secret)));
+}
+
+static void test_auth_state_machine(void **state)
+{
+    (void)state;
+    struct hs h, h2;
+    int src = 0;
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t n = 0;
+
+    /* both sides right: done, the session works both ways */
+    rpc_auth *c = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+    rpc_auth *v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_false(rpc_auth_done(c));
+    assert_int_equal(handshake_mem(c, v, &h, &src), RPC_AUTH_DONE);
+    assert_int_equal(src, RPC_AUTH_DONE);
+    assert_true(rpc_auth_done(c) && rpc_auth_done(v));
+    assert_int_equal(rpc_auth_hello_ok(c)->max_frame, 4096);
+    assert_string_equal((const char *)rpc_auth_hello(v)->worker_id.ptr, "w-1");
+    assert_int_equal(rpc_auth_hello(v)->role, RPC_ROLE_PURCHASE);
+    assert_no_secret(h.hello, h.nh, SECRET);
+    assert_no_secret(h.auth, h.na, SECRET);
+    assert_no_secret(h.chal, h.nc, SECRET);
+    assert_no_secret(h.ok, h.no, SECRET);
+    assert_int_equal(rpc_auth_feed(c, h.ok, h.no, &n, out, sizeof(out), &n), -EALREADY);
+
+    static const uint8_t zero[RPC_MAC_SIZE];
+    uint8_t f1[256], f2[256], keep[256];
+    size_t n1 = 0, n2 = 0;
+    rpc_frame p = sample(RPC_PING);
+    p.mac = zero;
+    assert_int_equal(rpc_encode(&p, f1, sizeof(f1), &n1), 0);
+    assert_int_equal(rpc_auth_seal(c, f1, n1), 0);
+    rpc_frame r = sample(RPC_RESULT);
+    r.mac = zero;
+    assert_int_equal(rpc_encode(&r, f2, sizeof(f2), &n2), 0);
+    assert_int_equal(rpc_auth_seal(c, f2, n2), 0);
+
+    /* reordered: the second frame first is refused */
+    rpc_auth *v2 = NULL;
+    {
+        rpc_auth *c2 = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+        v2 = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+        assert_int_equal(handshake_mem(c2, v2, &h2, &src), RPC_AUTH_DONE);
+        /* a frame of another session (other nonces, other keys) is refused */
+        assert_int_equal(rpc_auth_open(v2, f1, n1), -EKEYREJECTED);
+        rpc_auth_destroy(c2);
+    }
+    assert_int_equal(rpc_auth_open(v, f2, n2), -EKEYREJECTED);
+    /* in order: accepted */
+    assert_int_equal(rpc_auth_open(v, f1, n1), 0);
+    /* replayed: refused (the server expects number 1 now) */
+    assert_int_equal(rpc_auth_open(v, f1, n1), -EKEYREJECTED);
+    /* tampered (CRC recomputed, so only the MAC can tell): refused */
+    memcpy(keep, f2, n2);
+    keep[RPC_HEADER_SIZE + 32] ^= 1; /* the result code */
+    uint32_t crc = sk_crc32c(0, keep, 16);
+    crc = sk_crc32c(crc, keep + RPC_HEADER_SIZE, n2 - RPC_HEADER_SIZE - RPC_MAC_SIZE);
+    sk_le_put32(keep + 16, crc);
+    rpc_frame dec;
+    assert_int_equal(rpc_decode(keep, n2, 4096, &dec, NULL), 0); /* well-formed */
+    assert_int_equal(rpc_auth_open(v, keep, n2), -EKEYREJECTED);
+    /* the same frame without its MAC flag: refused */
+    rpc_frame bare = sample(RPC_RESULT);
+    uint8_t nb[256];
+    size_t nbl = 0;
+    assert_int_equal(rpc_encode(&bare, nb, sizeof(nb), &nbl), 0);
+    assert_int_equal(rpc_auth_open(v, nb, nbl), -EKEYREJECTED);
+    /* the genuine second frame is still good: failures do not advance */
+    assert_int_equal(rpc_auth_open(v, f2, n2), 0);
+    /* reflected: a client frame sent back to the client (other direction's key) */
+    assert_int_equal(rpc_auth_open(c, f1, n1), -EKEYREJECTED);
+    /* server -> client: sealed by the server, opened by the client */
+    uint8_t s1[256];
+    size_t ns1 = 0;
+    p.mac = zero;
+    assert_int_equal(rpc_encode(&p, s1, sizeof(s1), &ns1), 0);
+    assert_int_equal(rpc_auth_seal(v, s1, ns1), 0);
+    assert_int_equal(rpc_auth_open(c, s1, ns1), 0);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+    rpc_auth_destroy(v2);
+
+    /* wrong secret at the client: the server refuses, and says so */
+    c = mk_auth(RPC_AUTH_CLIENT, "not-the-secret", NULL);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_int_equal(handshake_mem(c, v, &h, &src), -EACCES);
+    assert_int_equal(src, -EACCES);
+    assert_false(rpc_auth_done(c) || rpc_auth_done(v));
+    rpc_frame e;
+    assert_int_equal(rpc_decode(h.ok, h.no, 4096, &e, NULL), 0);
+    assert_int_equal(e.type, RPC_ERROR);
+    assert_int_equal(e.u.error.code, EACCES);
+    assert_null(e.mac);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+
+    /* a fake server (wrong secret) cannot make the client believe it: the
+     * client refuses its HELLO_OK; and what the fake server saw holds no
+     * secret, only the client's proof for the fake server's nonce */
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+    v = mk_auth(RPC_AUTH_SERVER, "fake-server-guess", NULL);
+    assert_int_equal(rpc_auth_start(c, h.hello, sizeof(h.hello), &h.nh), 0);
+    assert_int_equal(step(v, h.hello, h.nh, h.chal, &h.nc), RPC_AUTH_MORE);
+    assert_int_equal(step(c, h.chal, h.nc, h.auth, &h.na), RPC_AUTH_MORE);
+    assert_no_secret(h.hello, h.nh, SECRET);
+    assert_no_secret(h.auth, h.na, SECRET);
+    /* the fake server refuses the (right) proof; it cannot compute its own */
+    assert_int_equal(step(v, h.auth, h.na, h.ok, &h.no), -EACCES);
+    /* it sends a HELLO_OK anyway, with a made-up proof and MAC */
+    rpc_frame fake = sample(RPC_HELLO_OK);
+    fake.mac = zero;
+    assert_int_equal(rpc_encode(&fake, h.ok, sizeof(h.ok), &h.no), 0);
+    assert_int_equal(step(c, h.ok, h.no, out, &n), -EACCES);
+    assert_false(rpc_auth_done(c));
+    assert_int_equal(rpc_auth_seal(c, f1, n1), -EINVAL); /* no session to send with */
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+
+    /* replayed client messages: a recorded HELLO + AUTH meet a fresh server
+     * nonce and are refused */
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_int_equal(handshake_mem(c, v, &h, &src), RPC_AUTH_DONE);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_int_equal(step(v, h.hello, h.nh, out, &n), RPC_AUTH_MORE);
+    assert_int_equal(step(v, h.auth, h.na, out, &n), -EACCES);
+    rpc_auth_destroy(v);
+    /* replayed server messages: a recorded CHALLENGE + HELLO_OK meet a fresh
+     * client nonce and are refused */
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, NULL);
+    assert_int_equal(rpc_auth_start(c, out, sizeof(out), &n), 0);
+    assert_int_equal(step(c, h.chal, h.nc, out, &n), RPC_AUTH_MORE);
+    assert_int_equal(step(c, h.ok, h.no, out, &n), -EACCES);
+    rpc_auth_destroy(c);
+
+    /* out of order: AUTH first, or a sealed frame before the handshake */
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    assert_int_equal(step(v, h.auth, h.na, out, &n), -EPROTO);
+    assert_true(n > 0); /* an ERROR to send */
+    assert_int_equal(step(v, h.hello, h.nh, out, &n), -EPROTO); /* stays failed */
+    rpc_auth_destroy(v);
+    /* a truncated frame is just incomplete; garbage is malformed */
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, NULL);
+    size_t used = 99;
+    assert_int_equal(rpc_auth_feed(v, h.hello, h.nh - 1, &used, out, sizeof(out), &n),
+                     RPC_AUTH_MORE);
+    assert_int_equal(used, 0);
+    assert_int_equal(n, 0);
+    uint8_t junk[64];
+    memset(junk, 0x42, sizeof(junk));
+    assert_int_equal(rpc_auth_feed(v, junk, sizeof(junk), &used, out, sizeof(out), &n),
+                     -EMSGSIZE);
+    rpc_auth_destroy(v);
+
+    /* fixed nonces make a handshake repeatable, byte for byte */
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, nonce_c);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, nonce_s);
+    assert_int_equal(handshake_mem(c, v, &h, &src), RPC_AUTH_DONE);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+    c = mk_auth(RPC_AUTH_CLIENT, SECRET, nonce_c);
+    v = mk_auth(RPC_AUTH_SERVER, SECRET, nonce_s);
+    assert_int_equal(handshake_mem(c, v, &h2, &src), RPC_AUTH_DONE);
+    assert_int_equal(h.no, h2.no);
+    assert_memory_equal(h.ok, h2.ok, h.no);
+    rpc_auth_destroy(c);
+    rpc_auth_destroy(v);
+    rpc_auth_destroy(NULL);
 }
 
 /* ---- corpus replay ---- */
@@ -723,10 +1044,13 @@ static void srv_start_cfg(struct srv *x, const char *listen, const rpc_server_co
     pthread_cond_init(&x->cv, NULL);
     assert_int_equal(pthread_create(&x->replier, NULL, replier_main, x), 0);
 
-    if (tmpl)
+    if (tmpl) {
         cfg = *tmpl;
-    else
+    } else {
         rpc_server_config_init(&cfg);
+        cfg.auth_delay_ms = 5; /* refusals come quickly unless a test is about them */
+        cfg.auth_delay_max_ms = 40;
+    }
     cfg.listen = listen;
     cfg.secret = SECRET;
     cfg.secret_len = strlen(SECRET);
@@ -839,13 +1163,20 @@ static void cli_open(struct cli *k, const char *addr, const char *secret,
 
 /* ---- raw sockets: a peer that does exactly what the test says ---- */
 
+/* A raw peer's session once its handshake is done, by descriptor: frames it
+ * sends are sealed and frames it reads are checked (in order). */
+#define RAW_FDS 32768
+static rpc_auth *raw_sess[RAW_FDS];
+
 static int raw_connect(const char *addr)
 {
     struct sockaddr_storage sa;
     socklen_t len = 0;
     assert_int_equal(rpc__addr_parse(addr, &sa, &len), 0);
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
+    assert_true(fd >= 0 && fd < RAW_FDS);
+    rpc_auth_destroy(raw_sess[fd]); /* of an earlier socket closed with this number */
+    raw_sess[fd] = NULL;
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, len), 0);
     struct timeval tv = {2, 0}; /* no test waits this long unless broken */
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -859,17 +1190,57 @@ static void raw_send(int fd, const void *p, size_t n)
 
 static void raw_send_frame(int fd, const rpc_frame *f)
 {
+    static const uint8_t zero[RPC_MAC_SIZE];
     uint8_t buf[2048];
     size_t n = 0;
-    assert_int_equal(rpc_encode(f, buf, sizeof(buf), &n), 0);
+    rpc_frame g = *f;
+    if (raw_sess[fd])
+        g.mac = zero;
+    assert_int_equal(rpc_encode(&g, buf, sizeof(buf), &n), 0);
+    if (raw_sess[fd])
+        assert_int_equal(rpc_auth_seal(raw_sess[fd], buf, n), 0);
     raw_send(fd, buf, n);
 }
 
-static rpc_frame hello_frame(const char *secret)
+static int raw_read_frame(int fd, uint8_t *buf, size_t cap, rpc_frame *f);
+
+/* The client side of the handshake on fd, as worker-7 (HELLO as sample()
+ * has it, call id included). 1 when authenticated (fd then has a session),
+ * else 0 with *f the frame that ended it (an ERROR) or f->type 0 at EOF. */
+static int raw_handshake(int fd, const char *secret, uint8_t *buf, size_t cap, rpc_frame *f)
 {
     rpc_frame h = sample(RPC_HELLO);
-    h.u.hello.secret = rpc_str(secret);
-    return h;
+    rpc_auth *a = NULL;
+    rpc_auth_config ac = {.side = RPC_AUTH_CLIENT, .secret = secret,
+                          .secret_len = strlen(secret), .worker_id = "worker-7",
+                          .group = "seckill", .role = RPC_ROLE_PURCHASE, .max_frame = 65536,
+                          .nonce = h.u.hello.nonce};
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t n = 0, used = 0;
+    int rc;
+
+    assert_int_equal(rpc_auth_create(&ac, &a), 0);
+    assert_int_equal(rpc_auth_start(a, out, sizeof(out), &n), 0);
+    raw_send_frame(fd, &h); /* the same bytes as out, with sample()'s call id */
+    for (;;) {
+        memset(f, 0, sizeof(*f));
+        if (raw_read_frame(fd, buf, cap, f) != 1) {
+            rpc_auth_destroy(a);
+            return 0;
+        }
+        rc = rpc_auth_feed(a, buf, sk_le_get32(buf), &used, out, sizeof(out), &n);
+        assert_int_equal(used, sk_le_get32(buf));
+        if (n)
+            raw_send(fd, out, n);
+        if (rc == RPC_AUTH_DONE) {
+            raw_sess[fd] = a;
+            return 1;
+        }
+        if (rc < 0) {
+            rpc_auth_destroy(a);
+            return 0;
+        }
+    }
 }
 
 /* Read one frame into buf (OUT: *f views it). 1 on a frame, 0 on EOF or a
@@ -880,8 +1251,11 @@ static int raw_read_frame(int fd, uint8_t *buf, size_t cap, rpc_frame *f)
     for (;;) {
         size_t used = 0;
         int rc = rpc_decode(buf, have, (uint32_t)cap, f, &used);
-        if (rc == 0)
+        if (rc == 0) {
+            if (raw_sess[fd])
+                assert_int_equal(rpc_auth_open(raw_sess[fd], buf, used), 0);
             return 1;
+        }
         assert_int_equal(rc, -EAGAIN);
         ssize_t n = recv(fd, buf + have, 1, 0); /* one byte at a time: never read past */
         if (n == 0 || (n < 0 && errno == ECONNRESET))
@@ -1044,9 +1418,8 @@ static void test_auth_refused(void **state)
 
     /* raw peer, wrong secret: ERROR (EACCES), then EOF */
     int fd = raw_connect(x->addr);
-    rpc_frame h = hello_frame("SECRET-but-not-quite");
-    raw_send_frame(fd, &h);
-    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    rpc_frame h = sample(RPC_HELLO);
+    assert_int_equal(raw_handshake(fd, "SECRET-but-not-quite", buf, sizeof(buf), &f), 0);
     assert_int_equal(f.type, RPC_ERROR);
     assert_int_equal(f.u.error.code, EACCES);
     assert_true(f.call_id == h.call_id);
@@ -1059,7 +1432,7 @@ static void test_auth_refused(void **state)
     uint8_t two[1024];
     size_t n1 = 0, n2 = 0;
     rpc_frame fetch = sample(RPC_FETCH);
-    rpc_frame good = hello_frame(SECRET);
+    rpc_frame good = sample(RPC_HELLO);
     assert_int_equal(rpc_encode(&fetch, two, sizeof(two), &n1), 0);
     assert_int_equal(rpc_encode(&good, two + n1, sizeof(two) - n1, &n2), 0);
     raw_send(fd, two, n1 + n2);
@@ -1074,9 +1447,7 @@ static void test_auth_refused(void **state)
     char near[sizeof(SECRET)];
     memcpy(near, SECRET, sizeof(SECRET));
     near[sizeof(SECRET) - 2] ^= 1;
-    h = hello_frame(near);
-    raw_send_frame(fd, &h);
-    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(raw_handshake(fd, near, buf, sizeof(buf), &f), 0);
     assert_int_equal(f.type, RPC_ERROR);
     assert_true(raw_closed(fd));
     close(fd);
@@ -1171,9 +1542,7 @@ static int raw_authed(struct srv *x)
     uint8_t buf[2048];
     rpc_frame f;
     int fd = raw_connect(x->addr);
-    rpc_frame h = hello_frame(SECRET);
-    raw_send_frame(fd, &h);
-    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(raw_handshake(fd, SECRET, buf, sizeof(buf), &f), 1);
     assert_int_equal(f.type, RPC_HELLO_OK);
     assert_int_equal(f.u.hello_ok.max_frame, x->s ? srv_max_frame : 0);
     return fd;
@@ -1250,7 +1619,9 @@ static void test_oversized_and_corrupt(void **state)
     rpc_frame pr = sample(RPC_PRODUCE);
     pr.u.produce.seq = 2;
     static char payload[MAXF];
+    static const uint8_t zero_mac[RPC_MAC_SIZE];
     pr.u.produce.payload.ptr = payload;
+    pr.mac = zero_mac; /* the limit counts the MAC trailer */
     size_t sz = 0;
     pr.u.produce.payload.len = 0;
     assert_int_equal(rpc_encoded_size(&pr, &sz), 0);
@@ -1258,6 +1629,7 @@ static void test_oversized_and_corrupt(void **state)
     uint8_t *exact = malloc(MAXF);
     assert_int_equal(rpc_encode(&pr, exact, MAXF, &n), 0);
     assert_int_equal(n, MAXF);
+    assert_int_equal(rpc_auth_seal(raw_sess[fd], exact, n), 0);
     raw_send(fd, exact, n);
     free(exact);
     uint8_t rb[2048];
@@ -1427,7 +1799,9 @@ static void test_client_heartbeat_timeout(void **state)
     cli_open(k, addr, SECRET, &cc);
 
     int fd = accept(lfd, NULL, NULL);
-    assert_true(fd >= 0);
+    assert_true(fd >= 0 && fd < RAW_FDS);
+    rpc_auth_destroy(raw_sess[fd]); /* of an earlier socket closed with this number */
+    raw_sess[fd] = NULL;
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     uint8_t buf[2048];
@@ -1435,10 +1809,22 @@ static void test_client_heartbeat_timeout(void **state)
     assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
     assert_int_equal(f.type, RPC_HELLO);
     assert_true(bytes_eq(f.u.hello.worker_id, "worker-1"));
-    rpc_frame ok = {.type = RPC_HELLO_OK, .call_id = f.call_id};
-    ok.u.hello_ok.max_frame = MAXF;
-    ok.u.hello_ok.heartbeat_ms = 30;
-    raw_send_frame(fd, &ok);
+    /* the server side of the handshake, by hand: CHALLENGE, then HELLO_OK */
+    rpc_auth *sa = NULL;
+    rpc_auth_config ac = {.side = RPC_AUTH_SERVER, .secret = SECRET, .secret_len = strlen(SECRET),
+                          .max_frame = MAXF, .heartbeat_ms = 30};
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t used = 0, on = 0;
+    assert_int_equal(rpc_auth_create(&ac, &sa), 0);
+    assert_int_equal(rpc_auth_feed(sa, buf, sk_le_get32(buf), &used, out, sizeof(out), &on),
+                     RPC_AUTH_MORE);
+    raw_send(fd, out, on);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_AUTH);
+    assert_int_equal(rpc_auth_feed(sa, buf, sk_le_get32(buf), &used, out, sizeof(out), &on),
+                     RPC_AUTH_DONE);
+    raw_send(fd, out, on); /* HELLO_OK */
+    raw_sess[fd] = sa;
     assert_int_equal(rpc_client_wait_ready(k->c, 2000), 0);
 
     /* PINGs arrive; we never answer */
@@ -1517,11 +1903,9 @@ static void test_conn_ref_after_close(void **state)
         snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%d", rpc_server_port(s));
     atomic_store(&held, NULL);
     int fd = raw_connect(addr);
-    rpc_frame h = hello_frame(SECRET);
-    raw_send_frame(fd, &h);
     uint8_t buf[256];
     rpc_frame f;
-    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(raw_handshake(fd, SECRET, buf, sizeof(buf), &f), 1);
     for (int i = 0; i < 400 && !atomic_load(&held); i++)
         sleep_ms(5);
     rpc_conn *c = atomic_load(&held);
@@ -1550,6 +1934,306 @@ static void test_conn_ref_after_close(void **state)
     assert_int_equal(rpc_conn_send(c, &s1), -ENOTCONN);
     rpc_conn_close(c); /* no-op */
     rpc_conn_unref(c);
+}
+
+/* After the handshake every frame needs its MAC: a frame without one, a
+ * replayed one or a tampered one (CRC fixed up) closes the connection and is
+ * counted; nothing reaches the handler. */
+static void test_frame_mac_enforced(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    uint8_t buf[2048];
+    rpc_frame f;
+    srv_start(x, NULL);
+
+    /* unsealed: what a v1 peer (or anyone without the session key) sends */
+    int fd = raw_authed(x);
+    rpc_auth *keep = raw_sess[fd];
+    raw_sess[fd] = NULL;
+    rpc_frame c = sample(RPC_COMMIT);
+    raw_send_frame(fd, &c);
+    raw_sess[fd] = keep;
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(wait_for(&x->closes, 1, 2000));
+    assert_int_equal(atomic_load(&x->last_close_reason), -EKEYREJECTED);
+
+    /* replayed: the same sealed bytes twice */
+    fd = raw_authed(x);
+    static const uint8_t zero[RPC_MAC_SIZE];
+    uint8_t fr[256];
+    size_t n = 0;
+    c.mac = zero;
+    assert_int_equal(rpc_encode(&c, fr, sizeof(fr), &n), 0);
+    assert_int_equal(rpc_auth_seal(raw_sess[fd], fr, n), 0);
+    raw_send(fd, fr, n);
+    do {
+        assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    } while (f.type == RPC_STOCK);
+    assert_int_equal(f.type, RPC_ACK); /* the first is served */
+    raw_send(fd, fr, n);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(wait_for(&x->closes, 2, 2000));
+
+    /* tampered after sealing, CRC recomputed */
+    fd = raw_authed(x);
+    assert_int_equal(rpc_encode(&c, fr, sizeof(fr), &n), 0);
+    assert_int_equal(rpc_auth_seal(raw_sess[fd], fr, n), 0);
+    fr[RPC_HEADER_SIZE + 2] ^= 1; /* a topic byte */
+    uint32_t crc = sk_crc32c(0, fr, 16);
+    crc = sk_crc32c(crc, fr + RPC_HEADER_SIZE, n - RPC_HEADER_SIZE - RPC_MAC_SIZE);
+    sk_le_put32(fr + 16, crc);
+    raw_send(fd, fr, n);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_true(wait_for(&x->closes, 3, 2000));
+    assert_int_equal(atomic_load(&x->last_close_reason), -EKEYREJECTED);
+
+    rpc_server_stats st = srv_stats(x);
+    assert_int_equal(st.mac_failed, 3);
+    assert_int_equal(st.malformed, 0);
+    assert_int_equal(atomic_load(&x->frames), 1); /* only the genuine COMMIT */
+    srv_stop(x);
+    free(x);
+}
+
+/* Wrong proofs from one source are answered later and later, and counted;
+ * parallel attempts wait their turn; the right secret still gets in. */
+static void test_auth_throttled(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    uint8_t buf[2048];
+    rpc_frame f;
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.heartbeat_ms = 100;
+    cfg.heartbeat_misses = 50;
+    cfg.handshake_timeout_ms = 5000;
+    cfg.auth_delay_ms = 40;
+    cfg.auth_delay_max_ms = 160;
+    srv_start(x, &cfg);
+
+    /* one after the other: delays 40, 80, 160, 160, 160 ms for the refusals,
+     * and from the second on the CHALLENGE waits for its turn too */
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < 5; i++) {
+        int fd = raw_connect(x->addr);
+        assert_int_equal(raw_handshake(fd, "guess", buf, sizeof(buf), &f), 0);
+        assert_int_equal(f.type, RPC_ERROR);
+        assert_int_equal(f.u.error.code, EACCES);
+        close(fd);
+    }
+    uint64_t took = mono_ms() - t0;
+    if (took < 40 + 80 + 160 + 160 + 160)
+        fail_msg("5 wrong proofs answered in %llu ms", (unsigned long long)took);
+
+    /* ten at once: their CHALLENGEs come one per delay, not all together */
+    int fds[10];
+    for (int i = 0; i < 10; i++) {
+        fds[i] = raw_connect(x->addr);
+        rpc_frame h = sample(RPC_HELLO);
+        raw_send_frame(fds[i], &h);
+    }
+    t0 = mono_ms();
+    for (int i = 0; i < 10; i++) {
+        struct timeval tv = {5, 0};
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        assert_int_equal(raw_read_frame(fds[i], buf, sizeof(buf), &f), 1);
+        assert_int_equal(f.type, RPC_CHALLENGE);
+    }
+    took = mono_ms() - t0;
+    if (took < 9 * 160 - 100)
+        fail_msg("10 parallel CHALLENGEs in %llu ms", (unsigned long long)took);
+    for (int i = 0; i < 10; i++)
+        close(fds[i]);
+
+    rpc_server_stats st = srv_stats(x);
+    assert_int_equal(st.auth_failed, 5);
+    assert_true(st.throttled >= 9); /* all but the first of the ten */
+    assert_int_equal(st.auth_ok, 0);
+
+    /* the right secret from the same source: in, after its turn */
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cli_open(k, x->addr, SECRET, &cc);
+    assert_int_equal(rpc_client_wait_ready(k->c, 5000), 0);
+    rpc_frame req = sample(RPC_COMMIT), rep;
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_ACK);
+    rpc_frame_release(&rep);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
+}
+
+/* 1,100 connections that never finish a handshake (each sent half a HELLO)
+ * do not keep a real client out: the handshake budget is small and separate
+ * from max_conns, the oldest gives way, and the deadline closes the rest. */
+static void test_handshake_flood(void **state)
+{
+    (void)state;
+    enum { FLOOD = 1100 };
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    int *fds = calloc(FLOOD, sizeof(int));
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.max_conns = 1024;
+    cfg.max_unauth = 64;
+    cfg.handshake_timeout_ms = 1500;
+    cfg.heartbeat_ms = 1000;
+    cfg.heartbeat_misses = 10;
+    srv_start(x, &cfg);
+
+    uint8_t half[RPC_AUTH_OUT_MAX];
+    size_t hn = 0;
+    rpc_frame h = sample(RPC_HELLO);
+    assert_int_equal(rpc_encode(&h, half, sizeof(half), &hn), 0);
+    for (int i = 0; i < FLOOD; i++) {
+        fds[i] = raw_connect(x->addr);
+        raw_send(fds[i], half, hn / 2);
+    }
+    /* the real client connects while the flood holds on */
+    cli_open(k, x->addr, SECRET, NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 5000), 0);
+    rpc_frame req = sample(RPC_FETCH), rep;
+    req.u.fetch.max_messages = 3;
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_FETCH_OK);
+    assert_int_equal(rep.u.fetch_ok.count, 3);
+    rpc_frame_release(&rep);
+    /* the flood drips on: another byte each, and the worker keeps working */
+    for (int i = 0; i < FLOOD; i++)
+        send(fds[i], half + hn / 2, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    req = sample(RPC_COMMIT);
+    assert_int_equal(rpc_client_call(k->c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_ACK);
+    rpc_frame_release(&rep);
+
+    rpc_server_stats st = srv_stats(x);
+    assert_true(st.evicted >= FLOOD - 64);
+    assert_int_equal(st.auth_ok, 1);
+    /* what is left of the flood meets the deadline */
+    for (int i = 0; i < 400 && srv_stats(x).open > 1; i++)
+        sleep_ms(10);
+    st = srv_stats(x);
+    assert_int_equal(st.open, 1);
+    assert_true(st.handshake_timeouts >= 1);
+    assert_true(rpc_client_connected(k->c));
+    for (int i = 0; i < FLOOD; i++)
+        close(fds[i]);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(fds);
+    free(k);
+    free(x);
+}
+
+/* What a real client sends can be recorded in full (here by a server that
+ * plays along) and holds no secret; replayed to the real server, the
+ * recorded HELLO and AUTH are refused, and nothing reaches the handlers. */
+static void test_sniffed_handshake_replayed(void **state)
+{
+    (void)state;
+    struct cli *k = calloc(1, sizeof(*k));
+    struct srv *x = calloc(1, sizeof(*x));
+    char addr[160];
+    int lfd;
+    uint8_t buf[2048], rec_hello[1024], rec_auth[1024];
+    size_t nh = 0, na = 0;
+    rpc_frame f;
+
+    if (unix_mode) {
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        snprintf(un.sun_path, sizeof(un.sun_path), "/tmp/test_rpc.%d.sniff.sock", (int)getpid());
+        unlink(un.sun_path);
+        lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(bind(lfd, (struct sockaddr *)&un, sizeof(un)), 0);
+        snprintf(addr, sizeof(addr), "unix:%s", un.sun_path);
+    } else {
+        struct sockaddr_in in = {.sin_family = AF_INET};
+        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof(in);
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(bind(lfd, (struct sockaddr *)&in, sizeof(in)), 0);
+        getsockname(lfd, (struct sockaddr *)&in, &len);
+        snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%d", ntohs(in.sin_port));
+    }
+    assert_int_equal(listen(lfd, 4), 0);
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cc.backoff_min_ms = 1000;
+    cli_open(k, addr, SECRET, &cc);
+    int fd = accept(lfd, NULL, NULL);
+    assert_true(fd >= 0 && fd < RAW_FDS);
+    rpc_auth_destroy(raw_sess[fd]);
+    raw_sess[fd] = NULL;
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    rpc_auth *sa = NULL;
+    rpc_auth_config ac = {.side = RPC_AUTH_SERVER, .secret = SECRET, .secret_len = strlen(SECRET),
+                          .max_frame = MAXF, .heartbeat_ms = 1000};
+    uint8_t out[RPC_AUTH_OUT_MAX];
+    size_t used = 0, on = 0;
+    assert_int_equal(rpc_auth_create(&ac, &sa), 0);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    nh = sk_le_get32(buf);
+    memcpy(rec_hello, buf, nh);
+    assert_int_equal(rpc_auth_feed(sa, buf, nh, &used, out, sizeof(out), &on), RPC_AUTH_MORE);
+    raw_send(fd, out, on);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    na = sk_le_get32(buf);
+    memcpy(rec_auth, buf, na);
+    assert_int_equal(rpc_auth_feed(sa, buf, na, &used, out, sizeof(out), &on), RPC_AUTH_DONE);
+    raw_send(fd, out, on);
+    raw_sess[fd] = sa;
+    assert_int_equal(rpc_client_wait_ready(k->c, 2000), 0);
+    assert_null(memmem(rec_hello, nh, SECRET, strlen(SECRET)));
+    assert_null(memmem(rec_auth, na, SECRET, strlen(SECRET)));
+    /* the client checks MACs too: a sealed push is taken, an unsealed one
+     * (what an injector without the key can send) takes the connection down */
+    rpc_frame push = sample(RPC_STOCK);
+    push.call_id = 0;
+    raw_send_frame(fd, &push);
+    assert_true(wait_for(&k->pushes, 1, 2000));
+    raw_sess[fd] = NULL;
+    raw_send_frame(fd, &push);
+    raw_sess[fd] = sa;
+    assert_true(wait_for(&k->downs, 1, 2000));
+    assert_int_equal(atomic_load(&k->last_down_reason), -EKEYREJECTED);
+    assert_int_equal(atomic_load(&k->pushes), 1);
+    rpc_client_stats cs;
+    rpc_client_get_stats(k->c, &cs);
+    assert_int_equal(cs.mac_failed, 1);
+    rpc_client_destroy(k->c);
+    close(fd);
+    close(lfd);
+    if (unix_mode)
+        unlink(addr + 5);
+
+    /* the recording, replayed to the real server */
+    srv_start(x, NULL);
+    fd = raw_connect(x->addr);
+    raw_send(fd, rec_hello, nh);
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_CHALLENGE); /* a fresh nonce... */
+    raw_send(fd, rec_auth, na);              /* ...that the recorded proof is not for */
+    assert_int_equal(raw_read_frame(fd, buf, sizeof(buf), &f), 1);
+    assert_int_equal(f.type, RPC_ERROR);
+    assert_int_equal(f.u.error.code, EACCES);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_int_equal(atomic_load(&x->opens), 0);
+    assert_int_equal(atomic_load(&x->frames), 0);
+    assert_int_equal(srv_stats(x).auth_failed, 1);
+    srv_stop(x);
+    free(x);
+    free(k);
 }
 
 static void test_config_rejects(void **state)
@@ -1629,6 +2313,8 @@ int main(void)
         cmocka_unit_test(test_malformed_table),
         cmocka_unit_test(test_truncated_at_every_byte),
         cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_auth_hmac_kat),
+        cmocka_unit_test(test_auth_state_machine),
         cmocka_unit_test(test_corpus_replay),
         cmocka_unit_test(test_config_rejects),
         BOTH(test_auth_ok),
@@ -1641,6 +2327,10 @@ int main(void)
         BOTH(test_client_heartbeat_timeout),
         BOTH(test_slow_reader_dropped),
         BOTH(test_conn_ref_after_close),
+        BOTH(test_frame_mac_enforced),
+        BOTH(test_auth_throttled),
+        BOTH(test_handshake_flood),
+        BOTH(test_sniffed_handshake_replayed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
