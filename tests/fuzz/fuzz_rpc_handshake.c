@@ -144,9 +144,9 @@ static void fix_crc(uint8_t *p, uint32_t len)
 /* ---- driving one side ---- */
 
 struct trace {
-    int rc;            /* the last rpc_auth_feed result: MORE when the stream ran out */
-    size_t end;        /* stream bytes consumed */
-    int steps;         /* frames consumed */
+    int rc;     /* the last rpc_auth_feed result: MORE when the stream ran out */
+    size_t end; /* stream bytes consumed */
+    int steps;  /* frames consumed */
     size_t at[MAX_STEPS], len[MAX_STEPS]; /* where each was in the stream */
     uint8_t reply[MAX_STEPS][OUT_CAP];    /* and what a's answer to it was */
     size_t reply_len[MAX_STEPS];
@@ -251,8 +251,8 @@ static void server_side(const uint8_t *s, size_t n, size_t chunk, const char *se
 
         /* the proof it accepted is the one for the HELLO it read */
         const rpc_hello *h = &hello.u.hello;
-        size_t blen = spec_binding(b, h->nonce, hs_nonce_s, h->role, h->worker_id, h->group,
-                                   h->max_frame);
+        size_t blen =
+            spec_binding(b, h->nonce, hs_nonce_s, h->role, h->worker_id, h->group, h->max_frame);
         spec_keys(secret, b, blen, &k);
         fuzz_check(memcmp(auth.u.auth.proof, k.client_proof, RPC_PROOF_SIZE) == 0);
 

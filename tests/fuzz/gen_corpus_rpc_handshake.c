@@ -52,7 +52,8 @@ static void put(struct buf *b, const void *p, size_t n)
  * before a flagged MAC trailer). */
 static void fix_crc(uint8_t *p, size_t n)
 {
-    size_t end = (p[6] & RPC_FLAG_MAC) && n >= RPC_HEADER_SIZE + RPC_MAC_SIZE ? n - RPC_MAC_SIZE : n;
+    size_t end =
+        (p[6] & RPC_FLAG_MAC) && n >= RPC_HEADER_SIZE + RPC_MAC_SIZE ? n - RPC_MAC_SIZE : n;
     uint32_t crc = sk_crc32c(0, p, 16);
     sk_le_put32(p + 16, sk_crc32c(crc, p + RPC_HEADER_SIZE, end - RPC_HEADER_SIZE));
 }
@@ -181,9 +182,14 @@ int main(int argc, char **argv)
         struct hs lh;
         memset(name, 'n', RPC_NAME_MAX);
         name[RPC_NAME_MAX] = '\0';
-        rpc_auth_config cfg = {.side = RPC_AUTH_CLIENT, .secret = HS_SECRET,
-                               .secret_len = strlen(HS_SECRET), .worker_id = name, .group = name,
-                               .role = RPC_ROLE_ORDERS, .max_frame = 1 << 20, .nonce = hs_nonce_c};
+        rpc_auth_config cfg = {.side = RPC_AUTH_CLIENT,
+                               .secret = HS_SECRET,
+                               .secret_len = strlen(HS_SECRET),
+                               .worker_id = name,
+                               .group = name,
+                               .role = RPC_ROLE_ORDERS,
+                               .max_frame = 1 << 20,
+                               .nonce = hs_nonce_c};
         must(rpc_auth_create(&cfg, &lc) == 0, "long client");
         must(hs_auth_create(RPC_AUTH_SERVER, HS_SECRET, &lv) == 0, "server");
         handshake(lc, lv, &lh);
@@ -208,8 +214,8 @@ int main(int argc, char **argv)
     /* ---- the client under test: the stream is the server's ---- */
     save(dir, "cli_handshake", MODE_CLIENT, &h.chal, &h.ok, &s2c[1], &s2c[2], NULL);
     save(dir, "cli_handshake_fix_crc", MODE_CLIENT | MODE_FIX_CRC, &h.chal, &h.ok, &s2c[1], NULL);
-    save(dir, "cli_handshake_chunk5", MODE_CLIENT | MODE_CHUNK(5), &h.chal, &h.ok, &s2c[1],
-         &s2c[2], NULL);
+    save(dir, "cli_handshake_chunk5", MODE_CLIENT | MODE_CHUNK(5), &h.chal, &h.ok, &s2c[1], &s2c[2],
+         NULL);
     save(dir, "cli_hello_ok_first", MODE_CLIENT, &h.ok, NULL);
     save(dir, "cli_challenge_twice", MODE_CLIENT, &h.chal, &h.chal, NULL);
     save(dir, "cli_replayed_frame", MODE_CLIENT, &h.chal, &h.ok, &s2c[1], &s2c[1], NULL);
