@@ -167,6 +167,26 @@ unsigned gw_frame_answer(enum gw_frame f, const char **body)
     }
 }
 
+const char *gw_frame_reason(enum gw_frame f)
+{
+    switch (f) {
+    case GW_FRAME_BAD_LENGTH:
+        return "conflicting_length";
+    case GW_FRAME_BAD_TE:
+        return "bad_transfer_encoding";
+    case GW_FRAME_TE_HTTP10:
+        return "transfer_encoding_http10";
+    case GW_FRAME_UNKNOWN_TE:
+        return "unknown_transfer_encoding";
+    case GW_FRAME_URI_TOO_LONG:
+        return "uri_too_long";
+    case GW_FRAME_HEADERS_TOO_LARGE:
+        return "headers_too_large";
+    default:
+        return NULL;
+    }
+}
+
 enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f)
 {
     const char *body;

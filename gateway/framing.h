@@ -45,6 +45,7 @@ enum gw_frame {
     GW_FRAME_UNKNOWN_TE,        /* 501: a coding other than chunked */
     GW_FRAME_URI_TOO_LONG,      /* 414 */
     GW_FRAME_HEADERS_TOO_LARGE, /* 431 */
+    GW_FRAME_COUNT
 };
 
 /* What the header fields of one request add up to. */
@@ -78,6 +79,9 @@ enum gw_frame gw_frame_check(struct MHD_Connection *conn, const char *version, i
 /* The status and JSON body of a refusing verdict; 0 for OK and CLOSE.
  * body may be NULL. */
 unsigned gw_frame_answer(enum gw_frame f, const char **body);
+/* The metric label of a refusing verdict (conflicting_length, ...); NULL
+ * for OK and CLOSE. */
+const char *gw_frame_reason(enum gw_frame f);
 /* Queue the refusing answer for verdict f with Connection: close, on the
  * first access handler call: the body's length is unknown or disputed, so
  * none of it is read (an answer queued on the first call makes

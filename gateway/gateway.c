@@ -584,7 +584,7 @@ static enum MHD_Result orders(gw *g, struct MHD_Connection *conn, const char *me
 
 static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
 {
-    size_t cap = 8192 + g->nitems * 128;
+    size_t cap = 16384 + g->nitems * 128;
     char *buf = malloc(cap);
     const char **ids = calloc(g->nitems + 1, sizeof *ids);
     int64_t *left = calloc(3 * (g->nitems + 1), sizeof *left);
@@ -609,7 +609,9 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
                     .nitems = g->nitems, .item_ids = ids, .stock_left = left,
                     .sold = g->inv ? sold : NULL, .buyers = buyers,
                     .rpc_auth_failures = rs.auth_failures, .rpc_mac_failures = rs.mac_failures,
-                    .rpc_handshake_timeouts = rs.handshake_timeouts, .rpc_denied = rs.denied};
+                    .rpc_handshake_timeouts = rs.handshake_timeouts, .rpc_denied = rs.denied,
+                    .http_request_timeouts = gw_guard_timeouts(g->guard),
+                    .http_per_ip_refused = gw_guard_refused(g->guard)};
     size_t n = gw_metrics_render(&g->metrics, &ga, buf, cap);
     struct MHD_Response *r = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
     if (!r)
@@ -664,6 +666,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = NULL;
         if (gw_frame_answer(f, NULL)) {
             gw_guard_done(g->guard, conn); /* answered: nothing more to wait for */
+            gw_metrics_framing(&g->metrics, f);
             return gw_frame_reply(conn, f);
         }
         rc = NULL;

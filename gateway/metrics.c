@@ -45,6 +45,12 @@ void gw_metrics_lateness(gw_metrics *m, uint64_t late_ns)
         ;
 }
 
+void gw_metrics_framing(gw_metrics *m, enum gw_frame f)
+{
+    if ((unsigned)f < GW_FRAME_COUNT)
+        atomic_fetch_add_explicit(&m->framing_refused[f], 1, memory_order_relaxed);
+}
+
 typedef struct out {
     char *buf;
     size_t cap, len;
@@ -133,6 +139,22 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
             "# TYPE seckill_rpc_denied_total counter\nseckill_rpc_denied_total %llu\n",
         (unsigned long long)g->rpc_auth_failures, (unsigned long long)g->rpc_mac_failures,
         (unsigned long long)g->rpc_handshake_timeouts, (unsigned long long)g->rpc_denied);
+    put(&o, "# HELP seckill_http_request_timeouts_total HTTP connections closed because their "
+            "request was not in within request_timeout_ms.\n"
+            "# TYPE seckill_http_request_timeouts_total counter\n"
+            "seckill_http_request_timeouts_total %llu\n"
+            "# HELP seckill_http_per_ip_refused_total HTTP connections refused because their "
+            "address was at max_connections_per_ip.\n"
+            "# TYPE seckill_http_per_ip_refused_total counter\n"
+            "seckill_http_per_ip_refused_total %llu\n",
+        (unsigned long long)g->http_request_timeouts, (unsigned long long)g->http_per_ip_refused);
+    put(&o, "# HELP seckill_http_framing_refused_total HTTP requests refused for their framing "
+            "(length, Transfer-Encoding, request-target or header size), then closed.\n"
+            "# TYPE seckill_http_framing_refused_total counter\n");
+    for (int f = 0; f < GW_FRAME_COUNT; f++)
+        if (gw_frame_reason((enum gw_frame)f))
+            put(&o, "seckill_http_framing_refused_total{reason=\"%s\"} %llu\n",
+                gw_frame_reason((enum gw_frame)f), LOAD(m->framing_refused[f]));
     put(&o, "# HELP seckill_stock_left Stock left per item, as this gateway last heard.\n"
             "# TYPE seckill_stock_left gauge\n");
     for (size_t i = 0; i < g->nitems; i++)

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "framing.h"
+
 enum gw_answer {
     GW_A_SUCCESS,
     GW_A_SOLD_OUT,
@@ -39,6 +41,8 @@ typedef struct gw_metrics {
     _Atomic uint64_t late_outcomes;
     _Atomic uint64_t outcomes;
     _Atomic uint64_t queue_full;
+    /* requests refused for their framing, by verdict (refusing ones only) */
+    _Atomic uint64_t framing_refused[GW_FRAME_COUNT];
     /* how late timeouts were answered: time from a parked request's deadline
      * to its waiter being woken by the timer */
     _Atomic uint64_t lateness_count, lateness_sum_ns, lateness_max_ns;
@@ -48,6 +52,8 @@ typedef struct gw_metrics {
 void gw_metrics_lateness(gw_metrics *m, uint64_t late_ns);
 
 const char *gw_answer_name(enum gw_answer a);
+/* Count a request refused for its framing (f: a refusing gw_frame_check verdict). */
+void gw_metrics_framing(gw_metrics *m, enum gw_frame f);
 void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns);
 
 /* Gauges sampled at render time. */
@@ -63,6 +69,9 @@ typedef struct gw_gauges {
     const int64_t *buyers;
     /* rpc/ (0 when the gateway serves no workers) */
     uint64_t rpc_auth_failures, rpc_mac_failures, rpc_handshake_timeouts, rpc_denied;
+    /* the connection guard (conn_guard.h): connections shut down at their
+     * request deadline, and refused at their address's cap */
+    uint64_t http_request_timeouts, http_per_ip_refused;
 } gw_gauges;
 
 /* Render into buf; returns the length (truncated output is cut at cap-1). */

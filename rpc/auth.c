@@ -169,7 +169,9 @@ static void binding(const rpc_auth *a, uint8_t *b, size_t *len)
 {
     const uint8_t *nc = a->side == RPC_AUTH_CLIENT ? a->my_nonce : a->peer_nonce;
     const uint8_t *ns = a->side == RPC_AUTH_CLIENT ? a->peer_nonce : a->my_nonce;
-    size_t n = 0, wl = strlen(a->worker_id), gl = strlen(a->group);
+    /* the names as counted on the wire, not up to a zero byte: a name that
+     * gained "\0..." on the way must not keep the proof of the shorter one */
+    size_t n = 0, wl = a->hello.worker_id.len, gl = a->hello.group.len;
 
     memcpy(b + n, nc, RPC_NONCE_SIZE);
     n += RPC_NONCE_SIZE;
@@ -290,6 +292,8 @@ int rpc_auth_create(const rpc_auth_config *cfg, rpc_auth **out)
     if (cfg->side == RPC_AUTH_CLIENT) {
         snprintf(a->worker_id, sizeof(a->worker_id), "%s", cfg->worker_id ? cfg->worker_id : "");
         snprintf(a->group, sizeof(a->group), "%s", cfg->group ? cfg->group : "");
+        a->hello.worker_id = rpc_str(a->worker_id);
+        a->hello.group = rpc_str(a->group);
         a->hello.role = cfg->role;
         a->hello.max_frame = a->max_frame;
     }

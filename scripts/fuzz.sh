@@ -10,7 +10,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
-ALL="purchase_body framing rpc_frame config_load order_log_replay seglog_recover"
+ALL="purchase_body framing rpc_frame rpc_handshake config_load order_log_replay seglog_recover"
 TARGETS=${*:-${FUZZ_TARGETS:-$ALL}}
 BUILD=build/fuzz
 corpus_of() {

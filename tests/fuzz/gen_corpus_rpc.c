@@ -100,10 +100,12 @@ int main(int argc, char **argv)
     sk_le_put32(buf, 19);
     save(dir, "length_19", buf, RPC_HEADER_SIZE);
 
-    /* bad version, bad CRC */
+    /* a version this build does not speak (the one before, and the next), bad CRC */
     one = enc(&fs[3], buf);
-    buf[4] = 2;
-    save(dir, "version_2", buf, one);
+    buf[4] = RPC_VERSION - 1;
+    save(dir, "version_old", buf, one);
+    buf[4] = RPC_VERSION + 1;
+    save(dir, "version_next", buf, one);
     one = enc(&fs[3], buf);
     buf[one - 1] ^= 1;
     save(dir, "bad_crc", buf, one);
@@ -133,6 +135,20 @@ int main(int argc, char **argv)
     buf[RPC_HEADER_SIZE + 1] = 0xFF;
     fix_crc(buf, one);
     save(dir, "hello_name_past_end", buf, one);
+
+    /* frames with a MAC trailer (the codec carries it, auth.c checks it),
+     * then the flag on a frame too short to hold one */
+    static const uint8_t mac[RPC_MAC_SIZE] = {0x4d, 0x41, 0x43};
+    fs[3].mac = mac;
+    fs[11].mac = mac;
+    n = enc(&fs[3], buf);
+    n += enc(&fs[11], buf + n);
+    save(dir, "with_mac", buf, n);
+    fs[13].mac = NULL;
+    one = enc(&fs[13], buf); /* ACK: the header alone */
+    buf[6] |= RPC_FLAG_MAC;
+    fix_crc(buf, one);
+    save(dir, "mac_flag_no_room", buf, one);
 
     save(dir, "empty", buf, 0);
     return 0;

@@ -703,6 +703,19 @@ static int closed_by_server(int fd)
     }
 }
 
+/* The value of one series in a /metrics scrape ("name" or
+ * "name{label=\"v\"}"), or -1 when the scrape does not have it. */
+static long long metric(int port, const char *series)
+{
+    http_resp r;
+    char line[256];
+    if (http_do(port, "GET", "/metrics", NULL, NULL, 0, &r) != 0 || r.status != 200)
+        return -1;
+    snprintf(line, sizeof line, "\n%s ", series);
+    const char *at = strstr(r.body, line);
+    return at ? strtoll(at + strlen(line), NULL, 10) : -1;
+}
+
 #define SLOW_CONNS 1000
 #define SLOW_CAP 64
 #define SLOW_TIMEOUT_MS 3000 /* room for 1,000 connects and refusals under sanitizers */
@@ -828,6 +841,10 @@ static void test_slow_clients(void **state)
     assert_true(recv(fd, buf, sizeof buf, 0) > 12);
     assert_int_equal(strncmp(buf, "HTTP/1.1 200", 12), 0);
     close(fd);
+    /* each of the 1,000 was either refused for its address or kept until
+     * its deadline, and /metrics tells which */
+    assert_int_equal(metric(p.port, "seckill_http_request_timeouts_total"), open);
+    assert_int_equal(metric(p.port, "seckill_http_per_ip_refused_total"), SLOW_CONNS - open);
     stop(&p);
 }
 
@@ -877,6 +894,14 @@ static void test_request_deadline_frees_capacity(void **state)
     drip_stop();
     for (int i = 0; i < N; i++)
         close(fds[i]);
+    /* /metrics: the slow ones that held the 64 slots were closed by their
+     * deadline; those beyond them were closed by libmicrohttpd at accept in
+     * thread park, and waited in the backlog for a deadline of their own in
+     * event park. None was refused for its address: there is no cap. */
+    long long timeouts = metric(p.port, "seckill_http_request_timeouts_total");
+    printf("deadline: %lld connections closed by their deadline\n", timeouts);
+    assert_int_equal(timeouts, strcmp(park_mode, "thread") == 0 ? 64 : N);
+    assert_int_equal(metric(p.port, "seckill_http_per_ip_refused_total"), 0);
     stop(&p);
 }
 
@@ -1061,6 +1086,27 @@ static void test_framing(void **state)
     assert_true(eof);
     /* every purchase above that was served was one purchase */
     assert_int_equal(http_stock_left(p.port, "demo"), 96);
+    /* each refusal above is counted under its reason */
+    static const struct {
+        const char *reason;
+        long long n;
+    } refused[] = {
+        {"conflicting_length", 1},        /* two Content-Length */
+        {"bad_transfer_encoding", 2},     /* xchunked; chunked, gzip */
+        {"unknown_transfer_encoding", 2}, /* gzip, chunked; two fields */
+        {"transfer_encoding_http10", 1},  /* chunked in HTTP/1.0 */
+        {"uri_too_long", 1},              /* a 3,000-byte target */
+        {"headers_too_large", 1},         /* a 10,000-byte field */
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char series[128];
+        snprintf(series, sizeof series, "seckill_http_framing_refused_total{reason=\"%s\"}",
+                 refused[i].reason);
+        long long got = metric(p.port, series);
+        if (got != refused[i].n)
+            fail_msg("%s: %lld, want %lld", series, got, refused[i].n);
+    }
+    assert_int_equal(metric(p.port, "seckill_http_per_ip_refused_total"), 0);
     stop(&p);
 }
 

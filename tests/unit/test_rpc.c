@@ -675,6 +675,40 @@ static void test_auth_hmac_kat(void **state)
     rpc_auth_destroy(v);
 }
 
+/* A HELLO whose worker id or group gained a zero byte and more on the way
+ * does not keep the proof the client made for the names it sent: the proof
+ * binds each name with its length on the wire. */
+static void test_auth_names_bound_whole(void **state)
+{
+    (void)state;
+    static const char w_ext[] = "w-1\0evil", g_ext[] = "seckill\0other";
+    const rpc_bytes names[2][2] = {{{w_ext, sizeof w_ext - 1}, rpc_str("seckill")},
+                                   {rpc_str("w-1"), {g_ext, sizeof g_ext - 1}}};
+
+    for (int i = 0; i < 2; i++) {
+        rpc_auth *c = mk_auth(RPC_AUTH_CLIENT, SECRET, nonce_c);
+        rpc_auth *v = mk_auth(RPC_AUTH_SERVER, SECRET, nonce_s);
+        uint8_t hello[RPC_AUTH_OUT_MAX], moved[RPC_AUTH_OUT_MAX], chal[RPC_AUTH_OUT_MAX],
+            auth[RPC_AUTH_OUT_MAX], out[RPC_AUTH_OUT_MAX];
+        size_t nh = 0, nm = 0, nc = 0, na = 0, no = 0;
+        rpc_frame f;
+
+        assert_int_equal(rpc_auth_start(c, hello, sizeof hello, &nh), 0);
+        assert_int_equal(rpc_decode(hello, nh, 4096, &f, NULL), 0);
+        f.u.hello.worker_id = names[i][0];
+        f.u.hello.group = names[i][1];
+        assert_int_equal(rpc_encode(&f, moved, sizeof moved, &nm), 0);
+        assert_int_equal(step(v, moved, nm, chal, &nc), RPC_AUTH_MORE);
+        assert_int_equal(step(c, chal, nc, auth, &na), RPC_AUTH_MORE);
+        assert_int_equal(step(v, auth, na, out, &no), -EACCES);
+        assert_int_equal(rpc_decode(out, no, 4096, &f, NULL), 0);
+        assert_int_equal(f.type, RPC_ERROR);
+        assert_false(rpc_auth_done(v));
+        rpc_auth_destroy(c);
+        rpc_auth_destroy(v);
+    }
+}
+
 /* The secret never appears in anything a side sends. */
 static void assert_no_secret(const uint8_t *p, size_t n, const char *secret)
 {
@@ -2315,6 +2349,7 @@ int main(void)
         cmocka_unit_test(test_helpers),
         cmocka_unit_test(test_auth_hmac_kat),
         cmocka_unit_test(test_auth_state_machine),
+        cmocka_unit_test(test_auth_names_bound_whole),
         cmocka_unit_test(test_corpus_replay),
         cmocka_unit_test(test_config_rejects),
         BOTH(test_auth_ok),
