@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -223,13 +225,32 @@ static int ctx_new(int server, rpc__tls **out, char *err, size_t errlen)
     return 0;
 }
 
+/* Keys are read unencrypted: a daemon has nobody to type a passphrase, and
+ * OpenSSL's default would ask the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return 0;
+}
+
 static int load_pair(rpc__tls *x, const char *cert, const char *key, char *err, size_t errlen)
 {
     if (SSL_CTX_use_certificate_chain_file(x->ctx, cert) != 1)
         return file_error("tls_cert", cert, "not a PEM certificate", err, errlen);
-    if (SSL_CTX_use_PrivateKey_file(x->ctx, key, SSL_FILETYPE_PEM) != 1)
+    /* read the key alone first: a key that loads but is refused by the
+     * context is the wrong key for the certificate, not a broken file */
+    FILE *f = fopen(key, "r");
+    EVP_PKEY *pk = f ? PEM_read_PrivateKey(f, NULL, no_passphrase, NULL) : NULL;
+    if (f)
+        fclose(f);
+    if (!pk)
         return file_error("tls_key", key, "not a PEM private key", err, errlen);
-    if (SSL_CTX_check_private_key(x->ctx) != 1) {
+    int used = SSL_CTX_use_PrivateKey(x->ctx, pk);
+    EVP_PKEY_free(pk);
+    if (used != 1 || SSL_CTX_check_private_key(x->ctx) != 1) {
         ERR_clear_error();
         snprintf(err, errlen, "[rpc] tls_key: %s does not match the certificate in tls_cert (%s)",
                  key, cert);
