@@ -63,6 +63,7 @@ typedef struct gw_gauges {
     const int64_t *buyers;
     /* rpc/ (0 when the gateway serves no workers) */
     uint64_t rpc_auth_failures, rpc_mac_failures, rpc_handshake_timeouts, rpc_denied;
+    uint64_t rpc_tls_failures; /* failed TLS handshakes on the rpc listener */
 } gw_gauges;
 
 /* Render into buf; returns the length (truncated output is cut at cap-1). */
