@@ -558,14 +558,17 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
     }
     if (c->rpc_tls_cert[0] && !strncmp(c->rpc_listen, "unix:", 5)) {
         /* refused rather than served in clear to an operator who asked for TLS */
-        snprintf(err, errlen, "[rpc] tls_cert: TLS applies to tcp: addresses; listen = %s is a "
-                              "Unix socket (guarded by its file permissions): drop the tls_ keys "
-                              "or listen on tcp:", c->rpc_listen);
+        snprintf(err, errlen,
+                 "[rpc] tls_cert: TLS applies to tcp: addresses; listen = %s is a "
+                 "Unix socket (guarded by its file permissions): drop the tls_ keys "
+                 "or listen on tcp:",
+                 c->rpc_listen);
         return -EINVAL;
     }
     if (c->rpc_tls_ca[0] && !c->rpc_tls_cert[0] && c->rpc_listen[0]) {
-        snprintf(err, errlen, "[rpc] tls_ca: a gateway with listen serves TLS only with "
-                              "tls_cert and tls_key; set them too");
+        snprintf(err, errlen,
+                 "[rpc] tls_ca: a gateway with listen serves TLS only with "
+                 "tls_cert and tls_key; set them too");
         return -EINVAL;
     }
     if (!c->worker_embedded && !strcmp(c->worker_inventory, "memory")) {

@@ -535,8 +535,7 @@ static void on_close(void *arg, rpc_conn *c, int reason)
 }
 
 int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_timeout_ms,
-                     const gw_rpcsvc_tls *tls, mq *q, const gw_rpcsvc_hooks *hooks,
-                     gw_rpcsvc **out)
+                     const gw_rpcsvc_tls *tls, mq *q, const gw_rpcsvc_hooks *hooks, gw_rpcsvc **out)
 {
     gw_rpcsvc *s = calloc(1, sizeof *s);
     if (!s)

@@ -33,9 +33,9 @@
  * Locking: `mu` guards the transport (socket and SSL: with TLS the I/O
  * thread reads under it too, an SSL object takes one thread at a time), the
  * write queue, the session
- * (auth, for sealing), the state and the call table; any thread sends by encoding into the queue and writing
- * what the socket takes (non-blocking), waking the I/O thread when bytes
- * remain. Handlers run on the I/O thread without `mu`.
+ * (auth, for sealing), the state and the call table; any thread sends by encoding into the queue
+ * and writing what the socket takes (non-blocking), waking the I/O thread when bytes remain.
+ * Handlers run on the I/O thread without `mu`.
  */
 #include "rpc.h"
 #include "internal.h"
@@ -67,8 +67,8 @@ struct rpc_client {
     char *worker_id;
     char *group;
     uint8_t *secret;
-    rpc__tls *tls;           /* NULL: plain */
-    char host[256];          /* the address's HOST, checked against the certificate */
+    rpc__tls *tls;  /* NULL: plain */
+    char host[256]; /* the address's HOST, checked against the certificate */
 
     pthread_mutex_t mu;
     pthread_cond_t state_cv; /* up/down/last_err changes, stop */

@@ -32,9 +32,9 @@
  *
  * Malformed input (see rpc_decode's errors) closes the connection at once and
  * is counted; a frame's announced length is checked against max_frame (1 KiB
- * until the handshake is done) before anything is allocated for it. Memory per connection is bounded: the read
- * buffer by max_frame, the write queue by max_write_queue (a peer that does
- * not read is disconnected when its queue would pass it).
+ * until the handshake is done) before anything is allocated for it. Memory per connection is
+ * bounded: the read buffer by max_frame, the write queue by max_write_queue (a peer that does not
+ * read is disconnected when its queue would pass it).
  *
  * Errors: 0 or a negative errno value, as everywhere in this project.
  * Threads: the server runs one event-loop thread, which calls every server
@@ -92,9 +92,9 @@ typedef struct rpc_server_config {
     uint32_t auth_delay_ms;    /* a source's first wrong proof is answered this late, */
     uint32_t auth_delay_max_ms; /* doubling with each failure up to this */
     /* TLS: PEM file paths, read at create; NULL or "" = plain TCP. */
-    const char *tls_cert;      /* certificate chain; with tls_key turns TLS on */
-    const char *tls_key;       /* private key of tls_cert */
-    const char *tls_ca;        /* optional: require client certificates from this CA */
+    const char *tls_cert; /* certificate chain; with tls_key turns TLS on */
+    const char *tls_key;  /* private key of tls_cert */
+    const char *tls_ca;   /* optional: require client certificates from this CA */
 } rpc_server_config;
 
 typedef struct rpc_server_stats {
@@ -180,9 +180,9 @@ typedef struct rpc_client_config {
     uint32_t backoff_min_ms;     /* first reconnect delay */
     uint32_t backoff_max_ms;     /* delay cap; each failure doubles, jittered to [d/2, d] */
     /* TLS to tcp: addresses: PEM file paths, read at create; NULL or "" = plain. */
-    const char *tls_ca;          /* trust anchors for the server's certificate; turns TLS on */
-    const char *tls_cert;        /* optional client certificate ... */
-    const char *tls_key;         /* ... and its key (both or neither) */
+    const char *tls_ca;   /* trust anchors for the server's certificate; turns TLS on */
+    const char *tls_cert; /* optional client certificate ... */
+    const char *tls_key;  /* ... and its key (both or neither) */
 } rpc_client_config;
 
 typedef struct rpc_client_stats {

@@ -110,8 +110,8 @@ struct rpc_conn {
 
     /* loop thread only */
     rpc__rbuf rb;
-    int tls_hs;                /* the TLS handshake is not done yet */
-    int more;                  /* decrypted bytes wait inside OpenSSL: read again soon */
+    int tls_hs; /* the TLS handshake is not done yet */
+    int more;   /* decrypted bytes wait inside OpenSSL: read again soon */
     int authed;
     int draining;
     int shut;
@@ -146,8 +146,8 @@ struct rpc_server {
     rpc_conn *unauth_head, *unauth_tail; /* loop thread only: newest .. oldest */
     uint32_t nunauth, nauthed;           /* loop thread only */
     throttle_slot throttle[THROTTLE_SLOTS]; /* loop thread only */
-    rpc__tls *tls;                        /* NULL: plain */
-    uint32_t nmore;                       /* loop thread only: connections with `more` */
+    rpc__tls *tls;                          /* NULL: plain */
+    uint32_t nmore;                         /* loop thread only: connections with `more` */
 
     _Atomic uint64_t accepted, auth_ok, auth_failed, malformed, overflowed, timed_out, refused,
         frames_in, open, mac_failed, hs_timed_out, evicted, throttled, tls_failed;
@@ -572,8 +572,7 @@ static int tls_step(rpc_server *s, rpc_conn *c)
         if (rc == RPC__TLS_DONE)
             c->tls_hs = 0;
         if (want_out != c->out_armed) {
-            struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0),
-                                     .data.ptr = c};
+            struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
             if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->tp.fd, &ev) == 0)
                 c->out_armed = want_out;
         }

@@ -178,8 +178,7 @@ int rpc__tls_handshake(rpc__tp *t)
 
 /* "KEY: PATH: reason", from errno when the file cannot be opened, else from
  * OpenSSL's error queue. */
-static int file_error(const char *key, const char *path, const char *what, char *err,
-                      size_t errlen)
+static int file_error(const char *key, const char *path, const char *what, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     char reason[256];
@@ -214,8 +213,8 @@ static int ctx_new(int server, rpc__tls **out, char *err, size_t errlen)
         return -ENOMEM;
     }
     SSL_CTX_set_min_proto_version(x->ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(x->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
-                                    SSL_OP_NO_TICKET);
+    SSL_CTX_set_options(x->ctx,
+                        SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);
     SSL_CTX_set_mode(x->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                  SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(x->ctx, SSL_SESS_CACHE_OFF);

@@ -227,10 +227,15 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
 {
     sk_remote *remote = NULL;
     sk_remote_config rcfg = {.gateways = (const char *const *)c->rpc_gateways,
-                             .ngateways = c->nrpc_gateways, .secret = c->rpc_secret,
-                             .worker_id = id, .group = SK_ORDER_GROUP, .topic = SK_ORDER_TOPIC,
-                             .role = RPC_ROLE_ORDERS, .tls_ca = c->rpc_tls_ca,
-                             .tls_cert = c->rpc_tls_cert, .tls_key = c->rpc_tls_key};
+                             .ngateways = c->nrpc_gateways,
+                             .secret = c->rpc_secret,
+                             .worker_id = id,
+                             .group = SK_ORDER_GROUP,
+                             .topic = SK_ORDER_TOPIC,
+                             .role = RPC_ROLE_ORDERS,
+                             .tls_ca = c->rpc_tls_ca,
+                             .tls_cert = c->rpc_tls_cert,
+                             .tls_key = c->rpc_tls_key};
     void **h = calloc(c->nrpc_gateways, sizeof *h);
     sk_sink *s = NULL;
     int rc = h ? sk_remote_create(&rcfg, &remote) : -ENOMEM;
@@ -457,10 +462,15 @@ int main(int argc, char **argv)
     sk_remote *remote = NULL;
     discovery disc = {0};
     sk_remote_config rcfg = {.gateways = (const char *const *)c.rpc_gateways,
-                             .ngateways = c.nrpc_gateways, .discover = !c.nrpc_gateways,
-                             .secret = c.rpc_secret, .worker_id = id, .group = SK_GROUP,
-                             .topic = SK_REQUEST_TOPIC, .role = RPC_ROLE_PURCHASE,
-                             .tls_ca = c.rpc_tls_ca, .tls_cert = c.rpc_tls_cert,
+                             .ngateways = c.nrpc_gateways,
+                             .discover = !c.nrpc_gateways,
+                             .secret = c.rpc_secret,
+                             .worker_id = id,
+                             .group = SK_GROUP,
+                             .topic = SK_REQUEST_TOPIC,
+                             .role = RPC_ROLE_PURCHASE,
+                             .tls_ca = c.rpc_tls_ca,
+                             .tls_cert = c.rpc_tls_cert,
                              .tls_key = c.rpc_tls_key};
     rc = sk_remote_create(&rcfg, &remote);
     if (rc == 0 && rcfg.discover)

@@ -297,8 +297,8 @@ static void test_orders_sink_over_tls(void **state)
     snprintf(wini_path, sizeof wini_path, "%s/worker.ini", dir);
     write_text(wini_path, wtext);
     snprintf(sink_path, sizeof sink_path, "%s/orders.jsonl", dir);
-    const char *sargv[] = {worker_bin, "-c", wini_path, "--role", "orders", "--id", "sink-tls",
-                           "--out", sink_path, NULL};
+    const char *sargv[] = {worker_bin, "-c",       wini_path, "--role",  "orders",
+                           "--id",     "sink-tls", "--out",   sink_path, NULL};
     assert_int_equal(proc_spawn(sargv, "role=orders", &sink), 0);
 
     for (int i = 0; i < 3; i++) {

@@ -2427,7 +2427,8 @@ static void test_tls_no_plaintext(void **state)
     size_t n = raw_read_all(fd, buf, sizeof(buf));
     rpc_frame f;
     size_t used = 0;
-    assert_true(n == 0 || rpc_decode(buf, n, sizeof(buf), &f, &used) != 0); /* a TLS alert at most */
+    assert_true(n == 0 ||
+                rpc_decode(buf, n, sizeof(buf), &f, &used) != 0); /* a TLS alert at most */
     close(fd);
 
     tls_cli_open(k, x->addr, SECRET, NULL, NULL, NULL); /* plain */
@@ -2570,8 +2571,7 @@ static void test_tls_config_rejects(void **state)
     assert_non_null(strstr(err, "tls_key"));
     assert_int_equal(rpc_tls_check(1, NULL, key, ca, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "tls_cert"));
-    assert_int_equal(rpc_tls_check(1, "/nonexistent/gw.crt", key, NULL, err, sizeof(err)),
-                     -EINVAL);
+    assert_int_equal(rpc_tls_check(1, "/nonexistent/gw.crt", key, NULL, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "tls_cert"));
     assert_non_null(strstr(err, "No such file"));
     assert_int_equal(rpc_tls_check(1, crt, okey, NULL, err, sizeof(err)), -EINVAL);
@@ -2579,8 +2579,7 @@ static void test_tls_config_rejects(void **state)
     assert_non_null(strstr(err, "does not match"));
     assert_int_equal(rpc_tls_check(1, crt, crt, NULL, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "tls_key"));
-    assert_int_equal(rpc_tls_check(1, crt, key, "/nonexistent/ca.crt", err, sizeof(err)),
-                     -EINVAL);
+    assert_int_equal(rpc_tls_check(1, crt, key, "/nonexistent/ca.crt", err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "tls_ca"));
     assert_int_equal(rpc_tls_check(0, crt, key, NULL, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "tls_ca"));
