@@ -1022,6 +1022,17 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
             atomic_store(&x->flood_result, rc);
             return;
         }
+        if (bytes_eq(f->u.fetch.topic, "big")) {
+            /* one message over many TLS records (16 KiB each) */
+            static char blob[300 << 10];
+            memset(blob, 'z', sizeof(blob));
+            rpc_msg m = {rpc_str("big"), 0, 7, 1, {NULL, 0}, {blob, sizeof(blob)}};
+            rpc_frame r = {.type = RPC_FETCH_OK, .call_id = f->call_id};
+            r.u.fetch_ok.count = 1;
+            r.u.fetch_ok.msgs = &m;
+            rpc_conn_send(c, &r);
+            return;
+        }
         rpc_msg ms[16];
         uint32_t n = f->u.fetch.max_messages > 16 ? 16 : f->u.fetch.max_messages;
         for (uint32_t i = 0; i < n; i++)
@@ -2489,6 +2500,23 @@ static void test_tls_mutual(void **state)
     tls_cli_open(k, x->addr, SECRET, ca, cert("client.crt"), cert("client.key"));
     assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
     call_ok(k->c);
+    /* a large reply, written in parts and read across records */
+    for (int i = 0; i < 5; i++) {
+        rpc_frame req = sample(RPC_FETCH), rep;
+        req.u.fetch.topic = rpc_str("big");
+        req.u.fetch.max_messages = 1;
+        assert_int_equal(rpc_client_call(k->c, &req, &rep, 3000), 0);
+        assert_int_equal(rep.type, RPC_FETCH_OK);
+        assert_int_equal(rep.u.fetch_ok.count, 1);
+        rpc_msg_iter it;
+        rpc_msg m;
+        rpc_msg_iter_init(&it, &rep.u.fetch_ok);
+        assert_int_equal(rpc_msg_iter_next(&it, &m), 1);
+        assert_int_equal(m.value.len, 300 << 10);
+        assert_int_equal(((const char *)m.value.ptr)[(300 << 10) - 1], 'z');
+        rpc_frame_release(&rep);
+        call_ok(k->c);
+    }
     assert_int_equal(srv_stats(x).auth_ok, 1);
     rpc_client_destroy(k->c);
     srv_stop(x);
