@@ -49,8 +49,8 @@
  * close. Other threads touch a connection only through rpc_conn_send (under
  * the connection's lock, which guards the transport, write queue, `closed`
  * and the EPOLLOUT arming; with TLS the loop reads under it too, since an
- * SSL object takes one thread at a time) and through `doom`, an atomic close request the loop picks
- * up after an eventfd wake-up. A connection's memory lives until its last
+ * SSL object takes one thread at a time) and through `doom`, an atomic close
+ * request the loop picks up after an eventfd wake-up. A connection's memory lives until its last
  * reference is dropped: the loop holds one while it is open.
  */
 #include "rpc.h"
@@ -595,6 +595,17 @@ static long conn_read(rpc_conn *c)
     return n;
 }
 
+/* Decrypted bytes wait inside OpenSSL (never for a plain socket). */
+static int conn_pending(rpc_conn *c)
+{
+    if (!c->tp.ssl)
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    int p = rpc__tp_pending(&c->tp);
+    pthread_mutex_unlock(&c->lock);
+    return p;
+}
+
 static void conn_event(rpc_server *s, rpc_conn *c, uint32_t events, uint64_t now)
 {
     int rc = 0;
@@ -639,7 +650,7 @@ static void conn_event(rpc_server *s, rpc_conn *c, uint32_t events, uint64_t now
             if (atomic_load(&c->doom))
                 break;
         }
-        if (!c->more && !c->draining && rpc__tp_pending(&c->tp)) {
+        if (!c->more && !c->draining && conn_pending(c)) {
             c->more = 1;
             s->nmore++;
         }
