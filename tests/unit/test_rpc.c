@@ -2420,6 +2420,39 @@ static void test_tls_server_not_trusted(void **state)
     }
 }
 
+/* An address by name: the certificate's DNS entry is checked (and SNI sent),
+ * not only its IP entries. */
+static void test_tls_host_name(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    char addr[64];
+    tls_mode = 1;
+    srv_start_cfg(x, "tcp:localhost:0", NULL); /* resolved as the client will */
+    snprintf(addr, sizeof(addr), "tcp:localhost:%d", rpc_server_port(x->s));
+    tls_cli_open(k, addr, SECRET, cert("ca.crt"), NULL, NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
+    call_ok(k->c);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+
+    /* the same name against a certificate for gw.invalid only */
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.tls_cert = cert("wronghost.crt");
+    cfg.tls_key = cert("wronghost.key");
+    srv_start_cfg(x, "tcp:localhost:0", &cfg);
+    snprintf(addr, sizeof(addr), "tcp:localhost:%d", rpc_server_port(x->s));
+    tls_cli_open(k, addr, SECRET, cert("ca.crt"), NULL, NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), -EACCES);
+    assert_int_equal(srv_stats(x).frames_in, 0);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
+}
+
 /* A TLS listener does not speak plaintext rpc: a HELLO in clear gets no
  * CHALLENGE, only the end of the connection; a plain client never gets up;
  * a TLS client on a plain listener does not either. */
@@ -2691,6 +2724,7 @@ int main(void)
         cmocka_unit_test_setup(test_concurrent_calls, setup_tls),
         cmocka_unit_test_setup(test_reconnect_after_restart, setup_tls),
         cmocka_unit_test_setup(test_tls_server_not_trusted, setup_tcp),
+        cmocka_unit_test_setup(test_tls_host_name, setup_tcp),
         cmocka_unit_test_setup(test_tls_no_plaintext, setup_tcp),
         cmocka_unit_test_setup(test_tls_mutual, setup_tcp),
         cmocka_unit_test_setup(test_tls_handshake_deadline, setup_tcp),
