@@ -406,6 +406,15 @@ static int on_key_checked(load_ctx *L, cfg *c, const char *section, const char *
             return add_list(L, value, &addresses, &c->rpc_gateways, &c->nrpc_gateways, 64,
                             section, name) == 0;
         }
+        if (!strcmp(name, "tls_cert") || !strcmp(name, "tls_key") || !strcmp(name, "tls_ca")) {
+            char *dst = !strcmp(name, "tls_cert")  ? c->rpc_tls_cert
+                        : !strcmp(name, "tls_key") ? c->rpc_tls_key
+                                                   : c->rpc_tls_ca;
+            if (strlen(value) >= sizeof c->rpc_tls_cert)
+                return fail(L, section, name, "a file path of at most 1023 characters");
+            strcpy(dst, value);
+            return 1;
+        }
         U32("registry_ttl_ms", rpc_registry_ttl_ms, 300, 600000)
         U32("handshake_timeout_ms", rpc_handshake_timeout_ms, 100, 60000)
         return fail(L, section, name, NULL);
@@ -539,6 +548,27 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
     }
     if ((c->rpc_listen[0] || c->nrpc_gateways) && !c->rpc_secret[0]) {
         snprintf(err, errlen, "[rpc] secret is required when RPC is used");
+        return -EINVAL;
+    }
+    if (!!c->rpc_tls_cert[0] != !!c->rpc_tls_key[0]) {
+        snprintf(err, errlen, "[rpc] %s is required with %s",
+                 c->rpc_tls_cert[0] ? "tls_key" : "tls_cert",
+                 c->rpc_tls_cert[0] ? "tls_cert" : "tls_key");
+        return -EINVAL;
+    }
+    if (c->rpc_tls_cert[0] && !strncmp(c->rpc_listen, "unix:", 5)) {
+        /* refused rather than served in clear to an operator who asked for TLS */
+        snprintf(err, errlen,
+                 "[rpc] tls_cert: TLS applies to tcp: addresses; listen = %s is a "
+                 "Unix socket (guarded by its file permissions): drop the tls_ keys "
+                 "or listen on tcp:",
+                 c->rpc_listen);
+        return -EINVAL;
+    }
+    if (c->rpc_tls_ca[0] && !c->rpc_tls_cert[0] && c->rpc_listen[0]) {
+        snprintf(err, errlen,
+                 "[rpc] tls_ca: a gateway with listen serves TLS only with "
+                 "tls_cert and tls_key; set them too");
         return -EINVAL;
     }
     if (!c->worker_embedded && !strcmp(c->worker_inventory, "memory")) {

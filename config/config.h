@@ -71,6 +71,14 @@ typedef struct cfg {
     size_t nrpc_gateways;      /* 0: the worker finds gateways in the Redis registry */
     uint32_t rpc_registry_ttl_ms; /* gateway: TTL of its registry key, refreshed every ttl/3 */
     uint32_t rpc_handshake_timeout_ms; /* gateway: a worker's handshake must be done by then */
+    /* TLS on tcp: RPC addresses (PEM paths; "" = plain). Gateway: tls_cert +
+     * tls_key serve TLS, tls_ca then requires client certificates from that
+     * CA. Worker: tls_ca turns TLS on and verifies the gateway, tls_cert +
+     * tls_key are its client certificate. The files are read by rpc/
+     * (rpc_tls_check at start); here only which keys go together. */
+    char rpc_tls_cert[1024];
+    char rpc_tls_key[1024];
+    char rpc_tls_ca[1024];
     /* [redis] */
     char redis_host[256];
     uint16_t redis_port;

@@ -603,13 +603,20 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
     gw_rpcsvc_stats rs;
     gw_rpcsvc_get_stats(g->rpc, &rs);
     gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
-                    .ctx_allocs = ps.allocs, .ctx_reused = ps.reused,
+                    .ctx_allocs = ps.allocs,
+                    .ctx_reused = ps.reused,
                     .parked = gw_pending_count(g->pending),
                     .workers_live = mq_group_live(g->topic, SK_GROUP),
-                    .nitems = g->nitems, .item_ids = ids, .stock_left = left,
-                    .sold = g->inv ? sold : NULL, .buyers = buyers,
-                    .rpc_auth_failures = rs.auth_failures, .rpc_mac_failures = rs.mac_failures,
-                    .rpc_handshake_timeouts = rs.handshake_timeouts, .rpc_denied = rs.denied,
+                    .nitems = g->nitems,
+                    .item_ids = ids,
+                    .stock_left = left,
+                    .sold = g->inv ? sold : NULL,
+                    .buyers = buyers,
+                    .rpc_auth_failures = rs.auth_failures,
+                    .rpc_mac_failures = rs.mac_failures,
+                    .rpc_handshake_timeouts = rs.handshake_timeouts,
+                    .rpc_denied = rs.denied,
+                    .rpc_tls_failures = rs.tls_failures,
                     .http_request_timeouts = gw_guard_timeouts(g->guard),
                     .http_per_ip_refused = gw_guard_refused(g->guard)};
     size_t n = gw_metrics_render(&g->metrics, &ga, buf, cap);
@@ -1029,7 +1036,8 @@ int gw_start(gw *g, char *err, size_t errlen)
     if (c->rpc_listen[0]) {
         gw_rpcsvc_hooks hooks = {.arg = g, .gateway_id = g->id, .result = on_outcome,
                                  .stock = on_stock};
-        rc = gw_rpcsvc_create(c->rpc_listen, c->rpc_secret, c->rpc_handshake_timeout_ms, g->q,
+        gw_rpcsvc_tls tls = {.cert = c->rpc_tls_cert, .key = c->rpc_tls_key, .ca = c->rpc_tls_ca};
+        rc = gw_rpcsvc_create(c->rpc_listen, c->rpc_secret, c->rpc_handshake_timeout_ms, &tls, g->q,
                               &hooks, &g->rpc);
         if (rc == 0)
             rc = gw_rpcsvc_start(g->rpc);

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "rpc.h"
 
 #define DEFAULT_CONFIG "config/seckill.ini"
 
@@ -101,6 +102,13 @@ int main(int argc, char **argv)
     cfg_init(&c);
     if (cfg_load(&c, config_path, err, sizeof err) < 0) {
         fprintf(stderr, "seckill-gateway: %s\n", err);
+        cfg_release(&c);
+        return EX_CONFIG;
+    }
+    if (c.rpc_listen[0] &&
+        rpc_tls_check(1, c.rpc_tls_cert, c.rpc_tls_key, c.rpc_tls_ca, err, sizeof err) < 0) {
+        /* a missing or mismatched TLS file is a setting to fix, not a fault to retry */
+        fprintf(stderr, "seckill-gateway: %s: %s\n", config_path, err);
         cfg_release(&c);
         return EX_CONFIG;
     }

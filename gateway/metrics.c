@@ -139,6 +139,11 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
             "# TYPE seckill_rpc_denied_total counter\nseckill_rpc_denied_total %llu\n",
         (unsigned long long)g->rpc_auth_failures, (unsigned long long)g->rpc_mac_failures,
         (unsigned long long)g->rpc_handshake_timeouts, (unsigned long long)g->rpc_denied);
+    put(&o,
+        "# HELP seckill_rpc_tls_failures_total Failed TLS handshakes on the rpc listener: "
+        "a peer without TLS, or a certificate refused.\n"
+        "# TYPE seckill_rpc_tls_failures_total counter\nseckill_rpc_tls_failures_total %llu\n",
+        (unsigned long long)g->rpc_tls_failures);
     put(&o, "# HELP seckill_http_request_timeouts_total HTTP connections closed because their "
             "request was not in within request_timeout_ms.\n"
             "# TYPE seckill_http_request_timeouts_total counter\n"

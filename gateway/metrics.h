@@ -69,6 +69,7 @@ typedef struct gw_gauges {
     const int64_t *buyers;
     /* rpc/ (0 when the gateway serves no workers) */
     uint64_t rpc_auth_failures, rpc_mac_failures, rpc_handshake_timeouts, rpc_denied;
+    uint64_t rpc_tls_failures; /* failed TLS handshakes on the rpc listener */
     /* the connection guard (conn_guard.h): connections shut down at their
      * request deadline, and refused at their address's cap */
     uint64_t http_request_timeouts, http_per_ip_refused;

@@ -534,8 +534,8 @@ static void on_close(void *arg, rpc_conn *c, int reason)
      * releases the consumers and its reference */
 }
 
-int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_timeout_ms, mq *q,
-                     const gw_rpcsvc_hooks *hooks, gw_rpcsvc **out)
+int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_timeout_ms,
+                     const gw_rpcsvc_tls *tls, mq *q, const gw_rpcsvc_hooks *hooks, gw_rpcsvc **out)
 {
     gw_rpcsvc *s = calloc(1, sizeof *s);
     if (!s)
@@ -552,6 +552,11 @@ int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_
     rc.secret_len = strlen(secret);
     if (handshake_timeout_ms)
         rc.handshake_timeout_ms = handshake_timeout_ms;
+    if (tls && tls->cert && *tls->cert) {
+        rc.tls_cert = tls->cert;
+        rc.tls_key = tls->key;
+        rc.tls_ca = tls->ca;
+    }
     rc.handlers = (rpc_server_handlers){.arg = s, .on_open = on_open, .on_frame = on_frame,
                                         .on_close = on_close};
     int err = rpc_server_create(&rc, &s->srv);
@@ -600,5 +605,6 @@ void gw_rpcsvc_get_stats(const gw_rpcsvc *s, gw_rpcsvc_stats *out)
     out->auth_failures = st.auth_failed;
     out->mac_failures = st.mac_failed;
     out->handshake_timeouts = st.handshake_timeouts;
+    out->tls_failures = st.tls_failed;
     out->denied = atomic_load_explicit(&((gw_rpcsvc *)s)->denied, memory_order_relaxed);
 }

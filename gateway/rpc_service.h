@@ -36,11 +36,22 @@ typedef struct gw_rpcsvc_hooks {
     void (*stock)(void *arg, const char *item_id, int64_t left);
 } gw_rpcsvc_hooks;
 
+/* TLS on the listener (PEM paths, read at create; rpc.h): cert and key
+ * serve TLS, ca then requires client certificates from that CA. */
+typedef struct gw_rpcsvc_tls {
+    const char *cert;
+    const char *key;
+    const char *ca; /* NULL or "": no client certificates asked */
+} gw_rpcsvc_tls;
+
 /* listen: "tcp:HOST:PORT" or "unix:PATH". handshake_timeout_ms: from accept
- * to a proven secret (0: the rpc default). q and hooks outlive the service.
- * OUT: *out (listening, not yet serving). */
-int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_timeout_ms, mq *q,
-                     const gw_rpcsvc_hooks *hooks, gw_rpcsvc **out);
+ * to a proven secret, the TLS handshake included (0: the rpc default). tls:
+ * NULL (or an empty cert) for plain TCP. q and hooks outlive the service.
+ * -EINVAL for TLS files that do not load. OUT: *out (listening, not yet
+ * serving). */
+int gw_rpcsvc_create(const char *listen, const char *secret, uint32_t handshake_timeout_ms,
+                     const gw_rpcsvc_tls *tls, mq *q, const gw_rpcsvc_hooks *hooks,
+                     gw_rpcsvc **out);
 int gw_rpcsvc_start(gw_rpcsvc *s);
 /* The bound TCP port (or -EAFNOSUPPORT for a Unix socket). */
 int gw_rpcsvc_port(const gw_rpcsvc *s);
@@ -52,6 +63,7 @@ typedef struct gw_rpcsvc_stats {
     uint64_t mac_failures;       /* connections closed for a frame whose MAC failed */
     uint64_t handshake_timeouts; /* closed for not finishing the handshake in time */
     uint64_t denied;             /* frames refused for the peer's role (EPERM) */
+    uint64_t tls_failures;       /* TLS handshakes that failed (no TLS, refused certificate) */
 } gw_rpcsvc_stats;
 
 /* OUT: *out (zeros for NULL). Any thread. */

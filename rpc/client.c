@@ -24,10 +24,18 @@
  * so sequence numbers follow the order of the bytes; every frame received is
  * checked on the I/O thread before it is looked at.
  *
- * Locking: `mu` guards the socket descriptor, the write queue, the session
- * (auth, for sealing), the state and the call table; any thread sends by encoding into the queue and writing
- * what the socket takes (non-blocking), waking the I/O thread when bytes
- * remain. Handlers run on the I/O thread without `mu`.
+ * TLS (tls_ca set, tcp: addresses; tls.h): dial runs the TLS handshake
+ * after connect, verifying the server's certificate against tls_ca and the
+ * address's HOST, and only then sends HELLO: a server that fails
+ * verification never sees a byte of the rpc handshake. Reads that OpenSSL
+ * can serve from a record it already holds are done before polling again.
+ *
+ * Locking: `mu` guards the transport (socket and SSL: with TLS the I/O
+ * thread reads under it too, an SSL object takes one thread at a time), the
+ * write queue, the session
+ * (auth, for sealing), the state and the call table; any thread sends by encoding into the queue
+ * and writing what the socket takes (non-blocking), waking the I/O thread when bytes remain.
+ * Handlers run on the I/O thread without `mu`.
  */
 #include "rpc.h"
 #include "internal.h"
@@ -59,10 +67,12 @@ struct rpc_client {
     char *worker_id;
     char *group;
     uint8_t *secret;
+    rpc__tls *tls;  /* NULL: plain */
+    char host[256]; /* the address's HOST, checked against the certificate */
 
     pthread_mutex_t mu;
     pthread_cond_t state_cv; /* up/down/last_err changes, stop */
-    int fd;                  /* -1 while down */
+    rpc__tp tp;              /* tp.fd -1 while down */
     int up;
     int last_err;
     int stopping;
@@ -152,7 +162,7 @@ static void calls_fail_all(rpc_client *c, int err)
  * thread's. Returns rpc__wq_flush's result. */
 static int flush_locked(rpc_client *c)
 {
-    int rc = rpc__wq_flush(&c->wq, c->fd);
+    int rc = rpc__wq_flush(&c->wq, &c->tp);
     if (rc < 0 || c->wq.len)
         wake(c); /* an error is for the I/O thread to notice; leftovers need POLLOUT */
     return rc;
@@ -162,7 +172,7 @@ static int send_locked(rpc_client *c, const rpc_frame *f)
 {
     int rc;
 
-    if (c->fd < 0 || !c->auth)
+    if (c->tp.fd < 0 || !c->auth)
         return -ENOTCONN;
     rc = rpc__wq_push(&c->wq, f, c->peer_max, c->auth);
     if (rc)
@@ -190,7 +200,7 @@ int rpc_client_queue(rpc_client *c, const rpc_frame *f)
     if (!c || !f)
         return -EINVAL;
     pthread_mutex_lock(&c->mu);
-    if (!c->up || c->fd < 0 || !c->auth)
+    if (!c->up || c->tp.fd < 0 || !c->auth)
         rc = -ENOTCONN;
     else
         rc = rpc__wq_push(&c->wq, f, c->peer_max, c->auth);
@@ -205,7 +215,7 @@ int rpc_client_flush(rpc_client *c)
     if (!c)
         return -EINVAL;
     pthread_mutex_lock(&c->mu);
-    if (c->wq.len && c->fd >= 0)
+    if (c->wq.len && c->tp.fd >= 0)
         rc = flush_locked(c);
     pthread_mutex_unlock(&c->mu);
     return rc < 0 ? rc : 0;
@@ -326,30 +336,47 @@ static int poll_until(rpc_client *c, int fd, short events, uint64_t deadline)
     }
 }
 
-/* Write all of p[0, n) to fd before deadline. */
-static int send_all(rpc_client *c, int fd, const uint8_t *p, size_t n, uint64_t deadline)
+/* Write all of p[0, n) to t before deadline. */
+static int send_all(rpc_client *c, rpc__tp *t, const uint8_t *p, size_t n, uint64_t deadline)
 {
     size_t sent = 0;
 
     while (sent < n) {
-        ssize_t k = send(fd, p + sent, n - sent, MSG_NOSIGNAL);
-        if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-            int rc = poll_until(c, fd, POLLOUT, deadline);
+        long k = rpc__tp_write(t, p + sent, n - sent);
+        if (k == -EAGAIN) {
+            int rc = poll_until(c, t->fd, POLLOUT, deadline);
             if (rc)
                 return rc;
             continue;
         }
         if (k < 0)
-            return -errno;
+            return (int)k;
         sent += (size_t)k;
     }
     return 0;
 }
 
-/* Connect and handshake. OUT: *fd_out, *auth_out (the session), *peer_max.
- * Bytes after HELLO_OK stay in rb. */
-static int dial(rpc_client *c, int *fd_out, rpc_auth **auth_out, uint32_t *peer_max)
+/* The TLS handshake on t before deadline: 0, or as rpc__tls_handshake. */
+static int tls_connect(rpc_client *c, rpc__tp *t, uint64_t deadline)
 {
+    int rc = rpc__tls_attach(c->tls, t, c->host);
+
+    while (rc == 0) {
+        rc = rpc__tls_handshake(t);
+        if (rc == RPC__TLS_DONE)
+            return 0;
+        if (rc < 0)
+            return rc;
+        rc = poll_until(c, t->fd, rc == RPC__TLS_WANT_WRITE ? POLLOUT : POLLIN, deadline);
+    }
+    return rc;
+}
+
+/* Connect, TLS when configured, and handshake. OUT: *tp_out, *auth_out (the
+ * session), *peer_max. Bytes after HELLO_OK stay in rb. */
+static int dial(rpc_client *c, rpc__tp *tp_out, rpc_auth **auth_out, uint32_t *peer_max)
+{
+    rpc__tp t = {.fd = -1, .ssl = NULL};
     uint64_t deadline = rpc__now_ms() + c->cfg.connect_timeout_ms;
     struct sockaddr_storage sa;
     socklen_t salen = 0;
@@ -391,9 +418,16 @@ static int dial(rpc_client *c, int *fd_out, rpc_auth **auth_out, uint32_t *peer_
         }
     }
 
+    t.fd = fd;
+    if (c->tls && sa.ss_family != AF_UNIX) {
+        rc = tls_connect(c, &t, deadline);
+        if (rc)
+            goto out_close;
+    }
+
     rc = rpc_auth_start(a, out, sizeof(out), &olen);
     if (!rc)
-        rc = send_all(c, fd, out, olen, deadline);
+        rc = send_all(c, &t, out, olen, deadline);
     if (rc)
         goto out_close;
 
@@ -405,7 +439,7 @@ static int dial(rpc_client *c, int *fd_out, rpc_auth **auth_out, uint32_t *peer_
         if (rc < 0)
             break;
         if (olen) {
-            int src = send_all(c, fd, out, olen, deadline);
+            int src = send_all(c, &t, out, olen, deadline);
             if (src) {
                 rc = src;
                 break;
@@ -417,10 +451,12 @@ static int dial(rpc_client *c, int *fd_out, rpc_auth **auth_out, uint32_t *peer_
             break;
         if (used)
             continue; /* another frame may be there already */
-        rc = poll_until(c, fd, POLLIN, deadline);
-        if (rc)
-            break;
-        long n = rpc__rbuf_read(&c->rb, fd);
+        if (!rpc__tp_pending(&t)) {
+            rc = poll_until(c, fd, POLLIN, deadline);
+            if (rc)
+                break;
+        }
+        long n = rpc__rbuf_read(&c->rb, &t);
         if (n == 0) {
             rc = -ECONNRESET;
             break;
@@ -433,12 +469,15 @@ static int dial(rpc_client *c, int *fd_out, rpc_auth **auth_out, uint32_t *peer_
     if (rc)
         goto out_close;
     *peer_max = rpc_auth_hello_ok(a)->max_frame;
-    *fd_out = fd;
+    *tp_out = t;
     *auth_out = a;
     return 0;
 
 out_close:
-    close(fd);
+    if (t.fd < 0)
+        close(fd);
+    else
+        rpc__tp_close(&t);
 out_auth:
     rpc_auth_destroy(a);
     return rc;
@@ -447,8 +486,7 @@ out_auth:
 static void go_down(rpc_client *c, int reason)
 {
     pthread_mutex_lock(&c->mu);
-    close(c->fd);
-    c->fd = -1;
+    rpc__tp_close(&c->tp);
     c->up = 0;
     c->wq.head = c->wq.len = 0;
     rpc_auth_destroy(c->auth);
@@ -521,8 +559,9 @@ static int dispatch(rpc_client *c)
 }
 
 /* One up-state iteration. 0 to go on, else the reason to go down. */
-static int serve(rpc_client *c, int fd, uint64_t *last_rx, uint64_t *next_ping)
+static int serve(rpc_client *c, uint64_t *last_rx, uint64_t *next_ping)
 {
+    int fd = c->tp.fd; /* changes only on this thread */
     uint64_t now = rpc__now_ms();
     uint64_t silence = (uint64_t)c->cfg.heartbeat_ms * c->cfg.heartbeat_misses;
     int rc = 0;
@@ -540,13 +579,16 @@ static int serve(rpc_client *c, int fd, uint64_t *last_rx, uint64_t *next_ping)
 
     pthread_mutex_lock(&c->mu);
     short events = POLLIN | (c->wq.len ? POLLOUT : 0);
+    int pending = rpc__tp_pending(&c->tp);
     pthread_mutex_unlock(&c->mu);
 
     uint64_t until = *next_ping < *last_rx + silence + 1 ? *next_ping : *last_rx + silence + 1;
     struct pollfd p[2] = {{fd, events, 0}, {c->evfd, POLLIN, 0}};
-    int n = poll(p, 2, until > now ? (int)(until - now) : 0);
+    int n = poll(p, 2, pending ? 0 : until > now ? (int)(until - now) : 0);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
+    if (pending)
+        p[0].revents |= POLLIN; /* bytes OpenSSL already decrypted */
     if (p[1].revents) {
         uint64_t v;
         ssize_t r = read(c->evfd, &v, sizeof(v));
@@ -554,14 +596,21 @@ static int serve(rpc_client *c, int fd, uint64_t *last_rx, uint64_t *next_ping)
     }
     if (p[0].revents & POLLOUT) {
         pthread_mutex_lock(&c->mu);
-        rc = rpc__wq_flush(&c->wq, fd);
+        rc = rpc__wq_flush(&c->wq, &c->tp);
         pthread_mutex_unlock(&c->mu);
         if (rc)
             return rc;
     }
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
         for (int i = 0; i < 16; i++) {
-            long r = rpc__rbuf_read(&c->rb, fd);
+            long r;
+            if (c->tp.ssl) {
+                pthread_mutex_lock(&c->mu);
+                r = rpc__rbuf_read(&c->rb, &c->tp);
+                pthread_mutex_unlock(&c->mu);
+            } else {
+                r = rpc__rbuf_read(&c->rb, &c->tp);
+            }
             if (r == -EAGAIN)
                 break;
             if (r == 0)
@@ -587,13 +636,13 @@ static void *client_main(void *arg)
     rpc_client *c = arg;
     uint32_t attempt = 0;
     uint64_t next_try = 0, last_rx = 0, next_ping = 0;
-    int fd = -1;
+    int fd = -1; /* c->tp.fd while up, -1 while down */
 
     pthread_mutex_lock(&c->mu);
     while (!c->stopping) {
         if (fd >= 0) {
             pthread_mutex_unlock(&c->mu);
-            int rc = serve(c, fd, &last_rx, &next_ping);
+            int rc = serve(c, &last_rx, &next_ping);
             if (rc) {
                 go_down(c, rc);
                 fd = -1;
@@ -611,7 +660,8 @@ static void *client_main(void *arg)
         pthread_mutex_unlock(&c->mu);
         uint32_t peer_max = RPC_DEFAULT_MAX_FRAME;
         rpc_auth *auth = NULL;
-        int rc = dial(c, &fd, &auth, &peer_max);
+        rpc__tp tp = {.fd = -1, .ssl = NULL};
+        int rc = dial(c, &tp, &auth, &peer_max);
         pthread_mutex_lock(&c->mu);
         if (rc) {
             fd = -1;
@@ -623,7 +673,8 @@ static void *client_main(void *arg)
             pthread_cond_broadcast(&c->state_cv);
             continue;
         }
-        c->fd = fd;
+        c->tp = tp;
+        fd = tp.fd;
         c->auth = auth;
         c->up = 1;
         c->last_err = 0;
@@ -655,6 +706,27 @@ static void *client_main(void *arg)
 
 /* ---- lifecycle ---- */
 
+/* The HOST of "tcp:HOST:PORT" (brackets of [IPv6] dropped); "" for unix:. */
+static int addr_host(const char *addr, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (strncmp(addr, "tcp:", 4) != 0)
+        return 0;
+    const char *h = addr + 4, *colon = strrchr(h, ':');
+    if (!colon || colon == h)
+        return -EINVAL;
+    size_t n = (size_t)(colon - h);
+    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    if (n == 0 || n >= cap)
+        return -EINVAL;
+    memcpy(out, h, n);
+    out[n] = '\0';
+    return 0;
+}
+
 void rpc_client_config_init(rpc_client_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -679,6 +751,7 @@ static void client_free(rpc_client *c)
     free(c->worker_id);
     free(c->group);
     free(c->secret);
+    rpc__tls_destroy(c->tls);
     free(c);
 }
 
@@ -701,7 +774,7 @@ int rpc_client_create(const rpc_client_config *cfg, rpc_client **out)
         return -ENOMEM;
     pthread_mutex_init(&c->mu, NULL);
     cond_init_mono(&c->state_cv);
-    c->fd = -1;
+    c->tp.fd = -1;
     c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->cfg = *cfg;
     c->addr = strdup(cfg->addr);
@@ -717,6 +790,17 @@ int rpc_client_create(const rpc_client_config *cfg, rpc_client **out)
         goto out_free;
     }
     memcpy(c->secret, cfg->secret, cfg->secret_len);
+    c->cfg.tls_ca = c->cfg.tls_cert = c->cfg.tls_key = NULL; /* read now, not kept */
+    if ((cfg->tls_ca && *cfg->tls_ca) || (cfg->tls_cert && *cfg->tls_cert) ||
+        (cfg->tls_key && *cfg->tls_key)) {
+        char err[512];
+        rc = rpc__tls_client_create(cfg->tls_ca, cfg->tls_cert, cfg->tls_key, &c->tls, err,
+                                    sizeof(err));
+        if (!rc)
+            rc = addr_host(cfg->addr, c->host, sizeof(c->host));
+        if (rc)
+            goto out_free;
+    }
     c->cfg.addr = c->addr;
     c->cfg.worker_id = c->worker_id;
     c->cfg.group = c->group;

@@ -16,6 +16,7 @@
 
 #include "auth.h"
 #include "frame.h"
+#include "tls.h"
 
 #define RPC__RBUF_INITIAL (16u << 10)
 #define RPC__DEFAULT_WQ (4u << 20)
@@ -36,8 +37,8 @@ typedef struct rpc__wq {
 int rpc__wq_push(rpc__wq *q, const rpc_frame *f, uint32_t peer_max, rpc_auth *seal);
 /* Append bytes already encoded (a handshake reply). Same errors. */
 int rpc__wq_push_raw(rpc__wq *q, const void *p, size_t n);
-/* Write until the socket would block. 0 (bytes may remain) or -errno. */
-int rpc__wq_flush(rpc__wq *q, int fd);
+/* Write until the transport would block. 0 (bytes may remain) or -errno. */
+int rpc__wq_flush(rpc__wq *q, rpc__tp *t);
 void rpc__wq_release(rpc__wq *q);
 
 typedef struct rpc__rbuf {
@@ -47,8 +48,8 @@ typedef struct rpc__rbuf {
     uint32_t max_frame;
 } rpc__rbuf;
 
-/* One recv into the free space. >0 bytes read, 0 at EOF, -EAGAIN, -errno. */
-long rpc__rbuf_read(rpc__rbuf *r, int fd);
+/* One read into the free space. >0 bytes read, 0 at EOF, -EAGAIN, -errno. */
+long rpc__rbuf_read(rpc__rbuf *r, rpc__tp *t);
 /* Decode the frame at *off. 0: OUT *f (a view into r), *off advanced past it.
  * -EAGAIN: incomplete. Anything else: malformed (rpc_decode's codes). */
 int rpc__rbuf_next(rpc__rbuf *r, size_t *off, rpc_frame *f);

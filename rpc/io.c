@@ -75,17 +75,14 @@ int rpc__wq_push_raw(rpc__wq *q, const void *p, size_t n)
     return 0;
 }
 
-int rpc__wq_flush(rpc__wq *q, int fd)
+int rpc__wq_flush(rpc__wq *q, rpc__tp *t)
 {
     while (q->len) {
-        ssize_t n = send(fd, q->buf + q->head, q->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            return -errno;
-        }
+        long n = rpc__tp_write(t, q->buf + q->head, q->len);
+        if (n == -EAGAIN)
+            return 0;
+        if (n < 0)
+            return (int)n;
         q->head += (size_t)n;
         q->len -= (size_t)n;
     }
@@ -108,7 +105,7 @@ void rpc__wq_release(rpc__wq *q)
 
 /* ---- read buffer ---- */
 
-long rpc__rbuf_read(rpc__rbuf *r, int fd)
+long rpc__rbuf_read(rpc__rbuf *r, rpc__tp *t)
 {
     if (!r->buf) {
         r->buf = malloc(RPC__RBUF_INITIAL);
@@ -118,15 +115,10 @@ long rpc__rbuf_read(rpc__rbuf *r, int fd)
     }
     if (r->len == r->cap)
         return -ENOBUFS; /* unreachable: consume makes room for the frame in progress */
-    for (;;) {
-        ssize_t n = recv(fd, r->buf + r->len, r->cap - r->len, MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return (errno == EWOULDBLOCK) ? -EAGAIN : -errno;
+    long n = rpc__tp_read(t, r->buf + r->len, r->cap - r->len);
+    if (n > 0)
         r->len += (size_t)n;
-        return (long)n;
-    }
+    return n;
 }
 
 int rpc__rbuf_next(rpc__rbuf *r, size_t *off, rpc_frame *f)

@@ -6,6 +6,18 @@
  * Addresses: "tcp:HOST:PORT" (HOST a name, an IPv4 address or [IPv6]; PORT 0
  * picks a free port, see rpc_server_port) or "unix:/path/to/socket".
  *
+ * TLS (optional, tcp: addresses only; tls.h): a server with tls_cert and
+ * tls_key speaks only TLS (1.2 at least, 1.3 preferred) on its listener, and
+ * with tls_ca as well requires a client certificate signed by that CA. A
+ * client with tls_ca speaks TLS to tcp: addresses and verifies the server's
+ * certificate against tls_ca and the HOST of the address; with tls_cert and
+ * tls_key it presents that certificate. A unix: address stays plain on the
+ * client (the socket file's permissions guard it), and a server refuses TLS
+ * settings on a unix: listener (-EINVAL) rather than serve plain text to a
+ * configuration that asked for TLS. The handshake below and the frame MAC
+ * run unchanged inside TLS; the TLS handshake counts against the same
+ * handshake deadline and pre-auth budget.
+ *
  * Session: a challenge-response handshake (auth.c; docs/rpc.md): HELLO
  * (who, which role, a nonce), CHALLENGE (the server's nonce), AUTH (the
  * client's HMAC proof of the secret), HELLO_OK (the server's proof), or ERROR
@@ -20,9 +32,9 @@
  *
  * Malformed input (see rpc_decode's errors) closes the connection at once and
  * is counted; a frame's announced length is checked against max_frame (1 KiB
- * until the handshake is done) before anything is allocated for it. Memory per connection is bounded: the read
- * buffer by max_frame, the write queue by max_write_queue (a peer that does
- * not read is disconnected when its queue would pass it).
+ * until the handshake is done) before anything is allocated for it. Memory per connection is
+ * bounded: the read buffer by max_frame, the write queue by max_write_queue (a peer that does not
+ * read is disconnected when its queue would pass it).
  *
  * Errors: 0 or a negative errno value, as everywhere in this project.
  * Threads: the server runs one event-loop thread, which calls every server
@@ -79,6 +91,10 @@ typedef struct rpc_server_config {
     uint32_t handshake_timeout_ms; /* from accept to an open connection */
     uint32_t auth_delay_ms;    /* a source's first wrong proof is answered this late, */
     uint32_t auth_delay_max_ms; /* doubling with each failure up to this */
+    /* TLS: PEM file paths, read at create; NULL or "" = plain TCP. */
+    const char *tls_cert; /* certificate chain; with tls_key turns TLS on */
+    const char *tls_key;  /* private key of tls_cert */
+    const char *tls_ca;   /* optional: require client certificates from this CA */
 } rpc_server_config;
 
 typedef struct rpc_server_stats {
@@ -95,6 +111,7 @@ typedef struct rpc_server_stats {
     uint64_t handshake_timeouts; /* closed for not finishing the handshake in time */
     uint64_t evicted;       /* handshakes closed to make room (max_unauth) */
     uint64_t throttled;     /* CHALLENGEs held back for a source that failed before */
+    uint64_t tls_failed;    /* TLS handshakes that failed (not TLS, refused certificate) */
 } rpc_server_stats;
 
 /* Defaults: max_frame RPC_DEFAULT_MAX_FRAME, 4 MiB write queue, heartbeat
@@ -105,7 +122,8 @@ void rpc_server_config_init(rpc_server_config *cfg);
 
 /* Bind and listen (so rpc_server_port works at once); no thread yet.
  * A stale Unix socket file at the path is replaced; one a live server
- * answers on gives -EADDRINUSE. OUT: *out. */
+ * answers on gives -EADDRINUSE. -EINVAL for TLS files that do not load (see
+ * rpc_tls_check for the reason) or TLS on a unix: address. OUT: *out. */
 int rpc_server_create(const rpc_server_config *cfg, rpc_server **out);
 /* Start the event-loop thread. -EALREADY when started before. */
 int rpc_server_start(rpc_server *s);
@@ -161,6 +179,10 @@ typedef struct rpc_client_config {
     uint32_t heartbeat_misses;   /* silent intervals before the client reconnects */
     uint32_t backoff_min_ms;     /* first reconnect delay */
     uint32_t backoff_max_ms;     /* delay cap; each failure doubles, jittered to [d/2, d] */
+    /* TLS to tcp: addresses: PEM file paths, read at create; NULL or "" = plain. */
+    const char *tls_ca;   /* trust anchors for the server's certificate; turns TLS on */
+    const char *tls_cert; /* optional client certificate ... */
+    const char *tls_key;  /* ... and its key (both or neither) */
 } rpc_client_config;
 
 typedef struct rpc_client_stats {
@@ -178,13 +200,15 @@ void rpc_client_config_init(rpc_client_config *cfg);
 
 /* Start the I/O thread, which connects, handshakes and from then on keeps the
  * connection up, reconnecting with backoff after any failure or disconnect.
- * It returns without waiting: see rpc_client_wait_ready. OUT: *out. */
+ * It returns without waiting: see rpc_client_wait_ready. -EINVAL for TLS
+ * files that do not load (rpc_tls_check says why). OUT: *out. */
 int rpc_client_create(const rpc_client_config *cfg, rpc_client **out);
 /* Fail pending calls with -ESHUTDOWN, join the thread, free. NULL is a no-op. */
 void rpc_client_destroy(rpc_client *c);
 /* Wait up to timeout_ms for the handshake to be done. 0 when connected;
  * else -EACCES when the server refused the last handshake (or failed to
- * prove it knows the secret), or -ETIMEDOUT. */
+ * prove it knows the secret; with TLS also: its certificate failed
+ * verification, or it refused ours), or -ETIMEDOUT. */
 int rpc_client_wait_ready(rpc_client *c, uint32_t timeout_ms);
 /* 1 when connected and authenticated now. */
 int rpc_client_connected(rpc_client *c);
@@ -209,5 +233,15 @@ int rpc_client_queue(rpc_client *c, const rpc_frame *f);
  * socket error (the connection then goes down and reconnects). */
 int rpc_client_flush(rpc_client *c);
 void rpc_client_get_stats(rpc_client *c, rpc_client_stats *out);
+
+/* ---- configuration check ---- */
+
+/* Load the TLS files of a server (server = 1: cert and key required, ca
+ * optional) or a client (ca required, cert and key both or neither) the way
+ * create will, to report a bad setting at start. All NULL or "": plain, 0.
+ * -EINVAL with a message naming the key ("[rpc] tls_key: ... does not match
+ * the certificate in tls_cert") in err; -ENOMEM. */
+int rpc_tls_check(int server, const char *cert, const char *key, const char *ca, char *err,
+                  size_t errlen);
 
 #endif

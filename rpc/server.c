@@ -34,11 +34,23 @@
  * one per delay, so parallel connections do not multiply the guesses. The
  * table of sources is bounded (the least recently failed is forgotten).
  *
+ * TLS (a server with tls_cert and tls_key; tls.h): a connection starts in a
+ * TLS handshake, stepped by rpc__tls_handshake on the loop thread, its epoll
+ * interest set to what OpenSSL waits for (EPOLLOUT only while it wants to
+ * write); nothing of the rpc handshake is read before it is done. It runs
+ * while the connection is in the pre-auth list, under the same handshake
+ * deadline and eviction as the rest of the handshake, so slow or stalled TLS
+ * handshakes hold a slot no longer than silent plain ones and cannot keep a
+ * real worker out. A record can carry more than the read buffer takes: the
+ * rest waits inside OpenSSL where epoll cannot see it, so such a connection
+ * is marked `more` and read again before the loop sleeps.
+ *
  * Threads: the loop owns the connection list, the read buffers and every
  * close. Other threads touch a connection only through rpc_conn_send (under
- * the connection's lock, which guards fd, write queue, `closed` and the
- * EPOLLOUT arming) and through `doom`, an atomic close request the loop picks
- * up after an eventfd wake-up. A connection's memory lives until its last
+ * the connection's lock, which guards the transport, write queue, `closed`
+ * and the EPOLLOUT arming; with TLS the loop reads under it too, since an
+ * SSL object takes one thread at a time) and through `doom`, an atomic close
+ * request the loop picks up after an eventfd wake-up. A connection's memory lives until its last
  * reference is dropped: the loop holds one while it is open.
  */
 #include "rpc.h"
@@ -79,8 +91,8 @@ typedef struct throttle_slot {
 } throttle_slot;
 
 struct rpc_conn {
-    pthread_mutex_t lock; /* guards fd, closed, out_armed, wq, peer_max, authed_send */
-    int fd;
+    pthread_mutex_t lock; /* guards tp, closed, out_armed, wq, peer_max, authed_send */
+    rpc__tp tp;           /* the socket, and its SSL with TLS */
     int closed;
     int authed_send; /* the session is up: every frame queued from now on is sealed */
     int out_armed;
@@ -98,6 +110,8 @@ struct rpc_conn {
 
     /* loop thread only */
     rpc__rbuf rb;
+    int tls_hs; /* the TLS handshake is not done yet */
+    int more;   /* decrypted bytes wait inside OpenSSL: read again soon */
     int authed;
     int draining;
     int shut;
@@ -132,9 +146,11 @@ struct rpc_server {
     rpc_conn *unauth_head, *unauth_tail; /* loop thread only: newest .. oldest */
     uint32_t nunauth, nauthed;           /* loop thread only */
     throttle_slot throttle[THROTTLE_SLOTS]; /* loop thread only */
+    rpc__tls *tls;                          /* NULL: plain */
+    uint32_t nmore;                         /* loop thread only: connections with `more` */
 
     _Atomic uint64_t accepted, auth_ok, auth_failed, malformed, overflowed, timed_out, refused,
-        frames_in, open, mac_failed, hs_timed_out, evicted, throttled;
+        frames_in, open, mac_failed, hs_timed_out, evicted, throttled, tls_failed;
 };
 
 #define STAT_INC(s, f) atomic_fetch_add_explicit(&(s)->f, 1, memory_order_relaxed)
@@ -200,14 +216,14 @@ static int send_locked(rpc_conn *c, const rpc_frame *f)
     }
     if (rc)
         return rc;
-    rc = rpc__wq_flush(&c->wq, c->fd);
+    rc = rpc__wq_flush(&c->wq, &c->tp);
     if (rc) {
         doom(c, rc);
         return rc;
     }
     if (c->wq.len && !c->out_armed) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-        if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->tp.fd, &ev) == 0)
             c->out_armed = 1;
     }
     return 0;
@@ -262,9 +278,8 @@ static void conn_close(rpc_server *s, rpc_conn *c, int reason)
         return;
     }
     c->closed = 1;
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    c->fd = -1;
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->tp.fd, NULL);
+    rpc__tp_close(&c->tp);
     rpc__wq_release(&c->wq);
     pthread_mutex_unlock(&c->lock);
     rpc__rbuf_release(&c->rb);
@@ -279,6 +294,9 @@ static void conn_close(rpc_server *s, rpc_conn *c, int reason)
     atomic_fetch_sub(&s->open, 1);
     if (c->authed)
         s->nauthed--;
+    if (c->more)
+        s->nmore--;
+    c->more = 0;
     unauth_unlink(s, c);
 
     if (c->authed && s->cfg.handlers.on_close)
@@ -292,7 +310,8 @@ static void conn_close(rpc_server *s, rpc_conn *c, int reason)
 static void maybe_shut(rpc_conn *c)
 {
     if (c->draining && !c->shut && !c->held_len && c->wq.len == 0) {
-        shutdown(c->fd, SHUT_WR);
+        rpc__tp_shutdown(&c->tp);
+        shutdown(c->tp.fd, SHUT_WR);
         c->shut = 1;
     }
 }
@@ -301,10 +320,10 @@ static void maybe_shut(rpc_conn *c)
 static void send_raw(rpc_conn *c, const void *p, size_t n)
 {
     pthread_mutex_lock(&c->lock);
-    if (rpc__wq_push_raw(&c->wq, p, n) == 0 && rpc__wq_flush(&c->wq, c->fd) == 0 && c->wq.len &&
+    if (rpc__wq_push_raw(&c->wq, p, n) == 0 && rpc__wq_flush(&c->wq, &c->tp) == 0 && c->wq.len &&
         !c->out_armed) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-        if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->tp.fd, &ev) == 0)
             c->out_armed = 1;
     }
     maybe_shut(c);
@@ -542,16 +561,71 @@ static int dispatch(rpc_server *s, rpc_conn *c, uint64_t now)
     return rpc__rbuf_consume(&c->rb, off);
 }
 
+/* One step of the TLS handshake; epoll then waits for what OpenSSL waits
+ * for. Returns 0, or the reason c must be closed. */
+static int tls_step(rpc_server *s, rpc_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int rc = rpc__tls_handshake(&c->tp);
+    if (rc >= 0) {
+        int want_out = rc == RPC__TLS_WANT_WRITE;
+        if (rc == RPC__TLS_DONE)
+            c->tls_hs = 0;
+        if (want_out != c->out_armed) {
+            struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+            if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->tp.fd, &ev) == 0)
+                c->out_armed = want_out;
+        }
+        rc = 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (rc)
+        STAT_INC(s, tls_failed);
+    return rc;
+}
+
+/* Read once; with TLS under the lock that serializes the SSL object. */
+static long conn_read(rpc_conn *c)
+{
+    if (!c->tp.ssl)
+        return rpc__rbuf_read(&c->rb, &c->tp);
+    pthread_mutex_lock(&c->lock);
+    long n = rpc__rbuf_read(&c->rb, &c->tp);
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+/* Decrypted bytes wait inside OpenSSL (never for a plain socket). */
+static int conn_pending(rpc_conn *c)
+{
+    if (!c->tp.ssl)
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    int p = rpc__tp_pending(&c->tp);
+    pthread_mutex_unlock(&c->lock);
+    return p;
+}
+
 static void conn_event(rpc_server *s, rpc_conn *c, uint32_t events, uint64_t now)
 {
     int rc = 0;
 
+    if (c->tls_hs) {
+        if (events & EPOLLIN)
+            c->last_rx = now;
+        rc = tls_step(s, c);
+        if (rc)
+            goto out_close;
+        if (c->tls_hs)
+            return;
+        events = EPOLLIN; /* the first rpc bytes may have come with the last TLS ones */
+    }
     if (events & EPOLLOUT) {
         pthread_mutex_lock(&c->lock);
-        rc = rpc__wq_flush(&c->wq, c->fd);
+        rc = rpc__wq_flush(&c->wq, &c->tp);
         if (!rc && !c->wq.len && c->out_armed) {
             struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-            epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+            epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->tp.fd, &ev);
             c->out_armed = 0;
         }
         if (!rc)
@@ -562,7 +636,7 @@ static void conn_event(rpc_server *s, rpc_conn *c, uint32_t events, uint64_t now
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         for (int i = 0; i < READS_PER_EVENT; i++) {
-            long n = rpc__rbuf_read(&c->rb, c->fd);
+            long n = conn_read(c);
             if (n == -EAGAIN)
                 break;
             if (n <= 0) {
@@ -575,6 +649,10 @@ static void conn_event(rpc_server *s, rpc_conn *c, uint32_t events, uint64_t now
                 goto out_close;
             if (atomic_load(&c->doom))
                 break;
+        }
+        if (!c->more && !c->draining && conn_pending(c)) {
+            c->more = 1;
+            s->nmore++;
         }
     }
     return;
@@ -619,7 +697,7 @@ static void accept_all(rpc_server *s, uint64_t now)
             continue;
         }
         pthread_mutex_init(&c->lock, NULL);
-        c->fd = fd;
+        c->tp.fd = fd;
         c->srv = s;
         c->peer_max = RPC_DEFAULT_MAX_FRAME;
         c->wq.limit = s->cfg.max_write_queue;
@@ -632,9 +710,14 @@ static void accept_all(rpc_server *s, uint64_t now)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         }
+        if (s->tls) {
+            c->tls_hs = 1;
+            if (rpc__tls_attach(s->tls, &c->tp, NULL) != 0)
+                c->tp.ssl = NULL;
+        }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            close(fd);
+        if ((s->tls && !c->tp.ssl) || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            rpc__tp_close(&c->tp);
             pthread_mutex_destroy(&c->lock);
             rpc_auth_destroy(c->auth);
             free(c);
@@ -710,7 +793,7 @@ static void *loop_main(void *arg)
     if (tick > 50)
         tick = 50; /* held handshake replies and deadlines are due to the tick */
     while (!atomic_load(&s->stopping)) {
-        int n = epoll_wait(s->epfd, evs, 64, tick);
+        int n = epoll_wait(s->epfd, evs, 64, s->nmore ? 0 : tick);
         uint64_t now = rpc__now_ms();
         int woken = 0;
 
@@ -725,6 +808,17 @@ static void *loop_main(void *arg)
                 woken = 1;
             } else {
                 conn_event(s, p, evs[i].events, now);
+            }
+        }
+        if (s->nmore) {
+            rpc_conn *next;
+            for (rpc_conn *c = s->conns; c; c = next) {
+                next = c->next;
+                if (!c->more)
+                    continue;
+                c->more = 0;
+                s->nmore--;
+                conn_event(s, c, EPOLLIN, now);
             }
         }
         if (woken || now >= next_sweep) {
@@ -816,6 +910,10 @@ int rpc_server_create(const rpc_server_config *cfg, rpc_server **out)
         cfg->max_unauth == 0 || cfg->handshake_timeout_ms == 0 ||
         cfg->auth_delay_max_ms < cfg->auth_delay_ms)
         return -EINVAL;
+    int tls = (cfg->tls_cert && *cfg->tls_cert) || (cfg->tls_key && *cfg->tls_key) ||
+              (cfg->tls_ca && *cfg->tls_ca);
+    if (tls && strncmp(cfg->listen, "tcp:", 4) != 0)
+        return -EINVAL; /* TLS applies to tcp: listeners only */
 
     s = calloc(1, sizeof(*s));
     if (!s)
@@ -831,6 +929,14 @@ int rpc_server_create(const rpc_server_config *cfg, rpc_server **out)
     memcpy(s->secret, cfg->secret, cfg->secret_len);
     s->cfg.listen = s->listen;
     s->cfg.secret = s->secret;
+    s->cfg.tls_cert = s->cfg.tls_key = s->cfg.tls_ca = NULL; /* read now, not kept */
+    if (tls) {
+        char err[512];
+        rc = rpc__tls_server_create(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, &s->tls, err,
+                                    sizeof(err));
+        if (rc)
+            goto out_free;
+    }
 
     rc = listen_on(s);
     if (rc)
@@ -898,6 +1004,7 @@ void rpc_server_destroy(rpc_server *s)
     free(s->unix_path);
     free(s->listen);
     free(s->secret);
+    rpc__tls_destroy(s->tls);
     free(s);
 }
 
@@ -925,4 +1032,5 @@ void rpc_server_get_stats(const rpc_server *s, rpc_server_stats *out)
     out->handshake_timeouts = atomic_load(&m->hs_timed_out);
     out->evicted = atomic_load(&m->evicted);
     out->throttled = atomic_load(&m->throttled);
+    out->tls_failed = atomic_load(&m->tls_failed);
 }

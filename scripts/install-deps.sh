@@ -7,8 +7,9 @@ set -eu
 PKGS="build-essential cmake pkg-config libmicrohttpd-dev libhiredis-dev uuid-dev libjansson-dev \
 libinih-dev libcmocka-dev redis-server wrk curl iproute2 gnuplot-nox python3 $*"
 missing=""
-# OpenSSL's libcrypto: HMAC-SHA256 and nonces of the rpc/ handshake and frame MAC
-PKGS="$PKGS libssl-dev"
+# OpenSSL's libcrypto: HMAC-SHA256 and nonces of the rpc/ handshake and frame MAC;
+# libssl: optional TLS on rpc/; the openssl command makes the tests' throwaway CA
+PKGS="$PKGS libssl-dev openssl"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

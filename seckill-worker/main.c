@@ -227,9 +227,15 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
 {
     sk_remote *remote = NULL;
     sk_remote_config rcfg = {.gateways = (const char *const *)c->rpc_gateways,
-                             .ngateways = c->nrpc_gateways, .secret = c->rpc_secret,
-                             .worker_id = id, .group = SK_ORDER_GROUP, .topic = SK_ORDER_TOPIC,
-                             .role = RPC_ROLE_ORDERS};
+                             .ngateways = c->nrpc_gateways,
+                             .secret = c->rpc_secret,
+                             .worker_id = id,
+                             .group = SK_ORDER_GROUP,
+                             .topic = SK_ORDER_TOPIC,
+                             .role = RPC_ROLE_ORDERS,
+                             .tls_ca = c->rpc_tls_ca,
+                             .tls_cert = c->rpc_tls_cert,
+                             .tls_key = c->rpc_tls_key};
     void **h = calloc(c->nrpc_gateways, sizeof *h);
     sk_sink *s = NULL;
     int rc = h ? sk_remote_create(&rcfg, &remote) : -ENOMEM;
@@ -407,6 +413,14 @@ int main(int argc, char **argv)
         return EX_CONFIG;
     }
 
+    /* TLS files matter where rpc/ is used: not to the order sink fed from Redis */
+    if ((!strcmp(role, "seckill") || memory_orders) &&
+        rpc_tls_check(0, c.rpc_tls_cert, c.rpc_tls_key, c.rpc_tls_ca, err, sizeof err) < 0) {
+        fprintf(stderr, "seckill-worker: %s: %s\n", config_path, err);
+        cfg_release(&c);
+        return EX_CONFIG;
+    }
+
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -450,9 +464,16 @@ int main(int argc, char **argv)
     sk_remote *remote = NULL;
     discovery disc = {0};
     sk_remote_config rcfg = {.gateways = (const char *const *)c.rpc_gateways,
-                             .ngateways = c.nrpc_gateways, .discover = !c.nrpc_gateways,
-                             .secret = c.rpc_secret, .worker_id = id, .group = SK_GROUP,
-                             .topic = SK_REQUEST_TOPIC, .role = RPC_ROLE_PURCHASE};
+                             .ngateways = c.nrpc_gateways,
+                             .discover = !c.nrpc_gateways,
+                             .secret = c.rpc_secret,
+                             .worker_id = id,
+                             .group = SK_GROUP,
+                             .topic = SK_REQUEST_TOPIC,
+                             .role = RPC_ROLE_PURCHASE,
+                             .tls_ca = c.rpc_tls_ca,
+                             .tls_cert = c.rpc_tls_cert,
+                             .tls_key = c.rpc_tls_key};
     rc = sk_remote_create(&rcfg, &remote);
     if (rc == 0 && rcfg.discover)
         rc = sk_registry_create(c.redis_host, c.redis_port, c.redis_timeout_ms, &disc.reg);

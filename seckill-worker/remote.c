@@ -68,6 +68,9 @@ static rpc_client *connect_to(sk_remote *r, const char *addr, const char *id)
     cc.role = r->cfg.role;
     cc.secret = r->cfg.secret;
     cc.secret_len = strlen(r->cfg.secret);
+    cc.tls_ca = r->cfg.tls_ca;
+    cc.tls_cert = r->cfg.tls_cert;
+    cc.tls_key = r->cfg.tls_key;
     if (rpc_client_create(&cc, &cli) < 0)
         return NULL;
     return cli;
@@ -412,7 +415,13 @@ int sk_remote_create(const sk_remote_config *cfg, sk_remote **out)
     r->cfg.worker_id = wid;
     r->cfg.group = group;
     r->cfg.topic = topic;
-    if (!secret || !wid || !group || !topic)
+    char *ca = strdup(cfg->tls_ca ? cfg->tls_ca : ""),
+         *crt = strdup(cfg->tls_cert ? cfg->tls_cert : ""),
+         *key = strdup(cfg->tls_key ? cfg->tls_key : "");
+    r->cfg.tls_ca = ca;
+    r->cfg.tls_cert = crt;
+    r->cfg.tls_key = key;
+    if (!secret || !wid || !group || !topic || !ca || !crt || !key)
         goto out_fail;
     for (size_t i = 0; i < cfg->ngateways; i++)
         if (add_gateway(r, cfg->gateways[i]) < 0)
@@ -437,5 +446,8 @@ void sk_remote_destroy(sk_remote *r)
     free((char *)r->cfg.worker_id);
     free((char *)r->cfg.group);
     free((char *)r->cfg.topic);
+    free((char *)r->cfg.tls_ca);
+    free((char *)r->cfg.tls_cert);
+    free((char *)r->cfg.tls_key);
     free(r);
 }

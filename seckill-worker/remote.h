@@ -39,6 +39,12 @@ typedef struct sk_remote_config {
     const char *group;     /* consumer group, SK_GROUP for deciding workers */
     uint32_t role;         /* RPC_ROLE_PURCHASE (deciding workers) or RPC_ROLE_ORDERS (the sink) */
     const char *topic;     /* topic to consume, SK_REQUEST_TOPIC */
+    /* TLS to tcp: gateways (PEM paths, copied; NULL or "" = plain): tls_ca
+     * turns it on and verifies each gateway's certificate; tls_cert and
+     * tls_key are the client certificate for gateways that ask for one. */
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
 } sk_remote_config;
 
 /* Copies cfg. OUT: *out. Connections are made by the source's open(). */

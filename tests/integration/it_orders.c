@@ -8,6 +8,7 @@
  * gateway and start it again on the same data_dir: stock, order states and
  * the buyers' orders are as before; sell out the rest (never more than the
  * stock); SIGKILL the sink on the way: it stores every order event once.
+ * The sink reads the order topic over mutual TLS as well.
  *
  * argv: seckill-gateway, seckill-worker.
  */
@@ -267,6 +268,60 @@ static void test_orders_survive_restart_async(void **state)
     survive_restart("async", "sync");
 }
 
+/* The order sink reads the order topic over mutual TLS: the gateway serves
+ * TLS and asks for a client certificate from the test CA, the sink verifies
+ * the gateway against that CA and presents its certificate (the same file as
+ * the gateway's here: valid for clients too). Every order reaches it. */
+static void test_orders_sink_over_tls(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/seckill-ito-XXXXXX", ini[1400], wtext[1600], wini_path[128];
+    char sink_path[128], cmd[256], o[3][40];
+    gw_proc gw;
+    pid_t sink;
+    int rpc_port = free_port();
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "sh %s/tests/gen_test_certs.sh %s/certs", SOURCE_DIR, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(ini, sizeof ini,
+             "[gateway]\nwait_timeout_ms = 5000\n[token_bucket]\nrate = 0\n"
+             "[queue]\ndata_dir = %s/data\n"
+             "[rpc]\nlisten = tcp:127.0.0.1:%d\nsecret = " SECRET "\n"
+             "tls_cert = %s/certs/server.crt\ntls_key = %s/certs/server.key\n"
+             "tls_ca = %s/certs/ca.crt\n"
+             "[item.demo]\nstock = %d\n",
+             dir, rpc_port, dir, dir, dir, STOCK);
+    assert_int_equal(gw_proc_start(&gw, gateway_bin, ini), 0);
+    wait_ready(gw.port);
+    snprintf(wtext, sizeof wtext, "%s[rpc]\ngateways = tcp:127.0.0.1:%d\n", ini, rpc_port);
+    snprintf(wini_path, sizeof wini_path, "%s/worker.ini", dir);
+    write_text(wini_path, wtext);
+    snprintf(sink_path, sizeof sink_path, "%s/orders.jsonl", dir);
+    const char *sargv[] = {worker_bin, "-c",       wini_path, "--role",  "orders",
+                           "--id",     "sink-tls", "--out",   sink_path, NULL};
+    assert_int_equal(proc_spawn(sargv, "role=orders", &sink), 0);
+
+    for (int i = 0; i < 3; i++) {
+        char user[24];
+        snprintf(user, sizeof user, "tls-%d", i);
+        assert_int_equal(buy(gw.port, user, o[i]), 200);
+    }
+    int counts[3];
+    char ids[16][40];
+    sink_counts(sink_path, 3, counts, ids, 16);
+    assert_int_equal(counts[0], 3);
+    for (int k = 0; k < 3; k++) {
+        int found = 0;
+        for (int i = 0; i < counts[0]; i++)
+            found |= !strcmp(ids[i], o[k]);
+        assert_true(found);
+    }
+    assert_int_equal(proc_stop(sink, SIGTERM), 0);
+    assert_int_equal(gw_proc_stop(&gw), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static rpc_client *role_client(int rpc_port, const char *group, uint32_t role)
 {
     char addr[64];
@@ -411,6 +466,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_orders_survive_restart),
         cmocka_unit_test(test_orders_survive_restart_async),
+        cmocka_unit_test(test_orders_sink_over_tls),
         cmocka_unit_test(test_order_topic_not_writable),
         cmocka_unit_test(test_data_dir_locked),
         cmocka_unit_test(test_redis_unreachable_at_start),

@@ -2,7 +2,8 @@
  * it_workers.c - gateways and seckill-worker processes over rpc/, stock in a
  * real redis-server, orders in the order sink; faults injected for real
  * (SIGKILL of a worker, a Redis restart); workers that find their gateways
- * in the Redis registry as they come and go.
+ * in the Redis registry as they come and go; a sale over mutual TLS, and
+ * bad TLS files refused at start.
  *
  * argv: seckill-gateway, seckill-worker.
  */
@@ -1044,6 +1045,111 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ---- TLS ---- */
+
+/* A sale over mutual TLS: the gateway serves TLS with its certificate and
+ * requires client certificates from the test CA; the workers verify it
+ * against that CA and present theirs (one file for both, as a shared config
+ * would have it: the test's server certificate is valid for clients too). A
+ * plain rpc client gets nowhere on the TLS port, and the secret still
+ * matters inside TLS. Bad TLS files stop either program at start with 78. */
+static void test_rpc_tls_sale(void **state)
+{
+    (void)state;
+    cluster cl;
+    char certs[96], cmd[256], extra[640];
+    snprintf(certs, sizeof certs, "/tmp/seckill-itw-certs.%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "sh %s/tests/gen_test_certs.sh %s", SOURCE_DIR, certs);
+    assert_int_equal(system(cmd), 0);
+    snprintf(extra, sizeof extra,
+             "[rpc]\ntls_cert = %s/server.crt\ntls_key = %s/server.key\ntls_ca = %s/ca.crt\n",
+             certs, certs, certs);
+    cluster_start(&cl, 1, 2, 40, extra);
+    int port = cl.gw[0].port;
+
+    /* 60 buyers one after another, stock 40: exactly 40 sold, 20 sold out */
+    int ok = 0, sold_out = 0;
+    for (int u = 0; u < 60; u++) {
+        http_resp r;
+        char body[96];
+        snprintf(body, sizeof body, "{\"user_id\":\"tls-%d\",\"item_id\":\"demo\"}", u);
+        assert_int_equal(http_buy(port, body, &r), 0);
+        if (r.status == 200)
+            ok++;
+        else if (r.status == 409)
+            sold_out++;
+        else
+            fail_msg("user tls-%d: %d %s", u, r.status, r.body);
+    }
+    assert_int_equal(ok, 40);
+    assert_int_equal(sold_out, 20);
+    assert_int_equal(http_stock_left(port, "demo"), 0);
+    assert_int_equal(metric(port, "seckill_rpc_tls_failures_total"), 0);
+    assert_int_equal(metric(port, "seckill_rpc_auth_failures_total"), 0);
+
+    char addr[64], ca[128], crt[128], key[128];
+    snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", cl.gw[0].rpc_port);
+    snprintf(ca, sizeof ca, "%s/ca.crt", certs);
+    snprintf(crt, sizeof crt, "%s/client.crt", certs);
+    snprintf(key, sizeof key, "%s/client.key", certs);
+    rpc_client_config cc;
+    rpc_client *c = NULL;
+    rpc_client_config_init(&cc);
+    cc.addr = addr;
+    cc.worker_id = "tester";
+    cc.group = "seckill";
+    cc.role = RPC_ROLE_PURCHASE;
+    cc.secret = SECRET;
+    cc.secret_len = strlen(SECRET);
+    assert_int_equal(rpc_client_create(&cc, &c), 0); /* plain */
+    assert_true(rpc_client_wait_ready(c, 1000) != 0);
+    rpc_client_destroy(c);
+    assert_true(metric(port, "seckill_rpc_tls_failures_total") >= 1);
+    cc.tls_ca = ca; /* TLS, but no client certificate */
+    assert_int_equal(rpc_client_create(&cc, &c), 0);
+    assert_int_equal(rpc_client_wait_ready(c, 2000), -EACCES);
+    rpc_client_destroy(c);
+    cc.tls_cert = crt;
+    cc.tls_key = key;
+    cc.secret = "not-the-secret"; /* the certificate alone is not enough */
+    cc.secret_len = strlen(cc.secret);
+    assert_int_equal(rpc_client_create(&cc, &c), 0);
+    assert_int_equal(rpc_client_wait_ready(c, 2000), -EACCES);
+    rpc_client_destroy(c);
+    assert_true(metric(port, "seckill_rpc_auth_failures_total") >= 1);
+    cc.secret = SECRET;
+    cc.secret_len = strlen(SECRET);
+    assert_int_equal(rpc_client_create(&cc, &c), 0);
+    assert_int_equal(rpc_client_wait_ready(c, 2000), 0);
+    rpc_client_destroy(c);
+    cluster_stop(&cl);
+
+    /* a key that does not match its certificate, a CA file that is not
+     * there: configuration errors naming the key, exit 78 */
+    char ini[1024], path[160], out[512], err[1024];
+    snprintf(path, sizeof path, "%s/bad.ini", certs);
+    snprintf(ini, sizeof ini,
+             "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = " SECRET "\n"
+             "tls_cert = %s/server.crt\ntls_key = %s/client.key\n[item.demo]\nstock = 1\n",
+             certs, certs);
+    write_text(path, ini);
+    const char *gargv[] = {gateway_bin, "-c", path, "--check-config", NULL};
+    assert_int_equal(run_capture(gargv, out, sizeof out, err, sizeof err), 78);
+    assert_non_null(strstr(err, "[rpc] tls_key"));
+    assert_non_null(strstr(err, "does not match"));
+    snprintf(ini, sizeof ini,
+             "[worker]\ninventory = redis\n[rpc]\nsecret = " SECRET "\n"
+             "gateways = tcp:127.0.0.1:1\ntls_ca = %s/no-such-ca.crt\n[item.demo]\nstock = 1\n",
+             certs);
+    write_text(path, ini);
+    const char *wargv[] = {worker_bin, "-c", path, NULL};
+    assert_int_equal(run_capture(wargv, out, sizeof out, err, sizeof err), 78);
+    assert_non_null(strstr(err, "[rpc] tls_ca"));
+    assert_non_null(strstr(err, "No such file"));
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", certs);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -1069,6 +1175,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_redis_restart, teardown),
         cmocka_unit_test_teardown(test_redis_paused_answers_are_true, teardown),
         cmocka_unit_test_teardown(test_registry_discovery, teardown),
+        cmocka_unit_test_teardown(test_rpc_tls_sale, teardown),
     };
     return cmocka_run_group_tests_name("integration.workers", tests, NULL, NULL);
 }

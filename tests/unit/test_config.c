@@ -111,6 +111,9 @@ static void test_shipped_config(void **state)
     assert_string_equal(c.worker_inventory, "memory");
     assert_int_equal(c.rpc_registry_ttl_ms, 3000);
     assert_int_equal(c.rpc_handshake_timeout_ms, 2000);
+    assert_string_equal(c.rpc_tls_cert, ""); /* plain TCP unless asked */
+    assert_string_equal(c.rpc_tls_key, "");
+    assert_string_equal(c.rpc_tls_ca, "");
     assert_int_equal(c.nblocklist, 0);
     assert_int_equal(c.nitems, 1);
     const cfg_item *it = cfg_find_item(&c, "demo");
@@ -237,7 +240,10 @@ static void test_values(void **state)
                         "[item.a]\n" /* a section may be reopened */
                         "per_user_limit = 2\n"
                         "[rpc]\n"
-                        "handshake_timeout_ms = 60000\n");
+                        "handshake_timeout_ms = 60000\n"
+                        "tls_cert = /etc/seckill/gw.crt\n"
+                        "tls_key = /etc/seckill/gw.key\n"
+                        "tls_ca = /etc/seckill/ca.crt\n");
     if (cfg_load(&c, t->path, err, sizeof err) != 0)
         fail_msg("%s", err);
     assert_string_equal(c.listen_host, "0.0.0.0");
@@ -254,6 +260,9 @@ static void test_values(void **state)
     assert_int_equal(cfg_worker_threads(&c), 256);
     assert_int_equal(c.rpc_registry_ttl_ms, 600000);
     assert_int_equal(c.rpc_handshake_timeout_ms, 60000);
+    assert_string_equal(c.rpc_tls_cert, "/etc/seckill/gw.crt");
+    assert_string_equal(c.rpc_tls_key, "/etc/seckill/gw.key");
+    assert_string_equal(c.rpc_tls_ca, "/etc/seckill/ca.crt");
     assert_int_equal(c.nitems, 2);
     const cfg_item *a = cfg_find_item(&c, "a"), *b = cfg_find_item(&c, "b-2");
     assert_non_null(a);
@@ -358,8 +367,10 @@ static const bad bads[] = {
      "PATH:4: [gateway] listen: expected HOST:PORT"},
     {"short gateway_id", ITEM "[gateway]\ngateway_id = 1234\n",
      "PATH:4: [gateway] gateway_id: expected a UUID (36 characters) or nothing"},
-    {"park", ITEM "[gateway]\npark = fibers\n", "PATH:4: [gateway] park: expected 'thread' or 'event'"},
-    {"http_io", ITEM "[gateway]\nhttp_io = select\n", "PATH:4: [gateway] http_io: expected 'poll' or 'epoll'"},
+    {"park", ITEM "[gateway]\npark = fibers\n",
+     "PATH:4: [gateway] park: expected 'thread' or 'event'"},
+    {"http_io", ITEM "[gateway]\nhttp_io = select\n",
+     "PATH:4: [gateway] http_io: expected 'poll' or 'epoll'"},
     {"embedded not a bool", ITEM "[worker]\nembedded = maybe\n",
      "PATH:4: [worker] embedded: expected true or false"},
     {"inventory", ITEM "[worker]\ninventory = disk\n",
@@ -378,6 +389,18 @@ static const bad bads[] = {
      "PATH:4: [rpc] registry_ttl_ms: expected an integer from 300 to 600000"},
     {"rpc without secret", ITEM "[rpc]\nlisten = tcp:127.0.0.1:7000\n",
      "PATH: [rpc] secret is required when RPC is used"},
+    {"rpc tls_cert without tls_key", ITEM "[rpc]\ntls_cert = /etc/gw.crt\n",
+     "PATH: [rpc] tls_key is required with tls_cert"},
+    {"rpc tls_key without tls_cert", ITEM "[rpc]\ntls_key = /etc/gw.key\ntls_ca = /etc/ca.crt\n",
+     "PATH: [rpc] tls_cert is required with tls_key"},
+    {"rpc tls on a unix listener",
+     ITEM "[rpc]\nlisten = unix:/tmp/gw.sock\nsecret = 12345678\ntls_cert = a\ntls_key = b\n",
+     "PATH: [rpc] tls_cert: TLS applies to tcp: addresses; listen = unix:/tmp/gw.sock is a Unix "
+     "socket (guarded by its file permissions): drop the tls_ keys or listen on tcp:"},
+    {"rpc tls_ca alone on a gateway",
+     ITEM "[rpc]\nlisten = tcp:127.0.0.1:7000\nsecret = 12345678\ntls_ca = /etc/ca.crt\n",
+     "PATH: [rpc] tls_ca: a gateway with listen serves TLS only with tls_cert and tls_key; set "
+     "them too"},
     {"redis port", ITEM "[redis]\nport = 0\n",
      "PATH:4: [redis] port: expected an integer from 1 to 65535"},
     {"redis unknown", ITEM "[redis]\npassword = x\n", "PATH:4: [redis] unknown key 'password'"},

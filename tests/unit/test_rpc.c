@@ -21,6 +21,15 @@
  * and from another thread), oversized and corrupt frames from a raw socket,
  * a peer that does not read, reconnect after a server restart, heartbeats in
  * both directions. Timeouts are short; nothing asserts on speed.
+ *
+ * TLS (certificates made fresh by tests/gen_test_certs.sh): the transport
+ * tests that use only real clients run again over TLS; a client that does not
+ * trust the server's CA (or whose address the certificate does not name)
+ * sends nothing and reports -EACCES; a plain peer on a TLS listener never
+ * gets a CHALLENGE; mutual TLS refuses clients without a certificate from
+ * its CA (and still wants the secret); TLS handshakes that never finish are
+ * closed by the handshake deadline and evicted by the pre-auth budget while
+ * a real worker gets in; bad TLS files are refused naming their key.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1047,6 +1056,17 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
             atomic_store(&x->flood_result, rc);
             return;
         }
+        if (bytes_eq(f->u.fetch.topic, "big")) {
+            /* one message over many TLS records (16 KiB each) */
+            static char blob[300 << 10];
+            memset(blob, 'z', sizeof(blob));
+            rpc_msg m = {rpc_str("big"), 0, 7, 1, {NULL, 0}, {blob, sizeof(blob)}};
+            rpc_frame r = {.type = RPC_FETCH_OK, .call_id = f->call_id};
+            r.u.fetch_ok.count = 1;
+            r.u.fetch_ok.msgs = &m;
+            rpc_conn_send(c, &r);
+            return;
+        }
         rpc_msg ms[16];
         uint32_t n = f->u.fetch.max_messages > 16 ? 16 : f->u.fetch.max_messages;
         for (uint32_t i = 0; i < n; i++)
@@ -1067,6 +1087,18 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
 }
 
 static int unix_mode;
+static int tls_mode; /* servers serve TLS with server.crt, clients trust ca.crt */
+static char certs[128];
+static char cert_path[16][192];
+
+/* certs/name, in one of a few static buffers */
+static const char *cert(const char *name)
+{
+    static int next;
+    char *p = cert_path[next++ % 16];
+    snprintf(p, sizeof(cert_path[0]), "%s/%s", certs, name);
+    return p;
+}
 static int srv_seq;
 static uint32_t srv_max_frame; /* of the server started last */
 
@@ -1084,6 +1116,10 @@ static void srv_start_cfg(struct srv *x, const char *listen, const rpc_server_co
         rpc_server_config_init(&cfg);
         cfg.auth_delay_ms = 5; /* refusals come quickly unless a test is about them */
         cfg.auth_delay_max_ms = 40;
+    }
+    if (tls_mode && !cfg.tls_cert) {
+        cfg.tls_cert = cert("server.crt");
+        cfg.tls_key = cert("server.key");
     }
     cfg.listen = listen;
     cfg.secret = SECRET;
@@ -1192,6 +1228,8 @@ static void cli_open(struct cli *k, const char *addr, const char *secret,
     cfg.secret_len = strlen(secret);
     cfg.connect_timeout_ms = 2000;
     cfg.handlers = (rpc_client_handlers){k, cli_on_frame, cli_on_state};
+    if (tls_mode && !cfg.tls_ca)
+        cfg.tls_ca = cert("ca.crt");
     assert_int_equal(rpc_client_create(&cfg, &k->c), 0);
 }
 
@@ -1319,6 +1357,7 @@ static int setup_tcp(void **state)
 {
     (void)state;
     unix_mode = 0;
+    tls_mode = 0;
     return 0;
 }
 
@@ -1326,6 +1365,15 @@ static int setup_unix(void **state)
 {
     (void)state;
     unix_mode = 1;
+    tls_mode = 0;
+    return 0;
+}
+
+static int setup_tls(void **state)
+{
+    (void)state;
+    unix_mode = 0;
+    tls_mode = 1;
     return 0;
 }
 
@@ -2335,6 +2383,346 @@ static void test_config_rejects(void **state)
     rpc_client_destroy(NULL);
 }
 
+/* ---- TLS ---- */
+
+/* A client with TLS settings (tls_ca etc., NULL for none) against x. */
+static void tls_cli_open(struct cli *k, const char *addr, const char *secret, const char *ca,
+                         const char *crt, const char *key)
+{
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cc.backoff_min_ms = 20;
+    cc.backoff_max_ms = 100;
+    cc.tls_ca = ca ? ca : "";
+    cc.tls_cert = crt;
+    cc.tls_key = key;
+    int saved = tls_mode;
+    tls_mode = 0; /* exactly these settings */
+    cli_open(k, addr, secret, &cc);
+    tls_mode = saved;
+}
+
+/* Everything the server sends on fd until it closes (or 2 s pass). */
+static size_t raw_read_all(int fd, uint8_t *buf, size_t cap)
+{
+    size_t have = 0;
+    while (have < cap) {
+        ssize_t n = recv(fd, buf + have, cap - have, 0);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+    }
+    return have;
+}
+
+static void call_ok(rpc_client *c)
+{
+    rpc_frame req = sample(RPC_COMMIT), rep;
+    assert_int_equal(rpc_client_call(c, &req, &rep, 2000), 0);
+    assert_int_equal(rep.type, RPC_ACK);
+    rpc_frame_release(&rep);
+}
+
+/* The client refuses a server its CA did not sign, or whose certificate
+ * names another host, before it says anything: no rpc frame reaches the
+ * server, and the client reports -EACCES (a refusal, not a network fault). */
+static void test_tls_server_not_trusted(void **state)
+{
+    (void)state;
+    const char *bad[][2] = {{"other-server.crt", "other-server.key"},
+                            {"wronghost.crt", "wronghost.key"}};
+    for (int i = 0; i < 2; i++) {
+        struct srv *x = calloc(1, sizeof(*x));
+        struct cli *k = calloc(1, sizeof(*k));
+        rpc_server_config cfg;
+        rpc_server_config_init(&cfg);
+        cfg.tls_cert = cert(bad[i][0]);
+        cfg.tls_key = cert(bad[i][1]);
+        tls_mode = 0;
+        srv_start(x, &cfg);
+        tls_cli_open(k, x->addr, SECRET, cert("ca.crt"), NULL, NULL);
+        assert_int_equal(rpc_client_wait_ready(k->c, 3000), -EACCES);
+        assert_int_equal(atomic_load(&k->ups), 0);
+        rpc_server_stats st = srv_stats(x);
+        assert_int_equal(st.frames_in, 0); /* not even a HELLO */
+        assert_int_equal(st.auth_ok, 0);
+        assert_int_equal(atomic_load(&x->opens), 0);
+        rpc_client_destroy(k->c);
+        srv_stop(x);
+        free(k);
+        free(x);
+    }
+}
+
+/* An address by name: the certificate's DNS entry is checked (and SNI sent),
+ * not only its IP entries. */
+static void test_tls_host_name(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    char addr[64];
+    tls_mode = 1;
+    srv_start_cfg(x, "tcp:localhost:0", NULL); /* resolved as the client will */
+    snprintf(addr, sizeof(addr), "tcp:localhost:%d", rpc_server_port(x->s));
+    tls_cli_open(k, addr, SECRET, cert("ca.crt"), NULL, NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
+    call_ok(k->c);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+
+    /* the same name against a certificate for gw.invalid only */
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.tls_cert = cert("wronghost.crt");
+    cfg.tls_key = cert("wronghost.key");
+    srv_start_cfg(x, "tcp:localhost:0", &cfg);
+    snprintf(addr, sizeof(addr), "tcp:localhost:%d", rpc_server_port(x->s));
+    tls_cli_open(k, addr, SECRET, cert("ca.crt"), NULL, NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), -EACCES);
+    assert_int_equal(srv_stats(x).frames_in, 0);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
+}
+
+/* A TLS listener does not speak plaintext rpc: a HELLO in clear gets no
+ * CHALLENGE, only the end of the connection; a plain client never gets up;
+ * a TLS client on a plain listener does not either. */
+static void test_tls_no_plaintext(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    tls_mode = 1;
+    srv_start(x, NULL);
+
+    int fd = raw_connect(x->addr);
+    rpc_frame h = sample(RPC_HELLO);
+    raw_send_frame(fd, &h);
+    static uint8_t buf[16384];
+    size_t n = raw_read_all(fd, buf, sizeof(buf));
+    rpc_frame f;
+    size_t used = 0;
+    assert_true(n == 0 ||
+                rpc_decode(buf, n, sizeof(buf), &f, &used) != 0); /* a TLS alert at most */
+    close(fd);
+
+    tls_cli_open(k, x->addr, SECRET, NULL, NULL, NULL); /* plain */
+    assert_true(rpc_client_wait_ready(k->c, 500) != 0);
+    rpc_client_destroy(k->c);
+    rpc_server_stats st = srv_stats(x);
+    assert_int_equal(st.frames_in, 0);
+    assert_int_equal(st.auth_ok, 0);
+    assert_true(st.tls_failed >= 2);
+    srv_stop(x);
+
+    tls_mode = 0;
+    srv_start(x, NULL); /* plain */
+    tls_cli_open(k, x->addr, SECRET, cert("ca.crt"), NULL, NULL);
+    assert_true(rpc_client_wait_ready(k->c, 500) != 0);
+    assert_int_equal(srv_stats(x).auth_ok, 0);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
+}
+
+/* Mutual TLS: only a client certificate from the server's tls_ca gets in,
+ * and it still needs the secret. */
+static void test_tls_mutual(void **state)
+{
+    (void)state;
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.auth_delay_ms = 5;
+    cfg.auth_delay_max_ms = 40;
+    cfg.tls_cert = cert("server.crt");
+    cfg.tls_key = cert("server.key");
+    cfg.tls_ca = cert("ca.crt");
+    tls_mode = 0;
+    srv_start(x, &cfg);
+    const char *ca = cert("ca.crt");
+
+    tls_cli_open(k, x->addr, SECRET, ca, NULL, NULL); /* no certificate */
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), -EACCES);
+    rpc_client_destroy(k->c);
+    tls_cli_open(k, x->addr, SECRET, ca, cert("other-client.crt"), cert("other-client.key"));
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), -EACCES);
+    rpc_client_destroy(k->c);
+    rpc_server_stats st = srv_stats(x);
+    assert_int_equal(st.frames_in, 0);
+    assert_int_equal(st.auth_ok, 0);
+    assert_true(st.tls_failed >= 2);
+
+    tls_cli_open(k, x->addr, "not-the-secret", ca, cert("client.crt"), cert("client.key"));
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), -EACCES);
+    rpc_client_destroy(k->c);
+    assert_int_equal(srv_stats(x).auth_ok, 0);
+    assert_true(srv_stats(x).auth_failed >= 1);
+
+    tls_cli_open(k, x->addr, SECRET, ca, cert("client.crt"), cert("client.key"));
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
+    call_ok(k->c);
+    /* a large reply, written in parts and read across records */
+    for (int i = 0; i < 5; i++) {
+        rpc_frame req = sample(RPC_FETCH), rep;
+        req.u.fetch.topic = rpc_str("big");
+        req.u.fetch.max_messages = 1;
+        assert_int_equal(rpc_client_call(k->c, &req, &rep, 3000), 0);
+        assert_int_equal(rep.type, RPC_FETCH_OK);
+        assert_int_equal(rep.u.fetch_ok.count, 1);
+        rpc_msg_iter it;
+        rpc_msg m;
+        rpc_msg_iter_init(&it, &rep.u.fetch_ok);
+        assert_int_equal(rpc_msg_iter_next(&it, &m), 1);
+        assert_int_equal(m.value.len, 300 << 10);
+        assert_int_equal(((const char *)m.value.ptr)[(300 << 10) - 1], 'z');
+        rpc_frame_release(&rep);
+        call_ok(k->c);
+    }
+    assert_int_equal(srv_stats(x).auth_ok, 1);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
+}
+
+/* TLS handshakes that never finish (silent, or a ClientHello cut short)
+ * meet the handshake deadline, and while many are pending the pre-auth
+ * budget evicts the oldest, so a real worker gets in at once. */
+static void test_tls_handshake_deadline(void **state)
+{
+    (void)state;
+    enum { STALLED = 40 };
+    struct srv *x = calloc(1, sizeof(*x));
+    struct cli *k = calloc(1, sizeof(*k));
+    int fds[STALLED];
+    rpc_server_config cfg;
+    rpc_server_config_init(&cfg);
+    cfg.handshake_timeout_ms = 400;
+    cfg.max_unauth = 8;
+    cfg.heartbeat_ms = 1000;
+    cfg.heartbeat_misses = 10;
+    tls_mode = 1;
+    srv_start(x, &cfg);
+
+    /* the first bytes of a TLS 1.x ClientHello record, then nothing */
+    static const uint8_t hello_start[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc};
+    int silent = raw_connect(x->addr);
+    int cut = raw_connect(x->addr);
+    raw_send(cut, hello_start, sizeof(hello_start));
+    assert_true(raw_closed(silent)); /* within the 2 s receive timeout */
+    assert_true(raw_closed(cut));
+    close(silent);
+    close(cut);
+    assert_true(srv_stats(x).handshake_timeouts >= 2);
+
+    for (int i = 0; i < STALLED; i++) {
+        fds[i] = raw_connect(x->addr);
+        if (i % 2)
+            raw_send(fds[i], hello_start, sizeof(hello_start));
+    }
+    cli_open(k, x->addr, SECRET, NULL);
+    assert_int_equal(rpc_client_wait_ready(k->c, 3000), 0);
+    call_ok(k->c);
+    rpc_server_stats st = srv_stats(x);
+    assert_true(st.evicted >= STALLED - 8);
+    assert_int_equal(st.auth_ok, 1);
+    for (int i = 0; i < 200 && srv_stats(x).open > 1; i++)
+        sleep_ms(10);
+    assert_int_equal(srv_stats(x).open, 1);
+    assert_true(rpc_client_connected(k->c));
+    for (int i = 0; i < STALLED; i++)
+        close(fds[i]);
+    rpc_client_destroy(k->c);
+    srv_stop(x);
+    free(k);
+    free(x);
+}
+
+/* Bad TLS settings are refused at start, the message naming the key. */
+static void test_tls_config_rejects(void **state)
+{
+    (void)state;
+    char err[512];
+    char crt[192], key[192], ca[192], okey[192];
+    snprintf(crt, sizeof(crt), "%s", cert("server.crt"));
+    snprintf(key, sizeof(key), "%s", cert("server.key"));
+    snprintf(ca, sizeof(ca), "%s", cert("ca.crt"));
+    snprintf(okey, sizeof(okey), "%s", cert("client.key"));
+
+    assert_int_equal(rpc_tls_check(1, NULL, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(rpc_tls_check(0, "", "", "", err, sizeof(err)), 0);
+    assert_int_equal(rpc_tls_check(1, crt, key, NULL, err, sizeof(err)), 0);
+    assert_int_equal(rpc_tls_check(1, crt, key, ca, err, sizeof(err)), 0);
+    assert_int_equal(rpc_tls_check(0, NULL, NULL, ca, err, sizeof(err)), 0);
+    assert_int_equal(rpc_tls_check(0, cert("client.crt"), okey, ca, err, sizeof(err)), 0);
+
+    assert_int_equal(rpc_tls_check(1, crt, NULL, NULL, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_key"));
+    assert_int_equal(rpc_tls_check(1, NULL, key, ca, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_cert"));
+    assert_int_equal(rpc_tls_check(1, "/nonexistent/gw.crt", key, NULL, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_cert"));
+    assert_non_null(strstr(err, "No such file"));
+    assert_int_equal(rpc_tls_check(1, crt, okey, NULL, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_key"));
+    assert_non_null(strstr(err, "does not match"));
+    assert_int_equal(rpc_tls_check(1, crt, crt, NULL, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_key"));
+    assert_int_equal(rpc_tls_check(1, crt, key, "/nonexistent/ca.crt", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_ca"));
+    assert_int_equal(rpc_tls_check(0, crt, key, NULL, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_ca"));
+    assert_int_equal(rpc_tls_check(0, crt, NULL, ca, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_key"));
+    assert_int_equal(rpc_tls_check(0, NULL, NULL, key, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "tls_ca"));
+
+    /* create refuses the same; TLS on a Unix socket is refused, not ignored */
+    rpc_server *s = NULL;
+    rpc_server_config sc;
+    rpc_server_config_init(&sc);
+    sc.secret = SECRET;
+    sc.secret_len = strlen(SECRET);
+    sc.listen = "tcp:127.0.0.1:0";
+    sc.tls_cert = crt;
+    sc.tls_key = okey;
+    assert_int_equal(rpc_server_create(&sc, &s), -EINVAL);
+    sc.tls_key = key;
+    sc.listen = "unix:/tmp/test_rpc_tls_refused.sock";
+    assert_int_equal(rpc_server_create(&sc, &s), -EINVAL);
+    rpc_client *c = NULL;
+    rpc_client_config cc;
+    rpc_client_config_init(&cc);
+    cc.addr = "tcp:127.0.0.1:1";
+    cc.secret = SECRET;
+    cc.secret_len = strlen(SECRET);
+    cc.tls_ca = "/nonexistent/ca.crt";
+    assert_int_equal(rpc_client_create(&cc, &c), -EINVAL);
+}
+
+static int make_certs(void **state)
+{
+    char cmd[512];
+    (void)state;
+    snprintf(certs, sizeof(certs), "/tmp/test_rpc_certs.%d", (int)getpid());
+    snprintf(cmd, sizeof(cmd), "sh %s/tests/gen_test_certs.sh %s", SOURCE_DIR, certs);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int remove_certs(void **state)
+{
+    char cmd[512];
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", certs);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
 #define BOTH(t)                                                                                    \
     cmocka_unit_test_setup(t, setup_tcp), cmocka_unit_test_setup(t, setup_unix)
 
@@ -2366,6 +2754,16 @@ int main(void)
         BOTH(test_auth_throttled),
         BOTH(test_handshake_flood),
         BOTH(test_sniffed_handshake_replayed),
+        cmocka_unit_test_setup(test_auth_ok, setup_tls),
+        cmocka_unit_test_setup(test_queue_then_flush, setup_tls),
+        cmocka_unit_test_setup(test_concurrent_calls, setup_tls),
+        cmocka_unit_test_setup(test_reconnect_after_restart, setup_tls),
+        cmocka_unit_test_setup(test_tls_server_not_trusted, setup_tcp),
+        cmocka_unit_test_setup(test_tls_host_name, setup_tcp),
+        cmocka_unit_test_setup(test_tls_no_plaintext, setup_tcp),
+        cmocka_unit_test_setup(test_tls_mutual, setup_tcp),
+        cmocka_unit_test_setup(test_tls_handshake_deadline, setup_tcp),
+        cmocka_unit_test(test_tls_config_rejects),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, make_certs, remove_certs);
 }
