@@ -32,7 +32,7 @@
 #include <uuid/uuid.h>
 
 #include "config.h"
-#include "inventory_redis.h"
+#include "store_redis.h"
 #include "order_log.h"
 #include "order_sink.h"
 #include "registry.h"

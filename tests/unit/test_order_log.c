@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "queue/mq.h"
-#include "seckill-worker/inventory.h"
-#include "seckill-worker/order_log.h"
+#include "sale/store_memory.h"
+#include "sale/order_log.h"
 
 ssize_t __real_pwrite(int fd, const void *buf, size_t n, off_t off);
 ssize_t __wrap_pwrite(int fd, const void *buf, size_t n, off_t off);

@@ -1,5 +1,5 @@
 /*
- * inventory.c - in-memory stock, per-user purchase counts and decisions.
+ * store_memory.c - in-memory stock, per-user purchase counts and decisions.
  *
  * Three structures, each sharded by hash with one mutex per shard:
  *   items[]        stock left as an atomic counter, decremented by CAS only
@@ -32,7 +32,7 @@
  * Per-user counts and `buyers` count live orders (reserved or paid): a
  * cancel or an undo takes the unit back from both.
  */
-#include "inventory.h"
+#include "store_memory.h"
 #include "pool.h"
 #include "uuid4.h"
 

@@ -1,5 +1,5 @@
 /*
- * inventory_redis.c - the Redis backend.
+ * store_redis.c - the Redis store.
  *
  * Keys. Every key of an item carries the hash tag {I} (I = item id), so all
  * keys one script touches live in one Redis Cluster slot. Every key a script
@@ -53,7 +53,7 @@
  * failing one more call. Reconnects happen on the next call, at most one
  * attempt per backoff period while Redis is unreachable.
  */
-#include "inventory_redis.h"
+#include "store_redis.h"
 #include "redis_conn.h"
 #include "uuid4.h"
 
