@@ -1,6 +1,6 @@
 /*
  * test_order_log.c - the memory inventory's order events on a real log topic
- * (seckill-worker/order_log.h): the event codec, the journal (one batch per
+ * (sale/order_log.h): the event codec, the journal (one batch per
  * decide call), a disk-full append that undoes its purchases, and recovery
  * of stock, orders and decisions by replaying the topic after a reopen.
  * Disk full is injected with -Wl,--wrap=pwrite.
