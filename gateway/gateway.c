@@ -52,8 +52,8 @@ struct gw {
     gw_metrics metrics;
     mq *q;
     mq_topic *topic;
-    int own_q;          /* q is ours, not the store's */
-    sale_store *store;  /* stock, decisions, orders ([worker] inventory) */
+    int own_q;           /* q is ours, not the store's */
+    sale_store *store;   /* stock, decisions, orders ([worker] inventory) */
     sale_reaper *reaper; /* embedded workers: cancels unpaid orders (pay_timeout_ms) */
     sk_worker *worker;
     sk_source source;   /* what the embedded worker reads and decides with */

@@ -31,7 +31,7 @@ int sale_store_create(const sale_store_config *cfg, sale_store **out, char *err,
     if (rc < 0)
         return rc;
     (*out)->nitems = cfg->nitems;
-    snprintf((*out)->name, sizeof (*out)->name, "%s", cfg->name ? cfg->name : "sale");
+    snprintf((*out)->name, sizeof(*out)->name, "%s", cfg->name ? cfg->name : "sale");
     return 0;
 }
 
@@ -125,8 +125,7 @@ static void *reaper_main(void *arg)
     while (!atomic_load(&rp->stop)) {
         int n = sale_store_reap(rp->s, sk_wall_ms());
         if (n > 0)
-            fprintf(stderr, "%s: cancelled %d unpaid order%s\n", rp->s->name, n,
-                    n == 1 ? "" : "s");
+            fprintf(stderr, "%s: cancelled %d unpaid order%s\n", rp->s->name, n, n == 1 ? "" : "s");
         if (n < 0 && !failing)
             fprintf(stderr, "%s: cancelling unpaid orders: %s (retrying)\n", rp->s->name,
                     strerror(-n));

@@ -33,23 +33,23 @@ typedef struct sale_store_item {
 } sale_store_item;
 
 typedef struct sale_store_config {
-    const char *backend;           /* "memory" or "redis" ([worker] inventory) */
-    const char *name;              /* the program, for the lines the store logs */
-    const sale_store_item *items;  /* copied */
+    const char *backend;          /* "memory" or "redis" ([worker] inventory) */
+    const char *name;             /* the program, for the lines the store logs */
+    const sale_store_item *items; /* copied */
     size_t nitems;
-    uint32_t pay_timeout_ms;       /* a reserved order not paid by then is cancelled */
+    uint32_t pay_timeout_ms; /* a reserved order not paid by then is cancelled */
     /* memory: decisions, and the order log in data_dir (one process per
      * directory, taken with a lock), replayed at creation */
     size_t decision_capacity;
     const char *data_dir;
-    int order_flush_sync;          /* 1: fsynced before an answer; 0: every 100 ms */
-    uint32_t ack_timeout_ms;       /* the order topic's consumer groups */
+    int order_flush_sync;    /* 1: fsynced before an answer; 0: every 100 ms */
+    uint32_t ack_timeout_ms; /* the order topic's consumer groups */
     uint32_t lease_timeout_ms;
     /* redis: stock preheated only when absent, so a running sale goes on */
     const char *redis_host;
     int redis_port;
     uint32_t redis_timeout_ms;
-    uint32_t redis_patience_ms;    /* keep trying to connect this long at creation */
+    uint32_t redis_patience_ms; /* keep trying to connect this long at creation */
 } sale_store_config;
 
 /* Create the store cfg->backend names. OUT: *out, destroy with

@@ -11,8 +11,7 @@
 typedef struct sale_store_ops {
     void (*destroy)(sale_store *s);
     mq *(*queue)(sale_store *s);
-    int (*decide)(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs,
-                  int64_t *left);
+    int (*decide)(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs, int64_t *left);
     int (*known)(sale_store *s, const char *item_id);
     int64_t (*left)(sale_store *s, size_t item);
     int (*stats)(sale_store *s, size_t item, sale_item_stats *out);
@@ -24,8 +23,8 @@ typedef struct sale_store_ops {
 
 struct sale_store {
     const sale_store_ops *ops;
-    size_t nitems;  /* set by sale_store_create */
-    char name[64];  /* the program, for log lines */
+    size_t nitems; /* set by sale_store_create */
+    char name[64]; /* the program, for log lines */
 };
 
 /* Each backend's constructor: sale_store_create's contract. */

@@ -94,9 +94,8 @@ static void test_memory_store(void **state)
     /* the worker loop's view: a stored decision answers again */
     uint8_t r1[16], r2[16], r3[16];
     rid(r1, 1), rid(r2, 2), rid(r3, 3);
-    sk_decide reqs[3] = {{"a", "u1", r1, SK_SUCCESS},
-                         {"a", "u1", r2, SK_SUCCESS},
-                         {"b", "u2", r3, SK_BLOCKED}};
+    sk_decide reqs[3] = {
+        {"a", "u1", r1, SK_SUCCESS}, {"a", "u1", r2, SK_SUCCESS}, {"b", "u2", r3, SK_BLOCKED}};
     sk_outcome outs[3];
     int64_t left[3];
     sk_backend be = sale_store_backend(s);
@@ -119,8 +118,7 @@ static void test_memory_store(void **state)
     assert_int_equal(sale_store_order_get(s, outs[0].order_id, &o), 0);
     assert_int_equal(o.state, SK_ORDER_RESERVED);
     assert_string_equal(o.user_id, "u1");
-    assert_int_equal(sale_store_order_get(s, "00000000-0000-4000-8000-000000000000", &o),
-                     -ENOENT);
+    assert_int_equal(sale_store_order_get(s, "00000000-0000-4000-8000-000000000000", &o), -ENOENT);
     assert_int_equal(sale_store_order_pay(s, outs[0].order_id, sk_wall_ms(), &o), 0);
     assert_int_equal(o.state, SK_ORDER_PAID);
     assert_int_equal(sale_store_order_pay(s, outs[0].order_id, sk_wall_ms(), &o), 0);
