@@ -18,12 +18,9 @@
 #include "conn_guard.h"
 #include "framing.h"
 #include "http_loop.h"
-#include "inventory.h"
-#include "inventory_redis.h"
 #include "message.h"
 #include "metrics.h"
 #include "mq.h"
-#include "order_log.h"
 #include "pending.h"
 #include "registry.h"
 #include "request.h"
@@ -31,6 +28,7 @@
 #include "rpc_service.h"
 #include "timer_wheel.h"
 #include "slab.h"
+#include "store.h"
 #include "token_bucket.h"
 #include "uuid4.h"
 #include "worker.h"
@@ -54,13 +52,9 @@ struct gw {
     gw_metrics metrics;
     mq *q;
     mq_topic *topic;
-    sk_inventory *inv;  /* [worker] inventory = memory */
-    sk_order_log *olog; /* memory: its orders, durable in [queue] data_dir */
-    int data_lock_fd;   /* memory: flock on data_dir/LOCK, one gateway per directory */
-    pthread_t reaper;   /* memory: cancels unpaid orders (pay_timeout_ms) */
-    int reaper_started;
-    atomic_int reaper_stop;
-    sk_redis *redis;    /* [worker] inventory = redis: stock, orders */
+    int own_q;           /* q is ours, not the store's */
+    sale_store *store;   /* stock, decisions, orders ([worker] inventory) */
+    sale_reaper *reaper; /* embedded workers: cancels unpaid orders (pay_timeout_ms) */
     sk_worker *worker;
     sk_source source;   /* what the embedded worker reads and decides with */
     sk_backend backend;
@@ -475,12 +469,14 @@ static enum MHD_Result get_result(gw *g, struct MHD_Connection *conn, const char
     return reply(conn, 404, J("{\"result\":\"not_found\"}"), canon, NULL, NULL);
 }
 
-/* Stock left of it as this process knows it: the embedded inventory's own
- * counter (its items are in g->items' order), else the workers' last report. */
+/* Stock left of it as this process knows it without a round trip: the
+ * store's own counter when it keeps one here (its items are in g->items'
+ * order), else the workers' last report. */
 static int64_t item_left(const gw *g, const gw_item *it)
 {
-    if (g->inv)
-        return sk_inventory_left(g->inv, (int)(it - g->items));
+    sale_item_stats st;
+    if (sale_store_stats(g->store, (size_t)(it - g->items), &st) == 0)
+        return st.left;
     return atomic_load(&((gw_item *)it)->left);
 }
 
@@ -490,12 +486,10 @@ static enum MHD_Result get_item(gw *g, struct MHD_Connection *conn, const char *
     gw_item *it = sk_id_valid(id, strlen(id)) ? item_find(g, id) : NULL;
     if (!it)
         return reply_str(conn, 404, "{\"result\":\"unknown_item\"}");
-    int64_t now = wall_s(), left = item_left(g, it);
-    if (!g->inv && g->redis) { /* ask the authority rather than the last report */
-        int64_t r = sk_redis_left(g->redis, id);
-        if (r >= 0)
-            left = r;
-    }
+    /* ask the store, the authority, rather than the last report */
+    int64_t now = wall_s(), left = sale_store_left(g->store, (size_t)(it - g->items));
+    if (left < 0)
+        left = item_left(g, it);
     const char *status = "on_sale";
     if (it->c->starts_at && now < it->c->starts_at)
         status = "upcoming";
@@ -513,23 +507,7 @@ static enum MHD_Result get_item(gw *g, struct MHD_Connection *conn, const char *
     return reply(conn, 200, buf, (size_t)n, NULL, NULL, NULL);
 }
 
-/* ---- orders (memory inventory: sk_inventory_order_*; redis: sk_redis_order_*) ---- */
-
-/* Redis: find order_id among the items. 0 with *item set, or negative errno. */
-static int order_find(gw *g, const char *order_id, sk_redis_order *o, const char **item)
-{
-    int last = -ENOENT;
-    for (size_t i = 0; i < g->nitems; i++) {
-        int rc = sk_redis_order_get(g->redis, g->items[i].c->id, order_id, o);
-        if (rc == 0) {
-            *item = g->items[i].c->id;
-            return 0;
-        }
-        if (rc != -ENOENT)
-            last = rc;
-    }
-    return last;
-}
+/* ---- orders ---- */
 
 static enum MHD_Result orders(gw *g, struct MHD_Connection *conn, const char *method,
                               const char *path)
@@ -554,24 +532,16 @@ static enum MHD_Result orders(gw *g, struct MHD_Connection *conn, const char *me
         return reply_str(conn, 400,
                          "{\"result\":\"bad_request\",\"error\":\"order_id must be a UUID\"}");
     sk_order o;
-    const char *item = NULL;
-    int rc = g->inv ? sk_inventory_order_get(g->inv, order_id, &o)
-                    : order_find(g, order_id, &o, &item);
+    int rc = pay ? sale_store_order_pay(g->store, order_id, sk_wall_ms(), &o)
+                 : sale_store_order_get(g->store, order_id, &o);
     if (rc == -ENOENT)
         return reply_str(conn, 404, "{\"result\":\"not_found\"}");
+    if (rc == -ECANCELED)
+        return reply_str(conn, 409, "{\"result\":\"cancelled\"}");
+    if (rc == -ETIME)
+        return reply_str(conn, 409, "{\"result\":\"pay_timeout\"}");
     if (rc < 0)
         return reply(conn, 503, J("{\"result\":\"overloaded\"}"), NULL, "Retry-After", "1");
-    if (pay) {
-        rc = g->inv ? sk_inventory_order_pay(g->inv, order_id, sk_wall_ms())
-                    : sk_redis_order_pay(g->redis, item, order_id, sk_wall_ms());
-        if (rc == -ECANCELED)
-            return reply_str(conn, 409, "{\"result\":\"cancelled\"}");
-        if (rc == -ETIME)
-            return reply_str(conn, 409, "{\"result\":\"pay_timeout\"}");
-        if (rc < 0)
-            return reply(conn, 503, J("{\"result\":\"overloaded\"}"), NULL, "Retry-After", "1");
-        o.state = SK_ORDER_PAID;
-    }
     uuid_unparse_lower(o.request_id, rid);
     int len = snprintf(buf, sizeof buf,
                        "{\"order_id\":\"%s\",\"item_id\":\"%s\",\"user_id\":\"%s\","
@@ -590,13 +560,16 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
     int64_t *left = calloc(3 * (g->nitems + 1), sizeof *left);
     int64_t *sold = left + g->nitems + 1, *buyers = sold + g->nitems + 1;
     enum MHD_Result ret = MHD_NO;
+    int counted = 0; /* the store counts sales here */
     if (!buf || !ids || !left)
         goto out_free;
     for (size_t i = 0; i < g->nitems; i++) {
+        sale_item_stats st;
         ids[i] = g->items[i].c->id;
         left[i] = item_left(g, &g->items[i]);
-        sold[i] = g->inv ? sk_inventory_sold(g->inv, (int)i) : 0;
-        buyers[i] = g->inv ? sk_inventory_buyers(g->inv, (int)i) : 0;
+        counted = sale_store_stats(g->store, i, &st) == 0;
+        sold[i] = counted ? st.sold : 0;
+        buyers[i] = counted ? st.buyers : 0;
     }
     gw_slab_stats ps;
     gw_slab_stats_get(g->ctx_pool, &ps);
@@ -610,7 +583,7 @@ static enum MHD_Result get_metrics(gw *g, struct MHD_Connection *conn)
                     .nitems = g->nitems,
                     .item_ids = ids,
                     .stock_left = left,
-                    .sold = g->inv ? sold : NULL,
+                    .sold = counted ? sold : NULL,
                     .buyers = buyers,
                     .rpc_auth_failures = rs.auth_failures,
                     .rpc_mac_failures = rs.mac_failures,
@@ -771,7 +744,7 @@ static enum MHD_Result route(gw *g, struct MHD_Connection *conn, const char *url
             return reply_str(conn, 503, "{\"status\":\"stopping\"}");
         if (mq_group_live(g->topic, SK_GROUP) == 0)
             return reply_str(conn, 503, "{\"status\":\"no_worker\"}");
-        if (g->redis && sk_redis_ping(g->redis) < 0)
+        if (sale_store_ping(g->store) < 0) /* the store does not answer */
             return reply_str(conn, 503, "{\"status\":\"redis_unreachable\"}");
         return reply_str(conn, 200, "{\"status\":\"ready\"}");
     }
@@ -803,80 +776,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&g->inflight, 1); /* its answer is out (or the client went away) */
 }
 
-/* ---- memory inventory: durable orders and the pay-timeout reaper ---- */
-
-/* The stock view and sold-out flags from the embedded inventory's counters. */
-static void stock_view_refresh(gw *g)
-{
-    for (size_t i = 0; i < g->nitems; i++) {
-        int64_t left = item_left(g, &g->items[i]);
-        atomic_store(&g->items[i].left, left);
-        atomic_store(&g->items[i].sold_out, left <= 0);
-    }
-}
-
-/* Take data_dir, open the order log and replay it into the inventory, so a
- * restarted gateway goes on with the sale where it was; then journal every
- * order event there. */
-static int orders_open(gw *g, char *err, size_t errlen)
-{
-    const cfg *c = g->cfg;
-    char path[1100];
-    size_t applied = 0;
-    snprintf(path, sizeof path, "%s/LOCK", c->queue_data_dir);
-    g->data_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (g->data_lock_fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "[queue] data_dir: %s: %s", path, strerror(e));
-        return -e;
-    }
-    if (flock(g->data_lock_fd, LOCK_EX | LOCK_NB) < 0) {
-        int e = errno;
-        snprintf(err, errlen, "[queue] data_dir %s: %s", c->queue_data_dir,
-                 e == EWOULDBLOCK ? "in use by another gateway" : strerror(e));
-        return -e;
-    }
-    int rc = sk_order_log_open(g->q, c->queue_ack_timeout_ms, c->queue_lease_timeout_ms,
-                               strcmp(c->queue_order_flush, "sync") == 0, &g->olog);
-    if (rc == 0)
-        rc = sk_order_log_recover(g->olog, g->inv, &applied);
-    if (rc < 0) {
-        snprintf(err, errlen, "orders: cannot recover %s/%s: %s", c->queue_data_dir,
-                 SK_ORDER_TOPIC, strerror(-rc));
-        return rc;
-    }
-    sk_journal j = sk_order_log_journal(g->olog);
-    sk_orders_config oc = {.pay_timeout_ms = c->worker_pay_timeout_ms, .journal = &j};
-    sk_inventory_set_orders(g->inv, &oc);
-    stock_view_refresh(g);
-    if (applied)
-        fprintf(stderr, "seckill-gateway: recovered %zu order events from %s\n", applied,
-                c->queue_data_dir);
-    return 0;
-}
-
-/* Every 200 ms: cancel unpaid orders past their deadline (their stock comes
- * back), and refresh the stock view and sold-out flags from the inventory. */
-static void *reaper_main(void *arg)
+/* The stock view and sold-out flags, from the store (reaper rounds). */
+static void on_store_stock(void *arg, size_t i, int64_t left)
 {
     gw *g = arg;
-    int failing = 0;
-    while (!atomic_load(&g->reaper_stop)) {
-        int n = sk_inventory_reap(g->inv, sk_wall_ms());
-        if (n > 0)
-            fprintf(stderr, "seckill-gateway: cancelled %d unpaid order%s\n", n,
-                    n == 1 ? "" : "s");
-        if (n < 0 && !failing)
-            fprintf(stderr, "seckill-gateway: cancelling unpaid orders: %s (retrying)\n",
-                    strerror(-n));
-        failing = n < 0;
-        stock_view_refresh(g);
-        for (int i = 0; i < 4 && !atomic_load(&g->reaper_stop); i++) {
-            struct timespec ts = {0, 50 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return NULL;
+    atomic_store(&g->items[i].left, left);
+    atomic_store(&g->items[i].sold_out, left <= 0);
 }
 
 /* ---- lifecycle ---- */
@@ -884,12 +789,11 @@ static void *reaper_main(void *arg)
 int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
 {
     gw *g = calloc(1, sizeof *g);
-    sk_item_spec *specs = NULL;
+    sale_store_item *specs = NULL;
     int rc = -ENOMEM;
     if (!g)
         goto out_oom;
     g->cfg = c;
-    g->data_lock_fd = -1;
     g->event_park = strcmp(c->park, "event") == 0;
     if (c->gateway_id[0]) {
         if (uuid_parse(c->gateway_id, g->id) != 0) {
@@ -934,48 +838,41 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
             k = (k + 1) & g->index_mask;
         g->item_index[k] = (int32_t)i;
         g->windows[i] = (sk_item_window){ci->id, ci->starts_at, ci->ends_at};
-        specs[i] = (sk_item_spec){ci->id, ci->stock, ci->per_user_limit};
+        specs[i] = (sale_store_item){ci->id, ci->stock, ci->per_user_limit};
     }
-    if (!strcmp(c->worker_inventory, "redis")) {
-        sk_redis_item *ri = calloc(c->nitems ? c->nitems : 1, sizeof *ri);
-        if (!ri)
-            goto out_oom;
-        for (size_t i = 0; i < c->nitems; i++)
-            ri[i] = (sk_redis_item){c->items[i].id, c->items[i].stock, c->items[i].per_user_limit,
-                                    c->worker_pay_timeout_ms};
-        rc = sk_redis_open(c->redis_host, c->redis_port, c->redis_timeout_ms, ri, c->nitems,
-                           5000, &g->redis);
-        free(ri);
-        if (rc < 0) {
-            snprintf(err, errlen, "redis %s:%u: %s", c->redis_host, c->redis_port, strerror(-rc));
-            goto out_destroy;
-        }
-        for (size_t i = 0; i < c->nitems; i++) {
-            int64_t left = sk_redis_left(g->redis, c->items[i].id);
-            if (left >= 0) { /* a running sale: start from where it is */
-                atomic_store(&g->items[i].left, left);
-                atomic_store(&g->items[i].sold_out, left == 0);
-            }
-        }
-    } else {
-        rc = sk_inventory_create(specs, c->nitems, c->worker_decision_capacity, &g->inv);
-        if (rc < 0) {
-            snprintf(err, errlen, "inventory: %s", strerror(-rc));
-            goto out_destroy;
-        }
+    sale_store_config sc = {.backend = c->worker_inventory,
+                            .name = "seckill-gateway",
+                            .items = specs,
+                            .nitems = c->nitems,
+                            .pay_timeout_ms = c->worker_pay_timeout_ms,
+                            .decision_capacity = c->worker_decision_capacity,
+                            .data_dir = c->queue_data_dir,
+                            .order_flush_sync = strcmp(c->queue_order_flush, "sync") == 0,
+                            .ack_timeout_ms = c->queue_ack_timeout_ms,
+                            .lease_timeout_ms = c->queue_lease_timeout_ms,
+                            .redis_host = c->redis_host,
+                            .redis_port = c->redis_port,
+                            .redis_timeout_ms = c->redis_timeout_ms,
+                            .redis_patience_ms = 5000};
+    rc = sale_store_create(&sc, &g->store, err, errlen);
+    if (rc < 0)
+        goto out_destroy;
+    for (size_t i = 0; i < c->nitems; i++) {
+        int64_t left = sale_store_left(g->store, i);
+        if (left >= 0) /* a running sale: start from where it is */
+            on_store_stock(g, i, left);
     }
 
-    /* memory inventory: the order log lives in data_dir; redis keeps its own */
-    rc = mq_create(g->inv ? c->queue_data_dir : NULL, &g->q);
-    if (rc < 0) {
-        snprintf(err, errlen, "queue: %s: %s", g->inv ? c->queue_data_dir : "(memory)",
-                 strerror(-rc));
-        goto out_destroy;
-    }
-    if (g->inv) {
-        rc = orders_open(g, err, errlen);
-        if (rc < 0)
+    /* the request topic goes into the store's queue when it keeps one (the
+     * order events on disk, served to order consumers with the requests) */
+    g->q = sale_store_queue(g->store);
+    if (!g->q) {
+        rc = mq_create(NULL, &g->q);
+        if (rc < 0) {
+            snprintf(err, errlen, "queue: (memory): %s", strerror(-rc));
             goto out_destroy;
+        }
+        g->own_q = 1;
     }
     mq_topic_config tc;
     mq_topic_config_init(&tc);
@@ -1018,20 +915,22 @@ int gw_start(gw *g, char *err, size_t errlen)
                                .nwindows = g->nitems};
         sk_link link = {.arg = g, .deliver = on_outcome, .stock = on_stock};
         g->source = sk_source_mq(g->topic);
-        g->backend = g->redis ? sk_redis_backend(g->redis) : sk_inventory_backend(g->inv);
+        g->backend = sale_store_backend(g->store);
         rc = sk_worker_start(&wc, &g->source, &g->backend, &link, &g->worker);
         if (rc < 0) {
             snprintf(err, errlen, "worker: %s", strerror(-rc));
             return rc;
         }
     }
-    if (g->inv) {
-        rc = -pthread_create(&g->reaper, NULL, reaper_main, g);
+    if (c->worker_embedded) {
+        /* who decides purchases cancels their unpaid orders, and keeps the
+         * stock view and sold-out flags in step with the store */
+        sale_reaper_config rc_cfg = {.period_ms = 200, .stock = on_store_stock, .arg = g};
+        rc = sale_reaper_start(g->store, &rc_cfg, &g->reaper);
         if (rc < 0) {
             snprintf(err, errlen, "reaper: %s", strerror(-rc));
             return rc;
         }
-        g->reaper_started = 1;
     }
     if (c->rpc_listen[0]) {
         gw_rpcsvc_hooks hooks = {.arg = g, .gateway_id = g->id, .result = on_outcome,
@@ -1045,8 +944,10 @@ int gw_start(gw *g, char *err, size_t errlen)
             snprintf(err, errlen, "rpc: cannot serve on %s: %s", c->rpc_listen, strerror(-rc));
             return rc;
         }
-        if (g->redis) {
-            /* the bound address: port 0 in the config means the real one */
+        if (!strcmp(c->worker_inventory, "redis")) {
+            /* workers find gateways in the Redis of [redis], which
+             * inventory = redis configures; the bound address: port 0 in
+             * the config means the real one */
             char addr[SK_REGISTRY_ADDR_MAX + 1];
             const char *colon = strrchr(c->rpc_listen, ':');
             if (!strncmp(c->rpc_listen, "tcp:", 4) && gw_rpcsvc_port(g->rpc) > 0)
@@ -1218,11 +1119,8 @@ void gw_stop(gw *g, uint32_t grace_ms)
         sk_worker_stop(g->worker);
         g->worker = NULL;
     }
-    if (g->reaper_started) {
-        atomic_store(&g->reaper_stop, 1);
-        pthread_join(g->reaper, NULL);
-        g->reaper_started = 0;
-    }
+    sale_reaper_stop(g->reaper);
+    g->reaper = NULL;
     if (g->wheel) {
         gw_wheel_destroy(g->wheel);
         g->wheel = NULL;
@@ -1234,13 +1132,9 @@ void gw_destroy(gw *g)
     if (!g)
         return;
     gw_stop(g, 0);
-    if (g->q)
+    if (g->q && g->own_q)
         mq_destroy(g->q);
-    sk_order_log_close(g->olog);
-    if (g->data_lock_fd >= 0)
-        close(g->data_lock_fd); /* releases the flock */
-    sk_inventory_destroy(g->inv);
-    sk_redis_destroy(g->redis);
+    sale_store_destroy(g->store); /* with its queue, when q was the store's */
     gw_results_destroy(g->results);
     gw_pending_destroy(g->pending);
     gw_slab_destroy(g->ctx_pool);

@@ -31,13 +31,15 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "commits.h"
 #include "config.h"
-#include "inventory_redis.h"
+#include "store_redis.h"
 #include "order_log.h"
 #include "order_sink.h"
 #include "registry.h"
 #include "remote.h"
 #include "rpc.h"
+#include "store.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "config/seckill.ini"
@@ -64,35 +66,19 @@ static void usage(FILE *f)
 
 static atomic_int stopping;
 
-/* ---- role seckill: the pay-timeout reaper and stock broadcasts ---- */
+/* ---- role seckill: stock broadcasts after each reaper round ---- */
 
-typedef struct reaper {
-    sk_redis *redis;
+/* Every second, every gateway hears every item's stock: the local sold-out
+ * flags heal after a lost update or returned stock. */
+typedef struct stock_feed {
     sk_link link;
     const cfg *c;
-    pthread_t tid;
-} reaper;
+} stock_feed;
 
-static void *reaper_main(void *arg)
+static void on_store_stock(void *arg, size_t i, int64_t left)
 {
-    reaper *rp = arg;
-    while (!atomic_load(&stopping)) {
-        int n = sk_redis_reap(rp->redis, sk_wall_ms());
-        if (n > 0)
-            fprintf(stderr, "seckill-worker: cancelled %d unpaid order%s\n", n, n == 1 ? "" : "s");
-        /* every second, every gateway hears every item's stock: the local
-         * sold-out flags heal after a lost update or returned stock */
-        for (size_t i = 0; i < rp->c->nitems; i++) {
-            int64_t left = sk_redis_left(rp->redis, rp->c->items[i].id);
-            if (left >= 0)
-                rp->link.stock(rp->link.arg, rp->c->items[i].id, left);
-        }
-        for (int i = 0; i < 10 && !atomic_load(&stopping); i++) {
-            struct timespec ts = {0, 100 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return NULL;
+    stock_feed *f = arg;
+    f->link.stock(f->link.arg, f->c->items[i].id, left);
 }
 
 /* ---- role seckill without [rpc] gateways: follow the registry ---- */
@@ -270,9 +256,8 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
                 }
                 continue;
             }
-            /* the last message of each (topic, partition): commits are cumulative */
-            const mq_message *last[8];
-            size_t nlast = 0;
+            sk_commits last; /* commits are cumulative: the last message per partition */
+            sk_commits_init(&last);
             int failed = 0;
             for (int i = 0; i < n && !failed; i++) {
                 sk_order_event ev;
@@ -293,15 +278,10 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
                         break;
                     }
                 }
-                size_t k = 0;
-                while (k < nlast && (last[k]->partition != msgs[i].partition ||
-                                     strcmp(last[k]->topic, msgs[i].topic) != 0))
-                    k++;
-                if (k == nlast && nlast == sizeof last / sizeof *last)
+                int k = sk_commits_slot(&last, &msgs[i]);
+                if (k < 0)
                     break; /* the rest comes again */
-                if (k == nlast)
-                    nlast++;
-                last[k] = &msgs[i];
+                sk_commits_done(&last, k, &msgs[i]);
             }
             /* durable before committed: a crash in between delivers them
              * again, and the sink's keys drop the copies */
@@ -313,8 +293,7 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
                 atomic_store(&stopping, 1);
                 break;
             }
-            for (size_t k = 0; k < nlast; k++)
-                src.commit(h[g], last[k]);
+            sk_commits_flush(&last, src.commit, h[g]);
         }
     }
     sink_finish(s);
@@ -432,32 +411,55 @@ int main(int argc, char **argv)
 
     int status = 0;
     sk_redis *redis = NULL;
+    sale_store *store = NULL;
     sk_redis_item *items = calloc(c.nitems, sizeof *items);
+    sale_store_item *sitems = calloc(c.nitems, sizeof *sitems);
     sk_item_window *windows = calloc(c.nitems, sizeof *windows);
-    if (!items || !windows) {
+    if (!items || !sitems || !windows) {
         status = EX_OSERR;
         goto out;
     }
     for (size_t i = 0; i < c.nitems; i++) {
         items[i] = (sk_redis_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit,
                                    c.worker_pay_timeout_ms};
+        sitems[i] = (sale_store_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit};
         windows[i] = (sk_item_window){c.items[i].id, c.items[i].starts_at, c.items[i].ends_at};
     }
     if (memory_orders) {
         status = run_orders_rpc(&c, id, out);
         goto out;
     }
-    int rc = sk_redis_open(c.redis_host, c.redis_port, c.redis_timeout_ms, items, c.nitems, 5000,
+    int rc;
+    if (!strcmp(role, "orders")) { /* the order streams in Redis */
+        rc = sk_redis_open(c.redis_host, c.redis_port, c.redis_timeout_ms, items, c.nitems, 5000,
                            &redis);
-    if (rc < 0) {
-        fprintf(stderr, "seckill-worker: redis %s:%u: %s\n", c.redis_host, c.redis_port,
-                strerror(-rc));
-        status = EX_UNAVAILABLE;
+        if (rc < 0) {
+            fprintf(stderr, "seckill-worker: redis %s:%u: %s\n", c.redis_host, c.redis_port,
+                    strerror(-rc));
+            status = EX_UNAVAILABLE;
+            goto out;
+        }
+        status = run_orders(&c, redis, id, out);
         goto out;
     }
-
-    if (!strcmp(role, "orders")) {
-        status = run_orders(&c, redis, id, out);
+    sale_store_config sc = {.backend = c.worker_inventory,
+                            .name = "seckill-worker",
+                            .items = sitems,
+                            .nitems = c.nitems,
+                            .pay_timeout_ms = c.worker_pay_timeout_ms,
+                            .decision_capacity = c.worker_decision_capacity,
+                            .data_dir = c.queue_data_dir,
+                            .order_flush_sync = strcmp(c.queue_order_flush, "sync") == 0,
+                            .ack_timeout_ms = c.queue_ack_timeout_ms,
+                            .lease_timeout_ms = c.queue_lease_timeout_ms,
+                            .redis_host = c.redis_host,
+                            .redis_port = c.redis_port,
+                            .redis_timeout_ms = c.redis_timeout_ms,
+                            .redis_patience_ms = 5000};
+    rc = sale_store_create(&sc, &store, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "seckill-worker: %s\n", err);
+        status = EX_UNAVAILABLE;
         goto out;
     }
 
@@ -484,7 +486,7 @@ int main(int argc, char **argv)
         goto out;
     }
     sk_source src = sk_remote_source(remote);
-    sk_backend be = sk_redis_backend(redis);
+    sk_backend be = sale_store_backend(store);
     sk_link link = sk_remote_link(remote);
     sk_worker_config wc = {.threads = cfg_worker_threads(&c), .batch = c.worker_batch, .name = id,
                            .blocklist = (const char *const *)c.blocklist,
@@ -499,8 +501,12 @@ int main(int argc, char **argv)
         status = EX_UNAVAILABLE;
         goto out;
     }
-    reaper rp = {.redis = redis, .link = link, .c = &c};
-    pthread_create(&rp.tid, NULL, reaper_main, &rp);
+    stock_feed feed = {.link = link, .c = &c};
+    sale_reaper_config rpc_cfg = {.period_ms = 1000, .stock = on_store_stock, .arg = &feed};
+    sale_reaper *rp = NULL;
+    rc = sale_reaper_start(store, &rpc_cfg, &rp);
+    if (rc < 0)
+        fprintf(stderr, "seckill-worker: reaper: %s\n", strerror(-rc));
     if (disc.reg) {
         disc.remote = remote;
         pthread_create(&disc.tid, NULL, discovery_main, &disc);
@@ -515,7 +521,7 @@ int main(int argc, char **argv)
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    pthread_join(rp.tid, NULL);
+    sale_reaper_stop(rp);
     if (disc.reg)
         pthread_join(disc.tid, NULL);
     sk_worker_stop(w);
@@ -526,7 +532,9 @@ out:
     if (!atomic_load(&stopping))
         pthread_kill(sigthr, SIGTERM);
     pthread_join(sigthr, NULL);
+    sale_store_destroy(store);
     sk_redis_destroy(redis);
+    free(sitems);
     free(items);
     free(windows);
     cfg_release(&c);

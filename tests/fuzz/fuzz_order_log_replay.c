@@ -1,6 +1,6 @@
 /*
  * fuzz_order_log_replay.c - libFuzzer target: recovery of the memory
- * inventory's order events (seckill-worker/order_log.c over queue/).
+ * inventory's order events (sale/order_log.c over queue/).
  *
  * The input becomes the order log's segment file in a fresh data_dir
  * (<data_dir>/seckill.orders/0/00000000000000000000.log); then the gateway's
@@ -41,8 +41,8 @@
 #include "crc32c.h"
 #include "le.h"
 #include "queue/mq.h"
-#include "seckill-worker/inventory.h"
-#include "seckill-worker/order_log.h"
+#include "sale/store_memory.h"
+#include "sale/order_log.h"
 
 #define SEG_HDR 48 /* the log's record header (queue/seglog.c) */
 

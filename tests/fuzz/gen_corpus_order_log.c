@@ -3,8 +3,8 @@
  * into a directory (input formats: the top of fuzz_order_log_replay.c).
  *
  * Not part of the build; run by hand when the event layout changes:
- *   cc -D_GNU_SOURCE -ffunction-sections -I seckill-worker -I queue -I common -I rpc \
- *      tests/fuzz/gen_corpus_order_log.c seckill-worker/order_log.c seckill-worker/message.c \
+ *   cc -D_GNU_SOURCE -ffunction-sections -I sale -I queue -I common -I rpc \
+ *      tests/fuzz/gen_corpus_order_log.c sale/order_log.c sale/message.c \
  *      -Wl,--gc-sections -o /tmp/gen && /tmp/gen tests/fuzz/corpus_order_log_replay
  * (--gc-sections drops the parts of order_log.c that need the queue.)
  */

@@ -31,7 +31,7 @@
 
 #include "harness.h"
 #include "rpc.h"
-#include "seckill-worker/message.h"
+#include "sale/message.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"
 

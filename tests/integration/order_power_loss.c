@@ -1,6 +1,6 @@
 /*
  * order_power_loss.c - power loss under the memory inventory's order log
- * (seckill-worker/order_log.c over queue/, order_flush = sync), in the manner
+ * (sale/order_log.c over queue/, order_flush = sync), in the manner
  * of SQLite's crash.test: a SIGKILL keeps the page cache, a power cut keeps
  * only what was synced.
  *
@@ -66,9 +66,9 @@
 #include <unistd.h>
 
 #include "queue/mq.h"
-#include "seckill-worker/backend.h"
-#include "seckill-worker/inventory.h"
-#include "seckill-worker/order_log.h"
+#include "sale/backend.h"
+#include "sale/store_memory.h"
+#include "sale/order_log.h"
 
 #define MAX_CRASH_OP 200
 #define CRASHES_PER_DIR 20 /* then a fresh data directory: the log stays small */

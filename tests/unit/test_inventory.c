@@ -1,7 +1,7 @@
 /*
  * test_inventory.c - stock, per-user limits and once-only decisions.
  *
- * The threaded tests check the invariants of inventory.h over every decision
+ * The threaded tests check the invariants of sale/store_memory.h over every decision
  * made: successes never exceed stock, no user passes per_user_limit, order ids
  * are unique, and a request id decided by several threads at once is decided
  * exactly once with every caller seeing the same outcome.
@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "seckill-worker/inventory.h"
+#include "sale/store_memory.h"
 
 static uint64_t mix(uint64_t z)
 {

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
-#include "seckill-worker/inventory_redis.h"
+#include "sale/store_redis.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"
 
@@ -819,7 +819,7 @@ static int group_teardown(void **state)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN); /* as the gateway does: see inventory_redis.h */
+    signal(SIGPIPE, SIG_IGN); /* as the gateway does: see sale/store_redis.h */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_semantics),
         cmocka_unit_test(test_verdicts_recorded),

@@ -1,6 +1,6 @@
 /*
  * test_order_log.c - the memory inventory's order events on a real log topic
- * (seckill-worker/order_log.h): the event codec, the journal (one batch per
+ * (sale/order_log.h): the event codec, the journal (one batch per
  * decide call), a disk-full append that undoes its purchases, and recovery
  * of stock, orders and decisions by replaying the topic after a reopen.
  * Disk full is injected with -Wl,--wrap=pwrite.
@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "queue/mq.h"
-#include "seckill-worker/inventory.h"
-#include "seckill-worker/order_log.h"
+#include "sale/store_memory.h"
+#include "sale/order_log.h"
 
 ssize_t __real_pwrite(int fd, const void *buf, size_t n, off_t off);
 ssize_t __wrap_pwrite(int fd, const void *buf, size_t n, off_t off);

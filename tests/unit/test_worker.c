@@ -16,9 +16,9 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
-#include "seckill-worker/inventory.h"
-#include "seckill-worker/message.h"
-#include "seckill-worker/worker.h"
+#include "sale/store_memory.h"
+#include "sale/message.h"
+#include "sale/worker.h"
 
 #define MAXO 4096
 

@@ -1,5 +1,5 @@
 /*
- * inventory_redis.c - the Redis backend.
+ * store_redis.c - the Redis store.
  *
  * Keys. Every key of an item carries the hash tag {I} (I = item id), so all
  * keys one script touches live in one Redis Cluster slot. Every key a script
@@ -53,7 +53,7 @@
  * failing one more call. Reconnects happen on the next call, at most one
  * attempt per backoff period while Redis is unreachable.
  */
-#include "inventory_redis.h"
+#include "store_redis.h"
 #include "redis_conn.h"
 #include "uuid4.h"
 
@@ -1184,4 +1184,151 @@ int sk_redis_open(const char *host, int port, uint32_t timeout_ms, const sk_redi
         struct timespec pause = {0, 100 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
+}
+
+/* ---- the store interface (store.h) over Redis ---- */
+
+#include "store_impl.h"
+
+typedef struct redis_store {
+    sale_store base; /* first: the handle callers hold */
+    sk_redis *r;
+    sk_backend be;
+    size_t nitems;
+    char (*ids)[SK_ID_MAX + 1]; /* the configured items, in their order */
+} redis_store;
+
+static redis_store *rs_of(sale_store *s)
+{
+    return (redis_store *)s;
+}
+
+static void rs_destroy(sale_store *s)
+{
+    redis_store *m = rs_of(s);
+    sk_redis_destroy(m->r);
+    free(m->ids);
+    free(m);
+}
+
+static mq *rs_queue(sale_store *s)
+{
+    (void)s;
+    return NULL; /* order events live in Redis streams */
+}
+
+static int rs_decide(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs,
+                     int64_t *left)
+{
+    redis_store *m = rs_of(s);
+    return m->be.decide(m->be.impl, reqs, n, outs, left);
+}
+
+static int rs_known(sale_store *s, const char *item_id)
+{
+    redis_store *m = rs_of(s);
+    return m->be.known(m->be.impl, item_id);
+}
+
+static int64_t rs_left(sale_store *s, size_t i)
+{
+    redis_store *m = rs_of(s);
+    if (i >= m->nitems)
+        return -ERANGE;
+    return sk_redis_left(m->r, m->ids[i]);
+}
+
+static int rs_stats(sale_store *s, size_t i, sale_item_stats *out)
+{
+    (void)s, (void)i, (void)out;
+    return -ENODATA; /* counted in Redis, not here: a round trip per item */
+}
+
+/* Orders are kept per item (the item is the hash tag): find order_id among
+ * the items. 0 with *item set, or negative errno. */
+static int rs_order_find(redis_store *m, const char *order_id, sk_order *o, size_t *item)
+{
+    int last = -ENOENT;
+    for (size_t i = 0; i < m->nitems; i++) {
+        int rc = sk_redis_order_get(m->r, m->ids[i], order_id, o);
+        if (rc == 0) {
+            *item = i;
+            return 0;
+        }
+        if (rc != -ENOENT)
+            last = rc;
+    }
+    return last;
+}
+
+static int rs_order_get(sale_store *s, const char *order_id, sk_order *o)
+{
+    size_t i;
+    return rs_order_find(rs_of(s), order_id, o, &i);
+}
+
+static int rs_order_pay(sale_store *s, const char *order_id, uint64_t now_ms, sk_order *o)
+{
+    redis_store *m = rs_of(s);
+    size_t i;
+    int rc = rs_order_find(m, order_id, o, &i);
+    if (rc == 0)
+        rc = sk_redis_order_pay(m->r, m->ids[i], order_id, now_ms);
+    if (rc == 0)
+        o->state = SK_ORDER_PAID;
+    return rc;
+}
+
+static int rs_reap(sale_store *s, uint64_t now_ms)
+{
+    return sk_redis_reap(rs_of(s)->r, now_ms);
+}
+
+static int rs_ping(sale_store *s)
+{
+    return sk_redis_ping(rs_of(s)->r);
+}
+
+static const sale_store_ops rs_ops = {
+    .destroy = rs_destroy, .queue = rs_queue, .decide = rs_decide, .known = rs_known,
+    .left = rs_left, .stats = rs_stats, .order_get = rs_order_get, .order_pay = rs_order_pay,
+    .reap = rs_reap, .ping = rs_ping};
+
+int sale__store_redis_create(const sale_store_config *c, sale_store **out, char *err,
+                             size_t errlen)
+{
+    int rc = -ENOMEM;
+    redis_store *m = calloc(1, sizeof *m);
+    sk_redis_item *ri = calloc(c->nitems ? c->nitems : 1, sizeof *ri);
+    if (!m || !ri)
+        goto out_oom;
+    m->base.ops = &rs_ops;
+    m->nitems = c->nitems;
+    m->ids = calloc(c->nitems ? c->nitems : 1, sizeof *m->ids);
+    if (!m->ids)
+        goto out_oom;
+    for (size_t i = 0; i < c->nitems; i++) {
+        snprintf(m->ids[i], sizeof m->ids[i], "%s", c->items[i].id);
+        ri[i] = (sk_redis_item){c->items[i].id, c->items[i].stock, c->items[i].per_user_limit,
+                                c->pay_timeout_ms};
+    }
+    rc = sk_redis_open(c->redis_host, c->redis_port, c->redis_timeout_ms, ri, c->nitems,
+                       c->redis_patience_ms, &m->r);
+    if (rc < 0) {
+        snprintf(err, errlen, "redis %s:%u: %s", c->redis_host, (unsigned)c->redis_port,
+                 strerror(-rc));
+        goto out_destroy;
+    }
+    m->be = sk_redis_backend(m->r);
+    free(ri);
+    *out = &m->base;
+    return 0;
+
+out_oom:
+    snprintf(err, errlen, "out of memory");
+out_destroy:
+    if (m)
+        rs_destroy(&m->base);
+    free(ri);
+    return rc;
 }

@@ -1,12 +1,12 @@
 /*
- * inventory_redis.h - the Redis backend: stock, per-user limits, decisions,
+ * store_redis.h - the Redis store: stock, per-user limits, decisions,
  * orders and order events kept in Redis, shared by any number of workers.
  *
  * Every decision is one Lua script call per item, so the invariants of
  * backend.h hold across processes: never oversell, never more than
  * per_user_limit per user, a request id decided once. A success writes its
  * order record and its order event in the same script: stock is never taken
- * without an order. Key layout and script steps: inventory_redis.c.
+ * without an order. Key layout and script steps: store_redis.c.
  *
  * Thread safety: every function may be called from any thread at once. The
  * handle keeps a pool of connections (SK_REDIS_POOL); a call borrows one for

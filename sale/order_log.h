@@ -4,7 +4,7 @@
  * Topic SK_ORDER_TOPIC: a log with MQ_FLUSH_SYNC, no retention, one
  * partition (one fsync covers a whole batch of appends, and an order's
  * events keep their order), key = order id, one record per event. It is at
- * once the inventory's journal (sk_inventory.h: an event is durable before
+ * once the inventory's journal (store_memory.h: an event is durable before
  * it takes effect), its recovery source (replayed from offset 0 at start)
  * and the feed of the order consumer groups (the order sink: group
  * SK_ORDER_GROUP over rpc/).
@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "inventory.h"
+#include "store_memory.h"
 #include "mq.h"
 #include "sk.h"
 

@@ -2,7 +2,7 @@
  * backend.h - where a worker decides requests: stock, per-user limit and
  * the decision record, behind one batch call.
  *
- * Backends: the in-memory inventory (inventory.h, embedded mode) and Redis
+ * Backends: the in-memory inventory (store_memory.h, embedded mode) and Redis
  * (one Lua script call per batch). Every backend keeps the same contract:
  *   - a request id is decided at most once; deciding it again returns the
  *     stored outcome, whatever verdict is passed the second time;

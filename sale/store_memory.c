@@ -1,5 +1,5 @@
 /*
- * inventory.c - in-memory stock, per-user purchase counts and decisions.
+ * store_memory.c - in-memory stock, per-user purchase counts and decisions.
  *
  * Three structures, each sharded by hash with one mutex per shard:
  *   items[]        stock left as an atomic counter, decremented by CAS only
@@ -32,7 +32,7 @@
  * Per-user counts and `buyers` count live orders (reserved or paid): a
  * cancel or an undo takes the unit back from both.
  */
-#include "inventory.h"
+#include "store_memory.h"
 #include "pool.h"
 #include "uuid4.h"
 
@@ -940,5 +940,191 @@ int sk_inventory_apply(sk_inventory *inv, const sk_order_event *ev)
     pthread_mutex_unlock(&os->lock);
     if (rc == 0 && ev->type == SK_ORDER_CANCELLED)
         unbuy(inv, o->item, o->o.user_id, o->id, NULL, !o->no_unit);
+    return rc;
+}
+
+/* ---- the store interface (store.h) over the inventory ----
+ *
+ * The memory store keeps its order events in an embedded queue in data_dir
+ * (order_log.h), which it takes with a lock on data_dir/LOCK (one process
+ * per directory: two would sell the same stock twice) and replays before it
+ * serves, so a restarted process goes on with the sale where it was. */
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "order_log.h"
+#include "store_impl.h"
+
+typedef struct mem_store {
+    sale_store base; /* first: the handle callers hold */
+    sk_inventory *inv;
+    sk_backend be;
+    mq *q;
+    sk_order_log *olog;
+    int lock_fd; /* flock on data_dir/LOCK, released by close */
+} mem_store;
+
+static mem_store *mem_of(sale_store *s)
+{
+    return (mem_store *)s;
+}
+
+static void mem_destroy(sale_store *s)
+{
+    mem_store *m = mem_of(s);
+    if (m->q)
+        mq_destroy(m->q);
+    sk_order_log_close(m->olog);
+    if (m->lock_fd >= 0)
+        close(m->lock_fd);
+    sk_inventory_destroy(m->inv);
+    free(m);
+}
+
+static mq *mem_queue(sale_store *s)
+{
+    return mem_of(s)->q;
+}
+
+static int mem_decide(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs,
+                      int64_t *left)
+{
+    mem_store *m = mem_of(s);
+    return m->be.decide(m->be.impl, reqs, n, outs, left);
+}
+
+static int mem_known(sale_store *s, const char *item_id)
+{
+    mem_store *m = mem_of(s);
+    return m->be.known(m->be.impl, item_id);
+}
+
+static int64_t mem_left(sale_store *s, size_t i)
+{
+    mem_store *m = mem_of(s);
+    if (i >= sk_inventory_items(m->inv))
+        return -ERANGE;
+    return sk_inventory_left(m->inv, (int)i);
+}
+
+static int mem_stats(sale_store *s, size_t i, sale_item_stats *out)
+{
+    mem_store *m = mem_of(s);
+    if (i >= sk_inventory_items(m->inv))
+        return -ERANGE;
+    out->left = sk_inventory_left(m->inv, (int)i);
+    out->sold = sk_inventory_sold(m->inv, (int)i);
+    out->buyers = sk_inventory_buyers(m->inv, (int)i);
+    return 0;
+}
+
+static int mem_order_get(sale_store *s, const char *order_id, sk_order *o)
+{
+    return sk_inventory_order_get(mem_of(s)->inv, order_id, o);
+}
+
+static int mem_order_pay(sale_store *s, const char *order_id, uint64_t now_ms, sk_order *o)
+{
+    mem_store *m = mem_of(s);
+    int rc = sk_inventory_order_get(m->inv, order_id, o);
+    if (rc == 0)
+        rc = sk_inventory_order_pay(m->inv, order_id, now_ms);
+    if (rc == 0)
+        o->state = SK_ORDER_PAID;
+    return rc;
+}
+
+static int mem_reap(sale_store *s, uint64_t now_ms)
+{
+    return sk_inventory_reap(mem_of(s)->inv, now_ms);
+}
+
+static int mem_ping(sale_store *s)
+{
+    (void)s;
+    return 0;
+}
+
+static const sale_store_ops mem_ops = {
+    .destroy = mem_destroy, .queue = mem_queue, .decide = mem_decide, .known = mem_known,
+    .left = mem_left, .stats = mem_stats, .order_get = mem_order_get,
+    .order_pay = mem_order_pay, .reap = mem_reap, .ping = mem_ping};
+
+/* Take data_dir, open the order log and replay it into the inventory; then
+ * journal every order event there. */
+static int mem_orders_open(mem_store *m, const sale_store_config *c, char *err, size_t errlen)
+{
+    char path[1100];
+    size_t applied = 0;
+    snprintf(path, sizeof path, "%s/LOCK", c->data_dir);
+    m->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (m->lock_fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "[queue] data_dir: %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (flock(m->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "[queue] data_dir %s: %s", c->data_dir,
+                 e == EWOULDBLOCK ? "in use by another gateway" : strerror(e));
+        return -e;
+    }
+    int rc = sk_order_log_open(m->q, c->ack_timeout_ms, c->lease_timeout_ms,
+                               c->order_flush_sync, &m->olog);
+    if (rc == 0)
+        rc = sk_order_log_recover(m->olog, m->inv, &applied);
+    if (rc < 0) {
+        snprintf(err, errlen, "orders: cannot recover %s/%s: %s", c->data_dir, SK_ORDER_TOPIC,
+                 strerror(-rc));
+        return rc;
+    }
+    sk_journal j = sk_order_log_journal(m->olog);
+    sk_orders_config oc = {.pay_timeout_ms = c->pay_timeout_ms, .journal = &j};
+    sk_inventory_set_orders(m->inv, &oc);
+    if (applied)
+        fprintf(stderr, "%s: recovered %zu order events from %s\n", c->name ? c->name : "sale",
+                applied, c->data_dir);
+    return 0;
+}
+
+int sale__store_memory_create(const sale_store_config *c, sale_store **out, char *err,
+                              size_t errlen)
+{
+    int rc = -ENOMEM;
+    mem_store *m = calloc(1, sizeof *m);
+    sk_item_spec *specs = calloc(c->nitems ? c->nitems : 1, sizeof *specs);
+    if (!m || !specs) {
+        snprintf(err, errlen, "out of memory");
+        free(m);
+        goto out_free_specs;
+    }
+    m->base.ops = &mem_ops;
+    m->lock_fd = -1;
+    for (size_t i = 0; i < c->nitems; i++)
+        specs[i] = (sk_item_spec){c->items[i].id, c->items[i].stock, c->items[i].per_user_limit};
+    rc = sk_inventory_create(specs, c->nitems, c->decision_capacity, &m->inv);
+    if (rc < 0) {
+        snprintf(err, errlen, "inventory: %s", strerror(-rc));
+        goto out_destroy;
+    }
+    m->be = sk_inventory_backend(m->inv);
+    rc = mq_create(c->data_dir, &m->q);
+    if (rc < 0) {
+        snprintf(err, errlen, "queue: %s: %s", c->data_dir, strerror(-rc));
+        goto out_destroy;
+    }
+    rc = mem_orders_open(m, c, err, errlen);
+    if (rc < 0)
+        goto out_destroy;
+    *out = &m->base;
+    free(specs);
+    return 0;
+
+out_destroy:
+    mem_destroy(&m->base);
+out_free_specs:
+    free(specs);
     return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * redis_conn.h - internal: what every hiredis user in seckill-worker/ does
+ * redis_conn.h - internal: what every hiredis user (sale/, seckill-worker/) does
  * the same way: connect with a timeout, and turn a failed context into an
  * errno value.
  */

@@ -1,5 +1,5 @@
 /*
- * inventory.h - the in-memory inventory: stock, per-user limits, decisions.
+ * store_memory.h - the in-memory store: stock, per-user limits, decisions.
  *
  * Invariants it keeps, under any number of threads:
  *   - successes for an item never exceed its stock (atomic check-and-decrement);

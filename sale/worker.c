@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "commits.h"
 #include "message.h"
 
 typedef struct thread_ctx {
@@ -202,28 +203,17 @@ static void *thread_main(void *arg)
         /* Deliver in order; commit, per partition, the last message whose
          * outcome went out, stopping a partition at its first failed delivery
          * so nothing after it is acknowledged. */
-        struct part {
-            const char *topic;
-            uint32_t partition;
-            const mq_message *upto;
-            int failed;
-        } parts[64];
-        size_t nparts = 0;
+        sk_commits parts;
+        sk_commits_init(&parts);
         for (int i = 0; i < n; i++) {
             const mq_message *m = &msgs[i];
-            size_t k = 0;
-            while (k < nparts &&
-                   (parts[k].partition != m->partition || strcmp(parts[k].topic, m->topic) != 0))
-                k++;
-            if (k == nparts) {
-                if (nparts == 64) {
-                    /* more partitions in one batch than tracked: stop here,
-                     * the rest comes again after the ack timeout */
-                    break;
-                }
-                parts[nparts++] = (struct part){m->topic, m->partition, NULL, 0};
+            int k = sk_commits_slot(&parts, m);
+            if (k < 0) {
+                /* more partitions in one batch than tracked: stop here,
+                 * the rest comes again after the ack timeout */
+                break;
             }
-            if (parts[k].failed)
+            if (sk_commits_failed(&parts, k))
                 continue;
             if (tc->state[i] != ST_BAD) {
                 sk_outcome *o = &tc->outs[i];
@@ -232,7 +222,7 @@ static void *thread_main(void *arg)
                     if (b->result == SK_UNAVAILABLE) {
                         /* being decided by another delivery right now: that
                          * one answers; this one is left for redelivery */
-                        parts[k].failed = 1;
+                        sk_commits_fail(&parts, k);
                         continue;
                     }
                     o->result = b->result;
@@ -244,18 +234,16 @@ static void *thread_main(void *arg)
                 }
                 if (w->link.deliver(w->link.arg, o) < 0) {
                     atomic_fetch_add(&w->deliver_failures, 1);
-                    parts[k].failed = 1;
+                    sk_commits_fail(&parts, k);
                     continue;
                 }
                 if (w->link.stock && tc->left[i] >= 0 &&
                     (o->result == SK_SUCCESS || tc->left[i] == 0))
                     w->link.stock(w->link.arg, o->item_id, tc->left[i]);
             }
-            parts[k].upto = m;
+            sk_commits_done(&parts, k, m);
         }
-        for (size_t k = 0; k < nparts; k++)
-            if (parts[k].upto)
-                w->src.commit(tc->src, parts[k].upto);
+        sk_commits_flush(&parts, w->src.commit, tc->src);
         if (w->link.flush)
             w->link.flush(w->link.arg);
     }

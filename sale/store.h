@@ -1,0 +1,133 @@
+/*
+ * store.h - where the sale's stock, decisions and orders live: one API, the
+ * backend chosen once when the store is created (memory: store_memory.c,
+ * Redis: store_redis.c). Callers hold a sale_store * and never learn which.
+ *
+ * Every operation takes items by their index in the configured items
+ * (sale_store_config.items), except those that find an item themselves.
+ * Every function may be called from any thread at once. Errors are negative
+ * errno values; a store that cannot be reached answers within about twice
+ * its timeout and never hangs.
+ *
+ * Orders: a success reserves one unit of stock under a fresh order id; the
+ * order is then paid (sale_store_order_pay, before its pay deadline) or
+ * cancelled by sale_store_reap (its stock goes back), each exactly once,
+ * however many processes reap the same store.
+ */
+#ifndef SECKILL_SALE_STORE_H
+#define SECKILL_SALE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "mq.h"
+#include "sk.h"
+
+typedef struct sale_store sale_store;
+
+typedef struct sale_store_item {
+    const char *id;          /* sk_id_valid */
+    int64_t stock;           /* the stock a new sale starts with */
+    uint32_t per_user_limit; /* >= 1 */
+} sale_store_item;
+
+typedef struct sale_store_config {
+    const char *backend;          /* "memory" or "redis" ([worker] inventory) */
+    const char *name;             /* the program, for the lines the store logs */
+    const sale_store_item *items; /* copied */
+    size_t nitems;
+    uint32_t pay_timeout_ms; /* a reserved order not paid by then is cancelled */
+    /* memory: decisions, and the order log in data_dir (one process per
+     * directory, taken with a lock), replayed at creation */
+    size_t decision_capacity;
+    const char *data_dir;
+    int order_flush_sync;    /* 1: fsynced before an answer; 0: every 100 ms */
+    uint32_t ack_timeout_ms; /* the order topic's consumer groups */
+    uint32_t lease_timeout_ms;
+    /* redis: stock preheated only when absent, so a running sale goes on */
+    const char *redis_host;
+    int redis_port;
+    uint32_t redis_timeout_ms;
+    uint32_t redis_patience_ms; /* keep trying to connect this long at creation */
+} sale_store_config;
+
+/* Create the store cfg->backend names. OUT: *out, destroy with
+ * sale_store_destroy. On failure err says why, and the code says what kind
+ * of failure: -EINVAL a bad configuration, -EWOULDBLOCK data_dir in use by
+ * another process, -EBADMSG / -EUCLEAN stored data that does not read back,
+ * anything else a resource that is not available now. */
+int sale_store_create(const sale_store_config *cfg, sale_store **out, char *err, size_t errlen);
+/* After every user (worker threads, reaper) stopped. NULL is fine. */
+void sale_store_destroy(sale_store *s);
+
+/* How many items: the configured ones, numbered 0..n-1 in their order. */
+size_t sale_store_items(const sale_store *s);
+
+/* The embedded queue the store keeps its order events in, with a data
+ * directory; the caller may open its own topics there and serve the order
+ * topic (SK_ORDER_TOPIC) to order consumers. NULL when the store keeps its
+ * order events elsewhere. Owned by the store. */
+mq *sale_store_queue(sale_store *s);
+
+/* The worker loop's view of the store (decide a batch, known item): the
+ * contract of backend.h. s must outlive it. */
+sk_backend sale_store_backend(sale_store *s);
+
+/* Decide reqs[0..n): a stored decision first, then the verdicts (backend.h).
+ * OUT: outs[i].result and .order_id; left[i] the stock left after, -1 when
+ * unknown. A failure (-errno) decided nothing the caller can rely on. */
+int sale_store_decide(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs,
+                      int64_t *left);
+
+/* 1 when item_id is for sale here, 0 when unknown. */
+int sale_store_known(sale_store *s, const char *item_id);
+
+/* Stock left of item (>= 0) from the store itself, or negative errno. */
+int64_t sale_store_left(sale_store *s, size_t item);
+
+typedef struct sale_item_stats {
+    int64_t left, sold, buyers;
+} sale_item_stats;
+
+/* The counts this process keeps of item, without a round trip: stock left,
+ * successful purchases and distinct buyers. -ENODATA when the store keeps
+ * them elsewhere (its workers' stock reports are then the process's view). */
+int sale_store_stats(sale_store *s, size_t item, sale_item_stats *out);
+
+/* OUT: *o. -ENOENT when there is no such order. */
+int sale_store_order_get(sale_store *s, const char *order_id, sk_order *o);
+
+/* Mark a reserved order paid at now_ms (unix ms). Idempotent: 0 when paid
+ * now or already paid, with *o the order (state paid). -ENOENT unknown,
+ * -ECANCELED cancelled, -ETIME its pay deadline passed (reap cancels it),
+ * -EAGAIN another pay or cancel of it in flight, else the store's error. */
+int sale_store_order_pay(sale_store *s, const char *order_id, uint64_t now_ms, sk_order *o);
+
+/* Cancel every reserved order whose pay deadline is <= now_ms: its stock
+ * goes back and its user may buy again. Returns how many this call
+ * cancelled, or negative errno (those that failed are tried next time). */
+int sale_store_reap(sale_store *s, uint64_t now_ms);
+
+/* Readiness: 0 when the store answers. */
+int sale_store_ping(sale_store *s);
+
+/* ---- the reaper: one thread that cancels unpaid orders ---- */
+
+typedef struct sale_reaper sale_reaper;
+
+typedef struct sale_reaper_config {
+    uint32_t period_ms; /* one round every period_ms */
+    /* After each round, every item's stock left (as sale_store_left says
+     * it, when it can): the caller's stock view and sold-out flags heal
+     * after a lost update or returned stock. May be NULL. */
+    void (*stock)(void *arg, size_t item, int64_t left);
+    void *arg;
+} sale_reaper_config;
+
+/* Start the thread. s and cfg->arg outlive it. OUT: *out. */
+int sale_reaper_start(sale_store *s, const sale_reaper_config *cfg, sale_reaper **out);
+/* Stop and join it. NULL is fine. */
+void sale_reaper_stop(sale_reaper *rp);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * store_impl.h - internal to sale/: what a store backend fills in. Every
+ * backend's handle starts with a struct sale_store whose ops point at its
+ * functions; store.c dispatches through them and never looks further.
+ */
+#ifndef SECKILL_SALE_STORE_IMPL_H
+#define SECKILL_SALE_STORE_IMPL_H
+
+#include "store.h"
+
+typedef struct sale_store_ops {
+    void (*destroy)(sale_store *s);
+    mq *(*queue)(sale_store *s);
+    int (*decide)(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs, int64_t *left);
+    int (*known)(sale_store *s, const char *item_id);
+    int64_t (*left)(sale_store *s, size_t item);
+    int (*stats)(sale_store *s, size_t item, sale_item_stats *out);
+    int (*order_get)(sale_store *s, const char *order_id, sk_order *o);
+    int (*order_pay)(sale_store *s, const char *order_id, uint64_t now_ms, sk_order *o);
+    int (*reap)(sale_store *s, uint64_t now_ms);
+    int (*ping)(sale_store *s);
+} sale_store_ops;
+
+struct sale_store {
+    const sale_store_ops *ops;
+    size_t nitems; /* set by sale_store_create */
+    char name[64]; /* the program, for log lines */
+};
+
+/* Each backend's constructor: sale_store_create's contract. */
+int sale__store_memory_create(const sale_store_config *cfg, sale_store **out, char *err,
+                              size_t errlen);
+int sale__store_redis_create(const sale_store_config *cfg, sale_store **out, char *err,
+                             size_t errlen);
+
+#endif
