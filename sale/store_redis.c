@@ -1263,14 +1263,14 @@ static int rs_order_find(redis_store *m, const char *order_id, sk_order *o, size
 
 static int rs_order_get(sale_store *s, const char *order_id, sk_order *o)
 {
-    size_t i;
+    size_t i = 0;
     return rs_order_find(rs_of(s), order_id, o, &i);
 }
 
 static int rs_order_pay(sale_store *s, const char *order_id, uint64_t now_ms, sk_order *o)
 {
     redis_store *m = rs_of(s);
-    size_t i;
+    size_t i = 0; /* set when rs_order_find returns 0 */
     int rc = rs_order_find(m, order_id, o, &i);
     if (rc == 0)
         rc = sk_redis_order_pay(m->r, m->ids[i], order_id, now_ms);
