@@ -1,15 +1,20 @@
 /*
  * config.h - the INI configuration of a gateway (and its embedded worker).
  *
- * cfg_load() reads a file with inih; every key is checked, unknown sections
- * and keys are errors (a typo must not silently fall back to a default), and
- * the first error is reported as "FILE:LINE: message".
+ * cfg_load() reads a file with inih; every key is checked against its row of
+ * the key table (config.c), unknown sections and keys are errors (a typo must
+ * not silently fall back to a default), so are a section or a key given twice
+ * (but for repeatable keys), and the first error is reported as
+ * "FILE:LINE: message".
  */
 #ifndef SECKILL_CFG_H
 #define SECKILL_CFG_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+struct sockaddr_storage;
 
 #define CFG_ID_MAX 64
 #define CFG_MAX_ITEMS 1024
@@ -20,31 +25,31 @@
 
 typedef struct cfg_item {
     char id[CFG_ID_MAX + 1];
-    int64_t stock;          /* required, >= 0 */
-    int64_t starts_at;      /* unix seconds; 0 = open */
-    int64_t ends_at;        /* unix seconds; 0 = never ends */
-    uint32_t per_user_limit;/* default 1 */
-    int line;               /* where the section started, for messages */
+    int64_t stock;           /* required, >= 0 */
+    int64_t starts_at;       /* unix seconds; 0 = open */
+    int64_t ends_at;         /* unix seconds; 0 = never ends */
+    uint32_t per_user_limit; /* default 1 */
+    int line;                /* where the section started, for messages */
 } cfg_item;
 
 typedef struct cfg {
     /* [gateway] */
     char listen_host[64];
     uint16_t listen_port;
-    char gateway_id[37];       /* "" = a fresh UUID at start */
-    uint32_t wait_timeout_ms;  /* 2000 */
-    uint32_t body_limit;       /* 4096 */
-    uint32_t max_connections;  /* 4096 */
+    char gateway_id[37];             /* "" = a fresh UUID at start */
+    uint32_t wait_timeout_ms;        /* 2000 */
+    uint32_t body_limit;             /* 4096 */
+    uint32_t max_connections;        /* 4096 */
     uint32_t max_connections_per_ip; /* 256; 0 = no cap */
-    uint32_t request_timeout_ms; /* 10000: a request's headers and body must be in by then,
-                                  * counted from accept or the previous answer; 0 = none */
-    uint32_t result_ttl_s;     /* 300 */
-    uint32_t result_capacity;  /* 100000 */
-    char park[8];              /* "event" (default) | "thread" */
-    char http_io[8];           /* event park: "poll" (default) | "epoll" */
-    uint32_t pool_threads;     /* event park: HTTP threads; 0 = one per CPU */
+    uint32_t request_timeout_ms;     /* 10000: a request's headers and body must be in by then,
+                                      * counted from accept or the previous answer; 0 = none */
+    uint32_t result_ttl_s;           /* 300 */
+    uint32_t result_capacity;        /* 100000 */
+    char park[8];                    /* "event" (default) | "thread" */
+    char http_io[8];                 /* event park: "poll" (default) | "epoll" */
+    uint32_t pool_threads;           /* event park: HTTP threads; 0 = one per CPU */
     /* [token_bucket] */
-    double tb_rate;            /* tokens per second; 0 = unlimited */
+    double tb_rate; /* tokens per second; 0 = unlimited */
     uint32_t tb_burst;
     /* [queue] */
     uint32_t queue_partitions;
@@ -58,18 +63,18 @@ typedef struct cfg {
                                 * "async": fsynced every 100 ms (a crash of the machine,
                                 * not of the process, loses the last confirmed orders) */
     /* [worker] */
-    int worker_embedded;       /* 1 = worker threads inside the gateway */
-    uint32_t worker_threads;   /* 0: cfg_worker_threads picks */
+    int worker_embedded;     /* 1 = worker threads inside the gateway */
+    uint32_t worker_threads; /* 0: cfg_worker_threads picks */
     uint32_t worker_batch;
     char worker_inventory[16]; /* "memory" */
     uint32_t worker_decision_capacity;
-    uint32_t worker_pay_timeout_ms;  /* reserved orders not paid by then are cancelled */
+    uint32_t worker_pay_timeout_ms; /* reserved orders not paid by then are cancelled */
     /* [rpc] */
-    char rpc_listen[280];      /* gateway: "tcp:HOST:PORT" or "unix:PATH"; "" = no RPC */
-    char rpc_secret[257];      /* shared by gateways and workers */
-    char **rpc_gateways;       /* worker: gateway RPC addresses */
-    size_t nrpc_gateways;      /* 0: the worker finds gateways in the Redis registry */
-    uint32_t rpc_registry_ttl_ms; /* gateway: TTL of its registry key, refreshed every ttl/3 */
+    char rpc_listen[280];              /* gateway: "tcp:HOST:PORT" or "unix:PATH"; "" = no RPC */
+    char rpc_secret[257];              /* shared by gateways and workers */
+    char **rpc_gateways;               /* worker: gateway RPC addresses */
+    size_t nrpc_gateways;              /* 0: the worker finds gateways in the Redis registry */
+    uint32_t rpc_registry_ttl_ms;      /* gateway: TTL of its registry key, refreshed every ttl/3 */
     uint32_t rpc_handshake_timeout_ms; /* gateway: a worker's handshake must be done by then */
     /* TLS on tcp: RPC addresses (PEM paths; "" = plain). Gateway: tls_cert +
      * tls_key serve TLS, tls_ca then requires client certificates from that
@@ -91,6 +96,46 @@ typedef struct cfg {
     size_t nitems;
 } cfg;
 
+/* One key of the table: what cfg_init, cfg_load and cfg_print know of it. */
+typedef enum cfg_type {
+    CFG_BOOL,   /* int: true/yes/on/1 or false/no/off/0 */
+    CFG_U16,    /* uint16_t from min to max */
+    CFG_U32,    /* uint32_t from min to max */
+    CFG_U64,    /* uint64_t from min to max */
+    CFG_I64,    /* int64_t from min to max */
+    CFG_RATE,   /* double from min to max */
+    CFG_STR,    /* char[size], min to max characters */
+    CFG_ENUM,   /* char[size], one of words */
+    CFG_LIST,   /* char ** at off with its count (size_t) at off2, at most max entries */
+    CFG_LISTEN, /* host char[size] at off, uint16_t port at off2 */
+} cfg_type;
+
+#define CFG_REPEAT 1u /* the key may repeat: its entries add up */
+#define CFG_SECRET 2u /* cfg_print shows <set>, never the value */
+
+typedef struct cfg_list_kind cfg_list_kind;
+
+typedef struct cfg_key {
+    const char *section; /* "item.<id>" for the item keys */
+    const char *name;
+    cfg_type type;
+    size_t off;                 /* the field in cfg (in cfg_item for item keys) */
+    size_t size;                /* its size */
+    size_t off2;                /* CFG_LIST: the count; CFG_LISTEN: the port */
+    uint64_t min, max;          /* numbers: bounds; strings: length; lists: max entries */
+    const char *def;            /* the default as written in a file; NULL = zero/empty */
+    const char *want;           /* the error's "expected ..."; NULL = made from type and bounds */
+    const char *const *words;   /* CFG_ENUM: the allowed words, NULL-terminated */
+    const cfg_list_kind *list;  /* CFG_LIST: what an entry must be */
+    int (*valid)(const char *); /* CFG_STR: a further check, else "expected <want>" */
+    unsigned flags;             /* CFG_REPEAT, CFG_SECRET */
+    const char *help;           /* one line */
+} cfg_key;
+
+/* The tables: static, valid for the life of the program. */
+const cfg_key *cfg_keys(size_t *n);      /* the fixed sections */
+const cfg_key *cfg_item_keys(size_t *n); /* [item.<id>] */
+
 /* Set every default (no items). */
 void cfg_init(cfg *c);
 /* Load path over the defaults in *c (call cfg_init first). On error returns
@@ -98,8 +143,16 @@ void cfg_init(cfg *c);
 int cfg_load(cfg *c, const char *path, char *err, size_t errlen);
 /* Checks across keys (e.g. at least one item, ends_at after starts_at). */
 int cfg_validate(const cfg *c, char *err, size_t errlen);
-/* Parse "host:port" (port 0..65535). */
+/* Parse "HOST:PORT" or "[IPV6]:PORT" (port 0..65535; host without brackets). */
 int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);
+/* The address the gateway binds for [gateway] listen: a literal, or a name
+ * resolved now with getaddrinfo (its first address). --check-config and the
+ * gateway's start both call it. OUT: *ss (AF_INET or AF_INET6). On error
+ * returns -EINVAL with "[gateway] listen: ..." in err. */
+int cfg_listen_addr(const cfg *c, struct sockaddr_storage *ss, char *err, size_t errlen);
+/* Write the effective configuration as INI: every key of the table, the
+ * items, secrets as <set>, unset keys commented out. */
+void cfg_print(const cfg *c, FILE *f);
 void cfg_release(cfg *c);
 
 const cfg_item *cfg_find_item(const cfg *c, const char *id);

@@ -965,11 +965,11 @@ int gw_start(gw *g, char *err, size_t errlen)
             }
         }
     }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(c->listen_port)};
-    if (inet_pton(AF_INET, c->listen_host, &sa.sin_addr) != 1) {
-        snprintf(err, errlen, "listen: '%s' is not an IPv4 address", c->listen_host);
-        return -EINVAL;
-    }
+    struct sockaddr_storage sa; /* IPv4, IPv6, or a name resolved now */
+    rc = cfg_listen_addr(c, &sa, err, errlen);
+    if (rc < 0)
+        return rc;
+    unsigned v6 = sa.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0;
     gw_guard_cfg gc = {.request_timeout_ms = c->request_timeout_ms,
                        .max_per_ip = c->max_connections_per_ip,
                        .max_connections = c->max_connections};
@@ -1005,7 +1005,7 @@ int gw_start(gw *g, char *err, size_t errlen)
         if (pool < 1)
             pool = 1;
         if (!strcmp(c->http_io, "epoll")) {
-            gw_http_cfg hc = {.addr = sa,
+            gw_http_cfg hc = {.addr = *(struct sockaddr_in *)&sa, /* AF_INET: cfg_listen_addr */
                               .threads = pool,
                               .max_connections = (unsigned)c->max_connections,
                               .connection_timeout = 30,
@@ -1029,7 +1029,7 @@ int gw_start(gw *g, char *err, size_t errlen)
             return 0;
         }
         g->mhd = MHD_start_daemon(
-            MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
+            MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | v6, 0,
             gw_guard_accept_policy, g->guard, on_request, g, MHD_OPTION_SOCK_ADDR,
             (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, pool,
             MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
@@ -1041,7 +1041,7 @@ int gw_start(gw *g, char *err, size_t errlen)
     } else {
         g->mhd = MHD_start_daemon(
             MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-                MHD_USE_ITC | MHD_USE_ERROR_LOG,
+                MHD_USE_ITC | MHD_USE_ERROR_LOG | v6,
             0, gw_guard_accept_policy, g->guard, on_request, g, MHD_OPTION_SOCK_ADDR,
             (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT,

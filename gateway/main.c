@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sysexits.h>
 
 #include "config.h"
@@ -29,8 +30,12 @@ static void usage(FILE *f)
             "embedded queue, and answers with the worker's outcome.\n"
             "\n"
             "  -c, --config FILE     INI configuration (default " DEFAULT_CONFIG ")\n"
-            "      --listen HOST:PORT  override [gateway] listen (port 0 = any free port)\n"
-            "      --check-config    load and check the configuration, then exit\n"
+            "      --listen HOST:PORT  override [gateway] listen: IPv4, [IPv6] or a name (port 0 =\n"
+            "                        any free port)\n"
+            "      --check-config    load and check the configuration (listen resolved as\n"
+            "                        at start), then exit\n"
+            "      --print-config    print the effective configuration as INI (secrets\n"
+            "                        shown as <set>), then exit\n"
             "  -h, --help            show this help\n"
             "  -V, --version         show the version\n"
             "\n"
@@ -68,10 +73,11 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"listen", required_argument, NULL, 'l'},
-        {"check-config", no_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
+        {"check-config", no_argument, NULL, 'k'}, {"print-config", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
     const char *config_path = DEFAULT_CONFIG, *listen = NULL;
-    int check = 0, ch;
+    int check = 0, print = 0, ch;
     char err[512];
     cfg c;
 
@@ -81,6 +87,7 @@ int main(int argc, char **argv)
         case 'c': config_path = optarg; break;
         case 'l': listen = optarg; break;
         case 'k': check = 1; break;
+        case 'p': print = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("seckill-gateway %s\n", SECKILL_VERSION); return 0;
         case ':':
@@ -117,9 +124,22 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return EX_USAGE;
     }
+    if (print) {
+        cfg_print(&c, stdout);
+        cfg_release(&c);
+        return 0;
+    }
+    /* the address start-up binds: a name that does not resolve is a setting to fix */
+    struct sockaddr_storage ss;
+    if (cfg_listen_addr(&c, &ss, err, sizeof err) < 0) {
+        fprintf(stderr, "seckill-gateway: %s: %s\n", config_path, err);
+        cfg_release(&c);
+        return EX_CONFIG;
+    }
+    const char *lb = strchr(c.listen_host, ':') ? "[" : "", *rb = *lb ? "]" : "";
     if (check) {
-        printf("%s: OK (%zu item%s, listen %s:%u)\n", config_path, c.nitems,
-               c.nitems == 1 ? "" : "s", c.listen_host, c.listen_port);
+        printf("%s: OK (%zu item%s, listen %s%s%s:%u)\n", config_path, c.nitems,
+               c.nitems == 1 ? "" : "s", lb, c.listen_host, rb, c.listen_port);
         cfg_release(&c);
         return 0;
     }
@@ -164,8 +184,8 @@ int main(int argc, char **argv)
             snprintf(rpc, sizeof rpc, " rpc=%s", c.rpc_listen);
         }
     }
-    printf("seckill-gateway %s listening on http://%s:%u gateway_id=%s%s\n", SECKILL_VERSION,
-           c.listen_host, gw_port(g), gw_id(g), rpc);
+    printf("seckill-gateway %s listening on http://%s%s%s:%u gateway_id=%s%s\n", SECKILL_VERSION,
+           lb, c.listen_host, rb, gw_port(g), gw_id(g), rpc);
     fflush(stdout);
 
     int sig = 0;

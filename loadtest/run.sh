@@ -186,7 +186,9 @@ done
 base="http://127.0.0.1:$port"
 if [ "$REDIS" = 1 ]; then
     rpc=$(sed -n 's|.* rpc=\(tcp:[^ ]*\).*|\1|p' "$work/gw.out")
-    { cat "$work/gw.ini"; printf '[rpc]\ngateways = %s\n' "$rpc"; } > "$work/worker.ini"
+    # a section appears once: the gateways go into the gateway's [rpc]
+    awk -v gws="$rpc" '{ print } /^\[rpc\]$/ { print "gateways = " gws; done = 1 }
+        END { if (!done) printf "[rpc]\ngateways = %s\n", gws }' "$work/gw.ini" > "$work/worker.ini"
     "$WORKER_BIN" -c "$work/worker.ini" --id bench-w1 > "$work/worker.out" 2> "$work/worker.err" &
     worker_pid=$!
 fi

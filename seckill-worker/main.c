@@ -57,6 +57,8 @@ static void usage(FILE *f)
             "      --role ROLE     seckill (default) or orders\n"
             "      --id ID         worker id (default: a fresh UUID)\n"
             "      --out FILE      orders role: the JSON-lines order file (default orders.jsonl)\n"
+            "      --print-config  print the effective configuration as INI (secrets shown as\n"
+            "                      <set>), then exit\n"
             "  -h, --help          show this help\n"
             "  -V, --version       show the version\n"
             "\n"
@@ -321,10 +323,10 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'}, {"role", required_argument, NULL, 'r'},
         {"id", required_argument, NULL, 'i'},     {"out", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
+        {"print-config", no_argument, NULL, 'p'}, {NULL, 0, NULL, 0}};
     const char *config_path = DEFAULT_CONFIG, *role = "seckill", *out = "orders.jsonl";
     char id[64] = "", err[512];
-    int ch;
+    int ch, print = 0;
     cfg c;
 
     opterr = 0;
@@ -332,6 +334,7 @@ int main(int argc, char **argv)
         switch (ch) {
         case 'c': config_path = optarg; break;
         case 'r': role = optarg; break;
+        case 'p': print = 1; break;
         case 'i': snprintf(id, sizeof id, "%s", optarg); break;
         case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -369,6 +372,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "seckill-worker: %s\n", err);
         cfg_release(&c);
         return EX_CONFIG;
+    }
+    if (print) {
+        cfg_print(&c, stdout);
+        cfg_release(&c);
+        return 0;
     }
     /* inventory = memory: the order sink reads the gateways' order topics */
     int memory_orders = !strcmp(role, "orders") && !strcmp(c.worker_inventory, "memory");

@@ -41,8 +41,11 @@ int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text)
         return -1;
     if (strstr(ini_text, "data_dir"))
         strcpy(text, ini_text);
-    else
-        sprintf(text, "%s\n[queue]\ndata_dir = %s/data\n", ini_text, p->dir);
+    else {
+        char extra[sizeof p->dir + 32];
+        snprintf(extra, sizeof extra, "[queue]\ndata_dir = %s/data\n", p->dir);
+        ini_merge(text, strlen(ini_text) + sizeof p->dir + 64, ini_text, extra);
+    }
     int wrc = write_file(p->config, text);
     free(text);
     if (wrc < 0 || pipe(pipefd) < 0)
@@ -441,4 +444,48 @@ long http_stock_left(int port, const char *item)
         json_field(r.body, "stock_left", v, sizeof v) != 0)
         return -1;
     return atol(v);
+}
+
+int ini_merge(char *out, size_t cap, const char *base, const char *extra)
+{
+    size_t n = strlen(base);
+    if (n + strlen(extra) + 2 > cap)
+        return -ENOSPC;
+    memcpy(out, base, n + 1);
+    if (n && out[n - 1] != '\n') {
+        out[n++] = '\n';
+        out[n] = '\0';
+    }
+    for (const char *p = extra; *p;) {
+        /* one block: an optional header line and the lines up to the next header */
+        const char *body = p, *end = p;
+        size_t hlen = 0;
+        if (*p == '[') {
+            const char *nl = strchr(p, '\n');
+            hlen = nl ? (size_t)(nl - p + 1) : strlen(p);
+            body = end = p + hlen;
+        }
+        while (*end && *end != '[') {
+            const char *nl = strchr(end, '\n');
+            end = nl ? nl + 1 : end + strlen(end);
+        }
+        size_t blen = (size_t)(end - body);
+        char *at = NULL;
+        for (char *s = out; hlen && (s = strstr(s, "[")) != NULL; s++) {
+            if ((s == out || s[-1] == '\n') && !strncmp(s, p, hlen)) {
+                at = s + hlen;
+                break;
+            }
+        }
+        if (at) { /* into the section base has */
+            memmove(at + blen, at, strlen(at) + 1);
+            memcpy(at, body, blen);
+        } else { /* a new section at the end */
+            memcpy(out + strlen(out), p, hlen + blen);
+            out[n + hlen + blen] = '\0';
+        }
+        n = strlen(out);
+        p = end;
+    }
+    return 0;
 }

@@ -34,6 +34,12 @@ int gw_proc_stop(gw_proc *p);
 /* The [gateway] lines of a park mode as the tests name it on their command
  * line: thread, event, or event-epoll (park = event with http_io = epoll). */
 void park_ini_lines(const char *mode, char *buf, size_t cap);
+/* base with the INI fragment extra merged in: the lines of each section of
+ * extra go right after that section's header in base, or at the end under
+ * the header when base lacks it (a section may appear only once in a
+ * configuration). Lines of extra before any header go at the end. Returns
+ * -ENOSPC when out is too small. */
+int ini_merge(char *out, size_t cap, const char *base, const char *extra);
 /* Run binary with args (NULL-terminated), capture stdout into out and stderr into err;
  * returns the exit status, or -1 when it did not exit within 20 s (then killed). */
 int run_capture(const char *const argv[], char *out, size_t outlen, char *err, size_t errlen);

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -566,6 +567,79 @@ static void test_cli(void **state)
     rmdir(dir);
 }
 
+/* ---- listen: IPv6 literals and host names, checked as start-up binds ---- */
+
+static void test_listen_forms(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/seckill-listen-XXXXXX", path[300], text[600], out[8192], err[4096];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/gw.ini", dir);
+    snprintf(text, sizeof text,
+             "[gateway]\nlisten = localhost:0\n[queue]\ndata_dir = %s/data\n"
+             "[rpc]\nsecret = not-printed-ever\n[risk]\nblocklist = bot-1\nblocklist = bot-2\n"
+             "[item.x]\nstock = 3\n",
+             dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+
+    /* a name resolves; one that does not is a configuration error */
+    const char *chk[] = {gateway_bin, "-c", path, "--check-config", NULL};
+    assert_int_equal(run_capture(chk, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "listen localhost:0"));
+    const char *bad[] = {gateway_bin, "-c", path, "--listen", "nosuchhost.invalid:80",
+                         "--check-config", NULL};
+    assert_int_equal(run_capture(bad, out, sizeof out, err, sizeof err), 78);
+    if (!strstr(err, "[gateway] listen: 'nosuchhost.invalid' does not resolve"))
+        fail_msg("stderr: %s", err);
+
+    /* the effective configuration, secrets redacted */
+    const char *print[] = {gateway_bin, "-c", path, "--print-config", NULL};
+    assert_int_equal(run_capture(print, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "[gateway]\nlisten = localhost:0\n"));
+    assert_non_null(strstr(out, "wait_timeout_ms = 2000\n"));
+    assert_non_null(strstr(out, "secret = <set>\n"));
+    assert_null(strstr(out, "not-printed-ever"));
+    assert_non_null(strstr(out, "blocklist = bot-1\nblocklist = bot-2\n"));
+    assert_non_null(strstr(out, "[item.x]\nstock = 3\nper_user_limit = 1\n"));
+
+    /* [::1]:PORT serves, where the machine has IPv6 loopback */
+    int s = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    socklen_t len = sizeof sa;
+    if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        getsockname(s, (struct sockaddr *)&sa, &len) < 0) {
+        if (s >= 0)
+            close(s);
+        fprintf(stderr, "test_listen_forms: no IPv6 loopback here: [::1] not tested\n");
+        goto out_rm;
+    }
+    close(s); /* its port, free again, for the gateway */
+    char listen[64], ready[96];
+    snprintf(listen, sizeof listen, "[::1]:%u", ntohs(sa.sin6_port));
+    snprintf(ready, sizeof ready, "listening on http://%s ", listen);
+    const char *run[] = {gateway_bin, "-c", path, "--listen", listen, NULL};
+    pid_t pid;
+    assert_int_equal(proc_spawn(run, ready, &pid), 0);
+    s = socket(AF_INET6, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char req[] = "GET /seckill HTTP/1.0\r\n\r\n";
+    assert_int_equal(write(s, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char resp[64] = "";
+    ssize_t n = read(s, resp, sizeof resp - 1);
+    close(s);
+    assert_true(n > 0);
+    assert_int_equal(strncmp(resp, "HTTP/1.", 7), 0);
+    assert_int_equal(proc_stop(pid, SIGTERM), 0);
+out_rm:;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- 128 keep-alive connections with a request each, at once ---- */
 
 #define READY_CONNS 128
@@ -648,7 +722,10 @@ static void test_port_in_use(void **state)
     with_park(text, sizeof text, ini);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fprintf(f, "%s\n[queue]\ndata_dir = %s/data\n", text, dir);
+    char extra[128], merged[1600];
+    snprintf(extra, sizeof extra, "[queue]\ndata_dir = %s/data\n", dir);
+    assert_int_equal(ini_merge(merged, sizeof merged, text, extra), 0);
+    fputs(merged, f);
     fclose(f);
     snprintf(listen, sizeof listen, "127.0.0.1:%d", p.port);
     const char *second[] = {gateway_bin, "-c", path, "--listen", listen, NULL};
@@ -1138,6 +1215,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_cli, teardown),
+        cmocka_unit_test_teardown(test_listen_forms, teardown),
         cmocka_unit_test_teardown(test_bad_requests, teardown),
         cmocka_unit_test_teardown(test_purchase_flow, teardown),
         cmocka_unit_test_teardown(test_window_rate_risk, teardown),

@@ -157,7 +157,9 @@ static void survive_restart(const char *first, const char *second)
     wait_ready(port);
 
     /* the sink, over rpc/ */
-    snprintf(wtext, sizeof wtext, "%s[rpc]\ngateways = tcp:127.0.0.1:%d\n", ini, rpc_port);
+    char gws[64];
+    snprintf(gws, sizeof gws, "[rpc]\ngateways = tcp:127.0.0.1:%d\n", rpc_port);
+    assert_int_equal(ini_merge(wtext, sizeof wtext, ini, gws), 0);
     snprintf(wini_path, sizeof wini_path, "%s/worker.ini", dir);
     write_text(wini_path, wtext);
     snprintf(sink_path, sizeof sink_path, "%s/orders.jsonl", dir);
@@ -293,7 +295,9 @@ static void test_orders_sink_over_tls(void **state)
              dir, rpc_port, dir, dir, dir, STOCK);
     assert_int_equal(gw_proc_start(&gw, gateway_bin, ini), 0);
     wait_ready(gw.port);
-    snprintf(wtext, sizeof wtext, "%s[rpc]\ngateways = tcp:127.0.0.1:%d\n", ini, rpc_port);
+    char gws[64];
+    snprintf(gws, sizeof gws, "[rpc]\ngateways = tcp:127.0.0.1:%d\n", rpc_port);
+    assert_int_equal(ini_merge(wtext, sizeof wtext, ini, gws), 0);
     snprintf(wini_path, sizeof wini_path, "%s/worker.ini", dir);
     write_text(wini_path, wtext);
     snprintf(sink_path, sizeof sink_path, "%s/orders.jsonl", dir);

@@ -76,7 +76,9 @@ static void test_sigterm_answers_parked(void **state)
              "[redis]\nport = %d\n[item.demo]\nstock = 100\n",
              park_lines, rs.port);
     assert_int_equal(gw_proc_start(&gw, gateway_bin, ini), 0);
-    snprintf(wini, sizeof wini, "%s[rpc]\ngateways = tcp:127.0.0.1:%d\n", ini, gw.rpc_port);
+    char gws[64];
+    snprintf(gws, sizeof gws, "[rpc]\ngateways = tcp:127.0.0.1:%d\n", gw.rpc_port);
+    assert_int_equal(ini_merge(wini, sizeof wini, ini, gws), 0);
     snprintf(wpath, sizeof wpath, "%s/w.ini", dir);
     FILE *f = fopen(wpath, "w");
     fputs(wini, f);

@@ -68,7 +68,8 @@ static int wait_timeout_ms = 5000;
 
 static void common_ini(char *buf, size_t cap, const cluster *cl, const char *extra)
 {
-    snprintf(buf, cap,
+    char base[2048];
+    snprintf(base, sizeof base,
              "[gateway]\nwait_timeout_ms = %d\npark = event\n"
              "[token_bucket]\nrate = 0\n"
              "[queue]\nack_timeout_ms = 1000\nlease_timeout_ms = 1000\n"
@@ -76,9 +77,9 @@ static void common_ini(char *buf, size_t cap, const cluster *cl, const char *ext
              "pay_timeout_ms = %d\n"
              "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = " SECRET "\n"
              "[redis]\nport = %d\ntimeout_ms = %d\n"
-             "[item.demo]\nstock = %ld\n%s",
-             wait_timeout_ms, pay_timeout_ms, cl->rs.port, redis_timeout_ms, cl->stock,
-             extra ? extra : "");
+             "[item.demo]\nstock = %ld\n",
+             wait_timeout_ms, pay_timeout_ms, cl->rs.port, redis_timeout_ms, cl->stock);
+    assert_int_equal(ini_merge(buf, cap, base, extra ? extra : ""), 0);
 }
 
 static int workers_discover;     /* cluster_start: workers without [rpc] gateways */
@@ -138,8 +139,11 @@ static void cluster_start(cluster *cl, int ngw, int nworkers, long stock, const 
      * without them (the workers look in the registry) */
     if (workers_discover)
         snprintf(wtext, sizeof wtext, "%s", ini);
-    else
-        snprintf(wtext, sizeof wtext, "%s[rpc]\ngateways = %s\n", ini, gws);
+    else {
+        char gwl[600];
+        snprintf(gwl, sizeof gwl, "[rpc]\ngateways = %s\n", gws);
+        assert_int_equal(ini_merge(wtext, sizeof wtext, ini, gwl), 0);
+    }
     snprintf(cl->wini, sizeof cl->wini, "%s/worker.ini", cl->dir);
     write_text(cl->wini, wtext);
     for (int i = 0; i < nworkers; i++)

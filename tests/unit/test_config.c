@@ -230,20 +230,18 @@ static void test_values(void **state)
                         "threads = 256\n"
                         "[rpc]\n"
                         "registry_ttl_ms = 600000\n"
+                        "handshake_timeout_ms = 60000\n"
+                        "tls_cert = /etc/seckill/gw.crt\n"
+                        "tls_key = /etc/seckill/gw.key\n"
+                        "tls_ca = /etc/seckill/ca.crt\n"
                         "[item.a]\n"
                         "stock = 0\n"
+                        "per_user_limit = 2\n"
                         "[item.b-2]\n"
                         "stock = 1000000000000\n"
                         "per_user_limit = 3\n"
                         "starts_at = 1700000000\n"
-                        "ends_at = 1700000001\n"
-                        "[item.a]\n" /* a section may be reopened */
-                        "per_user_limit = 2\n"
-                        "[rpc]\n"
-                        "handshake_timeout_ms = 60000\n"
-                        "tls_cert = /etc/seckill/gw.crt\n"
-                        "tls_key = /etc/seckill/gw.key\n"
-                        "tls_ca = /etc/seckill/ca.crt\n");
+                        "ends_at = 1700000001\n");
     if (cfg_load(&c, t->path, err, sizeof err) != 0)
         fail_msg("%s", err);
     assert_string_equal(c.listen_host, "0.0.0.0");
@@ -269,12 +267,12 @@ static void test_values(void **state)
     assert_non_null(b);
     assert_int_equal(a->stock, 0);
     assert_int_equal(a->per_user_limit, 2);
-    assert_int_equal(a->line, 19);
+    assert_int_equal(a->line, 23);
     assert_int_equal(b->stock, 1000000000000LL);
     assert_int_equal(b->per_user_limit, 3);
     assert_int_equal(b->starts_at, 1700000000);
     assert_int_equal(b->ends_at, 1700000001);
-    assert_int_equal(b->line, 21);
+    assert_int_equal(b->line, 26);
     cfg_release(&c);
     assert_null(c.items);
     assert_int_equal(c.nitems, 0);
@@ -446,6 +444,17 @@ static const bad bads[] = {
      "PATH:4: [gateway] request_timeout_ms: expected an integer from 0 to 3600000"},
     {"max_connections_per_ip negative", ITEM "[gateway]\nmax_connections_per_ip = -1\n",
      "PATH:4: [gateway] max_connections_per_ip: expected an integer from 0 to 1000000"},
+    {"key set twice",
+     ITEM "[gateway]\nwait_timeout_ms = 100\nbody_limit = 64\nwait_timeout_ms = 200\n",
+     "PATH:6: [gateway] wait_timeout_ms: set twice (first at line 4)"},
+    {"item key set twice", ITEM "per_user_limit = 2\nstock = 3\n",
+     "PATH:4: [item.a] stock: set twice (first at line 2)"},
+    {"section twice", ITEM "[gateway]\nbody_limit = 64\n[queue]\npartitions = 2\n[gateway]\n",
+     "PATH:7: [gateway]: section appears twice (first at line 3)"},
+    {"item section twice", ITEM "[item.b]\nstock = 2\n[item.a]\nper_user_limit = 2\n",
+     "PATH:5: [item.a]: section appears twice (first at line 1)"},
+    {"listen: a bracket that is not an IPv6 literal", ITEM "[gateway]\nlisten = [::1:80\n",
+     "PATH:4: [gateway] listen: expected HOST:PORT"},
     {"first error wins: key error before a missing stock",
      "[item.b]\nper_user_limit = 2\n[gateway]\nbody_limit = 1\n",
      "PATH:4: [gateway] body_limit: expected an integer from 64 to 1048576"},
@@ -568,6 +577,13 @@ static void test_parse_listen(void **state)
         {"", -EINVAL, NULL, 0},
         {"0123456789abcdef:1", -EINVAL, NULL, 0}, /* 16 characters: too long for 16 bytes */
         {"0123456789abcde:1", 0, "0123456789abcde", 1},
+        {"[::1]:8080", 0, "::1", 8080}, /* IPv6 in brackets, kept without them */
+        {"[fe80::1%lo]:1", 0, "fe80::1%lo", 1},
+        {"[::1]8080", -EINVAL, NULL, 0},
+        {"[::1:8080", -EINVAL, NULL, 0},
+        {"[]:80", -EINVAL, NULL, 0},
+        {"::1]:80", -EINVAL, NULL, 0},
+        {"127.0.0.1:+80", -EINVAL, NULL, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
         char host[16];
@@ -586,6 +602,136 @@ static void test_parse_listen(void **state)
     }
 }
 
+/* ---- every key of the table is documented ---- */
+
+/* Does the line name key as a setting, "key =" or commented out "; key ="? */
+static int ini_line_sets(const char *line, const char *key)
+{
+    line += strspn(line, " \t");
+    if (*line == ';' || *line == '#')
+        line += 1 + strspn(line + 1, " \t");
+    size_t n = strlen(key);
+    if (strncmp(line, key, n) != 0)
+        return 0;
+    line += n;
+    line += strspn(line, " \t");
+    return *line == '=';
+}
+
+/* In seckill.ini, under its section ([item.<id>]: any item section). */
+static int in_shipped_ini(FILE *f, const cfg_key *k)
+{
+    char line[512], section[128] = "";
+    int item = !strcmp(k->section, "item.<id>");
+    rewind(f);
+    while (fgets(line, sizeof line, f)) {
+        const char *p = line + strspn(line, " \t");
+        if (*p == '[') {
+            size_t n = strcspn(p + 1, "]");
+            snprintf(section, sizeof section, "%.*s", (int)n, p + 1);
+            continue;
+        }
+        int here = item ? !strncmp(section, "item.", 5) : !strcmp(section, k->section);
+        if (here && ini_line_sets(line, k->name))
+            return 1;
+    }
+    return 0;
+}
+
+/* In a table row ("| ... `key` ... |") of the configuration reference. */
+static int in_reference(FILE *f, const cfg_key *k)
+{
+    char line[4096], quoted[96];
+    snprintf(quoted, sizeof quoted, "`%s`", k->name);
+    rewind(f);
+    while (fgets(line, sizeof line, f))
+        if (line[0] == '|' && strstr(line, quoted))
+            return 1;
+    return 0;
+}
+
+static void test_every_key_documented(void **state)
+{
+    (void)state;
+    /* the reference moves from the README to docs/configuration.md */
+    const char *ref_path = SOURCE_DIR "/docs/configuration.md";
+    FILE *ref = fopen(ref_path, "r");
+    if (!ref) {
+        ref_path = SOURCE_DIR "/README.md";
+        ref = fopen(ref_path, "r");
+    }
+    FILE *ini = fopen(SOURCE_DIR "/config/seckill.ini", "r");
+    assert_non_null(ref);
+    assert_non_null(ini);
+    const cfg_key *tables[2];
+    size_t ns[2];
+    tables[0] = cfg_keys(&ns[0]);
+    tables[1] = cfg_item_keys(&ns[1]);
+    int missing = 0;
+    for (int t = 0; t < 2; t++) {
+        for (size_t i = 0; i < ns[t]; i++) {
+            const cfg_key *k = &tables[t][i];
+            assert_non_null(k->help);
+            if (!in_shipped_ini(ini, k)) {
+                print_error("[%s] %s: not in config/seckill.ini\n", k->section, k->name);
+                missing++;
+            }
+            if (!in_reference(ref, k)) {
+                print_error("[%s] %s: no table row in %s\n", k->section, k->name, ref_path);
+                missing++;
+            }
+        }
+    }
+    fclose(ref);
+    fclose(ini);
+    assert_int_equal(missing, 0);
+}
+
+/* cfg_print's output loads back to the same configuration */
+static void test_print_loads_back(void **state)
+{
+    tmp *t = *state;
+    cfg c, d;
+    char err[512] = "";
+    cfg_init(&c);
+    write_file(t->path, "[gateway]\nlisten = [::1]:81\n[rpc]\ngateways = tcp:a:1, unix:/s\n"
+                        "secret = do-not-print\n"
+                        "[risk]\nblocklist = u1 u2\n[item.a]\nstock = 5\nends_at = 9\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    cfg_print(&c, f);
+    assert_int_equal(fclose(f), 0);
+    assert_null(strstr(text, "do-not-print"));
+    char *secret = strstr(text, "secret = <set>\n");
+    assert_non_null(secret);
+    *secret = '\0'; /* redacted: put back by hand to load the dump */
+    f = fopen(t->path, "w");
+    assert_non_null(f);
+    fprintf(f, "%ssecret = do-not-print\n%s", text, secret + strlen("secret = <set>\n"));
+    assert_int_equal(fclose(f), 0);
+    free(text);
+    cfg_init(&d);
+    if (cfg_load(&d, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(d.listen_host, "::1");
+    assert_int_equal(d.listen_port, 81);
+    assert_string_equal(d.rpc_secret, "do-not-print");
+    assert_int_equal(d.nrpc_gateways, 2);
+    assert_string_equal(d.rpc_gateways[1], "unix:/s");
+    assert_int_equal(d.nblocklist, 2);
+    assert_int_equal(d.items[0].stock, 5);
+    assert_int_equal(d.items[0].ends_at, 9);
+    assert_true(d.tb_rate == c.tb_rate);
+    assert_int_equal(d.queue_max_backlog_bytes, c.queue_max_backlog_bytes);
+    assert_string_equal(d.queue_data_dir, c.queue_data_dir);
+    cfg_release(&c);
+    cfg_release(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -599,6 +745,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_blocklist, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_blocklist_limit, setup_dir, teardown_dir),
         cmocka_unit_test(test_parse_listen),
+        cmocka_unit_test(test_every_key_documented),
+        cmocka_unit_test_setup_teardown(test_print_loads_back, setup_dir, teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
