@@ -1,5 +1,7 @@
 #include "framing.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -210,4 +212,19 @@ int gw_frame_must_close(struct MHD_Connection *conn)
                NULL &&
            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH) !=
                NULL;
+}
+
+int gw_frame_declared_body(struct MHD_Connection *conn, size_t limit, size_t *len)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    *len = limit;
+    if (!cl || MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding"))
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(cl, &end, 10);
+    if (errno || end == cl || *end || v > limit)
+        return -EINVAL;
+    *len = (size_t)v;
+    return 0;
 }

@@ -90,5 +90,10 @@ enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f);
 /* 1 when the answer to conn's request must close the connection
  * (Transfer-Encoding and Content-Length together). */
 int gw_frame_must_close(struct MHD_Connection *conn);
+/* The body size conn's request declares (Content-Length), or limit when it
+ * declares none or is chunked (Transfer-Encoding wins over Content-Length:
+ * RFC 9112 section 6.3). -EINVAL when the header is not a number or is over
+ * limit. OUT: *len. */
+int gw_frame_declared_body(struct MHD_Connection *conn, size_t limit, size_t *len);
 
 #endif

@@ -1,0 +1,192 @@
+/*
+ * internal.h - what the gateway's own files share: struct gw, the per-request
+ * state of POST /seckill and the gw__ functions between them. Only the .c
+ * files of gateway/ include it; everyone else uses gateway.h.
+ *
+ * One file per concern:
+ *   routes.c     the access handler: framing, then POST /seckill to
+ *                purchase.c and every other request to its endpoint file
+ *   purchase.c   POST /seckill: checks, token bucket, request id, parking
+ *                (thread or event mode) until the outcome or the deadline
+ *   answer.c     replies, the body of an outcome, the 504 of a timeout
+ *   items.c      the item table: lookup, stock view, GET /items/{id}
+ *   result.c     GET /seckill/result/{id}
+ *   orders.c     GET /orders/{id}, POST /orders/{id}/pay
+ *   metrics_http.c GET /metrics
+ *   health.c     GET /livez, GET /readyz
+ *   link.c       what workers call back (outcomes, stock), the embedded
+ *                workers and reaper, the RPC service and its registry entry
+ *   lifecycle.c  gw_create, gw_start, gw_stop, gw_destroy
+ *
+ * A purchase: routes.c gw__on_request -> purchase.c (admission, park) ->
+ * answer.c; its outcome comes in through link.c on_outcome, which completes
+ * the pending waiter that purchase.c parked.
+ */
+#ifndef SECKILL_GW_INTERNAL_H
+#define SECKILL_GW_INTERNAL_H
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "conn_guard.h"
+#include "gateway.h"
+#include "http_loop.h"
+#include "message.h"
+#include "metrics.h"
+#include "mq.h"
+#include "pending.h"
+#include "registry.h"
+#include "result_store.h"
+#include "rpc_service.h"
+#include "slab.h"
+#include "store.h"
+#include "timer_wheel.h"
+#include "token_bucket.h"
+#include "worker.h"
+
+/* A string literal and its length, for fixed JSON answers. */
+#define J(s) s, sizeof(s) - 1
+
+typedef struct gw_item {
+    const cfg_item *c;
+    _Atomic int64_t left; /* as last reported by a worker */
+    atomic_int sold_out;  /* local flag: answer 409 without a token */
+} gw_item;
+
+struct gw {
+    const cfg *cfg;
+    uint8_t id[16];
+    char id_str[37];
+    tb bucket;
+    gw_pending *pending;
+    gw_results *results;
+    gw_metrics metrics;
+    mq *q;
+    mq_topic *topic;
+    int own_q;           /* q is ours, not the store's */
+    sale_store *store;   /* stock, decisions, orders ([worker] inventory) */
+    sale_reaper *reaper; /* embedded workers: cancels unpaid orders (pay_timeout_ms) */
+    sk_worker *worker;
+    sk_source source; /* what the embedded worker reads and decides with */
+    sk_backend backend;
+    sk_item_window *windows;
+    gw_item *items;
+    size_t nitems;
+    int32_t *item_index; /* open addressing over items, -1 = empty */
+    size_t index_mask;
+    struct MHD_Daemon *mhd; /* thread park, and event park on poll */
+    gw_http *http;          /* event park on epoll ([gateway] http_io) */
+    gw_guard *guard;        /* request deadline and per-address cap, every mode */
+    gw_wheel *wheel;        /* event park: deadlines of suspended requests */
+    gw_slab *ctx_pool;      /* req_ctx objects with a body of up to CTX_POOL_BODY bytes */
+    gw_rpcsvc *rpc;         /* the queue served to worker processes, when [rpc] listen is set */
+    sk_registry *registry;  /* rpc with a Redis: announces the RPC address to workers */
+    int event_park;
+    uint16_t port;
+    atomic_int stopping;
+    atomic_uint inflight; /* POST /seckill requests not yet completed (answer sent) */
+};
+
+enum phase { PH_READING, PH_PARKED, PH_ANSWERED };
+
+/* A purchase body is some 50 bytes: contexts with room for this many come
+ * from the pool, larger ones (up to body_limit) from malloc. */
+#define CTX_POOL_BODY 256
+#define CTX_POOL_CACHED 512 /* per pool shard */
+
+/* Per-request state of a POST /seckill. Thread park: freed by on_completed.
+ * Event park: reference counted, one reference for MHD (dropped by
+ * on_completed) and one for the armed deadline timer (dropped when the timer
+ * is disarmed or has fired), so a firing timer never touches freed memory. */
+typedef struct req_ctx {
+    enum phase phase;
+    int too_large;
+    int produce_failed;
+    int pooled; /* from g->ctx_pool */
+    atomic_int refs;
+    atomic_int resumed; /* event park: exactly one MHD_resume_connection */
+    size_t cap;         /* body bytes allocated: Content-Length, or body_limit when chunked */
+    uint64_t t0;
+    gw *g;
+    struct MHD_Connection *conn;
+    gw_loop *loop; /* event park on epoll: the loop serving conn; NULL on poll */
+    gw_waiter w;
+    gw_timer timer;
+    char rid[37];
+    size_t len;
+    char body[];
+} req_ctx;
+
+/* ---- routes.c: the libmicrohttpd callbacks, cls = the gw ---- */
+enum MHD_Result gw__on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls);
+void gw__on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe);
+
+/* ---- purchase.c: POST /seckill ---- */
+/* The headers are in: refuse a bad method, type or size (405, 415, 413), or
+ * make the request's context. OUT: *con_cls, the context. */
+enum MHD_Result gw__purchase_open(gw *g, struct MHD_Connection *conn, const char *method,
+                                  void **con_cls);
+/* A later call: take a body chunk, or answer once the body is in. */
+enum MHD_Result gw__purchase_step(gw *g, struct MHD_Connection *conn, req_ctx *rc,
+                                  const char *upload_data, size_t *upload_data_size);
+/* The request is over (answered, reset or stopping): disarm what could
+ * still wake it and drop MHD's reference; rc may be freed on return. */
+void gw__purchase_close(gw *g, req_ctx *rc);
+
+/* ---- answer.c ---- */
+/* Queue a JSON answer; request_id and the extra header hname may be NULL. */
+enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const char *body,
+                          size_t len, const char *request_id, const char *hname,
+                          const char *hvalue);
+enum MHD_Result gw__reply_str(struct MHD_Connection *conn, unsigned status, const char *body);
+/* gw__reply for POST /seckill, counted under a and timed from t0. */
+enum MHD_Result gw__answer(gw *g, struct MHD_Connection *conn, uint64_t t0, enum gw_answer a,
+                           unsigned status, const char *body, size_t len, const char *request_id,
+                           const char *hname, const char *hvalue);
+/* 503 overloaded with Retry-After: nothing was or will be bought. */
+enum MHD_Result gw__answer_overloaded(gw *g, struct MHD_Connection *conn, uint64_t t0,
+                                      const char *request_id);
+/* The answer to POST /seckill for a decided outcome. */
+enum MHD_Result gw__answer_outcome(gw *g, struct MHD_Connection *conn, uint64_t t0,
+                                   const sk_outcome *o, const char *rid);
+/* 504: the outcome is not known yet; rid stays queryable. */
+enum MHD_Result gw__answer_timeout(gw *g, struct MHD_Connection *conn, uint64_t t0,
+                                   const uint8_t id[16], const char *rid);
+/* The JSON body and status for an outcome, shared by POST /seckill and
+ * GET /seckill/result. OUT: buf, *len. */
+unsigned gw__outcome_body(gw *g, const sk_outcome *o, const char *rid, char *buf, size_t cap,
+                          int *len);
+
+/* ---- items.c ---- */
+/* Build the item table and its index from the config; -ENOMEM. */
+int gw__items_init(gw *g);
+gw_item *gw__item_find(gw *g, const char *id);
+/* A stock figure from a worker or the store. */
+void gw__item_report(gw_item *it, int64_t left);
+/* Stock left as this process knows it without a round trip. */
+int64_t gw__item_left(const gw *g, const gw_item *it);
+enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id);
+
+/* ---- the other endpoints, one file each ---- */
+enum MHD_Result gw__get_result(gw *g, struct MHD_Connection *conn, const char *rid);
+enum MHD_Result gw__orders(gw *g, struct MHD_Connection *conn, const char *method,
+                           const char *path);
+enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn);
+enum MHD_Result gw__livez(struct MHD_Connection *conn);
+enum MHD_Result gw__readyz(gw *g, struct MHD_Connection *conn);
+
+/* ---- link.c ---- */
+/* The stock view of item i, from the store (sale_reaper_config.stock). */
+void gw__on_store_stock(void *arg, size_t i, int64_t left);
+/* Embedded mode: the worker threads and the reaper. */
+int gw__workers_start(gw *g, char *err, size_t errlen);
+/* [rpc] listen: serve the queue to worker processes, announce it. */
+int gw__rpc_start(gw *g, char *err, size_t errlen);
+
+#endif

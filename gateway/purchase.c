@@ -1,0 +1,268 @@
+/*
+ * purchase.c - POST /seckill, from its headers to its answer.
+ *
+ * gw__purchase_open refuses a bad method, type or size on the headers and
+ * makes the request's context (pooled when the body is small);
+ * gw__purchase_step collects the body and then runs the admission checks of
+ * gateway.h in order (purchase), each answering without going further. An
+ * admitted request gets an id, is parked in the pending table and produced
+ * to the request topic; it waits there for its outcome (on_outcome in
+ * link.c completes the waiter) or its deadline (504):
+ *   thread park: the MHD thread blocks in gw_pending_wait (park_thread);
+ *   event park: the connection is suspended (park_event); the outcome or the
+ *     deadline timer resumes it (resume_once), and the next call answers
+ *     (finish_parked).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#include "framing.h"
+#include "internal.h"
+#include "request.h"
+#include "uuid4.h"
+
+static void ctx_unref(req_ctx *rc)
+{
+    if (atomic_fetch_sub(&rc->refs, 1) != 1)
+        return;
+    if (rc->pooled)
+        gw_slab_free(rc->g->ctx_pool, rc);
+    else
+        free(rc);
+}
+
+/* The first of outcome, deadline and produce failure to get here resumes. */
+static void resume_once(req_ctx *rc)
+{
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&rc->resumed, &expected, 1)) {
+        if (rc->loop)
+            gw_http_resume(rc->loop, rc->conn);
+        else
+            MHD_resume_connection(rc->conn);
+    }
+}
+
+/* Outcome arrived (called under the pending shard lock). */
+static void ev_wake(gw_waiter *w)
+{
+    resume_once(w->user);
+}
+
+/* Deadline passed (wheel thread). */
+static void ev_deadline(gw_timer *t)
+{
+    req_ctx *rc = (req_ctx *)((char *)t - offsetof(req_ctx, timer));
+    if (gw_pending_cancel(rc->g->pending, &rc->w) == 0) {
+        uint64_t now = gw_mono_ns();
+        gw_metrics_lateness(&rc->g->metrics, now > t->deadline_ns ? now - t->deadline_ns : 0);
+        resume_once(rc); /* removed before any outcome: a timeout */
+    }
+    ctx_unref(rc);
+}
+
+/* Event park: suspend the connection, produce, return. The outcome callback
+ * or the deadline timer resumes it and MHD calls the access handler again,
+ * which lands in finish_parked. Suspending before producing means a resume
+ * can never come before the suspend. */
+static enum MHD_Result park_event(gw *g, struct MHD_Connection *conn, req_ctx *rc, const sk_msg *m,
+                                  const mq_record *rec, const char *rid, uint64_t t0)
+{
+    memset(&rc->w, 0, sizeof rc->w);
+    memcpy(rc->w.id, m->request_id, 16);
+    rc->w.wake = ev_wake;
+    rc->w.user = rc;
+    rc->conn = conn;
+    rc->loop = gw_http_self();
+    rc->g = g;
+    rc->t0 = t0;
+    memcpy(rc->rid, rid, sizeof rc->rid);
+    rc->timer.fire = ev_deadline;
+    rc->phase = PH_PARKED;
+    atomic_fetch_add(&rc->refs, 1); /* the timer's reference */
+    gw_pending_add(g->pending, &rc->w);
+    gw_wheel_add(g->wheel, &rc->timer, t0 + (uint64_t)g->cfg->wait_timeout_ms * 1000000ULL);
+    MHD_suspend_connection(conn);
+    if (mq_produce(g->topic, rec, NULL, NULL) < 0) {
+        atomic_fetch_add_explicit(&g->metrics.queue_full, 1, memory_order_relaxed);
+        if (gw_pending_cancel(g->pending, &rc->w) == 0) {
+            rc->produce_failed = 1;
+            resume_once(rc);
+        }
+    }
+    return MHD_YES;
+}
+
+/* Event park: the connection was resumed; answer with what woke it. */
+static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx *rc)
+{
+    int done = gw_pending_cancel(g->pending, &rc->w) == -EALREADY;
+    if (gw_wheel_del(g->wheel, &rc->timer) == 0)
+        ctx_unref(rc); /* the timer will not fire: drop its reference */
+    rc->phase = PH_ANSWERED;
+    if (done)
+        return gw__answer_outcome(g, conn, rc->t0, &rc->w.out, rc->rid);
+    if (rc->produce_failed)
+        return gw__answer_overloaded(g, conn, rc->t0, rc->rid);
+    return gw__answer_timeout(g, conn, rc->t0, rc->w.id, rc->rid);
+}
+
+/* Thread park: this MHD thread waits for the outcome or the deadline. */
+static enum MHD_Result park_thread(gw *g, struct MHD_Connection *conn, const sk_msg *m,
+                                   const mq_record *rec, const char *rid, uint64_t t0)
+{
+    gw_waiter w;
+    if (gw_waiter_init(&w, m->request_id) < 0)
+        return gw__answer_overloaded(g, conn, t0, rid);
+    gw_pending_add(g->pending, &w);
+    if (mq_produce(g->topic, rec, NULL, NULL) < 0) {
+        gw_pending_cancel(g->pending, &w); /* nobody can complete it: never produced */
+        gw_waiter_release(&w);
+        atomic_fetch_add_explicit(&g->metrics.queue_full, 1, memory_order_relaxed);
+        return gw__answer_overloaded(g, conn, t0, rid);
+    }
+    uint64_t deadline = t0 + (uint64_t)g->cfg->wait_timeout_ms * 1000000ULL;
+    int wrc = gw_pending_wait(g->pending, &w, deadline);
+    gw_waiter_release(&w);
+    if (wrc == -ETIMEDOUT) {
+        uint64_t now = gw_mono_ns();
+        gw_metrics_lateness(&g->metrics, now > deadline ? now - deadline : 0);
+        return gw__answer_timeout(g, conn, t0, m->request_id, rid);
+    }
+    return gw__answer_outcome(g, conn, t0, &w.out, rid);
+}
+
+/* Admitted: a request id, a message, a parked waiter. */
+static enum MHD_Result admit(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,
+                             uint64_t t0)
+{
+    sk_msg m;
+    char rid[37];
+    uint8_t wire[SK_MSG_MAX];
+    sk_uuid4(m.request_id);
+    uuid_unparse_lower(m.request_id, rid);
+    memcpy(m.gateway_id, g->id, 16);
+    m.admitted_at_ms = sk_wall_ms();
+    m.deadline_ms = m.admitted_at_ms + g->cfg->wait_timeout_ms;
+    memcpy(m.user_id, p->user_id, sizeof m.user_id);
+    memcpy(m.item_id, p->item_id, sizeof m.item_id);
+    int wl = sk_msg_encode(&m, wire, sizeof wire);
+    if (wl < 0)
+        return gw__answer_overloaded(g, conn, t0, rid);
+    mq_record rec = {.key = p->user_id,
+                     .key_len = strlen(p->user_id),
+                     .value = wire,
+                     .value_len = (size_t)wl,
+                     .partition = MQ_PARTITION_ANY};
+    if (g->event_park)
+        return park_event(g, conn, rc, &m, &rec, rid, t0);
+    return park_thread(g, conn, &m, &rec, rid, t0);
+}
+
+/* The checks of gateway.h after framing, method, type and size. */
+static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
+{
+    uint64_t t0 = gw_mono_ns();
+    char buf[512];
+    gw_purchase p;
+
+    if (rc->too_large)
+        return gw__answer(g, conn, t0, GW_A_PAYLOAD_TOO_LARGE, 413,
+                          J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
+    if (gw_parse_purchase(rc->body, rc->len, &p, buf, sizeof buf) < 0)
+        return gw__answer(g, conn, t0, GW_A_BAD_REQUEST, 400, buf, strlen(buf), NULL, NULL, NULL);
+
+    gw_item *it = gw__item_find(g, p.item_id);
+    if (!it)
+        return gw__answer(g, conn, t0, GW_A_UNKNOWN_ITEM, 404, J("{\"result\":\"unknown_item\"}"),
+                          NULL, NULL, NULL);
+    int64_t now_s = (int64_t)time(NULL);
+    if (it->c->starts_at && now_s < it->c->starts_at) {
+        int n = snprintf(buf, sizeof buf, "{\"result\":\"not_started\",\"starts_at\":%lld}",
+                         (long long)it->c->starts_at);
+        return gw__answer(g, conn, t0, GW_A_NOT_STARTED, 409, buf, (size_t)n, NULL, NULL, NULL);
+    }
+    if (it->c->ends_at && now_s >= it->c->ends_at)
+        return gw__answer(g, conn, t0, GW_A_ENDED, 409, J("{\"result\":\"ended\"}"), NULL, NULL,
+                          NULL);
+    if (atomic_load_explicit(&it->sold_out, memory_order_relaxed))
+        return gw__answer(g, conn, t0, GW_A_SOLD_OUT, 409, J("{\"result\":\"sold_out\"}"), NULL,
+                          NULL, NULL);
+    if (mq_group_live(g->topic, SK_GROUP) == 0)
+        return gw__answer_overloaded(g, conn, t0, NULL);
+    if (!tb_take(&g->bucket, t0)) {
+        atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
+        uint64_t wait = tb_wait_ns(&g->bucket, t0);
+        char ra[24];
+        snprintf(ra, sizeof ra, "%llu", (unsigned long long)(wait / 1000000000ULL + 1));
+        return gw__answer(g, conn, t0, GW_A_RATE_LIMITED, 429, J("{\"result\":\"rate_limited\"}"),
+                          NULL, "Retry-After", ra);
+    }
+    return admit(g, conn, rc, &p, t0);
+}
+
+enum MHD_Result gw__purchase_open(gw *g, struct MHD_Connection *conn, const char *method,
+                                  void **con_cls)
+{
+    uint64_t t0 = gw_mono_ns();
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        return gw__answer(g, conn, t0, GW_A_METHOD_NOT_ALLOWED, 405,
+                          J("{\"result\":\"method_not_allowed\"}"), NULL, "Allow", "POST");
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+    if (!gw_is_json_type(ct))
+        return gw__answer(g, conn, t0, GW_A_UNSUPPORTED_MEDIA_TYPE, 415,
+                          J("{\"result\":\"unsupported_media_type\"}"), NULL, NULL, NULL);
+    size_t cap; /* a parked request keeps only what it needs */
+    if (gw_frame_declared_body(conn, g->cfg->body_limit, &cap) < 0)
+        return gw__answer(g, conn, t0, GW_A_PAYLOAD_TOO_LARGE, 413,
+                          J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
+    int pooled = cap <= CTX_POOL_BODY;
+    req_ctx *rc = pooled ? gw_slab_alloc(g->ctx_pool) : malloc(sizeof *rc + cap + 1);
+    if (!rc)
+        return MHD_NO;
+    memset(rc, 0, sizeof *rc);
+    rc->g = g;
+    rc->pooled = pooled;
+    atomic_fetch_add(&g->inflight, 1);
+    rc->phase = PH_READING;
+    rc->cap = cap;
+    atomic_init(&rc->refs, 1);
+    atomic_init(&rc->resumed, 0);
+    *con_cls = rc;
+    return MHD_YES;
+}
+
+enum MHD_Result gw__purchase_step(gw *g, struct MHD_Connection *conn, req_ctx *rc,
+                                  const char *upload_data, size_t *upload_data_size)
+{
+    if (*upload_data_size) {
+        if (rc->len + *upload_data_size > rc->cap)
+            rc->too_large = 1;
+        else {
+            memcpy(rc->body + rc->len, upload_data, *upload_data_size);
+            rc->len += *upload_data_size;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (rc->phase == PH_PARKED)
+        return finish_parked(g, conn, rc);
+    return purchase(g, conn, rc);
+}
+
+void gw__purchase_close(gw *g, req_ctx *rc)
+{
+    if (rc->phase == PH_PARKED) {
+        /* ended while parked (connection reset, daemon stopping): leave
+         * nothing behind that could wake freed memory */
+        gw_pending_cancel(g->pending, &rc->w);
+        if (gw_wheel_del(g->wheel, &rc->timer) == 0)
+            ctx_unref(rc);
+    }
+    ctx_unref(rc);
+    atomic_fetch_sub(&g->inflight, 1); /* its answer is out (or the client went away) */
+}
