@@ -445,15 +445,24 @@ static void test_redis_unreachable_at_start(void **state)
     (void)state;
     char dir[] = "/tmp/seckill-ito-XXXXXX", ini[512], out[1024], err[1024], path[128];
     assert_non_null(mkdtemp(dir));
+    /* a port bound here and never listened on: nothing can take it while
+     * the gateway tries, and every connect is refused */
+    int hold = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t salen = sizeof sa;
+    assert_true(hold >= 0);
+    assert_int_equal(bind(hold, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(hold, (struct sockaddr *)&sa, &salen), 0);
     snprintf(ini, sizeof ini,
              "[worker]\ninventory = redis\n[redis]\nport = %d\ntimeout_ms = 100\n"
              "[item.demo]\nstock = 1\n",
-             free_port());
+             ntohs(sa.sin_port));
     snprintf(path, sizeof path, "%s/gw.ini", dir);
     write_text(path, ini);
     const char *argv[] = {gateway_bin, "-c", path, "--listen", "127.0.0.1:0", NULL};
     assert_int_equal(run_capture(argv, out, sizeof out, err, sizeof err), 69);
     assert_non_null(strstr(err, "redis 127.0.0.1:"));
+    close(hold);
     unlink(path);
     rmdir(dir);
 }
