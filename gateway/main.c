@@ -40,7 +40,8 @@ static void usage(FILE *f)
             "  -V, --version         show the version\n"
             "\n"
             "Exit status: 0 clean stop, 64 usage error, 78 configuration error,\n"
-            "69 cannot start (e.g. address in use).\n");
+            "69 cannot start now (address in use, Redis unreachable),\n"
+            "65 the order log in data_dir does not read back.\n");
 }
 
 /* Thousands of parked connections need thousands of descriptors. */
