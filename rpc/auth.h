@@ -101,7 +101,7 @@ int rpc_auth_seal(rpc_auth *a, uint8_t *frame, size_t len);
 /* After RPC_AUTH_DONE. Check the MAC of the incoming frame frame[0, len)
  * against the next incoming sequence number, in constant time. 0 (and the
  * sequence number advances), or -EKEYREJECTED: no trailer, or a MAC that is
- * not this frame's at this place in this direction of this session
+ * not this frame's at this place in this direction of this connection
  * (tampered, replayed, reordered, dropped before, or from another session). */
 int rpc_auth_open(rpc_auth *a, const uint8_t *frame, size_t len);
 
