@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rpc.h"
+
 static int write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -488,4 +490,24 @@ int ini_merge(char *out, size_t cap, const char *base, const char *extra)
         p = end;
     }
     return 0;
+}
+
+int rpc_role_client(const char *addr, const char *id, const char *group, uint32_t role,
+                    const char *secret, rpc_client **out)
+{
+    rpc_client_config cc;
+    rpc_client *c = NULL;
+    rpc_client_config_init(&cc);
+    cc.addr = addr;
+    cc.worker_id = id;
+    cc.group = group;
+    cc.role = role;
+    cc.secret = secret;
+    cc.secret_len = strlen(secret);
+    int rc = rpc_client_create(&cc, &c);
+    if (rc == 0 && (rc = rpc_client_wait_ready(c, 3000)) < 0)
+        rpc_client_destroy(c);
+    if (rc == 0)
+        *out = c;
+    return rc;
 }

@@ -6,6 +6,7 @@
 #define SECKILL_TEST_HARNESS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct gw_proc {
@@ -67,5 +68,11 @@ long http_stock_left(int port, const char *item);
 
 /* A JSON string field value (no escapes needed for our ids), 0 when found. */
 int json_field(const char *body, const char *key, char *out, size_t outlen);
+
+/* An rpc client of the given role and group with the shared secret, connected
+ * and through the handshake within 3 s. 0 and *out, or a negative errno. */
+struct rpc_client;
+int rpc_role_client(const char *addr, const char *id, const char *group, uint32_t role,
+                    const char *secret, struct rpc_client **out);
 
 #endif

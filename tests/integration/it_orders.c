@@ -329,18 +329,9 @@ static void test_orders_sink_over_tls(void **state)
 static rpc_client *role_client(int rpc_port, const char *group, uint32_t role)
 {
     char addr[64];
-    rpc_client_config cc;
     rpc_client *c = NULL;
     snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", rpc_port);
-    rpc_client_config_init(&cc);
-    cc.addr = addr;
-    cc.worker_id = group;
-    cc.group = group;
-    cc.role = role;
-    cc.secret = SECRET;
-    cc.secret_len = strlen(SECRET);
-    assert_int_equal(rpc_client_create(&cc, &c), 0);
-    assert_int_equal(rpc_client_wait_ready(c, 3000), 0);
+    assert_int_equal(rpc_role_client(addr, group, group, role, SECRET, &c), 0);
     return c;
 }
 

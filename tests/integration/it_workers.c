@@ -688,17 +688,8 @@ static void test_rpc_auth_and_routing(void **state)
 static rpc_client *role_client(const char *addr, const char *id, const char *group,
                                uint32_t role)
 {
-    rpc_client_config cc;
     rpc_client *c = NULL;
-    rpc_client_config_init(&cc);
-    cc.addr = addr;
-    cc.worker_id = id;
-    cc.group = group;
-    cc.role = role;
-    cc.secret = SECRET;
-    cc.secret_len = strlen(SECRET);
-    assert_int_equal(rpc_client_create(&cc, &c), 0);
-    assert_int_equal(rpc_client_wait_ready(c, 3000), 0);
+    assert_int_equal(rpc_role_client(addr, id, group, role, SECRET, &c), 0);
     return c;
 }
 
