@@ -54,28 +54,17 @@ mq *sale_store_queue(sale_store *s)
 int sale_store_decide(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs,
                       int64_t *left)
 {
-    return s->ops->decide(s, reqs, n, outs, left);
+    return s->be.decide(s->be.impl, reqs, n, outs, left);
 }
 
 int sale_store_known(sale_store *s, const char *item_id)
 {
-    return s->ops->known(s, item_id);
-}
-
-static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *outs,
-                          int64_t *left)
-{
-    return sale_store_decide(impl, reqs, n, outs, left);
-}
-
-static int backend_known(void *impl, const char *item_id)
-{
-    return sale_store_known(impl, item_id);
+    return s->be.known(s->be.impl, item_id);
 }
 
 sk_backend sale_store_backend(sale_store *s)
 {
-    return (sk_backend){.impl = s, .decide = backend_decide, .known = backend_known};
+    return s->be;
 }
 
 int64_t sale_store_left(sale_store *s, size_t item)

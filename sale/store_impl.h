@@ -11,8 +11,6 @@
 typedef struct sale_store_ops {
     void (*destroy)(sale_store *s);
     mq *(*queue)(sale_store *s);
-    int (*decide)(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs, int64_t *left);
-    int (*known)(sale_store *s, const char *item_id);
     int64_t (*left)(sale_store *s, size_t item);
     int (*stats)(sale_store *s, size_t item, sale_item_stats *out);
     int (*order_get)(sale_store *s, const char *order_id, sk_order *o);
@@ -23,6 +21,7 @@ typedef struct sale_store_ops {
 
 struct sale_store {
     const sale_store_ops *ops;
+    sk_backend be; /* deciding: set by the backend's constructor, called as is */
     size_t nitems; /* set by sale_store_create */
     char name[64]; /* the program, for log lines */
 };

@@ -960,7 +960,6 @@ int sk_inventory_apply(sk_inventory *inv, const sk_order_event *ev)
 typedef struct mem_store {
     sale_store base; /* first: the handle callers hold */
     sk_inventory *inv;
-    sk_backend be;
     mq *q;
     sk_order_log *olog;
     int lock_fd; /* flock on data_dir/LOCK, released by close */
@@ -986,19 +985,6 @@ static void mem_destroy(sale_store *s)
 static mq *mem_queue(sale_store *s)
 {
     return mem_of(s)->q;
-}
-
-static int mem_decide(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs,
-                      int64_t *left)
-{
-    mem_store *m = mem_of(s);
-    return m->be.decide(m->be.impl, reqs, n, outs, left);
-}
-
-static int mem_known(sale_store *s, const char *item_id)
-{
-    mem_store *m = mem_of(s);
-    return m->be.known(m->be.impl, item_id);
 }
 
 static int64_t mem_left(sale_store *s, size_t i)
@@ -1047,10 +1033,14 @@ static int mem_ping(sale_store *s)
     return 0;
 }
 
-static const sale_store_ops mem_ops = {
-    .destroy = mem_destroy, .queue = mem_queue, .decide = mem_decide, .known = mem_known,
-    .left = mem_left, .stats = mem_stats, .order_get = mem_order_get,
-    .order_pay = mem_order_pay, .reap = mem_reap, .ping = mem_ping};
+static const sale_store_ops mem_ops = {.destroy = mem_destroy,
+                                       .queue = mem_queue,
+                                       .left = mem_left,
+                                       .stats = mem_stats,
+                                       .order_get = mem_order_get,
+                                       .order_pay = mem_order_pay,
+                                       .reap = mem_reap,
+                                       .ping = mem_ping};
 
 /* Take data_dir, open the order log and replay it into the inventory; then
  * journal every order event there. */
@@ -1109,7 +1099,7 @@ int sale__store_memory_create(const sale_store_config *c, sale_store **out, char
         snprintf(err, errlen, "inventory: %s", strerror(-rc));
         goto out_destroy;
     }
-    m->be = sk_inventory_backend(m->inv);
+    m->base.be = sk_inventory_backend(m->inv);
     rc = mq_create(c->data_dir, &m->q);
     if (rc < 0) {
         snprintf(err, errlen, "queue: %s: %s", c->data_dir, strerror(-rc));

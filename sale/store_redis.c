@@ -1193,7 +1193,6 @@ int sk_redis_open(const char *host, int port, uint32_t timeout_ms, const sk_redi
 typedef struct redis_store {
     sale_store base; /* first: the handle callers hold */
     sk_redis *r;
-    sk_backend be;
     size_t nitems;
     char (*ids)[SK_ID_MAX + 1]; /* the configured items, in their order */
 } redis_store;
@@ -1215,19 +1214,6 @@ static mq *rs_queue(sale_store *s)
 {
     (void)s;
     return NULL; /* order events live in Redis streams */
-}
-
-static int rs_decide(sale_store *s, const sk_decide *reqs, size_t n, sk_outcome *outs,
-                     int64_t *left)
-{
-    redis_store *m = rs_of(s);
-    return m->be.decide(m->be.impl, reqs, n, outs, left);
-}
-
-static int rs_known(sale_store *s, const char *item_id)
-{
-    redis_store *m = rs_of(s);
-    return m->be.known(m->be.impl, item_id);
 }
 
 static int64_t rs_left(sale_store *s, size_t i)
@@ -1289,10 +1275,14 @@ static int rs_ping(sale_store *s)
     return sk_redis_ping(rs_of(s)->r);
 }
 
-static const sale_store_ops rs_ops = {
-    .destroy = rs_destroy, .queue = rs_queue, .decide = rs_decide, .known = rs_known,
-    .left = rs_left, .stats = rs_stats, .order_get = rs_order_get, .order_pay = rs_order_pay,
-    .reap = rs_reap, .ping = rs_ping};
+static const sale_store_ops rs_ops = {.destroy = rs_destroy,
+                                      .queue = rs_queue,
+                                      .left = rs_left,
+                                      .stats = rs_stats,
+                                      .order_get = rs_order_get,
+                                      .order_pay = rs_order_pay,
+                                      .reap = rs_reap,
+                                      .ping = rs_ping};
 
 int sale__store_redis_create(const sale_store_config *c, sale_store **out, char *err,
                              size_t errlen)
@@ -1319,7 +1309,7 @@ int sale__store_redis_create(const sale_store_config *c, sale_store **out, char 
                  strerror(-rc));
         goto out_destroy;
     }
-    m->be = sk_redis_backend(m->r);
+    m->base.be = sk_redis_backend(m->r);
     free(ri);
     *out = &m->base;
     return 0;
