@@ -66,6 +66,8 @@ static const char *const park_words[] = {"thread", "event", NULL};
 static const char *const http_io_words[] = {"poll", "epoll", NULL};
 static const char *const flush_words[] = {"sync", "async", NULL};
 static const char *const inventory_words[] = {"memory", "redis", NULL};
+static const char *const log_level_words[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_format_words[] = {"text", "json", NULL};
 
 #define F(field) offsetof(cfg, field), sizeof(((cfg *)0)->field)
 #define IF(field) offsetof(cfg_item, field), sizeof(((cfg_item *)0)->field)
@@ -159,6 +161,14 @@ static const cfg_key keys[] = {
      "its port"},
     {"redis", "timeout_ms", CFG_U32, F(redis_timeout_ms), 0, 1, 60000, "200", NULL, NULL, NULL, NULL, 0,
      "connect and each reply"},
+
+    {"log", "level", CFG_ENUM, F(log_level), 0, 0, 0, "info", NULL, log_level_words, NULL, NULL, 0,
+     "lines of this level and above: error, warn, info or debug"},
+    {"log", "format", CFG_ENUM, F(log_format), 0, 0, 0, "text", NULL, log_format_words, NULL, NULL, 0,
+     "text, or json (one object per line); under systemd lines go to the journal"},
+    {"log", "access_sample", CFG_RATE, F(log_access_sample), 0, 0, 1, "0",
+     "a share from 0 (no access log) to 1 (every request)", NULL, NULL, NULL, 0,
+     "share of HTTP requests logged as an access line (method, path, status, latency, id, client)"},
 
     {"risk", "blocklist", CFG_LIST, offsetof(cfg, blocklist), 0, offsetof(cfg, nblocklist), 0, CFG_MAX_BLOCKLIST, NULL, NULL, NULL, &user_ids, NULL, CFG_REPEAT,
      "user ids refused with 403, comma or space separated; the key may repeat"},

@@ -88,6 +88,10 @@ typedef struct cfg {
     char redis_host[256];
     uint16_t redis_port;
     uint32_t redis_timeout_ms;
+    /* [log] */
+    char log_level[8];        /* "error" | "warn" | "info" (default) | "debug" */
+    char log_format[8];       /* "text" (default) | "json" */
+    double log_access_sample; /* share of HTTP requests with an access line: 0 (none) to 1 */
     /* [risk] */
     char **blocklist;
     size_t nblocklist;

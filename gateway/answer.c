@@ -2,21 +2,108 @@
  * answer.c - every answer the gateway queues goes through gw__reply: JSON,
  * the request id when there is one, Connection: close when the framing asks
  * for it. POST /seckill answers through gw__answer, which counts and times
- * them for /metrics.
+ * them for /metrics and gives every one an id.
+ *
+ * Request ids: a client's own (X-Request-Id or traceparent, request.h) is
+ * echoed in X-Request-Id by every answer; otherwise an admitted purchase
+ * carries the gateway's id for it (the one GET /seckill/result takes) and a
+ * purchase refused before admission a fresh UUID, so each one can be found
+ * in the logs.
+ *
+ * Access lines: gw__on_request notes on its thread which request it serves
+ * (gw__access_begin); gw__reply, on the same thread and call, writes the
+ * line for the answer it queues when the request is in the sample.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <uuid/uuid.h>
 
 #include "framing.h"
 #include "internal.h"
+#include "log.h"
+#include "request.h"
+#include "uuid4.h"
+
+/* the request this HTTP thread is answering, for its access line */
+static _Thread_local struct {
+    gw *g;
+    const char *method, *url;
+    uint64_t t0;
+    uint64_t rng; /* xorshift64 state of the sample draws */
+} cur;
+
+void gw__access_begin(gw *g, const char *method, const char *url)
+{
+    cur.g = g->cfg->log_access_sample > 0 ? g : NULL;
+    if (!cur.g)
+        return;
+    cur.method = method;
+    cur.url = url;
+    cur.t0 = gw_mono_ns();
+}
+
+static int sampled(double share)
+{
+    if (share >= 1)
+        return 1;
+    while (!cur.rng)
+        if (getrandom(&cur.rng, sizeof cur.rng, 0) != sizeof cur.rng)
+            cur.rng = gw_mono_ns();
+    cur.rng ^= cur.rng << 13;
+    cur.rng ^= cur.rng >> 7;
+    cur.rng ^= cur.rng << 17;
+    return (double)(cur.rng >> 11) * 0x1.0p-53 < share;
+}
+
+void gw__access_line(struct MHD_Connection *conn, unsigned status, const char *id)
+{
+    gw *g = cur.g;
+    if (!g || !sampled(g->cfg->log_access_sample))
+        return;
+    char addr[INET6_ADDRSTRLEN] = "-";
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof addr);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof addr);
+    uint64_t us = (gw_mono_ns() - cur.t0) / 1000;
+    sk_log_always(SK_LOG_INFO, "access", id, "%s %s %u %llu.%03llums client=%s",
+                  cur.method ? cur.method : "-", cur.url ? cur.url : "-", status,
+                  (unsigned long long)(us / 1000), (unsigned long long)(us % 1000), addr);
+}
+
+int gw__client_id(struct MHD_Connection *conn, char *out)
+{
+    return gw_client_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
+                                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),
+                                out);
+}
+
+const char *gw__answer_id(struct MHD_Connection *conn, const char *request_id, int fresh, char *buf)
+{
+    if (gw__client_id(conn, buf))
+        return buf;
+    if (request_id || !fresh)
+        return request_id;
+    uint8_t id[16];
+    sk_uuid4(id);
+    uuid_unparse_lower(id, buf);
+    return buf;
+}
 
 enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const char *body,
                           size_t len, const char *request_id, const char *hname, const char *hvalue)
 {
+    char cid[SK_TRACE_MAX + 1];
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r)
         return MHD_NO;
+    request_id = gw__answer_id(conn, request_id, 0, cid);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (request_id)
         MHD_add_response_header(r, "X-Request-Id", request_id);
@@ -26,6 +113,7 @@ enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const ch
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
+    gw__access_line(conn, status, request_id);
     return ret;
 }
 
@@ -39,6 +127,11 @@ enum MHD_Result gw__answer(gw *g, struct MHD_Connection *conn, uint64_t t0, enum
                            const char *hname, const char *hvalue)
 {
     gw_metrics_answer(&g->metrics, a, gw_mono_ns() - t0);
+    char buf[SK_TRACE_MAX + 1];
+    /* refused before admission: a fresh one */
+    request_id = gw__answer_id(conn, request_id, 1, buf);
+    if (cur.g)
+        cur.t0 = t0; /* the purchase's latency, parked time included */
     return gw__reply(conn, status, body, len, request_id, hname, hvalue);
 }
 

@@ -189,7 +189,7 @@ const char *gw_frame_reason(enum gw_frame f)
     }
 }
 
-enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f)
+enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f, const char *request_id)
 {
     const char *body;
     unsigned status = gw_frame_answer(f, &body);
@@ -201,6 +201,8 @@ enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f)
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (request_id)
+        MHD_add_response_header(r, "X-Request-Id", request_id);
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ret;

@@ -85,8 +85,10 @@ const char *gw_frame_reason(enum gw_frame f);
 /* Queue the refusing answer for verdict f with Connection: close, on the
  * first access handler call: the body's length is unknown or disputed, so
  * none of it is read (an answer queued on the first call makes
- * libmicrohttpd drop the rest of the request). */
-enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f);
+ * libmicrohttpd drop the rest of the request). request_id, when not NULL,
+ * goes in X-Request-Id. */
+enum MHD_Result gw_frame_reply(struct MHD_Connection *conn, enum gw_frame f,
+                               const char *request_id);
 /* 1 when the answer to conn's request must close the connection
  * (Transfer-Encoding and Content-Length together). */
 int gw_frame_must_close(struct MHD_Connection *conn);

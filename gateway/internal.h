@@ -140,6 +140,19 @@ enum MHD_Result gw__purchase_step(gw *g, struct MHD_Connection *conn, req_ctx *r
 void gw__purchase_close(gw *g, req_ctx *rc);
 
 /* ---- answer.c ---- */
+/* gw__on_request, on each call: the request this thread now serves, named by
+ * the access line of its answer ([log] access_sample). */
+void gw__access_begin(gw *g, const char *method, const char *url);
+/* The client's request id (X-Request-Id or traceparent, request.h).
+ * OUT: out, SK_TRACE_MAX + 1 bytes. 1 when there is one. */
+int gw__client_id(struct MHD_Connection *conn, char *out);
+/* The id an answer carries: the client's (in buf, SK_TRACE_MAX + 1 bytes),
+ * else request_id, else with fresh a new UUID in buf, else NULL. */
+const char *gw__answer_id(struct MHD_Connection *conn, const char *request_id, int fresh,
+                          char *buf);
+/* The access line of an answer just queued, when its request is sampled:
+ * method, path, status, latency since the request was in, id, client. */
+void gw__access_line(struct MHD_Connection *conn, unsigned status, const char *id);
 /* Queue a JSON answer; request_id and the extra header hname may be NULL. */
 enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const char *body,
                           size_t len, const char *request_id, const char *hname,

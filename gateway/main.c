@@ -18,9 +18,12 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "log.h"
 #include "rpc.h"
+#include "service.h"
 
-#define DEFAULT_CONFIG "config/seckill.ini"
+/* an installed gateway finds its configuration from any directory */
+#define DEFAULT_CONFIG SECKILL_DEFAULT_CONFIG
 
 static void usage(FILE *f)
 {
@@ -153,17 +156,19 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
+    sk_log_setup("seckill-gateway", sk_log_format_parse(c.log_format),
+                 sk_log_level_parse(c.log_level), 2);
 
     gw *g = NULL;
     int rc = gw_create(&c, &g, err, sizeof err);
     if (rc < 0) {
-        fprintf(stderr, "seckill-gateway: %s\n", err);
+        sk_log(SK_LOG_ERROR, "gateway", NULL, "%s", err);
         cfg_release(&c);
         return create_status(rc);
     }
     rc = gw_start(g, err, sizeof err);
     if (rc < 0) {
-        fprintf(stderr, "seckill-gateway: %s\n", err);
+        sk_log(SK_LOG_ERROR, "gateway", NULL, "%s", err);
         gw_destroy(g);
         cfg_release(&c);
         return EX_UNAVAILABLE;
@@ -188,13 +193,16 @@ int main(int argc, char **argv)
     printf("seckill-gateway %s listening on http://%s%s%s:%u gateway_id=%s%s\n", SECKILL_VERSION,
            lb, c.listen_host, rb, gw_port(g), gw_id(g), rpc);
     fflush(stdout);
+    sk_service_ready(gw_id(g));
 
     int sig = 0;
     sigwait(&set, &sig);
-    fprintf(stderr, "seckill-gateway: %s, draining parked requests\n",
-            sig == SIGINT ? "SIGINT" : "SIGTERM");
+    sk_service_stopping();
+    sk_log(SK_LOG_INFO, "gateway", NULL, "%s, draining parked requests",
+           sig == SIGINT ? "SIGINT" : "SIGTERM");
     gw_stop(g, c.wait_timeout_ms + 500);
     gw_destroy(g);
+    sk_service_release();
     cfg_release(&c);
     return 0;
 }

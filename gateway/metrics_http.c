@@ -58,6 +58,7 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(conn, 200, r);
     MHD_destroy_response(r);
+    gw__access_line(conn, 200, NULL);
 out_free:
     free(buf);
     free(ids);

@@ -22,6 +22,7 @@
 
 #include "framing.h"
 #include "internal.h"
+#include "log.h"
 #include "request.h"
 #include "uuid4.h"
 
@@ -150,6 +151,9 @@ static enum MHD_Result admit(gw *g, struct MHD_Connection *conn, req_ctx *rc, co
     m.deadline_ms = m.admitted_at_ms + g->cfg->wait_timeout_ms;
     memcpy(m.user_id, p->user_id, sizeof m.user_id);
     memcpy(m.item_id, p->item_id, sizeof m.item_id);
+    gw__client_id(conn, m.trace); /* the worker's lines about it carry the client's id */
+    sk_log(SK_LOG_DEBUG, "gateway", m.trace[0] ? m.trace : rid, "admitted item=%s user=%s",
+           m.item_id, m.user_id);
     int wl = sk_msg_encode(&m, wire, sizeof wire);
     if (wl < 0)
         return gw__answer_overloaded(g, conn, t0, rid);

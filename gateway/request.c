@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "message.h"
+
 /* jansson allocates a dozen small blocks to parse one purchase body and frees
  * them all before gw_parse_purchase returns. While a parse runs, its thread
  * points parse_arena at a buffer on its stack and jansson's blocks are carved
@@ -137,4 +139,50 @@ int gw_is_json_type(const char *ct)
     while (*ct == ' ' || *ct == '\t')
         ct++;
     return *ct == '\0' || *ct == ';';
+}
+
+/* n lowercase hex digits at s, not all zero */
+static int hex_id(const char *s, size_t n)
+{
+    int nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+        nonzero |= s[i] != '0';
+    }
+    return nonzero;
+}
+
+/* W3C Trace Context: version "-" trace-id "-" parent-id "-" flags */
+static int traceparent_id(const char *tp, char *out)
+{
+    size_t len = strnlen(tp, 513);
+    if (len < 55 || len > 512 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-')
+        return 0;
+    if (!(hex_id(tp, 2) || !strncmp(tp, "00", 2)) || !strncmp(tp, "ff", 2))
+        return 0;
+    if (!strncmp(tp, "00", 2) ? len != 55 : len > 55 && tp[55] != '-')
+        return 0;
+    if (!hex_id(tp + 3, 32) || !hex_id(tp + 36, 16) ||
+        !(hex_id(tp + 53, 2) || !strncmp(tp + 53, "00", 2)))
+        return 0;
+    memcpy(out, tp + 3, 32);
+    out[32] = '\0';
+    return 1;
+}
+
+int gw_client_request_id(const char *x_request_id, const char *traceparent, char *out)
+{
+    if (x_request_id) {
+        size_t n = strnlen(x_request_id, SK_TRACE_MAX + 1);
+        if (sk_trace_valid(x_request_id, n)) {
+            memcpy(out, x_request_id, n);
+            out[n] = '\0';
+            return 1;
+        }
+    }
+    if (traceparent && traceparent_id(traceparent, out))
+        return 1;
+    out[0] = '\0';
+    return 0;
 }

@@ -49,13 +49,18 @@ enum MHD_Result gw__on_request(void *cls, struct MHD_Connection *conn, const cha
     gw *g = cls;
     req_ctx *rc = *con_cls;
 
+    gw__access_begin(g, method, url);
     if (!*con_cls || gw_frame_uri_mark(*con_cls)) { /* the headers are in */
         enum gw_frame f = gw_frame_check(conn, version, *con_cls != NULL);
         *con_cls = NULL;
         if (gw_frame_answer(f, NULL)) {
             gw_guard_done(g->guard, conn); /* answered: nothing more to wait for */
             gw_metrics_framing(&g->metrics, f);
-            return gw_frame_reply(conn, f);
+            char rid[SK_TRACE_MAX + 1];
+            const char *id = gw__answer_id(conn, NULL, 1, rid);
+            enum MHD_Result ret = gw_frame_reply(conn, f, id);
+            gw__access_line(conn, gw_frame_answer(f, NULL), id);
+            return ret;
         }
         rc = NULL;
     } else if (*upload_data_size == 0) {

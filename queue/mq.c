@@ -133,6 +133,7 @@
 #include <unistd.h>
 
 #include "mq.h"
+#include "log.h"
 #include "seglog.h"
 #include "prefault.h"
 
@@ -769,7 +770,8 @@ static void part_maintain(mq_topic *t, uint32_t p, uint64_t now)
         rc = mq__seglog_trim(pt->log, below);
     }
     if (rc < 0)
-        fprintf(stderr, "mq: %s/%u: removing old segments failed: %s\n", t->name, p, strerror(-rc));
+        sk_log(SK_LOG_WARN, "mq", NULL, "%s/%u: removing old segments failed: %s", t->name, p,
+               strerror(-rc));
 }
 
 static bool backlog_reserve(mq_topic *t, uint64_t bytes)
@@ -864,8 +866,9 @@ static int part_store(mq_topic *t, uint32_t p, const struct append *a, uint64_t 
         if (rc < 0)
             goto out_unreserve;
         if (loff != pt->end) {
-            fprintf(stderr, "mq: %s/%u: log assigned offset %" PRIu64 ", expected %" PRIu64 "\n",
-                    t->name, p, loff, pt->end);
+            sk_log(SK_LOG_ERROR, "mq", NULL,
+                   "%s/%u: log assigned offset %" PRIu64 ", expected %" PRIu64 "", t->name, p, loff,
+                   pt->end);
             rc = -EIO;
             goto out_unreserve;
         }
@@ -923,8 +926,9 @@ static void part_store_log_batch(mq_topic *t, uint32_t p, const mq_record *recs,
     if (rc == 0)
         rc = mq__seglog_append_batch(pt->log, lrecs, k, &first);
     if (rc == 0 && first != pt->end) {
-        fprintf(stderr, "mq: %s/%u: log assigned offset %" PRIu64 ", expected %" PRIu64 "\n",
-                t->name, p, first, pt->end);
+        sk_log(SK_LOG_ERROR, "mq", NULL,
+               "%s/%u: log assigned offset %" PRIu64 ", expected %" PRIu64 "", t->name, p, first,
+               pt->end);
         rc = -EIO;
     }
     if (rc == 0) {
@@ -1497,8 +1501,8 @@ static int recover_cb(void *arg, const mq__rec *lr)
     if (pt->env) {
         const uint8_t *e = lr->key;
         if (lr->key_len < pt->env || sk_le_get32(e) != ENV_MAGIC) {
-            fprintf(stderr, "mq: %s/%u: record %" PRIu64 " has no retry envelope\n", t->name, rv->p,
-                    lr->offset);
+            sk_log(SK_LOG_ERROR, "mq", NULL, "%s/%u: record %" PRIu64 " has no retry envelope",
+                   t->name, rv->p, lr->offset);
             rv->rc = -EIO;
             return 1;
         }
@@ -2169,8 +2173,8 @@ static int gp_collect(mq_consumer *c, mq_topic *t, uint32_t p, struct gpos *gp, 
                 break; /* not reached: counts never increase with offset */
             if (move_on(g, t, p, off, r, count, now) == 0) {
                 if (gp_advance(t, g, p, gp, off + 1) < 0)
-                    fprintf(stderr, "mq: %s/%u: cannot persist offset %" PRIu64 "\n", t->name, p,
-                            off + 1);
+                    sk_log(SK_LOG_ERROR, "mq", NULL, "%s/%u: cannot persist offset %" PRIu64 "",
+                           t->name, p, off + 1);
                 continue;
             }
             /* retry/DLQ full: deliver it once more rather than drop it */
@@ -2594,7 +2598,8 @@ int mq_dlq_replay(mq_topic *t, const char *group, uint64_t dlq_offset)
         while (c < pt->end && (slot(pt, c)->flags & REC_REPLAYED))
             c++;
         if (gp_advance(g->dlq_t, g, 0, &g->dlq, c) < 0)
-            fprintf(stderr, "mq: %s: cannot persist offset %" PRIu64 "\n", g->dlq_t->name, c);
+            sk_log(SK_LOG_ERROR, "mq", NULL, "%s: cannot persist offset %" PRIu64 "",
+                   g->dlq_t->name, c);
     }
     pthread_mutex_unlock(&pt->mu);
     if (rc == 0)

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "mq.h"
+#include "log.h"
 
 struct sc_ent {
     uint64_t producer_id;
@@ -114,10 +115,10 @@ uint64_t mq_seqcheck_observe(mq_seqcheck *s, uint32_t partition, uint64_t produc
         e->high = seq;
     pthread_mutex_unlock(&s->mu);
     if (gap)
-        fprintf(stderr,
-                "mq: seqcheck: producer %" PRIu64 " partition %" PRIu32 ": missing seq %" PRIu64
-                "..%" PRIu64 " (%" PRIu64 " messages)\n",
-                producer_id, partition, from, seq - 1, gap);
+        sk_log(SK_LOG_WARN, "mq", NULL,
+               "seqcheck: producer %" PRIu64 " partition %" PRIu32 ": missing seq %" PRIu64
+               "..%" PRIu64 " (%" PRIu64 " messages)",
+               producer_id, partition, from, seq - 1, gap);
     return gap;
 }
 

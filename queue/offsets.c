@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "seglog.h"
+#include "log.h"
 
 #define OFFSETS_HDR 22u
 #define OFFSETS_MAX_GROUP 1024u
@@ -413,8 +414,8 @@ int mq__offsets_put(mq__offsets *o, const char *group, uint32_t partition, uint6
         goto out_unlock;
     }
     if (offsets_fsync_fn(o->fd) != 0) {
-        fprintf(stderr, "offsets: %s: fdatasync failed (%s); store failed\n", o->path,
-                strerror(errno));
+        sk_log(SK_LOG_ERROR, "offsets", NULL, "%s: fdatasync failed (%s); store failed", o->path,
+               strerror(errno));
         o->failed = 1;
         rc = -EIO;
         goto out_unlock;
@@ -427,7 +428,8 @@ int mq__offsets_put(mq__offsets *o, const char *group, uint32_t partition, uint6
     if (o->size > offsets_compact_min && o->size > 4 * o->live) {
         int crc = ost_compact(o);
         if (crc < 0 && crc != -EIO)
-            fprintf(stderr, "offsets: %s: compaction failed (%s)\n", o->path, strerror(-crc));
+            sk_log(SK_LOG_ERROR, "offsets", NULL, "%s: compaction failed (%s)", o->path,
+                   strerror(-crc));
     }
 out_unlock:
     pthread_mutex_unlock(&o->mu);
@@ -468,7 +470,7 @@ void mq__offsets_foreach(mq__offsets *o,
             snap[n++] = o->tab[i];
     pthread_mutex_unlock(&o->mu);
     if (snap == NULL) {
-        fprintf(stderr, "offsets: %s: out of memory in foreach\n", o->path);
+        sk_log(SK_LOG_ERROR, "offsets", NULL, "%s: out of memory in foreach", o->path);
         return;
     }
     for (size_t i = 0; i < n; i++)

@@ -113,6 +113,7 @@
 #include <unistd.h>
 
 #include "seglog.h"
+#include "log.h"
 
 #define SEG_HDR 48u                 /* record header bytes */
 #define SEG_LEN_MIN (SEG_HDR - 4u)  /* smallest value of the len field */
@@ -832,19 +833,19 @@ static int seglog_recover(mq__seglog *l)
                 (void)seg_write_index(l, s);
         }
         if (!clean) {
-            fprintf(stderr,
-                    "seglog: %s: corrupt record at offset %" PRIu64 " in sealed segment %020" PRIu64
-                    "; later segments dropped\n",
-                    l->dir, s->end, s->base);
+            sk_log(SK_LOG_WARN, "seglog", NULL,
+                   "%s: corrupt record at offset %" PRIu64 " in sealed segment %020" PRIu64
+                   "; later segments dropped",
+                   l->dir, s->end, s->base);
             segs_drop_tail(l, i + 1);
             dir_dirty = 1;
             break;
         }
         if (s->end != l->segs[i + 1]->base) {
-            fprintf(stderr,
-                    "seglog: %s: segment %020" PRIu64 " ends at %" PRIu64
-                    " but the next begins at %" PRIu64 "; older segments dropped\n",
-                    l->dir, s->base, s->end, l->segs[i + 1]->base);
+            sk_log(SK_LOG_WARN, "seglog", NULL,
+                   "%s: segment %020" PRIu64 " ends at %" PRIu64 " but the next begins at %" PRIu64
+                   "; older segments dropped",
+                   l->dir, s->base, s->end, l->segs[i + 1]->base);
             segs_drop_head(l, i + 1);
             dir_dirty = 1;
             i = (size_t)-1; /* restart over the survivors */
@@ -926,8 +927,8 @@ static int seglog_wait_durable(mq__seglog *l, uint64_t target)
         l->n_fsyncs++;
         seg_unref(s);
         if (rc != 0) {
-            fprintf(stderr, "seglog: %s: fdatasync failed (%s); log failed\n", l->dir,
-                    strerror(errno));
+            sk_log(SK_LOG_ERROR, "seglog", NULL, "%s: fdatasync failed (%s); log failed", l->dir,
+                   strerror(errno));
             l->failed = 1;
         } else if (upto > l->durable_end) {
             l->durable_end = upto;
@@ -1069,16 +1070,16 @@ static int seglog_roll(mq__seglog *l)
      * file size, and recovery would read zeros there as corruption). */
     rc = seg_cut_zeros(old);
     if (rc < 0) {
-        fprintf(stderr, "seglog: %s: cannot truncate the sealed segment (%s); log failed\n",
-                l->dir, strerror(-rc));
+        sk_log(SK_LOG_ERROR, "seglog", NULL,
+               "%s: cannot truncate the sealed segment (%s); log failed", l->dir, strerror(-rc));
         l->failed = 1;
         pthread_cond_broadcast(&l->durable_cv);
         return -EIO;
     }
     /* Rule 1: the old segment is complete on disk before its successor exists. */
     if (seglog_fsync_fn(old->fd) != 0) {
-        fprintf(stderr, "seglog: %s: fdatasync on roll failed (%s); log failed\n", l->dir,
-                strerror(errno));
+        sk_log(SK_LOG_ERROR, "seglog", NULL, "%s: fdatasync on roll failed (%s); log failed",
+               l->dir, strerror(errno));
         l->failed = 1;
         pthread_cond_broadcast(&l->durable_cv);
         return -EIO;
@@ -1197,8 +1198,9 @@ int mq__seglog_append_batch(mq__seglog *l, const mq__rec *recs, size_t n, uint64
     if (rc < 0) {
         /* Nothing half-written may remain: a later record would follow garbage. */
         if (done > 0 && ftruncate(s->fd, (off_t)s->size) != 0) {
-            fprintf(stderr, "seglog: %s: cannot truncate a partial record (%s); log failed\n",
-                    l->dir, strerror(errno));
+            sk_log(SK_LOG_ERROR, "seglog", NULL,
+                   "%s: cannot truncate a partial record (%s); log failed", l->dir,
+                   strerror(errno));
             l->failed = 1;
             rc = -EIO;
         } else {
@@ -1321,7 +1323,8 @@ int mq__seglog_read(mq__seglog *l, uint64_t from, size_t max_records, size_t max
             rc = cursor_peek(&c, off, &r, &total);
             if (rc <= 0) {
                 if (rc == 0 || rc == -EBADMSG) {
-                    fprintf(stderr, "seglog: %s: bad record at offset %" PRIu64 "\n", l->dir, off);
+                    sk_log(SK_LOG_ERROR, "seglog", NULL, "%s: bad record at offset %" PRIu64,
+                           l->dir, off);
                     rc = -EIO;
                 }
                 stop = 1;

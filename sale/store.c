@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "store_impl.h"
 #include "worker.h" /* sk_wall_ms */
 
@@ -114,10 +115,11 @@ static void *reaper_main(void *arg)
     while (!atomic_load(&rp->stop)) {
         int n = sale_store_reap(rp->s, sk_wall_ms());
         if (n > 0)
-            fprintf(stderr, "%s: cancelled %d unpaid order%s\n", rp->s->name, n, n == 1 ? "" : "s");
+            sk_log(SK_LOG_INFO, "reaper", NULL, "%s: cancelled %d unpaid order%s", rp->s->name, n,
+                   n == 1 ? "" : "s");
         if (n < 0 && !failing)
-            fprintf(stderr, "%s: cancelling unpaid orders: %s (retrying)\n", rp->s->name,
-                    strerror(-n));
+            sk_log(SK_LOG_WARN, "reaper", NULL, "%s: cancelling unpaid orders: %s (retrying)",
+                   rp->s->name, strerror(-n));
         failing = n < 0;
         for (size_t i = 0; rp->cfg.stock && i < rp->nitems; i++) {
             int64_t left = sale_store_left(rp->s, i);

@@ -34,6 +34,7 @@
  */
 #include "store_memory.h"
 #include "pool.h"
+#include "log.h"
 #include "uuid4.h"
 
 #include <errno.h>
@@ -624,7 +625,7 @@ static int decide_one(sk_inventory *inv, int it, const char *user_id,
             ++*npb;
         } else if (order_insert(inv, it, &ev, 0) < 0) {
             /* the sale stands (stock and decision); only GET/pay miss it */
-            fprintf(stderr, "inventory: no memory for order %s\n", ev.order_id);
+            sk_log(SK_LOG_ERROR, "store", NULL, "no memory for order %s", ev.order_id);
         }
     }
 out_unlock:
@@ -648,7 +649,7 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, const sk_order_eve
         const sk_order_event *ev = &evs[i];
         int ok = rcs ? rcs[i] == 0 : 0;
         if (ok && order_insert(inv, b->item, ev, 0) < 0)
-            fprintf(stderr, "inventory: no memory for order %s\n", ev->order_id);
+            sk_log(SK_LOG_ERROR, "store", NULL, "no memory for order %s", ev->order_id);
         pthread_mutex_lock(&b->ds->lock);
         if (ok) {
             b->d->pending = 0;
@@ -904,8 +905,8 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
         return -ENOMEM;
     int took = stock_take(&inv->items[it]);
     if (!took)
-        fprintf(stderr, "inventory: order %s of %s is beyond the configured stock %lld\n",
-                ev->order_id, ev->item_id, (long long)inv->items[it].stock);
+        sk_log(SK_LOG_WARN, "store", NULL, "order %s of %s is beyond the configured stock %lld",
+               ev->order_id, ev->item_id, (long long)inv->items[it].stock);
     /* the decision: a redelivered request answers its success */
     decision_shard *ds = decision_shard_of(inv, ev->request_id);
     pthread_mutex_lock(&ds->lock);
@@ -1074,8 +1075,8 @@ static int mem_orders_open(mem_store *m, const sale_store_config *c, char *err, 
     sk_orders_config oc = {.pay_timeout_ms = c->pay_timeout_ms, .journal = &j};
     sk_inventory_set_orders(m->inv, &oc);
     if (applied)
-        fprintf(stderr, "%s: recovered %zu order events from %s\n", c->name ? c->name : "sale",
-                applied, c->data_dir);
+        sk_log(SK_LOG_INFO, "store", NULL, "%s: recovered %zu order events from %s",
+               c->name ? c->name : "sale", applied, c->data_dir);
     return 0;
 }
 

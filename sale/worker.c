@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uuid/uuid.h>
 
 #include "commits.h"
+#include "log.h"
 #include "message.h"
 
 typedef struct thread_ctx {
@@ -123,8 +125,8 @@ static size_t prepare(thread_ctx *tc, const mq_message *msgs, int n, int retry)
             /* Deterministically unreadable: no redelivery can help, skip it. */
             if (!retry) {
                 atomic_fetch_add(&w->bad_messages, 1);
-                fprintf(stderr, "seckill-worker: dropping undecodable message %s/%u@%llu\n",
-                        m->topic, m->partition, (unsigned long long)m->offset);
+                sk_log(SK_LOG_WARN, "worker", NULL, "dropping undecodable message %s/%u@%llu",
+                       m->topic, m->partition, (unsigned long long)m->offset);
             }
             tc->state[i] = ST_BAD;
             continue;
@@ -151,6 +153,21 @@ static size_t prepare(thread_ctx *tc, const mq_message *msgs, int n, int retry)
         tc->state[i] = (int)nd++;
     }
     return nd;
+}
+
+/* A decided request's line: a sale (info; as many as the stock) or any
+ * other outcome (debug), under the client's trace id when it sent one. */
+static void log_outcome(const sk_msg *req, const sk_outcome *o)
+{
+    enum sk_log_level lv = o->result == SK_SUCCESS ? SK_LOG_INFO : SK_LOG_DEBUG;
+    if (!sk_log_enabled(lv))
+        return;
+    char rid[37];
+    if (!req->trace[0])
+        uuid_unparse_lower(req->request_id, rid);
+    sk_log(lv, "worker", req->trace[0] ? req->trace : rid, "%s item=%s user=%s%s%s",
+           o->result == SK_SUCCESS ? "sold" : sk_result_name(o->result), o->item_id, req->user_id,
+           o->order_id[0] ? " order=" : "", o->order_id);
 }
 
 static void *thread_main(void *arg)
@@ -237,6 +254,7 @@ static void *thread_main(void *arg)
                     sk_commits_fail(&parts, k);
                     continue;
                 }
+                log_outcome(&tc->reqs[i], o);
                 if (w->link.stock && tc->left[i] >= 0 &&
                     (o->result == SK_SUCCESS || tc->left[i] == 0))
                     w->link.stock(w->link.arg, o->item_id, tc->left[i]);

@@ -33,6 +33,8 @@
 
 #include "commits.h"
 #include "config.h"
+#include "log.h"
+#include "service.h"
 #include "store_redis.h"
 #include "order_log.h"
 #include "order_sink.h"
@@ -42,7 +44,8 @@
 #include "store.h"
 #include "worker.h"
 
-#define DEFAULT_CONFIG "config/seckill.ini"
+/* an installed worker finds its configuration from any directory */
+#define DEFAULT_CONFIG SECKILL_DEFAULT_CONFIG
 
 static void usage(FILE *f)
 {
@@ -103,20 +106,21 @@ static void *discovery_main(void *arg)
             /* keep serving the gateways we know: an unreadable registry says
              * nothing about them */
             if (!down)
-                fprintf(stderr, "seckill-worker: registry unreadable (%s): keeping %zu known "
-                                "gateway%s\n",
-                        strerror(-n), sk_remote_count(d->remote),
-                        sk_remote_count(d->remote) == 1 ? "" : "s");
+                sk_log(SK_LOG_WARN, "worker", NULL,
+                       "registry unreadable (%s): keeping %zu known "
+                       "gateway%s",
+                       strerror(-n), sk_remote_count(d->remote),
+                       sk_remote_count(d->remote) == 1 ? "" : "s");
             down = 1;
         } else {
             if (down)
-                fprintf(stderr, "seckill-worker: registry readable again\n");
+                sk_log(SK_LOG_INFO, "worker", NULL, "registry readable again");
             down = 0;
             for (int i = 0; i < n; i++)
                 addrs[i] = gws[i].addr;
             int rc = sk_remote_set_gateways(d->remote, addrs, (size_t)n);
             if (rc < 0)
-                fprintf(stderr, "seckill-worker: gateways: %s\n", strerror(-rc));
+                sk_log(SK_LOG_ERROR, "worker", NULL, "gateways: %s", strerror(-rc));
         }
         for (int i = 0; i < 10 && !atomic_load(&stopping); i++) {
             struct timespec ts = {0, 100 * 1000 * 1000};
@@ -158,12 +162,13 @@ static sk_sink *sink_start(const char *out, const char *id, const char *from)
     sk_sink *s = NULL;
     int rc = sk_sink_open(out, &s);
     if (rc < 0) {
-        fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(-rc));
+        sk_log(SK_LOG_ERROR, "orders", NULL, "%s: %s", out, strerror(-rc));
         return NULL;
     }
     printf("seckill-worker %s role=orders id=%s out=%s from=%s\n", SECKILL_VERSION, id, out,
            from);
     fflush(stdout);
+    sk_service_ready("orders");
     return s;
 }
 
@@ -171,8 +176,8 @@ static void sink_finish(sk_sink *s)
 {
     uint64_t stored, dups;
     sk_sink_stats(s, &stored, &dups);
-    fprintf(stderr, "seckill-worker: orders stored %llu, duplicates skipped %llu\n",
-            (unsigned long long)stored, (unsigned long long)dups);
+    sk_log(SK_LOG_INFO, "orders", NULL, "orders stored %llu, duplicates skipped %llu",
+           (unsigned long long)stored, (unsigned long long)dups);
     sk_sink_close(s);
 }
 
@@ -198,7 +203,7 @@ static int run_orders(const cfg *c, sk_redis *redis, const char *id, const char 
              * and the sink's keys keep the file free of duplicates */
             int rc = sk_sink_sync(s);
             if (rc < 0) {
-                fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(-rc));
+                sk_log(SK_LOG_ERROR, "orders", NULL, "%s: %s", out, strerror(-rc));
                 atomic_store(&stopping, 1);
                 break;
             }
@@ -228,7 +233,7 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
     sk_sink *s = NULL;
     int rc = h ? sk_remote_create(&rcfg, &remote) : -ENOMEM;
     if (rc < 0) {
-        fprintf(stderr, "seckill-worker: rpc: %s\n", strerror(-rc));
+        sk_log(SK_LOG_ERROR, "orders", NULL, "rpc: %s", strerror(-rc));
         free(h);
         return EX_UNAVAILABLE;
     }
@@ -239,7 +244,7 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
         snprintf(cid, sizeof cid, "sink-%zu", g);
         rc = src.open(src.impl, cid, &h[g]);
         if (rc < 0) {
-            fprintf(stderr, "seckill-worker: rpc: %s\n", strerror(-rc));
+            sk_log(SK_LOG_ERROR, "orders", NULL, "rpc: %s", strerror(-rc));
             goto out_close;
         }
     }
@@ -265,9 +270,10 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
                 sk_order_event ev;
                 char rid[37];
                 if (sk_order_event_decode(msgs[i].value, msgs[i].value_len, &ev) < 0) {
-                    fprintf(stderr, "seckill-worker: skipping an undecodable order event "
-                                    "%s/%u@%llu\n", msgs[i].topic, msgs[i].partition,
-                            (unsigned long long)msgs[i].offset);
+                    sk_log(SK_LOG_WARN, "orders", NULL,
+                           "skipping an undecodable order event "
+                           "%s/%u@%llu",
+                           msgs[i].topic, msgs[i].partition, (unsigned long long)msgs[i].offset);
                 } else {
                     uuid_unparse_lower(ev.request_id, rid);
                     sk_sink_record r = {.order_id = ev.order_id,
@@ -290,7 +296,7 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
             if (!failed)
                 rc = sk_sink_sync(s);
             if (failed || rc < 0) {
-                fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(-rc));
+                sk_log(SK_LOG_ERROR, "orders", NULL, "%s: %s", out, strerror(-rc));
                 status = EX_IOERR;
                 atomic_store(&stopping, 1);
                 break;
@@ -313,6 +319,7 @@ static void *signal_main(void *arg)
     sigset_t *set = arg;
     int sig;
     sigwait(set, &sig);
+    sk_service_stopping();
     atomic_store(&stopping, 1);
     return NULL;
 }
@@ -408,6 +415,8 @@ int main(int argc, char **argv)
         return EX_CONFIG;
     }
 
+    sk_log_setup("seckill-worker", sk_log_format_parse(c.log_format),
+                 sk_log_level_parse(c.log_level), 2);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -442,8 +451,8 @@ int main(int argc, char **argv)
         rc = sk_redis_open(c.redis_host, c.redis_port, c.redis_timeout_ms, items, c.nitems, 5000,
                            &redis);
         if (rc < 0) {
-            fprintf(stderr, "seckill-worker: redis %s:%u: %s\n", c.redis_host, c.redis_port,
-                    strerror(-rc));
+            sk_log(SK_LOG_ERROR, "worker", NULL, "redis %s:%u: %s", c.redis_host, c.redis_port,
+                   strerror(-rc));
             status = EX_UNAVAILABLE;
             goto out;
         }
@@ -466,7 +475,7 @@ int main(int argc, char **argv)
                             .redis_patience_ms = 5000};
     rc = sale_store_create(&sc, &store, err, sizeof err);
     if (rc < 0) {
-        fprintf(stderr, "seckill-worker: %s\n", err);
+        sk_log(SK_LOG_ERROR, "worker", NULL, "%s", err);
         status = EX_UNAVAILABLE;
         goto out;
     }
@@ -488,7 +497,7 @@ int main(int argc, char **argv)
     if (rc == 0 && rcfg.discover)
         rc = sk_registry_create(c.redis_host, c.redis_port, c.redis_timeout_ms, &disc.reg);
     if (rc < 0) {
-        fprintf(stderr, "seckill-worker: rpc: %s\n", strerror(-rc));
+        sk_log(SK_LOG_ERROR, "worker", NULL, "rpc: %s", strerror(-rc));
         sk_remote_destroy(remote);
         status = EX_UNAVAILABLE;
         goto out;
@@ -503,7 +512,7 @@ int main(int argc, char **argv)
     sk_worker *w = NULL;
     rc = sk_worker_start(&wc, &src, &be, &link, &w);
     if (rc < 0) {
-        fprintf(stderr, "seckill-worker: cannot start worker threads: %s\n", strerror(-rc));
+        sk_log(SK_LOG_ERROR, "worker", NULL, "cannot start worker threads: %s", strerror(-rc));
         sk_remote_destroy(remote);
         sk_registry_destroy(disc.reg);
         status = EX_UNAVAILABLE;
@@ -514,7 +523,7 @@ int main(int argc, char **argv)
     sale_reaper *rp = NULL;
     rc = sale_reaper_start(store, &rpc_cfg, &rp);
     if (rc < 0)
-        fprintf(stderr, "seckill-worker: reaper: %s\n", strerror(-rc));
+        sk_log(SK_LOG_ERROR, "worker", NULL, "reaper: %s", strerror(-rc));
     if (disc.reg) {
         disc.remote = remote;
         pthread_create(&disc.tid, NULL, discovery_main, &disc);
@@ -525,6 +534,7 @@ int main(int argc, char **argv)
                id, c.nrpc_gateways, cfg_worker_threads(&c));
     }
     fflush(stdout);
+    sk_service_ready(id);
     while (!atomic_load(&stopping)) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -540,6 +550,7 @@ out:
     if (!atomic_load(&stopping))
         pthread_kill(sigthr, SIGTERM);
     pthread_join(sigthr, NULL);
+    sk_service_release();
     sale_store_destroy(store);
     sk_redis_destroy(redis);
     free(sitems);

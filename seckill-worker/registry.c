@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "redis_conn.h"
 #include "sk.h"
 
@@ -87,14 +88,15 @@ static void *heartbeat_main(void *arg)
         if (rc == 0) {
             r->beats++;
             if (down)
-                fprintf(stderr, "registry: redis %s:%d reachable again, %s registered\n", r->host,
-                        r->port, r->key);
+                sk_log(SK_LOG_INFO, "registry", NULL, "redis %s:%d reachable again, %s registered",
+                       r->host, r->port, r->key);
             down = 0;
         } else if (!down) {
             /* one line per outage, not one per beat */
-            fprintf(stderr, "registry: redis %s:%d unreachable (%s): %s not refreshed, retrying "
-                            "every %u ms\n",
-                    r->host, r->port, strerror(-rc), r->key, (unsigned)(r->ttl_ms / 3));
+            sk_log(SK_LOG_WARN, "registry", NULL,
+                   "redis %s:%d unreachable (%s): %s not refreshed, retrying "
+                   "every %u ms",
+                   r->host, r->port, strerror(-rc), r->key, (unsigned)(r->ttl_ms / 3));
             down = 1;
         }
         struct timespec until;
@@ -200,8 +202,8 @@ int sk_registry_unregister(sk_registry *r)
             freeReplyObject(rep);
     }
     if (rc < 0)
-        fprintf(stderr, "registry: cannot delete %s (%s): it expires in %u ms\n", r->key,
-                strerror(-rc), (unsigned)r->ttl_ms);
+        sk_log(SK_LOG_WARN, "registry", NULL, "cannot delete %s (%s): it expires in %u ms", r->key,
+               strerror(-rc), (unsigned)r->ttl_ms);
     pthread_mutex_unlock(&r->lock);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "rpc.h"
 
 #define MAX_BATCH 1024
@@ -369,7 +370,7 @@ int sk_remote_set_gateways(sk_remote *r, const char *const *addrs, size_t n)
         rc = add_gateway(r, addrs[j]);
         if (rc < 0)
             break;
-        fprintf(stderr, "seckill-worker: gateway %s found\n", addrs[j]);
+        sk_log(SK_LOG_INFO, "worker", NULL, "gateway %s found", addrs[j]);
         changes++;
     }
     changes += (int)ngone;
@@ -377,7 +378,7 @@ int sk_remote_set_gateways(sk_remote *r, const char *const *addrs, size_t n)
         atomic_fetch_add(&r->version, 1);
     pthread_rwlock_unlock(&r->lock);
     for (size_t i = 0; i < ngone; i++) {
-        fprintf(stderr, "seckill-worker: gateway %s dropped\n", gone[i].addr);
+        sk_log(SK_LOG_INFO, "worker", NULL, "gateway %s dropped", gone[i].addr);
         rpc_client_destroy(gone[i].control);
         free(gone[i].addr);
     }

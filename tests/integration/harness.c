@@ -30,6 +30,11 @@ static int write_file(const char *path, const char *text)
 
 int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text)
 {
+    return gw_proc_start_logged(p, binary, ini_text, NULL);
+}
+
+int gw_proc_start_logged(gw_proc *p, const char *binary, const char *ini_text, const char *log_path)
+{
     int pipefd[2];
     memset(p, 0, sizeof *p);
     snprintf(p->dir, sizeof p->dir, "/tmp/seckill-it-XXXXXX");
@@ -61,6 +66,11 @@ int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text)
         dup2(pipefd[1], 1);
         close(pipefd[0]);
         close(pipefd[1]);
+        int lf = log_path ? open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600) : -1;
+        if (lf >= 0) {
+            dup2(lf, 2);
+            close(lf);
+        }
         execl(binary, binary, "-c", p->config, "--listen", "127.0.0.1:0", (char *)NULL);
         _exit(127);
     }

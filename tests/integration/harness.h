@@ -30,6 +30,9 @@ int proc_stop(pid_t pid, int sig);
  * 127.0.0.1:0`; waits for the "listening on" line. 0 on success. Unless
  * ini_text names a data_dir, [queue] data_dir is the temp dir's data/. */
 int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text);
+/* The same with the gateway's stderr appended to log_path (NULL: inherited). */
+int gw_proc_start_logged(gw_proc *p, const char *binary, const char *ini_text,
+                         const char *log_path);
 /* SIGTERM, wait; returns the exit status (or -1). Removes the temp dir. */
 int gw_proc_stop(gw_proc *p);
 /* The [gateway] lines of a park mode as the tests name it on their command

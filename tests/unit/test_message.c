@@ -1,7 +1,7 @@
 /*
  * test_message.c - the request message on the request topic: round trips,
  * the exact wire layout, and refusal of every truncation, other versions,
- * trailing bytes and invalid ids.
+ * trailing bytes and invalid ids; the trace id of version 2.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,7 @@ static void assert_msg_equal(const sk_msg *a, const sk_msg *b)
     assert_int_equal(a->deadline_ms, b->deadline_ms);
     assert_string_equal(a->user_id, b->user_id);
     assert_string_equal(a->item_id, b->item_id);
+    assert_string_equal(a->trace, b->trace);
 }
 
 static void test_wire_layout(void **state)
@@ -62,7 +64,7 @@ static void test_wire_layout(void **state)
     };
     assert_int_equal(sizeof want, (size_t)n);
     assert_memory_equal(buf, want, sizeof want);
-    assert_int_equal(SK_MSG_MAX, HDR + 2 + 2 * SK_ID_MAX);
+    assert_int_equal(SK_MSG_MAX, HDR + 2 + 2 * SK_ID_MAX + 1 + SK_TRACE_MAX);
 }
 
 static void test_round_trip(void **state)
@@ -91,6 +93,7 @@ static void test_encode_capacity(void **state)
 {
     (void)state;
     sk_msg m = sample(ID64, ID64);
+    strcpy(m.trace, ID64);
     uint8_t buf[SK_MSG_MAX + 1];
     buf[SK_MSG_MAX] = 0xcc;
     assert_int_equal(sk_msg_encode(&m, buf, SK_MSG_MAX - 1), -ENOBUFS);
@@ -239,6 +242,68 @@ static void test_decode_invalid_ids(void **state)
     assert_int_equal(sk_msg_decode(buf, (size_t)n, &d), -EBADMSG);
 }
 
+/* Version 2: the same layout with u8 trace_len and the trace at the end. */
+static void test_trace(void **state)
+{
+    (void)state;
+    sk_msg m = sample("u-1", "it"), d;
+    strcpy(m.trace, "req-7:A/b+c=@x.y_z");
+    uint8_t buf[SK_MSG_MAX + 8];
+    int n = sk_msg_encode(&m, buf, sizeof buf);
+    size_t tl = strlen(m.trace);
+    assert_int_equal(n, HDR + 1 + 3 + 1 + 2 + 1 + (int)tl);
+    assert_int_equal(buf[0], SK_MSG_VERSION_TRACE);
+    assert_int_equal(buf[HDR + 7], tl);
+    assert_memory_equal(buf + HDR + 8, m.trace, tl);
+    assert_int_equal(sk_msg_decode(buf, (size_t)n, &d), 0);
+    assert_msg_equal(&m, &d);
+
+    /* every truncation, and trailing bytes, are refused */
+    for (int len = 0; len < n; len++) {
+        uint8_t *cut = malloc(len ? (size_t)len : 1);
+        assert_non_null(cut);
+        memcpy(cut, buf, (size_t)len);
+        if (sk_msg_decode(cut, (size_t)len, &d) != -EBADMSG)
+            fail_msg("%d of %d bytes decoded", len, n);
+        free(cut);
+    }
+    buf[n] = 'x';
+    assert_int_equal(sk_msg_decode(buf, (size_t)n + 1, &d), -EBADMSG);
+
+    /* a version 2 without its trace, and a zero or overlong trace length */
+    buf[0] = SK_MSG_VERSION_TRACE;
+    uint8_t v1[SK_MSG_MAX];
+    sk_msg plain = sample("u-1", "it");
+    int n1 = sk_msg_encode(&plain, v1, sizeof v1);
+    assert_int_equal(v1[0], SK_MSG_VERSION); /* no trace: version 1, as before */
+    v1[0] = SK_MSG_VERSION_TRACE;
+    assert_int_equal(sk_msg_decode(v1, (size_t)n1, &d), -EBADMSG);
+    buf[HDR + 7] = 0;
+    assert_int_equal(sk_msg_decode(buf, (size_t)n - tl, &d), -EBADMSG);
+
+    /* bad characters in the trace, encoding and decoding */
+    static const char bad[] = {' ', '"', '\n', '\\', ';', ',', '<', (char)0x80};
+    for (size_t i = 0; i < sizeof bad; i++) {
+        sk_msg b = sample("u", "i");
+        snprintf(b.trace, sizeof b.trace, "ab%cd", bad[i]);
+        if (sk_msg_encode(&b, buf, sizeof buf) != -EINVAL)
+            fail_msg("trace with byte 0x%02x encoded", (unsigned char)bad[i]);
+        strcpy(b.trace, "abcd");
+        int bn = sk_msg_encode(&b, buf, sizeof buf);
+        buf[bn - 2] = (uint8_t)bad[i];
+        if (sk_msg_decode(buf, (size_t)bn, &d) != -EBADMSG)
+            fail_msg("trace with byte 0x%02x decoded", (unsigned char)bad[i]);
+    }
+    memset(m.trace, 'a', sizeof m.trace); /* 65 characters, no terminator */
+    assert_int_equal(sk_msg_encode(&m, buf, sizeof buf), -EINVAL);
+
+    assert_true(sk_trace_valid("4bf92f3577b34da6a3ce929d0e0e4736", 32));
+    assert_true(sk_trace_valid(ID64, 64));
+    assert_false(sk_trace_valid(ID64 "x", 65));
+    assert_false(sk_trace_valid("", 0));
+    assert_false(sk_trace_valid("a\0b", 3));
+}
+
 static void test_ids_and_names(void **state)
 {
     (void)state;
@@ -266,10 +331,15 @@ static void test_ids_and_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wire_layout),        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_encode_capacity),    cmocka_unit_test(test_every_truncation),
-        cmocka_unit_test(test_wrong_version),      cmocka_unit_test(test_trailing_bytes),
-        cmocka_unit_test(test_encode_invalid_ids), cmocka_unit_test(test_decode_invalid_ids),
+        cmocka_unit_test(test_wire_layout),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_encode_capacity),
+        cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_wrong_version),
+        cmocka_unit_test(test_trailing_bytes),
+        cmocka_unit_test(test_encode_invalid_ids),
+        cmocka_unit_test(test_decode_invalid_ids),
+        cmocka_unit_test(test_trace),
         cmocka_unit_test(test_ids_and_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

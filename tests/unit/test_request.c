@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "gateway/request.h"
+#include "sale/message.h"
 
 #define BAD(msg) "{\"result\":\"bad_request\",\"error\":\"" msg "\"}"
 #define BAD_ID(key)                                                                                \
@@ -316,6 +317,65 @@ static void *parse_loop(void *arg)
 }
 
 /* Parses on several threads at once, each in its own buffer. */
+/* X-Request-Id and W3C traceparent: what a client may name its request. */
+static void test_client_request_id(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *xrid, *tp, *want; /* want NULL: none */
+    } ids[] = {
+        {"abc-123", NULL, "abc-123"},
+        {"A.b_c:d@e+f/g=h-9", NULL, "A.b_c:d@e+f/g=h-9"},
+        {ID64, NULL, ID64},
+        {ID65, NULL, NULL}, /* too long */
+        {"", NULL, NULL},
+        {"has space", NULL, NULL},
+        {"quote\"", NULL, NULL},
+        {"semi;colon", NULL, NULL},
+        {"new\nline", NULL, NULL},
+        {"caf\xc3\xa9", NULL, NULL},
+        {"<script>", NULL, NULL},
+        /* traceparent: its trace-id */
+        {NULL, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+         "4bf92f3577b34da6a3ce929d0e0e4736"},
+        {NULL, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+         "4bf92f3577b34da6a3ce929d0e0e4736"},
+        /* X-Request-Id first; an invalid one gives way to traceparent */
+        {"mine", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "mine"},
+        {"bad id", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+         "4bf92f3577b34da6a3ce929d0e0e4736"},
+        /* a later version may append fields; ff is invalid */
+        {NULL, "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever",
+         "4bf92f3577b34da6a3ce929d0e0e4736"},
+        {NULL, "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+         "4bf92f3577b34da6a3ce929d0e0e4736"},
+        {NULL, "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", NULL},
+        {NULL, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", NULL},
+        {NULL, "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", NULL},
+        /* all-zero ids, upper case, wrong lengths and separators */
+        {NULL, "00-00000000000000000000000000000000-00f067aa0ba902b7-01", NULL},
+        {NULL, "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", NULL},
+        {NULL, "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", NULL},
+        {NULL, "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", NULL},
+        {NULL, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1", NULL},
+        {NULL, "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01", NULL},
+        {NULL, "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", NULL},
+        {NULL, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g", NULL},
+        {NULL, "", NULL},
+        {NULL, NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+        char out[SK_TRACE_MAX + 1];
+        memset(out, 'x', sizeof out);
+        int got = gw_client_request_id(ids[i].xrid, ids[i].tp, out);
+        if (got != (ids[i].want != NULL) || (ids[i].want && strcmp(out, ids[i].want)))
+            fail_msg("row %zu (%s, %s): got %d '%s'", i, ids[i].xrid ? ids[i].xrid : "-",
+                     ids[i].tp ? ids[i].tp : "-", got, got ? out : "");
+        if (!got)
+            assert_string_equal(out, "");
+    }
+}
+
 static void test_parse_threads(void **state)
 {
     (void)state;
@@ -338,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_is_json_type),
         cmocka_unit_test(test_parse_uses_no_heap),
         cmocka_unit_test(test_parse_threads),
+        cmocka_unit_test(test_client_request_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
