@@ -7,7 +7,7 @@ CONFIG ?= config/seckill.ini
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build run test test-debug tsan bench fuzz clean
+.PHONY: all deps build run test test-debug tsan bench fuzz package clean
 
 all: build
 
@@ -36,6 +36,11 @@ test-debug:
 
 bench: build
 	@loadtest/bench.sh $(BENCH_ARGS)
+
+# the Debian package (CPack): build/$(PRESET)/seckill-gateway_<version>_<arch>.deb
+# with both programs, /etc/seckill-gateway/seckill.ini and the systemd units
+package: build
+	@cd build/$(PRESET) && cpack -G DEB
 
 # every libFuzzer target for FUZZ_SECONDS each (FUZZ_TARGETS: a subset);
 # installs clang and libFuzzer's runtime itself; fails when one crashes

@@ -10,8 +10,10 @@ missing=""
 # OpenSSL's libcrypto: HMAC-SHA256 and nonces of the rpc/ handshake and frame MAC;
 # libssl: optional TLS on rpc/; the openssl command makes the tests' throwaway CA
 PKGS="$PKGS libssl-dev openssl"
-# libsystemd: sd_notify for the packaged services, and log lines to the journal
-PKGS="$PKGS libsystemd-dev"
+# libsystemd: sd_notify for the packaged services, and log lines to the journal;
+# the package test: dpkg-dev (dpkg-shlibdeps for CPack's dependencies),
+# systemd (systemd-analyze verify of the units)
+PKGS="$PKGS libsystemd-dev dpkg-dev systemd"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
