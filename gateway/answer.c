@@ -95,15 +95,15 @@ const char *gw__answer_id(struct MHD_Connection *conn, const char *request_id, i
     return buf;
 }
 
-enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const char *body,
-                          size_t len, const char *request_id, const char *hname, const char *hvalue)
+/* gw__reply with the answer's id already resolved (gw__answer_id) */
+static enum MHD_Result reply_as(struct MHD_Connection *conn, unsigned status, const char *body,
+                                size_t len, const char *request_id, const char *hname,
+                                const char *hvalue)
 {
-    char cid[SK_TRACE_MAX + 1];
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r)
         return MHD_NO;
-    request_id = gw__answer_id(conn, request_id, 0, cid);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (request_id)
         MHD_add_response_header(r, "X-Request-Id", request_id);
@@ -115,6 +115,14 @@ enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const ch
     MHD_destroy_response(r);
     gw__access_line(conn, status, request_id);
     return ret;
+}
+
+enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const char *body,
+                          size_t len, const char *request_id, const char *hname, const char *hvalue)
+{
+    char cid[SK_TRACE_MAX + 1];
+    return reply_as(conn, status, body, len, gw__answer_id(conn, request_id, 0, cid), hname,
+                    hvalue);
 }
 
 enum MHD_Result gw__reply_str(struct MHD_Connection *conn, unsigned status, const char *body)
@@ -132,7 +140,7 @@ enum MHD_Result gw__answer(gw *g, struct MHD_Connection *conn, uint64_t t0, enum
     request_id = gw__answer_id(conn, request_id, 1, buf);
     if (cur.g)
         cur.t0 = t0; /* the purchase's latency, parked time included */
-    return gw__reply(conn, status, body, len, request_id, hname, hvalue);
+    return reply_as(conn, status, body, len, request_id, hname, hvalue);
 }
 
 enum MHD_Result gw__answer_overloaded(gw *g, struct MHD_Connection *conn, uint64_t t0,
