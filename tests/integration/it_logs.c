@@ -11,7 +11,8 @@
  *   - [log] format = json, access_sample = 1: every line of the gateway's
  *     stderr is a JSON object, with an access line per request;
  *   - NOTIFY_SOCKET: READY=1 once serving, WATCHDOG=1 pings when
- *     WATCHDOG_USEC asks for them, STOPPING=1 at SIGTERM.
+ *     WATCHDOG_USEC asks for them, STOPPING=1 at SIGTERM (the gateway; the
+ *     worker's READY and STOPPING in the first test).
  *
  * argv: seckill-gateway, seckill-worker.
  */
@@ -104,6 +105,37 @@ static void header_is_uuid(const http_resp *r)
     assert_int_equal(got[23], '-');
 }
 
+/* A datagram socket at dir/name for NOTIFY_SOCKET. OUT: path. */
+static int notify_socket(const char *name, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", dir, name);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* Receive datagrams on fd until one contains want, for up to 20 s. */
+static int notified(int fd, const char *want)
+{
+    char buf[512];
+    for (uint64_t t0 = mono_ms(); mono_ms() - t0 < 20000;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 200) <= 0)
+            continue;
+        ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        if (strstr(buf, want))
+            return 1;
+    }
+    fprintf(stderr, "no '%s' on the notify socket\n", want);
+    return 0;
+}
+
 static void test_request_id_reaches_worker_log(void **state)
 {
     (void)state;
@@ -130,7 +162,13 @@ static void test_request_id_reaches_worker_log(void **state)
     /* the worker's stderr to a file: its log lines */
     snprintf(cmd, sizeof cmd, "exec \"$0\" -c %s --id w1 2>>%s", wpath, wlog);
     const char *argv[] = {"/bin/sh", "-c", cmd, worker_bin, NULL};
-    assert_int_equal(proc_spawn(argv, "role=seckill", &worker), 0);
+    char npath[108];
+    int nfd = notify_socket("worker-notify", npath, sizeof npath);
+    setenv("NOTIFY_SOCKET", npath, 1); /* the worker tells systemd it is ready */
+    int rc = proc_spawn(argv, "role=seckill", &worker);
+    unsetenv("NOTIFY_SOCKET");
+    assert_int_equal(rc, 0);
+    assert_true(notified(nfd, "READY=1"));
     http_resp r;
     for (uint64_t t0 = mono_ms(); mono_ms() - t0 < 20000; sleep_ms(10)) {
         assert_int_equal(http_do(gw.port, "GET", "/readyz", NULL, NULL, 0, &r), 0);
@@ -172,8 +210,12 @@ static void test_request_id_reaches_worker_log(void **state)
 
     pid_t w = worker;
     worker = 0;
+    kill(w, SIGTERM);
+    assert_true(notified(nfd, "STOPPING=1"));
     assert_int_equal(proc_stop(w, SIGTERM), 0);
     assert_int_equal(gw_proc_stop(&gw), 0);
+    close(nfd);
+    unlink(npath);
     unlink(wpath);
     unlink(wlog);
     rmdir(dir);
@@ -297,37 +339,13 @@ static void test_ids_before_admission_and_access_log(void **state)
     rmdir(dir);
 }
 
-/* Receive datagrams on fd until one contains want, for up to 20 s. */
-static int notified(int fd, const char *want)
-{
-    char buf[512];
-    for (uint64_t t0 = mono_ms(); mono_ms() - t0 < 20000;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 200) <= 0)
-            continue;
-        ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-        if (n <= 0)
-            continue;
-        buf[n] = '\0';
-        if (strstr(buf, want))
-            return 1;
-    }
-    fprintf(stderr, "no '%s' on the notify socket\n", want);
-    return 0;
-}
-
 static void test_sd_notify(void **state)
 {
     (void)state;
     char path[108];
     snprintf(dir, sizeof dir, "/tmp/seckill-itlog-XXXXXX");
     assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/notify", dir);
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    int fd = notify_socket("notify", path, sizeof path);
     setenv("NOTIFY_SOCKET", path, 1);
     setenv("WATCHDOG_USEC", "400000", 1); /* pings every 200 ms */
     int rc = gw_proc_start(&gw, gateway_bin, "[item.demo]\nstock = 1\n");
