@@ -1,7 +1,7 @@
 /*
  * message.h - the request message a gateway writes to the request topic.
  *
- * Wire layout (little-endian, 51..245 bytes):
+ * Wire layout (little-endian, 53..244 bytes):
  *   u8  version (1, or 2 with a trace id)
  *   u8  gateway_id[16]   u8 request_id[16]
  *   u64 admitted_at_ms   u64 deadline_ms     (wall clock, ms since the epoch)
