@@ -33,7 +33,7 @@
 
 #include "commits.h"
 #include "config.h"
-#include "order_log.h" /* sk_order_event_decode: the order topic's messages */
+#include "order_event.h"
 #include "order_sink.h"
 #include "registry.h"
 #include "remote.h"
