@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "gateway/request.h"
-#include "sale/message.h"
+#include "message.h"
 
 #define BAD(msg) "{\"result\":\"bad_request\",\"error\":\"" msg "\"}"
 #define BAD_ID(key)                                                                                \
