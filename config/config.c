@@ -159,6 +159,10 @@ static const cfg_key keys[] = {
      "its port"},
     {"redis", "timeout_ms", CFG_U32, F(redis_timeout_ms), 0, 1, 60000, "200", NULL, NULL, NULL, NULL, 0,
      "connect and each reply"},
+    {"redis", "min_replicas_ack", CFG_U32, F(redis_min_replicas_ack), 0, 0, 64, "0", NULL, NULL, NULL, NULL, 0,
+     "a purchase is answered only once this many replicas acknowledged it (WAIT); 0 = off"},
+    {"redis", "replica_ack_timeout_ms", CFG_U32, F(redis_replica_ack_timeout_ms), 0, 1, 60000, "100", NULL, NULL, NULL, NULL, 0,
+     "how long each WAIT may take; fewer acknowledgements: retried, 504 at the deadline"},
 
     {"risk", "blocklist", CFG_LIST, offsetof(cfg, blocklist), 0, offsetof(cfg, nblocklist), 0, CFG_MAX_BLOCKLIST, NULL, NULL, NULL, &user_ids, NULL, CFG_REPEAT,
      "user ids refused with 403, comma or space separated; the key may repeat"},

@@ -88,6 +88,8 @@ typedef struct cfg {
     char redis_host[256];
     uint16_t redis_port;
     uint32_t redis_timeout_ms;
+    uint32_t redis_min_replicas_ack;       /* 0 = off */
+    uint32_t redis_replica_ack_timeout_ms;
     /* [risk] */
     char **blocklist;
     size_t nblocklist;

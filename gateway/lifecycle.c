@@ -63,6 +63,8 @@ static int store_open(gw *g, char *err, size_t errlen)
                             .redis_host = c->redis_host,
                             .redis_port = c->redis_port,
                             .redis_timeout_ms = c->redis_timeout_ms,
+                            .min_replicas_ack = c->redis_min_replicas_ack,
+                            .replica_ack_timeout_ms = c->redis_replica_ack_timeout_ms,
                             .redis_patience_ms = 5000};
     int rc = sale_store_create(&sc, &g->store, err, errlen);
     free(specs);

@@ -153,6 +153,12 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
             "# TYPE seckill_http_per_ip_refused_total counter\n"
             "seckill_http_per_ip_refused_total %llu\n",
         (unsigned long long)g->http_request_timeouts, (unsigned long long)g->http_per_ip_refused);
+    put(&o, "# HELP seckill_store_replica_ack_timeouts_total Decided batches answered nothing "
+            "because fewer than min_replicas_ack Redis replicas acknowledged them in time "
+            "(decided again; 504 at the deadline).\n"
+            "# TYPE seckill_store_replica_ack_timeouts_total counter\n"
+            "seckill_store_replica_ack_timeouts_total %llu\n",
+        (unsigned long long)g->store_replica_ack_timeouts);
     put(&o, "# HELP seckill_http_framing_refused_total HTTP requests refused for their framing "
             "(length, Transfer-Encoding, request-target or header size), then closed.\n"
             "# TYPE seckill_http_framing_refused_total counter\n");

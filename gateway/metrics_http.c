@@ -47,7 +47,8 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
                     .rpc_denied = rs.denied,
                     .rpc_tls_failures = rs.tls_failures,
                     .http_request_timeouts = gw_guard_timeouts(g->guard),
-                    .http_per_ip_refused = gw_guard_refused(g->guard)};
+                    .http_per_ip_refused = gw_guard_refused(g->guard),
+                    .store_replica_ack_timeouts = sale_store_replica_ack_timeouts(g->store)};
     size_t n = gw_metrics_render(&g->metrics, &ga, buf, cap);
     struct MHD_Response *r = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
     if (!r)
