@@ -66,6 +66,7 @@ static const char *const park_words[] = {"thread", "event", NULL};
 static const char *const http_io_words[] = {"poll", "epoll", NULL};
 static const char *const flush_words[] = {"sync", "async", NULL};
 static const char *const inventory_words[] = {"memory", "redis", NULL};
+static const char *const scope_words[] = {"local", "global", NULL};
 
 #define F(field) offsetof(cfg, field), sizeof(((cfg *)0)->field)
 #define IF(field) offsetof(cfg_item, field), sizeof(((cfg_item *)0)->field)
@@ -104,6 +105,10 @@ static const cfg_key keys[] = {
      "admitted requests per second; 0 = unlimited"},
     {"token_bucket", "burst", CFG_U32, F(tb_burst), 0, 1, 100000000, "5000", NULL, NULL, NULL, NULL, 0,
      "tokens the bucket holds"},
+    {"token_bucket", "scope", CFG_ENUM, F(tb_scope), 0, 0, 0, "local", NULL, scope_words, NULL, NULL, 0,
+     "local: rate and burst per gateway; global: one bucket in Redis for every gateway"},
+    {"token_bucket", "chunk", CFG_U32, F(tb_chunk), 0, 0, 100000000, "0", NULL, NULL, NULL, NULL, 0,
+     "global: tokens a gateway takes from Redis per call; 0 = rate / 100"},
 
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},

@@ -51,6 +51,8 @@ typedef struct cfg {
     /* [token_bucket] */
     double tb_rate; /* tokens per second; 0 = unlimited */
     uint32_t tb_burst;
+    char tb_scope[8]; /* "local" (default) | "global" */
+    uint32_t tb_chunk; /* global: tokens per Redis call; 0 = rate / 100 */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;

@@ -76,6 +76,8 @@ typedef struct gw_gauges {
     /* decided batches of this process's workers that fewer than
      * [redis] min_replicas_ack replicas acknowledged in time */
     uint64_t store_replica_ack_timeouts;
+    /* [token_bucket] scope = global: its counters (NULL: local bucket) */
+    const struct tb_global_stats *tb_global;
 } gw_gauges;
 
 /* Render into buf; returns the length (truncated output is cut at cap-1). */
