@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -178,4 +179,9 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
                 (long long)g->buyers[i]);
     }
     return o.len;
+}
+
+double gw_metrics_bucket_le(size_t b)
+{
+    return b < GW_LATENCY_BUCKETS - 1 ? (double)bounds_us[b] / 1e6 : INFINITY;
 }
