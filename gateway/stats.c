@@ -1,6 +1,7 @@
 /*
  * stats.c - GET /stats: the numbers the dashboard draws, as one JSON object
- * read at one moment (docs/openapi.yaml, schema Stats). Counters are the
+ * (docs/openapi.yaml, schema Stats; each value exact, though, as in
+ * /metrics, not all read at one instant). Counters are the
  * same as /metrics (answers by result, the latency histogram, cumulative
  * since start), so a reader computes rates and recent quantiles from two
  * reads; gauges are taken now: parked requests, queue depth, live workers,

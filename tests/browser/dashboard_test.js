@@ -199,8 +199,11 @@ async function main() {
     agent.destroy();
     gw.proc.removeAllListeners("exit");
     gw.proc.kill("SIGTERM");
-    await new Promise(r => (gw.proc.exitCode !== null ? r() : gw.proc.on("exit", r)));
+    const code = await new Promise(r =>
+      gw.proc.exitCode !== null ? r(gw.proc.exitCode) : gw.proc.on("exit", c => r(c)));
     fs.rmSync(dir, { recursive: true, force: true });
+    // 0 after SIGTERM; a sanitizer's report makes it exit otherwise
+    if (code !== 0) throw new Error("the gateway exited with " + code);
   }
   console.log("1 passed, 0 failed");
 }

@@ -183,7 +183,9 @@ class Gateway:
             raise ContractError("%s did not start: %r (log %s)" % (name, line, self.log.name))
         threading.Thread(target=self.p.stdout.read, daemon=True).start()
 
-    def stop(self):
+    def stop(self, check=True):
+        """SIGTERM; with check, a ContractError unless it exits 0 (a
+        sanitizer's report makes it exit otherwise)."""
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGCONT)
             self.p.terminate()
@@ -193,6 +195,9 @@ class Gateway:
                 self.p.kill()
                 self.p.wait()
         self.log.close()
+        if check and self.p.returncode != 0:
+            raise ContractError("%s exited with %s (log %s)" % (self.ini, self.p.returncode,
+                                                                  self.log.name))
 
 
 class Client:
@@ -275,6 +280,7 @@ def embedded_sale(contract, gateway_bin, workdir):
            "[item.over]\nstock = 5\nstarts_at = 1\nends_at = 2\n"
            % (ORIGIN, os.path.join(workdir, "data"), now + 86400))
     gw = Gateway(gateway_bin, ini, workdir, "embedded")
+    ok = False
     try:
         c = Client(contract, gw.port)
         web = Client(contract, gw.port, ORIGIN, ORIGIN)
@@ -403,8 +409,9 @@ def embedded_sale(contract, gateway_bin, workdir):
             expect(r, 200)
         expect(r, 429, "rate_limited")
         print("embedded gateway: %d answers checked" % contract.checked)
+        ok = True
     finally:
-        gw.stop()
+        gw.stop(check=ok)
 
 
 # ---- gateway 2: Redis, one worker process ----
@@ -416,6 +423,7 @@ def redis_sale(contract, gateway_bin, worker_bin, workdir):
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     gw = worker = None
+    ok = False
     try:
         wait_until("redis-server", lambda: redis_ping(rport))
         ini = ("[gateway]\nwait_timeout_ms = 500\n[token_bucket]\nrate = 0\n"
@@ -472,19 +480,25 @@ def redis_sale(contract, gateway_bin, worker_bin, workdir):
             raise ContractError("stock left %d after one sale and one expired request" % stock)
         print("redis gateway: 504, then 202 pending x2, then 504 expired; %d answers checked in all"
               % contract.checked)
+        ok = True
     finally:
-        if worker:
-            worker.send_signal(signal.SIGCONT)
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        if gw:
-            gw.stop()
-        redis.send_signal(signal.SIGCONT)
-        redis.terminate()
-        redis.wait()
+        try:
+            if worker:
+                worker.send_signal(signal.SIGCONT)
+                worker.terminate()
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+                if ok and worker.returncode != 0:
+                    raise ContractError("seckill-worker exited with %s" % worker.returncode)
+            if gw:
+                gw.stop(check=ok)
+        finally:
+            redis.send_signal(signal.SIGCONT)
+            redis.terminate()
+            redis.wait()
 
 
 def self_test(spec):

@@ -59,6 +59,7 @@ def served_families(gateway_bin, workdir):
     ini = ("[gateway]\nwait_timeout_ms = 5000\n[queue]\ndata_dir = %s\n[item.demo]\nstock = 5\n"
            % os.path.join(workdir, "data"))
     gw = Gateway(gateway_bin, ini, workdir, "monitoring")
+    ok = False
     try:
         base = "http://127.0.0.1:%d" % gw.port
         req = urllib.request.Request(base + "/seckill", method="POST",
@@ -66,8 +67,9 @@ def served_families(gateway_bin, workdir):
                                      headers={"Content-Type": "application/json"})
         urllib.request.urlopen(req, timeout=30).read()
         text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
+        ok = True
     finally:
-        gw.stop()
+        gw.stop(check=ok)
     families = {}
     for line in text.splitlines():
         m = re.match(r"# TYPE (\S+) (\S+)", line)
