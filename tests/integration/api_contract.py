@@ -9,14 +9,15 @@ validated against the operation the spec gives for its path and method
 the gateway cannot drift apart in either direction.
 
 Two gateways:
-  1. embedded workers, memory inventory, [http] cors_origins: the purchase
-     answers, items, orders and payment, health, /metrics, /stats,
-     /dashboard, framing refusals, CORS preflights and headers;
-  2. inventory = redis with one seckill-worker over rpc: 503 before any
-     worker, then a 504 while the worker is stopped (SIGSTOP) and
-     GET /seckill/result answering 202 pending while the request is still
-     queued, 503 while Redis is stopped, and the request's late outcome once
-     the worker runs again.
+  1. embedded workers, memory inventory, event park on epoll loops,
+     [http] cors_origins: the purchase answers, items, orders and payment,
+     health, /metrics, /stats, /dashboard, framing refusals, CORS
+     preflights and headers for listed and other origins;
+  2. inventory = redis with one seckill-worker over rpc, thread park,
+     cors_origins = *: 503 before any worker, then a 504 while the worker is
+     stopped (SIGSTOP) and GET /seckill/result answering 202 pending while
+     the request is still queued, 503 while Redis is stopped, and the
+     request's late outcome once the worker runs again.
 
     api_contract.py --gateway BIN --worker BIN [--spec docs/openapi.yaml]
     api_contract.py --self-test    (the checker refuses made-up wrong answers)
@@ -268,7 +269,8 @@ def wait_until(what, fn, timeout=30):
 
 def embedded_sale(contract, gateway_bin, workdir):
     now = int(time.time())
-    ini = ("[gateway]\nwait_timeout_ms = 5000\nbody_limit = 1024\n"
+    # event park on epoll here, thread park for the Redis gateway: CORS in both
+    ini = ("[gateway]\nwait_timeout_ms = 5000\nbody_limit = 1024\nhttp_io = epoll\n"
            "[http]\ncors_origins = %s, http://127.0.0.1:3000\n"
            "[token_bucket]\nrate = 1\nburst = 40\n"
            "[queue]\ndata_dir = %s\n"
@@ -426,7 +428,7 @@ def redis_sale(contract, gateway_bin, worker_bin, workdir):
     ok = False
     try:
         wait_until("redis-server", lambda: redis_ping(rport))
-        ini = ("[gateway]\nwait_timeout_ms = 500\n[token_bucket]\nrate = 0\n"
+        ini = ("[gateway]\nwait_timeout_ms = 500\npark = thread\n[token_bucket]\nrate = 0\n"
                "[queue]\nlease_timeout_ms = 60000\ndata_dir = %s\n"
                "[worker]\nembedded = false\ninventory = redis\nthreads = 1\n"
                "[http]\ncors_origins = *\n"
