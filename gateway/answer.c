@@ -109,11 +109,23 @@ static enum MHD_Result reply_as(struct MHD_Connection *conn, unsigned status, co
         MHD_add_response_header(r, "X-Request-Id", request_id);
     if (hname)
         MHD_add_response_header(r, hname, hvalue);
+    return gw__queue(conn, status, r);
+}
+
+enum MHD_Result gw__queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *r)
+{
+    /* an answer made elsewhere than gw__reply echoes the client's id too */
+    char cid[SK_TRACE_MAX + 1];
+    const char *id = MHD_get_response_header(r, "X-Request-Id");
+    if (!id && gw__client_id(conn, cid) &&
+        MHD_add_response_header(r, "X-Request-Id", cid) == MHD_YES)
+        id = cid;
+    gw__cors_headers(r);
     if (gw_frame_must_close(conn))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    gw__access_line(conn, status, id); /* id may live in r */
     MHD_destroy_response(r);
-    gw__access_line(conn, status, request_id);
     return ret;
 }
 

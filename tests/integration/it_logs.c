@@ -305,6 +305,10 @@ static void test_ids_before_admission_and_access_log(void **state)
         http_do(gw.port, "GET", "/items/demo", "X-Request-Id: look-1\r\n", NULL, 0, &r), 0);
     assert_int_equal(r.status, 200);
     header_is(&r, "look-1");
+    assert_int_equal(http_do(gw.port, "GET", "/stats", "X-Request-Id: stats-1\r\n", NULL, 0, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    header_is(&r, "stats-1");
     assert_int_equal(http_do(gw.port, "GET", "/livez", NULL, NULL, 0, &r), 0);
     assert_int_equal(http_header(&r, "X-Request-Id", (char[8]){0}, 8), -1);
 
@@ -326,6 +330,10 @@ static void test_ids_before_admission_and_access_log(void **state)
     json_decref(a);
     json_lines(log, "framed-1", &a);
     assert_non_null(a);
+    json_decref(a);
+    json_lines(log, "stats-1", &a);
+    assert_non_null(a);
+    assert_non_null(strstr(json_string_value(json_object_get(a, "msg")), "GET /stats 200 "));
     json_decref(a);
     json_lines(log, "look-1", &a);
     assert_non_null(a);
