@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "redis_conn.h"
 #include "token_bucket.h"
 
@@ -147,17 +148,17 @@ static void fallback_begin(tb_global *g, int err)
     pthread_mutex_lock(&g->lock);
     g->fallbacks++;
     pthread_mutex_unlock(&g->lock);
-    fprintf(stderr,
-            "seckill-gateway: global token bucket: redis %s:%d unreachable (%s): admitting at "
-            "%.3g/s (rate / %u gateways) until it answers\n",
-            g->host, g->port, strerror(-err), g->rate / n, n);
+    sk_log(SK_LOG_WARN, "gateway", NULL,
+           "global token bucket: redis %s:%d unreachable (%s): admitting at "
+           "%.3g/s (rate / %u gateways) until it answers",
+           g->host, g->port, strerror(-err), g->rate / n, n);
 }
 
 static void fallback_end(tb_global *g)
 {
     atomic_store_explicit(&g->fallback, NULL, memory_order_release);
-    fprintf(stderr, "seckill-gateway: global token bucket: redis %s:%d answers again\n", g->host,
-            g->port);
+    sk_log(SK_LOG_INFO, "gateway", NULL, "global token bucket: redis %s:%d answers again", g->host,
+           g->port);
 }
 
 /* One round of the fetcher: fetch when low (or a beat is due), fall back

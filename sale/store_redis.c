@@ -70,6 +70,7 @@
  * attempt per backoff period while Redis is unreachable.
  */
 #include "store_redis.h"
+#include "log.h"
 #include "redis_conn.h"
 #include "uuid4.h"
 
@@ -733,12 +734,13 @@ static int wait_replicas(sk_redis *r, conn *cn, int *broken)
     if (rc == -ETIMEDOUT || rc == 0) {
         int was = atomic_exchange(&r->acks_short, rc < 0);
         if (rc < 0 && !was)
-            fprintf(stderr, "sale: redis %s:%d: %lld of %u replicas acknowledged within %u ms: "
-                            "purchases wait (504 at their deadline) until they do\n",
-                    r->host, r->port, rep->integer, r->min_acks, r->ack_timeout_ms);
+            sk_log(SK_LOG_WARN, "store", NULL,
+                   "redis %s:%d: %lld of %u replicas acknowledged "
+                   "within %u ms: purchases wait (504 at their deadline) until they do",
+                   r->host, r->port, rep->integer, r->min_acks, r->ack_timeout_ms);
         else if (rc == 0 && was)
-            fprintf(stderr, "sale: redis %s:%d: %u replicas acknowledge again\n", r->host,
-                    r->port, r->min_acks);
+            sk_log(SK_LOG_INFO, "store", NULL, "redis %s:%d: %u replicas acknowledge again",
+                   r->host, r->port, r->min_acks);
     }
     if (rc == -ETIMEDOUT)
         atomic_fetch_add(&r->ack_timeouts, 1);
