@@ -342,7 +342,7 @@ if want sale; then
     if [ -s "$OUT/sale.csv" ]; then
         if ! command -v gnuplot >/dev/null; then
             echo "bench.sh: gnuplot not installed (make deps); $OUT/sale.csv has the samples" >&2
-        elif gnuplot -e "csv='$OUT/sale.csv'; png='$OUT/sale.png'; stock=10000; subtitle='whole sale as wrk saw it: $(field rps "$SALE") req/s, \
+        elif gnuplot -e "csv='$OUT/sale.csv'; png='$OUT/sale.png'; stock=10000; seconds=5; subtitle='the first 5 s; the whole sale as wrk saw it: $(field rps "$SALE") req/s, \
 p99 $(field p99_ms "$SALE") ms; sold $(field sold "$SALE")/10000, invariants $(field invariants "$SALE")'" \
             loadtest/plot.gp 2>>"$log"; then
             :
