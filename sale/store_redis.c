@@ -1318,6 +1318,26 @@ static int64_t rs_raise(sale_store *s, size_t i, int64_t total)
     return redis_raise(m->r, i, total);
 }
 
+/* One stream per item, numbered as the items. */
+static size_t rs_event_streams(const sale_store *s)
+{
+    return ((const redis_store *)s)->nitems;
+}
+
+static int rs_events_read(sale_store *s, size_t stream, const char *group, const char *consumer,
+                          size_t max, uint32_t block_ms, sale_event_fn fn, void *arg)
+{
+    redis_store *m = rs_of(s);
+    return sk_redis_events_read(m->r, m->ids[stream], group, consumer, max, block_ms, fn, arg);
+}
+
+static int rs_events_ack(sale_store *s, size_t stream, const char *group, const char *const *ids,
+                         size_t n)
+{
+    redis_store *m = rs_of(s);
+    return sk_redis_events_ack(m->r, m->ids[stream], group, ids, n);
+}
+
 static const sale_store_ops rs_ops = {.destroy = rs_destroy,
                                       .raise = rs_raise,
                                       .queue = rs_queue,
@@ -1326,7 +1346,10 @@ static const sale_store_ops rs_ops = {.destroy = rs_destroy,
                                       .order_get = rs_order_get,
                                       .order_pay = rs_order_pay,
                                       .reap = rs_reap,
-                                      .ping = rs_ping};
+                                      .ping = rs_ping,
+                                      .event_streams = rs_event_streams,
+                                      .events_read = rs_events_read,
+                                      .events_ack = rs_events_ack};
 
 int sale__store_redis_create(const sale_store_config *c, sale_store **out, char *err,
                              size_t errlen)
