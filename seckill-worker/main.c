@@ -696,6 +696,9 @@ int main(int argc, char **argv)
         nanosleep(&ts, NULL);
         if (atomic_exchange(&reload_asked, 0))
             reload(&c, config_path, w, store, windows);
+        if (atomic_exchange(&reopen_asked, 0))
+            fprintf(stderr, "seckill-worker: SIGUSR1: nothing to reopen (role seckill logs to "
+                            "stderr)\n");
     }
     view_set(NULL, NULL, NULL);
     sale_reaper_stop(rp);

@@ -412,6 +412,10 @@ static void test_sighup_under_traffic(void **state)
     free(m);
     assert_int_equal(buy(port, "bad-user", "w", &r), 409); /* ended comes first */
 
+    /* a logrotate's SIGUSR1 does the gateway no harm */
+    kill(gw, SIGUSR1);
+    assert_true(log_wait(log, "SIGUSR1: nothing to reopen", 10000));
+
     /* 3: a file that does not load changes nothing */
     write_text(path, "[gateway]\ndrain_delay_ms = 0\nthis line is wrong\n[token_bucket]\nrate = 1\n");
     kill(gw, SIGHUP);
@@ -562,6 +566,8 @@ static void test_worker_metrics_and_sighup(void **state)
     assert_true(log_wait(wlog, "seckill-worker: reload: [risk] blocklist: 0 -> 1 user ids", 10000));
     assert_int_equal(buy(port, "u-bad", "wk", &r), 403);
     assert_int_equal(buy(port, "u2", "wk", &r), 200);
+    kill(wk, SIGUSR1); /* logrotate's signal: nothing to reopen here, no harm */
+    assert_true(log_wait(wlog, "seckill-worker: SIGUSR1: nothing to reopen", 10000));
     /* a bad file: refused with its line, the worker keeps the running one */
     write_text(wpath, "[worker]\nthreads = many\n");
     kill(wk, SIGHUP);
