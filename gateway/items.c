@@ -83,6 +83,18 @@ int64_t gw__item_left(const gw *g, const gw_item *it)
     return atomic_load(&((gw_item *)it)->left);
 }
 
+const char *gw__item_status(const gw_item *it, int64_t left, int64_t now)
+{
+    /* the window a reload may have moved */
+    int64_t starts_at = atomic_load(&((gw_item *)it)->starts_at);
+    int64_t ends_at = atomic_load(&((gw_item *)it)->ends_at);
+    if (starts_at && now < starts_at)
+        return "upcoming";
+    if (ends_at && now >= ends_at)
+        return "ended";
+    return left <= 0 ? "sold_out" : "on_sale";
+}
+
 enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id)
 {
     char buf[512];
@@ -94,13 +106,7 @@ enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id)
     if (left < 0)
         left = gw__item_left(g, it);
     int64_t starts_at = atomic_load(&it->starts_at), ends_at = atomic_load(&it->ends_at);
-    const char *status = "on_sale";
-    if (starts_at && now < starts_at)
-        status = "upcoming";
-    else if (ends_at && now >= ends_at)
-        status = "ended";
-    else if (left <= 0)
-        status = "sold_out";
+    const char *status = gw__item_status(it, left, now);
     int n = snprintf(buf, sizeof buf,
                      "{\"item_id\":\"%s\",\"stock_total\":%lld,\"stock_left\":%lld,"
                      "\"status\":\"%s\",\"starts_at\":%lld,\"ends_at\":%lld,"

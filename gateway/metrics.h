@@ -72,6 +72,10 @@ void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns);
 void gw_metrics_overloaded(gw_metrics *m, enum gw_overload why);
 const char *gw_overload_name(enum gw_overload why);
 
+/* The upper bound in seconds of latency bucket b (< GW_LATENCY_BUCKETS);
+ * INFINITY for the last. */
+double gw_metrics_bucket_le(size_t b);
+
 /* Gauges sampled at render time. */
 typedef struct gw_gauges {
     uint64_t wall_ns; /* the wall clock as the scrape is rendered: seckill_time_seconds */
@@ -93,6 +97,11 @@ typedef struct gw_gauges {
     /* the connection guard (conn_guard.h): connections shut down at their
      * request deadline, and refused at their address's cap */
     uint64_t http_request_timeouts, http_per_ip_refused;
+    /* decided batches of this process's workers that fewer than
+     * [redis] min_replicas_ack replicas acknowledged in time */
+    uint64_t store_replica_ack_timeouts;
+    /* [token_bucket] scope = global: its counters (NULL: local bucket) */
+    const struct tb_global_stats *tb_global;
 } gw_gauges;
 
 /* Append every metric to t (whole, however many items; see sk_text_failed). */

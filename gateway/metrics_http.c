@@ -39,6 +39,9 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
     }
     gw_slab_stats ps;
     gw_slab_stats_get(g->ctx_pool, &ps);
+    tb_global_stats tbs;
+    if (g->gbucket)
+        tb_global_get_stats(g->gbucket, &tbs);
     gw_rpcsvc_stats rs;
     gw_rpcsvc_get_stats(g->rpc, &rs);
     struct timespec now;
@@ -63,7 +66,9 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
                     .rpc_denied = rs.denied,
                     .rpc_tls_failures = rs.tls_failures,
                     .http_request_timeouts = gw_guard_timeouts(g->guard),
-                    .http_per_ip_refused = gw_guard_refused(g->guard)};
+                    .http_per_ip_refused = gw_guard_refused(g->guard),
+                    .store_replica_ack_timeouts = sale_store_replica_ack_timeouts(g->store),
+                    .tb_global = g->gbucket ? &tbs : NULL};
     gw_metrics_render(&g->metrics, &ga, &t);
     if (sk_text_failed(&t)) /* a scrape cut short would be refused whole: say so */
         goto out_free;
@@ -72,6 +77,7 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
         goto out_free;
     t.buf = NULL; /* the response frees it */
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+    gw__cors_headers(r);
     if (gw_frame_must_close(conn))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(conn, 200, r);

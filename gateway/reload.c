@@ -31,6 +31,11 @@ static int reload_bucket(gw *g, cfg *run, const cfg *n, FILE *log)
 {
     if (run->tb_rate == n->tb_rate && run->tb_burst == n->tb_burst)
         return 0;
+    if (g->gbucket) { /* one bucket in Redis for every gateway: not this one's to change */
+        fprintf(log, LOG "[token_bucket] rate, burst: scope = global: needs a restart of every "
+                         "gateway with the same values (the running values stay)\n");
+        return 0;
+    }
     if (tb_set(&g->bucket, n->tb_rate, n->tb_burst) < 0) {
         fprintf(log, LOG "[token_bucket]: rate %g burst %u refused\n", n->tb_rate, n->tb_burst);
         return 0;
