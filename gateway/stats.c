@@ -37,7 +37,7 @@ static json_t *latency_json(gw_metrics *m)
         json_array_append_new(b, json_pack("[o,I]", isinf(le) ? json_null() : json_real(le), cum));
     }
     return json_pack("{s:I,s:f,s:o}", "count", RELAXED(m->latency_count), "sum_seconds",
-                     (double)RELAXED(m->latency_sum_us) / 1e6, "buckets", b);
+                     (double)RELAXED(m->latency_sum_ns) / 1e9, "buckets", b);
 }
 
 static json_t *items_json(gw *g, int64_t now)
@@ -52,8 +52,8 @@ static json_t *items_json(gw *g, int64_t now)
          * the stock says (units not left) */
         json_array_append_new(
             arr, json_pack("{s:s,s:I,s:I,s:I,s:o,s:s}", "item_id", it->c->id, "stock_total",
-                           (json_int_t)it->c->stock, "stock_left", (json_int_t)left, "sold",
-                           (json_int_t)(counted ? st.sold : it->c->stock - left), "buyers",
+                           (json_int_t)atomic_load(&it->stock), "stock_left", (json_int_t)left, "sold",
+                           (json_int_t)(counted ? st.sold : atomic_load(&it->stock) - left), "buyers",
                            counted ? json_integer(st.buyers) : json_null(), "status",
                            gw__item_status(it, left, now)));
     }

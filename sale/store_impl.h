@@ -17,6 +17,7 @@ typedef struct sale_store_ops {
     int (*order_pay)(sale_store *s, const char *order_id, uint64_t now_ms, sk_order *o);
     int (*reap)(sale_store *s, uint64_t now_ms);
     int (*ping)(sale_store *s);
+    int64_t (*raise)(sale_store *s, size_t item, int64_t total);
     /* order events; NULL when the backend has no streams of its own */
     size_t (*event_streams)(const sale_store *s);
     int (*events_read)(sale_store *s, size_t stream, const char *group, const char *consumer,

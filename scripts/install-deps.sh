@@ -15,7 +15,8 @@ PKGS="$PKGS libssl-dev openssl"
 # systemd (systemd-analyze verify of the units)
 PKGS="$PKGS libsystemd-dev dpkg-dev systemd"
 # the dashboard test: headless Chromium driven from Node (playwright-core, below);
-# the API contract test: jsonschema and yaml; promtool checks the alert rules
+# the API contract test: jsonschema and yaml; promtool (Debian's prometheus
+# package) checks the alert rules and /metrics (`promtool check metrics`)
 PKGS="$PKGS chromium python3-jsonschema python3-yaml prometheus"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 for p in $PKGS; do

@@ -176,7 +176,10 @@ async function main() {
       const mismatch = [];
       for (const id of Object.keys(ITEMS)) {
         if (last.items[id].left !== metrics.get(`seckill_stock_left{item="${id}"}`)) mismatch.push(id + " left");
-        if (last.items[id].sold !== metrics.get(`seckill_sold_total{item="${id}"}`)) mismatch.push(id + " sold");
+        // units sold: orders reserved less those cancelled (counters that only go up)
+        const sold = metrics.get(`seckill_orders_reserved_total{item="${id}"}`) -
+                     metrics.get(`seckill_orders_cancelled_total{item="${id}"}`);
+        if (last.items[id].sold !== sold) mismatch.push(id + " sold");
       }
       for (const [result, n] of Object.entries(last.totals))
         if (n !== metrics.get(`seckill_requests_total{result="${result}"}`)) mismatch.push(result);
