@@ -98,6 +98,8 @@ static const cfg_key keys[] = {
      "event park: libmicrohttpd's poll threads or our epoll loops"},
     {"gateway", "pool_threads", CFG_U32, F(pool_threads), 0, 0, 256, "0", NULL, NULL, NULL, NULL, 0,
      "event park: HTTP threads; 0 = one per CPU"},
+    {"gateway", "drain_delay_ms", CFG_U32, F(drain_delay_ms), 0, 0, 600000, "5000", NULL, NULL, NULL, NULL, 0,
+     "after SIGTERM /readyz answers 503 this long while requests are still served"},
 
     {"token_bucket", "rate", CFG_RATE, F(tb_rate), 0, 0, 1000000000, "50000",
      "tokens per second from 0 (unlimited) to 1e9", NULL, NULL, NULL, 0,
@@ -135,6 +137,9 @@ static const cfg_key keys[] = {
      "request ids remembered so a redelivery is not decided twice"},
     {"worker", "pay_timeout_ms", CFG_U32, F(worker_pay_timeout_ms), 0, 1000, 86400000, "900000", NULL, NULL, NULL, NULL, 0,
      "reserved orders not paid by then are cancelled"},
+    {"worker", "metrics_listen", CFG_LISTEN, F(worker_metrics_host), offsetof(cfg, worker_metrics_port), 0, 0, NULL,
+     "HOST:PORT", NULL, NULL, NULL, 0,
+     "seckill-worker: serve /metrics and /livez here; none = no HTTP port"},
 
     {"rpc", "listen", CFG_STR, F(rpc_listen), 0, 0, 279, NULL, "tcp:HOST:PORT or unix:SOCKET", NULL, NULL, rpc_addr_valid, 0,
      "gateway: serve the request queue to worker processes; none = no RPC"},
@@ -720,6 +725,87 @@ out_free:
     return rc;
 }
 
+const cfg_key *cfg_find_key(const char *section, const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strcmp(keys[i].section, section) && !strcmp(keys[i].name, name))
+            return &keys[i];
+    return NULL;
+}
+
+int cfg_key_differs(const cfg_key *k, const void *a, const void *b)
+{
+    const char *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
+    switch (k->type) {
+    case CFG_STR:
+    case CFG_ENUM:
+        return strcmp(fa, fb) != 0;
+    case CFG_LISTEN:
+        return strcmp(fa, fb) != 0 || *(const uint16_t *)((const char *)a + k->off2) !=
+                                          *(const uint16_t *)((const char *)b + k->off2);
+    case CFG_LIST: {
+        char *const *la = *(char *const *const *)fa, *const *lb = *(char *const *const *)fb;
+        size_t na = *(const size_t *)((const char *)a + k->off2);
+        size_t nb = *(const size_t *)((const char *)b + k->off2);
+        if (na != nb)
+            return 1;
+        for (size_t i = 0; i < na; i++)
+            if (strcmp(la[i], lb[i]) != 0)
+                return 1;
+        return 0;
+    }
+    default: /* numbers: compare the field's bytes */
+        return memcmp(fa, fb, k->size) != 0;
+    }
+}
+
+static int named(const char *const *list, const char *section, const char *name)
+{
+    for (; list && *list; list++) {
+        size_t n = strlen(section);
+        if (!strncmp(*list, section, n) && (*list)[n] == '.' && !strcmp(*list + n + 1, name))
+            return 1;
+    }
+    return 0;
+}
+
+int cfg_same_items(const cfg *run, const cfg *n)
+{
+    if (run->nitems != n->nitems)
+        return 0;
+    for (size_t i = 0; i < n->nitems; i++)
+        if (strcmp(run->items[i].id, n->items[i].id) != 0)
+            return 0;
+    return 1;
+}
+
+int cfg_report_restart(const cfg *run, const cfg *n, const char *const *reloadable,
+                       const char *prog, FILE *log)
+{
+    int lines = 0;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!named(reloadable, keys[i].section, keys[i].name) &&
+            cfg_key_differs(&keys[i], run, n)) {
+            fprintf(log, "%s: reload: [%s] %s: needs a restart (the running value stays)\n",
+                    prog, keys[i].section, keys[i].name);
+            lines++;
+        }
+    if (!cfg_same_items(run, n)) {
+        fprintf(log, "%s: reload: items added, removed or reordered: needs a restart (the "
+                     "running items stay)\n", prog);
+        return lines + 1;
+    }
+    for (size_t i = 0; i < n->nitems; i++)
+        for (size_t j = 0; j < NITEM_KEYS; j++)
+            if (!named(reloadable, "item", item_keys[j].name) &&
+                cfg_key_differs(&item_keys[j], &run->items[i], &n->items[i])) {
+                fprintf(log, "%s: reload: [item.%s] %s: needs a restart (the running value "
+                             "stays)\n", prog, n->items[i].id, item_keys[j].name);
+                lines++;
+            }
+    return lines;
+}
+
 /* ---- the dump ---- */
 
 static void print_key(FILE *f, const void *base, const cfg_key *k)
@@ -771,6 +857,10 @@ static void print_key(FILE *f, const void *base, const cfg_key *k)
     }
     case CFG_LISTEN: {
         uint16_t port = *(const uint16_t *)((const char *)base + k->off2);
+        if (!*field) { /* not set: commented out, so the dump loads back */
+            fprintf(f, "; %s =\n", k->name);
+            break;
+        }
         fprintf(f, strchr(field, ':') ? "%s = [%s]:%u\n" : "%s = %s:%u\n", k->name, field, port);
         break;
     }

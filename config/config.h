@@ -48,6 +48,9 @@ typedef struct cfg {
     char park[8];                    /* "event" (default) | "thread" */
     char http_io[8];                 /* event park: "poll" (default) | "epoll" */
     uint32_t pool_threads;           /* event park: HTTP threads; 0 = one per CPU */
+    uint32_t drain_delay_ms;         /* after SIGTERM: /readyz says 503 stopping this long
+                                      * while requests are still served, then the listener
+                                      * closes (5000) */
     /* [token_bucket] */
     double tb_rate; /* tokens per second; 0 = unlimited */
     uint32_t tb_burst;
@@ -69,6 +72,8 @@ typedef struct cfg {
     char worker_inventory[16]; /* "memory" */
     uint32_t worker_decision_capacity;
     uint32_t worker_pay_timeout_ms; /* reserved orders not paid by then are cancelled */
+    char worker_metrics_host[64];   /* seckill-worker: /metrics and /livez; "" = none */
+    uint16_t worker_metrics_port;
     /* [rpc] */
     char rpc_listen[280];              /* gateway: "tcp:HOST:PORT" or "unix:PATH"; "" = no RPC */
     char rpc_secret[257];              /* shared by gateways and workers */
@@ -135,6 +140,22 @@ typedef struct cfg_key {
 /* The tables: static, valid for the life of the program. */
 const cfg_key *cfg_keys(size_t *n);      /* the fixed sections */
 const cfg_key *cfg_item_keys(size_t *n); /* [item.<id>] */
+
+/* The row of [section] name in the fixed sections, NULL when none. */
+const cfg_key *cfg_find_key(const char *section, const char *name);
+/* 1 when the field of k differs between a and b (two cfg, or two cfg_item
+ * for item keys); lists compare entry by entry. */
+int cfg_key_differs(const cfg_key *k, const void *a, const void *b);
+
+/* A reload: write "PROG: reload: [section] key: needs a restart (the
+ * running value stays)" to log for every key that differs between run and n
+ * and is not named in reloadable ("section.key", NULL-terminated; item keys
+ * as "item.key"), and one line when the items themselves differ (added,
+ * removed or reordered). Returns how many lines it wrote. */
+int cfg_report_restart(const cfg *run, const cfg *n, const char *const *reloadable,
+                       const char *prog, FILE *log);
+/* 1 when run and n have the same item ids in the same order. */
+int cfg_same_items(const cfg *run, const cfg *n);
 
 /* Set every default (no items). */
 void cfg_init(cfg *c);

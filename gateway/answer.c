@@ -43,8 +43,9 @@ enum MHD_Result gw__answer(gw *g, struct MHD_Connection *conn, uint64_t t0, enum
 }
 
 enum MHD_Result gw__answer_overloaded(gw *g, struct MHD_Connection *conn, uint64_t t0,
-                                      const char *request_id)
+                                      enum gw_overload why, const char *request_id)
 {
+    gw_metrics_overloaded(&g->metrics, why);
     return gw__answer(g, conn, t0, GW_A_OVERLOADED, 503, J("{\"result\":\"overloaded\"}"),
                       request_id, "Retry-After", "1");
 }
@@ -76,7 +77,7 @@ static enum gw_answer answer_of(enum sk_result r)
 unsigned gw__outcome_body(gw *g, const sk_outcome *o, const char *rid, char *buf, size_t cap,
                           int *len)
 {
-    const cfg_item *ci;
+    const gw_item *it;
     switch (o->result) {
     case SK_SUCCESS:
         *len = snprintf(buf, cap,
@@ -89,9 +90,9 @@ unsigned gw__outcome_body(gw *g, const sk_outcome *o, const char *rid, char *buf
                         o->order_id);
         return 409;
     case SK_NOT_STARTED:
-        ci = cfg_find_item(g->cfg, o->item_id);
+        it = gw__item_find(g, o->item_id);
         *len = snprintf(buf, cap, "{\"result\":\"not_started\",\"starts_at\":%lld}",
-                        ci ? (long long)ci->starts_at : 0LL);
+                        it ? (long long)atomic_load(&it->starts_at) : 0LL);
         return 409;
     case SK_EXPIRED:
         *len = snprintf(buf, cap, "{\"result\":\"timeout\",\"request_id\":\"%s\"}", rid);
@@ -114,6 +115,8 @@ enum MHD_Result gw__answer_outcome(gw *g, struct MHD_Connection *conn, uint64_t 
     char buf[512];
     int n;
     unsigned status = gw__outcome_body(g, o, rid, buf, sizeof buf, &n);
+    if (answer_of(o->result) == GW_A_OVERLOADED)
+        gw_metrics_overloaded(&g->metrics, GW_OV_INTERNAL);
     return gw__answer(g, conn, t0, answer_of(o->result), status, buf, (size_t)n, rid, NULL, NULL);
 }
 

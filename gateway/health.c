@@ -11,7 +11,7 @@ enum MHD_Result gw__livez(struct MHD_Connection *conn)
 
 enum MHD_Result gw__readyz(gw *g, struct MHD_Connection *conn)
 {
-    if (atomic_load(&g->stopping))
+    if (atomic_load(&g->draining) || atomic_load(&g->stopping))
         return gw__reply_str(conn, 503, "{\"status\":\"stopping\"}");
     if (mq_group_live(g->topic, SK_GROUP) == 0)
         return gw__reply_str(conn, 503, "{\"status\":\"no_worker\"}");

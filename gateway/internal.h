@@ -16,7 +16,8 @@
  *   health.c     GET /livez, GET /readyz
  *   link.c       what workers call back (outcomes, stock), the embedded
  *                workers and reaper, the RPC service and its registry entry
- *   lifecycle.c  gw_create, gw_start, gw_stop, gw_destroy
+ *   lifecycle.c  gw_create, gw_start, gw_drain_begin, gw_stop, gw_destroy
+ *   reload.c     gw_reload: a new configuration while serving (SIGHUP)
  *
  * A purchase: routes.c gw__on_request -> purchase.c (admission, park) ->
  * answer.c; its outcome comes in through link.c on_outcome, which completes
@@ -50,10 +51,13 @@
 /* A string literal and its length, for fixed JSON answers. */
 #define J(s) s, sizeof(s) - 1
 
+/* c's id and per_user_limit hold for the life of the gateway; what a reload
+ * may change (the sale window, a raised stock) is read from the atomics. */
 typedef struct gw_item {
     const cfg_item *c;
     _Atomic int64_t left; /* as last reported by a worker */
     atomic_int sold_out;  /* local flag: answer 409 without a token */
+    _Atomic int64_t stock, starts_at, ends_at;
 } gw_item;
 
 struct gw {
@@ -87,6 +91,8 @@ struct gw {
     int event_park;
     uint16_t port;
     atomic_int stopping;
+    atomic_int draining; /* SIGTERM came: /readyz says stopping, all else is served */
+    uint64_t parked_at_stop; /* requests parked when the listener closed */
     atomic_uint inflight; /* POST /seckill requests not yet completed (answer sent) */
 };
 
@@ -149,9 +155,10 @@ enum MHD_Result gw__reply_str(struct MHD_Connection *conn, unsigned status, cons
 enum MHD_Result gw__answer(gw *g, struct MHD_Connection *conn, uint64_t t0, enum gw_answer a,
                            unsigned status, const char *body, size_t len, const char *request_id,
                            const char *hname, const char *hvalue);
-/* 503 overloaded with Retry-After: nothing was or will be bought. */
+/* 503 overloaded with Retry-After: nothing was or will be bought; counted
+ * under why. */
 enum MHD_Result gw__answer_overloaded(gw *g, struct MHD_Connection *conn, uint64_t t0,
-                                      const char *request_id);
+                                      enum gw_overload why, const char *request_id);
 /* The answer to POST /seckill for a decided outcome. */
 enum MHD_Result gw__answer_outcome(gw *g, struct MHD_Connection *conn, uint64_t t0,
                                    const sk_outcome *o, const char *rid);

@@ -40,6 +40,9 @@ int gw__items_init(gw *g)
         g->items[i].c = ci;
         atomic_init(&g->items[i].left, ci->stock);
         atomic_init(&g->items[i].sold_out, ci->stock == 0);
+        atomic_init(&g->items[i].stock, ci->stock);
+        atomic_init(&g->items[i].starts_at, ci->starts_at);
+        atomic_init(&g->items[i].ends_at, ci->ends_at);
         size_t k = item_hash(ci->id) & g->index_mask;
         while (g->item_index[k] >= 0)
             k = (k + 1) & g->index_mask;
@@ -90,10 +93,11 @@ enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id)
     int64_t now = (int64_t)time(NULL), left = sale_store_left(g->store, (size_t)(it - g->items));
     if (left < 0)
         left = gw__item_left(g, it);
+    int64_t starts_at = atomic_load(&it->starts_at), ends_at = atomic_load(&it->ends_at);
     const char *status = "on_sale";
-    if (it->c->starts_at && now < it->c->starts_at)
+    if (starts_at && now < starts_at)
         status = "upcoming";
-    else if (it->c->ends_at && now >= it->c->ends_at)
+    else if (ends_at && now >= ends_at)
         status = "ended";
     else if (left <= 0)
         status = "sold_out";
@@ -101,7 +105,7 @@ enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id)
                      "{\"item_id\":\"%s\",\"stock_total\":%lld,\"stock_left\":%lld,"
                      "\"status\":\"%s\",\"starts_at\":%lld,\"ends_at\":%lld,"
                      "\"per_user_limit\":%u}",
-                     it->c->id, (long long)it->c->stock, (long long)left, status,
-                     (long long)it->c->starts_at, (long long)it->c->ends_at, it->c->per_user_limit);
+                     it->c->id, (long long)atomic_load(&it->stock), (long long)left, status,
+                     (long long)starts_at, (long long)ends_at, it->c->per_user_limit);
     return gw__reply(conn, 200, buf, (size_t)n, NULL, NULL, NULL);
 }

@@ -313,6 +313,7 @@ static void http_drain(gw *g, uint32_t grace_ms)
         if (s != MHD_INVALID_SOCKET)
             close(s);
     }
+    g->parked_at_stop = gw_pending_count(g->pending);
     /* parked requests get their outcome or time out; wait until every
      * answer has been sent (on_completed), not only decided */
     uint64_t until = gw_mono_ns() + (uint64_t)grace_ms * 1000000ULL;
@@ -328,6 +329,32 @@ static void http_drain(gw *g, uint32_t grace_ms)
     if (g->mhd)
         MHD_stop_daemon(g->mhd);
     g->mhd = NULL;
+}
+
+void gw_drain_begin(gw *g)
+{
+    atomic_store(&g->draining, 1);
+}
+
+void gw_summary(gw *g, char *buf, size_t len)
+{
+    uint64_t total = 0;
+    for (int a = 0; a < GW_A_COUNT; a++)
+        total += atomic_load_explicit(&g->metrics.answers[a], memory_order_relaxed);
+    int n = snprintf(buf, len, "answered %llu purchase%s (", (unsigned long long)total,
+                     total == 1 ? "" : "s");
+    const char *sep = "";
+    for (int a = 0; a < GW_A_COUNT && n > 0 && (size_t)n < len; a++) {
+        uint64_t v = atomic_load_explicit(&g->metrics.answers[a], memory_order_relaxed);
+        if (!v)
+            continue;
+        n += snprintf(buf + n, len - (size_t)n, "%s%s %llu", sep, gw_answer_name((enum gw_answer)a),
+                      (unsigned long long)v);
+        sep = ", ";
+    }
+    if (n > 0 && (size_t)n < len)
+        snprintf(buf + n, len - (size_t)n, "), %llu parked when the listener closed",
+                 (unsigned long long)g->parked_at_stop);
 }
 
 void gw_stop(gw *g, uint32_t grace_ms)

@@ -1,6 +1,13 @@
 /*
  * seckill-gateway: the flash-sale HTTP gateway.
  *
+ * Signals: SIGHUP reloads the configuration file (gw_reload: what can change
+ * while serving changes, the rest is logged as needing a restart; a file
+ * that does not load is refused with its file:line). SIGTERM drains:
+ * /readyz answers 503 for [gateway] drain_delay_ms while requests are
+ * served, then the listener closes, parked requests finish and a "stopped"
+ * line gives the counts. SIGINT (Ctrl-C) does the same without the delay.
+ *
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT), 64 usage error,
  * 78 configuration error (the message names file and line), 69 when the
  * gateway cannot start (the port is taken, Redis does not answer), 65 when
@@ -15,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sysexits.h>
+#include <time.h>
 
 #include "config.h"
 #include "gateway.h"
@@ -67,6 +75,55 @@ static int create_status(int rc)
     case -EBADMSG:
     case -EUCLEAN: return EX_DATAERR;
     default: return EX_UNAVAILABLE;
+    }
+}
+
+/* SIGHUP: read the file again; a file that does not load changes nothing. */
+static void reload(gw *g, cfg *run, const char *path, const char *listen)
+{
+    char err[512];
+    cfg n;
+    cfg_init(&n);
+    fprintf(stderr, "seckill-gateway: SIGHUP: reloading %s\n", path);
+    if (cfg_load(&n, path, err, sizeof err) < 0) {
+        fprintf(stderr, "seckill-gateway: reload rejected: %s (the running configuration "
+                        "stays)\n", err);
+        goto out_release;
+    }
+    if (listen) /* the command line's address stays in force */
+        cfg_parse_listen(listen, n.listen_host, sizeof n.listen_host, &n.listen_port);
+    gw_reload(g, run, &n, stderr);
+out_release:
+    cfg_release(&n);
+}
+
+/* SIGTERM: /readyz answers 503 for delay_ms while everything else is
+ * served, so a load balancer takes the gateway out before its port closes.
+ * A second SIGTERM or a SIGINT ends the wait; a SIGHUP now is not applied. */
+static void drain_delay(gw *g, const sigset_t *set, uint32_t delay_ms)
+{
+    gw_drain_begin(g);
+    fprintf(stderr, "seckill-gateway: SIGTERM: /readyz answers 503 stopping for %u ms while "
+                    "requests are served, then the listener closes\n", delay_ms);
+    struct timespec now, until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += delay_ms / 1000;
+    until.tv_nsec += (long)(delay_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left_ns = (long)(until.tv_sec - now.tv_sec) * 1000000000L + (until.tv_nsec - now.tv_nsec);
+        if (left_ns <= 0)
+            return;
+        struct timespec ts = {left_ns / 1000000000L, left_ns % 1000000000L};
+        int sig = sigtimedwait(set, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT)
+            return;
+        if (sig == SIGHUP)
+            fprintf(stderr, "seckill-gateway: SIGHUP while stopping: not reloaded\n");
     }
 }
 
@@ -150,6 +207,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
@@ -190,10 +248,20 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     int sig = 0;
-    sigwait(&set, &sig);
-    fprintf(stderr, "seckill-gateway: %s, draining parked requests\n",
+    for (;;) {
+        sigwait(&set, &sig);
+        if (sig != SIGHUP)
+            break;
+        reload(g, &c, config_path, listen);
+    }
+    if (sig == SIGTERM && c.drain_delay_ms)
+        drain_delay(g, &set, c.drain_delay_ms);
+    fprintf(stderr, "seckill-gateway: %s: the listener closes, parked requests finish\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     gw_stop(g, c.wait_timeout_ms + 500);
+    char summary[512];
+    gw_summary(g, summary, sizeof summary);
+    fprintf(stderr, "seckill-gateway: stopped: %s\n", summary);
     gw_destroy(g);
     cfg_release(&c);
     return 0;

@@ -1,7 +1,5 @@
 #include "metrics.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 
 static const char *const answer_names[GW_A_COUNT] = {
     "success",      "sold_out",    "already_purchased", "not_started",
@@ -10,12 +8,18 @@ static const char *const answer_names[GW_A_COUNT] = {
     "unsupported_media_type",      "method_not_allowed",
 };
 
-/* Upper bounds in microseconds; the last bucket is +Inf. */
+static const char *const overload_names[GW_OV_COUNT] = {
+    "queue_full", "no_worker", "store_unavailable", "internal"};
+
+/* Upper bounds in microseconds; the last bucket is +Inf. A sold-out or
+ * rate-limited answer takes some tens of microseconds: the lowest buckets
+ * measure them rather than report a floor. */
 static const uint64_t bounds_us[GW_LATENCY_BUCKETS - 1] = {
-    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
+    10,    25,    50,     100,    250,    500,    1000,    2500,   5000,
+    10000, 25000, 50000,  100000, 250000, 500000, 1000000, 2500000};
 static const char *const bounds_s[GW_LATENCY_BUCKETS] = {
-    "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
-    "0.05",    "0.1",    "0.25",  "0.5",    "1",     "2.5",  "+Inf"};
+    "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
+    "0.01",  "0.025",   "0.05",  "0.1",    "0.25",    "0.5",    "1",     "2.5",    "+Inf"};
 
 const char *gw_answer_name(enum gw_answer a)
 {
@@ -32,6 +36,18 @@ void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns)
     atomic_fetch_add_explicit(&m->latency_buckets[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency_count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency_sum_us, us, memory_order_relaxed);
+}
+
+const char *gw_overload_name(enum gw_overload why)
+{
+    return (unsigned)why < GW_OV_COUNT ? overload_names[why] : "internal";
+}
+
+void gw_metrics_overloaded(gw_metrics *m, enum gw_overload why)
+{
+    if ((unsigned)why >= GW_OV_COUNT)
+        why = GW_OV_INTERNAL;
+    atomic_fetch_add_explicit(&m->overloaded[why], 1, memory_order_relaxed);
 }
 
 void gw_metrics_lateness(gw_metrics *m, uint64_t late_ns)
@@ -51,58 +67,51 @@ void gw_metrics_framing(gw_metrics *m, enum gw_frame f)
         atomic_fetch_add_explicit(&m->framing_refused[f], 1, memory_order_relaxed);
 }
 
-typedef struct out {
-    char *buf;
-    size_t cap, len;
-} out;
-
-static void put(out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(out *o, const char *fmt, ...)
-{
-    if (o->len + 1 >= o->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        o->len = o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
-}
-
 #define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
 
-size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t cap)
+/* One gauge or counter per item, HELP and TYPE first. */
+static void per_item(sk_text *t, const gw_gauges *g, const char *name, const char *type,
+                     const char *help, const int64_t *v)
 {
-    out o = {buf, cap, 0};
-    if (cap)
-        buf[0] = '\0';
-    put(&o, "# HELP seckill_requests_total Answers to POST /seckill by result.\n"
+    sk_text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < g->nitems; i++)
+        sk_text_printf(t, "%s{item=\"%s\"} %lld\n", name, g->item_ids[i], (long long)v[i]);
+}
+
+void gw_metrics_render(gw_metrics *m, const gw_gauges *g, sk_text *o)
+{
+    sk_text_printf(o, "# HELP seckill_requests_total Answers to POST /seckill by result.\n"
             "# TYPE seckill_requests_total counter\n");
     for (int a = 0; a < GW_A_COUNT; a++)
-        put(&o, "seckill_requests_total{result=\"%s\"} %llu\n", answer_names[a],
+        sk_text_printf(o, "seckill_requests_total{result=\"%s\"} %llu\n", answer_names[a],
             LOAD(m->answers[a]));
-    put(&o, "# HELP seckill_request_duration_seconds Time from request to answer, POST /seckill.\n"
+    sk_text_printf(o, "# HELP seckill_request_duration_seconds Time from request to answer, POST /seckill.\n"
             "# TYPE seckill_request_duration_seconds histogram\n");
     unsigned long long cum = 0;
     for (int b = 0; b < GW_LATENCY_BUCKETS; b++) {
         cum += LOAD(m->latency_buckets[b]);
-        put(&o, "seckill_request_duration_seconds_bucket{le=\"%s\"} %llu\n", bounds_s[b], cum);
+        sk_text_printf(o, "seckill_request_duration_seconds_bucket{le=\"%s\"} %llu\n", bounds_s[b], cum);
     }
-    put(&o, "seckill_request_duration_seconds_sum %.6f\n", (double)LOAD(m->latency_sum_us) / 1e6);
-    put(&o, "seckill_request_duration_seconds_count %llu\n", LOAD(m->latency_count));
-    put(&o, "# HELP seckill_token_bucket_rejections_total Requests refused by the token bucket.\n"
+    sk_text_printf(o, "seckill_request_duration_seconds_sum %.6f\n", (double)LOAD(m->latency_sum_us) / 1e6);
+    sk_text_printf(o, "seckill_request_duration_seconds_count %llu\n", LOAD(m->latency_count));
+    sk_text_printf(o, "# HELP seckill_token_bucket_rejections_total Requests refused by the token bucket.\n"
             "# TYPE seckill_token_bucket_rejections_total counter\n"
             "seckill_token_bucket_rejections_total %llu\n", LOAD(m->tb_rejections));
-    put(&o, "# HELP seckill_queue_full_total Produces refused because the request topic was full.\n"
+    sk_text_printf(o, "# HELP seckill_queue_full_total Produces refused because the request topic was full.\n"
             "# TYPE seckill_queue_full_total counter\nseckill_queue_full_total %llu\n",
         LOAD(m->queue_full));
-    put(&o, "# HELP seckill_outcomes_total Outcomes received from workers.\n"
+    sk_text_printf(o, "# HELP seckill_overloaded_total Answers 503 overloaded (nothing bought), "
+                      "by reason.\n# TYPE seckill_overloaded_total counter\n");
+    for (int r = 0; r < GW_OV_COUNT; r++)
+        sk_text_printf(o, "seckill_overloaded_total{reason=\"%s\"} %llu\n", overload_names[r],
+                       LOAD(m->overloaded[r]));
+    sk_text_printf(o, "# HELP seckill_outcomes_total Outcomes received from workers.\n"
             "# TYPE seckill_outcomes_total counter\nseckill_outcomes_total %llu\n",
         LOAD(m->outcomes));
-    put(&o, "# HELP seckill_late_outcomes_total Outcomes that arrived after their wait ended.\n"
+    sk_text_printf(o, "# HELP seckill_late_outcomes_total Outcomes that arrived after their wait ended.\n"
             "# TYPE seckill_late_outcomes_total counter\nseckill_late_outcomes_total %llu\n",
         LOAD(m->late_outcomes));
-    put(&o, "# HELP seckill_timeout_lateness_seconds How long after its deadline a timed-out "
+    sk_text_printf(o, "# HELP seckill_timeout_lateness_seconds How long after its deadline a timed-out "
             "request was woken.\n# TYPE seckill_timeout_lateness_seconds summary\n"
             "seckill_timeout_lateness_seconds_sum %.6f\nseckill_timeout_lateness_seconds_count %llu\n"
             "# HELP seckill_timeout_lateness_max_seconds The latest timeout so far.\n"
@@ -110,22 +119,22 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
             "seckill_timeout_lateness_max_seconds %.6f\n",
         (double)LOAD(m->lateness_sum_ns) / 1e9, LOAD(m->lateness_count),
         (double)LOAD(m->lateness_max_ns) / 1e9);
-    put(&o, "# HELP seckill_queue_depth Request messages not yet acknowledged by workers.\n"
+    sk_text_printf(o, "# HELP seckill_queue_depth Request messages not yet acknowledged by workers.\n"
             "# TYPE seckill_queue_depth gauge\nseckill_queue_depth %llu\n",
         (unsigned long long)g->queue_depth);
-    put(&o, "# HELP seckill_parked_requests HTTP requests waiting for an outcome.\n"
+    sk_text_printf(o, "# HELP seckill_parked_requests HTTP requests waiting for an outcome.\n"
             "# TYPE seckill_parked_requests gauge\nseckill_parked_requests %llu\n",
         (unsigned long long)g->parked);
-    put(&o, "# HELP seckill_workers_live Consumers of the request topic seen within the lease.\n"
+    sk_text_printf(o, "# HELP seckill_workers_live Consumers of the request topic seen within the lease.\n"
             "# TYPE seckill_workers_live gauge\nseckill_workers_live %llu\n",
         (unsigned long long)g->workers_live);
-    put(&o, "# HELP seckill_request_contexts_total Contexts of POST /seckill requests taken.\n"
+    sk_text_printf(o, "# HELP seckill_request_contexts_total Contexts of POST /seckill requests taken.\n"
             "# TYPE seckill_request_contexts_total counter\nseckill_request_contexts_total %llu\n"
             "# HELP seckill_request_contexts_reused_total Of them, reused from the pool "
             "(no malloc).\n# TYPE seckill_request_contexts_reused_total counter\n"
             "seckill_request_contexts_reused_total %llu\n",
         (unsigned long long)g->ctx_allocs, (unsigned long long)g->ctx_reused);
-    put(&o, "# HELP seckill_rpc_auth_failures_total Failed rpc handshakes: wrong proof of the "
+    sk_text_printf(o, "# HELP seckill_rpc_auth_failures_total Failed rpc handshakes: wrong proof of the "
             "secret, or frames out of order.\n# TYPE seckill_rpc_auth_failures_total counter\n"
             "seckill_rpc_auth_failures_total %llu\n"
             "# HELP seckill_rpc_mac_failures_total rpc connections closed for a frame whose MAC "
@@ -139,12 +148,12 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
             "# TYPE seckill_rpc_denied_total counter\nseckill_rpc_denied_total %llu\n",
         (unsigned long long)g->rpc_auth_failures, (unsigned long long)g->rpc_mac_failures,
         (unsigned long long)g->rpc_handshake_timeouts, (unsigned long long)g->rpc_denied);
-    put(&o,
+    sk_text_printf(o,
         "# HELP seckill_rpc_tls_failures_total Failed TLS handshakes on the rpc listener: "
         "a peer without TLS, or a certificate refused.\n"
         "# TYPE seckill_rpc_tls_failures_total counter\nseckill_rpc_tls_failures_total %llu\n",
         (unsigned long long)g->rpc_tls_failures);
-    put(&o, "# HELP seckill_http_request_timeouts_total HTTP connections closed because their "
+    sk_text_printf(o, "# HELP seckill_http_request_timeouts_total HTTP connections closed because their "
             "request was not in within request_timeout_ms.\n"
             "# TYPE seckill_http_request_timeouts_total counter\n"
             "seckill_http_request_timeouts_total %llu\n"
@@ -153,29 +162,31 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
             "# TYPE seckill_http_per_ip_refused_total counter\n"
             "seckill_http_per_ip_refused_total %llu\n",
         (unsigned long long)g->http_request_timeouts, (unsigned long long)g->http_per_ip_refused);
-    put(&o, "# HELP seckill_http_framing_refused_total HTTP requests refused for their framing "
+    sk_text_printf(o, "# HELP seckill_http_framing_refused_total HTTP requests refused for their framing "
             "(length, Transfer-Encoding, request-target or header size), then closed.\n"
             "# TYPE seckill_http_framing_refused_total counter\n");
     for (int f = 0; f < GW_FRAME_COUNT; f++)
         if (gw_frame_reason((enum gw_frame)f))
-            put(&o, "seckill_http_framing_refused_total{reason=\"%s\"} %llu\n",
+            sk_text_printf(o, "seckill_http_framing_refused_total{reason=\"%s\"} %llu\n",
                 gw_frame_reason((enum gw_frame)f), LOAD(m->framing_refused[f]));
-    put(&o, "# HELP seckill_stock_left Stock left per item, as this gateway last heard.\n"
-            "# TYPE seckill_stock_left gauge\n");
-    for (size_t i = 0; i < g->nitems; i++)
-        put(&o, "seckill_stock_left{item=\"%s\"} %lld\n", g->item_ids[i],
-            (long long)g->stock_left[i]);
-    if (g->sold) {
-        put(&o, "# HELP seckill_sold_total Successful purchases per item (embedded inventory).\n"
-                "# TYPE seckill_sold_total counter\n");
-        for (size_t i = 0; i < g->nitems; i++)
-            put(&o, "seckill_sold_total{item=\"%s\"} %lld\n", g->item_ids[i],
-                (long long)g->sold[i]);
-        put(&o, "# HELP seckill_buyers Distinct users who bought each item (embedded inventory).\n"
-                "# TYPE seckill_buyers gauge\n");
-        for (size_t i = 0; i < g->nitems; i++)
-            put(&o, "seckill_buyers{item=\"%s\"} %lld\n", g->item_ids[i],
-                (long long)g->buyers[i]);
+    per_item(o, g, "seckill_stock_left", "gauge", "Stock left per item, as this gateway last heard.",
+             g->stock_left);
+    if (g->reserved) {
+        per_item(o, g, "seckill_orders_reserved_total", "counter",
+                 "Orders reserved per item (successful purchases; embedded inventory).",
+                 g->reserved);
+        per_item(o, g, "seckill_orders_paid_total", "counter",
+                 "Orders paid per item (embedded inventory).", g->paid);
+        per_item(o, g, "seckill_orders_cancelled_total", "counter",
+                 "Orders cancelled unpaid per item, their stock returned (embedded inventory).",
+                 g->cancelled);
+        per_item(o, g, "seckill_stock_held", "gauge",
+                 "Stock held by reserved orders not yet paid or cancelled (embedded inventory).",
+                 g->held);
+        per_item(o, g, "seckill_buyers", "gauge",
+                 "Distinct users with a live order of each item (embedded inventory).",
+                 g->buyers);
     }
-    return o.len;
+    sk_prom_build_info(o);
+    sk_prom_process(o);
 }

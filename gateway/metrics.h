@@ -1,7 +1,9 @@
 /*
  * metrics.h - counters and the latency histogram, rendered as Prometheus
  * text. Every field is an atomic updated with relaxed ordering: a scrape sees
- * each value exactly, though not all of them at one instant.
+ * each value exactly, though not all of them at one instant. Every counter
+ * only goes up; what can go down (stock left, stock held by unpaid orders)
+ * is a gauge. The text grows with the items (promtext.h): never cut off.
  */
 #ifndef SECKILL_GW_METRICS_H
 #define SECKILL_GW_METRICS_H
@@ -11,6 +13,7 @@
 #include <stdint.h>
 
 #include "framing.h"
+#include "promtext.h"
 
 enum gw_answer {
     GW_A_SUCCESS,
@@ -30,7 +33,17 @@ enum gw_answer {
     GW_A_COUNT
 };
 
-#define GW_LATENCY_BUCKETS 14
+/* Why a request was answered 503 overloaded (nothing bought). */
+enum gw_overload {
+    GW_OV_QUEUE_FULL,        /* the request topic is at max_backlog(_bytes) */
+    GW_OV_NO_WORKER,         /* no worker consumed within lease_timeout_ms */
+    GW_OV_STORE_UNAVAILABLE, /* the store did not answer (orders endpoints) */
+    GW_OV_INTERNAL,          /* out of memory, or a message that does not encode */
+    GW_OV_COUNT
+};
+
+/* 10 us to 2.5 s, then +Inf */
+#define GW_LATENCY_BUCKETS 18
 
 typedef struct gw_metrics {
     _Atomic uint64_t answers[GW_A_COUNT];
@@ -41,6 +54,7 @@ typedef struct gw_metrics {
     _Atomic uint64_t late_outcomes;
     _Atomic uint64_t outcomes;
     _Atomic uint64_t queue_full;
+    _Atomic uint64_t overloaded[GW_OV_COUNT];
     /* requests refused for their framing, by verdict (refusing ones only) */
     _Atomic uint64_t framing_refused[GW_FRAME_COUNT];
     /* how late timeouts were answered: time from a parked request's deadline
@@ -55,6 +69,8 @@ const char *gw_answer_name(enum gw_answer a);
 /* Count a request refused for its framing (f: a refusing gw_frame_check verdict). */
 void gw_metrics_framing(gw_metrics *m, enum gw_frame f);
 void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns);
+void gw_metrics_overloaded(gw_metrics *m, enum gw_overload why);
+const char *gw_overload_name(enum gw_overload why);
 
 /* Gauges sampled at render time. */
 typedef struct gw_gauges {
@@ -65,8 +81,11 @@ typedef struct gw_gauges {
     size_t nitems;
     const char *const *item_ids;
     const int64_t *stock_left;
-    const int64_t *sold;   /* NULL when the inventory is not in this process */
-    const int64_t *buyers;
+    /* per item, NULL when the inventory is not in this process: orders
+     * reserved, paid and cancelled since the process started (counters; a
+     * restart replays the order log), stock held by reserved orders not yet
+     * paid or cancelled, and distinct buyers with a live order (gauges) */
+    const int64_t *reserved, *paid, *cancelled, *held, *buyers;
     /* rpc/ (0 when the gateway serves no workers) */
     uint64_t rpc_auth_failures, rpc_mac_failures, rpc_handshake_timeouts, rpc_denied;
     uint64_t rpc_tls_failures; /* failed TLS handshakes on the rpc listener */
@@ -75,7 +94,7 @@ typedef struct gw_gauges {
     uint64_t http_request_timeouts, http_per_ip_refused;
 } gw_gauges;
 
-/* Render into buf; returns the length (truncated output is cut at cap-1). */
-size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t cap);
+/* Append every metric to t (whole, however many items; see sk_text_failed). */
+void gw_metrics_render(gw_metrics *m, const gw_gauges *g, sk_text *t);
 
 #endif

@@ -40,8 +40,10 @@ enum MHD_Result gw__orders(gw *g, struct MHD_Connection *conn, const char *metho
         return gw__reply_str(conn, 409, "{\"result\":\"cancelled\"}");
     if (rc == -ETIME)
         return gw__reply_str(conn, 409, "{\"result\":\"pay_timeout\"}");
-    if (rc < 0)
+    if (rc < 0) {
+        gw_metrics_overloaded(&g->metrics, GW_OV_STORE_UNAVAILABLE);
         return gw__reply(conn, 503, J("{\"result\":\"overloaded\"}"), NULL, "Retry-After", "1");
+    }
     uuid_unparse_lower(o.request_id, rid);
     int len = snprintf(buf, sizeof buf,
                        "{\"order_id\":\"%s\",\"item_id\":\"%s\",\"user_id\":\"%s\","

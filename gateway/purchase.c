@@ -107,7 +107,7 @@ static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx
     if (done)
         return gw__answer_outcome(g, conn, rc->t0, &rc->w.out, rc->rid);
     if (rc->produce_failed)
-        return gw__answer_overloaded(g, conn, rc->t0, rc->rid);
+        return gw__answer_overloaded(g, conn, rc->t0, GW_OV_QUEUE_FULL, rc->rid);
     return gw__answer_timeout(g, conn, rc->t0, rc->w.id, rc->rid);
 }
 
@@ -117,13 +117,13 @@ static enum MHD_Result park_thread(gw *g, struct MHD_Connection *conn, const sk_
 {
     gw_waiter w;
     if (gw_waiter_init(&w, m->request_id) < 0)
-        return gw__answer_overloaded(g, conn, t0, rid);
+        return gw__answer_overloaded(g, conn, t0, GW_OV_INTERNAL, rid);
     gw_pending_add(g->pending, &w);
     if (mq_produce(g->topic, rec, NULL, NULL) < 0) {
         gw_pending_cancel(g->pending, &w); /* nobody can complete it: never produced */
         gw_waiter_release(&w);
         atomic_fetch_add_explicit(&g->metrics.queue_full, 1, memory_order_relaxed);
-        return gw__answer_overloaded(g, conn, t0, rid);
+        return gw__answer_overloaded(g, conn, t0, GW_OV_QUEUE_FULL, rid);
     }
     uint64_t deadline = t0 + (uint64_t)g->cfg->wait_timeout_ms * 1000000ULL;
     int wrc = gw_pending_wait(g->pending, &w, deadline);
@@ -152,7 +152,7 @@ static enum MHD_Result admit(gw *g, struct MHD_Connection *conn, req_ctx *rc, co
     memcpy(m.item_id, p->item_id, sizeof m.item_id);
     int wl = sk_msg_encode(&m, wire, sizeof wire);
     if (wl < 0)
-        return gw__answer_overloaded(g, conn, t0, rid);
+        return gw__answer_overloaded(g, conn, t0, GW_OV_INTERNAL, rid);
     mq_record rec = {.key = p->user_id,
                      .key_len = strlen(p->user_id),
                      .value = wire,
@@ -181,19 +181,21 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
         return gw__answer(g, conn, t0, GW_A_UNKNOWN_ITEM, 404, J("{\"result\":\"unknown_item\"}"),
                           NULL, NULL, NULL);
     int64_t now_s = (int64_t)time(NULL);
-    if (it->c->starts_at && now_s < it->c->starts_at) {
+    int64_t starts_at = atomic_load_explicit(&it->starts_at, memory_order_relaxed);
+    int64_t ends_at = atomic_load_explicit(&it->ends_at, memory_order_relaxed);
+    if (starts_at && now_s < starts_at) {
         int n = snprintf(buf, sizeof buf, "{\"result\":\"not_started\",\"starts_at\":%lld}",
-                         (long long)it->c->starts_at);
+                         (long long)starts_at);
         return gw__answer(g, conn, t0, GW_A_NOT_STARTED, 409, buf, (size_t)n, NULL, NULL, NULL);
     }
-    if (it->c->ends_at && now_s >= it->c->ends_at)
+    if (ends_at && now_s >= ends_at)
         return gw__answer(g, conn, t0, GW_A_ENDED, 409, J("{\"result\":\"ended\"}"), NULL, NULL,
                           NULL);
     if (atomic_load_explicit(&it->sold_out, memory_order_relaxed))
         return gw__answer(g, conn, t0, GW_A_SOLD_OUT, 409, J("{\"result\":\"sold_out\"}"), NULL,
                           NULL, NULL);
     if (mq_group_live(g->topic, SK_GROUP) == 0)
-        return gw__answer_overloaded(g, conn, t0, NULL);
+        return gw__answer_overloaded(g, conn, t0, GW_OV_NO_WORKER, NULL);
     if (!tb_take(&g->bucket, t0)) {
         atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
         uint64_t wait = tb_wait_ns(&g->bucket, t0);

@@ -18,13 +18,17 @@
 #include <stdint.h>
 
 typedef struct tb {
-    _Atomic uint64_t tat; /* ns */
-    uint64_t interval_ns; /* 0 = unlimited */
-    uint64_t tau_ns;      /* burst * interval */
+    _Atomic uint64_t tat;         /* ns */
+    _Atomic uint64_t interval_ns; /* 0 = unlimited */
+    _Atomic uint64_t tau_ns;      /* burst * interval */
 } tb;
 
 /* rate in tokens per second (0 = unlimited), burst >= 1. -EINVAL otherwise. */
 int tb_init(tb *b, double rate, uint32_t burst);
+/* Change rate and burst while takes go on (a configuration reload); the
+ * same checks as tb_init. A take racing it may pair the old interval with
+ * the new burst once; the next takes see both new. */
+int tb_set(tb *b, double rate, uint32_t burst);
 bool tb_take(tb *b, uint64_t now_ns);
 /* Nanoseconds until a take would succeed (0 when it would now). */
 uint64_t tb_wait_ns(tb *b, uint64_t now_ns);

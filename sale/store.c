@@ -72,6 +72,13 @@ int64_t sale_store_left(sale_store *s, size_t item)
     return s->ops->left(s, item);
 }
 
+int64_t sale_store_raise_stock(sale_store *s, size_t item, int64_t total)
+{
+    if (item >= s->nitems || total < 0)
+        return -EINVAL;
+    return s->ops->raise(s, item, total);
+}
+
 int sale_store_stats(sale_store *s, size_t item, sale_item_stats *out)
 {
     return s->ops->stats(s, item, out);

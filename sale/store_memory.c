@@ -53,9 +53,10 @@
 typedef struct item {
     char id[SK_ID_MAX + 1];
     uint32_t limit;
-    int64_t stock;
+    _Atomic int64_t stock; /* the configured stock; raised by a reload */
     _Atomic int64_t left;
     _Atomic int64_t buyers;
+    _Atomic int64_t nreserved, npaid, ncancelled; /* orders ever, for metrics */
 } item;
 
 typedef struct purchase {
@@ -171,7 +172,7 @@ int sk_inventory_create(const sk_item_spec *items, size_t n, size_t decision_cap
         if (!sk_id_valid(items[i].id, len) || items[i].stock < 0 || items[i].per_user_limit == 0)
             goto out_free_items;
         memcpy(inv->items[i].id, items[i].id, len + 1);
-        inv->items[i].stock = items[i].stock;
+        atomic_init(&inv->items[i].stock, items[i].stock);
         inv->items[i].limit = items[i].per_user_limit;
         atomic_init(&inv->items[i].left, items[i].stock);
     }
@@ -263,7 +264,7 @@ int64_t sk_inventory_left(const sk_inventory *inv, int it)
 
 int64_t sk_inventory_sold(const sk_inventory *inv, int it)
 {
-    return inv->items[it].stock - sk_inventory_left(inv, it);
+    return atomic_load(&((sk_inventory *)inv)->items[it].stock) - sk_inventory_left(inv, it);
 }
 
 int64_t sk_inventory_buyers(const sk_inventory *inv, int it)
@@ -524,6 +525,7 @@ static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev, int
         os->fifo_head = o;
     os->fifo_tail = o;
     atomic_fetch_add(&inv->nstate[SK_ORDER_RESERVED], 1);
+    atomic_fetch_add_explicit(&inv->items[it].nreserved, 1, memory_order_relaxed);
     if (++os->count > os->nbuckets)
         order_shard_grow(os);
 out_unlock:
@@ -537,6 +539,9 @@ static void order_settle(sk_inventory *inv, order *o, enum sk_order_state state)
     o->o.state = state;
     atomic_fetch_sub(&inv->nstate[SK_ORDER_RESERVED], 1);
     atomic_fetch_add(&inv->nstate[state], 1);
+    item *it = &inv->items[o->item];
+    atomic_fetch_add_explicit(state == SK_ORDER_PAID ? &it->npaid : &it->ncancelled, 1,
+                              memory_order_relaxed);
 }
 
 static void event_of(sk_order_event *ev, enum sk_order_state type, const order *o, uint64_t at)
@@ -905,7 +910,7 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
     int took = stock_take(&inv->items[it]);
     if (!took)
         fprintf(stderr, "inventory: order %s of %s is beyond the configured stock %lld\n",
-                ev->order_id, ev->item_id, (long long)inv->items[it].stock);
+                ev->order_id, ev->item_id, (long long)atomic_load(&inv->items[it].stock));
     /* the decision: a redelivered request answers its success */
     decision_shard *ds = decision_shard_of(inv, ev->request_id);
     pthread_mutex_lock(&ds->lock);
@@ -1003,6 +1008,10 @@ static int mem_stats(sale_store *s, size_t i, sale_item_stats *out)
     out->left = sk_inventory_left(m->inv, (int)i);
     out->sold = sk_inventory_sold(m->inv, (int)i);
     out->buyers = sk_inventory_buyers(m->inv, (int)i);
+    item *it = &m->inv->items[i];
+    out->reserved = atomic_load_explicit(&it->nreserved, memory_order_relaxed);
+    out->paid = atomic_load_explicit(&it->npaid, memory_order_relaxed);
+    out->cancelled = atomic_load_explicit(&it->ncancelled, memory_order_relaxed);
     return 0;
 }
 
@@ -1033,7 +1042,26 @@ static int mem_ping(sale_store *s)
     return 0;
 }
 
+/* The order log holds orders, not the stock: a restart starts from the
+ * configured stock (the raised one, once the file says so) less the live
+ * orders, so the raise needs no record of its own. */
+static int64_t mem_raise(sale_store *s, size_t i, int64_t total)
+{
+    mem_store *m = mem_of(s);
+    if (i >= sk_inventory_items(m->inv))
+        return -ERANGE;
+    item *it = &m->inv->items[i];
+    int64_t cur = atomic_load(&it->stock);
+    do {
+        if (total <= cur)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&it->stock, &cur, total));
+    atomic_fetch_add(&it->left, total - cur);
+    return total - cur;
+}
+
 static const sale_store_ops mem_ops = {.destroy = mem_destroy,
+                                       .raise = mem_raise,
                                        .queue = mem_queue,
                                        .left = mem_left,
                                        .stats = mem_stats,

@@ -8,6 +8,8 @@
  *   sk:{I}:stock        string  units left. Written by sk_redis_create (SET NX:
  *                               preheat only when absent, so a restarted worker
  *                               continues the sale), DECR by DECIDE, INCR by REAP.
+ *   sk:{I}:total        string  the stock the sale was last raised to by a
+ *                               reload (RAISE below); absent until the first.
  *   sk:{I}:req:<R>      string  "result|order_id", the decision of request R
  *                               (UUID text), PX 24 h. Written by DECIDE only.
  *   sk:{I}:users        hash    user -> "count|last_order_id": purchases that
@@ -840,6 +842,39 @@ int64_t sk_redis_left(sk_redis *r, const char *item_id)
     return v;
 }
 
+/* RAISE: the configured stock of an item went up to ARGV[1] (a reload). Add
+ * the difference from the last total (sk:{I}:total, else the stock this
+ * process was created with, ARGV[2]) to the units left, once: every gateway
+ * and worker reloading the same file runs it, and only the first adds. */
+static const char raise_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
+    "local t = tonumber(redis.call('GET', KEYS[2]) or ARGV[2])\n"
+    "local n = tonumber(ARGV[1])\n"
+    "if n <= t then return 0 end\n"
+    "redis.call('INCRBY', KEYS[1], n - t)\n"
+    "redis.call('SET', KEYS[2], ARGV[1])\n"
+    "return n - t\n";
+
+static int64_t redis_raise(sk_redis *r, size_t i, int64_t total)
+{
+    char ks[KEY_MAX], kt[KEY_MAX], n[24], base[24];
+    const ritem *it = &r->items[i];
+    key(ks, it->id, "stock");
+    key(kt, it->id, "total");
+    snprintf(n, sizeof n, "%lld", (long long)total);
+    snprintf(base, sizeof base, "%lld", (long long)it->stock);
+    const char *argv[] = {"EVAL", raise_lua, "2", ks, kt, n, base};
+    redisReply *rep = NULL;
+    int rc = command(r, 0, 7, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    int64_t v = rep->type == REDIS_REPLY_INTEGER ? (rep->integer < 0 ? -ENOENT : rep->integer)
+                : rep->type == REDIS_REPLY_ERROR ? reply_err(rep)
+                                                 : -EPROTO;
+    freeReplyObject(rep);
+    return v;
+}
+
 /* ---- orders ---- */
 
 static int valid_ids(const char *item_id, const char *order_id)
@@ -1295,7 +1330,16 @@ static int rs_events_ack(sale_store *s, size_t stream, const char *group, const 
     return sk_redis_events_ack(m->r, m->ids[stream], group, ids, n);
 }
 
+static int64_t rs_raise(sale_store *s, size_t i, int64_t total)
+{
+    redis_store *m = rs_of(s);
+    if (i >= m->nitems)
+        return -ERANGE;
+    return redis_raise(m->r, i, total);
+}
+
 static const sale_store_ops rs_ops = {.destroy = rs_destroy,
+                                      .raise = rs_raise,
                                       .queue = rs_queue,
                                       .left = rs_left,
                                       .stats = rs_stats,

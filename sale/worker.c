@@ -24,8 +24,20 @@ typedef struct thread_ctx {
     int *state; /* per message: BAD, OWN (decided without the backend), or index into decide */
 } thread_ctx;
 
+/* The blocklist and sale windows in force: a deep copy, replaced whole by
+ * sk_worker_set_risk under risk_lock (taken for reading once per batch). */
+typedef struct risk {
+    char **blocklist;
+    size_t nblocklist;
+    sk_item_window *windows; /* ids point into idbuf */
+    size_t nwindows;
+    char *idbuf;
+} risk;
+
 struct sk_worker {
     sk_worker_config cfg;
+    pthread_rwlock_t risk_lock;
+    risk *risk;
     sk_source src;
     sk_backend be;
     sk_link link;
@@ -75,10 +87,63 @@ sk_source sk_source_mq(mq_topic *t)
 
 /* ---- risk control ---- */
 
+static void risk_free(risk *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nblocklist; i++)
+        free(r->blocklist[i]);
+    free(r->blocklist);
+    free(r->windows);
+    free(r->idbuf);
+    free(r);
+}
+
+static risk *risk_copy(const char *const *blocklist, size_t nblocklist,
+                       const sk_item_window *windows, size_t nwindows)
+{
+    risk *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->blocklist = calloc(nblocklist ? nblocklist : 1, sizeof *r->blocklist);
+    r->windows = calloc(nwindows ? nwindows : 1, sizeof *r->windows);
+    r->idbuf = calloc(nwindows ? nwindows : 1, SK_ID_MAX + 1);
+    if (!r->blocklist || !r->windows || !r->idbuf)
+        goto out_free;
+    for (; r->nblocklist < nblocklist; r->nblocklist++)
+        if (!(r->blocklist[r->nblocklist] = strdup(blocklist[r->nblocklist])))
+            goto out_free;
+    for (size_t i = 0; i < nwindows; i++) {
+        char *id = r->idbuf + i * (SK_ID_MAX + 1);
+        snprintf(id, SK_ID_MAX + 1, "%s", windows[i].id);
+        r->windows[i] = (sk_item_window){id, windows[i].starts_at, windows[i].ends_at};
+    }
+    r->nwindows = nwindows;
+    return r;
+out_free:
+    risk_free(r);
+    return NULL;
+}
+
+int sk_worker_set_risk(sk_worker *w, const char *const *blocklist, size_t nblocklist,
+                       const sk_item_window *windows, size_t nwindows)
+{
+    risk *r = risk_copy(blocklist, nblocklist, windows, nwindows);
+    if (!r)
+        return -ENOMEM;
+    pthread_rwlock_wrlock(&w->risk_lock);
+    risk *old = w->risk;
+    w->risk = r;
+    pthread_rwlock_unlock(&w->risk_lock);
+    risk_free(old);
+    return 0;
+}
+
+/* Caller holds risk_lock for reading. */
 static int blocked(const sk_worker *w, const char *user)
 {
-    for (size_t i = 0; i < w->cfg.nblocklist; i++)
-        if (strcmp(w->cfg.blocklist[i], user) == 0)
+    for (size_t i = 0; i < w->risk->nblocklist; i++)
+        if (strcmp(w->risk->blocklist[i], user) == 0)
             return 1;
     return 0;
 }
@@ -86,8 +151,8 @@ static int blocked(const sk_worker *w, const char *user)
 static enum sk_result window_verdict(const sk_worker *w, const char *item_id, uint64_t now_ms)
 {
     int64_t now_s = (int64_t)(now_ms / 1000);
-    for (size_t i = 0; i < w->cfg.nwindows; i++) {
-        const sk_item_window *win = &w->cfg.windows[i];
+    for (size_t i = 0; i < w->risk->nwindows; i++) {
+        const sk_item_window *win = &w->risk->windows[i];
         if (strcmp(win->id, item_id) != 0)
             continue;
         if (win->starts_at && now_s < win->starts_at)
@@ -113,6 +178,7 @@ static size_t prepare(thread_ctx *tc, const mq_message *msgs, int n, int retry)
     sk_worker *w = tc->w;
     uint64_t now = sk_wall_ms();
     size_t nd = 0;
+    pthread_rwlock_rdlock(&w->risk_lock);
     for (int i = 0; i < n; i++) {
         const mq_message *m = &msgs[i];
         sk_msg *req = &tc->reqs[i];
@@ -150,6 +216,7 @@ static size_t prepare(thread_ctx *tc, const mq_message *msgs, int n, int retry)
                                      .request_id = req->request_id, .verdict = verdict};
         tc->state[i] = (int)nd++;
     }
+    pthread_rwlock_unlock(&w->risk_lock);
     return nd;
 }
 
@@ -275,8 +342,13 @@ int sk_worker_start(const sk_worker_config *cfg, const sk_source *src, const sk_
     w->src = *src;
     w->be = *be;
     w->link = *link;
+    pthread_rwlock_init(&w->risk_lock, NULL);
+    w->risk = risk_copy(cfg->blocklist, cfg->nblocklist, cfg->windows, cfg->nwindows);
     w->threads = calloc(cfg->threads, sizeof *w->threads);
-    if (!w->threads) {
+    if (!w->threads || !w->risk) {
+        risk_free(w->risk);
+        pthread_rwlock_destroy(&w->risk_lock);
+        free(w->threads);
         free(w);
         return -ENOMEM;
     }
@@ -326,6 +398,8 @@ void sk_worker_stop(sk_worker *w)
         }
         free_scratch(tc);
     }
+    risk_free(w->risk);
+    pthread_rwlock_destroy(&w->risk_lock);
     free(w->threads);
     free(w);
 }

@@ -10,6 +10,9 @@ missing=""
 # OpenSSL's libcrypto: HMAC-SHA256 and nonces of the rpc/ handshake and frame MAC;
 # libssl: optional TLS on rpc/; the openssl command makes the tests' throwaway CA
 PKGS="$PKGS libssl-dev openssl"
+# promtool (Debian's prometheus package): the tests check /metrics with
+# `promtool check metrics`
+PKGS="$PKGS prometheus"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

@@ -14,8 +14,16 @@
  *     idempotent by (order id, type), fsynced before the events are
  *     acknowledged.
  *
+ * Signals: SIGTERM/SIGINT stop. SIGHUP reads the configuration again and
+ * applies the blocklist, the sale windows and stock increases (role
+ * seckill), naming every other change as needing a restart; a file that
+ * does not load is refused with its file:line. SIGUSR1 makes the order sink
+ * reopen --out (after logrotate moved it).
+ *
+ * [worker] metrics_listen: GET /metrics and GET /livez on their own port.
+ *
  * Exit status: 0 after SIGTERM/SIGINT, 64 usage, 78 configuration, 69 cannot
- * start (Redis unreachable at start, file not writable).
+ * start (Redis unreachable at start, file not writable, metrics_listen taken).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +42,7 @@
 #include "commits.h"
 #include "config.h"
 #include "order_event.h"
+#include "metrics_http.h"
 #include "order_sink.h"
 #include "registry.h"
 #include "remote.h"
@@ -66,6 +75,85 @@ static void usage(FILE *f)
 }
 
 static atomic_int stopping;
+static atomic_int reload_asked; /* SIGHUP */
+static atomic_int reopen_asked; /* SIGUSR1 */
+static char metrics_note[96];   /* " metrics=HOST:PORT" in the start line, or "" */
+
+/* ---- /metrics of the worker process ---- */
+
+typedef struct worker_view {
+    sk_worker *w;       /* role seckill, once started */
+    sk_remote *remote;
+    sk_sink *sink;      /* role orders, once open */
+    pthread_mutex_t lock; /* the pointers above, set and cleared by main */
+} worker_view;
+
+static worker_view view = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void view_set(sk_worker *w, sk_remote *remote, sk_sink *sink)
+{
+    pthread_mutex_lock(&view.lock);
+    view.w = w;
+    view.remote = remote;
+    view.sink = sink;
+    pthread_mutex_unlock(&view.lock);
+}
+
+static void counter(sk_text *t, const char *name, const char *help, unsigned long long v)
+{
+    sk_text_printf(t, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, v);
+}
+
+static void render_worker(void *arg, sk_text *t)
+{
+    (void)arg;
+    pthread_mutex_lock(&view.lock);
+    if (view.w) {
+        sk_worker_stats st;
+        sk_worker_get_stats(view.w, &st);
+        counter(t, "seckill_worker_decided_total", "Requests decided.", st.decided);
+        counter(t, "seckill_worker_expired_total",
+                "Requests that reached the worker past their deadline (nothing bought).",
+                st.expired);
+        counter(t, "seckill_worker_redelivered_total", "Requests delivered more than once.",
+                st.redelivered);
+        counter(t, "seckill_worker_bad_messages_total", "Undecodable request messages dropped.",
+                st.bad_messages);
+        counter(t, "seckill_worker_deliver_failures_total",
+                "Outcomes that could not be handed to their gateway.", st.deliver_failures);
+        counter(t, "seckill_worker_backend_failures_total",
+                "Store calls that failed (the batch is decided again).", st.backend_failures);
+    }
+    if (view.remote)
+        sk_text_printf(t, "# HELP seckill_worker_gateways Gateways this worker consumes.\n"
+                          "# TYPE seckill_worker_gateways gauge\nseckill_worker_gateways %zu\n",
+                       sk_remote_count(view.remote));
+    if (view.sink) {
+        uint64_t stored, dups;
+        sk_sink_stats(view.sink, &stored, &dups);
+        counter(t, "seckill_sink_orders_stored_total", "Order events stored in the file.",
+                stored);
+        counter(t, "seckill_sink_duplicates_total",
+                "Order events delivered again and skipped (already stored).", dups);
+    }
+    pthread_mutex_unlock(&view.lock);
+}
+
+/* The order sink between batches: SIGUSR1 reopens its file, SIGHUP has
+ * nothing to change in it. */
+static void sink_signals(sk_sink *s, const char *out)
+{
+    if (atomic_exchange(&reopen_asked, 0)) {
+        int rc = sk_sink_reopen(s);
+        if (rc < 0)
+            fprintf(stderr, "seckill-worker: SIGUSR1: cannot reopen %s: %s (still writing the "
+                            "old file)\n", out, strerror(-rc));
+        else
+            fprintf(stderr, "seckill-worker: SIGUSR1: reopened %s\n", out);
+    }
+    if (atomic_exchange(&reload_asked, 0))
+        fprintf(stderr, "seckill-worker: SIGHUP: the order sink has nothing to reload\n");
+}
 
 /* ---- role seckill: stock broadcasts after each reaper round ---- */
 
@@ -160,8 +248,9 @@ static sk_sink *sink_start(const char *out, const char *id, const char *from)
         fprintf(stderr, "seckill-worker: %s: %s\n", out, strerror(-rc));
         return NULL;
     }
-    printf("seckill-worker %s role=orders id=%s out=%s from=%s\n", SECKILL_VERSION, id, out,
-           from);
+    view_set(NULL, NULL, s);
+    printf("seckill-worker %s role=orders id=%s out=%s from=%s%s\n", SECKILL_VERSION, id, out,
+           from, metrics_note);
     fflush(stdout);
     return s;
 }
@@ -169,6 +258,7 @@ static sk_sink *sink_start(const char *out, const char *id, const char *from)
 static void sink_finish(sk_sink *s)
 {
     uint64_t stored, dups;
+    view_set(NULL, NULL, NULL);
     sk_sink_stats(s, &stored, &dups);
     fprintf(stderr, "seckill-worker: orders stored %llu, duplicates skipped %llu\n",
             (unsigned long long)stored, (unsigned long long)dups);
@@ -183,6 +273,7 @@ static int run_orders(sale_store *store, const char *id, const char *out)
         return EX_UNAVAILABLE;
     size_t nstreams = sale_store_event_streams(store);
     while (!atomic_load(&stopping)) {
+        sink_signals(s, out);
         for (size_t i = 0; i < nstreams && !atomic_load(&stopping); i++) {
             sink_batch b = {.s = s};
             int n = sale_store_events_read(store, i, SK_ORDER_GROUP, id, 256, 100, on_event, &b);
@@ -247,6 +338,7 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
         goto out_close;
     status = 0;
     while (!atomic_load(&stopping)) {
+        sink_signals(s, out);
         for (size_t g = 0; g < c->nrpc_gateways && !atomic_load(&stopping); g++) {
             const mq_message *msgs;
             int n = src.fetch(h[g], 256, 100, &msgs);
@@ -310,10 +402,81 @@ out_close:
 static void *signal_main(void *arg)
 {
     sigset_t *set = arg;
-    int sig;
-    sigwait(set, &sig);
+    for (;;) {
+        int sig;
+        sigwait(set, &sig);
+        if (sig == SIGHUP)
+            atomic_store(&reload_asked, 1);
+        else if (sig == SIGUSR1)
+            atomic_store(&reopen_asked, 1);
+        else
+            break;
+    }
     atomic_store(&stopping, 1);
     return NULL;
+}
+
+/* Role seckill, SIGHUP: the blocklist, the sale windows and stock increases
+ * change in place; anything else is named as needing a restart. */
+static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
+                   sk_item_window *windows)
+{
+    static const char *const live[] = {"risk.blocklist", "item.starts_at", "item.ends_at",
+                                       "item.stock", NULL};
+    char err[512];
+    cfg n;
+    int changes = 0;
+    cfg_init(&n);
+    fprintf(stderr, "seckill-worker: SIGHUP: reloading %s\n", path);
+    if (cfg_load(&n, path, err, sizeof err) < 0) {
+        fprintf(stderr, "seckill-worker: reload rejected: %s (the running configuration "
+                        "stays)\n", err);
+        goto out_release;
+    }
+    cfg_report_restart(run, &n, live, "seckill-worker", stderr);
+    for (size_t i = 0; cfg_same_items(run, &n) && i < n.nitems; i++) {
+        cfg_item *r = &run->items[i];
+        const cfg_item *ni = &n.items[i];
+        if (r->starts_at != ni->starts_at || r->ends_at != ni->ends_at) {
+            fprintf(stderr, "seckill-worker: reload: [item.%s] starts_at %lld -> %lld, "
+                            "ends_at %lld -> %lld\n", r->id, (long long)r->starts_at,
+                    (long long)ni->starts_at, (long long)r->ends_at, (long long)ni->ends_at);
+            r->starts_at = windows[i].starts_at = ni->starts_at;
+            r->ends_at = windows[i].ends_at = ni->ends_at;
+            changes++;
+        }
+        int64_t added = ni->stock > r->stock ? sale_store_raise_stock(store, i, ni->stock) : 0;
+        if (ni->stock != r->stock)
+            fprintf(stderr, "seckill-worker: reload: [item.%s] stock %lld -> %lld: %s\n", r->id,
+                    (long long)r->stock, (long long)ni->stock,
+                    ni->stock < r->stock ? "a decrease needs a restart (the running stock stays)"
+                    : added < 0          ? strerror((int)-added)
+                                         : "raised");
+        if (ni->stock > r->stock && added >= 0) {
+            r->stock = ni->stock;
+            changes++;
+        }
+    }
+    int blocklist_changed = cfg_key_differs(cfg_find_key("risk", "blocklist"), run, &n);
+    if (blocklist_changed) {
+        fprintf(stderr, "seckill-worker: reload: [risk] blocklist: %zu -> %zu user ids\n",
+                run->nblocklist, n.nblocklist);
+        char **l = run->blocklist; /* swap: n frees the old list */
+        size_t nl = run->nblocklist;
+        run->blocklist = n.blocklist;
+        run->nblocklist = n.nblocklist;
+        n.blocklist = l;
+        n.nblocklist = nl;
+        changes++;
+    }
+    if (changes && sk_worker_set_risk(w, (const char *const *)run->blocklist, run->nblocklist,
+                                      windows, run->nitems) < 0)
+        fprintf(stderr, "seckill-worker: reload: out of memory: the previous blocklist and "
+                        "windows stay\n");
+    if (!changes)
+        fprintf(stderr, "seckill-worker: reload: nothing to change\n");
+out_release:
+    cfg_release(&n);
 }
 
 int main(int argc, char **argv)
@@ -411,8 +574,24 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    sk_metrics_srv *msrv = NULL;
+    if (c.worker_metrics_host[0]) {
+        int mrc = sk_metrics_start(c.worker_metrics_host, c.worker_metrics_port, render_worker,
+                                   NULL, &msrv);
+        if (mrc < 0) {
+            fprintf(stderr, "seckill-worker: [worker] metrics_listen %s:%u: %s\n",
+                    c.worker_metrics_host, c.worker_metrics_port, strerror(-mrc));
+            cfg_release(&c);
+            return EX_UNAVAILABLE;
+        }
+        const char *lb = strchr(c.worker_metrics_host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+        snprintf(metrics_note, sizeof metrics_note, " metrics=%s%s%s:%u", lb,
+                 c.worker_metrics_host, rb, sk_metrics_port(msrv));
+    }
     pthread_t sigthr;
     pthread_create(&sigthr, NULL, signal_main, &set);
 
@@ -504,17 +683,21 @@ int main(int argc, char **argv)
     if (disc.reg) {
         disc.remote = remote;
         pthread_create(&disc.tid, NULL, discovery_main, &disc);
-        printf("seckill-worker %s role=seckill id=%s gateways=registry threads=%u\n",
-               SECKILL_VERSION, id, cfg_worker_threads(&c));
+        printf("seckill-worker %s role=seckill id=%s gateways=registry threads=%u%s\n",
+               SECKILL_VERSION, id, cfg_worker_threads(&c), metrics_note);
     } else {
-        printf("seckill-worker %s role=seckill id=%s gateways=%zu threads=%u\n", SECKILL_VERSION,
-               id, c.nrpc_gateways, cfg_worker_threads(&c));
+        printf("seckill-worker %s role=seckill id=%s gateways=%zu threads=%u%s\n",
+               SECKILL_VERSION, id, c.nrpc_gateways, cfg_worker_threads(&c), metrics_note);
     }
     fflush(stdout);
+    view_set(w, remote, NULL);
     while (!atomic_load(&stopping)) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        if (atomic_exchange(&reload_asked, 0))
+            reload(&c, config_path, w, store, windows);
     }
+    view_set(NULL, NULL, NULL);
     sale_reaper_stop(rp);
     if (disc.reg)
         pthread_join(disc.tid, NULL);
@@ -526,6 +709,7 @@ out:
     if (!atomic_load(&stopping))
         pthread_kill(sigthr, SIGTERM);
     pthread_join(sigthr, NULL);
+    sk_metrics_stop(msrv);
     sale_store_destroy(store);
     free(sitems);
     free(windows);

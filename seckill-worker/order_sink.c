@@ -1,6 +1,7 @@
 #include "order_sink.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +9,12 @@
 
 struct sk_sink {
     FILE *f;
+    char *path;
     char **seen; /* "order_id/type" keys, in the order stored */
     size_t nseen, cap;
     size_t *buckets; /* open addressing: index + 1 into seen, 0 = empty */
     size_t nbuckets;
-    uint64_t stored, duplicates;
+    _Atomic uint64_t stored, duplicates; /* read by the metrics thread */
 };
 
 static uint64_t str_hash(const char *s)
@@ -109,7 +111,8 @@ int sk_sink_open(const char *path, sk_sink **out)
     sk_sink *s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    int rc = sink_load(s, path);
+    s->path = strdup(path);
+    int rc = s->path ? sink_load(s, path) : -ENOMEM;
     if (rc == 0) {
         s->f = fopen(path, "a");
         if (!s->f)
@@ -128,7 +131,7 @@ int sk_sink_put(sk_sink *s, const sk_sink_record *r)
     char key[96];
     snprintf(key, sizeof key, "%s/%s", r->order_id, r->type);
     if (sink_has(s, key)) {
-        s->duplicates++;
+        atomic_fetch_add_explicit(&s->duplicates, 1, memory_order_relaxed);
         return 0;
     }
     if (fprintf(s->f,
@@ -140,7 +143,7 @@ int sk_sink_put(sk_sink *s, const sk_sink_record *r)
     int rc = sink_add(s, key);
     if (rc < 0)
         return rc;
-    s->stored++;
+    atomic_fetch_add_explicit(&s->stored, 1, memory_order_relaxed);
     return 1;
 }
 
@@ -151,12 +154,26 @@ int sk_sink_sync(sk_sink *s)
     return 0;
 }
 
+int sk_sink_reopen(sk_sink *s)
+{
+    int rc = sk_sink_sync(s);
+    if (rc < 0)
+        return rc;
+    FILE *f = fopen(s->path, "a");
+    if (!f)
+        return -errno;
+    fclose(s->f);
+    s->f = f;
+    return 0;
+}
+
 void sk_sink_stats(const sk_sink *s, uint64_t *stored, uint64_t *duplicates)
 {
+    sk_sink *m = (sk_sink *)s;
     if (stored)
-        *stored = s->stored;
+        *stored = atomic_load_explicit(&m->stored, memory_order_relaxed);
     if (duplicates)
-        *duplicates = s->duplicates;
+        *duplicates = atomic_load_explicit(&m->duplicates, memory_order_relaxed);
 }
 
 void sk_sink_close(sk_sink *s)
@@ -169,5 +186,6 @@ void sk_sink_close(sk_sink *s)
         free(s->seen[i]);
     free(s->seen);
     free(s->buckets);
+    free(s->path);
     free(s);
 }

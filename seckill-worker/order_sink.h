@@ -13,7 +13,7 @@
  *
  * Line: {"order_id":"..","type":"reserved|paid|cancelled","item_id":"..",
  *        "user_id":"..","request_id":"..","at_ms":N}
- * Not thread-safe: one sink per thread.
+ * Not thread-safe: one sink per thread (sk_sink_stats excepted).
  */
 #ifndef SECKILL_SK_ORDER_SINK_H
 #define SECKILL_SK_ORDER_SINK_H
@@ -39,7 +39,12 @@ int sk_sink_open(const char *path, sk_sink **out);
 int sk_sink_put(sk_sink *s, const sk_sink_record *r);
 /* Make every stored line durable (fflush + fsync). */
 int sk_sink_sync(sk_sink *s);
-/* OUT: counts since open (either may be NULL). */
+/* Open the path again (logrotate moved the file away: SIGUSR1): the lines
+ * from now on go to a new file there; the keys stored so far still drop
+ * duplicates. Flushes and syncs the old file first. On error the old file
+ * stays in use. */
+int sk_sink_reopen(sk_sink *s);
+/* OUT: counts since open (either may be NULL); any thread may ask. */
 void sk_sink_stats(const sk_sink *s, uint64_t *stored, uint64_t *duplicates);
 void sk_sink_close(sk_sink *s);
 

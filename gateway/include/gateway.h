@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 
@@ -34,9 +35,23 @@ uint16_t gw_port(const gw *g);
 const char *gw_id(const gw *g);
 /* The bound RPC port when serving workers over TCP; negative errno otherwise. */
 int gw_rpc_port(const gw *g);
+/* Apply the new configuration n where it can change while serving (rate,
+ * burst, blocklist, sale windows, stock increases, drain_delay_ms), logging
+ * each change and each key that needs a restart to log. run is the
+ * configuration the gateway was created with: it takes the applied values
+ * (n takes run's old blocklist; release n afterwards). Returns how many
+ * changes were applied. Call from one thread at a time. */
+int gw_reload(gw *g, cfg *run, cfg *n, FILE *log);
+/* SIGTERM came: /readyz answers 503 {"status":"stopping"} from now on while
+ * every request is still served (load balancers stop sending); gw_stop
+ * later closes the listener. */
+void gw_drain_begin(gw *g);
 /* Stop accepting connections, let parked requests finish (outcome or
  * timeout) for up to grace_ms, then stop HTTP and the workers. */
 void gw_stop(gw *g, uint32_t grace_ms);
+/* One line for the log after gw_stop: answers by result (those not zero)
+ * and how many requests were parked when the listener closed. */
+void gw_summary(gw *g, char *buf, size_t len);
 void gw_destroy(gw *g);
 
 #endif

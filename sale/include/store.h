@@ -88,11 +88,15 @@ int64_t sale_store_left(sale_store *s, size_t item);
 
 typedef struct sale_item_stats {
     int64_t left, sold, buyers;
+    /* orders of the item since the store was created (with those its
+     * creation read back): each only goes up */
+    int64_t reserved, paid, cancelled;
 } sale_item_stats;
 
 /* The counts this process keeps of item, without a round trip: stock left,
- * successful purchases and distinct buyers. -ENODATA when the store keeps
- * them elsewhere (its workers' stock reports are then the process's view). */
+ * stock sold (reserved and not cancelled), distinct buyers with a live order,
+ * and the order counters. -ENODATA when the store keeps them elsewhere (its
+ * workers' stock reports are then the process's view). */
 int sale_store_stats(sale_store *s, size_t item, sale_item_stats *out);
 
 /* OUT: *o. -ENOENT when there is no such order. */
@@ -108,6 +112,12 @@ int sale_store_order_pay(sale_store *s, const char *order_id, uint64_t now_ms, s
  * goes back and its user may buy again. Returns how many this call
  * cancelled, or negative errno (those that failed are tried next time). */
 int sale_store_reap(sale_store *s, uint64_t now_ms);
+
+/* The item's stock goes up to total (a configuration reload): the units
+ * added are added to the stock left, once however many processes raise the
+ * same store to the same total. Returns the units added (0 when total is not
+ * above the stock in force), or negative errno. Lowering is not done here. */
+int64_t sale_store_raise_stock(sale_store *s, size_t item, int64_t total);
 
 /* Readiness: 0 when the store answers. */
 int sale_store_ping(sale_store *s);

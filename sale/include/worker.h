@@ -56,10 +56,16 @@ typedef struct sk_worker_stats {
     uint64_t decided, expired, redelivered, bad_messages, deliver_failures, backend_failures;
 } sk_worker_stats;
 
-/* Start cfg->threads threads. cfg's arrays, the source, backend and link must
- * outlive the worker. OUT: *out, stop with sk_worker_stop. */
+/* Start cfg->threads threads. The source, backend and link must outlive the
+ * worker; cfg's blocklist and windows are copied. OUT: *out, stop with
+ * sk_worker_stop. */
 int sk_worker_start(const sk_worker_config *cfg, const sk_source *src, const sk_backend *be,
                     const sk_link *link, sk_worker **out);
+/* Replace the blocklist and the sale windows (a configuration reload): both
+ * are copied; batches after the call see the new ones. -ENOMEM changes
+ * nothing. */
+int sk_worker_set_risk(sk_worker *w, const char *const *blocklist, size_t nblocklist,
+                       const sk_item_window *windows, size_t nwindows);
 /* Stop and join the threads; their partitions are released at once. */
 void sk_worker_stop(sk_worker *w);
 void sk_worker_get_stats(const sk_worker *w, sk_worker_stats *out);

@@ -38,16 +38,27 @@ int gw_proc_start(gw_proc *p, const char *binary, const char *ini_text)
     snprintf(p->config, sizeof p->config, "%s/gw.ini", p->dir);
     /* durable state (the memory inventory's order log) in the temp dir too,
      * unless the test names its own: no run sees another's, nothing is left */
-    char *text = malloc(strlen(ini_text) + sizeof p->dir + 64);
-    if (!text)
+    size_t cap = strlen(ini_text) + sizeof p->dir + 128;
+    char *text = malloc(cap), *tmp = malloc(cap);
+    if (!text || !tmp) {
+        free(text);
+        free(tmp);
         return -1;
-    if (strstr(ini_text, "data_dir"))
-        strcpy(text, ini_text);
-    else {
+    }
+    strcpy(text, ini_text);
+    if (!strstr(ini_text, "data_dir")) {
         char extra[sizeof p->dir + 32];
         snprintf(extra, sizeof extra, "[queue]\ndata_dir = %s/data\n", p->dir);
-        ini_merge(text, strlen(ini_text) + sizeof p->dir + 64, ini_text, extra);
+        ini_merge(tmp, cap, text, extra);
+        strcpy(text, tmp);
     }
+    /* no load balancer to wait for: SIGTERM closes the listener at once,
+     * unless the test is about the drain */
+    if (!strstr(ini_text, "drain_delay_ms")) {
+        ini_merge(tmp, cap, text, "[gateway]\ndrain_delay_ms = 0\n");
+        strcpy(text, tmp);
+    }
+    free(tmp);
     int wrc = write_file(p->config, text);
     free(text);
     if (wrc < 0 || pipe(pipefd) < 0)

@@ -291,7 +291,7 @@ class Cluster:
     def write_ini(self, name, data_dir, gateway_id=None):
         items = "".join("[item.%s]\nstock = %d\nper_user_limit = %d\n" % (i, s, PER_USER_LIMIT)
                         for i, s in ITEMS.items())
-        text = ("[gateway]\n%swait_timeout_ms = %d\npark = event\n"
+        text = ("[gateway]\n%swait_timeout_ms = %d\npark = event\ndrain_delay_ms = 0\n"
                 "[token_bucket]\nrate = %d\nburst = %d\n"
                 "[queue]\nack_timeout_ms = 1000\nlease_timeout_ms = %d\n%s"
                 "[worker]\nembedded = false\ninventory = redis\nthreads = 2\nbatch = 32\n"

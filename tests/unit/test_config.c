@@ -688,6 +688,51 @@ static void test_every_key_documented(void **state)
 }
 
 /* cfg_print's output loads back to the same configuration */
+/* A reload names what differs and is not reloadable; items that differ
+ * are one line. */
+static void test_report_restart(void **state)
+{
+    tmp *t = *state;
+    cfg a, b;
+    char err[512] = "", *text = NULL;
+    size_t len = 0;
+    cfg_init(&a);
+    cfg_init(&b);
+    write_file(t->path, "[token_bucket]\nrate = 5\n[risk]\nblocklist = u1\n"
+                        "[item.a]\nstock = 5\n");
+    assert_int_equal(cfg_load(&a, t->path, err, sizeof err), 0);
+    write_file(t->path, "[gateway]\nlisten = 127.0.0.1:81\n[token_bucket]\nrate = 6\n"
+                        "[risk]\nblocklist = u1 u2\n[item.a]\nstock = 9\nper_user_limit = 2\n");
+    assert_int_equal(cfg_load(&b, t->path, err, sizeof err), 0);
+    assert_int_equal(cfg_key_differs(cfg_find_key("risk", "blocklist"), &a, &b), 1);
+    assert_int_equal(cfg_key_differs(cfg_find_key("token_bucket", "rate"), &a, &b), 1);
+    assert_int_equal(cfg_key_differs(cfg_find_key("token_bucket", "burst"), &a, &b), 0);
+    assert_null(cfg_find_key("token_bucket", "nope"));
+    assert_true(cfg_same_items(&a, &b));
+    static const char *const live[] = {"token_bucket.rate", "risk.blocklist", "item.stock", NULL};
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(cfg_report_restart(&a, &b, live, "prog", f), 2);
+    assert_int_equal(fclose(f), 0);
+    assert_non_null(strstr(text, "prog: reload: [gateway] listen: needs a restart"));
+    assert_non_null(strstr(text, "prog: reload: [item.a] per_user_limit: needs a restart"));
+    assert_null(strstr(text, "rate"));
+    assert_null(strstr(text, "stock"));
+    free(text);
+    cfg_release(&b);
+    cfg_init(&b);
+    write_file(t->path, "[item.b]\nstock = 5\n");
+    assert_int_equal(cfg_load(&b, t->path, err, sizeof err), 0);
+    assert_false(cfg_same_items(&a, &b));
+    f = open_memstream(&text, &len);
+    assert_int_equal(cfg_report_restart(&a, &b, live, "prog", f), 1);
+    assert_int_equal(fclose(f), 0);
+    assert_non_null(strstr(text, "items added, removed or reordered"));
+    free(text);
+    cfg_release(&a);
+    cfg_release(&b);
+}
+
 static void test_print_loads_back(void **state)
 {
     tmp *t = *state;
@@ -747,6 +792,7 @@ int main(void)
         cmocka_unit_test(test_parse_listen),
         cmocka_unit_test(test_every_key_documented),
         cmocka_unit_test_setup_teardown(test_print_loads_back, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_report_restart, setup_dir, teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

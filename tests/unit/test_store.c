@@ -159,6 +159,25 @@ static void test_memory_store(void **state)
     assert_int_equal(sale_store_order_get(s, bo.order_id, &o), 0);
     assert_int_equal(o.state, SK_ORDER_CANCELLED);
     assert_int_equal(sale_store_order_pay(s, bo.order_id, sk_wall_ms(), &o), -ECANCELED);
+    /* the order counters only go up: read back (a reserved and paid order of
+     * a), and counted here (b's order reserved, then cancelled) */
+    assert_int_equal(sale_store_stats(s, 0, &st), 0);
+    assert_int_equal(st.reserved, 1);
+    assert_int_equal(st.paid, 1);
+    assert_int_equal(st.cancelled, 0);
+    assert_int_equal(sale_store_stats(s, 1, &st), 0);
+    assert_int_equal(st.reserved, 1);
+    assert_int_equal(st.cancelled, 1);
+    assert_int_equal(st.sold, 0);
+
+    /* a reload raises a's stock from 2 to 5: 3 more units left, once */
+    assert_int_equal(sale_store_raise_stock(s, 0, 5), 3);
+    assert_int_equal(sale_store_raise_stock(s, 0, 5), 0);
+    assert_int_equal(sale_store_raise_stock(s, 0, 4), 0); /* lowering is not done here */
+    assert_int_equal(sale_store_left(s, 0), 4);
+    assert_int_equal(sale_store_stats(s, 0, &st), 0);
+    assert_int_equal(st.sold, 1);
+    assert_int_equal(sale_store_raise_stock(s, 2, 5), -EINVAL);
     sale_store_destroy(s);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     assert_int_equal(system(cmd), 0);

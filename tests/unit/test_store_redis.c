@@ -20,6 +20,7 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "store.h"
 #include "sale/store_redis.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"
@@ -320,6 +321,31 @@ static void test_concurrent_never_oversells(void **state)
     assert_int_equal(raw_int("HLEN %s", "sk:{cc}:users"), 500);
     free(orders);
     sk_redis_destroy(r);
+}
+
+/* A reload raises the stock through the store interface: two processes
+ * (two stores) reloading the same file add the difference once. */
+static void test_raise_stock_once(void **state)
+{
+    (void)state;
+    static const sale_store_item it[] = {{"rs", 10, 5}};
+    sale_store_config c = {.backend = "redis", .name = "test", .items = it, .nitems = 1,
+                           .pay_timeout_ms = 60000, .redis_host = "127.0.0.1",
+                           .redis_port = srv.port, .redis_timeout_ms = SLOW_OK_MS,
+                           .redis_patience_ms = 5000};
+    sale_store *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(sale_store_create(&c, &a, err, sizeof err), 0);
+    assert_int_equal(sale_store_create(&c, &b, err, sizeof err), 0);
+    assert_int_equal(sale_store_left(a, 0), 10);
+    assert_int_equal(sale_store_raise_stock(a, 0, 15), 5);
+    assert_int_equal(sale_store_raise_stock(b, 0, 15), 0); /* the same file, once */
+    assert_int_equal(sale_store_left(b, 0), 15);
+    assert_int_equal(sale_store_raise_stock(b, 0, 12), 0); /* no decrease */
+    assert_int_equal(sale_store_raise_stock(b, 0, 20), 5);
+    assert_int_equal(sale_store_left(a, 0), 20);
+    sale_store_destroy(a);
+    sale_store_destroy(b);
 }
 
 static void test_preheat_nx(void **state)
@@ -834,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_redis_down_and_back),
         cmocka_unit_test(test_hash_tags),
+        cmocka_unit_test(test_raise_stock_once),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -80,6 +80,27 @@ static void test_burst_then_refusal(void **state)
     assert_false(tb_take(&b, T0 + SEC / 100 - 1));
 }
 
+/* A reload changes rate and burst in place: the new burst and rate hold
+ * from the next take, unlimited and back. */
+static void test_set_while_running(void **state)
+{
+    (void)state;
+    tb b;
+    assert_int_equal(tb_init(&b, 100, 25), 0);
+    assert_true(tb_take(&b, T0));
+    assert_int_equal(tb_set(&b, 0, 1), 0); /* unlimited */
+    for (int i = 0; i < 1000; i++)
+        assert_true(tb_take(&b, T0));
+    assert_int_equal(tb_set(&b, 1, 2), 0); /* 1/s, burst 2 */
+    assert_true(tb_take(&b, T0 + SEC));
+    assert_true(tb_take(&b, T0 + SEC));
+    assert_false(tb_take(&b, T0 + SEC));
+    assert_true(tb_take(&b, T0 + 2 * SEC));
+    assert_int_equal(tb_set(&b, -1, 2), -EINVAL);
+    assert_int_equal(tb_set(&b, 5, 0), -EINVAL);
+    assert_false(tb_take(&b, T0 + 2 * SEC)); /* a refused set changed nothing */
+}
+
 static void test_refill_after_one_interval(void **state)
 {
     (void)state;
@@ -324,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_init_rejects_bad_args),
         cmocka_unit_test(test_unlimited),
         cmocka_unit_test(test_burst_then_refusal),
+        cmocka_unit_test(test_set_while_running),
         cmocka_unit_test(test_refill_after_one_interval),
         cmocka_unit_test(test_fractional_rate),
         cmocka_unit_test(test_wait_ns),
