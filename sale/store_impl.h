@@ -24,6 +24,12 @@ typedef struct sale_store_ops {
     int (*events_ack)(sale_store *s, size_t stream, const char *group, const char *const *ids,
                       size_t n);
     int64_t (*raise)(sale_store *s, size_t item, int64_t total);
+    /* the admin API (store.h); NULL: -EOPNOTSUPP. item < nitems, total >= 0,
+     * limit >= 1 and stock[i] >= -1 are checked by store.c. */
+    int (*item_state)(sale_store *s, size_t item, sale_item_state *out);
+    int (*set_stock)(sale_store *s, size_t item, int64_t total, int64_t *held);
+    int (*set_limit)(sale_store *s, size_t item, uint32_t limit);
+    int (*new_sale)(sale_store *s, const int64_t *stock, uint64_t *epoch);
 } sale_store_ops;
 
 struct sale_store {
