@@ -74,6 +74,10 @@ typedef struct cfg {
     uint32_t worker_pay_timeout_ms; /* reserved orders not paid by then are cancelled */
     char worker_metrics_host[64];   /* seckill-worker: /metrics and /livez; "" = none */
     uint16_t worker_metrics_port;
+    /* [admin] */
+    char admin_host[64]; /* gateway: the admin API's address; "" = none */
+    uint16_t admin_port;
+    char admin_token[257]; /* its bearer token; required with admin_host */
     /* [rpc] */
     char rpc_listen[280];              /* gateway: "tcp:HOST:PORT" or "unix:PATH"; "" = no RPC */
     char rpc_secret[257];              /* shared by gateways and workers */
