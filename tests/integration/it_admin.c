@@ -5,7 +5,7 @@
  * purchases, and a new sale on the memory store (across a restart) and on a
  * real redis-server with a separate seckill-worker process.
  *
- * argv: seckill-gateway, seckill-worker.
+ * argv: seckill-gateway, seckill-worker, scripts/seckillctl.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,7 +27,7 @@
 #define AUTH "Authorization: Bearer " TOKEN "\r\n"
 #define JSON_CT "Content-Type: application/json\r\n"
 
-static const char *gateway_bin, *worker_bin;
+static const char *gateway_bin, *worker_bin, *ctl_script;
 
 /* One admin request with the right token (auth 1), none (0) or a wrong one (-1). */
 static void admin(int port, int auth, const char *method, const char *path, const char *body,
@@ -372,20 +372,52 @@ static void test_new_sale_redis(void **state)
     redis_server_destroy(&rs);
 }
 
+/* scripts/seckillctl: the token from the environment, exit 1 on a refusal. */
+static void test_seckillctl(void **state)
+{
+    (void)state;
+    char ini[1024], url[64], out[4096], err[1024];
+    gw_proc g;
+    memory_ini(ini, sizeof ini, 2);
+    assert_int_equal(gw_proc_start(&g, gateway_bin, ini), 0);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", g.admin_port);
+    setenv("SECKILL_ADMIN_TOKEN", TOKEN, 1);
+    const char *stock[] = {ctl_script, "--url", url, "stock", "demo", "5", NULL};
+    assert_int_equal(run_capture(stock, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "\"stock_total\":5"));
+    const char *low[] = {ctl_script, "--url", url, "stock", "demo", "-1", NULL};
+    assert_int_not_equal(run_capture(low, out, sizeof out, err, sizeof err), 0);
+    const char *sale[] = {ctl_script, "--url", url, "new-sale", "demo=3", NULL};
+    assert_int_equal(run_capture(sale, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "\"sale\":1"));
+    const char *block[] = {ctl_script, "--url", url, "block", "x1", NULL};
+    assert_int_equal(run_capture(block, out, sizeof out, err, sizeof err), 0);
+    assert_int_equal(buy(g.port, "x1", NULL, 0), 403);
+    setenv("SECKILL_ADMIN_TOKEN", "it-admin-token-wrong-000000", 1);
+    const char *item[] = {ctl_script, "--url", url, "item", "demo", NULL};
+    assert_int_equal(run_capture(item, out, sizeof out, err, sizeof err), 1);
+    assert_non_null(strstr(out, "unauthorized"));
+    unsetenv("SECKILL_ADMIN_TOKEN");
+    assert_int_equal(run_capture(item, out, sizeof out, err, sizeof err), 2);
+    assert_int_equal(gw_proc_stop(&g), 0);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s SECKILL-GATEWAY SECKILL-WORKER\n", argv[0]);
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s SECKILL-GATEWAY SECKILL-WORKER SECKILLCTL\n", argv[0]);
         return 2;
     }
     gateway_bin = argv[1];
     worker_bin = argv[2];
+    ctl_script = argv[3];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_token_required, setup_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_auth_and_bad_input, setup_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_changes_seen_by_purchases, setup_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_new_sale_memory, setup_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_new_sale_redis, setup_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_seckillctl, setup_dir, remove_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
