@@ -66,6 +66,7 @@ static const char *const park_words[] = {"thread", "event", NULL};
 static const char *const http_io_words[] = {"poll", "epoll", NULL};
 static const char *const flush_words[] = {"sync", "async", NULL};
 static const char *const inventory_words[] = {"memory", "redis", NULL};
+static const char *const scope_words[] = {"local", "global", NULL};
 
 #define F(field) offsetof(cfg, field), sizeof(((cfg *)0)->field)
 #define IF(field) offsetof(cfg_item, field), sizeof(((cfg_item *)0)->field)
@@ -106,6 +107,10 @@ static const cfg_key keys[] = {
      "admitted requests per second; 0 = unlimited"},
     {"token_bucket", "burst", CFG_U32, F(tb_burst), 0, 1, 100000000, "5000", NULL, NULL, NULL, NULL, 0,
      "tokens the bucket holds"},
+    {"token_bucket", "scope", CFG_ENUM, F(tb_scope), 0, 0, 0, "local", NULL, scope_words, NULL, NULL, 0,
+     "local: rate and burst per gateway; global: one bucket in Redis for every gateway"},
+    {"token_bucket", "chunk", CFG_U32, F(tb_chunk), 0, 0, 100000000, "0", NULL, NULL, NULL, NULL, 0,
+     "global: tokens a gateway takes from Redis per call; 0 = rate / 100"},
 
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},
@@ -170,6 +175,10 @@ static const cfg_key keys[] = {
      "its port"},
     {"redis", "timeout_ms", CFG_U32, F(redis_timeout_ms), 0, 1, 60000, "200", NULL, NULL, NULL, NULL, 0,
      "connect and each reply"},
+    {"redis", "min_replicas_ack", CFG_U32, F(redis_min_replicas_ack), 0, 0, 64, "0", NULL, NULL, NULL, NULL, 0,
+     "a purchase is answered only once this many replicas acknowledged it (WAIT); 0 = off"},
+    {"redis", "replica_ack_timeout_ms", CFG_U32, F(redis_replica_ack_timeout_ms), 0, 1, 60000, "100", NULL, NULL, NULL, NULL, 0,
+     "how long each WAIT may take; fewer acknowledgements: retried, 504 at the deadline"},
 
     {"risk", "blocklist", CFG_LIST, offsetof(cfg, blocklist), 0, offsetof(cfg, nblocklist), 0, CFG_MAX_BLOCKLIST, NULL, NULL, NULL, &user_ids, NULL, CFG_REPEAT,
      "user ids refused with 403, comma or space separated; the key may repeat"},

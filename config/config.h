@@ -54,6 +54,8 @@ typedef struct cfg {
     /* [token_bucket] */
     double tb_rate; /* tokens per second; 0 = unlimited */
     uint32_t tb_burst;
+    char tb_scope[8]; /* "local" (default) | "global" */
+    uint32_t tb_chunk; /* global: tokens per Redis call; 0 = rate / 100 */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;
@@ -97,6 +99,8 @@ typedef struct cfg {
     char redis_host[256];
     uint16_t redis_port;
     uint32_t redis_timeout_ms;
+    uint32_t redis_min_replicas_ack;       /* 0 = off */
+    uint32_t redis_replica_ack_timeout_ms;
     /* [risk] */
     char **blocklist;
     size_t nblocklist;

@@ -327,6 +327,10 @@ static enum MHD_Result rate(gw *g, struct MHD_Connection *c, const char *method,
     if (strcmp(method, "PUT") != 0)
         return gw__reply(c, 405, J("{\"result\":\"method_not_allowed\"}"), NULL, "Allow",
                          "GET, PUT");
+    if (g->gbucket) /* one bucket in Redis shared by every gateway: not this one's to change */
+        return fail(c, 501, "not_implemented",
+                    "[token_bucket] scope = global: the rate is shared in Redis; change it in "
+                    "every gateway's file and restart them");
     enum MHD_Result ret;
     char err[256], from[64];
     json_t *b = parse_body(c, rq, &ret);

@@ -48,6 +48,7 @@
 #include "store.h"
 #include "timer_wheel.h"
 #include "token_bucket.h"
+#include "token_bucket_global.h"
 #include "worker.h"
 
 /* A string literal and its length, for fixed JSON answers. */
@@ -68,6 +69,7 @@ struct gw {
     uint8_t id[16];
     char id_str[37];
     tb bucket;
+    tb_global *gbucket; /* [token_bucket] scope = global (and a rate): used instead of bucket */
     gw_pending *pending;
     gw_results *results;
     gw_metrics metrics;

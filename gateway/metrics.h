@@ -106,6 +106,11 @@ typedef struct gw_gauges {
     /* the connection guard (conn_guard.h): connections shut down at their
      * request deadline, and refused at their address's cap */
     uint64_t http_request_timeouts, http_per_ip_refused;
+    /* decided batches of this process's workers that fewer than
+     * [redis] min_replicas_ack replicas acknowledged in time */
+    uint64_t store_replica_ack_timeouts;
+    /* [token_bucket] scope = global: its counters (NULL: local bucket) */
+    const struct tb_global_stats *tb_global;
 } gw_gauges;
 
 /* Append every metric to t (whole, however many items; see sk_text_failed). */

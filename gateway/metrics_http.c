@@ -38,6 +38,9 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
     }
     gw_slab_stats ps;
     gw_slab_stats_get(g->ctx_pool, &ps);
+    tb_global_stats tbs;
+    if (g->gbucket)
+        tb_global_get_stats(g->gbucket, &tbs);
     gw_rpcsvc_stats rs;
     gw_rpcsvc_get_stats(g->rpc, &rs);
     gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
@@ -59,7 +62,9 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
                     .rpc_denied = rs.denied,
                     .rpc_tls_failures = rs.tls_failures,
                     .http_request_timeouts = gw_guard_timeouts(g->guard),
-                    .http_per_ip_refused = gw_guard_refused(g->guard)};
+                    .http_per_ip_refused = gw_guard_refused(g->guard),
+                    .store_replica_ack_timeouts = sale_store_replica_ack_timeouts(g->store),
+                    .tb_global = g->gbucket ? &tbs : NULL};
     gw_metrics_render(&g->metrics, &ga, &t);
     if (sk_text_failed(&t)) /* a scrape cut short would be refused whole: say so */
         goto out_free;

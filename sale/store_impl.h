@@ -30,6 +30,7 @@ typedef struct sale_store_ops {
     int (*set_stock)(sale_store *s, size_t item, int64_t total, int64_t *held);
     int (*set_limit)(sale_store *s, size_t item, uint32_t limit);
     int (*new_sale)(sale_store *s, const int64_t *stock, uint64_t *epoch);
+    uint64_t (*replica_ack_timeouts)(sale_store *s); /* NULL: never */
 } sale_store_ops;
 
 struct sale_store {

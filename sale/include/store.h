@@ -50,6 +50,8 @@ typedef struct sale_store_config {
     int redis_port;
     uint32_t redis_timeout_ms;
     uint32_t redis_patience_ms; /* keep trying to connect this long at creation */
+    uint32_t min_replicas_ack;       /* [redis] min_replicas_ack, 0 = off */
+    uint32_t replica_ack_timeout_ms; /* [redis] replica_ack_timeout_ms */
 } sale_store_config;
 
 /* Create the store cfg->backend names. OUT: *out, destroy with
@@ -191,6 +193,12 @@ int sale_store_events_read(sale_store *s, size_t stream, const char *group, cons
  * many were pending, or negative errno. */
 int sale_store_events_ack(sale_store *s, size_t stream, const char *group,
                           const char *const *ids, size_t n);
+
+/* Decide calls that failed because fewer than min_replicas_ack replicas
+ * acknowledged their writes in time (the purchases stay unanswered, then
+ * 504 at their deadline, until a retry is acknowledged). 0 when the store
+ * has no replicas to wait for. */
+uint64_t sale_store_replica_ack_timeouts(sale_store *s);
 
 /* ---- the reaper: one thread that cancels unpaid orders ---- */
 
