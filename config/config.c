@@ -240,19 +240,25 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
 
 int cfg_listen_addr(const cfg *c, struct sockaddr_storage *ss, char *err, size_t errlen)
 {
+    return cfg_resolve_addr("[gateway] listen", c->listen_host, c->listen_port, ss, err, errlen);
+}
+
+int cfg_resolve_addr(const char *key, const char *host, uint16_t port_no,
+                     struct sockaddr_storage *ss, char *err, size_t errlen)
+{
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST};
     struct addrinfo *res = NULL;
     char port[8];
-    snprintf(port, sizeof port, "%u", c->listen_port);
-    int rc = getaddrinfo(c->listen_host, port, &hints, &res);
+    snprintf(port, sizeof port, "%u", port_no);
+    int rc = getaddrinfo(host, port, &hints, &res);
     if (rc == EAI_NONAME) { /* not a literal: a name, resolved now */
         hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG;
-        rc = getaddrinfo(c->listen_host, port, &hints, &res);
+        rc = getaddrinfo(host, port, &hints, &res);
     }
     if (rc != 0 || !res) {
-        snprintf(err, errlen, "[gateway] listen: '%s' does not resolve: %s", c->listen_host,
+        snprintf(err, errlen, "%s: '%s' does not resolve: %s", key, host,
                  rc ? gai_strerror(rc) : "no address");
         if (res)
             freeaddrinfo(res);

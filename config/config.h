@@ -179,6 +179,9 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);
  * gateway's start both call it. OUT: *ss (AF_INET or AF_INET6). On error
  * returns -EINVAL with "[gateway] listen: ..." in err. */
 int cfg_listen_addr(const cfg *c, struct sockaddr_storage *ss, char *err, size_t errlen);
+/* The same for any HOST:PORT key (key names it in err), e.g. [admin] listen. */
+int cfg_resolve_addr(const char *key, const char *host, uint16_t port,
+                     struct sockaddr_storage *ss, char *err, size_t errlen);
 /* Write the effective configuration as INI: every key of the table, the
  * items, secrets as <set>, unset keys commented out. */
 void cfg_print(const cfg *c, FILE *f);

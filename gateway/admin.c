@@ -638,23 +638,11 @@ int gw__admin_start(gw *g, char *err, size_t errlen)
         snprintf(err, errlen, "admin: cannot hash the token");
         return -ENOMEM;
     }
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    unsigned v6 = 0;
-    if (inet_pton(AF_INET, c->admin_host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(c->admin_port);
-    } else if (inet_pton(AF_INET6, c->admin_host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(c->admin_port);
-        v6 = MHD_USE_IPv6;
-    } else {
-        snprintf(err, errlen, "[admin] listen: '%s' is not an IPv4 or IPv6 address",
-                 c->admin_host);
-        return -EINVAL;
-    }
+    struct sockaddr_storage ss; /* IPv4, IPv6, or a name resolved now */
+    int rc = cfg_resolve_addr("[admin] listen", c->admin_host, c->admin_port, &ss, err, errlen);
+    if (rc < 0)
+        return rc;
+    unsigned v6 = ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0;
     g->admin = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                                     MHD_USE_POLL | MHD_USE_ERROR_LOG | v6,
                                 0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR,
