@@ -67,6 +67,7 @@ typedef struct item {
     _Atomic int64_t left;
     _Atomic int64_t buyers;
     _Atomic int64_t nreserved, npaid, ncancelled; /* orders ever, for metrics */
+    int64_t beyond; /* recovery: orders read back beyond the stock (one line for all) */
 } item;
 
 typedef struct purchase {
@@ -1097,8 +1098,7 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
             return -ENOMEM;
         took = stock_take(&inv->items[it]);
         if (!took)
-            fprintf(stderr, "inventory: order %s of %s is beyond the configured stock %lld\n",
-                    ev->order_id, ev->item_id, (long long)atomic_load(&inv->items[it].stock));
+            inv->items[it].beyond++; /* said once per item after recovery */
     }
     /* the decision: a redelivered request answers its success */
     decision_shard *ds = decision_shard_of(inv, ev->request_id);
@@ -1344,6 +1344,14 @@ static int mem_orders_open(mem_store *m, const sale_store_config *c, char *err, 
         snprintf(err, errlen, "orders: cannot recover %s/%s: %s", c->data_dir, SK_ORDER_TOPIC,
                  strerror(-rc));
         return rc;
+    }
+    for (size_t i = 0; i < m->inv->nitems; i++) {
+        item *x = &m->inv->items[i];
+        if (x->beyond)
+            fprintf(stderr, "%s: [item.%s] %lld orders read back beyond the stock %lld: they are "
+                            "kept, stock left is 0, and their cancel returns nothing\n",
+                    c->name ? c->name : "sale", x->id, (long long)x->beyond,
+                    (long long)atomic_load(&x->stock));
     }
     sk_journal j = sk_order_log_journal(m->olog);
     sk_orders_config oc = {.pay_timeout_ms = c->pay_timeout_ms, .journal = &j};
