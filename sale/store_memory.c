@@ -56,6 +56,11 @@
 #include <uuid/uuid.h>
 
 #define SHARDS 64
+/* Fewer user shards: a sale or stock change holds every one of them at once
+ * (with the caller's locks and the journal's), and lock checkers such as
+ * ThreadSanitizer follow at most 64 locks held by one thread. A purchase
+ * holds one for microseconds; 32 are plenty for the worker threads. */
+#define USER_SHARDS 32
 #define REAP_BATCH 256 /* cancel events per journal call */
 #define STACK_BATCH 64 /* a decide batch up to this size ([worker] batch's
                         * default) needs no heap scratch */
@@ -131,7 +136,7 @@ typedef struct order_shard {
 struct sk_inventory {
     item *items;
     size_t nitems;
-    user_shard users[SHARDS];
+    user_shard users[USER_SHARDS];
     decision_shard decisions[SHARDS];
     order_shard orders[SHARDS];
     uint32_t pay_timeout_ms;
@@ -193,17 +198,19 @@ int sk_inventory_create(const sk_item_spec *items, size_t n, size_t decision_cap
     inv->pay_timeout_ms = 900000;
     pthread_mutex_init(&inv->admin, NULL);
     for (s = 0; s < SHARDS; s++) {
-        user_shard *us = &inv->users[s];
+        user_shard *us = &inv->users[s % USER_SHARDS]; /* set up by the first USER_SHARDS */
         decision_shard *ds = &inv->decisions[s];
         order_shard *os = &inv->orders[s];
-        pthread_mutex_init(&us->lock, NULL);
+        if (s < USER_SHARDS) {
+            pthread_mutex_init(&us->lock, NULL);
+            sk_pool_init(&us->pool, sizeof(purchase));
+            us->nbuckets = 64;
+            us->buckets = calloc(us->nbuckets, sizeof *us->buckets);
+        }
         pthread_mutex_init(&ds->lock, NULL);
         pthread_mutex_init(&os->lock, NULL);
-        sk_pool_init(&us->pool, sizeof(purchase));
         sk_pool_init(&ds->pool, sizeof(decision));
         sk_pool_init(&os->pool, sizeof(order));
-        us->nbuckets = 64;
-        us->buckets = calloc(us->nbuckets, sizeof *us->buckets);
         /* round down: the shards together keep at most decision_capacity */
         ds->cap = decision_capacity >= SHARDS ? decision_capacity / SHARDS : 1;
         ds->nbuckets = 1024;
@@ -220,10 +227,12 @@ int sk_inventory_create(const sk_item_spec *items, size_t n, size_t decision_cap
 
 out_free_shards:
     while (s-- > 0) {
-        free(inv->users[s].buckets);
+        if (s < USER_SHARDS) {
+            free(inv->users[s].buckets);
+            pthread_mutex_destroy(&inv->users[s].lock);
+        }
         free(inv->decisions[s].buckets);
         free(inv->orders[s].buckets);
-        pthread_mutex_destroy(&inv->users[s].lock);
         pthread_mutex_destroy(&inv->decisions[s].lock);
         pthread_mutex_destroy(&inv->orders[s].lock);
     }
@@ -242,18 +251,19 @@ void sk_inventory_destroy(sk_inventory *inv)
     if (!inv)
         return;
     for (size_t s = 0; s < SHARDS; s++) {
-        user_shard *us = &inv->users[s];
         decision_shard *ds = &inv->decisions[s];
         order_shard *os = &inv->orders[s];
         sk_pool_destroy(&os->pool);
         free(os->buckets);
         pthread_mutex_destroy(&os->lock);
-        sk_pool_destroy(&us->pool);
         sk_pool_destroy(&ds->pool);
-        free(us->buckets);
         free(ds->buckets);
-        pthread_mutex_destroy(&us->lock);
         pthread_mutex_destroy(&ds->lock);
+    }
+    for (size_t s = 0; s < USER_SHARDS; s++) {
+        sk_pool_destroy(&inv->users[s].pool);
+        free(inv->users[s].buckets);
+        pthread_mutex_destroy(&inv->users[s].lock);
     }
     pthread_mutex_destroy(&inv->admin);
     free(inv->items);
@@ -354,7 +364,7 @@ static enum sk_result buy(sk_inventory *inv, int it, const char *user, char *ord
                           char *prev_order, uint64_t *epoch)
 {
     uint64_t h = user_hash(user, it);
-    user_shard *us = &inv->users[h % SHARDS];
+    user_shard *us = &inv->users[h % USER_SHARDS];
     enum sk_result r;
     pthread_mutex_lock(&us->lock);
     purchase **pp = purchase_slot(us, it, user, h >> 6);
@@ -401,7 +411,7 @@ static void unbuy(sk_inventory *inv, int it, const char *user, const char *order
                   const char *prev_order, int unit, uint64_t epoch)
 {
     uint64_t h = user_hash(user, it);
-    user_shard *us = &inv->users[h % SHARDS];
+    user_shard *us = &inv->users[h % USER_SHARDS];
     pthread_mutex_lock(&us->lock);
     if (epoch != atomic_load(&inv->epoch)) {
         pthread_mutex_unlock(&us->lock);
@@ -909,13 +919,13 @@ void sk_inventory_order_counts(sk_inventory *inv, int64_t counts[3])
 
 static void users_lock_all(sk_inventory *inv)
 {
-    for (size_t s = 0; s < SHARDS; s++)
+    for (size_t s = 0; s < USER_SHARDS; s++)
         pthread_mutex_lock(&inv->users[s].lock);
 }
 
 static void users_unlock_all(sk_inventory *inv)
 {
-    for (size_t s = SHARDS; s-- > 0;)
+    for (size_t s = USER_SHARDS; s-- > 0;)
         pthread_mutex_unlock(&inv->users[s].lock);
 }
 
@@ -924,7 +934,7 @@ static void users_unlock_all(sk_inventory *inv)
  * (recovery). */
 static void epoch_start(sk_inventory *inv, uint64_t e)
 {
-    for (size_t s = 0; s < SHARDS; s++) {
+    for (size_t s = 0; s < USER_SHARDS; s++) {
         user_shard *us = &inv->users[s];
         for (size_t b = 0; b < us->nbuckets; b++) {
             for (purchase *p = us->buckets[b], *nx; p; p = nx) {
@@ -1085,7 +1095,7 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
         /* the purchase: stock and the user's count (an earlier sale's order
          * is only an order now) */
         uint64_t h = user_hash(ev->user_id, it);
-        user_shard *us = &inv->users[h % SHARDS];
+        user_shard *us = &inv->users[h % USER_SHARDS];
         pthread_mutex_lock(&us->lock);
         purchase *p = purchase_get(us, it, ev->user_id, h);
         if (p) {
