@@ -11,15 +11,17 @@ static const char *const answer_names[GW_A_COUNT] = {
 static const char *const overload_names[GW_OV_COUNT] = {
     "queue_full", "no_worker", "store_unavailable", "internal"};
 
-/* Upper bounds in microseconds; the last bucket is +Inf. A sold-out or
- * rate-limited answer takes some tens of microseconds: the lowest buckets
- * measure them rather than report a floor. */
-static const uint64_t bounds_us[GW_LATENCY_BUCKETS - 1] = {
-    10,    25,    50,     100,    250,    500,    1000,    2500,   5000,
-    10000, 25000, 50000,  100000, 250000, 500000, 1000000, 2500000};
+/* Upper bounds in nanoseconds; the last bucket is +Inf. A sold-out or
+ * rate-limited answer takes a few microseconds: the lowest buckets measure
+ * it rather than report a floor. */
+static const uint64_t bounds_ns[GW_LATENCY_BUCKETS - 1] = {
+    1000,      2500,      5000,      10000,      25000,      50000,      100000,
+    250000,    500000,    1000000,   2500000,    5000000,    10000000,   25000000,
+    50000000,  100000000, 250000000, 500000000,  1000000000, 2500000000};
 static const char *const bounds_s[GW_LATENCY_BUCKETS] = {
-    "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
-    "0.01",  "0.025",   "0.05",  "0.1",    "0.25",    "0.5",    "1",     "2.5",    "+Inf"};
+    "1e-06", "2.5e-06", "5e-06", "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",
+    "0.001", "0.0025",  "0.005", "0.01",  "0.025",   "0.05",  "0.1",    "0.25",    "0.5",
+    "1",     "2.5",     "+Inf"};
 
 const char *gw_answer_name(enum gw_answer a)
 {
@@ -28,14 +30,13 @@ const char *gw_answer_name(enum gw_answer a)
 
 void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns)
 {
-    uint64_t us = latency_ns / 1000;
     size_t b = 0;
-    while (b < GW_LATENCY_BUCKETS - 1 && us > bounds_us[b])
+    while (b < GW_LATENCY_BUCKETS - 1 && latency_ns > bounds_ns[b])
         b++;
     atomic_fetch_add_explicit(&m->answers[a], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency_buckets[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency_count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->latency_sum_us, us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency_sum_ns, latency_ns, memory_order_relaxed);
 }
 
 const char *gw_overload_name(enum gw_overload why)
@@ -80,6 +81,12 @@ static void per_item(sk_text *t, const gw_gauges *g, const char *name, const cha
 
 void gw_metrics_render(gw_metrics *m, const gw_gauges *g, sk_text *o)
 {
+    /* first, so a sampler whose scrapes overlap or wait in a busy gateway
+     * knows when these counters were read (as node_time_seconds) */
+    sk_text_printf(o, "# HELP seckill_time_seconds The wall clock when this scrape was rendered.\n"
+                      "# TYPE seckill_time_seconds gauge\nseckill_time_seconds %llu.%06llu\n",
+                   (unsigned long long)(g->wall_ns / 1000000000ULL),
+                   (unsigned long long)(g->wall_ns % 1000000000ULL / 1000));
     sk_text_printf(o, "# HELP seckill_requests_total Answers to POST /seckill by result.\n"
             "# TYPE seckill_requests_total counter\n");
     for (int a = 0; a < GW_A_COUNT; a++)
@@ -92,7 +99,7 @@ void gw_metrics_render(gw_metrics *m, const gw_gauges *g, sk_text *o)
         cum += LOAD(m->latency_buckets[b]);
         sk_text_printf(o, "seckill_request_duration_seconds_bucket{le=\"%s\"} %llu\n", bounds_s[b], cum);
     }
-    sk_text_printf(o, "seckill_request_duration_seconds_sum %.6f\n", (double)LOAD(m->latency_sum_us) / 1e6);
+    sk_text_printf(o, "seckill_request_duration_seconds_sum %.9f\n", (double)LOAD(m->latency_sum_ns) / 1e9);
     sk_text_printf(o, "seckill_request_duration_seconds_count %llu\n", LOAD(m->latency_count));
     sk_text_printf(o, "# HELP seckill_token_bucket_rejections_total Requests refused by the token bucket.\n"
             "# TYPE seckill_token_bucket_rejections_total counter\n"

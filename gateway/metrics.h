@@ -54,14 +54,14 @@ enum gw_admin_what {
 };
 const char *gw_admin_what_name(enum gw_admin_what w);
 
-/* 10 us to 2.5 s, then +Inf */
-#define GW_LATENCY_BUCKETS 18
+/* 1 us to 2.5 s, then +Inf */
+#define GW_LATENCY_BUCKETS 21
 
 typedef struct gw_metrics {
     _Atomic uint64_t answers[GW_A_COUNT];
     _Atomic uint64_t latency_buckets[GW_LATENCY_BUCKETS]; /* cumulative on render only */
     _Atomic uint64_t latency_count;
-    _Atomic uint64_t latency_sum_us;
+    _Atomic uint64_t latency_sum_ns;
     _Atomic uint64_t tb_rejections;
     _Atomic uint64_t late_outcomes;
     _Atomic uint64_t outcomes;
@@ -88,6 +88,7 @@ const char *gw_overload_name(enum gw_overload why);
 
 /* Gauges sampled at render time. */
 typedef struct gw_gauges {
+    uint64_t wall_ns; /* the wall clock as the scrape is rendered: seckill_time_seconds */
     uint64_t queue_depth;
     uint64_t parked;
     uint64_t workers_live;

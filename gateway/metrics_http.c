@@ -6,6 +6,7 @@
  * thousand items is one whole scrape, never a cut-off one.
  */
 #include <stdlib.h>
+#include <time.h>
 
 #include "framing.h"
 #include "internal.h"
@@ -43,7 +44,10 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
         tb_global_get_stats(g->gbucket, &tbs);
     gw_rpcsvc_stats rs;
     gw_rpcsvc_get_stats(g->rpc, &rs);
-    gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gw_gauges ga = {.wall_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec,
+                    .queue_depth = mq_topic_backlog(g->topic),
                     .ctx_allocs = ps.allocs,
                     .ctx_reused = ps.reused,
                     .parked = gw_pending_count(g->pending),

@@ -364,7 +364,7 @@ def footnote_reference(rows):
 
 def sale_note(r, outdir):
     return ("flash sale: %s req/s, p99 %s ms (wrk; the gateway's own histogram: %s ms), sold %s of %s,"
-            " invariants %s; per second: %s, plot: %s"
+            " invariants %s; every 100 ms: %s, plot: %s"
             % (r["rps"], r["p99_ms"], r["gw_p99_ms"], r["sold"], r["stock"], r["invariants"],
                os.path.join(outdir, "sale.csv"), os.path.join(outdir, "sale.png")))
 

@@ -7,7 +7,7 @@
 # usage: loadtest/run.sh [--stock N] [--rate R] [--burst B] [--users U]
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 0]
 #          [--park thread|event] [--io poll|epoll] [--pool N] [--wait-timeout MS]
-#          [--pace RPS] [--sample CSV] [--order-flush sync|async]
+#          [--pace RPS] [--sample CSV] [--sample-ms MS] [--order-flush sync|async]
 #          [--redis [--stall-worker]]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
 #                     how fast wrk sends: that is --pace
@@ -32,6 +32,8 @@
 #                     latency - wait timeout is how late timeouts are answered
 #   --sample CSV      sample /metrics, RSS and open connections once a second
 #                     during the run (loadtest/sample.sh) and write CSV
+#   --sample-ms MS    with --sample: sample every MS milliseconds instead
+#                     (100: the first seconds of a flash sale, sell-out included)
 # The summary also gives gw_cpu_us_per_req: the gateway's CPU time (user +
 # system) while wrk ran, per request (with --redis: the worker's and Redis's
 # too), and box_busy_pct: how busy all CPUs of the machine were while wrk ran,
@@ -51,13 +53,13 @@ set -eu
 cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event IO=poll
-POOL=0 WAIT_MS=2000 SAMPLE="" REDIS=0 STALL=0 PACE=0 FLUSH=sync
+POOL=0 WAIT_MS=2000 SAMPLE="" SAMPLE_MS=1000 REDIS=0 STALL=0 PACE=0 FLUSH=sync
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
     case "$1" in
     --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--io|--pool|\
-    --wait-timeout|--pace|--sample|--order-flush)
+    --wait-timeout|--pace|--sample|--sample-ms|--order-flush)
         [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 64; } ;;
     esac
     case "$1" in
@@ -75,6 +77,7 @@ while [ $# -gt 0 ]; do
     --wait-timeout) WAIT_MS=$2; shift 2 ;;
     --pace) PACE=$2; shift 2 ;;
     --sample) SAMPLE=$2; shift 2 ;;
+    --sample-ms) SAMPLE_MS=$2; shift 2 ;;
     --order-flush) FLUSH=$2; shift 2 ;;
     --redis) REDIS=1; shift ;;
     --stall-worker) STALL=1; shift ;;
@@ -92,6 +95,9 @@ sync|async) ;;
 esac
 case "$PACE" in
 ''|*[!0-9]*) echo "run.sh: --pace: expected requests per second (a whole number), got '$PACE'" >&2; exit 64 ;;
+esac
+case "$SAMPLE_MS" in
+''|*[!0-9]*|0|0*) echo "run.sh: --sample-ms: expected milliseconds (a whole number from 1), got '$SAMPLE_MS'" >&2; exit 64 ;;
 esac
 
 command -v wrk >/dev/null || { echo "run.sh: wrk is not installed (make deps)" >&2; exit 69; }
@@ -120,6 +126,7 @@ trap cleanup EXIT INT TERM
 cat > "$work/gw.ini" <<INI
 [gateway]
 wait_timeout_ms = $WAIT_MS
+drain_delay_ms = 0
 park = $PARK
 http_io = $IO
 pool_threads = $POOL
@@ -201,8 +208,13 @@ if [ "$STALL" = 1 ] && [ -n "$worker_pid" ]; then
     kill -STOP "$worker_pid"
 fi
 if [ -n "$SAMPLE" ]; then
-    loadtest/sample.sh run "$base" "$gw_pid" "$port" "$work/samples" &
+    SAMPLE_MS=$SAMPLE_MS loadtest/sample.sh run "$base" "$gw_pid" "$port" "$work/samples" &
     sampler_pid=$!
+    # the first sample before the first request: the sale's opening is seen
+    for _ in $(seq 100); do
+        [ -s "$work/samples" ] && break
+        sleep 0.02
+    done
 else
     # the gateway's own p99 over the run from two scrapes, one on each side
     loadtest/sample.sh once "$base" "$gw_pid" "$port" "$work/edges" || true
@@ -265,7 +277,9 @@ if [ "$REDIS" = 1 ]; then
     sold=$((STOCK - left))
     buyers=$(redis-cli -p "$rport" HLEN 'sk:{demo}:users')
 else
-    sold=$(metric 'seckill_sold_total{item="demo"}')
+    # sold: orders reserved less those cancelled unpaid (counters that only go up)
+    sold=$(( $(metric 'seckill_orders_reserved_total{item="demo"}') - \
+             $(metric 'seckill_orders_cancelled_total{item="demo"}') ))
     buyers=$(metric 'seckill_buyers{item="demo"}')
     left=$(metric 'seckill_stock_left{item="demo"}')
 fi

@@ -1673,6 +1673,14 @@ static int rs_ping(sale_store *s)
     return sk_redis_ping(rs_of(s)->r);
 }
 
+static int64_t rs_raise(sale_store *s, size_t i, int64_t total)
+{
+    redis_store *m = rs_of(s);
+    if (i >= m->nitems)
+        return -ERANGE;
+    return redis_raise(m->r, i, total);
+}
+
 /* One stream per item, numbered as the items. */
 static size_t rs_event_streams(const sale_store *s)
 {
@@ -1691,14 +1699,6 @@ static int rs_events_ack(sale_store *s, size_t stream, const char *group, const 
 {
     redis_store *m = rs_of(s);
     return sk_redis_events_ack(m->r, m->ids[stream], group, ids, n);
-}
-
-static int64_t rs_raise(sale_store *s, size_t i, int64_t total)
-{
-    redis_store *m = rs_of(s);
-    if (i >= m->nitems)
-        return -ERANGE;
-    return redis_raise(m->r, i, total);
 }
 
 static int rs_item_state(sale_store *s, size_t i, sale_item_state *out)

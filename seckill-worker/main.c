@@ -41,8 +41,8 @@
 
 #include "commits.h"
 #include "config.h"
-#include "order_event.h"
 #include "metrics_http.h"
+#include "order_event.h"
 #include "order_sink.h"
 #include "registry.h"
 #include "remote.h"
@@ -698,6 +698,9 @@ int main(int argc, char **argv)
         nanosleep(&ts, NULL);
         if (atomic_exchange(&reload_asked, 0))
             reload(&c, config_path, w, store, windows);
+        if (atomic_exchange(&reopen_asked, 0))
+            fprintf(stderr, "seckill-worker: SIGUSR1: nothing to reopen (role seckill logs to "
+                            "stderr)\n");
     }
     view_set(NULL, NULL, NULL);
     sale_reaper_stop(rp);

@@ -600,7 +600,7 @@ static void test_listen_forms(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/gw.ini", dir);
     snprintf(text, sizeof text,
-             "[gateway]\nlisten = localhost:0\n[queue]\ndata_dir = %s/data\n"
+             "[gateway]\nlisten = localhost:0\ndrain_delay_ms = 0\n[queue]\ndata_dir = %s/data\n"
              "[rpc]\nsecret = not-printed-ever\n[risk]\nblocklist = bot-1\nblocklist = bot-2\n"
              "[item.x]\nstock = 3\n",
              dir);

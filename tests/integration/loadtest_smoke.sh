@@ -1,7 +1,7 @@
 #!/bin/sh
 # The operator's load-test tools end to end, with a real gateway and real wrk
-# on loopback: loadtest/run.sh (paced, a sale that sells out; the per-second
-# sampler) and the paced part of loadtest/bench.sh with its latency curve
+# on loopback: loadtest/run.sh (paced, a sale that sells out; the sampler,
+# per second and every 100 ms with answers by status, and the plot of it) and the paced part of loadtest/bench.sh with its latency curve
 # (loadtest/bench_report.py builds it; tests/unit/test_bench_report.py checks
 # the rest of the report on fixed rows).
 # It checks what the tools report, never how fast anything was.
@@ -57,9 +57,35 @@ line=$("$root/loadtest/run.sh" --duration 3s --connections 16 --stock 1000000 --
 echo "$line"
 [ "$(field invariants "$line")" = OK ] || fail "invariants=$(field invariants "$line")"
 [ "$(field peak_established "$line")" = 16 ] || fail "peak_established=$(field peak_established "$line"), expected 16"
-[ "$(head -n 1 "$tmp/s.csv")" = "second,rps,p99_ms,parked,established,rss_mib,sold" ] || fail "sample CSV header: $(head -n 1 "$tmp/s.csv")"
+header="second,rps,p99_ms,parked,established,rss_mib,sold,s200,s409,s429,s503,s504,sother"
+[ "$(head -n 1 "$tmp/s.csv")" = "$header" ] || fail "sample CSV header: $(head -n 1 "$tmp/s.csv")"
 busy=$(awk -F, 'NR > 1 && $2 > 0 { n++ } END { print n + 0 }' "$tmp/s.csv")
 [ "$busy" -ge 2 ] || fail "sample CSV has $busy seconds with answers, expected at least 2: $(cat "$tmp/s.csv")"
+
+echo "== run.sh --sample-ms 100: a sale that sells out, answers by status, and its plot"
+line=$("$root/loadtest/run.sh" --duration 3s --connections 16 --stock 2000 --users 1000000 \
+    --sample "$tmp/sale.csv" --sample-ms 100) || fail "run.sh --sample-ms 100 exited $?"
+echo "$line"
+[ "$(field invariants "$line")" = OK ] || fail "invariants=$(field invariants "$line")"
+[ "$(field sold "$line")" = 2000 ] || fail "sold=$(field sold "$line"), expected 2000"
+# samples every ~100 ms: at least 10 with answers (3 s of load; a loaded
+# machine may stretch a beat, never to a second)
+n=$(awk -F, 'NR > 1 && $2 > 0 { n++ } END { print n + 0 }' "$tmp/sale.csv")
+[ "$n" -ge 10 ] || fail "$n samples with answers in 3 s at --sample-ms 100: $(cat "$tmp/sale.csv")"
+# the statuses add up to the answers, and both sides of the sell-out are there:
+# samples with 200s, and a later one whose answers are all 409 with sold = stock
+awk -F, 'NR > 1 && $2 != "" {
+        s = $8 + $9 + $10 + $11 + $12 + $13
+        if (s - $2 > 1 || $2 - s > 1) { printf "second %s: statuses add up to %d, rps %d\n", $1, s, $2; bad = 1 }
+        if ($8 > 0) ok200++
+        if ($7 == 2000 && $8 == 0 && $9 > 0) after++
+    }
+    END { if (bad || !ok200 || !after) { printf "200 samples %d, sold-out samples %d\n", ok200, after; exit 1 } }' \
+    "$tmp/sale.csv" || fail "sale CSV by status: $(cat "$tmp/sale.csv")"
+command -v gnuplot >/dev/null || fail "gnuplot is not installed (make deps)"
+gnuplot -e "csv='$tmp/sale.csv'; png='$tmp/sale.png'; stock=2000; subtitle='smoke'" "$root/loadtest/plot.gp" ||
+    fail "plot.gp failed on the sale CSV"
+[ "$(head -c 8 "$tmp/sale.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "plot.gp wrote no PNG"
 
 echo "== run.sh rejects a bad option value and starts nothing"
 set +e

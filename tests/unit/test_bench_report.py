@@ -251,7 +251,7 @@ class Sections(unittest.TestCase):
                 gw_p99_ms="250.1", statuses="200=800000,504=12 read_err=4")])
         self.assertEqual(line_starting(text, "flash sale:"),
                          "flash sale: 63759 req/s, p99 26.4 ms (wrk; the gateway's own histogram: 12.5 ms), sold"
-                         " 10000 of 10000, invariants OK; per second: out/sale.csv, plot: out/sale.png")
+                         " 10000 of 10000, invariants OK; every 100 ms: out/sale.csv, plot: out/sale.png")
         self.assertIn("gateway RSS high-water 304.7 MiB (with 800000 orders sold", line_starting(text, "c10k: peak"))
         self.assertEqual(line_starting(text, "c10k: 12 answers"),
                          "c10k: 12 answers were 504 (wait_timeout_ms = 3000): p99.9 3300 ms, worst 3421 ms, 421 ms"

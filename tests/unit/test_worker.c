@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <uuid/uuid.h>
@@ -238,6 +239,40 @@ static void test_sale_and_verdicts(void **state)
     rig_release(&r);
 }
 
+/* A reload replaces the blocklist and the windows while the threads run;
+ * the caller's arrays may go right after (they are copied). */
+static void test_set_risk_while_running(void **state)
+{
+    (void)state;
+    rig r;
+    rig_init(&r, 5);
+    sk_worker *w = start(&r, NULL);
+    produce(&r, "bot", "demo", 5000, NULL);
+    assert_int_equal(wait_outs(&r, 1, 5000), 1);
+    char *block[] = {strdup("u7")};
+    char later_id[] = "later";
+    sk_item_window win[] = {{later_id, 0, 0}}; /* "later" open now */
+    assert_int_equal(sk_worker_set_risk(w, (const char *const *)block, 1, win, 1), 0);
+    free(block[0]);
+    memset(later_id, 'x', 5);
+    produce(&r, "bot", "demo", 5000, NULL);  /* no longer blocked */
+    produce(&r, "u7", "demo", 5000, NULL);   /* blocked now */
+    produce(&r, "u8", "later", 5000, NULL);  /* its window opened */
+    assert_int_equal(wait_outs(&r, 4, 5000), 4);
+    wait_drained(&r);
+    sk_worker_stop(w);
+    assert_int_equal(r.outs[0].result, SK_BLOCKED);
+    for (int i = 1; i < 4; i++) {
+        const sk_outcome *o = &r.outs[i];
+        if (!strcmp(o->item_id, "later"))
+            assert_int_equal(o->result, SK_SUCCESS); /* its window is open now */
+    }
+    assert_int_equal(count(&r, SK_BLOCKED), 2);  /* bot before, u7 after */
+    assert_int_equal(count(&r, SK_SUCCESS), 2);  /* bot, u8 */
+    assert_int_equal(count(&r, SK_NOT_STARTED), 0);
+    rig_release(&r);
+}
+
 static void test_backend_failure_keeps_request_undecided_then_decides_once(void **state)
 {
     (void)state;
@@ -375,6 +410,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sale_and_verdicts),
+        cmocka_unit_test(test_set_risk_while_running),
         cmocka_unit_test(test_backend_failure_keeps_request_undecided_then_decides_once),
         cmocka_unit_test(test_lost_reply_answers_the_purchase),
         cmocka_unit_test(test_deadline_passing_during_outage),
