@@ -192,6 +192,12 @@ static const cfg_key keys[] = {
     {"rpc", "tls_ca", CFG_STR, F(rpc_tls_ca), 0, 0, 1023, NULL, "a file path of at most 1023 characters", NULL, NULL, NULL, 0,
      "PEM CA: a worker verifies gateways, a gateway requires client certificates"},
 
+    {"admin", "listen", CFG_LISTEN, F(admin_host), offsetof(cfg, admin_port), 0, 0, NULL,
+     "HOST:PORT", NULL, NULL, NULL, 0,
+     "gateway: serve the admin API here (bearer token); none = no admin API"},
+    {"admin", "token", CFG_STR, F(admin_token), 0, 16, 256, NULL, "a token of 16 to 256 characters", NULL, NULL, NULL, CFG_SECRET,
+     "the admin API's bearer token; required with listen"},
+
     {"redis", "host", CFG_STR, F(redis_host), 0, 1, 255, "127.0.0.1", "a host name or address", NULL, NULL, NULL, 0,
      "Redis for inventory = redis and the registry"},
     {"redis", "port", CFG_U16, F(redis_port), 0, 1, 65535, "6379", NULL, NULL, NULL, NULL, 0,
@@ -271,19 +277,25 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
 
 int cfg_listen_addr(const cfg *c, struct sockaddr_storage *ss, char *err, size_t errlen)
 {
+    return cfg_resolve_addr("[gateway] listen", c->listen_host, c->listen_port, ss, err, errlen);
+}
+
+int cfg_resolve_addr(const char *key, const char *host, uint16_t port_no,
+                     struct sockaddr_storage *ss, char *err, size_t errlen)
+{
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST};
     struct addrinfo *res = NULL;
     char port[8];
-    snprintf(port, sizeof port, "%u", c->listen_port);
-    int rc = getaddrinfo(c->listen_host, port, &hints, &res);
+    snprintf(port, sizeof port, "%u", port_no);
+    int rc = getaddrinfo(host, port, &hints, &res);
     if (rc == EAI_NONAME) { /* not a literal: a name, resolved now */
         hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG;
-        rc = getaddrinfo(c->listen_host, port, &hints, &res);
+        rc = getaddrinfo(host, port, &hints, &res);
     }
     if (rc != 0 || !res) {
-        snprintf(err, errlen, "[gateway] listen: '%s' does not resolve: %s", c->listen_host,
+        snprintf(err, errlen, "%s: '%s' does not resolve: %s", key, host,
                  rc ? gai_strerror(rc) : "no address");
         if (res)
             freeaddrinfo(res);
@@ -956,6 +968,11 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
         snprintf(err, errlen,
                  "[worker] embedded = false: set [rpc] listen so workers can reach "
                  "this gateway's queue");
+        return -EINVAL;
+    }
+    if (c->admin_host[0] && !c->admin_token[0]) {
+        snprintf(err, errlen, "[admin] token is required when [admin] listen is set (the admin "
+                              "API changes stock and sales: it is never served without one)");
         return -EINVAL;
     }
     if ((c->rpc_listen[0] || c->nrpc_gateways) && !c->rpc_secret[0]) {

@@ -80,6 +80,10 @@ typedef struct cfg {
     uint32_t worker_pay_timeout_ms; /* reserved orders not paid by then are cancelled */
     char worker_metrics_host[64];   /* seckill-worker: /metrics and /livez; "" = none */
     uint16_t worker_metrics_port;
+    /* [admin] */
+    char admin_host[64]; /* gateway: the admin API's address; "" = none */
+    uint16_t admin_port;
+    char admin_token[257]; /* its bearer token; required with admin_host */
     /* [rpc] */
     char rpc_listen[280];              /* gateway: "tcp:HOST:PORT" or "unix:PATH"; "" = no RPC */
     char rpc_secret[257];              /* shared by gateways and workers */
@@ -183,6 +187,9 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);
  * gateway's start both call it. OUT: *ss (AF_INET or AF_INET6). On error
  * returns -EINVAL with "[gateway] listen: ..." in err. */
 int cfg_listen_addr(const cfg *c, struct sockaddr_storage *ss, char *err, size_t errlen);
+/* The same for any HOST:PORT key (key names it in err), e.g. [admin] listen. */
+int cfg_resolve_addr(const char *key, const char *host, uint16_t port,
+                     struct sockaddr_storage *ss, char *err, size_t errlen);
 /* Write the effective configuration as INI: every key of the table, the
  * items, secrets as <set>, unset keys commented out. */
 void cfg_print(const cfg *c, FILE *f);

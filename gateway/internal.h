@@ -21,6 +21,7 @@
  *                workers and reaper, the RPC service and its registry entry
  *   lifecycle.c  gw_create, gw_start, gw_drain_begin, gw_stop, gw_destroy
  *   reload.c     gw_reload: a new configuration while serving (SIGHUP)
+ *   admin.c      the admin API on its own listener ([admin] listen)
  *
  * A purchase: routes.c gw__on_request -> purchase.c (admission, park) ->
  * answer.c; its outcome comes in through link.c on_outcome, which completes
@@ -30,6 +31,7 @@
 #define SECKILL_GW_INTERNAL_H
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,6 +64,7 @@ typedef struct gw_item {
     _Atomic int64_t left; /* as last reported by a worker */
     atomic_int sold_out;  /* local flag: answer 409 without a token */
     _Atomic int64_t stock, starts_at, ends_at;
+    _Atomic uint32_t per_user_limit; /* as last set here (the store holds the one in force) */
 } gw_item;
 
 struct gw {
@@ -99,6 +102,16 @@ struct gw {
     atomic_int draining; /* SIGTERM came: /readyz says stopping, all else is served */
     uint64_t parked_at_stop; /* requests parked when the listener closed */
     atomic_uint inflight; /* POST /seckill requests not yet completed (answer sent) */
+    /* What the admin API and a reload change, under ctl_lock: the token
+     * bucket's settings, and the blocklist the embedded workers were given. */
+    pthread_mutex_t ctl_lock;
+    double tb_rate;
+    uint32_t tb_burst;
+    char **blocklist;
+    size_t nblocklist;
+    struct MHD_Daemon *admin; /* [admin] listen; NULL when off */
+    uint16_t admin_port;
+    unsigned char admin_digest[32]; /* SHA-256 of [admin] token */
 };
 
 enum phase { PH_READING, PH_PARKED, PH_ANSWERED };
@@ -224,6 +237,16 @@ int gw__cors_preflight(const char *method);
 enum MHD_Result gw__cors_answer_preflight(struct MHD_Connection *conn);
 /* Access-Control-Allow-Origin and Vary on r when the origin is allowed. */
 void gw__cors_headers(struct MHD_Response *r);
+
+/* ---- admin.c ---- */
+/* Serve the admin API on [admin] listen; sets g->admin_port. */
+int gw__admin_start(gw *g, char *err, size_t errlen);
+void gw__admin_stop(gw *g);
+/* Give the embedded workers g's blocklist and windows (under ctl_lock). */
+int gw__risk_apply(gw *g);
+/* g's blocklist becomes a copy of list[0..n) (under ctl_lock); -ENOMEM
+ * leaves it as it was. */
+int gw__blocklist_replace(gw *g, char *const *list, size_t n);
 
 /* ---- link.c ---- */
 /* The stock view of item i, from the store (sale_reaper_config.stock). */

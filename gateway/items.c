@@ -43,6 +43,7 @@ int gw__items_init(gw *g)
         atomic_init(&g->items[i].stock, ci->stock);
         atomic_init(&g->items[i].starts_at, ci->starts_at);
         atomic_init(&g->items[i].ends_at, ci->ends_at);
+        atomic_init(&g->items[i].per_user_limit, ci->per_user_limit);
         size_t k = item_hash(ci->id) & g->index_mask;
         while (g->item_index[k] >= 0)
             k = (k + 1) & g->index_mask;
@@ -102,16 +103,27 @@ enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id)
     if (!it)
         return gw__reply_str(conn, 404, "{\"result\":\"unknown_item\"}");
     /* ask the store, the authority, rather than the last report */
-    int64_t now = (int64_t)time(NULL), left = sale_store_left(g->store, (size_t)(it - g->items));
-    if (left < 0)
-        left = gw__item_left(g, it);
+    int64_t now = (int64_t)time(NULL), left, stock;
+    uint32_t limit;
+    sale_item_state st;
+    if (sale_store_item_state(g->store, (size_t)(it - g->items), &st) == 0) {
+        left = st.left;
+        stock = st.stock;
+        limit = st.per_user_limit;
+    } else {
+        left = sale_store_left(g->store, (size_t)(it - g->items));
+        if (left < 0)
+            left = gw__item_left(g, it);
+        stock = atomic_load(&it->stock);
+        limit = atomic_load(&it->per_user_limit);
+    }
     int64_t starts_at = atomic_load(&it->starts_at), ends_at = atomic_load(&it->ends_at);
     const char *status = gw__item_status(it, left, now);
     int n = snprintf(buf, sizeof buf,
                      "{\"item_id\":\"%s\",\"stock_total\":%lld,\"stock_left\":%lld,"
                      "\"status\":\"%s\",\"starts_at\":%lld,\"ends_at\":%lld,"
                      "\"per_user_limit\":%u}",
-                     it->c->id, (long long)atomic_load(&it->stock), (long long)left, status,
-                     (long long)starts_at, (long long)ends_at, it->c->per_user_limit);
+                     it->c->id, (long long)stock, (long long)left, status, (long long)starts_at,
+                     (long long)ends_at, limit);
     return gw__reply(conn, 200, buf, (size_t)n, NULL, NULL, NULL);
 }

@@ -118,6 +118,11 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
         goto out_oom;
     g->cfg = c;
     g->event_park = strcmp(c->park, "event") == 0;
+    pthread_mutex_init(&g->ctl_lock, NULL);
+    g->tb_rate = c->tb_rate;
+    g->tb_burst = c->tb_burst;
+    if (gw__blocklist_replace(g, c->blocklist, c->nblocklist) < 0)
+        goto out_oom;
     rc = identity_init(g, err, errlen);
     if (rc < 0)
         goto out_destroy;
@@ -294,7 +299,17 @@ int gw_start(gw *g, char *err, size_t errlen)
         if (rc < 0)
             return rc;
     }
+    if (g->cfg->admin_host[0]) {
+        rc = gw__admin_start(g, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
     return http_start(g, err, errlen);
+}
+
+int gw_admin_port(const gw *g)
+{
+    return g->admin ? g->admin_port : -ENOTCONN;
 }
 
 uint16_t gw_port(const gw *g)
@@ -376,6 +391,7 @@ void gw_summary(gw *g, char *buf, size_t len)
 void gw_stop(gw *g, uint32_t grace_ms)
 {
     atomic_store(&g->stopping, 1);
+    gw__admin_stop(g); /* no change while the sale stops */
     if (g->mhd || g->http)
         http_drain(g, grace_ms);
     gw_guard_destroy(g->guard); /* after the daemons: their last closes free its state */
@@ -416,5 +432,9 @@ void gw_destroy(gw *g)
     free(g->item_index);
     free(g->windows);
     free(g->items);
+    for (size_t i = 0; i < g->nblocklist; i++)
+        free(g->blocklist[i]);
+    free(g->blocklist);
+    pthread_mutex_destroy(&g->ctl_lock);
     free(g);
 }

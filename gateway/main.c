@@ -251,8 +251,14 @@ int main(int argc, char **argv)
             snprintf(rpc, sizeof rpc, " rpc=%s", c.rpc_listen);
         }
     }
-    printf("seckill-gateway %s listening on http://%s%s%s:%u gateway_id=%s%s\n", SECKILL_VERSION,
-           lb, c.listen_host, rb, gw_port(g), gw_id(g), rpc);
+    char admin[96] = "";
+    if (gw_admin_port(g) >= 0) {
+        const char *al = strchr(c.admin_host, ':') ? "[" : "", *ar = *al ? "]" : "";
+        snprintf(admin, sizeof admin, " admin=http://%s%s%s:%d", al, c.admin_host, ar,
+                 gw_admin_port(g));
+    }
+    printf("seckill-gateway %s listening on http://%s%s%s:%u gateway_id=%s%s%s\n",
+           SECKILL_VERSION, lb, c.listen_host, rb, gw_port(g), gw_id(g), rpc, admin);
     fflush(stdout);
     sk_service_ready(gw_id(g));
 

@@ -114,6 +114,15 @@ void gw_metrics_render(gw_metrics *m, const gw_gauges *g, sk_text *o)
     for (int r = 0; r < GW_OV_COUNT; r++)
         sk_text_printf(o, "seckill_overloaded_total{reason=\"%s\"} %llu\n", overload_names[r],
                        LOAD(m->overloaded[r]));
+    sk_text_printf(o, "# HELP seckill_admin_changes_total Changes made through the admin API, "
+                      "by what they changed.\n# TYPE seckill_admin_changes_total counter\n");
+    for (int w = 0; w < GW_ADM_COUNT; w++)
+        sk_text_printf(o, "seckill_admin_changes_total{what=\"%s\"} %llu\n",
+                       gw_admin_what_name((enum gw_admin_what)w), LOAD(m->admin_changes[w]));
+    sk_text_printf(o, "# HELP seckill_admin_unauthorized_total Admin API requests refused for "
+                      "a missing or wrong token.\n# TYPE seckill_admin_unauthorized_total counter\n"
+                      "seckill_admin_unauthorized_total %llu\n",
+                   LOAD(m->admin_unauthorized));
     sk_text_printf(o, "# HELP seckill_outcomes_total Outcomes received from workers.\n"
             "# TYPE seckill_outcomes_total counter\nseckill_outcomes_total %llu\n",
         LOAD(m->outcomes));

@@ -42,6 +42,18 @@ enum gw_overload {
     GW_OV_COUNT
 };
 
+/* What an admin API change changed (seckill_admin_changes_total{what}). */
+enum gw_admin_what {
+    GW_ADM_STOCK,
+    GW_ADM_WINDOW,
+    GW_ADM_LIMIT,
+    GW_ADM_RATE,
+    GW_ADM_BLOCKLIST,
+    GW_ADM_SALE,
+    GW_ADM_COUNT
+};
+const char *gw_admin_what_name(enum gw_admin_what w);
+
 /* 1 us to 2.5 s, then +Inf */
 #define GW_LATENCY_BUCKETS 21
 
@@ -60,6 +72,8 @@ typedef struct gw_metrics {
     /* how late timeouts were answered: time from a parked request's deadline
      * to its waiter being woken by the timer */
     _Atomic uint64_t lateness_count, lateness_sum_ns, lateness_max_ns;
+    _Atomic uint64_t admin_changes[GW_ADM_COUNT];
+    _Atomic uint64_t admin_unauthorized; /* admin requests without the right token */
 } gw_metrics;
 
 /* Record that a timeout was answered late_ns after its deadline. */

@@ -12,8 +12,10 @@
  * stock decrease: orders may hold the units already.
  *
  * The running configuration (run, which g->cfg points to) takes the applied
- * values, so the next reload compares against what is in force; no other
- * thread reads those fields after start.
+ * values, so the next reload compares against the file as last loaded; no
+ * other thread reads those fields after start. A reload applies what changed
+ * in the file: a change made through the admin API stays until the file
+ * changes the same key. ctl_lock keeps it apart from the admin API.
  */
 #include <stdio.h>
 #include <string.h>
@@ -40,10 +42,10 @@ static int reload_bucket(gw *g, cfg *run, const cfg *n, FILE *log)
         fprintf(log, LOG "[token_bucket]: rate %g burst %u refused\n", n->tb_rate, n->tb_burst);
         return 0;
     }
-    fprintf(log, LOG "[token_bucket] rate %g -> %g, burst %u -> %u\n", run->tb_rate, n->tb_rate,
-            run->tb_burst, n->tb_burst);
-    run->tb_rate = n->tb_rate;
-    run->tb_burst = n->tb_burst;
+    fprintf(log, LOG "[token_bucket] rate %g -> %g, burst %u -> %u\n", g->tb_rate, n->tb_rate,
+            g->tb_burst, n->tb_burst);
+    run->tb_rate = g->tb_rate = n->tb_rate;
+    run->tb_burst = g->tb_burst = n->tb_burst;
     return 1;
 }
 
@@ -95,6 +97,7 @@ static int reload_items(gw *g, cfg *run, const cfg *n, FILE *log, int *windows_c
 int gw_reload(gw *g, cfg *run, cfg *n, FILE *log)
 {
     int changes = 0, windows_changed = 0;
+    pthread_mutex_lock(&g->ctl_lock);
     cfg_report_restart(run, n, live_keys, "seckill-gateway", log);
     changes += reload_bucket(g, run, n, log);
     if (run->drain_delay_ms != n->drain_delay_ms) {
@@ -119,10 +122,11 @@ int gw_reload(gw *g, cfg *run, cfg *n, FILE *log)
         n->nblocklist = nl;
         changes++;
     }
-    if (g->worker && (blocklist_changed || windows_changed) &&
-        sk_worker_set_risk(g->worker, (const char *const *)run->blocklist, run->nblocklist,
-                           g->windows, g->nitems) < 0)
+    if (blocklist_changed && gw__blocklist_replace(g, run->blocklist, run->nblocklist) < 0)
+        fprintf(log, LOG "out of memory: the gateway keeps the previous blocklist\n");
+    else if (g->worker && (blocklist_changed || windows_changed) && gw__risk_apply(g) < 0)
         fprintf(log, LOG "out of memory: the workers keep the previous blocklist and windows\n");
+    pthread_mutex_unlock(&g->ctl_lock);
     if (!changes)
         fprintf(log, LOG "nothing to change\n");
     fflush(log);

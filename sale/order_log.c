@@ -16,20 +16,51 @@ static int order_id_valid(const char *s, size_t len)
     return len <= SK_ORDER_ID_MAX && sk_id_valid(s, len);
 }
 
+static int sale_encode(const sk_order_event *ev, uint8_t *buf, size_t cap)
+{
+    size_t il = strnlen(ev->item_id, SK_ID_MAX + 1);
+    if (il > SK_ID_MAX || (il && !sk_id_valid(ev->item_id, il)) || ev->stock < -1)
+        return -EINVAL;
+    size_t need = 2 + 8 + 8 + 8 + 4 + 1 + il;
+    if (cap < need)
+        return -ENOBUFS;
+    uint8_t *p = buf;
+    *p++ = SK_ORDER_EVENT_VERSION_EPOCH;
+    *p++ = SK_EVENT_SALE;
+    sk_le_put64(p, ev->epoch);
+    p += 8;
+    sk_le_put64(p, ev->at_ms);
+    p += 8;
+    sk_le_put64(p, (uint64_t)ev->stock);
+    p += 8;
+    sk_le_put32(p, ev->limit);
+    p += 4;
+    *p++ = (uint8_t)il;
+    memcpy(p, ev->item_id, il);
+    return (int)need;
+}
+
 int sk_order_event_encode(const sk_order_event *ev, uint8_t *buf, size_t cap)
 {
+    if ((unsigned)ev->type == SK_EVENT_SALE)
+        return sale_encode(ev, buf, cap);
     size_t ol = strnlen(ev->order_id, SK_ORDER_ID_MAX + 1);
     size_t ul = strnlen(ev->user_id, SK_ID_MAX + 1);
     size_t il = strnlen(ev->item_id, SK_ID_MAX + 1);
     if (!order_id_valid(ev->order_id, ol) || !sk_id_valid(ev->user_id, ul) ||
         !sk_id_valid(ev->item_id, il) || (unsigned)ev->type > SK_ORDER_CANCELLED)
         return -EINVAL;
-    size_t need = 2 + 8 + 8 + 16 + 1 + ol + 1 + ul + 1 + il;
+    size_t ep = ev->epoch ? 8 : 0; /* the first sale's records stay version 1 */
+    size_t need = 2 + ep + 8 + 8 + 16 + 1 + ol + 1 + ul + 1 + il;
     if (cap < need)
         return -ENOBUFS;
     uint8_t *p = buf;
-    *p++ = SK_ORDER_EVENT_VERSION;
+    *p++ = ep ? SK_ORDER_EVENT_VERSION_EPOCH : SK_ORDER_EVENT_VERSION;
     *p++ = (uint8_t)ev->type;
+    if (ep) {
+        sk_le_put64(p, ev->epoch);
+        p += 8;
+    }
     sk_le_put64(p, ev->at_ms);
     p += 8;
     sk_le_put64(p, ev->pay_deadline_ms);
@@ -66,14 +97,46 @@ static int get_id(const uint8_t **pp, const uint8_t *end, char *out, size_t max,
     return 0;
 }
 
+static int sale_decode(const uint8_t *p, const uint8_t *end, sk_order_event *ev)
+{
+    if (end - p < 8 + 8 + 8 + 4 + 1)
+        return -EBADMSG;
+    ev->epoch = sk_le_get64(p);
+    ev->at_ms = sk_le_get64(p + 8);
+    ev->stock = (int64_t)sk_le_get64(p + 16);
+    ev->limit = sk_le_get32(p + 24);
+    p += 28;
+    size_t il = *p++;
+    if ((size_t)(end - p) != il || il > SK_ID_MAX || ev->stock < -1)
+        return -EBADMSG;
+    memcpy(ev->item_id, p, il);
+    ev->item_id[il] = '\0';
+    if (il && !sk_id_valid(ev->item_id, il))
+        return -EBADMSG;
+    return 0;
+}
+
 int sk_order_event_decode(const void *buf, size_t len, sk_order_event *ev)
 {
     const uint8_t *p = buf, *end = p + len;
-    if (len < 2 + 8 + 8 + 16 + 1 || p[0] != SK_ORDER_EVENT_VERSION || p[1] > SK_ORDER_CANCELLED)
+    if (len < 2)
+        return -EBADMSG;
+    int v2 = p[0] == SK_ORDER_EVENT_VERSION_EPOCH;
+    if (!v2 && p[0] != SK_ORDER_EVENT_VERSION)
         return -EBADMSG;
     memset(ev, 0, sizeof *ev);
+    if (v2 && p[1] == SK_EVENT_SALE) {
+        ev->type = (enum sk_order_state)SK_EVENT_SALE;
+        return sale_decode(p + 2, end, ev);
+    }
+    if (len < 2 + (v2 ? 8u : 0u) + 8 + 8 + 16 + 1 || p[1] > SK_ORDER_CANCELLED)
+        return -EBADMSG;
     ev->type = (enum sk_order_state)p[1];
     p += 2;
+    if (v2) {
+        ev->epoch = sk_le_get64(p);
+        p += 8;
+    }
     ev->at_ms = sk_le_get64(p);
     p += 8;
     ev->pay_deadline_ms = sk_le_get64(p);
@@ -105,7 +168,7 @@ int sk_order_log_open(mq *q, uint32_t ack_timeout_ms, uint32_t lease_timeout_ms,
      * must ever refuse a sale, so no practical backlog limit */
     tc.max_backlog_msgs = UINT64_MAX / 4;
     tc.max_backlog_bytes = UINT64_MAX / 4;
-    tc.max_record_bytes = SK_ORDER_EVENT_MAX + SK_ORDER_ID_MAX;
+    tc.max_record_bytes = SK_ORDER_RECORD_MAX + SK_ORDER_ID_MAX;
     tc.ack_timeout_ms = ack_timeout_ms;
     tc.lease_timeout_ms = lease_timeout_ms;
     int rc = mq_topic_open(q, SK_ORDER_TOPIC, &tc, &l->t);
@@ -131,7 +194,7 @@ mq_topic *sk_order_log_topic(sk_order_log *l)
 static int journal_append(void *arg, const sk_order_event *evs, size_t n, int *rcs)
 {
     sk_order_log *l = arg;
-    mq_record *recs = malloc(n * (sizeof *recs + 2 * sizeof(size_t) + SK_ORDER_EVENT_MAX));
+    mq_record *recs = malloc(n * (sizeof *recs + 2 * sizeof(size_t) + SK_ORDER_RECORD_MAX));
     int rc = 0;
     if (!recs) {
         for (size_t i = 0; i < n; i++)
@@ -143,15 +206,19 @@ static int journal_append(void *arg, const sk_order_event *evs, size_t n, int *r
     uint8_t *buf = (uint8_t *)(idx + 2 * n);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        uint8_t *b = buf + i * SK_ORDER_EVENT_MAX;
-        int len = sk_order_event_encode(&evs[i], b, SK_ORDER_EVENT_MAX);
+        uint8_t *b = buf + i * SK_ORDER_RECORD_MAX;
+        int len = sk_order_event_encode(&evs[i], b, SK_ORDER_RECORD_MAX);
         rcs[i] = len < 0 ? len : 0;
         if (len < 0) {
             if (!rc)
                 rc = len;
             continue;
         }
-        recs[k] = (mq_record){.key = evs[i].order_id, .key_len = strlen(evs[i].order_id),
+        /* a sale setting is keyed by its item (or "sale") */
+        const char *key = (unsigned)evs[i].type == SK_EVENT_SALE
+                              ? (evs[i].item_id[0] ? evs[i].item_id : "sale")
+                              : evs[i].order_id;
+        recs[k] = (mq_record){.key = key, .key_len = strlen(key),
                               .value = b, .value_len = (size_t)len,
                               .partition = MQ_PARTITION_ANY};
         idx[k++] = i;

@@ -85,6 +85,35 @@ int64_t sale_store_raise_stock(sale_store *s, size_t item, int64_t total)
     return s->ops->raise(s, item, total);
 }
 
+int sale_store_item_state(sale_store *s, size_t item, sale_item_state *out)
+{
+    if (item >= s->nitems)
+        return -EINVAL;
+    return s->ops->item_state ? s->ops->item_state(s, item, out) : -EOPNOTSUPP;
+}
+
+int sale_store_set_stock(sale_store *s, size_t item, int64_t total, int64_t *held)
+{
+    if (item >= s->nitems || total < 0)
+        return -EINVAL;
+    return s->ops->set_stock ? s->ops->set_stock(s, item, total, held) : -EOPNOTSUPP;
+}
+
+int sale_store_set_limit(sale_store *s, size_t item, uint32_t limit)
+{
+    if (item >= s->nitems || limit == 0)
+        return -EINVAL;
+    return s->ops->set_limit ? s->ops->set_limit(s, item, limit) : -EOPNOTSUPP;
+}
+
+int sale_store_new_sale(sale_store *s, const int64_t *stock, uint64_t *epoch)
+{
+    for (size_t i = 0; stock && i < s->nitems; i++)
+        if (stock[i] < -1)
+            return -EINVAL;
+    return s->ops->new_sale ? s->ops->new_sale(s, stock, epoch) : -EOPNOTSUPP;
+}
+
 int sale_store_stats(sale_store *s, size_t item, sale_item_stats *out)
 {
     return s->ops->stats(s, item, out);

@@ -24,6 +24,12 @@ typedef struct sale_store_ops {
                        size_t max, uint32_t block_ms, sale_event_fn fn, void *arg);
     int (*events_ack)(sale_store *s, size_t stream, const char *group, const char *const *ids,
                       size_t n);
+    /* the admin API (store.h); NULL: -EOPNOTSUPP. item < nitems, total >= 0,
+     * limit >= 1 and stock[i] >= -1 are checked by store.c. */
+    int (*item_state)(sale_store *s, size_t item, sale_item_state *out);
+    int (*set_stock)(sale_store *s, size_t item, int64_t total, int64_t *held);
+    int (*set_limit)(sale_store *s, size_t item, uint32_t limit);
+    int (*new_sale)(sale_store *s, const int64_t *stock, uint64_t *epoch);
     uint64_t (*replica_ack_timeouts)(sale_store *s); /* NULL: never */
 } sale_store_ops;
 

@@ -31,6 +31,16 @@
  *
  * Per-user counts and `buyers` count live orders (reserved or paid): a
  * cancel or an undo takes the unit back from both.
+ *
+ * Sales (epochs): sk_inventory_new_sale starts sale epoch+1 with every
+ * user-shard lock held (so no purchase straddles it): the per-user records
+ * go, stock left is the new stock, buyers 0. Orders stay readable; each
+ * carries the epoch it was bought in, and a cancel or undo of an older
+ * sale's order returns nothing (its sale is over). Stock changes take every
+ * user-shard lock too, so `left` does not move while one is checked and
+ * applied. With a journal each of these is a sale record (SK_EVENT_SALE)
+ * appended first: replay puts the inventory back into the sale, stock and
+ * limits in force.
  */
 #include "store_memory.h"
 #include "pool.h"
@@ -47,17 +57,23 @@
 #include <uuid/uuid.h>
 
 #define SHARDS 64
+/* Fewer user shards: a sale or stock change holds every one of them at once
+ * (with the caller's locks and the journal's), and lock checkers such as
+ * ThreadSanitizer follow at most 64 locks held by one thread. A purchase
+ * holds one for microseconds; 32 are plenty for the worker threads. */
+#define USER_SHARDS 32
 #define REAP_BATCH 256 /* cancel events per journal call */
 #define STACK_BATCH 64 /* a decide batch up to this size ([worker] batch's
                         * default) needs no heap scratch */
 
 typedef struct item {
     char id[SK_ID_MAX + 1];
-    uint32_t limit;
-    _Atomic int64_t stock; /* the configured stock; raised by a reload */
+    _Atomic uint32_t limit;
+    _Atomic int64_t stock; /* the configured stock; set by a reload or the admin API */
     _Atomic int64_t left;
     _Atomic int64_t buyers;
     _Atomic int64_t nreserved, npaid, ncancelled; /* orders ever, for metrics */
+    int64_t beyond; /* recovery: orders read back beyond the stock (one line for all) */
 } item;
 
 typedef struct purchase {
@@ -86,6 +102,7 @@ typedef struct order {
     int busy; /* a pay or cancel event of it is being appended */
     int no_unit; /* recovered beyond the configured stock: it took no unit, so
                   * its cancel gives none back */
+    uint64_t epoch; /* the sale it was bought in */
     char id[SK_ORDER_ID_MAX + 1];
     sk_order o;
 } order;
@@ -120,7 +137,7 @@ typedef struct order_shard {
 struct sk_inventory {
     item *items;
     size_t nitems;
-    user_shard users[SHARDS];
+    user_shard users[USER_SHARDS];
     decision_shard decisions[SHARDS];
     order_shard orders[SHARDS];
     uint32_t pay_timeout_ms;
@@ -129,6 +146,8 @@ struct sk_inventory {
     uint64_t (*wall_ms)(void *arg);
     void *clock_arg;
     _Atomic int64_t nstate[3]; /* orders by state */
+    _Atomic uint64_t epoch;    /* the sale in force; changed under every user-shard lock */
+    pthread_mutex_t admin;     /* one stock, limit or sale change at a time */
 };
 
 /* A success of this batch waiting for its reserved event to be durable; the
@@ -174,22 +193,25 @@ int sk_inventory_create(const sk_item_spec *items, size_t n, size_t decision_cap
             goto out_free_items;
         memcpy(inv->items[i].id, items[i].id, len + 1);
         atomic_init(&inv->items[i].stock, items[i].stock);
-        inv->items[i].limit = items[i].per_user_limit;
+        atomic_init(&inv->items[i].limit, items[i].per_user_limit);
         atomic_init(&inv->items[i].left, items[i].stock);
     }
     inv->pay_timeout_ms = 900000;
+    pthread_mutex_init(&inv->admin, NULL);
     for (s = 0; s < SHARDS; s++) {
-        user_shard *us = &inv->users[s];
+        user_shard *us = &inv->users[s % USER_SHARDS]; /* set up by the first USER_SHARDS */
         decision_shard *ds = &inv->decisions[s];
         order_shard *os = &inv->orders[s];
-        pthread_mutex_init(&us->lock, NULL);
+        if (s < USER_SHARDS) {
+            pthread_mutex_init(&us->lock, NULL);
+            sk_pool_init(&us->pool, sizeof(purchase));
+            us->nbuckets = 64;
+            us->buckets = calloc(us->nbuckets, sizeof *us->buckets);
+        }
         pthread_mutex_init(&ds->lock, NULL);
         pthread_mutex_init(&os->lock, NULL);
-        sk_pool_init(&us->pool, sizeof(purchase));
         sk_pool_init(&ds->pool, sizeof(decision));
         sk_pool_init(&os->pool, sizeof(order));
-        us->nbuckets = 64;
-        us->buckets = calloc(us->nbuckets, sizeof *us->buckets);
         /* round down: the shards together keep at most decision_capacity */
         ds->cap = decision_capacity >= SHARDS ? decision_capacity / SHARDS : 1;
         ds->nbuckets = 1024;
@@ -206,10 +228,12 @@ int sk_inventory_create(const sk_item_spec *items, size_t n, size_t decision_cap
 
 out_free_shards:
     while (s-- > 0) {
-        free(inv->users[s].buckets);
+        if (s < USER_SHARDS) {
+            free(inv->users[s].buckets);
+            pthread_mutex_destroy(&inv->users[s].lock);
+        }
         free(inv->decisions[s].buckets);
         free(inv->orders[s].buckets);
-        pthread_mutex_destroy(&inv->users[s].lock);
         pthread_mutex_destroy(&inv->decisions[s].lock);
         pthread_mutex_destroy(&inv->orders[s].lock);
     }
@@ -228,19 +252,21 @@ void sk_inventory_destroy(sk_inventory *inv)
     if (!inv)
         return;
     for (size_t s = 0; s < SHARDS; s++) {
-        user_shard *us = &inv->users[s];
         decision_shard *ds = &inv->decisions[s];
         order_shard *os = &inv->orders[s];
         sk_pool_destroy(&os->pool);
         free(os->buckets);
         pthread_mutex_destroy(&os->lock);
-        sk_pool_destroy(&us->pool);
         sk_pool_destroy(&ds->pool);
-        free(us->buckets);
         free(ds->buckets);
-        pthread_mutex_destroy(&us->lock);
         pthread_mutex_destroy(&ds->lock);
     }
+    for (size_t s = 0; s < USER_SHARDS; s++) {
+        sk_pool_destroy(&inv->users[s].pool);
+        free(inv->users[s].buckets);
+        pthread_mutex_destroy(&inv->users[s].lock);
+    }
+    pthread_mutex_destroy(&inv->admin);
     free(inv->items);
     free(inv);
 }
@@ -336,15 +362,16 @@ static purchase *purchase_get(user_shard *us, int it, const char *user, uint64_t
 /* Buy under the user-shard lock. Returns the result; fills order_id and (may
  * be NULL) prev_order, the user's last order before this one. */
 static enum sk_result buy(sk_inventory *inv, int it, const char *user, char *order_id,
-                          char *prev_order)
+                          char *prev_order, uint64_t *epoch)
 {
     uint64_t h = user_hash(user, it);
-    user_shard *us = &inv->users[h % SHARDS];
+    user_shard *us = &inv->users[h % USER_SHARDS];
     enum sk_result r;
     pthread_mutex_lock(&us->lock);
     purchase **pp = purchase_slot(us, it, user, h >> 6);
     purchase *p = *pp;
-    if (p && p->count >= inv->items[it].limit) {
+    *epoch = atomic_load(&inv->epoch); /* stable: we hold a user-shard lock */
+    if (p && p->count >= atomic_load(&inv->items[it].limit)) {
         memcpy(order_id, p->order_id, sizeof p->order_id);
         r = SK_ALREADY_PURCHASED;
         goto out_unlock;
@@ -376,16 +403,21 @@ out_unlock:
     return r;
 }
 
-/* Give back one purchase of user on item: the unit goes back to stock (when
- * `unit`: the purchase took one) and the user's count down. When order_id is
- * still the user's last order, prev_order (may be NULL) becomes it again (an
- * undone purchase). */
+/* Give back one purchase of user on item, made in sale epoch: the unit goes
+ * back to stock (when `unit`: the purchase took one) and the user's count
+ * down. When order_id is still the user's last order, prev_order (may be
+ * NULL) becomes it again (an undone purchase). A purchase of an earlier sale
+ * gives nothing back: that sale is over. */
 static void unbuy(sk_inventory *inv, int it, const char *user, const char *order_id,
-                  const char *prev_order, int unit)
+                  const char *prev_order, int unit, uint64_t epoch)
 {
     uint64_t h = user_hash(user, it);
-    user_shard *us = &inv->users[h % SHARDS];
+    user_shard *us = &inv->users[h % USER_SHARDS];
     pthread_mutex_lock(&us->lock);
+    if (epoch != atomic_load(&inv->epoch)) {
+        pthread_mutex_unlock(&us->lock);
+        return;
+    }
     purchase *p = *purchase_slot(us, it, user, h >> 6);
     if (p && p->count > 0) {
         if (--p->count == 0)
@@ -393,9 +425,9 @@ static void unbuy(sk_inventory *inv, int it, const char *user, const char *order
         if (prev_order && !strcmp(p->order_id, order_id))
             memcpy(p->order_id, prev_order, sizeof p->order_id);
     }
-    pthread_mutex_unlock(&us->lock);
-    if (unit)
+    if (unit) /* under the lock: a stock change sees `left` still */
         atomic_fetch_add(&inv->items[it].left, 1);
+    pthread_mutex_unlock(&us->lock);
 }
 
 static void decision_evict_oldest(decision_shard *ds)
@@ -512,6 +544,7 @@ static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev, int
     o->h = h;
     o->item = it;
     o->no_unit = no_unit;
+    o->epoch = ev->epoch;
     memcpy(o->id, ev->order_id, sizeof o->id);
     o->o.state = SK_ORDER_RESERVED;
     memcpy(o->o.user_id, ev->user_id, sizeof o->o.user_id);
@@ -555,6 +588,7 @@ static void event_of(sk_order_event *ev, enum sk_order_state type, const order *
     memcpy(ev->request_id, o->o.request_id, 16);
     ev->at_ms = at;
     ev->pay_deadline_ms = o->o.pay_deadline_ms;
+    ev->epoch = o->epoch;
 }
 
 void sk_inventory_set_orders(sk_inventory *inv, const sk_orders_config *cfg)
@@ -602,7 +636,8 @@ static int decide_one(sk_inventory *inv, int it, const char *user_id,
         goto out_unlock;
     }
     memcpy(d->id, request_id, 16);
-    d->result = verdict == SK_SUCCESS ? buy(inv, it, user_id, d->order_id, prev) : verdict;
+    uint64_t epoch = 0;
+    d->result = verdict == SK_SUCCESS ? buy(inv, it, user_id, d->order_id, prev, &epoch) : verdict;
     decision_link(ds, d);
     if (d->result != SK_SUCCESS) {
         if (ds->fifo_tail)
@@ -617,7 +652,7 @@ static int decide_one(sk_inventory *inv, int it, const char *user_id,
     memcpy(o->order_id, d->order_id, sizeof d->order_id);
     if (d->result == SK_SUCCESS) {
         sk_order_event ev = {.type = SK_ORDER_RESERVED, .at_ms = now,
-                             .pay_deadline_ms = now + inv->pay_timeout_ms};
+                             .pay_deadline_ms = now + inv->pay_timeout_ms, .epoch = epoch};
         memcpy(ev.order_id, d->order_id, sizeof ev.order_id);
         memcpy(ev.item_id, inv->items[it].id, sizeof ev.item_id);
         snprintf(ev.user_id, sizeof ev.user_id, "%s", user_id);
@@ -668,7 +703,7 @@ static int settle_pending(sk_inventory *inv, pending_buy *pb, const sk_order_eve
         }
         pthread_mutex_unlock(&b->ds->lock);
         if (!ok) {
-            unbuy(inv, b->item, ev->user_id, ev->order_id, b->prev_order, 1);
+            unbuy(inv, b->item, ev->user_id, ev->order_id, b->prev_order, 1, ev->epoch);
             if (rc == 0)
                 rc = rcs ? rcs[i] : -ENOMEM;
         }
@@ -867,7 +902,7 @@ int sk_inventory_reap(sk_inventory *inv, uint64_t now_ms)
                 order_settle(inv, o, SK_ORDER_CANCELLED);
             pthread_mutex_unlock(&os->lock);
             if (rcs[i] == 0) {
-                unbuy(inv, o->item, o->o.user_id, o->id, NULL, !o->no_unit);
+                unbuy(inv, o->item, o->o.user_id, o->id, NULL, !o->no_unit, o->epoch);
                 cancelled++;
             }
         }
@@ -879,6 +914,165 @@ void sk_inventory_order_counts(sk_inventory *inv, int64_t counts[3])
 {
     for (int i = 0; i < 3; i++)
         counts[i] = atomic_load(&inv->nstate[i]);
+}
+
+/* ---- sales, stock and limits (the admin API) ---- */
+
+static void users_lock_all(sk_inventory *inv)
+{
+    for (size_t s = 0; s < USER_SHARDS; s++)
+        pthread_mutex_lock(&inv->users[s].lock);
+}
+
+static void users_unlock_all(sk_inventory *inv)
+{
+    for (size_t s = USER_SHARDS; s-- > 0;)
+        pthread_mutex_unlock(&inv->users[s].lock);
+}
+
+/* Sale e begins: no purchase counts any more, every item's stock is left
+ * again. The caller holds every user-shard lock, or is the only thread
+ * (recovery). */
+static void epoch_start(sk_inventory *inv, uint64_t e)
+{
+    for (size_t s = 0; s < USER_SHARDS; s++) {
+        user_shard *us = &inv->users[s];
+        for (size_t b = 0; b < us->nbuckets; b++) {
+            for (purchase *p = us->buckets[b], *nx; p; p = nx) {
+                nx = p->next;
+                sk_pool_free(&us->pool, p);
+            }
+            us->buckets[b] = NULL;
+        }
+        us->count = 0;
+    }
+    for (size_t i = 0; i < inv->nitems; i++) {
+        atomic_store(&inv->items[i].left, atomic_load(&inv->items[i].stock));
+        atomic_store(&inv->items[i].buyers, 0);
+    }
+    atomic_store(&inv->epoch, e);
+}
+
+/* Journal sale records evs[0..n) (nothing to do without a journal). */
+static int journal_sale(sk_inventory *inv, const sk_order_event *evs, size_t n)
+{
+    if (!inv->has_journal)
+        return 0;
+    int rcs_stack[STACK_BATCH];
+    int *rcs = n <= STACK_BATCH ? rcs_stack : calloc(n, sizeof *rcs);
+    if (!rcs)
+        return -ENOMEM;
+    int rc = inv->journal.append(inv->journal.arg, evs, n, rcs);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = rcs[i];
+    if (rcs != rcs_stack)
+        free(rcs);
+    return rc;
+}
+
+static sk_order_event sale_record(sk_inventory *inv, int it, uint64_t epoch, int64_t stock,
+                                  uint32_t limit)
+{
+    sk_order_event ev = {.type = (enum sk_order_state)SK_EVENT_SALE, .epoch = epoch,
+                         .at_ms = wall_ms(inv), .stock = stock, .limit = limit};
+    if (it >= 0)
+        memcpy(ev.item_id, inv->items[it].id, sizeof ev.item_id);
+    return ev;
+}
+
+int sk_inventory_set_stock(sk_inventory *inv, int it, int64_t total, int only_raise,
+                           int64_t *held)
+{
+    if (it < 0 || (size_t)it >= inv->nitems || total < 0)
+        return -EINVAL;
+    item *x = &inv->items[it];
+    int64_t added = 0;
+    int rc = 0;
+    pthread_mutex_lock(&inv->admin);
+    users_lock_all(inv); /* `left` holds still: takes and returns happen under these */
+    int64_t s = atomic_load(&x->stock), l = atomic_load(&x->left);
+    int64_t h = s - l > 0 ? s - l : 0;
+    if (held)
+        *held = h;
+    if (only_raise && total <= s)
+        goto out_unlock;
+    if (total < h) {
+        rc = -EBUSY;
+        goto out_unlock;
+    }
+    sk_order_event ev = sale_record(inv, it, atomic_load(&inv->epoch), total, 0);
+    rc = journal_sale(inv, &ev, 1);
+    if (rc < 0)
+        goto out_unlock;
+    atomic_store(&x->left, l + total - s);
+    atomic_store(&x->stock, total);
+    added = total - s;
+out_unlock:
+    users_unlock_all(inv);
+    pthread_mutex_unlock(&inv->admin);
+    return rc < 0 ? rc : (int)(added > 0 ? 1 : 0);
+}
+
+int sk_inventory_set_limit(sk_inventory *inv, int it, uint32_t limit)
+{
+    if (it < 0 || (size_t)it >= inv->nitems || limit == 0)
+        return -EINVAL;
+    pthread_mutex_lock(&inv->admin);
+    sk_order_event ev = sale_record(inv, it, atomic_load(&inv->epoch), -1, limit);
+    int rc = journal_sale(inv, &ev, 1);
+    if (rc == 0)
+        atomic_store(&inv->items[it].limit, limit);
+    pthread_mutex_unlock(&inv->admin);
+    return rc;
+}
+
+int sk_inventory_new_sale(sk_inventory *inv, const int64_t *stock, uint64_t *epoch)
+{
+    size_t n = inv->nitems ? inv->nitems : 1;
+    sk_order_event *evs = calloc(n, sizeof *evs);
+    if (!evs)
+        return -ENOMEM;
+    for (size_t i = 0; stock && i < inv->nitems; i++)
+        if (stock[i] < -1) {
+            free(evs);
+            return -EINVAL;
+        }
+    pthread_mutex_lock(&inv->admin);
+    users_lock_all(inv); /* no purchase straddles the change */
+    uint64_t e = atomic_load(&inv->epoch) + 1;
+    for (size_t i = 0; i < inv->nitems; i++) {
+        int64_t st = stock && stock[i] >= 0 ? stock[i] : atomic_load(&inv->items[i].stock);
+        evs[i] = sale_record(inv, (int)i, e, st, 0);
+    }
+    if (!inv->nitems)
+        evs[0] = sale_record(inv, -1, e, -1, 0);
+    int rc = journal_sale(inv, evs, n);
+    if (rc == 0) {
+        for (size_t i = 0; i < inv->nitems; i++)
+            atomic_store(&inv->items[i].stock, evs[i].stock);
+        epoch_start(inv, e);
+        if (epoch)
+            *epoch = e;
+    }
+    users_unlock_all(inv);
+    pthread_mutex_unlock(&inv->admin);
+    free(evs);
+    return rc;
+}
+
+uint64_t sk_inventory_epoch(const sk_inventory *inv)
+{
+    return atomic_load(&((sk_inventory *)inv)->epoch);
+}
+
+uint32_t sk_inventory_limit(const sk_inventory *inv, int it)
+{
+    return atomic_load(&((sk_inventory *)inv)->items[it].limit);
+}
+
+int64_t sk_inventory_stock(const sk_inventory *inv, int it)
+{
+    return atomic_load(&((sk_inventory *)inv)->items[it].stock);
 }
 
 /* ---- recovery ---- */
@@ -895,23 +1089,28 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
     pthread_mutex_unlock(&os->lock);
     if (known)
         return 1;
-    /* the purchase: stock and the user's count */
-    uint64_t h = user_hash(ev->user_id, it);
-    user_shard *us = &inv->users[h % SHARDS];
-    pthread_mutex_lock(&us->lock);
-    purchase *p = purchase_get(us, it, ev->user_id, h);
-    if (p) {
-        memcpy(p->order_id, ev->order_id, sizeof p->order_id);
-        if (p->count++ == 0)
-            atomic_fetch_add(&inv->items[it].buyers, 1);
+    if (ev->epoch > atomic_load(&inv->epoch))
+        epoch_start(inv, ev->epoch);
+    int took = 0;
+    if (ev->epoch == atomic_load(&inv->epoch)) {
+        /* the purchase: stock and the user's count (an earlier sale's order
+         * is only an order now) */
+        uint64_t h = user_hash(ev->user_id, it);
+        user_shard *us = &inv->users[h % USER_SHARDS];
+        pthread_mutex_lock(&us->lock);
+        purchase *p = purchase_get(us, it, ev->user_id, h);
+        if (p) {
+            memcpy(p->order_id, ev->order_id, sizeof p->order_id);
+            if (p->count++ == 0)
+                atomic_fetch_add(&inv->items[it].buyers, 1);
+        }
+        pthread_mutex_unlock(&us->lock);
+        if (!p)
+            return -ENOMEM;
+        took = stock_take(&inv->items[it]);
+        if (!took)
+            inv->items[it].beyond++; /* said once per item after recovery */
     }
-    pthread_mutex_unlock(&us->lock);
-    if (!p)
-        return -ENOMEM;
-    int took = stock_take(&inv->items[it]);
-    if (!took)
-        sk_log(SK_LOG_WARN, "store", NULL, "order %s of %s is beyond the configured stock %lld",
-               ev->order_id, ev->item_id, (long long)atomic_load(&inv->items[it].stock));
     /* the decision: a redelivered request answers its success */
     decision_shard *ds = decision_shard_of(inv, ev->request_id);
     pthread_mutex_lock(&ds->lock);
@@ -929,8 +1128,32 @@ static int apply_reserved(sk_inventory *inv, const sk_order_event *ev)
     return order_insert(inv, it, ev, !took) < 0 ? -ENOMEM : 0;
 }
 
+/* Replay of a sale record: the sale it names, then the item's stock and
+ * limit. A stock below what the sale's orders hold leaves nothing left. */
+static int apply_sale(sk_inventory *inv, const sk_order_event *ev)
+{
+    if (ev->epoch > atomic_load(&inv->epoch))
+        epoch_start(inv, ev->epoch);
+    if (!ev->item_id[0])
+        return 0;
+    int it = sk_inventory_find(inv, ev->item_id);
+    if (it < 0)
+        return 1; /* an item no longer configured */
+    item *x = &inv->items[it];
+    if (ev->stock >= 0) {
+        int64_t l = atomic_load(&x->left) + ev->stock - atomic_load(&x->stock);
+        atomic_store(&x->left, l < 0 ? 0 : l);
+        atomic_store(&x->stock, ev->stock);
+    }
+    if (ev->limit)
+        atomic_store(&x->limit, ev->limit);
+    return 0;
+}
+
 int sk_inventory_apply(sk_inventory *inv, const sk_order_event *ev)
 {
+    if ((unsigned)ev->type == SK_EVENT_SALE)
+        return apply_sale(inv, ev);
     if (ev->type == SK_ORDER_RESERVED)
         return apply_reserved(inv, ev);
     uint64_t h;
@@ -945,7 +1168,7 @@ int sk_inventory_apply(sk_inventory *inv, const sk_order_event *ev)
     }
     pthread_mutex_unlock(&os->lock);
     if (rc == 0 && ev->type == SK_ORDER_CANCELLED)
-        unbuy(inv, o->item, o->o.user_id, o->id, NULL, !o->no_unit);
+        unbuy(inv, o->item, o->o.user_id, o->id, NULL, !o->no_unit, o->epoch);
     return rc;
 }
 
@@ -1043,26 +1266,60 @@ static int mem_ping(sale_store *s)
     return 0;
 }
 
-/* The order log holds orders, not the stock: a restart starts from the
- * configured stock (the raised one, once the file says so) less the live
- * orders, so the raise needs no record of its own. */
+/* A reload's raise is a stock change like the admin API's: journalled, so a
+ * restart comes back to it (and to later changes) whatever the file says. */
 static int64_t mem_raise(sale_store *s, size_t i, int64_t total)
 {
     mem_store *m = mem_of(s);
     if (i >= sk_inventory_items(m->inv))
         return -ERANGE;
-    item *it = &m->inv->items[i];
-    int64_t cur = atomic_load(&it->stock);
-    do {
-        if (total <= cur)
-            return 0;
-    } while (!atomic_compare_exchange_weak(&it->stock, &cur, total));
-    atomic_fetch_add(&it->left, total - cur);
-    return total - cur;
+    int64_t before = sk_inventory_stock(m->inv, (int)i);
+    int rc = sk_inventory_set_stock(m->inv, (int)i, total, 1, NULL);
+    if (rc < 0)
+        return rc;
+    return rc ? total - before : 0;
+}
+
+static int mem_item_state(sale_store *s, size_t i, sale_item_state *out)
+{
+    mem_store *m = mem_of(s);
+    if (i >= sk_inventory_items(m->inv))
+        return -ERANGE;
+    out->stock = sk_inventory_stock(m->inv, (int)i);
+    out->left = sk_inventory_left(m->inv, (int)i);
+    out->per_user_limit = sk_inventory_limit(m->inv, (int)i);
+    out->epoch = sk_inventory_epoch(m->inv);
+    return 0;
+}
+
+static int mem_set_stock(sale_store *s, size_t i, int64_t total, int64_t *held)
+{
+    mem_store *m = mem_of(s);
+    if (i >= sk_inventory_items(m->inv))
+        return -ERANGE;
+    int rc = sk_inventory_set_stock(m->inv, (int)i, total, 0, held);
+    return rc < 0 ? rc : 0;
+}
+
+static int mem_set_limit(sale_store *s, size_t i, uint32_t limit)
+{
+    mem_store *m = mem_of(s);
+    if (i >= sk_inventory_items(m->inv))
+        return -ERANGE;
+    return sk_inventory_set_limit(m->inv, (int)i, limit);
+}
+
+static int mem_new_sale(sale_store *s, const int64_t *stock, uint64_t *epoch)
+{
+    return sk_inventory_new_sale(mem_of(s)->inv, stock, epoch);
 }
 
 static const sale_store_ops mem_ops = {.destroy = mem_destroy,
                                        .raise = mem_raise,
+                                       .item_state = mem_item_state,
+                                       .set_stock = mem_set_stock,
+                                       .set_limit = mem_set_limit,
+                                       .new_sale = mem_new_sale,
                                        .queue = mem_queue,
                                        .left = mem_left,
                                        .stats = mem_stats,
@@ -1098,6 +1355,14 @@ static int mem_orders_open(mem_store *m, const sale_store_config *c, char *err, 
         snprintf(err, errlen, "orders: cannot recover %s/%s: %s", c->data_dir, SK_ORDER_TOPIC,
                  strerror(-rc));
         return rc;
+    }
+    for (size_t i = 0; i < m->inv->nitems; i++) {
+        item *x = &m->inv->items[i];
+        if (x->beyond)
+            fprintf(stderr, "%s: [item.%s] %lld orders read back beyond the stock %lld: they are "
+                            "kept, stock left is 0, and their cancel returns nothing\n",
+                    c->name ? c->name : "sale", x->id, (long long)x->beyond,
+                    (long long)atomic_load(&x->stock));
     }
     sk_journal j = sk_order_log_journal(m->olog);
     sk_orders_config oc = {.pay_timeout_ms = c->pay_timeout_ms, .journal = &j};

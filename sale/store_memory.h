@@ -122,6 +122,28 @@ int sk_inventory_order_pay(sk_inventory *inv, const char *order_id, uint64_t now
  * reserved and are tried again next time; the others are cancelled). */
 int sk_inventory_reap(sk_inventory *inv, uint64_t now_ms);
 
+/* ---- sales, stock and limits (the admin API, a reload) ----
+ * Each is journalled first (a sale record, order_event.h) and changes
+ * nothing when the journal refuses it. */
+
+/* Item's stock total becomes total; stock left moves by the difference.
+ * -EBUSY (nothing changed) when total is below the units the sale's orders
+ * hold; only_raise: 0 and nothing changed unless total is above the stock in
+ * force. Returns 1 when stock was added, 0 otherwise. OUT: *held (may be
+ * NULL), the units the orders of the sale hold. */
+int sk_inventory_set_stock(sk_inventory *inv, int item, int64_t total, int only_raise,
+                           int64_t *held);
+/* Item's per-user limit from the next decision on (>= 1). */
+int sk_inventory_set_limit(sk_inventory *inv, int item, uint32_t limit);
+/* Start sale epoch+1: stock[i] (-1 or stock NULL: the stock in force) is
+ * item i's stock and all of it is left, no user has bought. Orders of
+ * earlier sales stay readable and payable; their cancel returns nothing.
+ * OUT: *epoch (may be NULL), the new sale's. */
+int sk_inventory_new_sale(sk_inventory *inv, const int64_t *stock, uint64_t *epoch);
+uint64_t sk_inventory_epoch(const sk_inventory *inv);
+uint32_t sk_inventory_limit(const sk_inventory *inv, int item);
+int64_t sk_inventory_stock(const sk_inventory *inv, int item);
+
 /* Orders by state, for tests and metrics. OUT: counts[state]. */
 void sk_inventory_order_counts(sk_inventory *inv, int64_t counts[3]);
 

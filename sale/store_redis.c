@@ -5,17 +5,30 @@
  * keys one script touches live in one Redis Cluster slot. Every key a script
  * touches is passed in KEYS; the scripts build none.
  *
- *   sk:{I}:stock        string  units left. Written by sk_redis_create (SET NX:
- *                               preheat only when absent, so a restarted worker
- *                               continues the sale), DECR by DECIDE, INCR by REAP.
- *   sk:{I}:total        string  the stock the sale was last raised to by a
- *                               reload (RAISE below); absent until the first.
+ *   sk:{I}:epoch        string  the sale in force (absent: 0). Set by NEWSALE
+ *                               only; every script that sells or returns stock
+ *                               checks it against the epoch its caller built
+ *                               the keys for, and answers -3 when they differ
+ *                               (the caller reads the epoch again and retries).
+ *   sk:{I}:stock        string  units left of sale 0; sale E > 0: sk:{I}:e<E>:stock
+ *                               (so are users and total: a new sale starts on
+ *                               fresh keys, the old ones are left as they are).
+ *                               Written by sk_redis_create (SET NX: preheat
+ *                               only when absent, so a restarted worker
+ *                               continues the sale), DECR by DECIDE, INCR by
+ *                               REAP, set by NEWSALE, moved by RAISE/SETSTOCK.
+ *   sk:{I}:total        string  the stock total of the sale when a reload or the
+ *                               admin API set it (RAISE, SETSTOCK, NEWSALE);
+ *                               absent: the configured stock.
+ *   sk:{I}:limit        string  the per-user limit the admin API set; absent:
+ *                               the configured one. Read by DECIDE.
  *   sk:{I}:req:<R>      string  "result|order_id", the decision of request R
  *                               (UUID text), PX 24 h. Written by DECIDE only.
  *   sk:{I}:users        hash    user -> "count|last_order_id": purchases that
  *                               count against the per-user limit. DECIDE adds,
  *                               REAP subtracts (field deleted at 0).
- *   sk:{I}:orders       hash    order_id -> "state|user|R|created_ms|deadline_ms",
+ *   sk:{I}:orders       hash    order_id -> "state|user|R|created_ms|deadline_ms|E"
+ *                               (E the order's sale; records without it: 0),
  *                               state reserved -> paid (PAY) or -> cancelled
  *                               (REAP). Written by DECIDE, PAY, REAP.
  *   sk:{I}:deadlines    zset    order_id scored by pay deadline (unix ms),
@@ -97,24 +110,26 @@
 _Static_assert(SK_SUCCESS == 0 && SK_SOLD_OUT == 1 && SK_ALREADY_PURCHASED == 2,
                "DECIDE_LUA hard-codes these result codes");
 
-/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, 5+i decision of request i.
- * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit, 4 decision ttl ms, 5 item,
- *       then per request: verdict, user, request id, order id.
- * Returns -1 (no stock key), -2 (stock not a number), or per request
- * {result, order_id, stock left}. */
+/* KEYS: 1 stock, 2 users (of sale E), 3 orders, 4 deadlines, 5 events, 6 epoch,
+ *       7 limit, 7+i decision of request i.
+ * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit (configured), 4 decision
+ *       ttl ms, 5 item, 6 E, then per request: verdict, user, request id, order id.
+ * Returns -1 (no stock key), -2 (stock not a number), -3 (sale E is not the
+ * one in force), or per request {result, order_id, stock left}. */
 static const char DECIDE_LUA[] =
+    "if tonumber(redis.call('GET', KEYS[6]) or '0') ~= tonumber(ARGV[6]) then return -3 end\n"
     "local stock = redis.call('GET', KEYS[1])\n"
     "if not stock then return -1 end\n"
     "stock = tonumber(stock)\n"
     "if not stock then return -2 end\n"
-    "local limit = tonumber(ARGV[3])\n"
+    "local limit = tonumber(redis.call('GET', KEYS[7]) or ARGV[3])\n"
     "local out = {}\n"
-    "local n = (#ARGV - 5) / 4\n"
+    "local n = (#ARGV - 6) / 4\n"
     "for i = 1, n do\n"
-    "  local a = 5 + (i - 1) * 4\n"
+    "  local a = 6 + (i - 1) * 4\n"
     "  local verdict = tonumber(ARGV[a + 1])\n"
     "  local user, rid, oid = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
-    "  local dkey = KEYS[5 + i]\n"
+    "  local dkey = KEYS[7 + i]\n"
     "  local res, order\n"
     "  local d = redis.call('GET', dkey)\n"
     "  if d then\n"
@@ -139,7 +154,8 @@ static const char DECIDE_LUA[] =
     "        stock = redis.call('DECR', KEYS[1])\n"
     "        redis.call('HSET', KEYS[2], user, (cnt + 1) .. '|' .. oid)\n"
     "        redis.call('HSET', KEYS[3], oid,\n"
-    "                   'reserved|' .. user .. '|' .. rid .. '|' .. ARGV[1] .. '|' .. ARGV[2])\n"
+    "                   'reserved|' .. user .. '|' .. rid .. '|' .. ARGV[1] .. '|' .. ARGV[2] ..\n"
+    "                   '|' .. ARGV[6])\n"
     "        redis.call('ZADD', KEYS[4], ARGV[2], oid)\n"
     "        redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'order', oid, 'item', ARGV[5],\n"
     "                   'user', user, 'request', rid, 'at', ARGV[1], 'deadline', ARGV[2])\n"
@@ -160,22 +176,24 @@ static const char DECIDE_LUA[] =
 static const char PAY_LUA[] =
     "local rec = redis.call('HGET', KEYS[1], ARGV[1])\n"
     "if not rec then return -1 end\n"
-    "local state, user, rid, created, deadline =\n"
-    "  string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
+    "local state, user, rid, created, deadline, sale =\n"
+    "  string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')\n"
     "if state == 'paid' then return 0 end\n"
     "if state ~= 'reserved' then return -2 end\n"
     "if tonumber(ARGV[2]) >= tonumber(deadline) then return -3 end\n"
     "redis.call('HSET', KEYS[1], ARGV[1],\n"
-    "           'paid|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
+    "           'paid|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline .. sale)\n"
     "redis.call('ZREM', KEYS[2], ARGV[1])\n"
     "redis.call('XADD', KEYS[3], '*', 'type', 'paid', 'order', ARGV[1], 'item', ARGV[3],\n"
     "           'user', user, 'request', rid, 'at', ARGV[2])\n"
     "return 1\n";
 
-/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events.
- * ARGV: 1 now_ms, 2 max orders to look at, 3 item.
- * Returns -1 (no stock key) or {cancelled, looked at}. */
+/* KEYS: 1 stock, 2 users (of sale E), 3 orders, 4 deadlines, 5 events, 6 epoch.
+ * ARGV: 1 now_ms, 2 max orders to look at, 3 item, 4 E.
+ * An order of an earlier sale is cancelled without returning anything.
+ * Returns -1 (no stock key), -3 (sale E not in force) or {cancelled, looked at}. */
 static const char REAP_LUA[] =
+    "if tonumber(redis.call('GET', KEYS[6]) or '0') ~= tonumber(ARGV[4]) then return -3 end\n"
     "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
     "local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, "
     "tonumber(ARGV[2]))\n"
@@ -183,16 +201,17 @@ static const char REAP_LUA[] =
     "for _, oid in ipairs(due) do\n"
     "  redis.call('ZREM', KEYS[4], oid)\n"
     "  local rec = redis.call('HGET', KEYS[3], oid)\n"
-    "  local state, user, rid, created, deadline\n"
+    "  local state, user, rid, created, deadline, sale\n"
     "  if rec then\n"
-    "    state, user, rid, created, deadline =\n"
-    "      string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
+    "    state, user, rid, created, deadline, sale =\n"
+    "      string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')\n"
     "  end\n"
     "  if state == 'reserved' then\n"
     "    redis.call('HSET', KEYS[3], oid,\n"
-    "               'cancelled|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
-    "    redis.call('INCR', KEYS[1])\n"
-    "    local u = redis.call('HGET', KEYS[2], user)\n"
+    "               'cancelled|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline .. sale)\n"
+    "    local mine = (tonumber(string.sub(sale, 2)) or 0) == tonumber(ARGV[4])\n"
+    "    if mine then redis.call('INCR', KEYS[1]) end\n"
+    "    local u = mine and redis.call('HGET', KEYS[2], user)\n"
     "    if u then\n"
     "      local c, l = string.match(u, '^(%d+)|(.*)$')\n"
     "      c = tonumber(c) - 1\n"
@@ -209,15 +228,46 @@ static const char REAP_LUA[] =
     "end\n"
     "return {cancelled, #due}\n";
 
-enum { SCRIPT_DECIDE, SCRIPT_PAY, SCRIPT_REAP, NSCRIPTS };
+/* SETSTOCK: the stock total of sale E becomes ARGV[1].
+ * KEYS: 1 stock, 2 total (of sale E), 3 epoch. ARGV: 1 total, 2 configured
+ * stock, 3 E. Returns {0, held} done, {-4, held} refused (below the units
+ * the sale's orders hold), -1 no stock key, -3 sale E not in force. */
+static const char SETSTOCK_LUA[] =
+    "if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then return -3 end\n"
+    "local left = tonumber(redis.call('GET', KEYS[1]))\n"
+    "if not left then return -1 end\n"
+    "local t = tonumber(redis.call('GET', KEYS[2]) or ARGV[2])\n"
+    "local n = tonumber(ARGV[1])\n"
+    "local held = t - left\n"
+    "if held < 0 then held = 0 end\n"
+    "if n < held then return {-4, held} end\n"
+    "redis.call('INCRBY', KEYS[1], n - t)\n"
+    "redis.call('SET', KEYS[2], ARGV[1])\n"
+    "return {0, held}\n";
 
-static const char *const script_body[NSCRIPTS] = {DECIDE_LUA, PAY_LUA, REAP_LUA};
+/* NEWSALE: sale ARGV[1] starts for this item with ARGV[2] units, unless it
+ * (or a later one) already has. KEYS: 1 epoch, 2 stock, 3 total (of the new
+ * sale). Returns the sale in force after it. */
+static const char NEWSALE_LUA[] =
+    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "local e = tonumber(ARGV[1])\n"
+    "if cur >= e then return cur end\n"
+    "redis.call('SET', KEYS[2], ARGV[2])\n"
+    "redis.call('SET', KEYS[3], ARGV[2])\n"
+    "redis.call('SET', KEYS[1], ARGV[1])\n"
+    "return e\n";
+
+enum { SCRIPT_DECIDE, SCRIPT_PAY, SCRIPT_REAP, SCRIPT_SETSTOCK, SCRIPT_NEWSALE, NSCRIPTS };
+
+static const char *const script_body[NSCRIPTS] = {DECIDE_LUA, PAY_LUA, REAP_LUA, SETSTOCK_LUA,
+                                                  NEWSALE_LUA};
 
 typedef struct ritem {
     char id[SK_ID_MAX + 1];
     int64_t stock;
     uint32_t limit;
     uint32_t pay_timeout_ms;
+    _Atomic uint64_t epoch; /* the sale this process builds keys for (epoch_read) */
 } ritem;
 
 /* decide() strings of one request, alive until its group's command is sent */
@@ -283,6 +333,15 @@ static uint64_t wall_ms(void)
 static int key(char *buf, const char *item, const char *suffix)
 {
     int n = snprintf(buf, KEY_MAX, "sk:{%s}:%s", item, suffix);
+    return n > 0 && n < KEY_MAX ? 0 : -ENAMETOOLONG;
+}
+
+/* A key of sale epoch: stock, users, total. Sale 0's keep their names. */
+static int ekey(char *buf, const char *item, uint64_t epoch, const char *suffix)
+{
+    if (!epoch)
+        return key(buf, item, suffix);
+    int n = snprintf(buf, KEY_MAX, "sk:{%s}:e%llu:%s", item, (unsigned long long)epoch, suffix);
     return n > 0 && n < KEY_MAX ? 0 : -ENAMETOOLONG;
 }
 
@@ -475,6 +534,36 @@ static int script(sk_redis *r, int which, int nkeys, const char *const *keys, in
     return rc;
 }
 
+/* Read item i's sale epoch from Redis into the cache its keys are built
+ * from. Returns it, or negative errno (the cache stays). */
+static int64_t epoch_read(sk_redis *r, size_t i)
+{
+    char k[KEY_MAX];
+    const char *argv[] = {"GET", k};
+    redisReply *rep = NULL;
+    if (key(k, r->items[i].id, "epoch") < 0)
+        return -ENAMETOOLONG;
+    int rc = command(r, 0, 2, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    int64_t e = -EPROTO;
+    if (rep->type == REDIS_REPLY_NIL) {
+        e = 0;
+    } else if (rep->type == REDIS_REPLY_STRING) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(rep->str, &end, 10);
+        if (!errno && *end == '\0' && end != rep->str && v <= INT64_MAX)
+            e = (int64_t)v;
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        e = reply_err(rep);
+    }
+    freeReplyObject(rep);
+    if (e >= 0)
+        atomic_store(&r->items[i].epoch, (uint64_t)e);
+    return e;
+}
+
 /* ---- create / destroy ---- */
 
 static int setup(sk_redis *r)
@@ -496,7 +585,10 @@ static int setup(sk_redis *r)
     for (size_t i = 0; i < r->nitems; i++) {
         char k[KEY_MAX], v[32];
         const char *argv[] = {"SET", k, v, "NX"};
-        if (key(k, r->items[i].id, "stock") < 0)
+        int64_t e = epoch_read(r, i); /* the sale in force: a new sale set its keys */
+        if (e < 0)
+            return (int)e;
+        if (ekey(k, r->items[i].id, (uint64_t)e, "stock") < 0)
             return -ENAMETOOLONG;
         snprintf(v, sizeof v, "%lld", (long long)r->items[i].stock);
         rc = command(r, 0, 4, argv, NULL, &rep);
@@ -616,18 +708,22 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
                         int by_body)
 {
     const ritem *it = &r->items[cn->gitem[g]];
-    char nk[16], snow[24], sdeadline[24], slimit[16], sttl[16];
+    char nk[16], snow[24], sdeadline[24], slimit[16], sttl[16], sepoch[24];
     char kstock[KEY_MAX], kusers[KEY_MAX], korders[KEY_MAX], kdead[KEY_MAX], kevents[KEY_MAX];
+    char kepoch[KEY_MAX], klimit[KEY_MAX];
     const char **argv = cn->argv;
     size_t m = 0, argc = 0, k;
+    uint64_t epoch = atomic_load(&it->epoch);
 
     for (size_t i = 0; i < n; i++)
         m += cn->grp[i] == g;
-    if (key(kstock, it->id, "stock") < 0 || key(kusers, it->id, "users") < 0 ||
+    if (ekey(kstock, it->id, epoch, "stock") < 0 || ekey(kusers, it->id, epoch, "users") < 0 ||
         key(korders, it->id, "orders") < 0 || key(kdead, it->id, "deadlines") < 0 ||
-        key(kevents, it->id, "events") < 0)
+        key(kevents, it->id, "events") < 0 || key(kepoch, it->id, "epoch") < 0 ||
+        key(klimit, it->id, "limit") < 0)
         return -ENAMETOOLONG;
-    snprintf(nk, sizeof nk, "%zu", 5 + m);
+    snprintf(nk, sizeof nk, "%zu", 7 + m);
+    snprintf(sepoch, sizeof sepoch, "%llu", (unsigned long long)epoch);
     snprintf(snow, sizeof snow, "%llu", (unsigned long long)now);
     snprintf(sdeadline, sizeof sdeadline, "%llu", (unsigned long long)(now + it->pay_timeout_ms));
     snprintf(slimit, sizeof slimit, "%u", it->limit);
@@ -641,6 +737,8 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
     argv[argc++] = korders;
     argv[argc++] = kdead;
     argv[argc++] = kevents;
+    argv[argc++] = kepoch;
+    argv[argc++] = klimit;
     for (size_t i = 0; i < n; i++)
         if (cn->grp[i] == g)
             argv[argc++] = cn->rqs[i].dkey;
@@ -649,6 +747,7 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
     argv[argc++] = slimit;
     argv[argc++] = sttl;
     argv[argc++] = it->id;
+    argv[argc++] = sepoch;
     for (size_t i = 0; i < n; i++)
         if (cn->grp[i] == g) {
             argv[argc++] = cn->rqs[i].verdict;
@@ -671,7 +770,7 @@ static int parse_group(const conn *cn, size_t n, int g, const redisReply *rep, s
     if (rep->type == REDIS_REPLY_ERROR)
         return reply_err(rep);
     if (rep->type == REDIS_REPLY_INTEGER)
-        return rep->integer == -1 ? -ENOENT : -EPROTO;
+        return rep->integer == -1 ? -ENOENT : rep->integer == -3 ? -ESTALE : -EPROTO;
     if (rep->type != REDIS_REPLY_ARRAY)
         return -EPROTO;
     for (size_t i = 0; i < n; i++) {
@@ -872,6 +971,14 @@ out_free_replies:
             freeReplyObject(cn->reps[g]);
 out_give:
     conn_give(r, cn, broken);
+    if (rc == -ESTALE) {
+        /* another process started a new sale: the groups that ran decided
+         * (their decisions are stored and answer the same again), the
+         * others wrote nothing; the caller retries on the new keys */
+        for (size_t i = 0; i < r->nitems; i++)
+            epoch_read(r, i);
+        rc = -EAGAIN;
+    }
     return rc;
 }
 
@@ -911,7 +1018,11 @@ int64_t sk_redis_left(sk_redis *r, const char *item_id)
     char *end;
     if (!item_id || !sk_id_valid(item_id, strlen(item_id)))
         return -EINVAL;
-    key(k, item_id, "stock");
+    int it = find_item(r, item_id);
+    int64_t e = it >= 0 ? epoch_read(r, (size_t)it) : 0; /* a new sale shows at once */
+    if (e < 0)
+        return e;
+    ekey(k, item_id, (uint64_t)e, "stock");
     int rc = command(r, 0, 2, argv, NULL, &rep);
     if (rc < 0)
         return rc;
@@ -934,6 +1045,7 @@ int64_t sk_redis_left(sk_redis *r, const char *item_id)
  * process was created with, ARGV[2]) to the units left, once: every gateway
  * and worker reloading the same file runs it, and only the first adds. */
 static const char raise_lua[] =
+    "if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then return -3 end\n"
     "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
     "local t = tonumber(redis.call('GET', KEYS[2]) or ARGV[2])\n"
     "local n = tonumber(ARGV[1])\n"
@@ -944,22 +1056,176 @@ static const char raise_lua[] =
 
 static int64_t redis_raise(sk_redis *r, size_t i, int64_t total)
 {
-    char ks[KEY_MAX], kt[KEY_MAX], n[24], base[24];
+    char ks[KEY_MAX], kt[KEY_MAX], ke[KEY_MAX], n[24], base[24], se[24];
     const ritem *it = &r->items[i];
-    key(ks, it->id, "stock");
-    key(kt, it->id, "total");
+    int64_t e = epoch_read(r, i);
+    if (e < 0)
+        return e;
+    ekey(ks, it->id, (uint64_t)e, "stock");
+    ekey(kt, it->id, (uint64_t)e, "total");
+    key(ke, it->id, "epoch");
     snprintf(n, sizeof n, "%lld", (long long)total);
     snprintf(base, sizeof base, "%lld", (long long)it->stock);
-    const char *argv[] = {"EVAL", raise_lua, "2", ks, kt, n, base};
+    snprintf(se, sizeof se, "%lld", (long long)e);
+    const char *argv[] = {"EVAL", raise_lua, "3", ks, kt, ke, n, base, se};
     redisReply *rep = NULL;
-    int rc = command(r, 0, 7, argv, NULL, &rep);
+    int rc = command(r, 0, 9, argv, NULL, &rep);
     if (rc < 0)
         return rc;
-    int64_t v = rep->type == REDIS_REPLY_INTEGER ? (rep->integer < 0 ? -ENOENT : rep->integer)
+    int64_t v = rep->type == REDIS_REPLY_INTEGER
+                    ? (rep->integer == -3 ? -EAGAIN : rep->integer < 0 ? -ENOENT : rep->integer)
                 : rep->type == REDIS_REPLY_ERROR ? reply_err(rep)
                                                  : -EPROTO;
     freeReplyObject(rep);
     return v;
+}
+
+/* ---- the sale as the admin API changes it ---- */
+
+/* Parse a decimal Redis string reply (NIL: dflt). */
+static int64_t reply_i64(const redisReply *rep, int64_t dflt)
+{
+    if (rep->type == REDIS_REPLY_NIL)
+        return dflt;
+    if (rep->type != REDIS_REPLY_STRING)
+        return -EPROTO;
+    char *end;
+    errno = 0;
+    long long v = strtoll(rep->str, &end, 10);
+    return errno || *end || end == rep->str ? -EPROTO : v;
+}
+
+int sk_redis_item_state(sk_redis *r, size_t i, int64_t *stock, int64_t *left, uint32_t *limit,
+                        uint64_t *epoch)
+{
+    char ks[KEY_MAX], kt[KEY_MAX], kl[KEY_MAX];
+    const ritem *it = &r->items[i];
+    int64_t e = epoch_read(r, i);
+    if (e < 0)
+        return (int)e;
+    ekey(ks, it->id, (uint64_t)e, "stock");
+    ekey(kt, it->id, (uint64_t)e, "total");
+    key(kl, it->id, "limit");
+    const char *argv[] = {"MGET", ks, kt, kl};
+    redisReply *rep = NULL;
+    int rc = command(r, 0, 4, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
+        rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+    } else {
+        int64_t l = reply_i64(rep->element[0], -ENOENT);
+        int64_t t = reply_i64(rep->element[1], it->stock);
+        int64_t lim = reply_i64(rep->element[2], it->limit);
+        rc = l < 0 ? (int)l : t < 0 ? (int)t : lim < 1 ? -EPROTO : 0;
+        if (rc == 0) {
+            *left = l;
+            *stock = t;
+            *limit = (uint32_t)lim;
+            *epoch = (uint64_t)e;
+        }
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+int sk_redis_set_stock(sk_redis *r, size_t i, int64_t total, int64_t *held)
+{
+    char ks[KEY_MAX], kt[KEY_MAX], ke[KEY_MAX], n[24], base[24], se[24];
+    const ritem *it = &r->items[i];
+    for (int attempt = 0;; attempt++) {
+        uint64_t e = atomic_load(&it->epoch);
+        const char *keys[] = {ks, kt, ke};
+        const char *args[] = {n, base, se};
+        ekey(ks, it->id, e, "stock");
+        ekey(kt, it->id, e, "total");
+        key(ke, it->id, "epoch");
+        snprintf(n, sizeof n, "%lld", (long long)total);
+        snprintf(base, sizeof base, "%lld", (long long)it->stock);
+        snprintf(se, sizeof se, "%llu", (unsigned long long)e);
+        redisReply *rep = NULL;
+        int rc = script(r, SCRIPT_SETSTOCK, 3, keys, 3, args, &rep);
+        if (rc < 0)
+            return rc;
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+            rep->element[0]->type == REDIS_REPLY_INTEGER &&
+            rep->element[1]->type == REDIS_REPLY_INTEGER) {
+            if (held)
+                *held = rep->element[1]->integer;
+            rc = rep->element[0]->integer == 0 ? 0 : -EBUSY;
+        } else if (rep->type == REDIS_REPLY_INTEGER) {
+            rc = rep->integer == -3 ? -ESTALE : -ENOENT;
+        } else {
+            rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+        }
+        freeReplyObject(rep);
+        if (rc != -ESTALE || attempt == 2)
+            return rc == -ESTALE ? -EAGAIN : rc;
+        int64_t er = epoch_read(r, i); /* another process started a sale */
+        if (er < 0)
+            return (int)er;
+    }
+}
+
+int sk_redis_set_limit(sk_redis *r, size_t i, uint32_t limit)
+{
+    char k[KEY_MAX], v[16];
+    key(k, r->items[i].id, "limit");
+    snprintf(v, sizeof v, "%u", limit);
+    const char *argv[] = {"SET", k, v};
+    redisReply *rep = NULL;
+    int rc = command(r, 0, 3, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep->type == REDIS_REPLY_ERROR)
+        rc = reply_err(rep);
+    freeReplyObject(rep);
+    return rc;
+}
+
+int sk_redis_new_sale(sk_redis *r, const int64_t *stock, uint64_t *epoch)
+{
+    uint64_t next = 0;
+    for (size_t i = 0; i < r->nitems; i++) { /* one number for every item: the highest + 1 */
+        int64_t e = epoch_read(r, i);
+        if (e < 0)
+            return (int)e;
+        if ((uint64_t)e >= next)
+            next = (uint64_t)e + 1;
+    }
+    for (size_t i = 0; i < r->nitems; i++) {
+        const ritem *it = &r->items[i];
+        int64_t units = stock ? stock[i] : -1;
+        if (units < 0) { /* the stock total in force */
+            int64_t left;
+            uint32_t limit;
+            uint64_t e;
+            int rc = sk_redis_item_state(r, i, &units, &left, &limit, &e);
+            if (rc < 0)
+                return rc;
+        }
+        char ke[KEY_MAX], ks[KEY_MAX], kt[KEY_MAX], se[24], su[24];
+        const char *keys[] = {ke, ks, kt};
+        const char *args[] = {se, su};
+        key(ke, it->id, "epoch");
+        ekey(ks, it->id, next, "stock");
+        ekey(kt, it->id, next, "total");
+        snprintf(se, sizeof se, "%llu", (unsigned long long)next);
+        snprintf(su, sizeof su, "%lld", (long long)units);
+        redisReply *rep = NULL;
+        int rc = script(r, SCRIPT_NEWSALE, 3, keys, 2, args, &rep);
+        if (rc < 0)
+            return rc; /* the items done stay in the new sale: run it again to finish */
+        if (rep->type != REDIS_REPLY_INTEGER)
+            rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+        freeReplyObject(rep);
+        if (rc < 0)
+            return rc;
+        epoch_read(r, i);
+    }
+    if (epoch)
+        *epoch = next;
+    return 0;
 }
 
 /* ---- orders ---- */
@@ -985,20 +1251,27 @@ static int parse_u64(const char *s, size_t len, uint64_t *v)
     return 0;
 }
 
-/* "state|user|request|created_ms|deadline_ms" */
+/* "state|user|request|created_ms|deadline_ms[|sale]" */
 static int parse_order(const char *rec, const char *item_id, sk_redis_order *o)
 {
-    const char *f[5];
-    size_t flen[5];
+    const char *f[6];
+    size_t flen[6];
     const char *p = rec;
-    for (int i = 0; i < 5; i++) {
+    int nf = 0;
+    for (; nf < 6; nf++) {
         const char *bar = strchr(p, '|');
-        if ((i < 4) != (bar != NULL))
-            return -EPROTO;
-        f[i] = p;
-        flen[i] = bar ? (size_t)(bar - p) : strlen(p);
-        p = bar ? bar + 1 : p;
+        f[nf] = p;
+        flen[nf] = bar ? (size_t)(bar - p) : strlen(p);
+        if (!bar) {
+            nf++;
+            break;
+        }
+        p = bar + 1;
+        if (nf == 5)
+            return -EPROTO; /* a seventh field */
     }
+    if (nf < 5)
+        return -EPROTO;
     memset(o, 0, sizeof *o);
     if (flen[0] == 8 && memcmp(f[0], "reserved", 8) == 0)
         o->state = SK_ORDER_RESERVED;
@@ -1080,26 +1353,29 @@ int sk_redis_order_pay(sk_redis *r, const char *item_id, const char *order_id, u
 static int reap_item(sk_redis *r, const ritem *it, uint64_t now_ms, int *cancelled)
 {
     char kstock[KEY_MAX], kusers[KEY_MAX], korders[KEY_MAX], kdead[KEY_MAX], kevents[KEY_MAX];
-    char snow[24], smax[16];
-    const char *keys[] = {kstock, kusers, korders, kdead, kevents};
-    const char *args[] = {snow, smax, it->id};
-    key(kstock, it->id, "stock");
-    key(kusers, it->id, "users");
+    char kepoch[KEY_MAX], snow[24], smax[16], sepoch[24];
+    const char *keys[] = {kstock, kusers, korders, kdead, kevents, kepoch};
+    const char *args[] = {snow, smax, it->id, sepoch};
+    uint64_t epoch = atomic_load(&it->epoch);
+    ekey(kstock, it->id, epoch, "stock");
+    ekey(kusers, it->id, epoch, "users");
     key(korders, it->id, "orders");
     key(kdead, it->id, "deadlines");
     key(kevents, it->id, "events");
+    key(kepoch, it->id, "epoch");
     snprintf(snow, sizeof snow, "%llu", (unsigned long long)now_ms);
     snprintf(smax, sizeof smax, "%d", REAP_BATCH);
+    snprintf(sepoch, sizeof sepoch, "%llu", (unsigned long long)epoch);
     for (;;) {
         redisReply *rep = NULL;
         long long looked;
-        int rc = script(r, SCRIPT_REAP, 5, keys, 3, args, &rep);
+        int rc = script(r, SCRIPT_REAP, 6, keys, 4, args, &rep);
         if (rc < 0)
             return rc;
         if (rep->type == REDIS_REPLY_ERROR)
             rc = reply_err(rep);
         else if (rep->type == REDIS_REPLY_INTEGER)
-            rc = rep->integer == -1 ? -ENOENT : -EPROTO;
+            rc = rep->integer == -1 ? -ENOENT : rep->integer == -3 ? -ESTALE : -EPROTO;
         else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
                  rep->element[0]->type != REDIS_REPLY_INTEGER ||
                  rep->element[1]->type != REDIS_REPLY_INTEGER)
@@ -1121,6 +1397,8 @@ int sk_redis_reap(sk_redis *r, uint64_t now_ms)
     int cancelled = 0, err = 0;
     for (size_t i = 0; i < r->nitems; i++) {
         int rc = reap_item(r, &r->items[i], now_ms, &cancelled);
+        if (rc == -ESTALE && epoch_read(r, i) >= 0) /* a new sale: its keys now */
+            rc = reap_item(r, &r->items[i], now_ms, &cancelled);
         if (rc < 0 && !err)
             err = rc; /* go on: one item's trouble does not hold up the others */
     }
@@ -1425,6 +1703,28 @@ static int rs_events_ack(sale_store *s, size_t stream, const char *group, const 
     return sk_redis_events_ack(m->r, m->ids[stream], group, ids, n);
 }
 
+static int rs_item_state(sale_store *s, size_t i, sale_item_state *out)
+{
+    redis_store *m = rs_of(s);
+    return sk_redis_item_state(m->r, i, &out->stock, &out->left, &out->per_user_limit,
+                               &out->epoch);
+}
+
+static int rs_set_stock(sale_store *s, size_t i, int64_t total, int64_t *held)
+{
+    return sk_redis_set_stock(rs_of(s)->r, i, total, held);
+}
+
+static int rs_set_limit(sale_store *s, size_t i, uint32_t limit)
+{
+    return sk_redis_set_limit(rs_of(s)->r, i, limit);
+}
+
+static int rs_new_sale(sale_store *s, const int64_t *stock, uint64_t *epoch)
+{
+    return sk_redis_new_sale(rs_of(s)->r, stock, epoch);
+}
+
 static uint64_t rs_replica_ack_timeouts(sale_store *s)
 {
     return sk_redis_replica_ack_timeouts(rs_of(s)->r);
@@ -1432,6 +1732,10 @@ static uint64_t rs_replica_ack_timeouts(sale_store *s)
 
 static const sale_store_ops rs_ops = {.destroy = rs_destroy,
                                       .raise = rs_raise,
+                                      .item_state = rs_item_state,
+                                      .set_stock = rs_set_stock,
+                                      .set_limit = rs_set_limit,
+                                      .new_sale = rs_new_sale,
                                       .queue = rs_queue,
                                       .left = rs_left,
                                       .stats = rs_stats,

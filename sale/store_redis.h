@@ -80,6 +80,22 @@ int sk_redis_ping(sk_redis *r);
 /* Stock left for item_id (>= 0), or negative errno (-ENOENT: not preheated). */
 int64_t sk_redis_left(sk_redis *r, const char *item_id);
 
+/* ---- the sale as the admin API changes it (store.h's contract; i is an
+ * index in the configured items) ---- */
+
+/* The sale in force for item i (its epoch, read again now) and its stock
+ * total, stock left and per-user limit. */
+int sk_redis_item_state(sk_redis *r, size_t i, int64_t *stock, int64_t *left, uint32_t *limit,
+                        uint64_t *epoch);
+/* Stock total of the sale in force := total; -EBUSY (*held) below what its
+ * orders hold. */
+int sk_redis_set_stock(sk_redis *r, size_t i, int64_t total, int64_t *held);
+/* sk:{I}:limit := limit, read by every DECIDE from then on. */
+int sk_redis_set_limit(sk_redis *r, size_t i, uint32_t limit);
+/* Every item moves to sale (highest epoch + 1) with stock[i] units (-1 or
+ * stock NULL: the stock total in force). OUT: *epoch. */
+int sk_redis_new_sale(sk_redis *r, const int64_t *stock, uint64_t *epoch);
+
 /* ---- orders ---- */
 
 typedef sk_order sk_redis_order; /* states and fields: sk.h */

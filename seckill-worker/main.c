@@ -365,7 +365,7 @@ static int run_orders_rpc(const cfg *c, const char *id, const char *out)
                            "skipping an undecodable order event "
                            "%s/%u@%llu",
                            msgs[i].topic, msgs[i].partition, (unsigned long long)msgs[i].offset);
-                } else {
+                } else if ((unsigned)ev.type != SK_EVENT_SALE) { /* a sale setting: no order */
                     uuid_unparse_lower(ev.request_id, rid);
                     sk_sink_record r = {.order_id = ev.order_id,
                                         .type = sk_order_state_name(ev.type),

@@ -35,6 +35,8 @@ uint16_t gw_port(const gw *g);
 const char *gw_id(const gw *g);
 /* The bound RPC port when serving workers over TCP; negative errno otherwise. */
 int gw_rpc_port(const gw *g);
+/* The admin API's bound port, or -ENOTCONN when [admin] listen is not set. */
+int gw_admin_port(const gw *g);
 /* Apply the new configuration n where it can change while serving (rate,
  * burst, blocklist, sale windows, stock increases, drain_delay_ms), logging
  * each change and each key that needs a restart to log. run is the

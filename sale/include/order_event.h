@@ -9,6 +9,14 @@
  *   u64 at_ms              u64 pay_deadline_ms     (wall clock, unix ms)
  *   u8  request_id[16]
  *   u8  order_len, order id    u8 user_len, user id    u8 item_len, item id
+ *
+ * Version 2 is written for an order of a later sale (epoch > 0): the same
+ * with a u64 epoch after the type byte. And a sale setting (type
+ * SK_EVENT_SALE, always version 2), written by the admin API:
+ *   u8 version (2)  u8 type (3)  u64 epoch  u64 at_ms  i64 stock  u32 limit
+ *   u8 item_len, item id (item_len 0: no item, only the epoch)
+ * Replayed in order, the settings put the store back into the sale and the
+ * stock and limits in force; an order sink skips them.
  */
 #ifndef SECKILL_SALE_ORDER_EVENT_H
 #define SECKILL_SALE_ORDER_EVENT_H
@@ -19,7 +27,11 @@
 #include "sk.h"
 
 #define SK_ORDER_EVENT_VERSION 1
+#define SK_ORDER_EVENT_VERSION_EPOCH 2
+/* the longest version 1 record */
 #define SK_ORDER_EVENT_MAX (2 + 8 + 8 + 16 + 1 + SK_ORDER_ID_MAX + 1 + SK_ID_MAX + 1 + SK_ID_MAX)
+/* the longest record of any version */
+#define SK_ORDER_RECORD_MAX (SK_ORDER_EVENT_MAX + 8)
 
 /* Encode ev into buf. Returns the length, -EINVAL for an invalid id or type,
  * -ENOBUFS when cap is short. */

@@ -78,7 +78,11 @@ typedef struct sk_order {
     uint64_t pay_deadline_ms; /* unix ms */
 } sk_order;
 
-/* One order event: type is the state the order entered. */
+/* A record of the order log that is not an order event: a sale setting
+ * (order_event.h), with type SK_EVENT_SALE. */
+#define SK_EVENT_SALE 3
+
+/* One order event: type is the state the order entered (or SK_EVENT_SALE). */
 typedef struct sk_order_event {
     enum sk_order_state type;
     char order_id[SK_ORDER_ID_MAX + 1];
@@ -87,6 +91,12 @@ typedef struct sk_order_event {
     uint8_t request_id[16];
     uint64_t at_ms;           /* when it happened (unix ms) */
     uint64_t pay_deadline_ms; /* the order's pay deadline (unix ms) */
+    uint64_t epoch;           /* the sale it belongs to (0: the first) */
+    /* SK_EVENT_SALE only: item_id ("" none) takes this stock total (-1:
+     * unchanged) and per-user limit (0: unchanged) from then on; an epoch
+     * above the current one starts that sale first */
+    int64_t stock;
+    uint32_t limit;
 } sk_order_event;
 
 /* true when s (len bytes) is a valid user or item id. */

@@ -121,6 +121,39 @@ int sale_store_reap(sale_store *s, uint64_t now_ms);
  * above the stock in force), or negative errno. Lowering is not done here. */
 int64_t sale_store_raise_stock(sale_store *s, size_t item, int64_t total);
 
+/* ---- the sale as the admin API changes it ----
+ * Sale epochs: a new sale (sale_store_new_sale) starts every item from its
+ * stock with no purchases counted; the orders of earlier sales stay readable
+ * (sale_store_order_get) and payable, and their cancel returns nothing to
+ * the new sale. Every process sharing the store follows: the memory store
+ * journals it in its order log (a restart replays into the sale in force),
+ * the Redis store keeps the epoch in a key its scripts check.
+ * A backend without these answers -EOPNOTSUPP. */
+
+typedef struct sale_item_state {
+    int64_t stock;           /* the stock total of the sale in force */
+    int64_t left;            /* units left */
+    uint32_t per_user_limit; /* in force */
+    uint64_t epoch;          /* the sale in force, 0 the first */
+} sale_item_state;
+
+/* OUT: *out, read from the store itself. */
+int sale_store_item_state(sale_store *s, size_t item, sale_item_state *out);
+
+/* Item's stock total becomes total (absolute) and stock left moves by the
+ * difference. -EBUSY, nothing changed, when total is below the units sold
+ * or held by the sale's orders. OUT: *held (may be NULL): those units. */
+int sale_store_set_stock(sale_store *s, size_t item, int64_t total, int64_t *held);
+
+/* Item's per-user limit (>= 1) from the next decision on; a user already
+ * over a lowered limit keeps what they bought. */
+int sale_store_set_limit(sale_store *s, size_t item, uint32_t limit);
+
+/* Start the next sale: stock[i] (-1, or stock NULL: the stock total in force)
+ * is item i's stock, all of it left, no purchase counted. OUT: *epoch (may
+ * be NULL), the new sale's number. */
+int sale_store_new_sale(sale_store *s, const int64_t *stock, uint64_t *epoch);
+
 /* Readiness: 0 when the store answers. */
 int sale_store_ping(sale_store *s);
 

@@ -111,10 +111,15 @@ int gw_proc_start_logged(gw_proc *p, const char *binary, const char *ini_text, c
     }
     p->port = atoi(at + strlen("http://127.0.0.1:"));
     const char *rpc = strstr(line, " rpc=tcp:");
-    if (rpc) {
-        const char *colon = strrchr(rpc, ':');
-        p->rpc_port = atoi(colon + 1);
+    if (rpc) { /* tcp:HOST:PORT, the last colon before the next field */
+        const char *end = strchr(rpc + 1, ' '), *colon = NULL;
+        for (const char *c = rpc + 1; *c && (!end || c < end); c++)
+            if (*c == ':')
+                colon = c;
+        p->rpc_port = colon ? atoi(colon + 1) : 0;
     }
+    const char *adm = strstr(line, " admin=http://");
+    p->admin_port = adm ? atoi(strrchr(adm, ':') + 1) : 0;
     snprintf(p->gateway_id, sizeof p->gateway_id, "%.36s", id + strlen("gateway_id="));
     return 0;
 }

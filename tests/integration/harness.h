@@ -16,6 +16,7 @@ typedef struct gw_proc {
     char config[300];
     char gateway_id[40];
     int rpc_port;       /* from the banner's rpc=tcp:HOST:PORT, 0 when absent */
+    int admin_port;     /* from the banner's admin=http://HOST:PORT, 0 when absent */
     int out_fd;         /* the gateway's stdout */
 } gw_proc;
 

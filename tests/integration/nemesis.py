@@ -562,7 +562,8 @@ def read_state(port):
         raw = r.call("HGETALL", "sk:{%s}:orders" % item) or []
         orders = {}
         for oid, rec in zip(raw[0::2], raw[1::2]):
-            st, user, rid, created, deadline = rec.split("|")
+            # state|user|request|created|deadline, then the order's sale epoch
+            st, user, rid, created, deadline = rec.split("|")[:5]
             orders[oid] = {"state": st, "user": user, "rid": rid, "item": item,
                            "created": int(created), "deadline": int(deadline)}
         raw = r.call("HGETALL", "sk:{%s}:users" % item) or []

@@ -984,6 +984,117 @@ static void test_orders_pay_reap_race(void **state)
     free(j);
 }
 
+/* Sale epochs and stock changes, journalled and replayed: a new sale starts
+ * from its stock with no purchase counted, an old order's cancel returns
+ * nothing, and the replay rebuilds the sale, stock and limit in force. */
+static void test_sales_replay(void **state)
+{
+    (void)state;
+    fake_journal *j = calloc(1, sizeof *j);
+    fake_ms = 9000000;
+    sk_inventory *inv = make_orders(2, 1, j);
+    char a[40], b[40], c[40];
+    int64_t held = -1;
+    buy_ok(inv, "a", 1, a);
+    buy_ok(inv, "b", 2, b);
+    assert_int_equal(sk_inventory_set_stock(inv, 0, 1, 0, &held), -EBUSY);
+    assert_int_equal(held, 2);
+    assert_int_equal(sk_inventory_left(inv, 0), 0);
+    assert_int_equal(sk_inventory_set_stock(inv, 0, 3, 0, &held), 1);
+    assert_int_equal(sk_inventory_left(inv, 0), 1);
+    assert_int_equal(sk_inventory_set_limit(inv, 0, 2), 0);
+    uint64_t e = 0;
+    int64_t stock[3] = {-1, 7, -1};
+    assert_int_equal(sk_inventory_new_sale(inv, stock, &e), 0);
+    assert_int_equal(e, 1);
+    assert_int_equal(sk_inventory_left(inv, 0), 3);
+    assert_int_equal(sk_inventory_left(inv, 1), 7);
+    assert_int_equal(sk_inventory_buyers(inv, 0), 0);
+    fake_ms += 500;
+    buy_ok(inv, "a", 3, c); /* a buys again in sale 1 */
+    sk_order o;
+    assert_int_equal(sk_inventory_order_get(inv, a, &o), 0); /* sale 0's order answers */
+    /* sale 0's orders cancelled: nothing comes back to sale 1 */
+    assert_int_equal(sk_inventory_reap(inv, 9000000 + PAY_MS), 2);
+    assert_int_equal(sk_inventory_left(inv, 0), 2);
+    assert_int_equal(sk_inventory_buyers(inv, 0), 1);
+    size_t n = j->n;
+    sk_inventory_destroy(inv);
+
+    /* replay: sale 1, stock 3 with a's unit taken, limit 2, sku-2 at 7 */
+    fake_journal *j2 = calloc(1, sizeof *j2);
+    inv = make_orders(2, 1, j2);
+    for (size_t i = 0; i < n; i++)
+        assert_true(sk_inventory_apply(inv, &j->evs[i]) >= 0);
+    assert_int_equal(sk_inventory_epoch(inv), 1);
+    assert_int_equal(sk_inventory_stock(inv, 0), 3);
+    assert_int_equal(sk_inventory_left(inv, 0), 2);
+    assert_int_equal(sk_inventory_limit(inv, 0), 2);
+    assert_int_equal(sk_inventory_left(inv, 1), 7);
+    assert_int_equal(sk_inventory_buyers(inv, 0), 1);
+    assert_int_equal(sk_inventory_order_get(inv, b, &o), 0);
+    assert_int_equal(o.state, SK_ORDER_CANCELLED);
+    sk_outcome out;
+    assert_int_equal(decide(inv, 0, "a", 4, SK_SUCCESS, &out, NULL), 1);
+    assert_int_equal(out.result, SK_SUCCESS); /* limit 2 in sale 1 */
+    assert_int_equal(decide(inv, 0, "a", 5, SK_SUCCESS, &out, NULL), 1);
+    assert_int_equal(out.result, SK_ALREADY_PURCHASED);
+    sk_inventory_destroy(inv);
+    free(j);
+    free(j2);
+}
+
+/* Buyers on four threads while sales start and the stock moves: in the
+ * sale in force at the end, the units sold are exactly its buyers' (each
+ * buys at most one): no purchase straddles a change. */
+typedef struct sale_racer {
+    sk_inventory *inv;
+    int t;
+    atomic_int *stop;
+} sale_racer;
+
+static void *sale_buyer(void *arg)
+{
+    sale_racer *r = arg;
+    char user[32];
+    for (uint64_t k = 0; !atomic_load(r->stop); k++) {
+        sk_outcome o;
+        uint8_t id[16];
+        snprintf(user, sizeof user, "t%d-%llu", r->t, (unsigned long long)(k % 500));
+        req_id(id, ((uint64_t)r->t << 40) | k);
+        assert_true(sk_inventory_decide(r->inv, 0, user, id, SK_SUCCESS, &o, NULL) >= 0);
+    }
+    return NULL;
+}
+
+static void test_sales_race_buyers(void **state)
+{
+    (void)state;
+    sk_inventory *inv = make(40, 1, 100000);
+    atomic_int stop = 0;
+    pthread_t th[4];
+    sale_racer rs[4];
+    for (int t = 0; t < 4; t++) {
+        rs[t] = (sale_racer){inv, t, &stop};
+        assert_int_equal(pthread_create(&th[t], NULL, sale_buyer, &rs[t]), 0);
+    }
+    for (int round = 0; round < 60; round++) {
+        int64_t held;
+        if (round % 3 == 0)
+            assert_int_equal(sk_inventory_new_sale(inv, NULL, NULL), 0);
+        int rc = sk_inventory_set_stock(inv, 0, 30 + round % 20, 0, &held);
+        assert_true(rc >= 0 || rc == -EBUSY);
+        int64_t left = sk_inventory_left(inv, 0);
+        assert_true(left >= 0 && left <= sk_inventory_stock(inv, 0));
+    }
+    atomic_store(&stop, 1);
+    for (int t = 0; t < 4; t++)
+        pthread_join(th[t], NULL);
+    assert_int_equal(sk_inventory_epoch(inv), 20);
+    assert_int_equal(sk_inventory_sold(inv, 0), sk_inventory_buyers(inv, 0));
+    sk_inventory_destroy(inv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1005,6 +1116,8 @@ int main(void)
         cmocka_unit_test(test_orders_replay),
         cmocka_unit_test(test_orders_replay_beyond_stock),
         cmocka_unit_test(test_orders_pay_reap_race),
+        cmocka_unit_test(test_sales_replay),
+        cmocka_unit_test(test_sales_race_buyers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
