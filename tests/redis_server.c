@@ -68,9 +68,30 @@ static int spawn(redis_server *rs)
             dup2(fd, 2);
             close(fd);
         }
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "yes", "--appendfsync", "always", "--dir", rs->dir, "--daemonize",
-               "no", (char *)NULL);
+        char bus[16], tmo[16];
+        const char *argv[32] = {"redis-server", "--port",        port,     "--bind",
+                                "127.0.0.1",    "--save",        "",       "--appendonly",
+                                "yes",          "--appendfsync", "always", "--dir",
+                                rs->dir,        "--daemonize",   "no"};
+        int argc = 15;
+        if (rs->node_timeout_ms) {
+            snprintf(bus, sizeof bus, "%d", rs->bus_port);
+            snprintf(tmo, sizeof tmo, "%u", (unsigned)rs->node_timeout_ms);
+            const char *more[] = {"--cluster-enabled",
+                                  "yes",
+                                  "--cluster-port",
+                                  bus,
+                                  "--cluster-node-timeout",
+                                  tmo,
+                                  "--cluster-config-file",
+                                  "nodes.conf",
+                                  "--cluster-require-full-coverage",
+                                  "no"};
+            for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+                argv[argc++] = more[i];
+        }
+        argv[argc] = NULL;
+        execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
     rs->pid = pid;
@@ -98,10 +119,9 @@ static int spawn(redis_server *rs)
     return -ETIMEDOUT;
 }
 
-int redis_server_start(redis_server *rs)
+static int start(redis_server *rs)
 {
     int rc = -EADDRINUSE;
-    memset(rs, 0, sizeof *rs);
     snprintf(rs->dir, sizeof rs->dir, "/tmp/sk-redis-XXXXXX");
     if (!mkdtemp(rs->dir)) {
         snprintf(rs->error, sizeof rs->error, "mkdtemp: %s", strerror(errno));
@@ -110,10 +130,16 @@ int redis_server_start(redis_server *rs)
     /* the port can be taken between free_port and redis-server binding it */
     for (int attempt = 0; attempt < 5 && rc < 0; attempt++) {
         rs->port = free_port();
-        if (rs->port < 0) {
-            snprintf(rs->error, sizeof rs->error, "no free port: %s", strerror(-rs->port));
-            return rs->port;
+        if (rs->port > 0 && rs->node_timeout_ms)
+            rs->bus_port = free_port();
+        if (rs->port < 0 || rs->bus_port < 0) {
+            rc = rs->port < 0 ? rs->port : rs->bus_port;
+            snprintf(rs->error, sizeof rs->error, "no free port: %s", strerror(-rc));
+            redis_server_destroy(rs);
+            return rc;
         }
+        if (rs->node_timeout_ms && rs->bus_port == rs->port)
+            continue;
         rc = spawn(rs);
         if (rc == -ENOENT)
             break;
@@ -125,6 +151,28 @@ int redis_server_start(redis_server *rs)
         memcpy(rs->error, error, sizeof error);
     }
     return rc;
+}
+
+int redis_server_start(redis_server *rs)
+{
+    memset(rs, 0, sizeof *rs);
+    return start(rs);
+}
+
+int redis_server_start_cluster(redis_server *rs, uint32_t node_timeout_ms)
+{
+    memset(rs, 0, sizeof *rs);
+    rs->node_timeout_ms = node_timeout_ms ? node_timeout_ms : 1;
+    return start(rs);
+}
+
+void redis_server_kill(redis_server *rs)
+{
+    if (rs->pid <= 0)
+        return;
+    kill(rs->pid, SIGKILL);
+    waitpid(rs->pid, NULL, 0);
+    rs->pid = 0;
 }
 
 void redis_server_stop(redis_server *rs)
