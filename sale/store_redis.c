@@ -55,6 +55,7 @@
  */
 #include "store_redis.h"
 #include "redis_conn.h"
+#include "redis_scripts.h"
 #include "uuid4.h"
 
 #include <errno.h>
@@ -73,124 +74,10 @@
 #define BACKOFF_MAX_MS 1000
 #define REAP_BATCH 256
 
-/* The scripts return results as enum sk_result values. */
-_Static_assert(SK_SUCCESS == 0 && SK_SOLD_OUT == 1 && SK_ALREADY_PURCHASED == 2,
-               "DECIDE_LUA hard-codes these result codes");
-
-/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, 5+i decision of request i.
- * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit, 4 decision ttl ms, 5 item,
- *       then per request: verdict, user, request id, order id.
- * Returns -1 (no stock key), -2 (stock not a number), or per request
- * {result, order_id, stock left}. */
-static const char DECIDE_LUA[] =
-    "local stock = redis.call('GET', KEYS[1])\n"
-    "if not stock then return -1 end\n"
-    "stock = tonumber(stock)\n"
-    "if not stock then return -2 end\n"
-    "local limit = tonumber(ARGV[3])\n"
-    "local out = {}\n"
-    "local n = (#ARGV - 5) / 4\n"
-    "for i = 1, n do\n"
-    "  local a = 5 + (i - 1) * 4\n"
-    "  local verdict = tonumber(ARGV[a + 1])\n"
-    "  local user, rid, oid = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
-    "  local dkey = KEYS[5 + i]\n"
-    "  local res, order\n"
-    "  local d = redis.call('GET', dkey)\n"
-    "  if d then\n"
-    "    local r, o = string.match(d, '^(%d+)|(.*)$')\n"
-    "    res, order = tonumber(r), o\n"
-    "  else\n"
-    "    if verdict ~= 0 then\n"
-    "      res, order = verdict, ''\n"
-    "    else\n"
-    "      local cnt, last = 0, ''\n"
-    "      local u = redis.call('HGET', KEYS[2], user)\n"
-    "      if u then\n"
-    "        local c, l = string.match(u, '^(%d+)|(.*)$')\n"
-    "        cnt, last = tonumber(c), l\n"
-    "      end\n"
-    "      if cnt >= limit then\n"
-    "        res, order = 2, last\n"
-    "      elseif stock <= 0 then\n"
-    "        res, order = 1, ''\n"
-    "      else\n"
-    "        stock = redis.call('DECR', KEYS[1])\n"
-    "        redis.call('HSET', KEYS[2], user, (cnt + 1) .. '|' .. oid)\n"
-    "        redis.call('HSET', KEYS[3], oid,\n"
-    "                   'reserved|' .. user .. '|' .. rid .. '|' .. ARGV[1] .. '|' .. ARGV[2])\n"
-    "        redis.call('ZADD', KEYS[4], ARGV[2], oid)\n"
-    "        redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'order', oid, 'item', ARGV[5],\n"
-    "                   'user', user, 'request', rid, 'at', ARGV[1], 'deadline', ARGV[2])\n"
-    "        res, order = 0, oid\n"
-    "      end\n"
-    "    end\n"
-    "    redis.call('SET', dkey, res .. '|' .. order, 'PX', ARGV[4])\n"
-    "  end\n"
-    "  out[#out + 1] = res\n"
-    "  out[#out + 1] = order\n"
-    "  out[#out + 1] = stock\n"
-    "end\n"
-    "return out\n";
-
-/* KEYS: 1 orders, 2 deadlines, 3 events. ARGV: 1 order id, 2 now_ms, 3 item.
- * Returns 1 paid now, 0 already paid, -1 no such order, -2 cancelled,
- * -3 deadline reached. */
-static const char PAY_LUA[] =
-    "local rec = redis.call('HGET', KEYS[1], ARGV[1])\n"
-    "if not rec then return -1 end\n"
-    "local state, user, rid, created, deadline =\n"
-    "  string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
-    "if state == 'paid' then return 0 end\n"
-    "if state ~= 'reserved' then return -2 end\n"
-    "if tonumber(ARGV[2]) >= tonumber(deadline) then return -3 end\n"
-    "redis.call('HSET', KEYS[1], ARGV[1],\n"
-    "           'paid|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
-    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
-    "redis.call('XADD', KEYS[3], '*', 'type', 'paid', 'order', ARGV[1], 'item', ARGV[3],\n"
-    "           'user', user, 'request', rid, 'at', ARGV[2])\n"
-    "return 1\n";
-
-/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events.
- * ARGV: 1 now_ms, 2 max orders to look at, 3 item.
- * Returns -1 (no stock key) or {cancelled, looked at}. */
-static const char REAP_LUA[] =
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, "
-    "tonumber(ARGV[2]))\n"
-    "local cancelled = 0\n"
-    "for _, oid in ipairs(due) do\n"
-    "  redis.call('ZREM', KEYS[4], oid)\n"
-    "  local rec = redis.call('HGET', KEYS[3], oid)\n"
-    "  local state, user, rid, created, deadline\n"
-    "  if rec then\n"
-    "    state, user, rid, created, deadline =\n"
-    "      string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
-    "  end\n"
-    "  if state == 'reserved' then\n"
-    "    redis.call('HSET', KEYS[3], oid,\n"
-    "               'cancelled|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
-    "    redis.call('INCR', KEYS[1])\n"
-    "    local u = redis.call('HGET', KEYS[2], user)\n"
-    "    if u then\n"
-    "      local c, l = string.match(u, '^(%d+)|(.*)$')\n"
-    "      c = tonumber(c) - 1\n"
-    "      if c <= 0 then\n"
-    "        redis.call('HDEL', KEYS[2], user)\n"
-    "      else\n"
-    "        redis.call('HSET', KEYS[2], user, c .. '|' .. l)\n"
-    "      end\n"
-    "    end\n"
-    "    redis.call('XADD', KEYS[5], '*', 'type', 'cancelled', 'order', oid, 'item', ARGV[3],\n"
-    "               'user', user, 'request', rid, 'at', ARGV[1])\n"
-    "    cancelled = cancelled + 1\n"
-    "  end\n"
-    "end\n"
-    "return {cancelled, #due}\n";
-
 enum { SCRIPT_DECIDE, SCRIPT_PAY, SCRIPT_REAP, NSCRIPTS };
 
-static const char *const script_body[NSCRIPTS] = {DECIDE_LUA, PAY_LUA, REAP_LUA};
+static const char *const script_body[NSCRIPTS] = {sk__redis_decide_lua, sk__redis_pay_lua,
+                                                  sk__redis_reap_lua};
 
 typedef struct ritem {
     char id[SK_ID_MAX + 1];
@@ -265,21 +152,6 @@ static int find_item(const sk_redis *r, const char *id)
         if (strcmp(r->items[i].id, id) == 0)
             return (int)i;
     return -ENOENT;
-}
-
-/* An error reply from Redis as an errno. */
-static int reply_err(const redisReply *rep)
-{
-    static const struct {
-        const char *prefix;
-        int err;
-    } map[] = {{"NOSCRIPT", -ENOEXEC},  {"LOADING", -EAGAIN}, {"OOM", -ENOMEM},
-               {"BUSY", -EBUSY},        {"READONLY", -EROFS}, {"NOGROUP", -ENOENT},
-               {"MASTERDOWN", -EAGAIN}, {"TRYAGAIN", -EAGAIN}};
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strncmp(rep->str, map[i].prefix, strlen(map[i].prefix)) == 0)
-            return map[i].err;
-    return -EIO;
 }
 
 /* ---- the connection pool ---- */
@@ -439,7 +311,7 @@ static int script(sk_redis *r, int which, int nkeys, const char *const *keys, in
     for (int i = 0; i < nargs; i++)
         argv[argc++] = args[i];
     rc = command(r, 0, argc, argv, NULL, reply);
-    if (rc == 0 && (*reply)->type == REDIS_REPLY_ERROR && reply_err(*reply) == -ENOEXEC) {
+    if (rc == 0 && (*reply)->type == REDIS_REPLY_ERROR && sk__redis_reply_err(*reply) == -ENOEXEC) {
         freeReplyObject(*reply);
         argv[0] = "EVAL";
         argv[1] = script_body[which];
@@ -460,7 +332,7 @@ static int setup(sk_redis *r)
         if (rc < 0)
             return rc;
         if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
-            rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+            rc = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
             goto out_free_reply;
         }
         memcpy(r->sha[s], rep->str, 41);
@@ -477,7 +349,7 @@ static int setup(sk_redis *r)
             return rc;
         /* OK when set, nil when the sale already has stock in Redis */
         if (rep->type == REDIS_REPLY_ERROR) {
-            rc = reply_err(rep);
+            rc = sk__redis_reply_err(rep);
             goto out_free_reply;
         }
         freeReplyObject(rep);
@@ -572,10 +444,10 @@ static int scratch_reserve(conn *cn, size_t n)
     char *noscript = realloc(cn->noscript, cap);
     if (noscript)
         cn->noscript = noscript;
-    const char **argv = realloc(cn->argv, (13 + 5 * cap) * sizeof *argv);
+    const char **argv = realloc(cn->argv, (14 + 5 * cap) * sizeof *argv);
     if (argv)
         cn->argv = argv;
-    size_t *argvlen = realloc(cn->argvlen, (13 + 5 * cap) * sizeof *argvlen);
+    size_t *argvlen = realloc(cn->argvlen, (14 + 5 * cap) * sizeof *argvlen);
     if (argvlen)
         cn->argvlen = argvlen;
     if (!rqs || !grp || !gitem || !reps || !noscript || !argv || !argvlen)
@@ -607,7 +479,7 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
     snprintf(sttl, sizeof sttl, "%u", (unsigned)SK_REDIS_DECISION_TTL_MS);
 
     argv[argc++] = by_body ? "EVAL" : "EVALSHA";
-    argv[argc++] = by_body ? DECIDE_LUA : r->sha[SCRIPT_DECIDE];
+    argv[argc++] = by_body ? sk__redis_decide_lua : r->sha[SCRIPT_DECIDE];
     argv[argc++] = nk;
     argv[argc++] = kstock;
     argv[argc++] = kusers;
@@ -622,6 +494,7 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
     argv[argc++] = slimit;
     argv[argc++] = sttl;
     argv[argc++] = it->id;
+    argv[argc++] = "1"; /* one stock per item: an empty one is sold out */
     for (size_t i = 0; i < n; i++)
         if (cn->grp[i] == g) {
             argv[argc++] = cn->rqs[i].verdict;
@@ -642,7 +515,7 @@ static int parse_group(const conn *cn, size_t n, int g, const redisReply *rep, s
 {
     size_t j = 0;
     if (rep->type == REDIS_REPLY_ERROR)
-        return reply_err(rep);
+        return sk__redis_reply_err(rep);
     if (rep->type == REDIS_REPLY_INTEGER)
         return rep->integer == -1 ? -ENOENT : -EPROTO;
     if (rep->type != REDIS_REPLY_ARRAY)
@@ -751,7 +624,7 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
     char *noscript = cn->noscript;
     for (int g = 0; g < ngroups; g++) {
         redisReply *rep = cn->reps[g];
-        noscript[g] = rep->type == REDIS_REPLY_ERROR && reply_err(rep) == -ENOEXEC;
+        noscript[g] = rep->type == REDIS_REPLY_ERROR && sk__redis_reply_err(rep) == -ENOEXEC;
         if (noscript[g]) {
             freeReplyObject(rep);
             cn->reps[g] = NULL;
@@ -806,7 +679,7 @@ int sk_redis_ping(sk_redis *r)
     if (rc < 0)
         return rc;
     if (rep->type == REDIS_REPLY_ERROR)
-        rc = reply_err(rep);
+        rc = sk__redis_reply_err(rep);
     else if (rep->type != REDIS_REPLY_STATUS || strcmp(rep->str, "PONG") != 0)
         rc = -EPROTO;
     freeReplyObject(rep);
@@ -834,7 +707,7 @@ int64_t sk_redis_left(sk_redis *r, const char *item_id)
         if (errno || *end || end == rep->str)
             v = -EPROTO;
     } else {
-        v = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+        v = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
     }
     freeReplyObject(rep);
     return v;
@@ -846,59 +719,6 @@ static int valid_ids(const char *item_id, const char *order_id)
 {
     return item_id && order_id && sk_id_valid(item_id, strlen(item_id)) &&
            strlen(order_id) <= SK_ORDER_ID_MAX && sk_id_valid(order_id, strlen(order_id));
-}
-
-static int parse_u64(const char *s, size_t len, uint64_t *v)
-{
-    char buf[24], *end;
-    if (len == 0 || len >= sizeof buf)
-        return -EPROTO;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    errno = 0;
-    unsigned long long x = strtoull(buf, &end, 10);
-    if (errno || *end)
-        return -EPROTO;
-    *v = x;
-    return 0;
-}
-
-/* "state|user|request|created_ms|deadline_ms" */
-static int parse_order(const char *rec, const char *item_id, sk_redis_order *o)
-{
-    const char *f[5];
-    size_t flen[5];
-    const char *p = rec;
-    for (int i = 0; i < 5; i++) {
-        const char *bar = strchr(p, '|');
-        if ((i < 4) != (bar != NULL))
-            return -EPROTO;
-        f[i] = p;
-        flen[i] = bar ? (size_t)(bar - p) : strlen(p);
-        p = bar ? bar + 1 : p;
-    }
-    memset(o, 0, sizeof *o);
-    if (flen[0] == 8 && memcmp(f[0], "reserved", 8) == 0)
-        o->state = SK_ORDER_RESERVED;
-    else if (flen[0] == 4 && memcmp(f[0], "paid", 4) == 0)
-        o->state = SK_ORDER_PAID;
-    else if (flen[0] == 9 && memcmp(f[0], "cancelled", 9) == 0)
-        o->state = SK_ORDER_CANCELLED;
-    else
-        return -EPROTO;
-    if (flen[1] == 0 || flen[1] > SK_ID_MAX || flen[2] != UUID_STR - 1)
-        return -EPROTO;
-    memcpy(o->user_id, f[1], flen[1]);
-    strcpy(o->item_id, item_id);
-    char rid[UUID_STR];
-    memcpy(rid, f[2], flen[2]);
-    rid[UUID_STR - 1] = '\0';
-    if (uuid_parse(rid, o->request_id) != 0)
-        return -EPROTO;
-    if (parse_u64(f[3], flen[3], &o->created_ms) < 0 ||
-        parse_u64(f[4], flen[4], &o->pay_deadline_ms) < 0)
-        return -EPROTO;
-    return 0;
 }
 
 int sk_redis_order_get(sk_redis *r, const char *item_id, const char *order_id, sk_redis_order *o)
@@ -916,9 +736,9 @@ int sk_redis_order_get(sk_redis *r, const char *item_id, const char *order_id, s
     if (rep->type == REDIS_REPLY_NIL)
         rc = -ENOENT;
     else if (rep->type == REDIS_REPLY_STRING)
-        rc = parse_order(rep->str, item_id, o);
+        rc = sk__redis_parse_order(rep->str, item_id, o);
     else
-        rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+        rc = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
     freeReplyObject(rep);
     return rc;
 }
@@ -940,7 +760,7 @@ int sk_redis_order_pay(sk_redis *r, const char *item_id, const char *order_id, u
     if (rc < 0)
         return rc;
     if (rep->type == REDIS_REPLY_ERROR)
-        rc = reply_err(rep);
+        rc = sk__redis_reply_err(rep);
     else if (rep->type != REDIS_REPLY_INTEGER)
         rc = -EPROTO;
     else if (rep->integer >= 0)
@@ -975,7 +795,7 @@ static int reap_item(sk_redis *r, const ritem *it, uint64_t now_ms, int *cancell
         if (rc < 0)
             return rc;
         if (rep->type == REDIS_REPLY_ERROR)
-            rc = reply_err(rep);
+            rc = sk__redis_reply_err(rep);
         else if (rep->type == REDIS_REPLY_INTEGER)
             rc = rep->integer == -1 ? -ENOENT : -EPROTO;
         else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
@@ -1088,7 +908,7 @@ static int xreadgroup(sk_redis *r, const char *k, const char *group, const char 
         rc = command(r, block_ms ? r->timeout_ms + block_ms : 0, argc, argv, NULL, rep);
         if (rc < 0 || (*rep)->type != REDIS_REPLY_ERROR)
             return rc;
-        rc = reply_err(*rep);
+        rc = sk__redis_reply_err(*rep);
         freeReplyObject(*rep);
         if (rc != -ENOENT || created)
             return rc;
@@ -1099,7 +919,7 @@ static int xreadgroup(sk_redis *r, const char *k, const char *group, const char 
         if (rc < 0)
             return rc;
         if ((*rep)->type == REDIS_REPLY_ERROR && strncmp((*rep)->str, "BUSYGROUP", 9) != 0)
-            rc = reply_err(*rep);
+            rc = sk__redis_reply_err(*rep);
         freeReplyObject(*rep);
         if (rc < 0)
             return rc;
@@ -1159,7 +979,7 @@ int sk_redis_events_ack(sk_redis *r, const char *item_id, const char *group, con
     if (rep->type == REDIS_REPLY_INTEGER)
         rc = (int)rep->integer;
     else
-        rc = rep->type == REDIS_REPLY_ERROR ? reply_err(rep) : -EPROTO;
+        rc = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
     freeReplyObject(rep);
 out_free_argv:
     free(argv);
@@ -1284,8 +1104,7 @@ static const sale_store_ops rs_ops = {.destroy = rs_destroy,
                                       .reap = rs_reap,
                                       .ping = rs_ping};
 
-int sale__store_redis_create(const sale_store_config *c, sale_store **out, char *err,
-                             size_t errlen)
+int sale__store_redis_create(const sale_store_config *c, sale_store **out, char *err, size_t errlen)
 {
     int rc = -ENOMEM;
     redis_store *m = calloc(1, sizeof *m);

@@ -1,0 +1,202 @@
+/*
+ * redis_scripts.c - what the Redis stores share: the Lua scripts that decide,
+ * pay and reap (one bucket of stock per call; the single-Redis store has one
+ * bucket per item, the cluster store several), and the reading of Redis
+ * replies and order records. Key layout and script steps: store_redis.c.
+ */
+#include "redis_scripts.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+#define UUID_STR 37
+
+/* The scripts return results as enum sk_result values. */
+_Static_assert(SK_SUCCESS == 0 && SK_SOLD_OUT == 1 && SK_ALREADY_PURCHASED == 2,
+               "the decide script hard-codes these result codes");
+
+/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, 5+i decision of request i.
+ * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit, 4 decision ttl ms, 5 item,
+ *       6 final: '1' an empty stock answers (and records) sold_out; else it
+ *       answers -1 and records nothing (stock may come from elsewhere),
+ *       then per request: verdict, user, request id, order id.
+ * Returns -1 (no stock key), -2 (stock not a number), or per request
+ * {result, order_id, stock left}. */
+const char sk__redis_decide_lua[] =
+    "local stock = redis.call('GET', KEYS[1])\n"
+    "if not stock then return -1 end\n"
+    "stock = tonumber(stock)\n"
+    "if not stock then return -2 end\n"
+    "local limit = tonumber(ARGV[3])\n"
+    "local out = {}\n"
+    "local n = (#ARGV - 6) / 4\n"
+    "for i = 1, n do\n"
+    "  local a = 6 + (i - 1) * 4\n"
+    "  local verdict = tonumber(ARGV[a + 1])\n"
+    "  local user, rid, oid = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
+    "  local dkey = KEYS[5 + i]\n"
+    "  local res, order\n"
+    "  local d = redis.call('GET', dkey)\n"
+    "  if d then\n"
+    "    local r, o = string.match(d, '^(%d+)|(.*)$')\n"
+    "    res, order = tonumber(r), o\n"
+    "  else\n"
+    "    if verdict ~= 0 then\n"
+    "      res, order = verdict, ''\n"
+    "    else\n"
+    "      local cnt, last = 0, ''\n"
+    "      local u = redis.call('HGET', KEYS[2], user)\n"
+    "      if u then\n"
+    "        local c, l = string.match(u, '^(%d+)|(.*)$')\n"
+    "        cnt, last = tonumber(c), l\n"
+    "      end\n"
+    "      if cnt >= limit then\n"
+    "        res, order = 2, last\n"
+    "      elseif stock <= 0 then\n"
+    "        if ARGV[6] == '1' then res = 1 else res = -1 end\n"
+    "        order = ''\n"
+    "      else\n"
+    "        stock = redis.call('DECR', KEYS[1])\n"
+    "        redis.call('HSET', KEYS[2], user, (cnt + 1) .. '|' .. oid)\n"
+    "        redis.call('HSET', KEYS[3], oid,\n"
+    "                   'reserved|' .. user .. '|' .. rid .. '|' .. ARGV[1] .. '|' .. ARGV[2])\n"
+    "        redis.call('ZADD', KEYS[4], ARGV[2], oid)\n"
+    "        redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'order', oid, 'item', ARGV[5],\n"
+    "                   'user', user, 'request', rid, 'at', ARGV[1], 'deadline', ARGV[2])\n"
+    "        res, order = 0, oid\n"
+    "      end\n"
+    "    end\n"
+    "    if res >= 0 then redis.call('SET', dkey, res .. '|' .. order, 'PX', ARGV[4]) end\n"
+    "  end\n"
+    "  out[#out + 1] = res\n"
+    "  out[#out + 1] = order\n"
+    "  out[#out + 1] = stock\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: 1 orders, 2 deadlines, 3 events. ARGV: 1 order id, 2 now_ms, 3 item.
+ * Returns 1 paid now, 0 already paid, -1 no such order, -2 cancelled,
+ * -3 deadline reached. */
+const char sk__redis_pay_lua[] =
+    "local rec = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if not rec then return -1 end\n"
+    "local state, user, rid, created, deadline =\n"
+    "  string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
+    "if state == 'paid' then return 0 end\n"
+    "if state ~= 'reserved' then return -2 end\n"
+    "if tonumber(ARGV[2]) >= tonumber(deadline) then return -3 end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1],\n"
+    "           'paid|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "redis.call('XADD', KEYS[3], '*', 'type', 'paid', 'order', ARGV[1], 'item', ARGV[3],\n"
+    "           'user', user, 'request', rid, 'at', ARGV[2])\n"
+    "return 1\n";
+
+/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, optional 6 a
+ * counter raised by the units returned to the stock.
+ * ARGV: 1 now_ms, 2 max orders to look at, 3 item.
+ * Returns -1 (no stock key) or {cancelled, looked at}. */
+const char sk__redis_reap_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, "
+    "tonumber(ARGV[2]))\n"
+    "local cancelled = 0\n"
+    "for _, oid in ipairs(due) do\n"
+    "  redis.call('ZREM', KEYS[4], oid)\n"
+    "  local rec = redis.call('HGET', KEYS[3], oid)\n"
+    "  local state, user, rid, created, deadline\n"
+    "  if rec then\n"
+    "    state, user, rid, created, deadline =\n"
+    "      string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
+    "  end\n"
+    "  if state == 'reserved' then\n"
+    "    redis.call('HSET', KEYS[3], oid,\n"
+    "               'cancelled|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
+    "    redis.call('INCR', KEYS[1])\n"
+    "    local u = redis.call('HGET', KEYS[2], user)\n"
+    "    if u then\n"
+    "      local c, l = string.match(u, '^(%d+)|(.*)$')\n"
+    "      c = tonumber(c) - 1\n"
+    "      if c <= 0 then\n"
+    "        redis.call('HDEL', KEYS[2], user)\n"
+    "      else\n"
+    "        redis.call('HSET', KEYS[2], user, c .. '|' .. l)\n"
+    "      end\n"
+    "    end\n"
+    "    redis.call('XADD', KEYS[5], '*', 'type', 'cancelled', 'order', oid, 'item', ARGV[3],\n"
+    "               'user', user, 'request', rid, 'at', ARGV[1])\n"
+    "    cancelled = cancelled + 1\n"
+    "  end\n"
+    "end\n"
+    "if KEYS[6] and cancelled > 0 then redis.call('INCRBY', KEYS[6], cancelled) end\n"
+    "return {cancelled, #due}\n";
+
+/* An error reply from Redis as an errno. */
+int sk__redis_reply_err(const redisReply *rep)
+{
+    static const struct {
+        const char *prefix;
+        int err;
+    } map[] = {{"NOSCRIPT", -ENOEXEC},  {"LOADING", -EAGAIN}, {"OOM", -ENOMEM},
+               {"BUSY", -EBUSY},        {"READONLY", -EROFS}, {"NOGROUP", -ENOENT},
+               {"MASTERDOWN", -EAGAIN}, {"TRYAGAIN", -EAGAIN}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strncmp(rep->str, map[i].prefix, strlen(map[i].prefix)) == 0)
+            return map[i].err;
+    return -EIO;
+}
+
+static int parse_u64(const char *s, size_t len, uint64_t *v)
+{
+    char buf[24], *end;
+    if (len == 0 || len >= sizeof buf)
+        return -EPROTO;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    errno = 0;
+    unsigned long long x = strtoull(buf, &end, 10);
+    if (errno || *end)
+        return -EPROTO;
+    *v = x;
+    return 0;
+}
+
+/* "state|user|request|created_ms|deadline_ms" */
+int sk__redis_parse_order(const char *rec, const char *item_id, sk_order *o)
+{
+    const char *f[5];
+    size_t flen[5];
+    const char *p = rec;
+    for (int i = 0; i < 5; i++) {
+        const char *bar = strchr(p, '|');
+        if ((i < 4) != (bar != NULL))
+            return -EPROTO;
+        f[i] = p;
+        flen[i] = bar ? (size_t)(bar - p) : strlen(p);
+        p = bar ? bar + 1 : p;
+    }
+    memset(o, 0, sizeof *o);
+    if (flen[0] == 8 && memcmp(f[0], "reserved", 8) == 0)
+        o->state = SK_ORDER_RESERVED;
+    else if (flen[0] == 4 && memcmp(f[0], "paid", 4) == 0)
+        o->state = SK_ORDER_PAID;
+    else if (flen[0] == 9 && memcmp(f[0], "cancelled", 9) == 0)
+        o->state = SK_ORDER_CANCELLED;
+    else
+        return -EPROTO;
+    if (flen[1] == 0 || flen[1] > SK_ID_MAX || flen[2] != UUID_STR - 1)
+        return -EPROTO;
+    memcpy(o->user_id, f[1], flen[1]);
+    strcpy(o->item_id, item_id);
+    char rid[UUID_STR];
+    memcpy(rid, f[2], flen[2]);
+    rid[UUID_STR - 1] = '\0';
+    if (uuid_parse(rid, o->request_id) != 0)
+        return -EPROTO;
+    if (parse_u64(f[3], flen[3], &o->created_ms) < 0 ||
+        parse_u64(f[4], flen[4], &o->pay_deadline_ms) < 0)
+        return -EPROTO;
+    return 0;
+}
