@@ -487,7 +487,7 @@ static void read_node(sk_cluster *c, session *s, int j, sk_cluster_cmd *cmds, si
                 pthread_mutex_lock(&c->lock);
                 idx = node_index(c, host, hlen, port);
                 if (idx >= 0 && moved) {
-                    c->map[cmds[i].slot] = (uint16_t)idx;
+                    c->map[cmds[i].slot % SK_CLUSTER_SLOTS] = (uint16_t)idx;
                     c->reload_wanted = 1;
                 }
                 pthread_mutex_unlock(&c->lock);

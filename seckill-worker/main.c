@@ -430,7 +430,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < c.nitems; i++) {
         items[i] = (sk_redis_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit,
                                    c.worker_pay_timeout_ms};
-        sitems[i] = (sale_store_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit};
+        sitems[i] = (sale_store_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit,
+                                       c.items[i].stock_buckets};
         windows[i] = (sk_item_window){c.items[i].id, c.items[i].starts_at, c.items[i].ends_at};
     }
     if (memory_orders) {
@@ -463,7 +464,11 @@ int main(int argc, char **argv)
                             .redis_host = c.redis_host,
                             .redis_port = c.redis_port,
                             .redis_timeout_ms = c.redis_timeout_ms,
-                            .redis_patience_ms = 5000};
+                            .redis_patience_ms = 5000,
+                            .redis_cluster = c.redis_cluster,
+                            .redis_nodes = c.redis_nodes,
+                            .min_replicas_ack = c.redis_min_replicas_ack,
+                            .replica_ack_timeout_ms = c.redis_replica_ack_timeout_ms};
     rc = sale_store_create(&sc, &store, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "seckill-worker: %s\n", err);

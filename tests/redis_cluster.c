@@ -259,6 +259,16 @@ out_destroy : {
 }
 }
 
+int redis_cluster_setup(redis_cluster *rc, uint32_t node_timeout_ms, char *nodes, size_t len)
+{
+    if (redis_cluster_start(rc, node_timeout_ms) < 0) {
+        fprintf(stderr, "redis cluster: %s\n", rc->error);
+        return -1;
+    }
+    redis_cluster_nodes(rc, nodes, len);
+    return 0;
+}
+
 void redis_cluster_destroy(redis_cluster *rc)
 {
     for (int i = 0; i < REDIS_CLUSTER_NODES; i++)

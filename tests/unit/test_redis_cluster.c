@@ -88,13 +88,7 @@ static void raw_get(int i, const char *key, char *buf, size_t len)
 static int group_setup(void **state)
 {
     (void)state;
-    int err = redis_cluster_start(&rc, NODE_TIMEOUT_MS);
-    if (err < 0) {
-        fprintf(stderr, "redis cluster: %s\n", rc.error);
-        return -1;
-    }
-    redis_cluster_nodes(&rc, nodes, sizeof nodes);
-    return 0;
+    return redis_cluster_setup(&rc, NODE_TIMEOUT_MS, nodes, sizeof nodes);
 }
 
 static int group_teardown(void **state)
