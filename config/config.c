@@ -230,9 +230,7 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
 
 int cfg_listen_addr(const cfg *c, struct sockaddr_storage *ss, char *err, size_t errlen)
 {
-    /* http_io = epoll's loops bind IPv4 sockets only */
-    int v4_only = !strcmp(c->park, "event") && !strcmp(c->http_io, "epoll");
-    struct addrinfo hints = {.ai_family = v4_only ? AF_INET : AF_UNSPEC,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST};
     struct addrinfo *res = NULL;
@@ -244,12 +242,8 @@ int cfg_listen_addr(const cfg *c, struct sockaddr_storage *ss, char *err, size_t
         rc = getaddrinfo(c->listen_host, port, &hints, &res);
     }
     if (rc != 0 || !res) {
-        if (v4_only && strchr(c->listen_host, ':'))
-            snprintf(err, errlen, "[gateway] listen: '%s': http_io = epoll binds IPv4 only",
-                     c->listen_host);
-        else
-            snprintf(err, errlen, "[gateway] listen: '%s' does not resolve: %s", c->listen_host,
-                     rc ? gai_strerror(rc) : "no address");
+        snprintf(err, errlen, "[gateway] listen: '%s' does not resolve: %s", c->listen_host,
+                 rc ? gai_strerror(rc) : "no address");
         if (res)
             freeaddrinfo(res);
         return -EINVAL;

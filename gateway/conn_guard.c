@@ -18,7 +18,7 @@ struct gw_guard_conn {
     gw_guard_conn *prev, *next; /* in its shard's list while armed */
     uint64_t deadline_ns;
     int fd;
-    uint32_t ip; /* counted in the address table; 0: not counted */
+    uint64_t ip; /* address key counted in the address table; 0: not counted */
     uint8_t shard;
     uint8_t armed;
 };
@@ -29,7 +29,7 @@ typedef struct shard {
 } shard;
 
 typedef struct ip_slot {
-    uint32_t ip;    /* network order; 0 = empty */
+    uint64_t ip;    /* address key (gw_guard_addr_key); 0 = empty */
     uint32_t count; /* > 0 while ip is set */
 } ip_slot;
 
@@ -54,13 +54,13 @@ struct gw_guard {
 
 /* ---- per-address counts ---- */
 
-static size_t ip_hash(uint32_t ip)
+static size_t ip_hash(uint64_t ip)
 {
-    return (size_t)((ip * 2654435761u) ^ (ip >> 16));
+    return (size_t)(ip ^ (ip >> 29)); /* keys are mixed already (gw_guard_addr_key) */
 }
 
 /* The slot of ip, or the empty slot where it would go. Under ip_mu. */
-static ip_slot *ip_find(gw_guard *g, uint32_t ip)
+static ip_slot *ip_find(gw_guard *g, uint64_t ip)
 {
     for (size_t i = ip_hash(ip) & g->ip_mask;; i = (i + 1) & g->ip_mask)
         if (g->ips[i].ip == ip || g->ips[i].ip == 0)
@@ -68,7 +68,7 @@ static ip_slot *ip_find(gw_guard *g, uint32_t ip)
 }
 
 /* Take one count of ip: -EUSERS at the cap (or when the table is full). */
-static int ip_take(gw_guard *g, uint32_t ip)
+static int ip_take(gw_guard *g, uint64_t ip)
 {
     int rc = 0;
     pthread_mutex_lock(&g->ip_mu);
@@ -91,7 +91,7 @@ out_unlock:
     return rc;
 }
 
-static void ip_give(gw_guard *g, uint32_t ip)
+static void ip_give(gw_guard *g, uint64_t ip)
 {
     pthread_mutex_lock(&g->ip_mu);
     ip_slot *s = ip_find(g, ip);
@@ -116,7 +116,7 @@ static void ip_give(gw_guard *g, uint32_t ip)
     pthread_mutex_unlock(&g->ip_mu);
 }
 
-uint32_t gw_guard_ip_count(gw_guard *g, uint32_t ip)
+uint32_t gw_guard_ip_count(gw_guard *g, uint64_t ip)
 {
     if (!g->ips || ip == 0)
         return 0;
@@ -220,7 +220,7 @@ static void *sweeper_main(void *arg)
 
 /* ---- connections ---- */
 
-int gw_guard_open(gw_guard *g, int fd, uint32_t ip, uint64_t now_ns, gw_guard_conn **out)
+int gw_guard_open(gw_guard *g, int fd, uint64_t ip, uint64_t now_ns, gw_guard_conn **out)
 {
     if (ip && g->ips && ip_take(g, ip) < 0) {
         atomic_fetch_add_explicit(&g->refused, 1, memory_order_relaxed);
@@ -264,17 +264,47 @@ uint64_t gw_guard_refused(const gw_guard *g)
 
 /* ---- libmicrohttpd ---- */
 
-static uint32_t ipv4_of(const struct sockaddr *sa, socklen_t len)
+/* splitmix64's finaliser: distinct inputs give distinct outputs */
+static uint64_t mix64(uint64_t x)
 {
-    if (!sa || sa->sa_family != AF_INET || len < (socklen_t)sizeof(struct sockaddr_in))
-        return 0; /* the listener is IPv4; anything else is not counted */
-    return ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+uint64_t gw_guard_addr_key(const struct sockaddr *sa, socklen_t len)
+{
+    uint64_t k;
+    if (!sa)
+        return 0;
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        k = (1ULL << 32) | ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (!memcmp(b, mapped, sizeof mapped)) { /* ::ffff:a.b.c.d is the IPv4 client */
+            uint32_t v4;
+            memcpy(&v4, b + 12, 4);
+            k = (1ULL << 32) | v4;
+        } else { /* the /64: 2^64 addresses of one host or site count as one */
+            uint64_t prefix;
+            memcpy(&prefix, b, 8);
+            k = mix64(prefix ^ 0x6a09e667f3bcc908ULL) ^ (2ULL << 32);
+            return k ? k : 1;
+        }
+    } else {
+        return 0; /* a UNIX socket or an unknown family: not counted */
+    }
+    k = mix64(k);
+    return k ? k : 1;
 }
 
 enum MHD_Result gw_guard_accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     gw_guard *g = cls;
-    uint32_t ip = ipv4_of(addr, addrlen);
+    uint64_t ip = gw_guard_addr_key(addr, addrlen);
     if (!g->ips || ip == 0 || gw_guard_ip_count(g, ip) < g->max_per_ip)
         return MHD_YES;
     atomic_fetch_add_explicit(&g->refused, 1, memory_order_relaxed);
@@ -303,7 +333,8 @@ void gw_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_conte
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (!fdi)
         return;
-    uint32_t ip = ai ? ipv4_of(ai->client_addr, sizeof(struct sockaddr_in)) : 0;
+    /* no length comes with it: the family says how much of it to read */
+    uint64_t ip = ai ? gw_guard_addr_key(ai->client_addr, sizeof(struct sockaddr_storage)) : 0;
     gw_guard_conn *c = NULL;
     if (gw_guard_open(g, fdi->connect_fd, ip, gw_mono_ns(), &c) < 0) {
         /* over the cap (a race past the accept policy) or out of memory:

@@ -21,7 +21,8 @@
  * (request_timeout_ms / 10, between 5 and 100 ms), so a connection is shut
  * down at most one tick after its deadline.
  *
- * Per-address cap. A table of open connections per IPv4 address, under one
+ * Per-address cap. A table of open connections per address (an IPv4
+ * address, or an IPv6 /64: one host usually holds a whole /64), under one
  * lock taken once when a connection is accepted and once when it closes, as
  * libmicrohttpd's own per-IP table does. Its own limit is per daemon, and the
  * epoll I/O mode runs one daemon per thread, hence this table. The accept
@@ -74,9 +75,13 @@ void gw_guard_next(gw_guard *g, struct MHD_Connection *conn);
 
 /* ---- the same without libmicrohttpd, time passed in (tests) ---- */
 
-/* A connection on fd from IPv4 address ip (network order; 0: not counted).
- * -EUSERS when ip is at its cap, -ENOMEM. Armed at now_ns. OUT: *out. */
-int gw_guard_open(gw_guard *g, int fd, uint32_t ip, uint64_t now_ns, gw_guard_conn **out);
+/* The key a client address is counted under: one per IPv4 address (an
+ * IPv4-mapped IPv6 address is its IPv4 address), one per IPv6 /64 prefix,
+ * never 0; 0 for anything else (not counted). */
+uint64_t gw_guard_addr_key(const struct sockaddr *sa, socklen_t len);
+/* A connection on fd from address key ip (gw_guard_addr_key; 0: not
+ * counted). -EUSERS when ip is at its cap, -ENOMEM. Armed at now_ns. OUT: *out. */
+int gw_guard_open(gw_guard *g, int fd, uint64_t ip, uint64_t now_ns, gw_guard_conn **out);
 /* Frees c and gives its address count back; fd is the caller's to close. */
 void gw_guard_close(gw_guard *g, gw_guard_conn *c);
 void gw_guard_conn_done(gw_guard *g, gw_guard_conn *c);
@@ -85,7 +90,7 @@ void gw_guard_conn_arm(gw_guard *g, gw_guard_conn *c, uint64_t now_ns);
  * returns how many. */
 unsigned gw_guard_sweep(gw_guard *g, uint64_t now_ns);
 /* Open connections counted for ip right now. */
-uint32_t gw_guard_ip_count(gw_guard *g, uint32_t ip);
+uint32_t gw_guard_ip_count(gw_guard *g, uint64_t ip);
 /* Connections shut down for their deadline, and refused for their address,
  * since creation. */
 uint64_t gw_guard_timeouts(const gw_guard *g);

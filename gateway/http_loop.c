@@ -204,24 +204,28 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static int listen_socket(const struct sockaddr_in *addr, uint16_t *port)
+static int listen_socket(const struct sockaddr_storage *addr, uint16_t *port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int v6 = addr->ss_family == AF_INET6;
+    if (!v6 && addr->ss_family != AF_INET)
+        return -EAFNOSUPPORT;
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
     /* a restart binds while old connections linger in TIME_WAIT; no
      * SO_REUSEPORT: a second gateway on the same port is an error */
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa;
+    struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
-    if (bind(fd, (const struct sockaddr *)addr, sizeof *addr) < 0 || listen(fd, 4096) < 0 ||
+    socklen_t alen = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (const struct sockaddr *)addr, alen) < 0 || listen(fd, 4096) < 0 ||
         getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
         int rc = -errno;
         close(fd);
         return rc;
     }
-    *port = ntohs(sa.sin_port);
+    *port = ntohs(v6 ? ((struct sockaddr_in6 *)&sa)->sin6_port : ((struct sockaddr_in *)&sa)->sin_port);
     return fd;
 }
 
@@ -256,7 +260,9 @@ int gw_http_create(const gw_http_cfg *c, gw_http **out)
             rc = -errno;
             goto out_destroy;
         }
-        l->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
+        l->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                                    (c->addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+                                0,
                                 c->accept, c->accept_cls, c->handler, c->handler_cls,
                                 MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
                                 MHD_OPTION_CONNECTION_LIMIT, per ? per : 1U,

@@ -42,13 +42,14 @@
 
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 typedef struct gw_http gw_http;
 typedef struct gw_loop gw_loop;
 
 typedef struct gw_http_cfg {
-    struct sockaddr_in addr;     /* port 0: any free port, see gw_http_port */
+    struct sockaddr_storage addr; /* AF_INET or AF_INET6; port 0: any free port (gw_http_port) */
     unsigned threads;            /* >= 1 */
     unsigned max_connections;    /* over all threads together */
     unsigned connection_timeout; /* seconds idle before MHD closes a connection */

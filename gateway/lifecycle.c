@@ -187,7 +187,7 @@ static int http_start_event(gw *g, struct sockaddr_storage *sa, char *err, size_
     if (pool < 1)
         pool = 1;
     if (!strcmp(c->http_io, "epoll")) {
-        gw_http_cfg hc = {.addr = *(struct sockaddr_in *)sa, /* AF_INET: cfg_listen_addr */
+        gw_http_cfg hc = {.addr = *sa, /* cfg_listen_addr: AF_INET or AF_INET6 */
                           .threads = pool,
                           .max_connections = (unsigned)c->max_connections,
                           .connection_timeout = 30,

@@ -413,6 +413,101 @@ static int enqueue(wconn *w, const op *o)
     return rc;
 }
 
+/* FETCH and COMMIT of an allowed topic become an op for the connection's
+ * thread. 0 with *o filled, or -1 when answered here already. */
+static int fetch_op(gw_rpcsvc *s, rpc_conn *c, wconn *w, const rpc_frame *f, op *o)
+{
+    o->type = OP_FETCH;
+    copy_name(o->topic, f->u.fetch.topic);
+    if (!topic_allowed(w, o->topic)) {
+        if (!mq_topic_find(s->q, o->topic))
+            send_error(c, f->call_id, ENOENT, "no such topic");
+        else
+            deny(c, s, f->call_id, "topic not allowed for this role");
+        return -1;
+    }
+    o->max = f->u.fetch.max_messages;
+    if (o->max == 0 || o->max > MAX_FETCH)
+        o->max = o->max ? MAX_FETCH : 1;
+    o->wait_ms = f->u.fetch.max_wait_ms > MAX_WAIT_MS ? MAX_WAIT_MS : f->u.fetch.max_wait_ms;
+    return 0;
+}
+
+static int commit_op(gw_rpcsvc *s, rpc_conn *c, wconn *w, const rpc_frame *f, op *o)
+{
+    o->type = OP_COMMIT;
+    copy_name(o->topic, f->u.commit.topic);
+    if (!topic_allowed(w, o->topic)) {
+        atomic_fetch_add_explicit(&s->denied, 1, memory_order_relaxed);
+        if (f->call_id) /* sent without waiting: no answer */
+            send_error(c, f->call_id, EPERM, "topic not allowed for this role");
+        return -1;
+    }
+    o->partition = f->u.commit.partition;
+    o->offset = f->u.commit.offset;
+    return 0;
+}
+
+/* RESULT: only from a purchase worker, only for a request this gateway
+ * handed to this same connection and that is still unanswered there. */
+static void on_result(gw_rpcsvc *s, rpc_conn *c, wconn *w, const rpc_frame *f)
+{
+    const rpc_result *r = &f->u.result;
+    sk_outcome out = {0};
+    if (w->role != RPC_ROLE_PURCHASE) {
+        deny(c, s, f->call_id, "RESULT is for purchase workers");
+        return;
+    }
+    if (r->result >= SK_RESULT_COUNT || r->item_id.len > SK_ID_MAX ||
+        r->order_id.len > SK_ORDER_ID_MAX) {
+        send_error(c, f->call_id, EINVAL, "bad RESULT");
+        return;
+    }
+    if (memcmp(r->gateway_id, s->gateway_id, 16) != 0) {
+        send_error(c, f->call_id, EXDEV, "gateway id is not this gateway's");
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    int issued = idset_take(w->deliv[0], r->request_id) || idset_take(w->deliv[1], r->request_id);
+    pthread_mutex_unlock(&w->mu);
+    if (!issued) {
+        deny(c, s, f->call_id, "no such request outstanding on this connection");
+        return;
+    }
+    memcpy(out.gateway_id, r->gateway_id, 16);
+    memcpy(out.request_id, r->request_id, 16);
+    out.result = (enum sk_result)r->result;
+    memcpy(out.item_id, r->item_id.ptr, r->item_id.len);
+    if (r->order_id.len)
+        memcpy(out.order_id, r->order_id.ptr, r->order_id.len);
+    int rc = s->hooks.result(s->hooks.arg, &out);
+    if (rc == -EXDEV)
+        send_error(c, f->call_id, EXDEV, "gateway id is not this gateway's");
+    else if (f->call_id)
+        send_ack(c, f->call_id);
+}
+
+/* STOCK and SOLD_OUT: a purchase worker's view of an item's stock. */
+static void on_stock(gw_rpcsvc *s, rpc_conn *c, wconn *w, const rpc_frame *f)
+{
+    char item[SK_ID_MAX + 1];
+    const rpc_stock *st = &f->u.stock;
+    if (w->role != RPC_ROLE_PURCHASE) {
+        deny(c, s, f->call_id, "STOCK is for purchase workers");
+        return;
+    }
+    if (st->item_id.len == 0 || st->item_id.len > SK_ID_MAX) {
+        send_error(c, f->call_id, EINVAL, "bad item id");
+        return;
+    }
+    memcpy(item, st->item_id.ptr, st->item_id.len);
+    item[st->item_id.len] = '\0';
+    if (s->hooks.stock)
+        s->hooks.stock(s->hooks.arg, item, f->type == RPC_SOLD_OUT ? 0 : st->left);
+    if (f->call_id)
+        send_ack(c, f->call_id);
+}
+
 static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
 {
     gw_rpcsvc *s = arg;
@@ -422,95 +517,18 @@ static void on_frame(void *arg, rpc_conn *c, const rpc_frame *f)
         return;
     switch (f->type) {
     case RPC_FETCH:
-        o.type = OP_FETCH;
-        copy_name(o.topic, f->u.fetch.topic);
-        if (!topic_allowed(w, o.topic)) {
-            if (!mq_topic_find(s->q, o.topic))
-                send_error(c, f->call_id, ENOENT, "no such topic");
-            else
-                deny(c, s, f->call_id, "topic not allowed for this role");
+        if (fetch_op(s, c, w, f, &o) < 0)
             return;
-        }
-        o.max = f->u.fetch.max_messages;
-        if (o.max == 0 || o.max > MAX_FETCH)
-            o.max = o.max ? MAX_FETCH : 1;
-        o.wait_ms = f->u.fetch.max_wait_ms > MAX_WAIT_MS ? MAX_WAIT_MS : f->u.fetch.max_wait_ms;
         break;
     case RPC_COMMIT:
-        o.type = OP_COMMIT;
-        copy_name(o.topic, f->u.commit.topic);
-        if (!topic_allowed(w, o.topic)) {
-            atomic_fetch_add_explicit(&s->denied, 1, memory_order_relaxed);
-            if (f->call_id) /* sent without waiting: no answer */
-                send_error(c, f->call_id, EPERM, "topic not allowed for this role");
+        if (commit_op(s, c, w, f, &o) < 0)
             return;
-        }
-        o.partition = f->u.commit.partition;
-        o.offset = f->u.commit.offset;
         break;
-    case RPC_PRODUCE:
-        deny(c, s, f->call_id, "PRODUCE is not allowed over rpc");
-        return;
-    case RPC_RESULT: {
-        const rpc_result *r = &f->u.result;
-        sk_outcome out = {0};
-        if (w->role != RPC_ROLE_PURCHASE) {
-            deny(c, s, f->call_id, "RESULT is for purchase workers");
-            return;
-        }
-        if (r->result >= SK_RESULT_COUNT || r->item_id.len > SK_ID_MAX ||
-            r->order_id.len > SK_ORDER_ID_MAX) {
-            send_error(c, f->call_id, EINVAL, "bad RESULT");
-            return;
-        }
-        if (memcmp(r->gateway_id, s->gateway_id, 16) != 0) {
-            send_error(c, f->call_id, EXDEV, "gateway id is not this gateway's");
-            return;
-        }
-        pthread_mutex_lock(&w->mu);
-        int issued = idset_take(w->deliv[0], r->request_id) ||
-                     idset_take(w->deliv[1], r->request_id);
-        pthread_mutex_unlock(&w->mu);
-        if (!issued) {
-            deny(c, s, f->call_id, "no such request outstanding on this connection");
-            return;
-        }
-        memcpy(out.gateway_id, r->gateway_id, 16);
-        memcpy(out.request_id, r->request_id, 16);
-        out.result = (enum sk_result)r->result;
-        memcpy(out.item_id, r->item_id.ptr, r->item_id.len);
-        if (r->order_id.len)
-            memcpy(out.order_id, r->order_id.ptr, r->order_id.len);
-        int rc = s->hooks.result(s->hooks.arg, &out);
-        if (rc == -EXDEV)
-            send_error(c, f->call_id, EXDEV, "gateway id is not this gateway's");
-        else if (f->call_id)
-            send_ack(c, f->call_id);
-        return;
-    }
+    case RPC_PRODUCE: deny(c, s, f->call_id, "PRODUCE is not allowed over rpc"); return;
+    case RPC_RESULT: on_result(s, c, w, f); return;
     case RPC_STOCK:
-    case RPC_SOLD_OUT: {
-        char item[SK_ID_MAX + 1];
-        const rpc_stock *st = &f->u.stock;
-        if (w->role != RPC_ROLE_PURCHASE) {
-            deny(c, s, f->call_id, "STOCK is for purchase workers");
-            return;
-        }
-        if (st->item_id.len == 0 || st->item_id.len > SK_ID_MAX) {
-            send_error(c, f->call_id, EINVAL, "bad item id");
-            return;
-        }
-        memcpy(item, st->item_id.ptr, st->item_id.len);
-        item[st->item_id.len] = '\0';
-        if (s->hooks.stock)
-            s->hooks.stock(s->hooks.arg, item, f->type == RPC_SOLD_OUT ? 0 : st->left);
-        if (f->call_id)
-            send_ack(c, f->call_id);
-        return;
-    }
-    default:
-        send_error(c, f->call_id, EOPNOTSUPP, "unexpected frame type");
-        return;
+    case RPC_SOLD_OUT: on_stock(s, c, w, f); return;
+    default: send_error(c, f->call_id, EOPNOTSUPP, "unexpected frame type"); return;
     }
     if (enqueue(w, &o) < 0) {
         if (f->call_id) /* a COMMIT sent without waiting gets no answer */

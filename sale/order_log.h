@@ -9,11 +9,7 @@
  * and the feed of the order consumer groups (the order sink: group
  * SK_ORDER_GROUP over rpc/).
  *
- * Record value (little-endian, 38..233 bytes):
- *   u8  version (1)        u8 type (sk_order_state: the state entered)
- *   u64 at_ms              u64 pay_deadline_ms     (wall clock, unix ms)
- *   u8  request_id[16]
- *   u8  order_len, order id    u8 user_len, user id    u8 item_len, item id
+ * Record value: order_event.h.
  */
 #ifndef SECKILL_SK_ORDER_LOG_H
 #define SECKILL_SK_ORDER_LOG_H
@@ -21,19 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store_memory.h"
 #include "mq.h"
+#include "order_event.h"
 #include "sk.h"
-
-#define SK_ORDER_EVENT_VERSION 1
-#define SK_ORDER_EVENT_MAX (2 + 8 + 8 + 16 + 1 + SK_ORDER_ID_MAX + 1 + SK_ID_MAX + 1 + SK_ID_MAX)
-
-/* Encode ev into buf. Returns the length, -EINVAL for an invalid id or type,
- * -ENOBUFS when cap is short. */
-int sk_order_event_encode(const sk_order_event *ev, uint8_t *buf, size_t cap);
-/* Decode len bytes. -EBADMSG when truncated, of another version, with
- * trailing bytes, an unknown type or invalid ids. */
-int sk_order_event_decode(const void *buf, size_t len, sk_order_event *ev);
+#include "store_memory.h"
 
 typedef struct sk_order_log sk_order_log;
 

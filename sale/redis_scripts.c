@@ -200,3 +200,57 @@ int sk__redis_parse_order(const char *rec, const char *item_id, sk_order *o)
         return -EPROTO;
     return 0;
 }
+
+static const char *field(const redisReply *kv, const char *name)
+{
+    for (size_t i = 0; i + 1 < kv->elements; i += 2)
+        if (kv->element[i]->type == REDIS_REPLY_STRING &&
+            kv->element[i + 1]->type == REDIS_REPLY_STRING &&
+            strcmp(kv->element[i]->str, name) == 0)
+            return kv->element[i + 1]->str;
+    return NULL;
+}
+
+int sk__redis_deliver_events(const redisReply *rep, sale_event_fn fn, void *arg, int *nentries)
+{
+    int count = 0;
+    *nentries = 0;
+    if (rep->type == REDIS_REPLY_NIL)
+        return 0; /* BLOCK ran out */
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return -EPROTO;
+    for (size_t s = 0; s < rep->elements; s++) {
+        const redisReply *st = rep->element[s];
+        if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
+            st->element[1]->type != REDIS_REPLY_ARRAY)
+            return -EPROTO;
+        const redisReply *entries = st->element[1];
+        for (size_t e = 0; e < entries->elements; e++) {
+            const redisReply *en = entries->element[e];
+            if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
+                en->element[0]->type != REDIS_REPLY_STRING)
+                return -EPROTO;
+            const redisReply *kv = en->element[1];
+            (*nentries)++;
+            if (kv->type != REDIS_REPLY_ARRAY)
+                continue; /* trimmed away while pending: nothing to deliver */
+            const char *at = field(kv, "at"), *dl = field(kv, "deadline");
+            sale_event ev = {
+                .id = en->element[0]->str,
+                .type = field(kv, "type"),
+                .order_id = field(kv, "order"),
+                .item_id = field(kv, "item"),
+                .user_id = field(kv, "user"),
+                .request_id = field(kv, "request"),
+                .at_ms = at ? strtoull(at, NULL, 10) : 0,
+                .pay_deadline_ms = dl ? strtoull(dl, NULL, 10) : 0,
+            };
+            if (!ev.type || !ev.order_id || !ev.item_id || !ev.user_id || !ev.request_id)
+                return -EPROTO;
+            if (fn(arg, &ev) < 0)
+                return count;
+            count++;
+        }
+    }
+    return count;
+}

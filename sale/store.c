@@ -99,6 +99,27 @@ int sale_store_ping(sale_store *s)
     return s->ops->ping(s);
 }
 
+size_t sale_store_event_streams(const sale_store *s)
+{
+    return s->ops->event_streams ? s->ops->event_streams(s) : 0;
+}
+
+int sale_store_events_read(sale_store *s, size_t stream, const char *group, const char *consumer,
+                           size_t max, uint32_t block_ms, sale_event_fn fn, void *arg)
+{
+    if (stream >= sale_store_event_streams(s))
+        return -ERANGE;
+    return s->ops->events_read(s, stream, group, consumer, max, block_ms, fn, arg);
+}
+
+int sale_store_events_ack(sale_store *s, size_t stream, const char *group,
+                          const char *const *ids, size_t n)
+{
+    if (stream >= sale_store_event_streams(s))
+        return -ERANGE;
+    return s->ops->events_ack(s, stream, group, ids, n);
+}
+
 /* ---- the reaper ---- */
 
 struct sale_reaper {

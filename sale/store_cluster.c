@@ -153,6 +153,7 @@ typedef struct cluster_store {
     citem *items;
     size_t nitems;
     uint32_t pay_timeout_ms;
+    uint32_t timeout_ms;
     char sha[NSCRIPTS][41];
     int fault_kill_after_take;
 } cluster_store;
@@ -910,6 +911,139 @@ static int cs_ping(sale_store *s)
     return sk_cluster_ping(cs_of(s)->cl);
 }
 
+/* ---- order events: one stream per bucket, numbered item by item ---- */
+
+static size_t cs_event_streams(const sale_store *s)
+{
+    const cluster_store *m = (const cluster_store *)s;
+    size_t n = 0;
+    for (size_t i = 0; i < m->nitems; i++)
+        n += m->items[i].nb;
+    return n;
+}
+
+/* The bucket of stream k. */
+static const bucket *stream_bucket(const cluster_store *m, size_t k)
+{
+    for (size_t i = 0; i < m->nitems; i++) {
+        if (k < m->items[i].nb)
+            return &m->items[i].b[k];
+        k -= m->items[i].nb;
+    }
+    return NULL;
+}
+
+/* XREADGROUP from `from`, the group created on NOGROUP (at the start of the
+ * stream, so it sees every event; a concurrent creator wins). */
+static int xreadgroup(cluster_store *m, const bucket *b, const char *k, const char *group,
+                      const char *consumer, size_t max, const char *from, uint32_t block_ms,
+                      redisReply **rep)
+{
+    char scount[24], sblock[16];
+    const char *argv[12];
+    int argc = 0, rc, created = 0;
+    snprintf(scount, sizeof scount, "%zu", max);
+    snprintf(sblock, sizeof sblock, "%u", block_ms);
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = group;
+    argv[argc++] = consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = scount;
+    if (block_ms) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = sblock;
+    }
+    argv[argc++] = "STREAMS";
+    argv[argc++] = k;
+    argv[argc++] = from;
+    for (;;) {
+        rc = sk_cluster_command(m->cl, b->slot, argc, argv, NULL, rep);
+        if (rc < 0 || (*rep)->type != REDIS_REPLY_ERROR)
+            return rc;
+        rc = sk__redis_reply_err(*rep);
+        freeReplyObject(*rep);
+        if (rc != -ENOENT || created)
+            return rc;
+        const char *cargv[] = {"XGROUP", "CREATE", k, group, "0", "MKSTREAM"};
+        rc = sk_cluster_command(m->cl, b->slot, 6, cargv, NULL, rep);
+        if (rc < 0)
+            return rc;
+        if ((*rep)->type == REDIS_REPLY_ERROR && strncmp((*rep)->str, "BUSYGROUP", 9) != 0)
+            rc = sk__redis_reply_err(*rep);
+        freeReplyObject(*rep);
+        if (rc < 0)
+            return rc;
+        created = 1;
+    }
+}
+
+static int cs_events_read(sale_store *s, size_t stream, const char *group, const char *consumer,
+                          size_t max, uint32_t block_ms, sale_event_fn fn, void *arg)
+{
+    cluster_store *m = cs_of(s);
+    const bucket *b = stream_bucket(m, stream);
+    char k[KEY_MAX];
+    redisReply *rep = NULL;
+    int rc, entries = 0;
+    if (!b)
+        return -ERANGE;
+    if (!group || !*group || !consumer || !*consumer || !max || !fn)
+        return -EINVAL;
+    /* the connection's reply timeout bounds a blocking read */
+    if (block_ms > m->timeout_ms / 2)
+        block_ms = m->timeout_ms / 2;
+    bkey(k, b, "events");
+    rc = xreadgroup(m, b, k, group, consumer, max, "0", 0, &rep); /* unacknowledged first */
+    if (rc < 0)
+        return rc;
+    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
+    freeReplyObject(rep);
+    if (rc != 0 || entries)
+        return rc;
+    rc = xreadgroup(m, b, k, group, consumer, max, ">", block_ms, &rep);
+    if (rc < 0)
+        return rc;
+    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
+    freeReplyObject(rep);
+    return rc;
+}
+
+static int cs_events_ack(sale_store *s, size_t stream, const char *group, const char *const *ids,
+                         size_t n)
+{
+    cluster_store *m = cs_of(s);
+    const bucket *b = stream_bucket(m, stream);
+    char k[KEY_MAX];
+    redisReply *rep = NULL;
+    int rc;
+    if (!b)
+        return -ERANGE;
+    if (!group || (!ids && n))
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    const char **argv = malloc((3 + n) * sizeof *argv);
+    if (!argv)
+        return -ENOMEM;
+    bkey(k, b, "events");
+    argv[0] = "XACK";
+    argv[1] = k;
+    argv[2] = group;
+    for (size_t i = 0; i < n; i++)
+        argv[3 + i] = ids[i];
+    rc = sk_cluster_command(m->cl, b->slot, (int)(3 + n), argv, NULL, &rep);
+    if (rc == 0) {
+        if (rep->type == REDIS_REPLY_INTEGER)
+            rc = (int)rep->integer;
+        else
+            rc = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
+        freeReplyObject(rep);
+    }
+    free(argv);
+    return rc;
+}
+
 static const sale_store_ops cs_ops = {.destroy = cs_destroy,
                                       .queue = cs_queue,
                                       .left = cs_left,
@@ -917,7 +1051,10 @@ static const sale_store_ops cs_ops = {.destroy = cs_destroy,
                                       .order_get = cs_order_get,
                                       .order_pay = cs_order_pay,
                                       .reap = cs_reap,
-                                      .ping = cs_ping};
+                                      .ping = cs_ping,
+                                      .event_streams = cs_event_streams,
+                                      .events_read = cs_events_read,
+                                      .events_ack = cs_events_ack};
 
 /* ---- create ---- */
 
@@ -996,6 +1133,7 @@ int sale__store_cluster_create(const sale_store_config *c, sale_store **out, cha
         goto out_oom;
     m->base.ops = &cs_ops;
     m->pay_timeout_ms = c->pay_timeout_ms;
+    m->timeout_ms = c->redis_timeout_ms;
     m->fault_kill_after_take = fault && !strcmp(fault, "kill-after-take");
     m->nitems = c->nitems;
     m->items = calloc(c->nitems ? c->nitems : 1, sizeof *m->items);

@@ -17,6 +17,12 @@ typedef struct sale_store_ops {
     int (*order_pay)(sale_store *s, const char *order_id, uint64_t now_ms, sk_order *o);
     int (*reap)(sale_store *s, uint64_t now_ms);
     int (*ping)(sale_store *s);
+    /* order events; NULL when the backend has no streams of its own */
+    size_t (*event_streams)(const sale_store *s);
+    int (*events_read)(sale_store *s, size_t stream, const char *group, const char *consumer,
+                       size_t max, uint32_t block_ms, sale_event_fn fn, void *arg);
+    int (*events_ack)(sale_store *s, size_t stream, const char *group, const char *const *ids,
+                      size_t n);
 } sale_store_ops;
 
 struct sale_store {

@@ -827,62 +827,6 @@ int sk_redis_reap(sk_redis *r, uint64_t now_ms)
 
 /* ---- order events ---- */
 
-static const char *field(const redisReply *kv, const char *name)
-{
-    for (size_t i = 0; i + 1 < kv->elements; i += 2)
-        if (kv->element[i]->type == REDIS_REPLY_STRING &&
-            kv->element[i + 1]->type == REDIS_REPLY_STRING &&
-            strcmp(kv->element[i]->str, name) == 0)
-            return kv->element[i + 1]->str;
-    return NULL;
-}
-
-/* Pass the entries of an XREADGROUP reply to fn. Returns how many were
- * passed; OUT: *nentries, how many the reply held. */
-static int deliver_events(const redisReply *rep, sk_redis_event_fn fn, void *arg, int *nentries)
-{
-    int count = 0;
-    *nentries = 0;
-    if (rep->type == REDIS_REPLY_NIL)
-        return 0; /* BLOCK ran out */
-    if (rep->type != REDIS_REPLY_ARRAY)
-        return -EPROTO;
-    for (size_t s = 0; s < rep->elements; s++) {
-        const redisReply *st = rep->element[s];
-        if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
-            st->element[1]->type != REDIS_REPLY_ARRAY)
-            return -EPROTO;
-        const redisReply *entries = st->element[1];
-        for (size_t e = 0; e < entries->elements; e++) {
-            const redisReply *en = entries->element[e];
-            if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
-                en->element[0]->type != REDIS_REPLY_STRING)
-                return -EPROTO;
-            const redisReply *kv = en->element[1];
-            (*nentries)++;
-            if (kv->type != REDIS_REPLY_ARRAY)
-                continue; /* trimmed away while pending: nothing to deliver */
-            const char *at = field(kv, "at"), *dl = field(kv, "deadline");
-            sk_redis_event ev = {
-                .id = en->element[0]->str,
-                .type = field(kv, "type"),
-                .order_id = field(kv, "order"),
-                .item_id = field(kv, "item"),
-                .user_id = field(kv, "user"),
-                .request_id = field(kv, "request"),
-                .at_ms = at ? strtoull(at, NULL, 10) : 0,
-                .pay_deadline_ms = dl ? strtoull(dl, NULL, 10) : 0,
-            };
-            if (!ev.type || !ev.order_id || !ev.item_id || !ev.user_id || !ev.request_id)
-                return -EPROTO;
-            if (fn(arg, &ev) < 0)
-                return count;
-            count++;
-        }
-    }
-    return count;
-}
-
 static int xreadgroup(sk_redis *r, const char *k, const char *group, const char *consumer,
                       size_t max, const char *from, uint32_t block_ms, redisReply **rep)
 {
@@ -941,14 +885,14 @@ int sk_redis_events_read(sk_redis *r, const char *item_id, const char *group, co
     rc = xreadgroup(r, k, group, consumer, max, "0", 0, &rep);
     if (rc < 0)
         return rc;
-    rc = deliver_events(rep, fn, arg, &entries);
+    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
     freeReplyObject(rep);
     if (rc != 0 || entries)
         return rc;
     rc = xreadgroup(r, k, group, consumer, max, ">", block_ms, &rep);
     if (rc < 0)
         return rc;
-    rc = deliver_events(rep, fn, arg, &entries);
+    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
     freeReplyObject(rep);
     return rc;
 }
@@ -1095,6 +1039,26 @@ static int rs_ping(sale_store *s)
     return sk_redis_ping(rs_of(s)->r);
 }
 
+/* One stream per item, numbered as the items. */
+static size_t rs_event_streams(const sale_store *s)
+{
+    return ((const redis_store *)s)->nitems;
+}
+
+static int rs_events_read(sale_store *s, size_t stream, const char *group, const char *consumer,
+                          size_t max, uint32_t block_ms, sale_event_fn fn, void *arg)
+{
+    redis_store *m = rs_of(s);
+    return sk_redis_events_read(m->r, m->ids[stream], group, consumer, max, block_ms, fn, arg);
+}
+
+static int rs_events_ack(sale_store *s, size_t stream, const char *group, const char *const *ids,
+                         size_t n)
+{
+    redis_store *m = rs_of(s);
+    return sk_redis_events_ack(m->r, m->ids[stream], group, ids, n);
+}
+
 static const sale_store_ops rs_ops = {.destroy = rs_destroy,
                                       .queue = rs_queue,
                                       .left = rs_left,
@@ -1102,7 +1066,10 @@ static const sale_store_ops rs_ops = {.destroy = rs_destroy,
                                       .order_get = rs_order_get,
                                       .order_pay = rs_order_pay,
                                       .reap = rs_reap,
-                                      .ping = rs_ping};
+                                      .ping = rs_ping,
+                                      .event_streams = rs_event_streams,
+                                      .events_read = rs_events_read,
+                                      .events_ack = rs_events_ack};
 
 int sale__store_redis_create(const sale_store_config *c, sale_store **out, char *err, size_t errlen)
 {

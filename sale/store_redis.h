@@ -32,6 +32,7 @@
 
 #include "backend.h"
 #include "sk.h"
+#include "store.h"
 
 typedef struct sk_redis sk_redis;
 
@@ -92,20 +93,9 @@ int sk_redis_reap(sk_redis *r, uint64_t now_ms);
 
 /* ---- order events: one Redis stream per item, consumed in groups ---- */
 
-typedef struct sk_redis_event {
-    const char *id;   /* stream entry id: pass it to sk_redis_events_ack */
-    const char *type; /* "reserved", "paid" or "cancelled" */
-    const char *order_id;
-    const char *item_id;
-    const char *user_id;
-    const char *request_id;   /* UUID text */
-    uint64_t at_ms;           /* when it happened (unix ms) */
-    uint64_t pay_deadline_ms; /* reserved events; 0 otherwise */
-} sk_redis_event;
-
-/* Called once per event; the pointers are valid during the call only.
- * Return 0 to go on, negative to stop (the rest stay pending). */
-typedef int (*sk_redis_event_fn)(void *arg, const sk_redis_event *ev);
+/* The events of store.h; id is the stream entry id. */
+typedef sale_event sk_redis_event;
+typedef sale_event_fn sk_redis_event_fn;
 
 /* Read up to max events of item_id's stream as consumer `consumer` of group
  * `group` (created at the start of the stream on first use). Entries this

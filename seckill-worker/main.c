@@ -33,8 +33,7 @@
 
 #include "commits.h"
 #include "config.h"
-#include "store_redis.h"
-#include "order_log.h"
+#include "order_event.h"
 #include "order_sink.h"
 #include "registry.h"
 #include "remote.h"
@@ -136,7 +135,7 @@ typedef struct sink_batch {
     int err;
 } sink_batch;
 
-static int on_event(void *arg, const sk_redis_event *ev)
+static int on_event(void *arg, const sale_event *ev)
 {
     sink_batch *b = arg;
     sk_sink_record r = {.order_id = ev->order_id, .type = ev->type, .item_id = ev->item_id,
@@ -176,17 +175,17 @@ static void sink_finish(sk_sink *s)
     sk_sink_close(s);
 }
 
-/* inventory = redis: every item's order stream, group "orders". */
-static int run_orders(const cfg *c, sk_redis *redis, const char *id, const char *out)
+/* inventory = redis: the store's order event streams, group "orders". */
+static int run_orders(sale_store *store, const char *id, const char *out)
 {
     sk_sink *s = sink_start(out, id, "redis");
     if (!s)
         return EX_UNAVAILABLE;
+    size_t nstreams = sale_store_event_streams(store);
     while (!atomic_load(&stopping)) {
-        for (size_t i = 0; i < c->nitems && !atomic_load(&stopping); i++) {
+        for (size_t i = 0; i < nstreams && !atomic_load(&stopping); i++) {
             sink_batch b = {.s = s};
-            int n = sk_redis_events_read(redis, c->items[i].id, SK_ORDER_GROUP, id, 256, 100,
-                                         on_event, &b);
+            int n = sale_store_events_read(store, i, SK_ORDER_GROUP, id, 256, 100, on_event, &b);
             if (n < 0 && b.n == 0) {
                 struct timespec ts = {0, 100 * 1000 * 1000};
                 nanosleep(&ts, NULL);
@@ -202,7 +201,7 @@ static int run_orders(const cfg *c, sk_redis *redis, const char *id, const char 
                 atomic_store(&stopping, 1);
                 break;
             }
-            sk_redis_events_ack(redis, c->items[i].id, SK_ORDER_GROUP, b.ids, b.n);
+            sale_store_events_ack(store, i, SK_ORDER_GROUP, b.ids, b.n);
         }
     }
     sink_finish(s);
@@ -418,37 +417,20 @@ int main(int argc, char **argv)
     pthread_create(&sigthr, NULL, signal_main, &set);
 
     int status = 0;
-    sk_redis *redis = NULL;
     sale_store *store = NULL;
-    sk_redis_item *items = calloc(c.nitems, sizeof *items);
     sale_store_item *sitems = calloc(c.nitems, sizeof *sitems);
     sk_item_window *windows = calloc(c.nitems, sizeof *windows);
-    if (!items || !sitems || !windows) {
+    if (!sitems || !windows) {
         status = EX_OSERR;
         goto out;
     }
     for (size_t i = 0; i < c.nitems; i++) {
-        items[i] = (sk_redis_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit,
-                                   c.worker_pay_timeout_ms};
         sitems[i] = (sale_store_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit,
                                        c.items[i].stock_buckets};
         windows[i] = (sk_item_window){c.items[i].id, c.items[i].starts_at, c.items[i].ends_at};
     }
     if (memory_orders) {
         status = run_orders_rpc(&c, id, out);
-        goto out;
-    }
-    int rc;
-    if (!strcmp(role, "orders")) { /* the order streams in Redis */
-        rc = sk_redis_open(c.redis_host, c.redis_port, c.redis_timeout_ms, items, c.nitems, 5000,
-                           &redis);
-        if (rc < 0) {
-            fprintf(stderr, "seckill-worker: redis %s:%u: %s\n", c.redis_host, c.redis_port,
-                    strerror(-rc));
-            status = EX_UNAVAILABLE;
-            goto out;
-        }
-        status = run_orders(&c, redis, id, out);
         goto out;
     }
     sale_store_config sc = {.backend = c.worker_inventory,
@@ -469,10 +451,14 @@ int main(int argc, char **argv)
                             .redis_nodes = c.redis_nodes,
                             .min_replicas_ack = c.redis_min_replicas_ack,
                             .replica_ack_timeout_ms = c.redis_replica_ack_timeout_ms};
-    rc = sale_store_create(&sc, &store, err, sizeof err);
+    int rc = sale_store_create(&sc, &store, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "seckill-worker: %s\n", err);
         status = EX_UNAVAILABLE;
+        goto out;
+    }
+    if (!strcmp(role, "orders")) { /* the store's order event streams */
+        status = run_orders(store, id, out);
         goto out;
     }
 
@@ -546,9 +532,7 @@ out:
         pthread_kill(sigthr, SIGTERM);
     pthread_join(sigthr, NULL);
     sale_store_destroy(store);
-    sk_redis_destroy(redis);
     free(sitems);
-    free(items);
     free(windows);
     cfg_release(&c);
     return status;

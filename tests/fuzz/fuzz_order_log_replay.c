@@ -40,7 +40,7 @@
 
 #include "crc32c.h"
 #include "le.h"
-#include "queue/mq.h"
+#include "mq.h"
 #include "sale/store_memory.h"
 #include "sale/order_log.h"
 

@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "gateway/request.h"
-#include "sale/message.h"
+#include "message.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

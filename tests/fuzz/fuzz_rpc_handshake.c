@@ -40,7 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
+#include "rpc/auth.h"
 #include "crc32c.h"
 #include "frame.h"
 #include "le.h"

@@ -3,7 +3,7 @@
  * into a directory (input formats: the top of fuzz_order_log_replay.c).
  *
  * Not part of the build; run by hand when the event layout changes:
- *   cc -D_GNU_SOURCE -ffunction-sections -I sale -I queue -I common -I rpc \
+ *   cc -D_GNU_SOURCE -ffunction-sections -I . -I sale -I sale/include -I queue/include -I common -I rpc/include \
  *      tests/fuzz/gen_corpus_order_log.c sale/order_log.c sale/message.c \
  *      -Wl,--gc-sections -o /tmp/gen && /tmp/gen tests/fuzz/corpus_order_log_replay
  * (--gc-sections drops the parts of order_log.c that need the queue.)
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "order_log.h"
+#include "sale/order_log.h"
 
 static uint8_t buf[1 << 16];
 static size_t n;

@@ -2,7 +2,7 @@
  * gen_corpus_rpc.c - writes the seed corpus of fuzz_rpc_frame into a directory.
  *
  * Not part of the build; run by hand when the frame layout changes:
- *   cc -D_GNU_SOURCE -I rpc -I common tests/fuzz/gen_corpus_rpc.c rpc/frame.c common/crc32c.c \
+ *   cc -D_GNU_SOURCE -I . -I rpc -I rpc/include -I common tests/fuzz/gen_corpus_rpc.c rpc/frame.c common/crc32c.c \
  *      -lpthread -o /tmp/gen && /tmp/gen tests/fuzz/corpus_rpc
  */
 #include <stdio.h>

@@ -9,7 +9,7 @@
  *
  * Not part of the build; run by hand when the frame layout, the key schedule
  * or the fixture changes:
- *   cc -D_GNU_SOURCE -I rpc -I common -I tests/fuzz tests/fuzz/gen_corpus_rpc_handshake.c \
+ *   cc -D_GNU_SOURCE -I . -I rpc -I rpc/include -I common -I tests/fuzz tests/fuzz/gen_corpus_rpc_handshake.c \
  *      rpc/frame.c rpc/auth.c common/crc32c.c -lcrypto -lpthread -o /tmp/gen_hs &&
  *   /tmp/gen_hs tests/fuzz/corpus_rpc_handshake
  */
@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
+#include "rpc/auth.h"
 #include "crc32c.h"
 #include "frame.h"
 #include "le.h"

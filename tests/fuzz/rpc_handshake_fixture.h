@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "auth.h"
+#include "rpc/auth.h"
 #include "rpc.h"
 
 /* the secret the corpus was recorded with, and one no input holds */

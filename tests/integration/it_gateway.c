@@ -569,6 +569,28 @@ static void test_cli(void **state)
 
 /* ---- listen: IPv6 literals and host names, checked as start-up binds ---- */
 
+/* Start a gateway of config path on [::1] at sa's port, and get an answer. */
+static void serve_v6(const char *path, struct sockaddr_in6 *sa)
+{
+    char listen[64], ready[96];
+    snprintf(listen, sizeof listen, "[::1]:%u", ntohs(sa->sin6_port));
+    snprintf(ready, sizeof ready, "listening on http://%s ", listen);
+    const char *run[] = {gateway_bin, "-c", path, "--listen", listen, NULL};
+    pid_t pid;
+    assert_int_equal(proc_spawn(run, ready, &pid), 0);
+    int s = socket(AF_INET6, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    assert_int_equal(connect(s, (struct sockaddr *)sa, sizeof *sa), 0);
+    const char req[] = "GET /seckill HTTP/1.0\r\n\r\n";
+    assert_int_equal(write(s, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char resp[64] = "";
+    ssize_t n = read(s, resp, sizeof resp - 1);
+    close(s);
+    assert_true(n > 0);
+    assert_int_equal(strncmp(resp, "HTTP/1.", 7), 0);
+    assert_int_equal(proc_stop(pid, SIGTERM), 0);
+}
+
 static void test_listen_forms(void **state)
 {
     (void)state;
@@ -617,23 +639,13 @@ static void test_listen_forms(void **state)
         goto out_rm;
     }
     close(s); /* its port, free again, for the gateway */
-    char listen[64], ready[96];
-    snprintf(listen, sizeof listen, "[::1]:%u", ntohs(sa.sin6_port));
-    snprintf(ready, sizeof ready, "listening on http://%s ", listen);
-    const char *run[] = {gateway_bin, "-c", path, "--listen", listen, NULL};
-    pid_t pid;
-    assert_int_equal(proc_spawn(run, ready, &pid), 0);
-    s = socket(AF_INET6, SOCK_STREAM, 0);
-    assert_true(s >= 0);
-    assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof sa), 0);
-    const char req[] = "GET /seckill HTTP/1.0\r\n\r\n";
-    assert_int_equal(write(s, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
-    char resp[64] = "";
-    ssize_t n = read(s, resp, sizeof resp - 1);
-    close(s);
-    assert_true(n > 0);
-    assert_int_equal(strncmp(resp, "HTTP/1.", 7), 0);
-    assert_int_equal(proc_stop(pid, SIGTERM), 0);
+    serve_v6(path, &sa);
+    /* and with the gateway's own epoll loops */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[gateway]\nhttp_io = epoll\n%s", text + strlen("[gateway]\n"));
+    fclose(f);
+    serve_v6(path, &sa);
 out_rm:;
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -31,7 +31,7 @@
 
 #include "harness.h"
 #include "rpc.h"
-#include "sale/message.h"
+#include "message.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"
 

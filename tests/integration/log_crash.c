@@ -27,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "seglog.h"
+#include "queue/seglog.h"
 
 #define MAX_THREADS 4
 #define MAX_PER_THREAD 20000

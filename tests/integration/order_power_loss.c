@@ -65,8 +65,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "queue/mq.h"
-#include "sale/backend.h"
+#include "mq.h"
+#include "backend.h"
 #include "sale/store_memory.h"
 #include "sale/order_log.h"
 

@@ -10,8 +10,10 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <sys/un.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -49,11 +51,34 @@ static void close_pair(pair p)
     close(p.peer);
 }
 
-static uint32_t ip(const char *s)
+/* The table key of an address, as libmicrohttpd's callbacks compute it. */
+static uint64_t key_of(const char *s)
 {
-    struct in_addr a;
-    inet_pton(AF_INET, s, &a);
-    return a.s_addr;
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    if (strchr(s, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, s, &a->sin6_addr), 1);
+        len = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, s, &a->sin_addr), 1);
+        len = sizeof *a;
+    }
+    return gw_guard_addr_key((struct sockaddr *)&ss, len);
+}
+
+static uint64_t ip(const char *s)
+{
+    return key_of(s);
+}
+
+static uint64_t v4key(uint32_t addr_net)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = addr_net};
+    return gw_guard_addr_key((struct sockaddr *)&sa, sizeof sa);
 }
 
 static void test_deadline(void **state)
@@ -153,7 +178,7 @@ static void test_per_ip_cap(void **state)
     static gw_guard_conn *cs[ADDRS][CAP];
     /* many addresses (probe runs that collide and are shifted back on delete) */
     for (int a = 0; a < ADDRS; a++) {
-        uint32_t x = htonl(0x7f000000u | (uint32_t)(a * 4096 + 1));
+        uint64_t x = v4key(htonl(0x7f000000u | (uint32_t)(a * 4096 + 1)));
         for (int k = 0; k < CAP; k++)
             assert_int_equal(gw_guard_open(g, -1, x, 0, &cs[a][k]), 0);
         gw_guard_conn *over;
@@ -168,18 +193,53 @@ static void test_per_ip_cap(void **state)
         for (int k = 0; k < CAP; k++)
             gw_guard_close(g, cs[a][k]);
     for (int a = 0; a < ADDRS; a++) {
-        uint32_t x = htonl(0x7f000000u | (uint32_t)(a * 4096 + 1));
+        uint64_t x = v4key(htonl(0x7f000000u | (uint32_t)(a * 4096 + 1)));
         assert_int_equal(gw_guard_ip_count(g, x), a % 2 ? CAP : 0);
     }
     assert_int_equal(gw_guard_accept_policy(g, (struct sockaddr *)&sa, sizeof sa), MHD_YES);
     /* one closed: one more may come */
-    uint32_t x1 = htonl(0x7f000000u | (uint32_t)(1 * 4096 + 1));
+    uint64_t x1 = v4key(htonl(0x7f000000u | (uint32_t)(1 * 4096 + 1)));
     gw_guard_close(g, cs[1][0]);
     assert_int_equal(gw_guard_open(g, -1, x1, 0, &cs[1][0]), 0);
     for (int a = 1; a < ADDRS; a += 2)
         for (int k = 0; k < CAP; k++)
             gw_guard_close(g, cs[a][k]);
     assert_int_equal(gw_guard_ip_count(g, x1), 0);
+    gw_guard_destroy(g);
+}
+
+/* IPv4 addresses count one by one, IPv6 ones per /64, an IPv4-mapped IPv6
+ * address as its IPv4 address; other families are not counted. */
+static void test_address_keys(void **state)
+{
+    (void)state;
+    assert_true(ip("192.0.2.1") != 0);
+    assert_true(ip("192.0.2.1") != ip("192.0.2.2"));
+    assert_true(ip("::ffff:192.0.2.1") == ip("192.0.2.1"));
+    assert_true(ip("2001:db8:1:2::1") == ip("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+    assert_true(ip("2001:db8:1:2::1") != ip("2001:db8:1:3::1"));
+    assert_true(ip("::1") != 0 && ip("::1") != ip("::ffff:0.0.0.1"));
+    assert_true(ip("0.0.0.1") != ip("::1"));
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    assert_true(gw_guard_addr_key((struct sockaddr *)&un, sizeof un) == 0);
+    struct sockaddr_in6 shortv6 = {.sin6_family = AF_INET6};
+    assert_true(gw_guard_addr_key((struct sockaddr *)&shortv6, 8) == 0);
+    assert_true(gw_guard_addr_key(NULL, 0) == 0);
+
+    /* the cap over one /64: a second address of the prefix is refused */
+    gw_guard *g;
+    gw_guard_cfg c = {.request_timeout_ms = 0, .max_per_ip = 1, .max_connections = 16};
+    assert_int_equal(gw_guard_create(&c, &g), 0);
+    gw_guard_conn *a, *b;
+    assert_int_equal(gw_guard_open(g, -1, ip("2001:db8::1"), 0, &a), 0);
+    struct sockaddr_in6 other = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "2001:db8::2", &other.sin6_addr);
+    assert_int_equal(gw_guard_accept_policy(g, (struct sockaddr *)&other, sizeof other), MHD_NO);
+    inet_pton(AF_INET6, "2001:db8:0:1::2", &other.sin6_addr);
+    assert_int_equal(gw_guard_accept_policy(g, (struct sockaddr *)&other, sizeof other), MHD_YES);
+    assert_int_equal(gw_guard_open(g, -1, ip("2001:db8:0:1::2"), 0, &b), 0);
+    gw_guard_close(g, a);
+    gw_guard_close(g, b);
     gw_guard_destroy(g);
 }
 
@@ -191,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_deadline_order),
         cmocka_unit_test(test_no_deadline),
         cmocka_unit_test(test_per_ip_cap),
+        cmocka_unit_test(test_address_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,6 +112,24 @@ static void *resumer_main(void *arg)
 }
 
 static unsigned max_connections = 1024; /* of the next server_start */
+static int listen_v6; /* the next server_start listens on [::1] */
+
+/* 127.0.0.1 (or ::1) at port. */
+static void loopback(struct sockaddr_storage *ss, int v6, uint16_t port)
+{
+    memset(ss, 0, sizeof *ss);
+    if (v6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_addr = in6addr_loopback;
+        a->sin6_port = htons(port);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a->sin_port = htons(port);
+    }
+}
 
 static void server_start(server *s, unsigned threads, int park)
 {
@@ -125,8 +143,7 @@ static void server_start(server *s, unsigned threads, int park)
                      .connection_memory = 8 * 1024,
                      .handler = handler,
                      .handler_cls = s};
-    c.addr.sin_family = AF_INET;
-    c.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    loopback(&c.addr, listen_v6, 0);
     assert_int_equal(gw_http_create(&c, &s->h), 0);
     assert_true(gw_http_port(s->h) > 0);
     assert_int_equal(pthread_create(&s->resumer, NULL, resumer_main, s), 0);
@@ -148,11 +165,12 @@ static void server_stop(server *s)
 
 static int client_connect(uint16_t port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_storage sa;
+    loopback(&sa, listen_v6, port);
+    int fd = socket(sa.ss_family, SOCK_STREAM, 0);
     assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    socklen_t len = listen_v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (connect(fd, (struct sockaddr *)&sa, len) < 0) {
         int e = errno;
         close(fd);
         return -e;
@@ -278,6 +296,36 @@ static void test_quiesce_keeps_open_connections(void **state)
     server_stop(&s);
 }
 
+/* A listener on [::1] answers clients that connect over IPv6; one of
+ * another family is refused. */
+static void test_ipv6_listener(void **state)
+{
+    (void)state;
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_storage ss;
+    loopback(&ss, 1, 0);
+    int have_v6 = probe >= 0 && bind(probe, (struct sockaddr *)&ss, sizeof(struct sockaddr_in6)) == 0;
+    if (probe >= 0)
+        close(probe);
+    if (!have_v6) {
+        print_message("no IPv6 loopback on this machine: skipped\n");
+        skip();
+    }
+    server s;
+    listen_v6 = 1;
+    server_start(&s, 2, 0);
+    rounds(&s, 4, 2);
+    server_stop(&s);
+    listen_v6 = 0;
+
+    gw_http_cfg c = {.threads = 1, .max_connections = 16, .connection_timeout = 30,
+                     .connection_memory = 8 * 1024, .handler = handler, .handler_cls = &s};
+    c.addr.ss_family = AF_UNIX;
+    gw_http *h = NULL;
+    assert_int_equal(gw_http_create(&c, &h), -EAFNOSUPPORT);
+    assert_null(h);
+}
+
 /* A port in use is -EADDRINUSE, and nothing is left running. */
 static void test_port_in_use(void **state)
 {
@@ -286,9 +334,7 @@ static void test_port_in_use(void **state)
     server_start(&s, 1, 0);
     gw_http_cfg c = {.threads = 2, .max_connections = 16, .connection_timeout = 30,
                      .connection_memory = 8 * 1024, .handler = handler, .handler_cls = &s};
-    c.addr.sin_family = AF_INET;
-    c.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    c.addr.sin_port = htons(gw_http_port(s.h));
+    loopback(&c.addr, 0, gw_http_port(s.h));
     gw_http *h2 = (gw_http *)&c; /* must stay untouched */
     assert_int_equal(gw_http_create(&c, &h2), -EADDRINUSE);
     assert_ptr_equal(h2, (gw_http *)&c);
@@ -346,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_many_ready_at_once),
         cmocka_unit_test(test_quiesce_keeps_open_connections),
         cmocka_unit_test(test_port_in_use),
+        cmocka_unit_test(test_ipv6_listener),
         cmocka_unit_test(test_half_closed_freed_at_eof),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sale/message.h"
+#include "message.h"
 
 #define HDR (1 + 16 + 16 + 8 + 8) /* fixed part before user_len */
 #define ID64 "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_."

@@ -1,5 +1,5 @@
 /*
- * test_mq.c - unit tests of the message queue (queue/mq.h), memory storage,
+ * test_mq.c - unit tests of the message queue (queue/include/mq.h), memory storage,
  * plus log storage once the segment log is in.
  *
  * Time-driven behaviour (leases, ack timeouts, retry delays) runs on a fake
@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "queue/mq.h"
+#include "mq.h"
 #include "tests/test_time.h"
 
 /* ------------------------------------------------------------- fixtures */

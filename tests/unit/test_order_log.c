@@ -19,7 +19,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "queue/mq.h"
+#include "mq.h"
 #include "sale/store_memory.h"
 #include "sale/order_log.h"
 

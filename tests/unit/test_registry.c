@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "seckill-worker/registry.h"
+#include "registry.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"
 

@@ -54,9 +54,9 @@
 
 #include "common/crc32c.h"
 #include "common/le.h"
-#include "rpc/frame.h"
+#include "frame.h"
 #include "rpc/internal.h"
-#include "rpc/rpc.h"
+#include "rpc.h"
 
 /* the fuzz target itself, so the corpus replay runs the exact same checks */
 #include "tests/fuzz/fuzz_rpc_frame.c"

@@ -1,11 +1,11 @@
 /*
- * test_store.c - the store interface (sale/store.h) over the memory backend,
+ * test_store.c - the store interface (sale/include/store.h) over the memory backend,
  * as the gateway and the worker process use it: a batch decided through the
  * worker loop's view, stock and counts per item, an order got and paid, the
  * reaper cancelling an unpaid one and reporting the stock it gave back, the
  * order log replayed by a new store on the same data_dir, and data_dir taken
  * by one store at a time. Also the per-partition commit tracking of
- * sale/commits.h.
+ * sale/include/commits.h.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,9 +21,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sale/commits.h"
-#include "sale/store.h"
-#include "sale/worker.h" /* sk_wall_ms */
+#include "commits.h"
+#include "store.h"
+#include "worker.h" /* sk_wall_ms */
 
 static const sale_store_item items[] = {{"a", 2, 1}, {"b", 5, 1}};
 

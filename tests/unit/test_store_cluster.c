@@ -24,10 +24,10 @@
 #include <unistd.h>
 
 #include "sale/redis_cluster.h"
-#include "sale/store.h"
+#include "store.h"
 #include "sale/store_cluster.h"
-#include "sale/uuid4.h"
-#include "sale/worker.h" /* sk_wall_ms */
+#include "uuid4.h"
+#include "worker.h" /* sk_wall_ms */
 #include "tests/redis_cluster.h"
 #include "tests/test_time.h"
 
@@ -264,6 +264,42 @@ static void test_decisions_and_limit(void **state)
     sale_store_destroy(s);
 }
 
+typedef struct evcount {
+    int reserved, paid, cancelled;
+    char ids[16][64];
+    size_t n;
+} evcount;
+
+static int on_event(void *arg, const sale_event *ev)
+{
+    evcount *c = arg;
+    assert_string_equal(ev->item_id, "pay");
+    c->reserved += !strcmp(ev->type, "reserved");
+    c->paid += !strcmp(ev->type, "paid");
+    c->cancelled += !strcmp(ev->type, "cancelled");
+    if (c->n < 16)
+        snprintf(c->ids[c->n++], sizeof c->ids[0], "%s", ev->id);
+    return 0;
+}
+
+/* Every order event of the store's streams, read and acknowledged. */
+static evcount read_all_events(sale_store *s)
+{
+    evcount c;
+    memset(&c, 0, sizeof c);
+    size_t n = sale_store_event_streams(s);
+    for (size_t k = 0; k < n; k++) {
+        size_t first = c.n;
+        assert_true(sale_store_events_read(s, k, "sink", "c1", 100, 0, on_event, &c) >= 0);
+        const char *ids[16];
+        for (size_t i = first; i < c.n; i++)
+            ids[i - first] = c.ids[i];
+        assert_int_equal(sale_store_events_ack(s, k, "sink", ids, c.n - first), (int)(c.n - first));
+    }
+    assert_int_equal(sale_store_events_read(s, n, "sink", "c1", 100, 0, on_event, &c), -ERANGE);
+    return c;
+}
+
 static void test_pay_and_reap(void **state)
 {
     (void)state;
@@ -292,6 +328,14 @@ static void test_pay_and_reap(void **state)
     assert_int_equal(sale_store_reap(s, sk_wall_ms() + 1000), 0);
     assert_int_equal(sale_store_left(s, 0), 3);
     assert_int_equal(sale_store_order_pay(s, b.order_id, sk_wall_ms(), &o), -ECANCELED);
+    /* each transition once in the bucket streams, gone once acknowledged */
+    assert_int_equal(sale_store_event_streams(s), 2);
+    evcount c = read_all_events(s);
+    assert_int_equal(c.reserved, 2);
+    assert_int_equal(c.paid, 1);
+    assert_int_equal(c.cancelled, 1);
+    c = read_all_events(s);
+    assert_int_equal(c.n, 0);
     sale_store_destroy(s);
 }
 

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <uuid/uuid.h>
 
-#include "sale/uuid4.h"
+#include "uuid4.h"
 
 #define PER 50000
 #define THREADS 4

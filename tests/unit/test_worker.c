@@ -17,8 +17,8 @@
 #include <uuid/uuid.h>
 
 #include "sale/store_memory.h"
-#include "sale/message.h"
-#include "sale/worker.h"
+#include "message.h"
+#include "worker.h"
 
 #define MAXO 4096
 

@@ -1,5 +1,5 @@
 /*
- * test_inventory.c - stock, per-user limits and once-only decisions.
+ * test_store_memory.c - stock, per-user limits and once-only decisions.
  *
  * The threaded tests check the invariants of sale/store_memory.h over every decision
  * made: successes never exceed stock, no user passes per_user_limit, order ids

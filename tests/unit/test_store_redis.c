@@ -1,5 +1,5 @@
 /*
- * test_inventory_redis.c - the Redis backend against a real redis-server
+ * test_store_redis.c - the Redis backend against a real redis-server
  * (started here on a free port, AOF on; see tests/redis_server.h). Each test
  * uses its own item ids, so tests share the server without sharing keys.
  */
@@ -804,7 +804,7 @@ static int group_setup(void **state)
     (void)state;
     int rc = redis_server_start(&srv);
     if (rc < 0) {
-        fprintf(stderr, "test_inventory_redis: cannot start redis-server: %s\n", srv.error);
+        fprintf(stderr, "test_store_redis: cannot start redis-server: %s\n", srv.error);
         return -1; /* cmocka fails the group: never a silent skip */
     }
     return 0;

@@ -1,7 +1,7 @@
 /*
  * gateway.h - one seckill gateway: HTTP front (libmicrohttpd), token bucket,
  * pending table, request topic on the embedded queue, and (embedded mode)
- * the worker threads that decide requests against the store (sale/store.h).
+ * the worker threads that decide requests against the store (sale/include/store.h).
  *
  * POST /seckill, in order, each step answering without going further:
  *   framing and head size, for every path (400, 501, 414, 431, framing.h) ->

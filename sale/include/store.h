@@ -119,6 +119,43 @@ int sale_store_reap(sale_store *s, uint64_t now_ms);
 /* Readiness: 0 when the store answers. */
 int sale_store_ping(sale_store *s);
 
+/* ---- order events, for an order sink outside the deciding processes ---- */
+
+typedef struct sale_event {
+    const char *id;   /* opaque, within its stream: pass it to sale_store_events_ack */
+    const char *type; /* "reserved", "paid" or "cancelled" */
+    const char *order_id;
+    const char *item_id;
+    const char *user_id;
+    const char *request_id;   /* UUID text */
+    uint64_t at_ms;           /* when it happened (unix ms) */
+    uint64_t pay_deadline_ms; /* reserved events; 0 otherwise */
+} sale_event;
+
+/* Called once per event; the pointers are valid during the call only.
+ * Return 0 to go on, negative to stop (the rest stay pending). */
+typedef int (*sale_event_fn)(void *arg, const sale_event *ev);
+
+/* How many event streams the store keeps, numbered 0..n-1; 0 when its order
+ * events are not read here (the memory store: they are on the order topic of
+ * sale_store_queue, served over rpc/ by the process that holds the store). */
+size_t sale_store_event_streams(const sale_store *s);
+
+/* Read up to max events of stream as consumer `consumer` of group `group`
+ * (created at the start of the stream on first use). Events this consumer
+ * read before and has not acknowledged come first (at-least-once: a consumer
+ * that crashed between read and ack gets them again); only when none are
+ * pending does it wait up to block_ms (0: do not wait) for new ones. Returns
+ * how many events were passed to fn, or negative errno (-ERANGE: no such
+ * stream). */
+int sale_store_events_read(sale_store *s, size_t stream, const char *group, const char *consumer,
+                           size_t max, uint32_t block_ms, sale_event_fn fn, void *arg);
+
+/* Acknowledge ids[0..n) of stream, read by sale_store_events_read. Returns how
+ * many were pending, or negative errno. */
+int sale_store_events_ack(sale_store *s, size_t stream, const char *group,
+                          const char *const *ids, size_t n);
+
 /* ---- the reaper: one thread that cancels unpaid orders ---- */
 
 typedef struct sale_reaper sale_reaper;
