@@ -37,7 +37,11 @@
  *      ver), so the item was sold out at the second scan; decide again with
  *      final = 1, which records sold_out where the bucket is still empty.
  * After XFER_ROUNDS rounds with requests still EMPTY (others took every
- * unit moved), the batch fails with -EAGAIN and the worker retries it.
+ * unit moved), those are answered SK_UNAVAILABLE (left for redelivery).
+ * So are the requests of a bucket whose node failed (no answer, WAIT short
+ * of min_replicas_ack, a failed refill) while other buckets answered: one
+ * shard's trouble does not hold up the others. When no request of the
+ * batch was decided, the call fails and the worker retries the batch.
  *
  * TRANSFER of units from bucket d to bucket r under a fresh id X, in
  * halves, each one atomic script on its own bucket's node:
@@ -498,6 +502,7 @@ typedef struct dreq {
     int item; /* -1 unknown item */
     uint32_t bucket;
     int done;
+    int failed; /* done without a decision: its error */
     int final; /* decide with final = 1 */
     char verdict[8];
     char rid[UUID_STR];
@@ -513,6 +518,57 @@ typedef struct dgroup {
     char keys[5][KEY_MAX];
     char snow[24], sdeadline[24], slimit[16], sttl[16], nk[16];
 } dgroup;
+
+/* Requests of group k: not decided this time (SK_UNAVAILABLE: left for
+ * redelivery; a retry finds the decision if one was stored). */
+static void fail_group(dreq *q, sk_outcome *outs, int64_t *left, size_t n, const int *gof,
+                       size_t k, int err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (gof[i] == (int)k) {
+            q[i].done = 1;
+            q[i].failed = err;
+            outs[i].result = SK_UNAVAILABLE;
+            outs[i].order_id[0] = '\0';
+            left[i] = -1;
+        }
+}
+
+/* Fill the outcomes of group k from its DECIDE reply; EMPTY ones stay
+ * pending, counted in *empty. */
+static int parse_group(const redisReply *rep, const dgroup *gk, size_t k, size_t n, const int *gof,
+                       dreq *q, sk_outcome *outs, int64_t *left, size_t *empty)
+{
+    size_t j = 0;
+    if (rep->type == REDIS_REPLY_ERROR)
+        return sk__redis_reply_err(rep);
+    if (rep->type == REDIS_REPLY_INTEGER)
+        return rep->integer == -1 ? -ENOENT : -EPROTO;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 * gk->m)
+        return -EPROTO;
+    for (size_t i = 0; i < n; i++) {
+        if (gof[i] != (int)k)
+            continue;
+        const redisReply *res = rep->element[j], *oid = rep->element[j + 1];
+        j += 3;
+        if (res->type != REDIS_REPLY_INTEGER || res->integer < EMPTY ||
+            res->integer >= SK_RESULT_COUNT || oid->type != REDIS_REPLY_STRING ||
+            oid->len > SK_ORDER_ID_MAX)
+            return -EPROTO;
+        if (res->integer == EMPTY) {
+            (*empty)++;
+            continue;
+        }
+        q[i].done = 1;
+        outs[i].result = (enum sk_result)res->integer;
+        memcpy(outs[i].order_id, oid->str, oid->len);
+        outs[i].order_id[oid->len] = '\0';
+        /* a bucket's stock is not the item's: only a confirmed sell-out (a
+         * final decide) says 0 */
+        left[i] = q[i].final && res->integer == SK_SOLD_OUT ? 0 : -1;
+    }
+    return 0;
+}
 
 /* One DECIDE round over the pending requests. OUT: *nempty, requests
  * answered EMPTY (left pending), their count per group in gempty. */
@@ -584,44 +640,14 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
     *ngroups_out = ng;
     if (ng == 0)
         return 0;
-    rc = run_scripts(m, cmds, ng, body, 1);
-    for (size_t k = 0; k < ng && rc == 0; k++) {
-        const redisReply *rep = cmds[k].reply;
-        size_t j = 0;
-        if (rep->type == REDIS_REPLY_ERROR) {
-            rc = sk__redis_reply_err(rep);
-            break;
-        }
-        if (rep->type == REDIS_REPLY_INTEGER) {
-            rc = rep->integer == -1 ? -ENOENT : -EPROTO;
-            break;
-        }
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 * g[k].m) {
-            rc = -EPROTO;
-            break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (gof[i] != (int)k)
-                continue;
-            const redisReply *res = rep->element[j], *oid = rep->element[j + 1];
-            j += 3;
-            if (res->type != REDIS_REPLY_INTEGER || res->integer < EMPTY ||
-                res->integer >= SK_RESULT_COUNT || oid->type != REDIS_REPLY_STRING ||
-                oid->len > SK_ORDER_ID_MAX) {
-                rc = -EPROTO;
-                break;
-            }
-            if (res->integer == EMPTY) {
-                gempty[k]++;
-                continue;
-            }
-            q[i].done = 1;
-            outs[i].result = (enum sk_result)res->integer;
-            memcpy(outs[i].order_id, oid->str, oid->len);
-            outs[i].order_id[oid->len] = '\0';
-            /* a bucket's stock is not the item's: only a confirmed sell-out
-             * (a final decide) says 0 */
-            left[i] = q[i].final && res->integer == SK_SOLD_OUT ? 0 : -1;
+    run_scripts(m, cmds, ng, body, 1);
+    for (size_t k = 0; k < ng; k++) {
+        int err = cmds[k].err < 0 ? cmds[k].err : parse_group(cmds[k].reply, &g[k], k, n, gof, q, outs, left, &gempty[k]);
+        if (err < 0) {
+            fail_group(q, outs, left, n, gof, k, err);
+            gempty[k] = 0;
+            if (!rc)
+                rc = err;
         }
     }
     free_replies(cmds, ng);
@@ -673,28 +699,45 @@ static int cs_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *ou
     }
 
     for (int round = 0; round < XFER_ROUNDS; round++) {
-        rc = decide_round(m, reqs, n, q, outs, left, now, g, gof, gempty, &ng, argv, cmds, body);
-        if (rc < 0)
-            goto out_free;
         int pending = 0;
+        decide_round(m, reqs, n, q, outs, left, now, g, gof, gempty, &ng, argv, cmds, body);
         for (size_t k = 0; k < ng; k++) {
             if (!gempty[k])
                 continue;
             pending = 1;
             int r = refill(m, &m->items[g[k].item], g[k].bucket, (int64_t)gempty[k]);
-            if (r < 0) {
-                rc = r;
-                goto out_free;
+            for (size_t i = 0; i < n; i++) {
+                if (q[i].done || q[i].item != g[k].item || q[i].bucket != g[k].bucket)
+                    continue;
+                if (r == 0) /* sold out: decide those with final = 1 */
+                    q[i].final = 1;
+                if (r < 0)
+                    fail_group(q, outs, left, n, gof, k, r);
             }
-            if (r == 0) /* sold out: decide those with final = 1 */
-                for (size_t i = 0; i < n; i++)
-                    if (!q[i].done && q[i].item == g[k].item && q[i].bucket == g[k].bucket)
-                        q[i].final = 1;
         }
         if (!pending)
-            goto out_free;
+            break;
     }
-    rc = -EAGAIN; /* units keep being taken by others: the worker retries */
+    /* units kept being taken by others: those go round again */
+    for (size_t i = 0; i < n; i++)
+        if (!q[i].done) {
+            q[i].done = 1;
+            q[i].failed = -EAGAIN;
+            outs[i].result = SK_UNAVAILABLE;
+            outs[i].order_id[0] = '\0';
+            left[i] = -1;
+        }
+    /* one shard's trouble does not hold up the others' answers; when
+     * nothing was decided, the call fails (the worker retries it) */
+    rc = 0;
+    int decided = 0;
+    for (size_t i = 0; i < n; i++) {
+        decided |= q[i].item >= 0 && !q[i].failed;
+        if (q[i].failed && !rc)
+            rc = q[i].failed;
+    }
+    if (decided)
+        rc = 0;
 out_free:
     free(q);
     free(g);

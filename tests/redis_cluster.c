@@ -265,7 +265,8 @@ int redis_cluster_setup(redis_cluster *rc, uint32_t node_timeout_ms, char *nodes
         fprintf(stderr, "redis cluster: %s\n", rc->error);
         return -1;
     }
-    redis_cluster_nodes(rc, nodes, len);
+    if (nodes)
+        redis_cluster_nodes(rc, nodes, len);
     return 0;
 }
 

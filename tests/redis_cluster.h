@@ -25,7 +25,7 @@ typedef struct redis_cluster {
  * negative errno with rc->error set and nothing left running. */
 int redis_cluster_start(redis_cluster *rc, uint32_t node_timeout_ms);
 /* A test group's setup: redis_cluster_start, its error on stderr, and the
- * node list into nodes (redis_cluster_nodes). 0 or -1. */
+ * node list into nodes (redis_cluster_nodes) unless NULL. 0 or -1. */
 int redis_cluster_setup(redis_cluster *rc, uint32_t node_timeout_ms, char *nodes, size_t len);
 /* Stop every node and remove their directories. */
 void redis_cluster_destroy(redis_cluster *rc);
