@@ -370,8 +370,8 @@ static int64_t transfer(cluster_store *m, const citem *it, uint32_t d, uint32_t 
     freeReplyObject(rep);
     if (got <= 0)
         return got;
-    if (m->fault_kill_after_take)
-        raise(SIGKILL); /* test hook: die between the halves */
+    if (m->fault_kill_after_take && !resume)
+        raise(SIGKILL); /* test hook: die between the halves of a transfer */
 
     bkey(kstock, &it->b[r], "stock");
     snprintf(kmark, sizeof kmark, "sk:{%s}:xin:%s", it->b[r].tag, xid);

@@ -26,7 +26,8 @@
 
 /* Test hook, read at creation: SK_CLUSTER_FAULT=kill-after-take makes the
  * process SIGKILL itself right after the first half of its first transfer
- * (units taken from a bucket, not yet given to the other). */
+ * (units taken from a bucket, not yet given to the other); completing a
+ * transfer left by another process is not affected. */
 #define SK_CLUSTER_FAULT_ENV "SK_CLUSTER_FAULT"
 
 /* The bucket (0..nbuckets-1) user_id buys from. */

@@ -398,6 +398,16 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return EX_CONFIG;
     }
+    if (!strcmp(role, "seckill") && c.redis_cluster && !c.nrpc_gateways) {
+        /* the registry is kept on a single Redis, which a cluster set-up
+         * does not configure */
+        fprintf(stderr,
+                "seckill-worker: %s: with [redis] cluster = true, list the gateways in "
+                "[rpc] gateways\n",
+                config_path);
+        cfg_release(&c);
+        return EX_CONFIG;
+    }
 
     /* TLS files matter where rpc/ is used: not to the order sink fed from Redis */
     if ((!strcmp(role, "seckill") || memory_orders) &&
