@@ -7,6 +7,7 @@
 #include "redis_scripts.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uuid/uuid.h>
@@ -253,4 +254,105 @@ int sk__redis_deliver_events(const redisReply *rep, sale_event_fn fn, void *arg,
         }
     }
     return count;
+}
+
+/* XREADGROUP from `from`, the group created on NOGROUP. */
+static int xreadgroup(sk__redis_send_fn send, void *ctx, const char *k, const char *group,
+                      const char *consumer, size_t max, const char *from, uint32_t block_ms,
+                      redisReply **rep)
+{
+    char scount[24], sblock[16];
+    const char *argv[12];
+    int argc = 0, rc, created = 0;
+    snprintf(scount, sizeof scount, "%zu", max);
+    snprintf(sblock, sizeof sblock, "%u", block_ms);
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = group;
+    argv[argc++] = consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = scount;
+    if (block_ms) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = sblock;
+    }
+    argv[argc++] = "STREAMS";
+    argv[argc++] = k;
+    argv[argc++] = from;
+    for (;;) {
+        rc = send(ctx, block_ms, argc, argv, rep);
+        if (rc < 0 || (*rep)->type != REDIS_REPLY_ERROR)
+            return rc;
+        rc = sk__redis_reply_err(*rep);
+        freeReplyObject(*rep);
+        if (rc != -ENOENT || created)
+            return rc;
+        /* NOGROUP: create it at the start of the stream, so the group sees
+         * every order event ever written; a concurrent creator wins. */
+        const char *cargv[] = {"XGROUP", "CREATE", k, group, "0", "MKSTREAM"};
+        rc = send(ctx, 0, 6, cargv, rep);
+        if (rc < 0)
+            return rc;
+        if ((*rep)->type == REDIS_REPLY_ERROR && strncmp((*rep)->str, "BUSYGROUP", 9) != 0)
+            rc = sk__redis_reply_err(*rep);
+        freeReplyObject(*rep);
+        if (rc < 0)
+            return rc;
+        created = 1;
+    }
+}
+
+int sk__redis_events_read(sk__redis_send_fn send, void *ctx, const char *key, const char *group,
+                          const char *consumer, size_t max, uint32_t block_ms, sale_event_fn fn,
+                          void *arg)
+{
+    redisReply *rep = NULL;
+    int rc, entries = 0;
+    if (!group || !*group || !consumer || !*consumer || !max || !fn)
+        return -EINVAL;
+    /* this consumer's delivered-but-unacknowledged entries first */
+    rc = xreadgroup(send, ctx, key, group, consumer, max, "0", 0, &rep);
+    if (rc < 0)
+        return rc;
+    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
+    freeReplyObject(rep);
+    if (rc != 0 || entries)
+        return rc;
+    rc = xreadgroup(send, ctx, key, group, consumer, max, ">", block_ms, &rep);
+    if (rc < 0)
+        return rc;
+    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
+    freeReplyObject(rep);
+    return rc;
+}
+
+int sk__redis_events_ack(sk__redis_send_fn send, void *ctx, const char *key, const char *group,
+                         const char *const *ids, size_t n)
+{
+    const char **argv = NULL;
+    redisReply *rep = NULL;
+    int rc;
+    if (!group || (!ids && n))
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    argv = malloc((3 + n) * sizeof *argv);
+    if (!argv)
+        return -ENOMEM;
+    argv[0] = "XACK";
+    argv[1] = key;
+    argv[2] = group;
+    for (size_t i = 0; i < n; i++)
+        argv[3 + i] = ids[i];
+    rc = send(ctx, 0, (int)(3 + n), argv, &rep);
+    if (rc < 0)
+        goto out_free_argv;
+    if (rep->type == REDIS_REPLY_INTEGER)
+        rc = (int)rep->integer;
+    else
+        rc = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
+    freeReplyObject(rep);
+out_free_argv:
+    free(argv);
+    return rc;
 }

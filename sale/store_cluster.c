@@ -503,7 +503,7 @@ typedef struct dreq {
     uint32_t bucket;
     int done;
     int failed; /* done without a decision: its error */
-    int final; /* decide with final = 1 */
+    int final;  /* decide with final = 1 */
     char verdict[8];
     char rid[UUID_STR];
     char oid[UUID_STR];
@@ -521,8 +521,8 @@ typedef struct dgroup {
 
 /* Requests of group k: not decided this time (SK_UNAVAILABLE: left for
  * redelivery; a retry finds the decision if one was stored). */
-static void fail_group(dreq *q, sk_outcome *outs, int64_t *left, size_t n, const int *gof,
-                       size_t k, int err)
+static void fail_group(dreq *q, sk_outcome *outs, int64_t *left, size_t n, const int *gof, size_t k,
+                       int err)
 {
     for (size_t i = 0; i < n; i++)
         if (gof[i] == (int)k) {
@@ -642,7 +642,9 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
         return 0;
     run_scripts(m, cmds, ng, body, 1);
     for (size_t k = 0; k < ng; k++) {
-        int err = cmds[k].err < 0 ? cmds[k].err : parse_group(cmds[k].reply, &g[k], k, n, gof, q, outs, left, &gempty[k]);
+        int err = cmds[k].err < 0
+                      ? cmds[k].err
+                      : parse_group(cmds[k].reply, &g[k], k, n, gof, q, outs, left, &gempty[k]);
         if (err < 0) {
             fail_group(q, outs, left, n, gof, k, err);
             gempty[k] = 0;
@@ -976,49 +978,17 @@ static const bucket *stream_bucket(const cluster_store *m, size_t k)
     return NULL;
 }
 
-/* XREADGROUP from `from`, the group created on NOGROUP (at the start of the
- * stream, so it sees every event; a concurrent creator wins). */
-static int xreadgroup(cluster_store *m, const bucket *b, const char *k, const char *group,
-                      const char *consumer, size_t max, const char *from, uint32_t block_ms,
-                      redisReply **rep)
+/* How the shared stream readers (redis_scripts.h) reach a bucket. */
+typedef struct stream_ctx {
+    cluster_store *m;
+    unsigned slot;
+} stream_ctx;
+
+static int send_cmd(void *ctx, uint32_t block_ms, int argc, const char **argv, redisReply **rep)
 {
-    char scount[24], sblock[16];
-    const char *argv[12];
-    int argc = 0, rc, created = 0;
-    snprintf(scount, sizeof scount, "%zu", max);
-    snprintf(sblock, sizeof sblock, "%u", block_ms);
-    argv[argc++] = "XREADGROUP";
-    argv[argc++] = "GROUP";
-    argv[argc++] = group;
-    argv[argc++] = consumer;
-    argv[argc++] = "COUNT";
-    argv[argc++] = scount;
-    if (block_ms) {
-        argv[argc++] = "BLOCK";
-        argv[argc++] = sblock;
-    }
-    argv[argc++] = "STREAMS";
-    argv[argc++] = k;
-    argv[argc++] = from;
-    for (;;) {
-        rc = sk_cluster_command(m->cl, b->slot, argc, argv, NULL, rep);
-        if (rc < 0 || (*rep)->type != REDIS_REPLY_ERROR)
-            return rc;
-        rc = sk__redis_reply_err(*rep);
-        freeReplyObject(*rep);
-        if (rc != -ENOENT || created)
-            return rc;
-        const char *cargv[] = {"XGROUP", "CREATE", k, group, "0", "MKSTREAM"};
-        rc = sk_cluster_command(m->cl, b->slot, 6, cargv, NULL, rep);
-        if (rc < 0)
-            return rc;
-        if ((*rep)->type == REDIS_REPLY_ERROR && strncmp((*rep)->str, "BUSYGROUP", 9) != 0)
-            rc = sk__redis_reply_err(*rep);
-        freeReplyObject(*rep);
-        if (rc < 0)
-            return rc;
-        created = 1;
-    }
+    stream_ctx *c = ctx;
+    (void)block_ms; /* bounded below by the connections' reply timeout */
+    return sk_cluster_command(c->m->cl, c->slot, argc, argv, NULL, rep);
 }
 
 static int cs_events_read(sale_store *s, size_t stream, const char *group, const char *consumer,
@@ -1027,29 +997,14 @@ static int cs_events_read(sale_store *s, size_t stream, const char *group, const
     cluster_store *m = cs_of(s);
     const bucket *b = stream_bucket(m, stream);
     char k[KEY_MAX];
-    redisReply *rep = NULL;
-    int rc, entries = 0;
     if (!b)
         return -ERANGE;
-    if (!group || !*group || !consumer || !*consumer || !max || !fn)
-        return -EINVAL;
-    /* the connection's reply timeout bounds a blocking read */
+    stream_ctx ctx = {m, b->slot};
+    /* the connections' reply timeout bounds a blocking read */
     if (block_ms > m->timeout_ms / 2)
         block_ms = m->timeout_ms / 2;
     bkey(k, b, "events");
-    rc = xreadgroup(m, b, k, group, consumer, max, "0", 0, &rep); /* unacknowledged first */
-    if (rc < 0)
-        return rc;
-    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
-    freeReplyObject(rep);
-    if (rc != 0 || entries)
-        return rc;
-    rc = xreadgroup(m, b, k, group, consumer, max, ">", block_ms, &rep);
-    if (rc < 0)
-        return rc;
-    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
-    freeReplyObject(rep);
-    return rc;
+    return sk__redis_events_read(send_cmd, &ctx, k, group, consumer, max, block_ms, fn, arg);
 }
 
 static int cs_events_ack(sale_store *s, size_t stream, const char *group, const char *const *ids,
@@ -1058,33 +1013,11 @@ static int cs_events_ack(sale_store *s, size_t stream, const char *group, const 
     cluster_store *m = cs_of(s);
     const bucket *b = stream_bucket(m, stream);
     char k[KEY_MAX];
-    redisReply *rep = NULL;
-    int rc;
     if (!b)
         return -ERANGE;
-    if (!group || (!ids && n))
-        return -EINVAL;
-    if (n == 0)
-        return 0;
-    const char **argv = malloc((3 + n) * sizeof *argv);
-    if (!argv)
-        return -ENOMEM;
+    stream_ctx ctx = {m, b->slot};
     bkey(k, b, "events");
-    argv[0] = "XACK";
-    argv[1] = k;
-    argv[2] = group;
-    for (size_t i = 0; i < n; i++)
-        argv[3 + i] = ids[i];
-    rc = sk_cluster_command(m->cl, b->slot, (int)(3 + n), argv, NULL, &rep);
-    if (rc == 0) {
-        if (rep->type == REDIS_REPLY_INTEGER)
-            rc = (int)rep->integer;
-        else
-            rc = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
-        freeReplyObject(rep);
-    }
-    free(argv);
-    return rc;
+    return sk__redis_events_ack(send_cmd, &ctx, k, group, ids, n);
 }
 
 static const sale_store_ops cs_ops = {.destroy = cs_destroy,

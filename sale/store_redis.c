@@ -827,107 +827,31 @@ int sk_redis_reap(sk_redis *r, uint64_t now_ms)
 
 /* ---- order events ---- */
 
-static int xreadgroup(sk_redis *r, const char *k, const char *group, const char *consumer,
-                      size_t max, const char *from, uint32_t block_ms, redisReply **rep)
+/* How the shared stream readers (redis_scripts.h) reach this Redis. */
+static int send_cmd(void *ctx, uint32_t block_ms, int argc, const char **argv, redisReply **rep)
 {
-    char scount[24], sblock[16];
-    const char *argv[12];
-    int argc = 0, rc, created = 0;
-    snprintf(scount, sizeof scount, "%zu", max);
-    snprintf(sblock, sizeof sblock, "%u", block_ms);
-    argv[argc++] = "XREADGROUP";
-    argv[argc++] = "GROUP";
-    argv[argc++] = group;
-    argv[argc++] = consumer;
-    argv[argc++] = "COUNT";
-    argv[argc++] = scount;
-    if (block_ms) {
-        argv[argc++] = "BLOCK";
-        argv[argc++] = sblock;
-    }
-    argv[argc++] = "STREAMS";
-    argv[argc++] = k;
-    argv[argc++] = from;
-    for (;;) {
-        rc = command(r, block_ms ? r->timeout_ms + block_ms : 0, argc, argv, NULL, rep);
-        if (rc < 0 || (*rep)->type != REDIS_REPLY_ERROR)
-            return rc;
-        rc = sk__redis_reply_err(*rep);
-        freeReplyObject(*rep);
-        if (rc != -ENOENT || created)
-            return rc;
-        /* NOGROUP: create it at the start of the stream, so the group sees
-         * every order event ever written; a concurrent creator wins. */
-        const char *cargv[] = {"XGROUP", "CREATE", k, group, "0", "MKSTREAM"};
-        rc = command(r, 0, 6, cargv, NULL, rep);
-        if (rc < 0)
-            return rc;
-        if ((*rep)->type == REDIS_REPLY_ERROR && strncmp((*rep)->str, "BUSYGROUP", 9) != 0)
-            rc = sk__redis_reply_err(*rep);
-        freeReplyObject(*rep);
-        if (rc < 0)
-            return rc;
-        created = 1;
-    }
+    sk_redis *r = ctx;
+    return command(r, block_ms ? r->timeout_ms + block_ms : 0, argc, argv, NULL, rep);
 }
 
 int sk_redis_events_read(sk_redis *r, const char *item_id, const char *group, const char *consumer,
                          size_t max, uint32_t block_ms, sk_redis_event_fn fn, void *arg)
 {
     char k[KEY_MAX];
-    redisReply *rep = NULL;
-    int rc, entries = 0;
-    if (!item_id || !sk_id_valid(item_id, strlen(item_id)) || !group || !*group || !consumer ||
-        !*consumer || !max || !fn)
+    if (!item_id || !sk_id_valid(item_id, strlen(item_id)))
         return -EINVAL;
     key(k, item_id, "events");
-    /* this consumer's delivered-but-unacknowledged entries first */
-    rc = xreadgroup(r, k, group, consumer, max, "0", 0, &rep);
-    if (rc < 0)
-        return rc;
-    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
-    freeReplyObject(rep);
-    if (rc != 0 || entries)
-        return rc;
-    rc = xreadgroup(r, k, group, consumer, max, ">", block_ms, &rep);
-    if (rc < 0)
-        return rc;
-    rc = sk__redis_deliver_events(rep, fn, arg, &entries);
-    freeReplyObject(rep);
-    return rc;
+    return sk__redis_events_read(send_cmd, r, k, group, consumer, max, block_ms, fn, arg);
 }
 
 int sk_redis_events_ack(sk_redis *r, const char *item_id, const char *group, const char *const *ids,
                         size_t n)
 {
     char k[KEY_MAX];
-    const char **argv = NULL;
-    redisReply *rep = NULL;
-    int rc;
-    if (!item_id || !sk_id_valid(item_id, strlen(item_id)) || !group || (!ids && n))
+    if (!item_id || !sk_id_valid(item_id, strlen(item_id)))
         return -EINVAL;
-    if (n == 0)
-        return 0;
-    argv = malloc((3 + n) * sizeof *argv);
-    if (!argv)
-        return -ENOMEM;
     key(k, item_id, "events");
-    argv[0] = "XACK";
-    argv[1] = k;
-    argv[2] = group;
-    for (size_t i = 0; i < n; i++)
-        argv[3 + i] = ids[i];
-    rc = command(r, 0, (int)(3 + n), argv, NULL, &rep);
-    if (rc < 0)
-        goto out_free_argv;
-    if (rep->type == REDIS_REPLY_INTEGER)
-        rc = (int)rep->integer;
-    else
-        rc = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
-    freeReplyObject(rep);
-out_free_argv:
-    free(argv);
-    return rc;
+    return sk__redis_events_ack(send_cmd, r, k, group, ids, n);
 }
 
 int sk_redis_open(const char *host, int port, uint32_t timeout_ms, const sk_redis_item *items,
