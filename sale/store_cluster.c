@@ -519,19 +519,24 @@ typedef struct dgroup {
     char snow[24], sdeadline[24], slimit[16], sttl[16], nk[16];
 } dgroup;
 
-/* Requests of group k: not decided this time (SK_UNAVAILABLE: left for
- * redelivery; a retry finds the decision if one was stored). */
+/* A request not decided this time: SK_UNAVAILABLE, left for redelivery (a
+ * retry finds the decision if one was stored). */
+static void undecided(dreq *q, sk_outcome *out, int64_t *left, int err)
+{
+    q->done = 1;
+    q->failed = err;
+    out->result = SK_UNAVAILABLE;
+    out->order_id[0] = '\0';
+    *left = -1;
+}
+
+/* Every request of group k, undecided. */
 static void fail_group(dreq *q, sk_outcome *outs, int64_t *left, size_t n, const int *gof, size_t k,
                        int err)
 {
     for (size_t i = 0; i < n; i++)
-        if (gof[i] == (int)k) {
-            q[i].done = 1;
-            q[i].failed = err;
-            outs[i].result = SK_UNAVAILABLE;
-            outs[i].order_id[0] = '\0';
-            left[i] = -1;
-        }
+        if (gof[i] == (int)k)
+            undecided(&q[i], &outs[i], &left[i], err);
 }
 
 /* Fill the outcomes of group k from its DECIDE reply; EMPTY ones stay
@@ -714,7 +719,7 @@ static int cs_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *ou
                 if (r == 0) /* sold out: decide those with final = 1 */
                     q[i].final = 1;
                 if (r < 0)
-                    fail_group(q, outs, left, n, gof, k, r);
+                    undecided(&q[i], &outs[i], &left[i], r);
             }
         }
         if (!pending)
@@ -722,13 +727,8 @@ static int cs_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *ou
     }
     /* units kept being taken by others: those go round again */
     for (size_t i = 0; i < n; i++)
-        if (!q[i].done) {
-            q[i].done = 1;
-            q[i].failed = -EAGAIN;
-            outs[i].result = SK_UNAVAILABLE;
-            outs[i].order_id[0] = '\0';
-            left[i] = -1;
-        }
+        if (!q[i].done)
+            undecided(&q[i], &outs[i], &left[i], -EAGAIN);
     /* one shard's trouble does not hold up the others' answers; when
      * nothing was decided, the call fails (the worker retries it) */
     rc = 0;
