@@ -59,13 +59,38 @@ static int addr_valid(const char *s)
     return rpc_addr_valid(s) && strlen(s) <= 279;
 }
 
+/* A web origin as browsers send it: scheme://host[:port], no path, or "*". */
+static int origin_valid(const char *s)
+{
+    if (!strcmp(s, "*"))
+        return 1;
+    size_t n = strlen(s), skip;
+    if (!strncmp(s, "http://", 7))
+        skip = 7;
+    else if (!strncmp(s, "https://", 8))
+        skip = 8;
+    else
+        return 0;
+    if (n == skip || n > 255 || s[n - 1] == '.')
+        return 0;
+    for (size_t i = skip; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '.' && ch != '-' && ch != ':' && ch != '[' && ch != ']')
+            return 0;
+    }
+    return 1;
+}
+
 static const cfg_list_kind user_ids = {id_valid, "a valid user id", "user ids"};
 static const cfg_list_kind addresses = {addr_valid, "tcp:HOST:PORT or unix:SOCKET", "entries"};
+static const cfg_list_kind origins = {origin_valid, "an origin (http[s]://HOST[:PORT] or *)",
+                                      "origins"};
 
 static const char *const park_words[] = {"thread", "event", NULL};
 static const char *const http_io_words[] = {"poll", "epoll", NULL};
 static const char *const flush_words[] = {"sync", "async", NULL};
 static const char *const inventory_words[] = {"memory", "redis", NULL};
+static const char *const scope_words[] = {"local", "global", NULL};
 
 #define F(field) offsetof(cfg, field), sizeof(((cfg *)0)->field)
 #define IF(field) offsetof(cfg_item, field), sizeof(((cfg_item *)0)->field)
@@ -99,11 +124,18 @@ static const cfg_key keys[] = {
     {"gateway", "pool_threads", CFG_U32, F(pool_threads), 0, 0, 256, "0", NULL, NULL, NULL, NULL, 0,
      "event park: HTTP threads; 0 = one per CPU"},
 
+    {"http", "cors_origins", CFG_LIST, offsetof(cfg, cors_origins), 0, offsetof(cfg, ncors_origins), 0, CFG_MAX_CORS_ORIGINS, NULL, NULL, NULL, &origins, NULL, 0,
+     "origins a browser app may call the API from (CORS), comma separated; * = any; none = no CORS headers"},
+
     {"token_bucket", "rate", CFG_RATE, F(tb_rate), 0, 0, 1000000000, "50000",
      "tokens per second from 0 (unlimited) to 1e9", NULL, NULL, NULL, 0,
      "admitted requests per second; 0 = unlimited"},
     {"token_bucket", "burst", CFG_U32, F(tb_burst), 0, 1, 100000000, "5000", NULL, NULL, NULL, NULL, 0,
      "tokens the bucket holds"},
+    {"token_bucket", "scope", CFG_ENUM, F(tb_scope), 0, 0, 0, "local", NULL, scope_words, NULL, NULL, 0,
+     "local: rate and burst per gateway; global: one bucket in Redis for every gateway"},
+    {"token_bucket", "chunk", CFG_U32, F(tb_chunk), 0, 0, 100000000, "0", NULL, NULL, NULL, NULL, 0,
+     "global: tokens a gateway takes from Redis per call; 0 = rate / 100"},
 
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},
@@ -163,10 +195,10 @@ static const cfg_key keys[] = {
      "inventory = redis on a Redis Cluster found through nodes (host and port then unused by the store)"},
     {"redis", "nodes", CFG_STR, F(redis_nodes), 0, 0, 1023, "", "host:port, host:port ...", NULL, NULL, NULL, 0,
      "cluster = true: seed nodes, comma or space separated; any one that answers gives the whole map"},
-    {"redis", "min_replicas_ack", CFG_U32, F(redis_min_replicas_ack), 0, 0, 16, "0", NULL, NULL, NULL, NULL, 0,
-     "a purchase is answered only once this many replicas have it (WAIT); 0 = off"},
+    {"redis", "min_replicas_ack", CFG_U32, F(redis_min_replicas_ack), 0, 0, 64, "0", NULL, NULL, NULL, NULL, 0,
+     "a purchase is answered only once this many replicas acknowledged it (WAIT); 0 = off"},
     {"redis", "replica_ack_timeout_ms", CFG_U32, F(redis_replica_ack_timeout_ms), 0, 1, 60000, "100", NULL, NULL, NULL, NULL, 0,
-     "how long to wait for them; fewer in time = the batch is retried, 504 at the deadline"},
+     "how long each WAIT may take; fewer acknowledgements: retried, 504 at the deadline"},
 
     {"risk", "blocklist", CFG_LIST, offsetof(cfg, blocklist), 0, offsetof(cfg, nblocklist), 0, CFG_MAX_BLOCKLIST, NULL, NULL, NULL, &user_ids, NULL, CFG_REPEAT,
      "user ids refused with 403, comma or space separated; the key may repeat"},
@@ -461,6 +493,11 @@ void cfg_release(cfg *c)
     free(c->rpc_gateways);
     c->rpc_gateways = NULL;
     c->nrpc_gateways = 0;
+    for (size_t i = 0; i < c->ncors_origins; i++)
+        free(c->cors_origins[i]);
+    free(c->cors_origins);
+    c->cors_origins = NULL;
+    c->ncors_origins = 0;
     free(c->items);
     c->blocklist = NULL;
     c->items = NULL;

@@ -19,6 +19,7 @@ struct sockaddr_storage;
 #define CFG_ID_MAX 64
 #define CFG_MAX_ITEMS 1024
 #define CFG_MAX_BLOCKLIST 4096
+#define CFG_MAX_CORS_ORIGINS 64
 /* [queue] data_dir: outside any checkout, so `make run` and `make test`
  * leave nothing in the repository; created at start */
 #define CFG_DEFAULT_DATA_DIR "/var/tmp/seckill-gateway"
@@ -49,9 +50,14 @@ typedef struct cfg {
     char park[8];                    /* "event" (default) | "thread" */
     char http_io[8];                 /* event park: "poll" (default) | "epoll" */
     uint32_t pool_threads;           /* event park: HTTP threads; 0 = one per CPU */
+    /* [http] */
+    char **cors_origins; /* origins browsers may call from ("*" = any); none = no CORS */
+    size_t ncors_origins;
     /* [token_bucket] */
     double tb_rate; /* tokens per second; 0 = unlimited */
     uint32_t tb_burst;
+    char tb_scope[8]; /* "local" (default) | "global" */
+    uint32_t tb_chunk; /* global: tokens per Redis call; 0 = rate / 100 */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;
@@ -89,9 +95,9 @@ typedef struct cfg {
     char redis_host[256];
     uint16_t redis_port;
     uint32_t redis_timeout_ms;
-    int redis_cluster;               /* 1 = a Redis Cluster, seeded by redis_nodes */
-    char redis_nodes[1024];          /* "host:port, host:port ..." */
-    uint32_t redis_min_replicas_ack; /* 0 = no WAIT */
+    int redis_cluster;                     /* 1 = a Redis Cluster, seeded by redis_nodes */
+    char redis_nodes[1024];                /* "host:port, host:port ..." */
+    uint32_t redis_min_replicas_ack;       /* 0 = off */
     uint32_t redis_replica_ack_timeout_ms;
     /* [risk] */
     char **blocklist;

@@ -64,11 +64,11 @@ static int store_open(gw *g, char *err, size_t errlen)
                             .redis_host = c->redis_host,
                             .redis_port = c->redis_port,
                             .redis_timeout_ms = c->redis_timeout_ms,
+                            .min_replicas_ack = c->redis_min_replicas_ack,
+                            .replica_ack_timeout_ms = c->redis_replica_ack_timeout_ms,
                             .redis_patience_ms = 5000,
                             .redis_cluster = c->redis_cluster,
-                            .redis_nodes = c->redis_nodes,
-                            .min_replicas_ack = c->redis_min_replicas_ack,
-                            .replica_ack_timeout_ms = c->redis_replica_ack_timeout_ms};
+                            .redis_nodes = c->redis_nodes};
     int rc = sale_store_create(&sc, &g->store, err, errlen);
     free(specs);
     if (rc < 0)
@@ -128,6 +128,20 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
         snprintf(err, errlen, "token bucket: bad rate or burst");
         rc = -EINVAL;
         goto out_destroy;
+    }
+    if (!strcmp(c->tb_scope, "global") && c->tb_rate > 0) {
+        tb_global_config tc = {.host = c->redis_host,
+                               .port = c->redis_port,
+                               .timeout_ms = c->redis_timeout_ms,
+                               .rate = c->tb_rate,
+                               .burst = c->tb_burst,
+                               .chunk = c->tb_chunk,
+                               .gateway_id = g->id_str};
+        rc = tb_global_start(&tc, &g->gbucket);
+        if (rc < 0) {
+            snprintf(err, errlen, "global token bucket: %s", strerror(-rc));
+            goto out_destroy;
+        }
     }
     rc = -ENOMEM;
     if (gw_pending_create(256, &g->pending) < 0 ||
@@ -356,6 +370,8 @@ void gw_stop(gw *g, uint32_t grace_ms)
     }
     sale_reaper_stop(g->reaper);
     g->reaper = NULL;
+    tb_global_stop(g->gbucket);
+    g->gbucket = NULL;
     if (g->wheel) {
         gw_wheel_destroy(g->wheel);
         g->wheel = NULL;

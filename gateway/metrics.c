@@ -1,5 +1,7 @@
 #include "metrics.h"
+#include "token_bucket_global.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -153,6 +155,41 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
             "# TYPE seckill_http_per_ip_refused_total counter\n"
             "seckill_http_per_ip_refused_total %llu\n",
         (unsigned long long)g->http_request_timeouts, (unsigned long long)g->http_per_ip_refused);
+    if (g->tb_global) {
+        const struct tb_global_stats *t = g->tb_global;
+        put(&o, "# HELP seckill_token_bucket_global_fetches_total Calls to the global bucket in "
+                "Redis that answered.\n"
+                "# TYPE seckill_token_bucket_global_fetches_total counter\n"
+                "seckill_token_bucket_global_fetches_total %llu\n"
+                "# HELP seckill_token_bucket_global_granted_total Tokens the global bucket "
+                "granted this gateway.\n"
+                "# TYPE seckill_token_bucket_global_granted_total counter\n"
+                "seckill_token_bucket_global_granted_total %llu\n"
+                "# HELP seckill_token_bucket_global_gateways Gateways drawing from the global "
+                "bucket, as last counted in Redis.\n"
+                "# TYPE seckill_token_bucket_global_gateways gauge\n"
+                "seckill_token_bucket_global_gateways %u\n"
+                "# HELP seckill_token_bucket_fallback 1 while Redis is unreachable and the "
+                "gateway admits at rate / gateways on its own.\n"
+                "# TYPE seckill_token_bucket_fallback gauge\n"
+                "seckill_token_bucket_fallback %d\n"
+                "# HELP seckill_token_bucket_fallbacks_total Times the gateway fell back to its "
+                "own share of the rate.\n"
+                "# TYPE seckill_token_bucket_fallbacks_total counter\n"
+                "seckill_token_bucket_fallbacks_total %llu\n"
+                "# HELP seckill_token_bucket_fallback_takes_total Requests admitted by the "
+                "fallback share.\n"
+                "# TYPE seckill_token_bucket_fallback_takes_total counter\n"
+                "seckill_token_bucket_fallback_takes_total %llu\n",
+            (unsigned long long)t->fetches, (unsigned long long)t->granted, t->gateways,
+            t->fallback, (unsigned long long)t->fallbacks, (unsigned long long)t->fallback_takes);
+    }
+    put(&o, "# HELP seckill_store_replica_ack_timeouts_total Decided batches answered nothing "
+            "because fewer than min_replicas_ack Redis replicas acknowledged them in time "
+            "(decided again; 504 at the deadline).\n"
+            "# TYPE seckill_store_replica_ack_timeouts_total counter\n"
+            "seckill_store_replica_ack_timeouts_total %llu\n",
+        (unsigned long long)g->store_replica_ack_timeouts);
     put(&o, "# HELP seckill_http_framing_refused_total HTTP requests refused for their framing "
             "(length, Transfer-Encoding, request-target or header size), then closed.\n"
             "# TYPE seckill_http_framing_refused_total counter\n");
@@ -178,4 +215,9 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
                 (long long)g->buyers[i]);
     }
     return o.len;
+}
+
+double gw_metrics_bucket_le(size_t b)
+{
+    return b < GW_LATENCY_BUCKETS - 1 ? (double)bounds_us[b] / 1e6 : INFINITY;
 }

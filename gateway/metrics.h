@@ -56,6 +56,10 @@ const char *gw_answer_name(enum gw_answer a);
 void gw_metrics_framing(gw_metrics *m, enum gw_frame f);
 void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns);
 
+/* The upper bound in seconds of latency bucket b (< GW_LATENCY_BUCKETS);
+ * INFINITY for the last. */
+double gw_metrics_bucket_le(size_t b);
+
 /* Gauges sampled at render time. */
 typedef struct gw_gauges {
     uint64_t queue_depth;
@@ -73,6 +77,11 @@ typedef struct gw_gauges {
     /* the connection guard (conn_guard.h): connections shut down at their
      * request deadline, and refused at their address's cap */
     uint64_t http_request_timeouts, http_per_ip_refused;
+    /* decided batches of this process's workers that fewer than
+     * [redis] min_replicas_ack replicas acknowledged in time */
+    uint64_t store_replica_ack_timeouts;
+    /* [token_bucket] scope = global: its counters (NULL: local bucket) */
+    const struct tb_global_stats *tb_global;
 } gw_gauges;
 
 /* Render into buf; returns the length (truncated output is cut at cap-1). */

@@ -29,6 +29,9 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
     }
     gw_slab_stats ps;
     gw_slab_stats_get(g->ctx_pool, &ps);
+    tb_global_stats tbs;
+    if (g->gbucket)
+        tb_global_get_stats(g->gbucket, &tbs);
     gw_rpcsvc_stats rs;
     gw_rpcsvc_get_stats(g->rpc, &rs);
     gw_gauges ga = {.queue_depth = mq_topic_backlog(g->topic),
@@ -47,13 +50,16 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
                     .rpc_denied = rs.denied,
                     .rpc_tls_failures = rs.tls_failures,
                     .http_request_timeouts = gw_guard_timeouts(g->guard),
-                    .http_per_ip_refused = gw_guard_refused(g->guard)};
+                    .http_per_ip_refused = gw_guard_refused(g->guard),
+                    .store_replica_ack_timeouts = sale_store_replica_ack_timeouts(g->store),
+                    .tb_global = g->gbucket ? &tbs : NULL};
     size_t n = gw_metrics_render(&g->metrics, &ga, buf, cap);
     struct MHD_Response *r = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
     if (!r)
         goto out_free;
     buf = NULL;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+    gw__cors_headers(r);
     if (gw_frame_must_close(conn))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(conn, 200, r);

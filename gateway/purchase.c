@@ -194,9 +194,9 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
                           NULL, NULL);
     if (mq_group_live(g->topic, SK_GROUP) == 0)
         return gw__answer_overloaded(g, conn, t0, NULL);
-    if (!tb_take(&g->bucket, t0)) {
+    if (g->gbucket ? !tb_global_take(g->gbucket, t0) : !tb_take(&g->bucket, t0)) {
         atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
-        uint64_t wait = tb_wait_ns(&g->bucket, t0);
+        uint64_t wait = g->gbucket ? tb_global_wait_ns(g->gbucket, t0) : tb_wait_ns(&g->bucket, t0);
         char ra[24];
         snprintf(ra, sizeof ra, "%llu", (unsigned long long)(wait / 1000000000ULL + 1));
         return gw__answer(g, conn, t0, GW_A_RATE_LIMITED, 429, J("{\"result\":\"rate_limited\"}"),

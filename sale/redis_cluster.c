@@ -42,6 +42,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,7 @@ struct sk_cluster {
     session pool[SK_CLUSTER_POOL];
 
     pthread_mutex_t reload_lock;
+    _Atomic uint64_t ack_shortfalls; /* WAITs answered with too few replicas */
 };
 
 static uint64_t mono_ms(void)
@@ -509,8 +511,10 @@ static void read_node(sk_cluster *c, session *s, int j, sk_cluster_cmd *cmds, si
         if (redisGetReply(ctx, (void **)&rep) != REDIS_OK || !rep)
             err = io = sk__redis_errno(ctx, errno);
         else if (rep->type != REDIS_REPLY_INTEGER ||
-                 rep->integer < (long long)c->cfg.min_replicas_ack)
+                 rep->integer < (long long)c->cfg.min_replicas_ack) {
             err = -ENOTCONN;
+            atomic_fetch_add(&c->ack_shortfalls, 1);
+        }
         if (rep)
             freeReplyObject(rep);
         /* not confirmed on enough replicas: what was answered stands on
@@ -640,6 +644,11 @@ static int master_slots(sk_cluster *c, unsigned *slots)
     }
     pthread_mutex_unlock(&c->lock);
     return k;
+}
+
+uint64_t sk_cluster_ack_shortfalls(sk_cluster *c)
+{
+    return atomic_load(&c->ack_shortfalls);
 }
 
 int sk_cluster_masters(sk_cluster *c)

@@ -78,6 +78,10 @@ int sk_cluster_command(sk_cluster *c, unsigned slot, int argc, const char **argv
 /* 0 when every master of the map answers PING. */
 int sk_cluster_ping(sk_cluster *c);
 
+/* How many WAITs were answered with fewer than min_replicas_ack replicas
+ * (or not at all) since creation. */
+uint64_t sk_cluster_ack_shortfalls(sk_cluster *c);
+
 /* How many distinct masters the map holds now. */
 int sk_cluster_masters(sk_cluster *c);
 

@@ -43,6 +43,7 @@ const char sk__redis_decide_lua[] =
     "  if d then\n"
     "    local r, o = string.match(d, '^(%d+)|(.*)$')\n"
     "    res, order = tonumber(r), o\n"
+    "    redis.call('PEXPIRE', dkey, ARGV[4])\n"
     "  else\n"
     "    if verdict ~= 0 then\n"
     "      res, order = verdict, ''\n"

@@ -69,6 +69,11 @@ sk_backend sale_store_backend(sale_store *s)
     return s->be;
 }
 
+uint64_t sale_store_replica_ack_timeouts(sale_store *s)
+{
+    return s->ops->replica_ack_timeouts ? s->ops->replica_ack_timeouts(s) : 0;
+}
+
 int64_t sale_store_left(sale_store *s, size_t item)
 {
     return s->ops->left(s, item);

@@ -1020,6 +1020,11 @@ static int cs_events_ack(sale_store *s, size_t stream, const char *group, const 
     return sk__redis_events_ack(send_cmd, &ctx, k, group, ids, n);
 }
 
+static uint64_t cs_replica_ack_timeouts(sale_store *s)
+{
+    return sk_cluster_ack_shortfalls(cs_of(s)->cl);
+}
+
 static const sale_store_ops cs_ops = {.destroy = cs_destroy,
                                       .queue = cs_queue,
                                       .left = cs_left,
@@ -1030,7 +1035,8 @@ static const sale_store_ops cs_ops = {.destroy = cs_destroy,
                                       .ping = cs_ping,
                                       .event_streams = cs_event_streams,
                                       .events_read = cs_events_read,
-                                      .events_ack = cs_events_ack};
+                                      .events_ack = cs_events_ack,
+                                      .replica_ack_timeouts = cs_replica_ack_timeouts};
 
 /* ---- create ---- */
 

@@ -23,6 +23,7 @@ typedef struct sale_store_ops {
                        size_t max, uint32_t block_ms, sale_event_fn fn, void *arg);
     int (*events_ack)(sale_store *s, size_t stream, const char *group, const char *const *ids,
                       size_t n);
+    uint64_t (*replica_ack_timeouts)(sale_store *s); /* NULL: never */
 } sale_store_ops;
 
 struct sale_store {

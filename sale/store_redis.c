@@ -28,7 +28,9 @@
  * DECIDE (one call per item per batch; the batch's calls are pipelined):
  *   1. no stock key -> return -1 (the batch fails with -ENOENT; nothing written)
  *   2. per request, in batch order:
- *      a. a stored decision exists -> answer it, whatever the verdict now
+ *      a. a stored decision exists -> answer it, whatever the verdict now,
+ *         and refresh its TTL (a write, so the WAIT below covers it, and
+ *         with it every write before, the decision itself included)
  *      b. verdict is not success -> store and answer the verdict
  *      c. the user's count >= limit -> already_purchased with the last order
  *      d. stock <= 0 -> sold_out
@@ -38,6 +40,20 @@
  *   The order id is generated in C (libuuid) and passed in ARGV; it is used
  *   only when the request buys. Redis runs a script atomically, so the stock
  *   taken, the order and its event exist together or not at all.
+ *
+ * Replica acknowledgement (min_replicas_ack = N > 0): after a batch's DECIDE
+ * calls answered, `WAIT N replica_ack_timeout_ms` on the same connection.
+ * WAIT returns once N replicas acknowledged every write this connection made,
+ * and every DECIDE call writes (a new decision, or the refreshed TTL of a
+ * stored one), so its count covers the decisions the batch is about to
+ * answer. Fewer than N in time: the batch fails with -ETIMEDOUT and answers
+ * nothing. Its decisions stay stored on the master; the worker loop decides
+ * the batch again (each request answers its stored decision, with a new
+ * WAIT) until the replicas catch up or the request's deadline passes (504
+ * with its request id; GET /seckill/result tells the outcome later). So a
+ * success is answered only once it is on N + 1 nodes, and a master's death
+ * after the answer loses no answered order when a replica that acknowledged
+ * is promoted.
  *
  * PAY: reserved and before its deadline -> paid, remove the deadline, XADD
  *   paid. Paid -> nothing (idempotent). Cancelled or deadline reached -> refused.
@@ -61,6 +77,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +141,12 @@ struct sk_redis {
     uint64_t retry_at;   /* monotonic ms: no connect attempt before */
     uint32_t backoff_ms; /* 0 while connecting works */
     int last_err;        /* the failed connect's error, answered during backoff */
+
+    /* replica acknowledgement: set before the handle is shared */
+    uint32_t min_acks;       /* 0: off */
+    uint32_t ack_timeout_ms;
+    _Atomic uint64_t ack_timeouts; /* batches failed for want of acknowledgements */
+    atomic_int acks_short;         /* the last WAIT fell short: logged once per episode */
 };
 
 static uint64_t mono_ms(void)
@@ -554,6 +577,65 @@ static int read_replies(conn *cn, int ngroups, const char *want)
     return 0;
 }
 
+/* WAIT for the replicas after a batch that ran on cn (see the top of this
+ * file). 0 when r->min_acks acknowledged in time, -ETIMEDOUT when fewer did;
+ * OUT: *broken when the connection is not fit for reuse. */
+static int wait_replicas(sk_redis *r, conn *cn, int *broken)
+{
+    char n[16], ms[16];
+    const char *argv[] = {"WAIT", n, ms};
+    redisReply *rep = NULL;
+    int rc;
+    snprintf(n, sizeof n, "%u", r->min_acks);
+    snprintf(ms, sizeof ms, "%u", r->ack_timeout_ms);
+    /* the socket waits for WAIT's own timeout on top of the usual one */
+    if (redisSetTimeout(cn->c, sk__ms_tv(r->timeout_ms + r->ack_timeout_ms)) != REDIS_OK)
+        goto out_broken;
+    rep = redisCommandArgv(cn->c, 3, argv, NULL);
+    if (!rep || redisSetTimeout(cn->c, sk__ms_tv(r->timeout_ms)) != REDIS_OK)
+        goto out_broken;
+    if (rep->type == REDIS_REPLY_ERROR)
+        rc = sk__redis_reply_err(rep);
+    else if (rep->type != REDIS_REPLY_INTEGER)
+        rc = -EPROTO;
+    else if (rep->integer >= (long long)r->min_acks)
+        rc = 0;
+    else
+        rc = -ETIMEDOUT;
+    if (rc == -ETIMEDOUT || rc == 0) {
+        int was = atomic_exchange(&r->acks_short, rc < 0);
+        if (rc < 0 && !was)
+            fprintf(stderr, "sale: redis %s:%d: %lld of %u replicas acknowledged within %u ms: "
+                            "purchases wait (504 at their deadline) until they do\n",
+                    r->host, r->port, rep->integer, r->min_acks, r->ack_timeout_ms);
+        else if (rc == 0 && was)
+            fprintf(stderr, "sale: redis %s:%d: %u replicas acknowledge again\n", r->host,
+                    r->port, r->min_acks);
+    }
+    if (rc == -ETIMEDOUT)
+        atomic_fetch_add(&r->ack_timeouts, 1);
+    freeReplyObject(rep);
+    return rc;
+
+out_broken:
+    rc = sk__redis_errno(cn->c, errno);
+    if (rep)
+        freeReplyObject(rep);
+    *broken = 1;
+    return rc;
+}
+
+void sk_redis_set_replica_ack(sk_redis *r, uint32_t n, uint32_t timeout_ms)
+{
+    r->min_acks = n;
+    r->ack_timeout_ms = timeout_ms;
+}
+
+uint64_t sk_redis_replica_ack_timeouts(sk_redis *r)
+{
+    return atomic_load(&r->ack_timeouts);
+}
+
 static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *outs,
                           int64_t *left)
 {
@@ -649,6 +731,8 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
 
     for (int g = 0; g < ngroups && rc == 0; g++)
         rc = parse_group(cn, n, g, cn->reps[g], outs, left);
+    if (rc == 0 && r->min_acks)
+        rc = wait_replicas(r, cn, &broken);
 
 out_free_replies:
     for (int g = 0; g < ngroups; g++)
@@ -983,6 +1067,11 @@ static int rs_events_ack(sale_store *s, size_t stream, const char *group, const 
     return sk_redis_events_ack(m->r, m->ids[stream], group, ids, n);
 }
 
+static uint64_t rs_replica_ack_timeouts(sale_store *s)
+{
+    return sk_redis_replica_ack_timeouts(rs_of(s)->r);
+}
+
 static const sale_store_ops rs_ops = {.destroy = rs_destroy,
                                       .queue = rs_queue,
                                       .left = rs_left,
@@ -993,7 +1082,8 @@ static const sale_store_ops rs_ops = {.destroy = rs_destroy,
                                       .ping = rs_ping,
                                       .event_streams = rs_event_streams,
                                       .events_read = rs_events_read,
-                                      .events_ack = rs_events_ack};
+                                      .events_ack = rs_events_ack,
+                                      .replica_ack_timeouts = rs_replica_ack_timeouts};
 
 int sale__store_redis_create(const sale_store_config *c, sale_store **out, char *err, size_t errlen)
 {
@@ -1019,6 +1109,7 @@ int sale__store_redis_create(const sale_store_config *c, sale_store **out, char 
                  strerror(-rc));
         goto out_destroy;
     }
+    sk_redis_set_replica_ack(m->r, c->min_replicas_ack, c->replica_ack_timeout_ms);
     m->base.be = sk_redis_backend(m->r);
     free(ri);
     *out = &m->base;

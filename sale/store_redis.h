@@ -65,6 +65,15 @@ int sk_redis_open(const char *host, int port, uint32_t timeout_ms, const sk_redi
  * from the configured items. */
 sk_backend sk_redis_backend(sk_redis *r);
 
+/* Answer a decided batch only once n replicas acknowledged its writes
+ * (WAIT n timeout_ms after the batch; store_redis.c says why that covers
+ * them); fewer in time: the decide call fails with -ETIMEDOUT, its decisions
+ * stay stored, and deciding the same requests again answers them once the
+ * replicas caught up. n = 0: off (the default). Call before r is shared. */
+void sk_redis_set_replica_ack(sk_redis *r, uint32_t n, uint32_t timeout_ms);
+/* Decide calls failed because fewer than n replicas acknowledged in time. */
+uint64_t sk_redis_replica_ack_timeouts(sk_redis *r);
+
 /* Readiness: 0 when Redis answers PING. */
 int sk_redis_ping(sk_redis *r);
 

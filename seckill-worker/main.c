@@ -456,11 +456,11 @@ int main(int argc, char **argv)
                             .redis_host = c.redis_host,
                             .redis_port = c.redis_port,
                             .redis_timeout_ms = c.redis_timeout_ms,
+                            .min_replicas_ack = c.redis_min_replicas_ack,
+                            .replica_ack_timeout_ms = c.redis_replica_ack_timeout_ms,
                             .redis_patience_ms = 5000,
                             .redis_cluster = c.redis_cluster,
-                            .redis_nodes = c.redis_nodes,
-                            .min_replicas_ack = c.redis_min_replicas_ack,
-                            .replica_ack_timeout_ms = c.redis_replica_ack_timeout_ms};
+                            .redis_nodes = c.redis_nodes};
     int rc = sale_store_create(&sc, &store, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "seckill-worker: %s\n", err);

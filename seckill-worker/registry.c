@@ -11,13 +11,53 @@
 #include "redis_conn.h"
 #include "sk.h"
 
-#define KEY_MAX (sizeof SK_REGISTRY_PREFIX + SK_REGISTRY_ID_MAX)
-#define SCAN_COUNT "100"
+/* Entries pruned per beat at most: a bounded script however many died. */
+#define PRUNE_MAX "256"
 
-/* DEL only our own record: a successor with the same id may have replaced it. */
+/* Redis's clock in unix ms; every script reads it, so scores compare on one
+ * clock whichever gateway wrote them. */
+#define LUA_NOW                                                                                    \
+    "local t = redis.call('TIME')\n"                                                               \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+/* KEYS: 1 zset, 2 addrs. ARGV: 1 id, 2 addr, 3 ttl ms. */
+static const char beat_lua[] =
+    LUA_NOW
+    "local ttl = tonumber(ARGV[3])\n"
+    "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, " PRUNE_MAX ")\n"
+    "if #dead > 0 then\n"
+    "  redis.call('ZREM', KEYS[1], unpack(dead))\n"
+    "  redis.call('HDEL', KEYS[2], unpack(dead))\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "for i = 1, 2 do\n"
+    "  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end\n"
+    "end\n"
+    "return 1\n";
+
+/* Remove only our own record: a successor with the same id may have
+ * replaced it. KEYS: 1 zset, 2 addrs. ARGV: 1 id, 2 addr. */
 static const char del_if_ours[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-    "return 0";
+    "if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end\n"
+    "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "return redis.call('HDEL', KEYS[2], ARGV[1])\n";
+
+/* KEYS: 1 zset, 2 addrs. ARGV: 1 max entries. Returns {id, addr, ...} of the
+ * live entries (expiry in the future), soonest expiry first. */
+static const char list_lua[] =
+    LUA_NOW
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'LIMIT', 0, "
+    "tonumber(ARGV[1]))\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local a = redis.call('HGET', KEYS[2], id)\n"
+    "  if a then\n"
+    "    out[#out + 1] = id\n"
+    "    out[#out + 1] = a\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 struct sk_registry {
     char *host;
@@ -29,7 +69,7 @@ struct sk_registry {
     /* registration (heartbeat thread) */
     int registered, stop;
     pthread_t tid;
-    char key[KEY_MAX];
+    char id[SK_REGISTRY_ID_MAX + 1];
     char addr[SK_REGISTRY_ADDR_MAX + 1];
     uint32_t ttl_ms;
     uint64_t beats;
@@ -52,16 +92,17 @@ static int conn_failed(sk_registry *r, int saved)
     return rc;
 }
 
-/* Under r->lock. 0 when Redis answered OK. */
-static int set_locked(sk_registry *r)
+/* Under r->lock: one BEAT. 0 when Redis ran it. */
+static int beat_locked(sk_registry *r)
 {
     int rc = ensure_conn(r);
     if (rc < 0)
         return rc;
-    redisReply *rep = redisCommand(r->c, "SET %s %s PX %u", r->key, r->addr, (unsigned)r->ttl_ms);
+    redisReply *rep = redisCommand(r->c, "EVAL %s 2 %s %s %s %s %u", beat_lua, SK_REGISTRY_ZSET,
+                                   SK_REGISTRY_ADDRS, r->id, r->addr, (unsigned)r->ttl_ms);
     if (!rep)
         return conn_failed(r, errno);
-    rc = rep->type == REDIS_REPLY_STATUS && !strcmp(rep->str, "OK") ? 0 : -EIO;
+    rc = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 ? 0 : -EIO;
     freeReplyObject(rep);
     return rc;
 }
@@ -83,18 +124,18 @@ static void *heartbeat_main(void *arg)
     int down = 0;
     pthread_mutex_lock(&r->lock);
     while (!r->stop) {
-        int rc = set_locked(r);
+        int rc = beat_locked(r);
         if (rc == 0) {
             r->beats++;
             if (down)
                 fprintf(stderr, "registry: redis %s:%d reachable again, %s registered\n", r->host,
-                        r->port, r->key);
+                        r->port, r->id);
             down = 0;
         } else if (!down) {
             /* one line per outage, not one per beat */
             fprintf(stderr, "registry: redis %s:%d unreachable (%s): %s not refreshed, retrying "
                             "every %u ms\n",
-                    r->host, r->port, strerror(-rc), r->key, (unsigned)(r->ttl_ms / 3));
+                    r->host, r->port, strerror(-rc), r->id, (unsigned)(r->ttl_ms / 3));
             down = 1;
         }
         struct timespec until;
@@ -162,7 +203,7 @@ int sk_registry_register(sk_registry *r, const char *gateway_id, const char *add
         rc = -EBUSY;
         goto out_unlock;
     }
-    snprintf(r->key, sizeof r->key, SK_REGISTRY_PREFIX "%s", gateway_id);
+    snprintf(r->id, sizeof r->id, "%s", gateway_id);
     snprintf(r->addr, sizeof r->addr, "%s", addr);
     r->ttl_ms = ttl_ms;
     r->stop = 0;
@@ -191,7 +232,8 @@ int sk_registry_unregister(sk_registry *r)
     int rc = ensure_conn(r);
     if (rc == 0) {
         redisReply *rep =
-            redisCommand(r->c, "EVAL %s 1 %s %s", del_if_ours, r->key, r->addr);
+            redisCommand(r->c, "EVAL %s 2 %s %s %s %s", del_if_ours, SK_REGISTRY_ZSET,
+                         SK_REGISTRY_ADDRS, r->id, r->addr);
         if (!rep)
             rc = conn_failed(r, errno);
         else if (rep->type != REDIS_REPLY_INTEGER)
@@ -200,7 +242,7 @@ int sk_registry_unregister(sk_registry *r)
             freeReplyObject(rep);
     }
     if (rc < 0)
-        fprintf(stderr, "registry: cannot delete %s (%s): it expires in %u ms\n", r->key,
+        fprintf(stderr, "registry: cannot remove %s (%s): it expires in %u ms\n", r->id,
                 strerror(-rc), (unsigned)r->ttl_ms);
     pthread_mutex_unlock(&r->lock);
     return rc;
@@ -214,98 +256,41 @@ uint64_t sk_registry_beats(sk_registry *r)
     return n;
 }
 
-/* Under r->lock: read the values of keys[0..n) into out, skipping expired and
- * malformed records and ids already in out. Returns the new count or -errno. */
-static int read_values(sk_registry *r, const redisReply *keys, sk_registry_gateway *out,
-                       size_t have, size_t cap)
-{
-    size_t n = keys->elements;
-    if (n == 0 || have == cap)
-        return (int)have;
-    const char **argv = malloc((n + 1) * sizeof *argv);
-    size_t *argvlen = malloc((n + 1) * sizeof *argvlen);
-    int rc = -ENOMEM;
-    if (!argv || !argvlen)
-        goto out_free;
-    argv[0] = "MGET";
-    argvlen[0] = 4;
-    for (size_t i = 0; i < n; i++) {
-        if (keys->element[i]->type != REDIS_REPLY_STRING ||
-            keys->element[i]->len <= strlen(SK_REGISTRY_PREFIX)) {
-            rc = -EIO;
-            goto out_free;
-        }
-        argv[i + 1] = keys->element[i]->str;
-        argvlen[i + 1] = keys->element[i]->len;
-    }
-    redisReply *vals = redisCommandArgv(r->c, (int)(n + 1), argv, argvlen);
-    if (!vals) {
-        rc = conn_failed(r, errno);
-        goto out_free;
-    }
-    rc = -EIO;
-    if (vals->type != REDIS_REPLY_ARRAY || vals->elements != n)
-        goto out_free_vals;
-    for (size_t i = 0; i < n && have < cap; i++) {
-        const redisReply *k = keys->element[i], *v = vals->element[i];
-        const char *id = k->str + strlen(SK_REGISTRY_PREFIX);
-        size_t idlen = k->len - strlen(SK_REGISTRY_PREFIX);
-        if (v->type != REDIS_REPLY_STRING || v->len > SK_REGISTRY_ADDR_MAX ||
-            (strncmp(v->str, "tcp:", 4) != 0 && strncmp(v->str, "unix:", 5) != 0) ||
-            memchr(v->str, '\0', v->len) || !sk_id_valid(id, idlen))
-            continue; /* expired since the SCAN, or not one of ours */
-        size_t j = 0;
-        while (j < have && strcmp(out[j].id, id) != 0)
-            j++;
-        if (j < have)
-            continue; /* SCAN may return a key twice */
-        memcpy(out[have].id, id, idlen);
-        out[have].id[idlen] = '\0';
-        memcpy(out[have].addr, v->str, v->len);
-        out[have].addr[v->len] = '\0';
-        have++;
-    }
-    rc = (int)have;
-out_free_vals:
-    freeReplyObject(vals);
-out_free:
-    free(argv);
-    free(argvlen);
-    return rc;
-}
-
 int sk_registry_list(sk_registry *r, sk_registry_gateway *out, size_t cap)
 {
-    char cursor[32] = "0";
     int have = 0;
     pthread_mutex_lock(&r->lock);
     int rc = ensure_conn(r);
     if (rc < 0)
         goto out_unlock;
-    do {
-        redisReply *rep = redisCommand(r->c, "SCAN %s MATCH " SK_REGISTRY_PREFIX "* COUNT " SCAN_COUNT,
-                                       cursor);
-        if (!rep) {
-            rc = conn_failed(r, errno);
-            goto out_unlock;
-        }
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-            rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len >= sizeof cursor ||
-            rep->element[1]->type != REDIS_REPLY_ARRAY) {
-            freeReplyObject(rep);
-            rc = -EIO;
-            goto out_unlock;
-        }
-        memcpy(cursor, rep->element[0]->str, rep->element[0]->len);
-        cursor[rep->element[0]->len] = '\0';
-        have = read_values(r, rep->element[1], out, (size_t)have, cap);
-        freeReplyObject(rep);
-        if (have < 0) {
-            rc = have;
-            goto out_unlock;
-        }
-    } while (strcmp(cursor, "0") != 0);
+    unsigned max = cap > 100000 ? 100000 : (unsigned)cap;
+    redisReply *rep = redisCommand(r->c, "EVAL %s 2 %s %s %u", list_lua, SK_REGISTRY_ZSET,
+                                   SK_REGISTRY_ADDRS, max);
+    if (!rep) {
+        rc = conn_failed(r, errno);
+        goto out_unlock;
+    }
+    rc = -EIO;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 2 != 0)
+        goto out_free_rep;
+    for (size_t i = 0; i + 1 < rep->elements && (size_t)have < cap; i += 2) {
+        const redisReply *k = rep->element[i], *v = rep->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            goto out_free_rep;
+        if (k->len > SK_REGISTRY_ID_MAX || !sk_id_valid(k->str, k->len) ||
+            v->len > SK_REGISTRY_ADDR_MAX ||
+            (strncmp(v->str, "tcp:", 4) != 0 && strncmp(v->str, "unix:", 5) != 0) ||
+            memchr(v->str, '\0', v->len))
+            continue; /* not one of ours */
+        memcpy(out[have].id, k->str, k->len);
+        out[have].id[k->len] = '\0';
+        memcpy(out[have].addr, v->str, v->len);
+        out[have].addr[v->len] = '\0';
+        have++;
+    }
     rc = have;
+out_free_rep:
+    freeReplyObject(rep);
 out_unlock:
     pthread_mutex_unlock(&r->lock);
     return rc;

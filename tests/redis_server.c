@@ -52,8 +52,9 @@ static int pong(int port)
 
 static int spawn(redis_server *rs)
 {
-    char port[16], log[sizeof rs->dir + 16];
+    char port[16], mport[16], log[sizeof rs->dir + 16];
     snprintf(port, sizeof port, "%d", rs->port);
+    snprintf(mport, sizeof mport, "%d", rs->master_port);
     snprintf(log, sizeof log, "%s/redis.log", rs->dir);
     pid_t pid = fork();
     if (pid < 0) {
@@ -74,6 +75,11 @@ static int spawn(redis_server *rs)
                                 "yes",          "--appendfsync", "always", "--dir",
                                 rs->dir,        "--daemonize",   "no"};
         int argc = 15;
+        if (rs->master_port) {
+            argv[argc++] = "--replicaof";
+            argv[argc++] = "127.0.0.1";
+            argv[argc++] = mport;
+        }
         if (rs->node_timeout_ms) {
             snprintf(bus, sizeof bus, "%d", rs->bus_port);
             snprintf(tmo, sizeof tmo, "%u", (unsigned)rs->node_timeout_ms);
@@ -119,9 +125,12 @@ static int spawn(redis_server *rs)
     return -ETIMEDOUT;
 }
 
-static int start(redis_server *rs)
+static int start_as(redis_server *rs, int master_port, uint32_t node_timeout_ms)
 {
     int rc = -EADDRINUSE;
+    memset(rs, 0, sizeof *rs);
+    rs->master_port = master_port;
+    rs->node_timeout_ms = node_timeout_ms;
     snprintf(rs->dir, sizeof rs->dir, "/tmp/sk-redis-XXXXXX");
     if (!mkdtemp(rs->dir)) {
         snprintf(rs->error, sizeof rs->error, "mkdtemp: %s", strerror(errno));
@@ -155,15 +164,78 @@ static int start(redis_server *rs)
 
 int redis_server_start(redis_server *rs)
 {
-    memset(rs, 0, sizeof *rs);
-    return start(rs);
+    return start_as(rs, 0, 0);
 }
 
 int redis_server_start_cluster(redis_server *rs, uint32_t node_timeout_ms)
 {
-    memset(rs, 0, sizeof *rs);
-    rs->node_timeout_ms = node_timeout_ms ? node_timeout_ms : 1;
-    return start(rs);
+    return start_as(rs, 0, node_timeout_ms ? node_timeout_ms : 1);
+}
+
+int redis_server_cmd(const redis_server *rs, const char *cmd, char *buf, size_t cap)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)rs->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {2, 0};
+    size_t have = 0;
+    int rc = 0, fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        write(fd, cmd, strlen(cmd)) != (ssize_t)strlen(cmd) || write(fd, "\r\n", 2) != 2) {
+        rc = -errno;
+        goto out_close;
+    }
+    /* one reply: a line, or a bulk string whose length the first line says */
+    long want = -1;
+    while (have + 1 < cap) {
+        ssize_t n = read(fd, buf + have, cap - 1 - have);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        buf[have] = '\0';
+        char *eol = strstr(buf, "\r\n");
+        if (!eol)
+            continue;
+        if (buf[0] != '$')
+            break;
+        if (want < 0)
+            want = (long)(eol - buf) + 2 + strtol(buf + 1, NULL, 10) + 2;
+        if ((long)have >= want)
+            break;
+    }
+    buf[have] = '\0';
+    rc = have ? (int)have : -EIO;
+out_close:
+    close(fd);
+    return rc;
+}
+
+int redis_server_start_replica(redis_server *rs, const redis_server *master)
+{
+    char buf[4096];
+    if (redis_server_cmd(master, "CONFIG SET repl-diskless-sync-delay 0", buf, sizeof buf) < 0 ||
+        strncmp(buf, "+OK", 3) != 0) {
+        memset(rs, 0, sizeof *rs);
+        snprintf(rs->error, sizeof rs->error, "master on port %d: cannot set the sync delay",
+                 master->port);
+        return -EIO;
+    }
+    int rc = start_as(rs, master->port, 0);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < 1000; i++) { /* 20 s */
+        if (redis_server_cmd(rs, "INFO replication", buf, sizeof buf) > 0 &&
+            strstr(buf, "master_link_status:up"))
+            return 0;
+        sleep_ms(20);
+    }
+    snprintf(rs->error, sizeof rs->error, "replica on port %d: no link to the master on %d; see "
+             "%s/redis.log", rs->port, master->port, rs->dir);
+    redis_server_destroy(rs);
+    return -ETIMEDOUT;
 }
 
 void redis_server_kill(redis_server *rs)

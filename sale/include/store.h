@@ -156,6 +156,12 @@ int sale_store_events_read(sale_store *s, size_t stream, const char *group, cons
 int sale_store_events_ack(sale_store *s, size_t stream, const char *group,
                           const char *const *ids, size_t n);
 
+/* Decide calls that failed because fewer than min_replicas_ack replicas
+ * acknowledged their writes in time (the purchases stay unanswered, then
+ * 504 at their deadline, until a retry is acknowledged). 0 when the store
+ * has no replicas to wait for. */
+uint64_t sale_store_replica_ack_timeouts(sale_store *s);
+
 /* ---- the reaper: one thread that cancels unpaid orders ---- */
 
 typedef struct sale_reaper sale_reaper;

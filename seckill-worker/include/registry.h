@@ -2,17 +2,25 @@
  * registry.h - gateways announce their RPC address in Redis; workers without
  * a fixed gateway list find them there.
  *
- * Record: one key per gateway, SK_REGISTRY_PREFIX "<gateway id>" -> its RPC
- * address ("tcp:HOST:PORT" with the bound port, or "unix:PATH"), written with
- * SET ... PX ttl. A gateway is live exactly while its key exists:
- *   sk_registry_register    starts a heartbeat thread that SETs the key at
- *                           once and again every ttl/3, so two lost beats in
- *                           a row still leave it alive;
- *   a crash                 stops the beats: the key expires after ttl;
- *   sk_registry_unregister  stops the beats and DELetes the key, only when it
- *                           still holds our address (a successor that reused
- *                           the gateway id keeps its record).
- * sk_registry_list (workers) SCANs the prefix and reads the values.
+ * Records: two keys sharing the hash tag {registry}, so one Redis Cluster
+ * slot holds the whole registry and every script touches a single node:
+ *   SK_REGISTRY_ZSET   sorted set  gateway id scored by its expiry (unix ms,
+ *                                  Redis's clock: TIME inside the scripts, so
+ *                                  gateways' clocks never matter)
+ *   SK_REGISTRY_ADDRS  hash        gateway id -> its RPC address ("tcp:HOST:PORT"
+ *                                  with the bound port, or "unix:PATH")
+ * A gateway is live exactly while its score is in the future:
+ *   sk_registry_register    starts a heartbeat thread that runs BEAT at once
+ *                           and again every ttl/3 (score = now + ttl), so two
+ *                           lost beats in a row still leave it alive;
+ *   a crash                 stops the beats: it is no longer listed after ttl;
+ *   sk_registry_unregister  stops the beats and removes the entry, only when
+ *                           it still holds our address (a successor that
+ *                           reused the gateway id keeps its record).
+ * BEAT also prunes entries whose expiry passed (both keys), and keeps each
+ * key's own TTL at least the longest entry's, so a registry whose gateways
+ * all died disappears by itself. sk_registry_list (workers) reads the live
+ * entries with one script call: no SCAN, no key pattern.
  *
  * The handle has its own hiredis connection, made lazily and remade after any
  * failure; every command is bounded by the timeout (connect, then one reply).
@@ -27,7 +35,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SK_REGISTRY_PREFIX "sk:gw:"
+#define SK_REGISTRY_ZSET "sk:{registry}:gateways"
+#define SK_REGISTRY_ADDRS "sk:{registry}:addrs"
 #define SK_REGISTRY_ID_MAX 64    /* gateway ids: sk_id_valid */
 #define SK_REGISTRY_ADDR_MAX 279 /* as [rpc] listen */
 
@@ -59,7 +68,7 @@ uint64_t sk_registry_beats(sk_registry *r);
  * cap)). Returns how many were stored, or negative errno (-ETIMEDOUT,
  * -ECONNREFUSED, -ECONNRESET, -EIO, -ENOMEM) when Redis could not be read: the
  * caller should then keep what it knew. Records with a malformed address are
- * skipped. */
+ * skipped. At most cap entries are read (those expiring soonest first). */
 int sk_registry_list(sk_registry *r, sk_registry_gateway *out, size_t cap);
 
 #endif

@@ -1,8 +1,9 @@
 /*
  * test_registry.c - the gateway registry against a real redis-server (see
  * tests/redis_server.h): register, heartbeat past the TTL, expiry after a
- * SIGKILL, DEL on a clean stop, discovery of exactly the live gateways, and
- * Redis going away and coming back.
+ * SIGKILL, removal on a clean stop, discovery of exactly the live gateways,
+ * pruning of expired entries, many gateways in one structure, and Redis
+ * going away and coming back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -56,24 +57,36 @@ static void raw_cmd(const char *fmt, ...)
     redisFree(c);
 }
 
-/* The value of sk:gw:<id> into buf ("" when absent). */
+/* Redis's clock in unix ms, as the registry's scripts read it. */
+#define LUA_NOW                                                                                    \
+    "local t = redis.call('TIME') "                                                                \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+
+/* The live address of gateway id into buf ("" when absent or expired). */
 static const char *value_of(const char *id, char *buf, size_t cap)
 {
     redisContext *c = raw();
-    redisReply *rep = redisCommand(c, "GET " SK_REGISTRY_PREFIX "%s", id);
+    redisReply *rep = redisCommand(c,
+                                   "EVAL %s 2 " SK_REGISTRY_ZSET " " SK_REGISTRY_ADDRS " %s",
+                                   LUA_NOW "local s = redis.call('ZSCORE', KEYS[1], ARGV[1]) "
+                                           "if not s or tonumber(s) <= now then return '' end "
+                                           "return redis.call('HGET', KEYS[2], ARGV[1]) or ''",
+                                   id);
     assert_non_null(rep);
-    buf[0] = '\0';
-    if (rep->type == REDIS_REPLY_STRING)
-        snprintf(buf, cap, "%s", rep->str);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    snprintf(buf, cap, "%s", rep->str);
     freeReplyObject(rep);
     redisFree(c);
     return buf;
 }
 
-static long long pttl_of(const char *id)
+static long long int_reply(const char *fmt, ...)
 {
     redisContext *c = raw();
-    redisReply *rep = redisCommand(c, "PTTL " SK_REGISTRY_PREFIX "%s", id);
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *rep = redisvCommand(c, fmt, ap);
+    va_end(ap);
     assert_non_null(rep);
     assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
     long long v = rep->integer;
@@ -82,7 +95,27 @@ static long long pttl_of(const char *id)
     return v;
 }
 
-/* Wait up to ms for sk:gw:<id> to hold want ("" = to be gone). */
+/* Milliseconds until gateway id expires; -2 when it has no entry. */
+static long long pttl_of(const char *id)
+{
+    return int_reply("EVAL %s 1 " SK_REGISTRY_ZSET " %s",
+                     LUA_NOW "local s = redis.call('ZSCORE', KEYS[1], ARGV[1]) "
+                             "if not s then return -2 end "
+                             "return tonumber(s) - now",
+                     id);
+}
+
+/* Write an entry as another gateway (or a stranger) would: expiring in
+ * ttl_ms (negative: already expired). */
+static void put(const char *id, const char *addr, long ttl_ms)
+{
+    int_reply("EVAL %s 2 " SK_REGISTRY_ZSET " " SK_REGISTRY_ADDRS " %s %s %ld",
+              LUA_NOW "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1]) "
+                      "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) return 1",
+              id, addr, ttl_ms);
+}
+
+/* Wait up to ms for gateway <id> to be listed with want ("" = to be gone). */
 static int wait_value(const char *id, const char *want, long ms)
 {
     char v[300];
@@ -162,10 +195,12 @@ static void test_heartbeat_outlives_ttl(void **state)
     sk_registry_destroy(r);
 }
 
-/* A gateway killed without a clean stop: its key outlives it by at most the TTL. */
+/* A gateway killed without a clean stop: its entry outlives it by at most the
+ * TTL, and as it was the last one, the registry's keys expire too. */
 static void test_expires_after_kill(void **state)
 {
     (void)state;
+    raw_cmd("FLUSHALL");
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -185,8 +220,12 @@ static void test_expires_after_kill(void **state)
     assert_int_equal(waitpid(pid, &status, 0), pid);
     uint64_t t0 = mono_ms();
     assert_true(wait_value("gw-killed", "", TTL_MS + 1000));
-    printf("key gone %llu ms after the kill (ttl %d)\n", (unsigned long long)(mono_ms() - t0),
+    printf("entry gone %llu ms after the kill (ttl %d)\n", (unsigned long long)(mono_ms() - t0),
            TTL_MS);
+    uint64_t until = mono_ms() + TTL_MS + 1000;
+    while (int_reply("EXISTS " SK_REGISTRY_ZSET " " SK_REGISTRY_ADDRS) != 0 && mono_ms() < until)
+        sleep_ms(20);
+    assert_int_equal(int_reply("EXISTS " SK_REGISTRY_ZSET " " SK_REGISTRY_ADDRS), 0);
 }
 
 /* A successor that reused the gateway id keeps its record. */
@@ -196,11 +235,12 @@ static void test_unregister_spares_successor(void **state)
     sk_registry *r = make();
     assert_int_equal(sk_registry_register(r, "gw-reused", "tcp:127.0.0.1:7004", 60000), 0);
     assert_true(wait_value("gw-reused", "tcp:127.0.0.1:7004", 2000));
-    raw_cmd("SET " SK_REGISTRY_PREFIX "gw-reused tcp:127.0.0.1:7005 PX 60000");
+    put("gw-reused", "tcp:127.0.0.1:7005", 60000);
     assert_int_equal(sk_registry_unregister(r), 0);
     char v[300];
     assert_string_equal(value_of("gw-reused", v, sizeof v), "tcp:127.0.0.1:7005");
-    raw_cmd("DEL " SK_REGISTRY_PREFIX "gw-reused");
+    raw_cmd("ZREM " SK_REGISTRY_ZSET " gw-reused");
+    raw_cmd("HDEL " SK_REGISTRY_ADDRS " gw-reused");
     sk_registry_destroy(r);
 }
 
@@ -213,7 +253,7 @@ static int find(const sk_registry_gateway *g, int n, const char *id, const char 
 }
 
 /* list() returns exactly the registered gateways: each once, junk skipped,
- * across several SCAN rounds; gone ones disappear. */
+ * among unrelated keys; gone ones disappear. */
 static void test_list_exactly_live(void **state)
 {
     (void)state;
@@ -232,11 +272,12 @@ static void test_list_exactly_live(void **state)
         assert_true(wait_value(ids[i], addrs[i], 2000));
     }
     /* not ours, or not valid: skipped */
-    raw_cmd("SET " SK_REGISTRY_PREFIX "bad/id tcp:127.0.0.1:1");
-    raw_cmd("SET " SK_REGISTRY_PREFIX "junk hello");
-    raw_cmd("HSET " SK_REGISTRY_PREFIX "hashy a b");
-    raw_cmd("SET sk:gwx tcp:127.0.0.1:2");
-    for (int i = 0; i < 300; i++) /* several SCAN rounds of COUNT 100 */
+    put("bad/id", "tcp:127.0.0.1:1", 60000);
+    put("junk", "hello", 60000);
+    raw_cmd("HSET " SK_REGISTRY_ADDRS " no-score tcp:127.0.0.1:3");
+    raw_cmd("ZADD " SK_REGISTRY_ZSET " 99999999999999 no-addr");
+    raw_cmd("SET sk:gw:old-style tcp:127.0.0.1:2");
+    for (int i = 0; i < 300; i++) /* unrelated keys are never looked at */
         raw_cmd("SET other:%d x", i);
 
     int n = sk_registry_list(w, g, 64);
@@ -253,7 +294,7 @@ static void test_list_exactly_live(void **state)
     assert_int_equal(find(g, n, ids[2], addrs[2]), 1);
 
     /* a gateway that stopped beating: listed until its key expires */
-    raw_cmd("SET " SK_REGISTRY_PREFIX "gw-dying tcp:127.0.0.1:7104 PX 300");
+    put("gw-dying", "tcp:127.0.0.1:7104", 300);
     n = sk_registry_list(w, g, 64);
     assert_int_equal(n, 3);
     assert_int_equal(find(g, n, "gw-dying", "tcp:127.0.0.1:7104"), 1);
@@ -267,6 +308,89 @@ static void test_list_exactly_live(void **state)
     assert_int_equal(sk_registry_list(w, g, 64), 0);
     sk_registry_destroy(w);
     raw_cmd("FLUSHALL");
+}
+
+/* Expired entries are not listed and the next beat removes them from both
+ * keys; each key's own TTL follows its longest-lived entry. */
+static void test_expired_pruned(void **state)
+{
+    (void)state;
+    sk_registry_gateway g[8];
+    raw_cmd("FLUSHALL");
+    sk_registry *w = make();
+    put("gw-old-1", "tcp:127.0.0.1:7401", -1);
+    put("gw-old-2", "tcp:127.0.0.1:7402", -60000);
+    assert_int_equal(sk_registry_list(w, g, 8), 0);
+    assert_int_equal(int_reply("ZCARD " SK_REGISTRY_ZSET), 2); /* a list only reads */
+
+    sk_registry *r = make();
+    assert_int_equal(sk_registry_register(r, "gw-new", "tcp:127.0.0.1:7403", 300), 0);
+    assert_true(wait_value("gw-new", "tcp:127.0.0.1:7403", 2000));
+    assert_int_equal(int_reply("ZCARD " SK_REGISTRY_ZSET), 1);
+    assert_int_equal(int_reply("HLEN " SK_REGISTRY_ADDRS), 1);
+    assert_int_equal(sk_registry_list(w, g, 8), 1);
+    assert_string_equal(g[0].id, "gw-new");
+    /* each key's TTL covers its longest entry, no more than a TTL ahead */
+    long long kttl = int_reply("PTTL " SK_REGISTRY_ZSET);
+    assert_true(kttl > 0 && kttl <= 300);
+    assert_true(int_reply("PTTL " SK_REGISTRY_ADDRS) > 0);
+
+    /* a long-lived neighbour keeps the keys alive past the short one */
+    sk_registry *l = make();
+    assert_int_equal(sk_registry_register(l, "gw-long", "tcp:127.0.0.1:7404", 60000), 0);
+    uint64_t until = mono_ms() + 5000;
+    while (int_reply("PTTL " SK_REGISTRY_ZSET) <= 300 && mono_ms() < until)
+        sleep_ms(10);
+    assert_true(int_reply("PTTL " SK_REGISTRY_ZSET) > 300);
+    sk_registry_destroy(l);
+
+    sk_registry_destroy(r);
+    assert_int_equal(sk_registry_list(w, g, 8), 0);
+    sk_registry_destroy(w);
+    raw_cmd("FLUSHALL");
+}
+
+/* Many gateways: all in one sorted set and one hash (two keys in all),
+ * each listed once; cap bounds the answer; removals are exact. */
+static void test_many_gateways(void **state)
+{
+    (void)state;
+    enum { N = 100 };
+    static sk_registry *gw[N];
+    static sk_registry_gateway g[N + 8];
+    char id[32], addr[64];
+    raw_cmd("FLUSHALL");
+    sk_registry *w = make();
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "gw-many-%03d", i);
+        snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", 20000 + i);
+        gw[i] = make();
+        assert_int_equal(sk_registry_register(gw[i], id, addr, 3000), 0);
+    }
+    uint64_t until = mono_ms() + 10000;
+    int n = 0;
+    while ((n = sk_registry_list(w, g, N + 8)) != N && mono_ms() < until)
+        sleep_ms(20);
+    assert_int_equal(n, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "gw-many-%03d", i);
+        snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", 20000 + i);
+        assert_int_equal(find(g, n, id, addr), 1);
+    }
+    assert_int_equal(sk_registry_list(w, g, 64), 64);
+    assert_int_equal(int_reply("DBSIZE"), 2);
+    for (int i = 0; i < N; i += 2)
+        sk_registry_destroy(gw[i]);
+    n = sk_registry_list(w, g, N + 8);
+    assert_int_equal(n, N / 2);
+    for (int i = 1; i < N; i += 2) {
+        snprintf(id, sizeof id, "gw-many-%03d", i);
+        snprintf(addr, sizeof addr, "tcp:127.0.0.1:%d", 20000 + i);
+        assert_int_equal(find(g, n, id, addr), 1);
+        sk_registry_destroy(gw[i]);
+    }
+    assert_int_equal(sk_registry_list(w, g, N + 8), 0);
+    sk_registry_destroy(w);
 }
 
 /* Redis goes away: list() fails fast (the caller keeps what it knew), the
@@ -290,7 +414,7 @@ static void test_redis_down_and_back(void **state)
     assert_int_equal(sk_registry_beats(r), beats);
 
     assert_int_equal(redis_server_restart(&srv), 0);
-    raw_cmd("DEL " SK_REGISTRY_PREFIX "gw-phoenix"); /* whatever the AOF kept */
+    raw_cmd("ZREM " SK_REGISTRY_ZSET " gw-phoenix"); /* whatever the AOF kept */
     assert_true(wait_value("gw-phoenix", "tcp:127.0.0.1:7201", TTL_MS + 2000));
     assert_true(sk_registry_beats(r) > beats);
     assert_int_equal(sk_registry_list(w, g, 8), 1);
@@ -346,6 +470,8 @@ int main(void)
         cmocka_unit_test(test_expires_after_kill),
         cmocka_unit_test(test_unregister_spares_successor),
         cmocka_unit_test(test_list_exactly_live),
+        cmocka_unit_test(test_expired_pruned),
+        cmocka_unit_test(test_many_gateways),
         cmocka_unit_test(test_redis_down_and_back),
         cmocka_unit_test(test_no_redis),
     };

@@ -211,6 +211,47 @@ static void test_batch_semantics(void **state)
     sk_redis_destroy(r);
 }
 
+/* min_replicas_ack with no replica: the batch runs on the master, yet the
+ * decide call fails (-ETIMEDOUT) and is counted; the decisions are stored,
+ * so deciding the same batch again (here with the wait off, as if the
+ * replica had caught up) answers the same, and nothing is bought twice. */
+static void test_replica_ack_short(void **state)
+{
+    (void)state;
+    sk_redis *r = make("ra", 5, 1, 60000);
+    static batch b;
+    b.n = 0;
+    batch_add(&b, "ra", "ra-1", SK_SUCCESS);
+    batch_add(&b, "ra", "ra-2", SK_SUCCESS);
+    sk_redis_set_replica_ack(r, 1, 50);
+    assert_int_equal(sk_redis_replica_ack_timeouts(r), 0);
+    uint64_t t0 = mono_ms();
+    assert_int_equal(decide(r, &b), -ETIMEDOUT);
+    assert_true(mono_ms() - t0 >= 50); /* WAIT waited its timeout */
+    assert_int_equal(sk_redis_replica_ack_timeouts(r), 1);
+    assert_int_equal(sk_redis_left(r, "ra"), 3); /* it ran on the master */
+    /* a retry of the same requests: the stored decisions, read back with a
+     * write (their TTL refreshed), so the WAIT covers them: still short */
+    assert_int_equal(decide(r, &b), -ETIMEDOUT);
+    assert_int_equal(sk_redis_replica_ack_timeouts(r), 2);
+    sk_redis_set_replica_ack(r, 0, 0);
+    assert_int_equal(decide(r, &b), 0);
+    for (size_t i = 0; i < b.n; i++) {
+        assert_int_equal(b.outs[i].result, SK_SUCCESS);
+        assert_int_equal(strlen(b.outs[i].order_id), 36);
+    }
+    assert_int_equal(sk_redis_left(r, "ra"), 3);
+    assert_int_equal(orders_in("ra", "reserved"), 2);
+    /* WAIT 0 is met at once: a batch answers as without the option */
+    sk_redis_set_replica_ack(r, 0, 50);
+    b.n = 0;
+    batch_add(&b, "ra", "ra-3", SK_SUCCESS);
+    assert_int_equal(decide(r, &b), 0);
+    assert_int_equal(b.outs[0].result, SK_SUCCESS);
+    assert_int_equal(sk_redis_replica_ack_timeouts(r), 2);
+    sk_redis_destroy(r);
+}
+
 static void test_verdicts_recorded(void **state)
 {
     (void)state;
@@ -823,6 +864,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_semantics),
         cmocka_unit_test(test_verdicts_recorded),
+        cmocka_unit_test(test_replica_ack_short),
         cmocka_unit_test(test_concurrent_never_oversells),
         cmocka_unit_test(test_preheat_nx),
         cmocka_unit_test(test_missing_stock_key),
