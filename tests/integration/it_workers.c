@@ -8,8 +8,9 @@
  * With a third argument `redis-cluster`, the sales run on a real Redis
  * Cluster of 3 masters and 3 replicas instead (the stock in 3 buckets):
  * uniform and skewed buyers (units move between buckets), a master
- * SIGKILLed mid-sale with min_replicas_ack = 1, a worker SIGKILLed between
- * the halves of a transfer, and the whole cluster down and back.
+ * SIGKILLed mid-sale with min_replicas_ack = 1, a bucket's slot moved to
+ * another master mid-sale, a worker SIGKILLed between the halves of a
+ * transfer, and the whole cluster down and back.
  *
  * argv: seckill-gateway, seckill-worker [redis-cluster].
  */
@@ -1313,6 +1314,40 @@ static void test_rcluster_worker_killed_mid_transfer(void **state)
     cluster_stop(&cl);
 }
 
+/* Bucket 0's slot moves to another master mid-sale, keys and all: first
+ * half-moved (ASK), then done (MOVED). */
+static void reshard_bucket(cluster *cl)
+{
+    char tag[SK_CLUSTER_TAG_MAX];
+    sale_cluster_bucket_tag("demo", 0, 3, tag);
+    unsigned slot = sk_cluster_slot(tag, strlen(tag));
+    int from = redis_cluster_master_of(&cl->rc, slot);
+    int to = redis_cluster_master_of(&cl->rc, (slot + 8192) % 16384); /* another third */
+    assert_true(from >= 0 && to >= 0 && from != to);
+    wait_mid_sale(cl);
+    if (redis_cluster_move_slot(&cl->rc, slot, to, 1) < 0)
+        fail_msg("moving slot %u: %s", slot, cl->rc.error);
+    sleep_ms(300);
+    if (redis_cluster_finish_move(&cl->rc, slot, to) < 0)
+        fail_msg("finishing slot %u: %s", slot, cl->rc.error);
+    assert_int_equal(redis_cluster_master_of(&cl->rc, slot), to);
+}
+
+/* Resharding mid-sale: never oversold, no 200 lost, and the sale sells
+ * exactly its stock afterwards. */
+static void test_rcluster_reshard(void **state)
+{
+    (void)state;
+    cluster cl;
+    char sink_path[128];
+    cluster_start(&cl, 2, 2, 1000, "[item.demo]\nstock_buckets = 3\n");
+    start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, reshard_bucket);
+    check_sale(&cl, sink_path, 1);
+    sell_the_rest(&cl, sink_path);
+    cluster_stop(&cl);
+}
+
 static void whole_cluster_down(cluster *cl)
 {
     http_resp r;
@@ -1381,6 +1416,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_rcluster_sale, teardown),
         cmocka_unit_test_teardown(test_rcluster_skewed, teardown),
         cmocka_unit_test_teardown(test_rcluster_master_killed, teardown),
+        cmocka_unit_test_teardown(test_rcluster_reshard, teardown),
         cmocka_unit_test_teardown(test_rcluster_worker_killed_mid_transfer, teardown),
         cmocka_unit_test_teardown(test_rcluster_down_and_back, teardown),
     };
