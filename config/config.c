@@ -204,6 +204,10 @@ static const cfg_key keys[] = {
      "its port"},
     {"redis", "timeout_ms", CFG_U32, F(redis_timeout_ms), 0, 1, 60000, "200", NULL, NULL, NULL, NULL, 0,
      "connect and each reply"},
+    {"redis", "cluster", CFG_BOOL, F(redis_cluster), 0, 0, 0, "false", "true or false", NULL, NULL, NULL, 0,
+     "inventory = redis on a Redis Cluster found through nodes (host and port then unused by the store)"},
+    {"redis", "nodes", CFG_STR, F(redis_nodes), 0, 0, 1023, "", "host:port, host:port ...", NULL, NULL, NULL, 0,
+     "cluster = true: seed nodes, comma or space separated; any one that answers gives the whole map"},
     {"redis", "min_replicas_ack", CFG_U32, F(redis_min_replicas_ack), 0, 0, 64, "0", NULL, NULL, NULL, NULL, 0,
      "a purchase is answered only once this many replicas acknowledged it (WAIT); 0 = off"},
     {"redis", "replica_ack_timeout_ms", CFG_U32, F(redis_replica_ack_timeout_ms), 0, 1, 60000, "100", NULL, NULL, NULL, NULL, 0,
@@ -230,6 +234,8 @@ static const cfg_key item_keys[] = {
      "unix seconds the sale opens; 0 = open now"},
     {"item.<id>", "ends_at", CFG_I64, IF(ends_at), 0, 0, 253402300799ULL, "0", "unix seconds (0 = none)", NULL, NULL, NULL, 0,
      "unix seconds the sale ends; 0 = never"},
+    {"item.<id>", "stock_buckets", CFG_U32, IF(stock_buckets), 0, 0, 1024, "0", NULL, NULL, NULL, NULL, 0,
+     "Redis Cluster: buckets the stock is split into; 0 = one per master"},
 };
 /* clang-format on */
 
@@ -998,6 +1004,10 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
         snprintf(err, errlen,
                  "[rpc] tls_ca: a gateway with listen serves TLS only with "
                  "tls_cert and tls_key; set them too");
+        return -EINVAL;
+    }
+    if (c->redis_cluster && !c->redis_nodes[0]) {
+        snprintf(err, errlen, "[redis] cluster = true needs nodes = host:port, ...");
         return -EINVAL;
     }
     if (!c->worker_embedded && !strcmp(c->worker_inventory, "memory")) {

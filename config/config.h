@@ -30,6 +30,7 @@ typedef struct cfg_item {
     int64_t starts_at;       /* unix seconds; 0 = open */
     int64_t ends_at;         /* unix seconds; 0 = never ends */
     uint32_t per_user_limit; /* default 1 */
+    uint32_t stock_buckets;  /* Redis Cluster: buckets of stock; 0 = one per master */
     int line;                /* where the section started, for messages */
 } cfg_item;
 
@@ -103,6 +104,8 @@ typedef struct cfg {
     char redis_host[256];
     uint16_t redis_port;
     uint32_t redis_timeout_ms;
+    int redis_cluster;                     /* 1 = a Redis Cluster, seeded by redis_nodes */
+    char redis_nodes[1024];                /* "host:port, host:port ..." */
     uint32_t redis_min_replicas_ack;       /* 0 = off */
     uint32_t redis_replica_ack_timeout_ms;
     /* [log] */

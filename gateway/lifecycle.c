@@ -49,7 +49,8 @@ static int store_open(gw *g, char *err, size_t errlen)
         return -ENOMEM;
     }
     for (size_t i = 0; i < c->nitems; i++)
-        specs[i] = (sale_store_item){c->items[i].id, c->items[i].stock, c->items[i].per_user_limit};
+        specs[i] = (sale_store_item){c->items[i].id, c->items[i].stock, c->items[i].per_user_limit,
+                                     c->items[i].stock_buckets};
     sale_store_config sc = {.backend = c->worker_inventory,
                             .name = "seckill-gateway",
                             .items = specs,
@@ -65,7 +66,9 @@ static int store_open(gw *g, char *err, size_t errlen)
                             .redis_timeout_ms = c->redis_timeout_ms,
                             .min_replicas_ack = c->redis_min_replicas_ack,
                             .replica_ack_timeout_ms = c->redis_replica_ack_timeout_ms,
-                            .redis_patience_ms = 5000};
+                            .redis_patience_ms = 5000,
+                            .redis_cluster = c->redis_cluster,
+                            .redis_nodes = c->redis_nodes};
     int rc = sale_store_create(&sc, &g->store, err, errlen);
     free(specs);
     if (rc < 0)

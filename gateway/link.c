@@ -108,7 +108,9 @@ int gw__rpc_start(gw *g, char *err, size_t errlen)
         snprintf(err, errlen, "rpc: cannot serve on %s: %s", c->rpc_listen, strerror(-rc));
         return rc;
     }
-    if (!strcmp(c->worker_inventory, "redis"))
+    /* the registry lives on the single Redis of [redis] host and port; on a
+     * Redis Cluster the workers are given [rpc] gateways instead */
+    if (!strcmp(c->worker_inventory, "redis") && !c->redis_cluster)
         return registry_start(g, err, errlen);
     return 0;
 }

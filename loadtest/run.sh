@@ -8,7 +8,7 @@
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 0]
 #          [--park thread|event] [--io poll|epoll] [--pool N] [--wait-timeout MS]
 #          [--pace RPS] [--sample CSV] [--sample-ms MS] [--order-flush sync|async]
-#          [--redis [--stall-worker]]
+#          [--redis [--stall-worker]] [--redis-cluster K]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
 #                     how fast wrk sends: that is --pace
 #   --workers N       [worker] threads (0: the default, 1 with the memory
@@ -27,6 +27,13 @@
 #   --redis           stock in a redis-server started for the run, decided by one
 #                     separate seckill-worker process (--workers threads) that
 #                     consumes the gateway over rpc/
+#   --redis-cluster K the same on a Redis Cluster of K masters (K >= 3) and K
+#                     replicas started for the run, the stock in K buckets; the
+#                     summary adds each master's CPU per request
+#                     (redis_cpu_us_per_req_by_master=a/b/c), per unit it sold
+#                     (redis_cpu_us_per_sale_by_master, the buckets holding equal
+#                     shares) and their spread (master_cpu_spread_pct:
+#                     (max - min) / mean)
 #   --stall-worker    with --redis: SIGSTOP the worker once the gateway is ready,
 #                     so every request parks until its deadline and gets 504:
 #                     latency - wait timeout is how late timeouts are answered
@@ -53,13 +60,13 @@ set -eu
 cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event IO=poll
-POOL=0 WAIT_MS=2000 SAMPLE="" SAMPLE_MS=1000 REDIS=0 STALL=0 PACE=0 FLUSH=sync
+POOL=0 WAIT_MS=2000 SAMPLE="" SAMPLE_MS=1000 REDIS=0 STALL=0 PACE=0 FLUSH=sync RCLUSTER=0
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
     case "$1" in
     --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--io|--pool|\
-    --wait-timeout|--pace|--sample|--sample-ms|--order-flush)
+    --wait-timeout|--pace|--sample|--sample-ms|--order-flush|--redis-cluster)
         [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 64; } ;;
     esac
     case "$1" in
@@ -80,6 +87,7 @@ while [ $# -gt 0 ]; do
     --sample-ms) SAMPLE_MS=$2; shift 2 ;;
     --order-flush) FLUSH=$2; shift 2 ;;
     --redis) REDIS=1; shift ;;
+    --redis-cluster) REDIS=1; RCLUSTER=$2; shift 2 ;;
     --stall-worker) STALL=1; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
@@ -93,6 +101,11 @@ case "$FLUSH" in
 sync|async) ;;
 *) echo "run.sh: --order-flush: expected sync or async, got '$FLUSH'" >&2; exit 64 ;;
 esac
+case "$RCLUSTER" in
+''|*[!0-9]*) echo "run.sh: --redis-cluster: expected a number of masters, got '$RCLUSTER'" >&2; exit 64 ;;
+esac
+[ "$RCLUSTER" = 0 ] || [ "$RCLUSTER" -ge 3 ] ||
+    { echo "run.sh: --redis-cluster: a Redis Cluster needs at least 3 masters" >&2; exit 64; }
 case "$PACE" in
 ''|*[!0-9]*) echo "run.sh: --pace: expected requests per second (a whole number), got '$PACE'" >&2; exit 64 ;;
 esac
@@ -111,13 +124,14 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 work=$(mktemp -d /tmp/seckill-load-XXXXXX)
-gw_pid="" sampler_pid="" worker_pid="" redis_pid=""
+gw_pid="" sampler_pid="" worker_pid="" redis_pid="" cluster_pids="" masters=""
 cleanup() {
     [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
     [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
     [ -n "$worker_pid" ] && kill -CONT "$worker_pid" 2>/dev/null && kill "$worker_pid" 2>/dev/null &&
         wait "$worker_pid" 2>/dev/null
     [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+    for p in $cluster_pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -149,17 +163,52 @@ INI
 
 if [ "$REDIS" = 1 ]; then
     command -v redis-server >/dev/null || { echo "run.sh: redis-server is not installed (make deps)" >&2; exit 69; }
-    rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
     # AOF, fsynced every second; no AOF rewrite during the sale (its fork
     # would take a CPU from the sale: schedule BGREWRITEAOF after it)
-    redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes \
-        --appendfsync everysec --auto-aof-rewrite-min-size 8gb --dir "$work" \
-        > "$work/redis.log" 2>&1 &
-    redis_pid=$!
-    for _ in $(seq 100); do
-        redis-cli -p "$rport" ping >/dev/null 2>&1 && break
-        sleep 0.05
-    done
+    # exec: $! is then redis-server itself, whose CPU time is measured
+    redis() {
+        exec redis-server --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
+            --auto-aof-rewrite-min-size 8gb "$@"
+    }
+    if [ "$RCLUSTER" = 0 ]; then
+        rport=$(freeport)
+        redis --port "$rport" --dir "$work" > "$work/redis.log" 2>&1 &
+        redis_pid=$!
+        for _ in $(seq 100); do
+            redis-cli -p "$rport" ping >/dev/null 2>&1 && break
+            sleep 0.05
+        done
+        redis_ini="port = $rport"
+    else
+        # 2K nodes; redis-cli makes the first K the masters
+        nodes="" addrs=""
+        for i in $(seq $((2 * RCLUSTER))); do
+            p=$(freeport) b=$(freeport)
+            mkdir -p "$work/node$i"
+            redis --port "$p" --dir "$work/node$i" --cluster-enabled yes \
+                --cluster-port "$b" --cluster-node-timeout 2000 \
+                --cluster-require-full-coverage no > "$work/node$i/redis.log" 2>&1 &
+            cluster_pids="$cluster_pids $!"
+            [ "$i" -le "$RCLUSTER" ] && masters="$masters $p:$!"
+            nodes="$nodes${nodes:+, }127.0.0.1:$p" addrs="$addrs 127.0.0.1:$p"
+            for _ in $(seq 100); do
+                redis-cli -p "$p" ping >/dev/null 2>&1 && break
+                sleep 0.05
+            done
+        done
+        # shellcheck disable=SC2086
+        redis-cli --cluster create $addrs --cluster-replicas 1 --cluster-yes > "$work/create.log" 2>&1 ||
+            { echo "run.sh: redis-cli --cluster create failed:" >&2; cat "$work/create.log" >&2; exit 69; }
+        for m in $masters; do # each master's replica in sync
+            for _ in $(seq 600); do
+                redis-cli -p "${m%%:*}" info replication | grep -q state=online && break
+                sleep 0.1
+            done
+        done
+        redis_ini="cluster = true
+nodes = $nodes"
+    fi
     # a stalled worker keeps its lease for the whole run
     [ "$STALL" = 1 ] && sed -i 's/^max_backlog = .*/max_backlog = 1000000\nlease_timeout_ms = 3600000\nack_timeout_ms = 3600000/' "$work/gw.ini"
     cat >> "$work/gw.ini" <<INI
@@ -167,7 +216,7 @@ if [ "$REDIS" = 1 ]; then
 listen = tcp:127.0.0.1:0
 secret = loadtest-secret
 [redis]
-port = $rport
+$redis_ini
 INI
     sed -i 's/^threads = .*/threads = '"$WORKERS"'\nembedded = false\ninventory = redis/' "$work/gw.ini"
 fi
@@ -226,6 +275,9 @@ gw_t0=$(ticks "$gw_pid")
 wk_t0=0 rd_t0=0
 [ -n "$worker_pid" ] && wk_t0=$(ticks "$worker_pid")
 [ -n "$redis_pid" ] && rd_t0=$(ticks "$redis_pid")
+for p in $cluster_pids; do rd_t0=$((rd_t0 + $(ticks "$p"))); done
+m_t0=""
+for m in $masters; do m_t0="$m_t0 $(ticks "${m#*:}")"; done
 cpu0=$(loadtest/sample.sh cpu)
 SECKILL_USERS=$USERS SECKILL_ITEM=demo SECKILL_PACE=$PACE SECKILL_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
     --timeout "$wrk_timeout" -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
@@ -234,6 +286,9 @@ gw_t1=$(ticks "$gw_pid")
 wk_t1=0 rd_t1=0
 [ -n "$worker_pid" ] && wk_t1=$(ticks "$worker_pid")
 [ -n "$redis_pid" ] && rd_t1=$(ticks "$redis_pid")
+for p in $cluster_pids; do rd_t1=$((rd_t1 + $(ticks "$p"))); done
+m_t1=""
+for m in $masters; do m_t1="$m_t1 $(ticks "${m#*:}")"; done
 extra=""
 if [ -n "$sampler_pid" ]; then
     sleep 1 # one more sample: the answers of the last second
@@ -271,7 +326,24 @@ fi
 
 metrics=$(curl -fs "$base/metrics")
 metric() { printf '%s\n' "$metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
-if [ "$REDIS" = 1 ]; then
+if [ -n "$masters" ]; then
+    # the authoritative view is the cluster itself: every bucket on every
+    # master, with the units of unfinished transfers
+    left=0 buyers=0
+    for m in $masters; do
+        mp=${m%%:*}
+        for k in $(redis-cli -p "$mp" --scan --pattern 'sk:{demo/*}:stock'); do
+            left=$((left + $(redis-cli -p "$mp" GET "$k")))
+        done
+        for k in $(redis-cli -p "$mp" --scan --pattern 'sk:{demo/*}:xout'); do
+            left=$((left + $(redis-cli -p "$mp" HVALS "$k" | awk -F'|' '{ s += $2 } END { print s + 0 }')))
+        done
+        for k in $(redis-cli -p "$mp" --scan --pattern 'sk:{demo/*}:users'); do
+            buyers=$((buyers + $(redis-cli -p "$mp" HLEN "$k")))
+        done
+    done
+    sold=$((STOCK - left))
+elif [ "$REDIS" = 1 ]; then
     # the authoritative view is Redis itself
     left=$(redis-cli -p "$rport" GET 'sk:{demo}:stock')
     sold=$((STOCK - left))
@@ -282,6 +354,20 @@ else
              $(metric 'seckill_orders_cancelled_total{item="demo"}') ))
     buyers=$(metric 'seckill_buyers{item="demo"}')
     left=$(metric 'seckill_stock_left{item="demo"}')
+fi
+if [ -n "$masters" ]; then
+    # each master's CPU per request and per unit it sold (the buckets hold
+    # equal shares), and how evenly the shards share the work
+    extra="$extra $(awk -v r="${nreq:-0}" -v sold="$sold" -v hz="$(getconf CLK_TCK)" -v a="$m_t0" \
+        -v b="$m_t1" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " "); u = r > 0 ? 1e6 / hz / r : 0
+        v = sold > 0 ? 1e6 / hz / (sold / n) : 0
+        for (i = 1; i <= n; i++) { t = y[i] - x[i]; sep = i > 1 ? "/" : ""
+            s = s sep sprintf("%.1f", t * u); p = p sep sprintf("%.1f", t * v)
+            sum += t; if (i == 1 || t > hi) hi = t; if (i == 1 || t < lo) lo = t }
+        spread = sum > 0 ? (hi - lo) * 100 / (sum / n) : 0
+        printf "redis_cpu_us_per_req_by_master=%s redis_cpu_us_per_sale_by_master=%s", s, p
+        printf " master_cpu_spread_pct=%.0f", spread }')"
 fi
 ok200=$(printf '%s\n' "$summary" | sed -n 's/.*statuses=.*\b200=\([0-9]*\).*/\1/p')
 ok200=${ok200:-0}

@@ -23,6 +23,8 @@ int sale_store_create(const sale_store_config *cfg, sale_store **out, char *err,
     *out = NULL;
     if (cfg->backend && !strcmp(cfg->backend, "memory"))
         rc = sale__store_memory_create(cfg, out, err, errlen);
+    else if (cfg->backend && !strcmp(cfg->backend, "redis") && cfg->redis_cluster)
+        rc = sale__store_cluster_create(cfg, out, err, errlen);
     else if (cfg->backend && !strcmp(cfg->backend, "redis"))
         rc = sale__store_redis_create(cfg, out, err, errlen);
     else {

@@ -45,5 +45,7 @@ int sale__store_memory_create(const sale_store_config *cfg, sale_store **out, ch
                               size_t errlen);
 int sale__store_redis_create(const sale_store_config *cfg, sale_store **out, char *err,
                              size_t errlen);
+int sale__store_cluster_create(const sale_store_config *cfg, sale_store **out, char *err,
+                               size_t errlen);
 
 #endif

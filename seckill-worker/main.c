@@ -568,6 +568,16 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return EX_CONFIG;
     }
+    if (!strcmp(role, "seckill") && c.redis_cluster && !c.nrpc_gateways) {
+        /* the registry is kept on a single Redis, which a cluster set-up
+         * does not configure */
+        fprintf(stderr,
+                "seckill-worker: %s: with [redis] cluster = true, list the gateways in "
+                "[rpc] gateways\n",
+                config_path);
+        cfg_release(&c);
+        return EX_CONFIG;
+    }
 
     /* TLS files matter where rpc/ is used: not to the order sink fed from Redis */
     if ((!strcmp(role, "seckill") || memory_orders) &&
@@ -613,7 +623,8 @@ int main(int argc, char **argv)
         goto out;
     }
     for (size_t i = 0; i < c.nitems; i++) {
-        sitems[i] = (sale_store_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit};
+        sitems[i] = (sale_store_item){c.items[i].id, c.items[i].stock, c.items[i].per_user_limit,
+                                       c.items[i].stock_buckets};
         windows[i] = (sk_item_window){c.items[i].id, c.items[i].starts_at, c.items[i].ends_at};
     }
     if (memory_orders) {
@@ -635,7 +646,9 @@ int main(int argc, char **argv)
                             .redis_timeout_ms = c.redis_timeout_ms,
                             .min_replicas_ack = c.redis_min_replicas_ack,
                             .replica_ack_timeout_ms = c.redis_replica_ack_timeout_ms,
-                            .redis_patience_ms = 5000};
+                            .redis_patience_ms = 5000,
+                            .redis_cluster = c.redis_cluster,
+                            .redis_nodes = c.redis_nodes};
     int rc = sale_store_create(&sc, &store, err, sizeof err);
     if (rc < 0) {
         sk_log(SK_LOG_ERROR, "worker", NULL, "%s", err);

@@ -69,14 +69,35 @@ static int spawn(redis_server *rs)
             dup2(fd, 2);
             close(fd);
         }
-        if (rs->master_port)
-            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
-                   "", "--appendonly", "yes", "--appendfsync", "always", "--dir", rs->dir,
-                   "--daemonize", "no", "--replicaof", "127.0.0.1", mport, (char *)NULL);
-        else
-            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
-                   "", "--appendonly", "yes", "--appendfsync", "always", "--dir", rs->dir,
-                   "--daemonize", "no", (char *)NULL);
+        char bus[16], tmo[16];
+        const char *argv[32] = {"redis-server", "--port",        port,     "--bind",
+                                "127.0.0.1",    "--save",        "",       "--appendonly",
+                                "yes",          "--appendfsync", "always", "--dir",
+                                rs->dir,        "--daemonize",   "no"};
+        int argc = 15;
+        if (rs->master_port) {
+            argv[argc++] = "--replicaof";
+            argv[argc++] = "127.0.0.1";
+            argv[argc++] = mport;
+        }
+        if (rs->node_timeout_ms) {
+            snprintf(bus, sizeof bus, "%d", rs->bus_port);
+            snprintf(tmo, sizeof tmo, "%u", (unsigned)rs->node_timeout_ms);
+            const char *more[] = {"--cluster-enabled",
+                                  "yes",
+                                  "--cluster-port",
+                                  bus,
+                                  "--cluster-node-timeout",
+                                  tmo,
+                                  "--cluster-config-file",
+                                  "nodes.conf",
+                                  "--cluster-require-full-coverage",
+                                  "no"};
+            for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+                argv[argc++] = more[i];
+        }
+        argv[argc] = NULL;
+        execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
     rs->pid = pid;
@@ -104,11 +125,12 @@ static int spawn(redis_server *rs)
     return -ETIMEDOUT;
 }
 
-static int start_as(redis_server *rs, int master_port)
+static int start_as(redis_server *rs, int master_port, uint32_t node_timeout_ms)
 {
     int rc = -EADDRINUSE;
     memset(rs, 0, sizeof *rs);
     rs->master_port = master_port;
+    rs->node_timeout_ms = node_timeout_ms;
     snprintf(rs->dir, sizeof rs->dir, "/tmp/sk-redis-XXXXXX");
     if (!mkdtemp(rs->dir)) {
         snprintf(rs->error, sizeof rs->error, "mkdtemp: %s", strerror(errno));
@@ -117,10 +139,16 @@ static int start_as(redis_server *rs, int master_port)
     /* the port can be taken between free_port and redis-server binding it */
     for (int attempt = 0; attempt < 5 && rc < 0; attempt++) {
         rs->port = free_port();
-        if (rs->port < 0) {
-            snprintf(rs->error, sizeof rs->error, "no free port: %s", strerror(-rs->port));
-            return rs->port;
+        if (rs->port > 0 && rs->node_timeout_ms)
+            rs->bus_port = free_port();
+        if (rs->port < 0 || rs->bus_port < 0) {
+            rc = rs->port < 0 ? rs->port : rs->bus_port;
+            snprintf(rs->error, sizeof rs->error, "no free port: %s", strerror(-rc));
+            redis_server_destroy(rs);
+            return rc;
         }
+        if (rs->node_timeout_ms && rs->bus_port == rs->port)
+            continue;
         rc = spawn(rs);
         if (rc == -ENOENT)
             break;
@@ -136,7 +164,12 @@ static int start_as(redis_server *rs, int master_port)
 
 int redis_server_start(redis_server *rs)
 {
-    return start_as(rs, 0);
+    return start_as(rs, 0, 0);
+}
+
+int redis_server_start_cluster(redis_server *rs, uint32_t node_timeout_ms)
+{
+    return start_as(rs, 0, node_timeout_ms ? node_timeout_ms : 1);
 }
 
 int redis_server_cmd(const redis_server *rs, const char *cmd, char *buf, size_t cap)
@@ -190,7 +223,7 @@ int redis_server_start_replica(redis_server *rs, const redis_server *master)
                  master->port);
         return -EIO;
     }
-    int rc = start_as(rs, master->port);
+    int rc = start_as(rs, master->port, 0);
     if (rc < 0)
         return rc;
     for (int i = 0; i < 1000; i++) { /* 20 s */

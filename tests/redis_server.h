@@ -10,12 +10,15 @@
 #define SECKILL_TESTS_REDIS_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct redis_server {
     pid_t pid; /* 0 when not running */
     int port;
-    int master_port; /* a replica's master (REPLICAOF), 0 for a master */
+    int bus_port;             /* cluster nodes: the cluster bus port, else 0 */
+    uint32_t node_timeout_ms; /* cluster nodes: cluster-node-timeout, else 0 */
+    int master_port;          /* a replica's master (REPLICAOF), 0 for a master */
     char dir[64];
     char error[256]; /* why the last call failed */
 } redis_server;
@@ -23,6 +26,11 @@ typedef struct redis_server {
 /* 0, or negative errno with rs->error set (-ENOENT: redis-server is not
  * installed; scripts/install-deps.sh installs it) and nothing left behind. */
 int redis_server_start(redis_server *rs);
+/* redis_server_start for a Redis Cluster node: cluster-enabled, its bus on
+ * a second free port, cluster-node-timeout node_timeout_ms, nodes.conf in
+ * its directory (so a restarted node rejoins), and full coverage not
+ * required (the slots of live masters keep answering while one fails over). */
+int redis_server_start_cluster(redis_server *rs, uint32_t node_timeout_ms);
 /* Start a replica of master (--replicaof) on a free port and a fresh
  * directory, and return once its replication link is up (the first full
  * sync done). Sets the master's repl-diskless-sync-delay to 0 first, so that
@@ -42,6 +50,8 @@ void redis_server_kill(redis_server *rs);
 /* SIGSTOP / SIGCONT: a server that accepts but never answers. */
 void redis_server_pause(redis_server *rs);
 void redis_server_resume(redis_server *rs);
+/* SIGKILL: a crash, with no chance to write anything more. */
+void redis_server_kill(redis_server *rs);
 /* Stop and remove the directory. */
 void redis_server_destroy(redis_server *rs);
 

@@ -1,7 +1,8 @@
 /*
  * store.h - where the sale's stock, decisions and orders live: one API, the
  * backend chosen once when the store is created (memory: store_memory.c,
- * Redis: store_redis.c). Callers hold a sale_store * and never learn which.
+ * Redis: store_redis.c, Redis Cluster: store_cluster.c). Callers hold a
+ * sale_store * and never learn which.
  *
  * Every operation takes items by their index in the configured items
  * (sale_store_config.items), except those that find an item themselves.
@@ -30,6 +31,7 @@ typedef struct sale_store_item {
     const char *id;          /* sk_id_valid */
     int64_t stock;           /* the stock a new sale starts with */
     uint32_t per_user_limit; /* >= 1 */
+    uint32_t stock_buckets;  /* Redis Cluster: buckets of stock; 0 = one per master */
 } sale_store_item;
 
 typedef struct sale_store_config {
@@ -50,6 +52,9 @@ typedef struct sale_store_config {
     int redis_port;
     uint32_t redis_timeout_ms;
     uint32_t redis_patience_ms; /* keep trying to connect this long at creation */
+    /* redis on a Redis Cluster (store_cluster.h): seeds instead of host:port */
+    int redis_cluster;
+    const char *redis_nodes;         /* "host:port, host:port ..." */
     uint32_t min_replicas_ack;       /* [redis] min_replicas_ack, 0 = off */
     uint32_t replica_ack_timeout_ms; /* [redis] replica_ack_timeout_ms */
 } sale_store_config;

@@ -5,7 +5,14 @@
  * in the Redis registry as they come and go; a sale over mutual TLS, and
  * bad TLS files refused at start.
  *
- * argv: seckill-gateway, seckill-worker.
+ * With a third argument `redis-cluster`, the sales run on a real Redis
+ * Cluster of 3 masters and 3 replicas instead (the stock in 3 buckets):
+ * uniform and skewed buyers (units move between buckets), a master
+ * SIGKILLed mid-sale with min_replicas_ack = 1, a bucket's slot moved to
+ * another master mid-sale, a worker SIGKILLed between the halves of a
+ * transfer, and the whole cluster down and back.
+ *
+ * argv: seckill-gateway, seckill-worker [redis-cluster].
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +32,7 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
@@ -32,6 +40,9 @@
 #include "harness.h"
 #include "rpc.h"
 #include "message.h"
+#include "sale/redis_cluster.h"
+#include "sale/store_cluster.h"
+#include "tests/redis_cluster.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"
 
@@ -44,6 +55,8 @@ static cluster *current; /* for the teardown after a failed assertion */
 
 struct cluster {
     redis_server rs;
+    redis_cluster rc; /* instead of rs with use_rcluster */
+    int on_rcluster;
     gw_proc gw[3];
     int ngw;
     pid_t workers[8];
@@ -65,10 +78,22 @@ static int pay_timeout_ms = 600000;
 /* generous for sales on a busy machine; the slow-Redis test sets 200 ms */
 static int redis_timeout_ms = 1000;
 static int wait_timeout_ms = 5000;
+static int use_rcluster;     /* cluster_start: a Redis Cluster instead of one redis-server */
+static int min_replicas_ack; /* with use_rcluster */
 
 static void common_ini(char *buf, size_t cap, const cluster *cl, const char *extra)
 {
-    char base[2048];
+    char base[2048], redis[1024];
+    if (cl->on_rcluster) {
+        char nodes[512];
+        redis_cluster_nodes(&cl->rc, nodes, sizeof nodes);
+        snprintf(redis, sizeof redis,
+                 "cluster = true\nnodes = %s\nmin_replicas_ack = %d\n"
+                 "replica_ack_timeout_ms = 1000\n",
+                 nodes, min_replicas_ack);
+    } else {
+        snprintf(redis, sizeof redis, "port = %d\n", cl->rs.port);
+    }
     snprintf(base, sizeof base,
              "[gateway]\nwait_timeout_ms = %d\npark = event\n"
              "[token_bucket]\nrate = 0\n"
@@ -76,9 +101,9 @@ static void common_ini(char *buf, size_t cap, const cluster *cl, const char *ext
              "[worker]\nembedded = false\ninventory = redis\nthreads = 2\nbatch = 32\n"
              "pay_timeout_ms = %d\n"
              "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = " SECRET "\n"
-             "[redis]\nport = %d\ntimeout_ms = %d\n"
+             "[redis]\n%stimeout_ms = %d\n"
              "[item.demo]\nstock = %ld\n",
-             wait_timeout_ms, pay_timeout_ms, cl->rs.port, redis_timeout_ms, cl->stock);
+             wait_timeout_ms, pay_timeout_ms, redis, redis_timeout_ms, cl->stock);
     assert_int_equal(ini_merge(buf, cap, base, extra ? extra : ""), 0);
 }
 
@@ -124,7 +149,11 @@ static void cluster_start(cluster *cl, int ngw, int nworkers, long stock, const 
     memset(cl, 0, sizeof *cl);
     current = cl;
     cl->stock = stock;
-    assert_int_equal(redis_server_start(&cl->rs), 0);
+    cl->on_rcluster = use_rcluster;
+    if (cl->on_rcluster)
+        assert_int_equal(redis_cluster_setup(&cl->rc, 1000, NULL, 0), 0);
+    else
+        assert_int_equal(redis_server_start(&cl->rs), 0);
     snprintf(cl->dir, sizeof cl->dir, "/tmp/seckill-itw-XXXXXX");
     assert_non_null(mkdtemp(cl->dir));
     common_ini(ini, sizeof ini, cl, extra);
@@ -171,6 +200,7 @@ static void cluster_stop(cluster *cl)
             assert_int_equal(gw_proc_stop(&cl->gw[i]), 0);
     cl->ngw = 0;
     redis_server_destroy(&cl->rs);
+    redis_cluster_destroy(&cl->rc);
     current = NULL;
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", cl->dir);
@@ -187,14 +217,34 @@ typedef struct buyer {
     char (*order)[40];        /* per user */
 } buyer;
 
+/* The id of buyer u. */
+static void user_plain(int u, char *buf, size_t len)
+{
+    snprintf(buf, len, "user-%d", u);
+}
+
+/* Nine in ten buyers in bucket 0 of 3: that bucket runs dry first and units
+ * move to it from the others. */
+static void user_skewed(int u, char *buf, size_t len)
+{
+    for (int i = 0;; i++) {
+        snprintf(buf, len, "user-%d-%d", u, i);
+        if (u % 10 == 9 || sale_cluster_user_bucket(buf, 3) == 0)
+            return;
+    }
+}
+
+static void (*user_of)(int u, char *buf, size_t len) = user_plain;
+
 static void *buyer_main(void *arg)
 {
     buyer *b = arg;
     http_resp *r = malloc(sizeof *r);
     for (int k = 0; k < b->count; k++) {
         int u = b->first + k * b->stride;
-        char body[96];
-        snprintf(body, sizeof body, "{\"user_id\":\"user-%d\",\"item_id\":\"demo\"}", u);
+        char body[128], user[48];
+        user_of(u, user, sizeof user);
+        snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"demo\"}", user);
         if (http_buy(b->port, body, r) == 0) {
             b->status[u] = r->status;
             if (r->status == 200)
@@ -1042,8 +1092,11 @@ static int teardown(void **state)
             if (current->gw[i].pid > 0)
                 proc_stop(current->gw[i].pid, SIGKILL);
         redis_server_destroy(&current->rs);
+        redis_cluster_destroy(&current->rc);
         current = NULL;
     }
+    min_replicas_ack = 0;
+    user_of = user_plain;
     return 0;
 }
 
@@ -1154,6 +1207,191 @@ static void test_rpc_tls_sale(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- on a Redis Cluster ---- */
+
+/* Sell 1,000 in 3 buckets to 5,000 buyers through 2 gateways and 3
+ * workers: exactly the stock, every 200 once in the sink. */
+static void rcluster_sale(void (*users)(int, char *, size_t))
+{
+    cluster cl;
+    char sink_path[128];
+    user_of = users;
+    cluster_start(&cl, 2, 3, 1000, "[item.demo]\nstock_buckets = 3\n");
+    start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, NULL);
+    assert_int_equal(check_sale(&cl, sink_path, 0), 1000);
+    cluster_stop(&cl);
+}
+
+static void test_rcluster_sale(void **state)
+{
+    (void)state;
+    rcluster_sale(user_plain);
+}
+
+static void test_rcluster_skewed(void **state)
+{
+    (void)state;
+    rcluster_sale(user_skewed);
+}
+
+/* After a faulty sale: nothing was lost, so what was not sold is still for
+ * sale and sells, to exactly the stock, each order once in the sink. */
+static void sell_the_rest(cluster *cl, const char *sink_path)
+{
+    http_resp r;
+    long left = -1;
+    for (int i = 0; i < 3000 && left != 0; i++) {
+        char body[96];
+        snprintf(body, sizeof body, "{\"user_id\":\"after-%d\",\"item_id\":\"demo\"}", i);
+        assert_int_equal(http_buy(cl->gw[i % cl->ngw].port, body, &r), 0);
+        left = http_stock_left(cl->gw[0].port, "demo");
+    }
+    assert_int_equal(left, 0);
+    assert_int_equal(sink_orders(sink_path, (int)cl->stock, NULL, 0), cl->stock);
+}
+
+/* The master of bucket 1, SIGKILLed mid-sale; the old master comes back as
+ * the replica once the promotion happened (WAIT needs one). */
+static void kill_bucket_master(cluster *cl)
+{
+    char tag[SK_CLUSTER_TAG_MAX];
+    sale_cluster_bucket_tag("demo", 1, 3, tag);
+    unsigned slot = sk_cluster_slot(tag, strlen(tag));
+    int m = redis_cluster_master_of(&cl->rc, slot), now;
+    assert_true(m >= 0);
+    wait_mid_sale(cl);
+    redis_cluster_kill(&cl->rc, m);
+    uint64_t t0 = mono_ms();
+    while ((now = redis_cluster_master_of(&cl->rc, slot)) < 0 || now == m) {
+        assert_true(mono_ms() < t0 + 30000);
+        sleep_ms(50);
+    }
+    printf("failover: replica promoted %llu ms after the kill\n",
+           (unsigned long long)(mono_ms() - t0));
+    assert_int_equal(redis_cluster_restart(&cl->rc, m), 0);
+}
+
+/* A master SIGKILLed mid-sale with min_replicas_ack = 1: never oversold,
+ * no 200 lost (each in the sink), 503 and 504 only where allowed. */
+static void test_rcluster_master_killed(void **state)
+{
+    (void)state;
+    cluster cl;
+    char sink_path[128];
+    min_replicas_ack = 1;
+    cluster_start(&cl, 2, 3, 1000, "[item.demo]\nstock_buckets = 3\n");
+    start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, kill_bucket_master);
+    check_sale(&cl, sink_path, 1);
+    sell_the_rest(&cl, sink_path);
+    cluster_stop(&cl);
+}
+
+/* The only worker at first SIGKILLs itself right after the first half of
+ * its first transfer (SK_CLUSTER_FAULT): two workers started then complete
+ * the transfer and the sale, which sells exactly its stock. */
+static void faulty_worker_dies(cluster *cl)
+{
+    int st = 0;
+    uint64_t t0 = mono_ms();
+    while (waitpid(cl->workers[0], &st, WNOHANG) != cl->workers[0]) {
+        assert_true(mono_ms() < t0 + 30000);
+        sleep_ms(20);
+    }
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL); /* by itself, in a transfer */
+    cl->workers[0] = 0;
+    start_worker(cl);
+    start_worker(cl);
+}
+
+static void test_rcluster_worker_killed_mid_transfer(void **state)
+{
+    (void)state;
+    cluster cl;
+    char sink_path[128];
+    user_of = user_skewed;
+    setenv(SK_CLUSTER_FAULT_ENV, "kill-after-take", 1);
+    cluster_start(&cl, 2, 1, 1000, "[item.demo]\nstock_buckets = 3\n");
+    unsetenv(SK_CLUSTER_FAULT_ENV);
+    start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, faulty_worker_dies);
+    check_sale(&cl, sink_path, 1);
+    sell_the_rest(&cl, sink_path);
+    cluster_stop(&cl);
+}
+
+/* Bucket 0's slot moves to another master mid-sale, keys and all: first
+ * half-moved (ASK), then done (MOVED). */
+static void reshard_bucket(cluster *cl)
+{
+    char tag[SK_CLUSTER_TAG_MAX];
+    sale_cluster_bucket_tag("demo", 0, 3, tag);
+    unsigned slot = sk_cluster_slot(tag, strlen(tag));
+    int from = redis_cluster_master_of(&cl->rc, slot);
+    int to = redis_cluster_master_of(&cl->rc, (slot + 8192) % 16384); /* another third */
+    assert_true(from >= 0 && to >= 0 && from != to);
+    wait_mid_sale(cl);
+    if (redis_cluster_move_slot(&cl->rc, slot, to, 1) < 0)
+        fail_msg("moving slot %u: %s", slot, cl->rc.error);
+    sleep_ms(300);
+    if (redis_cluster_finish_move(&cl->rc, slot, to) < 0)
+        fail_msg("finishing slot %u: %s", slot, cl->rc.error);
+    assert_int_equal(redis_cluster_master_of(&cl->rc, slot), to);
+}
+
+/* Resharding mid-sale: never oversold, no 200 lost, and the sale sells
+ * exactly its stock afterwards. */
+static void test_rcluster_reshard(void **state)
+{
+    (void)state;
+    cluster cl;
+    char sink_path[128];
+    cluster_start(&cl, 2, 2, 1000, "[item.demo]\nstock_buckets = 3\n");
+    start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, reshard_bucket);
+    check_sale(&cl, sink_path, 1);
+    sell_the_rest(&cl, sink_path);
+    cluster_stop(&cl);
+}
+
+static void whole_cluster_down(cluster *cl)
+{
+    http_resp r;
+    wait_mid_sale(cl);
+    for (int i = 0; i < REDIS_CLUSTER_NODES; i++)
+        redis_cluster_kill(&cl->rc, i);
+    for (int i = 0; i < 500; i++) {
+        assert_int_equal(http_do(cl->gw[0].port, "GET", "/readyz", NULL, NULL, 0, &r), 0);
+        if (r.status == 503)
+            break;
+        sleep_ms(10);
+    }
+    assert_int_equal(r.status, 503);
+    sleep_ms(500);
+    for (int i = 0; i < REDIS_CLUSTER_NODES; i++)
+        assert_int_equal(redis_cluster_restart(&cl->rc, i), 0);
+    assert_int_equal(redis_cluster_wait_ok(&cl->rc, 30000), 0);
+}
+
+/* Every node down mid-sale: /readyz 503, answers 503/504 only, and the sale
+ * goes on once the cluster is back, nothing restarted. */
+static void test_rcluster_down_and_back(void **state)
+{
+    (void)state;
+    cluster cl;
+    char sink_path[128];
+    cluster_start(&cl, 2, 2, 1000, "[item.demo]\nstock_buckets = 3\n");
+    start_sink(&cl, sink_path, sizeof sink_path);
+    run_buyers(&cl, whole_cluster_down);
+    check_sale(&cl, sink_path, 1);
+    wait_ready(cl.gw[1].port);
+    http_resp r;
+    assert_int_equal(http_buy(cl.gw[1].port, "{\"user_id\":\"back\",\"item_id\":\"demo\"}", &r), 0);
+    assert_true(r.status == 200 || r.status == 409);
+    cluster_stop(&cl);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -1181,5 +1419,18 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_registry_discovery, teardown),
         cmocka_unit_test_teardown(test_rpc_tls_sale, teardown),
     };
+    const struct CMUnitTest rcluster[] = {
+        cmocka_unit_test_teardown(test_rcluster_sale, teardown),
+        cmocka_unit_test_teardown(test_rcluster_skewed, teardown),
+        cmocka_unit_test_teardown(test_rcluster_master_killed, teardown),
+        cmocka_unit_test_teardown(test_rcluster_reshard, teardown),
+        cmocka_unit_test_teardown(test_rcluster_worker_killed_mid_transfer, teardown),
+        cmocka_unit_test_teardown(test_rcluster_down_and_back, teardown),
+    };
+    if (argc > 3 && !strcmp(argv[3], "redis-cluster")) {
+        use_rcluster = 1;
+        return cmocka_run_group_tests_name("integration.workers.redis_cluster", rcluster, NULL,
+                                           NULL);
+    }
     return cmocka_run_group_tests_name("integration.workers", tests, NULL, NULL);
 }
