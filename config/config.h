@@ -53,6 +53,15 @@ typedef struct cfg {
     uint32_t tb_burst;
     char tb_scope[8]; /* "local" (default) | "global" */
     uint32_t tb_chunk; /* global: tokens per Redis call; 0 = rate / 100 */
+    /* [limits] per-client token buckets (gateway/client_limits.h) */
+    double lim_user_rate; /* per user id, tokens per second; 0 = off */
+    uint32_t lim_user_burst;
+    double lim_ip_rate; /* per client address (IPv4, IPv6 /64); 0 = off */
+    uint32_t lim_ip_burst;
+    uint32_t lim_capacity;    /* buckets per scope */
+    char **lim_proxies;       /* trusted_proxies: addresses or CIDRs */
+    size_t nlim_proxies;
+    char lim_client_header[16]; /* "x-forwarded-for" (default) | "forwarded" */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;

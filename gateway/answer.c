@@ -10,9 +10,21 @@
 #include "framing.h"
 #include "internal.h"
 
+/* Set by gw__answer_ratelimit just before an answer is made on this thread,
+ * taken by that answer: no other call of the answer functions carries them. */
+static _Thread_local const char *rl_policy, *rl_state;
+
+void gw__answer_ratelimit(const char *policy, const char *state)
+{
+    rl_policy = policy;
+    rl_state = state;
+}
+
 enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const char *body,
                           size_t len, const char *request_id, const char *hname, const char *hvalue)
 {
+    const char *policy = rl_policy, *state = rl_state;
+    rl_policy = rl_state = NULL;
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r)
@@ -22,6 +34,11 @@ enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const ch
         MHD_add_response_header(r, "X-Request-Id", request_id);
     if (hname)
         MHD_add_response_header(r, hname, hvalue);
+    if (state) {
+        if (policy && policy[0])
+            MHD_add_response_header(r, "RateLimit-Policy", policy);
+        MHD_add_response_header(r, "RateLimit", state);
+    }
     if (gw_frame_must_close(conn))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, r);

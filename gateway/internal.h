@@ -7,6 +7,7 @@
  *   routes.c     the access handler: framing, then POST /seckill to
  *                purchase.c and every other request to its endpoint file
  *   purchase.c   POST /seckill: checks, token bucket, request id, parking
+ *   admission.c  POST /seckill's per-client limits and RateLimit headers
  *                (thread or event mode) until the outcome or the deadline
  *   answer.c     replies, the body of an outcome, the 504 of a timeout
  *   items.c      the item table: lookup, stock view, GET /items/{id}
@@ -34,11 +35,13 @@
 #include "conn_guard.h"
 #include "gateway.h"
 #include "http_loop.h"
+#include "client_limits.h"
 #include "message.h"
 #include "metrics.h"
 #include "mq.h"
 #include "pending.h"
 #include "registry.h"
+#include "request.h"
 #include "result_store.h"
 #include "rpc_service.h"
 #include "slab.h"
@@ -82,6 +85,7 @@ struct gw {
     struct MHD_Daemon *mhd; /* thread park, and event park on poll */
     gw_http *http;          /* event park on epoll ([gateway] http_io) */
     gw_guard *guard;        /* request deadline and per-address cap, every mode */
+    gw_limits *limits;      /* [limits] per-client buckets (admission.c) */
     gw_wheel *wheel;        /* event park: deadlines of suspended requests */
     gw_slab *ctx_pool;      /* req_ctx objects with a body of up to CTX_POOL_BODY bytes */
     gw_rpcsvc *rpc;         /* the queue served to worker processes, when [rpc] listen is set */
@@ -118,6 +122,7 @@ typedef struct req_ctx {
     gw_waiter w;
     gw_timer timer;
     char rid[37];
+    char rl[96]; /* the RateLimit header of its answer ("" = none), admission.c */
     size_t len;
     char body[];
 } req_ctx;
@@ -141,7 +146,24 @@ enum MHD_Result gw__purchase_step(gw *g, struct MHD_Connection *conn, req_ctx *r
  * still wake it and drop MHD's reference; rc may be freed on return. */
 void gw__purchase_close(gw *g, req_ctx *rc);
 
+/* ---- admission.c ---- */
+/* [limits]: g->limits. -EINVAL (message in err) or -ENOMEM. */
+int gw__admission_init(gw *g, char *err, size_t errlen);
+void gw__admission_release(gw *g);
+/* Per-client limits of a parsed purchase: 1 when it answered (429, *ret
+ * the MHD result), 0 to go on, with rc->rl set for the answer. */
+int gw__admission_limits(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,
+                         uint64_t t0, enum MHD_Result *ret);
+/* The 429 of the gateway's token bucket, wait_ns until it has a token. */
+enum MHD_Result gw__admission_gateway_refused(gw *g, struct MHD_Connection *conn, req_ctx *rc,
+                                              uint64_t t0, uint64_t wait_ns);
+/* Put rc's RateLimit headers on the next answer this thread makes. */
+void gw__admission_headers(gw *g, const req_ctx *rc);
+
 /* ---- answer.c ---- */
+/* RateLimit-Policy and RateLimit for the next gw__reply on this thread
+ * (both must stay valid until then); that reply clears them. */
+void gw__answer_ratelimit(const char *policy, const char *state);
 /* Queue a JSON answer; request_id and the extra header hname may be NULL. */
 enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const char *body,
                           size_t len, const char *request_id, const char *hname,

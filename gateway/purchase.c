@@ -104,6 +104,7 @@ static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx
     if (gw_wheel_del(g->wheel, &rc->timer) == 0)
         ctx_unref(rc); /* the timer will not fire: drop its reference */
     rc->phase = PH_ANSWERED;
+    gw__admission_headers(g, rc);
     if (done)
         return gw__answer_outcome(g, conn, rc->t0, &rc->w.out, rc->rid);
     if (rc->produce_failed)
@@ -160,6 +161,7 @@ static enum MHD_Result admit(gw *g, struct MHD_Connection *conn, req_ctx *rc, co
                      .partition = MQ_PARTITION_ANY};
     if (g->event_park)
         return park_event(g, conn, rc, &m, &rec, rid, t0);
+    gw__admission_headers(g, rc);
     return park_thread(g, conn, &m, &rec, rid, t0);
 }
 
@@ -175,6 +177,9 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
                           J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
     if (gw_parse_purchase(rc->body, rc->len, &p, buf, sizeof buf) < 0)
         return gw__answer(g, conn, t0, GW_A_BAD_REQUEST, 400, buf, strlen(buf), NULL, NULL, NULL);
+    enum MHD_Result ret;
+    if (gw__admission_limits(g, conn, rc, &p, t0, &ret))
+        return ret;
 
     gw_item *it = gw__item_find(g, p.item_id);
     if (!it)
@@ -197,10 +202,7 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     if (g->gbucket ? !tb_global_take(g->gbucket, t0) : !tb_take(&g->bucket, t0)) {
         atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
         uint64_t wait = g->gbucket ? tb_global_wait_ns(g->gbucket, t0) : tb_wait_ns(&g->bucket, t0);
-        char ra[24];
-        snprintf(ra, sizeof ra, "%llu", (unsigned long long)(wait / 1000000000ULL + 1));
-        return gw__answer(g, conn, t0, GW_A_RATE_LIMITED, 429, J("{\"result\":\"rate_limited\"}"),
-                          NULL, "Retry-After", ra);
+        return gw__admission_gateway_refused(g, conn, rc, t0, wait);
     }
     return admit(g, conn, rc, &p, t0);
 }

@@ -1,0 +1,146 @@
+/*
+ * admission.c - what POST /seckill passes after its body parses and before
+ * the item checks and the gateway's token bucket: the per-client limits
+ * (client_limits.h) by client address, then by user id; a refusal is a 429 with its
+ * scope, Retry-After and the RateLimit headers.
+ *
+ * RateLimit headers (IETF httpapi ratelimit-headers draft): RateLimit-Policy
+ * names every limit a purchase passes ("user", "ip", "gateway": q = burst,
+ * w = seconds an empty bucket takes to fill); RateLimit gives, per limit the
+ * request was checked against, r = the requests it would still admit now and
+ * t = seconds until its bucket is full. Admitted answers carry the values of
+ * the admission (kept in the request's context until its answer), 429s the
+ * values of the refusal.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+#include "request.h"
+
+int gw__admission_init(gw *g, char *err, size_t errlen)
+{
+    const cfg *c = g->cfg;
+    gw_limits_cfg lc = {.rate = {c->lim_user_rate, c->lim_ip_rate},
+                        .burst = {c->lim_user_burst, c->lim_ip_burst},
+                        .capacity = c->lim_capacity,
+                        .proxies = (const char *const *)c->lim_proxies,
+                        .nproxies = c->nlim_proxies,
+                        .forwarded = !strcmp(c->lim_client_header, "forwarded"),
+                        .gateway_rate = c->tb_rate,
+                        .gateway_burst = c->tb_burst};
+    return gw_limits_create(&lc, &g->limits, err, errlen);
+}
+
+void gw__admission_release(gw *g)
+{
+    gw_limits_destroy(g->limits);
+    g->limits = NULL;
+}
+
+typedef struct hdr_join {
+    const char *name;
+    char buf[1024];
+    size_t n;
+} hdr_join;
+
+/* Every line of one header, joined by "," in order; past the buffer the
+ * leftmost bytes go (the walk reads from the right). */
+static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    hdr_join *j = cls;
+    (void)kind;
+    if (!key || !value || strcasecmp(key, j->name) != 0)
+        return MHD_YES;
+    size_t cap = sizeof j->buf - 1, m = strlen(value), sep = j->n ? 1 : 0;
+    if (m >= cap) {
+        memcpy(j->buf, value + m - cap, cap);
+        j->n = cap;
+    } else {
+        if (j->n + sep + m > cap) {
+            size_t drop = j->n + sep + m - cap;
+            memmove(j->buf, j->buf + drop, j->n - drop);
+            j->n -= drop;
+        }
+        if (sep)
+            j->buf[j->n++] = ',';
+        memcpy(j->buf + j->n, value, m);
+        j->n += m;
+    }
+    j->buf[j->n] = 0;
+    return MHD_YES;
+}
+
+/* The address key of the request's client (gw_guard_addr_key). */
+static uint64_t client_key(gw *g, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return 0;
+    const struct sockaddr *peer = ci->client_addr;
+    struct sockaddr_storage client;
+    if (gw_limits_trusted(g->limits, peer)) {
+        hdr_join j = {.name = !strcmp(g->cfg->lim_client_header, "forwarded") ? "Forwarded"
+                                                                                : "X-Forwarded-For"};
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, join_header, &j);
+        gw_limits_client(g->limits, peer, j.n ? j.buf : NULL, &client);
+    } else {
+        gw_limits_client(g->limits, peer, NULL, &client);
+    }
+    return gw_guard_addr_key((struct sockaddr *)&client, sizeof client);
+}
+
+static enum MHD_Result refuse(gw *g, struct MHD_Connection *conn, uint64_t t0, const char *scope,
+                              uint64_t wait_ns, const char *state)
+{
+    char body[64], ra[24];
+    int n = snprintf(body, sizeof body, "{\"result\":\"rate_limited\",\"scope\":\"%s\"}", scope);
+    snprintf(ra, sizeof ra, "%llu", (unsigned long long)(wait_ns / 1000000000ULL + 1));
+    gw__answer_ratelimit(gw_limits_policy(g->limits), state);
+    return gw__answer(g, conn, t0, GW_A_RATE_LIMITED, 429, body, (size_t)n, NULL, "Retry-After",
+                      ra);
+}
+
+int gw__admission_limits(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,
+                         uint64_t t0, enum MHD_Result *ret)
+{
+    gw_limit_state st;
+    rc->rl[0] = 0;
+    if (gw_limits_on(g->limits, GW_LIMIT_IP)) {
+        uint64_t key = client_key(g, conn);
+        if (key) {
+            int ok = gw_limits_take(g->limits, GW_LIMIT_IP, &key, sizeof key, t0, &st);
+            gw_limits_state_append(rc->rl, sizeof rc->rl, "ip", &st);
+            if (!ok) {
+                *ret = refuse(g, conn, t0, "ip", st.wait_ns, rc->rl);
+                return 1;
+            }
+        }
+    }
+    if (gw_limits_on(g->limits, GW_LIMIT_USER)) {
+        int ok = gw_limits_take(g->limits, GW_LIMIT_USER, p->user_id, strlen(p->user_id), t0, &st);
+        gw_limits_state_append(rc->rl, sizeof rc->rl, "user", &st);
+        if (!ok) {
+            *ret = refuse(g, conn, t0, "user", st.wait_ns, rc->rl);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+enum MHD_Result gw__admission_gateway_refused(gw *g, struct MHD_Connection *conn, req_ctx *rc,
+                                              uint64_t t0, uint64_t wait_ns)
+{
+    gw_limit_state st = {.remaining = 0, .reset_s = wait_ns / 1000000000ULL + 1};
+    gw_limits_state_append(rc->rl, sizeof rc->rl, "gateway", &st);
+    return refuse(g, conn, t0, "gateway", wait_ns, rc->rl);
+}
+
+void gw__admission_headers(gw *g, const req_ctx *rc)
+{
+    if (rc->rl[0])
+        gw__answer_ratelimit(gw_limits_policy(g->limits), rc->rl);
+}

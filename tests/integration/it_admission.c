@@ -1,0 +1,259 @@
+/*
+ * it_admission.c - the admission stage of POST /seckill against a real
+ * seckill-gateway process: per-client limits with bots and real users.
+ *
+ * argv[1]: path of the seckill-gateway binary; argv[2]: park mode (thread,
+ * event, event-epoll).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "harness.h"
+#include "tests/test_time.h"
+
+static const char *gateway_bin;
+static char park_ini[64] = "park = event\n";
+static gw_proc *running;
+
+static void start(gw_proc *p, const char *ini)
+{
+    char buf[4096];
+    assert_true(strncmp(ini, "[gateway]\n", 10) == 0);
+    snprintf(buf, sizeof buf, "[gateway]\n%s%s", park_ini, ini + 10);
+    assert_int_equal(gw_proc_start(p, gateway_bin, buf), 0);
+    running = p;
+}
+
+/* POST /seckill from source address src (NULL: 127.0.0.1) with the extra
+ * header lines hdrs (NULL: none). */
+static int buy_from(int port, const char *src, const char *hdrs, const char *user, http_resp *r)
+{
+    char body[160], req[1024];
+    int bl = snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"demo\"}", user);
+    int n = snprintf(req, sizeof req,
+                     "POST /seckill HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s",
+                     hdrs ? hdrs : "", bl, body);
+    return http_raw_from(src, port, req, (size_t)n, r);
+}
+
+/* ---- a bot population while 1,000 real users buy ---- */
+
+#define USERS 1000
+#define BOT_REQUESTS 300
+#define BOT_MAX_MS 15000
+
+/* A 429 from the per-client limits: its body names the scope, and it
+ * carries Retry-After and both RateLimit headers. */
+static void check_refusal(const http_resp *r, const char *scope)
+{
+    char want[96], v[512];
+    snprintf(want, sizeof want, "{\"result\":\"rate_limited\",\"scope\":\"%s\"}", scope);
+    assert_string_equal(r->body, want);
+    assert_int_equal(http_header(r, "Retry-After", v, sizeof v), 0);
+    assert_true(atoi(v) >= 1);
+    assert_int_equal(http_header(r, "RateLimit-Policy", v, sizeof v), 0);
+    assert_non_null(strstr(v, "\"user\";q=2;w=2"));
+    assert_non_null(strstr(v, "\"ip\";q=20;w=1"));
+    assert_int_equal(http_header(r, "RateLimit", v, sizeof v), 0);
+    snprintf(want, sizeof want, "\"%s\";r=0;t=", scope);
+    assert_non_null(strstr(v, want));
+}
+
+typedef struct bot {
+    int port;
+    const char *src;     /* its one address */
+    const char *user;    /* its one user id; NULL: a new one each time */
+    const char *xff;     /* X-Forwarded-For as it arrives, %d the request's number */
+    atomic_int admitted; /* answers other than 429 rate_limited */
+    atomic_int by_scope[2];
+    atomic_int errors;
+    uint64_t ms; /* how long its requests took, first to last answer */
+} bot;
+
+static void *bot_main(void *arg)
+{
+    bot *b = arg;
+    uint64_t t0 = mono_ms();
+    char user[48], hdr[128];
+    for (int i = 0; i < BOT_REQUESTS && mono_ms() - t0 < BOT_MAX_MS; i++) {
+        http_resp r;
+        if (b->user)
+            snprintf(user, sizeof user, "%s", b->user);
+        else
+            snprintf(user, sizeof user, "botb-%d", i);
+        int n = snprintf(hdr, sizeof hdr, "X-Forwarded-For: ");
+        snprintf(hdr + n, sizeof hdr - (size_t)n, b->xff, i % 250);
+        strcat(hdr, "\r\n");
+        if (buy_from(b->port, b->src, hdr, user, &r) < 0) {
+            atomic_fetch_add(&b->errors, 1);
+            continue;
+        }
+        if (r.status == 429) {
+            char scope[16] = "";
+            json_field(r.body, "scope", scope, sizeof scope);
+            check_refusal(&r, scope);
+            atomic_fetch_add(&b->by_scope[!strcmp(scope, "ip")], 1);
+        } else {
+            atomic_fetch_add(&b->admitted, 1);
+        }
+    }
+    b->ms = mono_ms() - t0;
+    return NULL;
+}
+
+typedef struct users {
+    int port;
+    atomic_int next;
+    atomic_int success;
+    atomic_int headers_ok;
+    atomic_int other;
+} users;
+
+/* Users 0-99 connect from addresses of their own (127.2.0.x); the others
+ * come through the trusted proxy 127.0.0.1, which names them in
+ * X-Forwarded-For (a client-written entry first, which must not count). */
+static void *user_main(void *arg)
+{
+    users *u = arg;
+    int i;
+    while ((i = atomic_fetch_add(&u->next, 1)) < USERS) {
+        char user[32], src[32], hdr[160];
+        snprintf(user, sizeof user, "user-%d", i);
+        http_resp r;
+        int rc;
+        if (i < 100) {
+            snprintf(src, sizeof src, "127.2.0.%d", i + 1);
+            rc = buy_from(u->port, src, NULL, user, &r);
+        } else {
+            snprintf(hdr, sizeof hdr, "X-Forwarded-For: 198.51.100.66, 100.64.%d.%d\r\n",
+                     i / 250, i % 250);
+            rc = buy_from(u->port, NULL, hdr, user, &r);
+        }
+        if (rc == 0 && r.status == 200) {
+            atomic_fetch_add(&u->success, 1);
+            char v[256];
+            if (http_header(&r, "RateLimit", v, sizeof v) == 0 &&
+                strstr(v, "\"ip\";r=19;t=1") && strstr(v, "\"user\";r=1;t=1") &&
+                http_header(&r, "RateLimit-Policy", v, sizeof v) == 0)
+                atomic_fetch_add(&u->headers_ok, 1);
+        } else {
+            if (atomic_fetch_add(&u->other, 1) < 5)
+                fprintf(stderr, "user %d: rc %d status %d %s\n", i, rc, r.status, r.body);
+        }
+    }
+    return NULL;
+}
+
+static void test_bots_and_users(void **state)
+{
+    (void)state;
+    gw_proc p;
+    start(&p, "[gateway]\nwait_timeout_ms = 10000\n"
+              "[token_bucket]\nrate = 0\n"
+              "[limits]\nper_user_rate = 1\nper_user_burst = 2\n"
+              "per_ip_rate = 20\nper_ip_burst = 20\ntrusted_proxies = 127.0.0.1\n"
+              "[worker]\nthreads = 2\n"
+              "[item.demo]\nstock = 5000\nper_user_limit = 1\n");
+    /* a: one user id from one untrusted address, writing X-Forwarded-For
+     * itself (ignored); b: one address behind the proxy (which appends it to
+     * what the bot wrote), a new user id each time; c: one user id from a new
+     * address each time, behind the proxy */
+    bot a = {.port = p.port, .src = "127.0.0.2", .user = "bot-a", .xff = "100.100.0.%d"};
+    bot b = {.port = p.port, .xff = "100.100.1.%d, 198.51.100.77"};
+    bot c = {.port = p.port, .user = "bot-c", .xff = "100.101.0.%d"};
+    users u = {.port = p.port};
+    pthread_t tb[3], tu[6];
+    bot *bots[3] = {&a, &b, &c};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&tb[i], NULL, bot_main, bots[i]), 0);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(pthread_create(&tu[i], NULL, user_main, &u), 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(tb[i], NULL);
+    for (int i = 0; i < 6; i++)
+        pthread_join(tu[i], NULL);
+
+    for (int i = 0; i < 3; i++)
+        printf("bot %c: %d admitted, %d refused (user), %d refused (ip), %d errors in %llu ms\n",
+               'a' + i, atomic_load(&bots[i]->admitted), atomic_load(&bots[i]->by_scope[0]),
+               atomic_load(&bots[i]->by_scope[1]), atomic_load(&bots[i]->errors),
+               (unsigned long long)bots[i]->ms);
+    printf("users: %d of %d bought, %d with the expected RateLimit headers\n",
+           atomic_load(&u.success), USERS, atomic_load(&u.headers_ok));
+    /* every real user bought, with the headers of a fresh bucket each */
+    assert_int_equal(atomic_load(&u.success), USERS);
+    assert_int_equal(atomic_load(&u.headers_ok), USERS);
+    /* each bot got at most its limit: burst + rate * elapsed */
+    double sa = (double)a.ms / 1000.0, sb = (double)b.ms / 1000.0, sc = (double)c.ms / 1000.0;
+    assert_true(atomic_load(&a.admitted) <= 2 + (int)(1 * sa) + 1);
+    assert_true(atomic_load(&b.admitted) <= 20 + (int)(20 * sb) + 1);
+    assert_true(atomic_load(&c.admitted) <= 2 + (int)(1 * sc) + 1);
+    assert_true(atomic_load(&a.by_scope[0]) > 0); /* the user limit bites first */
+    assert_true(atomic_load(&b.by_scope[1]) > 0);
+    assert_int_equal(atomic_load(&b.by_scope[0]), 0);
+    assert_true(atomic_load(&c.by_scope[0]) > 0);
+    assert_int_equal(atomic_load(&c.by_scope[1]), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(atomic_load(&bots[i]->errors), 0);
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0);
+}
+
+/* Off by default: no RateLimit headers, no per-client refusals. */
+static void test_off_by_default(void **state)
+{
+    (void)state;
+    gw_proc p;
+    start(&p, "[gateway]\nwait_timeout_ms = 10000\n[token_bucket]\nrate = 0\n"
+              "[item.demo]\nstock = 100\nper_user_limit = 100\n");
+    for (int i = 0; i < 30; i++) {
+        http_resp r;
+        assert_int_equal(buy_from(p.port, "127.0.0.2", NULL, "same", &r), 0);
+        assert_int_equal(r.status, 200);
+        char v[64];
+        assert_int_not_equal(http_header(&r, "RateLimit", v, sizeof v), 0);
+    }
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (running) {
+        gw_proc_stop(running);
+        running = NULL;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s PATH-TO-seckill-gateway [thread|event|event-epoll]\n", argv[0]);
+        return 2;
+    }
+    gateway_bin = argv[1];
+    park_ini_lines(argc > 2 ? argv[2] : "event", park_ini, sizeof park_ini);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_off_by_default, teardown),
+        cmocka_unit_test_teardown(test_bots_and_users, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
