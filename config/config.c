@@ -154,6 +154,13 @@ static const cfg_key keys[] = {
     {"limits", "client_header", CFG_ENUM, F(lim_client_header), 0, 0, 0, "x-forwarded-for", NULL, client_header_words, NULL, NULL, 0,
      "the header trusted proxies append the client to: x-forwarded-for or forwarded"},
 
+    {"admission", "require_token", CFG_BOOL, F(adm_require_token), 0, 0, 0, "false", "true or false", NULL, NULL, NULL, 0,
+     "POST /seckill and the order endpoints need a signed token of the user (403 bad_token)"},
+    {"admission", "key", CFG_STR, F(adm_key), 0, 16, 256, NULL, "a key of 16 to 256 characters", NULL, NULL, NULL, CFG_SECRET,
+     "HMAC-SHA256 key shared with the token issuer"},
+    {"admission", "key_previous", CFG_STR, F(adm_key_previous), 0, 16, 256, NULL, "a key of 16 to 256 characters", NULL, NULL, NULL, CFG_SECRET,
+     "the key before the last rotation, still accepted"},
+
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},
     {"queue", "max_backlog", CFG_U64, F(queue_max_backlog), 0, 1, 100000000, "65536", NULL, NULL, NULL, NULL, 0,
@@ -864,6 +871,10 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
             snprintf(err, errlen, "[item.%s]: ends_at must be after starts_at", it->id);
             return -EINVAL;
         }
+    }
+    if (c->adm_require_token && !c->adm_key[0]) {
+        snprintf(err, errlen, "[admission] require_token = true needs key");
+        return -EINVAL;
     }
     if (c->tb_rate > 0 && c->tb_burst == 0) {
         snprintf(err, errlen, "[token_bucket] burst must be at least 1");

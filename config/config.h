@@ -62,6 +62,10 @@ typedef struct cfg {
     char **lim_proxies;       /* trusted_proxies: addresses or CIDRs */
     size_t nlim_proxies;
     char lim_client_header[16]; /* "x-forwarded-for" (default) | "forwarded" */
+    /* [admission] signed tokens (gateway/admit_token.h) */
+    int adm_require_token;
+    char adm_key[257];          /* HMAC-SHA256 key the token issuer shares */
+    char adm_key_previous[257]; /* still accepted during a rotation; "" = none */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;

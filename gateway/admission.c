@@ -1,8 +1,10 @@
 /*
  * admission.c - what POST /seckill passes after its body parses and before
- * the item checks and the gateway's token bucket: the per-client limits
- * (client_limits.h) by client address, then by user id; a refusal is a 429 with its
- * scope, Retry-After and the RateLimit headers.
+ * the item checks and the gateway's token bucket: with [admission]
+ * require_token a signed token of the body's user and item (admit_token.h;
+ * 403 bad_token), then the per-client limits (client_limits.h) by client
+ * address and by user id (429 with its scope, Retry-After and the RateLimit
+ * headers). The order endpoints ask here for the token of the order's user.
  *
  * RateLimit headers (IETF httpapi ratelimit-headers draft): RateLimit-Policy
  * names every limit a purchase passes ("user", "ip", "gateway": q = burst,
@@ -15,6 +17,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+#include "admit_token.h"
 
 #include "internal.h"
 #include "request.h"
@@ -37,6 +42,71 @@ void gw__admission_release(gw *g)
 {
     gw_limits_destroy(g->limits);
     g->limits = NULL;
+}
+
+/* The token of "Authorization: Bearer <token>"; NULL when there is none. */
+static const char *bearer(struct MHD_Connection *conn, size_t *len)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    if (!v || strncasecmp(v, "Bearer ", 7) != 0)
+        return NULL;
+    v += 7;
+    v += strspn(v, " ");
+    size_t n = strcspn(v, " \t");
+    if (!n || v[n + strspn(v + n, " \t")])
+        return NULL;
+    *len = n;
+    return v;
+}
+
+/* The request's token for user and item (NULL: any; OUT *t for the
+ * caller's own check): GW_TOKEN_VALID, or why not. */
+static enum gw_token_verdict token_verdict(gw *g, struct MHD_Connection *conn, const char *user,
+                                           const char *item, gw_token *t)
+{
+    size_t len = 0;
+    const char *tok = bearer(conn, &len);
+    if (!tok)
+        return GW_TOKEN_MALFORMED;
+    gw_token_keys k = {g->cfg->adm_key, g->cfg->adm_key_previous};
+    return gw_token_check(&k, tok, len, user, item, (int64_t)time(NULL), t);
+}
+
+static enum MHD_Result bad_token(gw *g, struct MHD_Connection *conn, uint64_t t0,
+                                 enum gw_token_verdict v, int counted)
+{
+    char body[96];
+    int n = snprintf(body, sizeof body, "{\"result\":\"bad_token\",\"reason\":\"%s\"}",
+                     gw_token_verdict_name(v));
+    if (counted)
+        return gw__answer(g, conn, t0, GW_A_BAD_TOKEN, 403, body, (size_t)n, NULL, NULL, NULL);
+    return gw__reply(conn, 403, body, (size_t)n, NULL, NULL, NULL);
+}
+
+int gw__admission_token(gw *g, struct MHD_Connection *conn, const gw_purchase *p, uint64_t t0,
+                        enum MHD_Result *ret)
+{
+    if (!g->cfg->adm_require_token)
+        return 0;
+    gw_token t;
+    enum gw_token_verdict v = token_verdict(g, conn, p->user_id, p->item_id, &t);
+    if (v == GW_TOKEN_VALID)
+        return 0;
+    *ret = bad_token(g, conn, t0, v, 1);
+    return 1;
+}
+
+int gw__admission_order_token(gw *g, struct MHD_Connection *conn, const char *order_user,
+                              enum MHD_Result *ret)
+{
+    if (!g->cfg->adm_require_token)
+        return 0;
+    gw_token t;
+    enum gw_token_verdict v = token_verdict(g, conn, order_user, NULL, &t);
+    if (v == GW_TOKEN_VALID)
+        return 0;
+    *ret = bad_token(g, conn, 0, v, 0);
+    return 1;
 }
 
 typedef struct hdr_join {

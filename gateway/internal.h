@@ -7,7 +7,8 @@
  *   routes.c     the access handler: framing, then POST /seckill to
  *                purchase.c and every other request to its endpoint file
  *   purchase.c   POST /seckill: checks, token bucket, request id, parking
- *   admission.c  POST /seckill's per-client limits and RateLimit headers
+ *   admission.c  POST /seckill's admission token, per-client limits and
+ *                RateLimit headers; the token of the order endpoints
  *                (thread or event mode) until the outcome or the deadline
  *   answer.c     replies, the body of an outcome, the 504 of a timeout
  *   items.c      the item table: lookup, stock view, GET /items/{id}
@@ -150,6 +151,14 @@ void gw__purchase_close(gw *g, req_ctx *rc);
 /* [limits]: g->limits. -EINVAL (message in err) or -ENOMEM. */
 int gw__admission_init(gw *g, char *err, size_t errlen);
 void gw__admission_release(gw *g);
+/* [admission] require_token: the request's token must be valid for the
+ * body's user and item; 1 when it answered (403, *ret), 0 to go on. */
+int gw__admission_token(gw *g, struct MHD_Connection *conn, const gw_purchase *p, uint64_t t0,
+                        enum MHD_Result *ret);
+/* The same for the order endpoints: a token of order_user (NULL: of any
+ * user, checked before the order is looked up). */
+int gw__admission_order_token(gw *g, struct MHD_Connection *conn, const char *order_user,
+                              enum MHD_Result *ret);
 /* Per-client limits of a parsed purchase: 1 when it answered (429, *ret
  * the MHD result), 0 to go on, with rc->rl set for the answer. */
 int gw__admission_limits(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,

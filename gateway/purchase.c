@@ -178,7 +178,7 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     if (gw_parse_purchase(rc->body, rc->len, &p, buf, sizeof buf) < 0)
         return gw__answer(g, conn, t0, GW_A_BAD_REQUEST, 400, buf, strlen(buf), NULL, NULL, NULL);
     enum MHD_Result ret;
-    if (gw__admission_limits(g, conn, rc, &p, t0, &ret))
+    if (gw__admission_token(g, conn, &p, t0, &ret) || gw__admission_limits(g, conn, rc, &p, t0, &ret))
         return ret;
 
     gw_item *it = gw__item_find(g, p.item_id);

@@ -1,6 +1,8 @@
 /*
  * it_admission.c - the admission stage of POST /seckill against a real
- * seckill-gateway process: per-client limits with bots and real users.
+ * seckill-gateway process: per-client limits with bots and real users;
+ * signed admission tokens on POST /seckill and the order endpoints, issued by
+ * --issue-token and by the codec, with a rotated key.
  *
  * argv[1]: path of the seckill-gateway binary; argv[2]: park mode (thread,
  * event, event-epoll).
@@ -17,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
+#include "gateway/admit_token.h"
 #include "harness.h"
 #include "tests/test_time.h"
 
@@ -32,6 +36,146 @@ static void start(gw_proc *p, const char *ini)
     snprintf(buf, sizeof buf, "[gateway]\n%s%s", park_ini, ini + 10);
     assert_int_equal(gw_proc_start(p, gateway_bin, buf), 0);
     running = p;
+}
+
+/* POST /seckill as user with "Authorization: Bearer tok" (tok NULL: none). */
+static int buy_token(int port, const char *user, const char *tok, http_resp *r)
+{
+    char hdr[GW_TOKEN_MAX + 64] = "";
+    if (tok)
+        snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", tok);
+    char body[160];
+    int bl = snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"demo\"}", user);
+    snprintf(hdr + strlen(hdr), sizeof hdr - strlen(hdr), "Content-Type: application/json\r\n");
+    return http_do(port, "POST", "/seckill", hdr, body, (size_t)bl, r);
+}
+
+static void make_token(const char *key, const char *user, const char *item, int64_t nbf,
+                       int64_t exp, char *out)
+{
+    gw_token t = {.not_before = nbf, .expires = exp};
+    snprintf(t.user, sizeof t.user, "%s", user);
+    snprintf(t.item, sizeof t.item, "%s", item);
+    snprintf(t.nonce, sizeof t.nonce, "it-nonce-%s", user);
+    assert_true(gw_token_issue(key, &t, out, GW_TOKEN_MAX + 1) > 0);
+}
+
+/* An order endpoint with "Authorization: Bearer tok" (NULL: none). */
+static int order_call(int port, const char *method, const char *path, const char *tok,
+                      http_resp *r)
+{
+    char hdr[GW_TOKEN_MAX + 64] = "";
+    if (tok)
+        snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", tok);
+    return http_do(port, method, path, hdr, NULL, 0, r);
+}
+
+static void expect_bad_token(const http_resp *r, const char *reason)
+{
+    char want[96];
+    snprintf(want, sizeof want, "{\"result\":\"bad_token\",\"reason\":\"%s\"}", reason);
+    assert_int_equal(r->status, 403);
+    assert_string_equal(r->body, want);
+}
+
+#define KEY "admission-key-0123456789"
+#define KEY_OLD "admission-key-old-987654"
+
+static void test_tokens(void **state)
+{
+    (void)state;
+    gw_proc p;
+    /* one gateway token in 100 s: a purchase refused for its token must not spend it */
+    start(&p, "[gateway]\nwait_timeout_ms = 10000\n"
+              "[token_bucket]\nrate = 0.01\nburst = 2\n"
+              "[admission]\nrequire_token = true\nkey = " KEY "\nkey_previous = " KEY_OLD "\n"
+              "[item.demo]\nstock = 10\nper_user_limit = 1\n");
+    int64_t now = (int64_t)time(NULL);
+    char tok[GW_TOKEN_MAX + 1], other[GW_TOKEN_MAX + 1];
+    http_resp r;
+    assert_int_equal(buy_token(p.port, "alice", NULL, &r), 0);
+    expect_bad_token(&r, "malformed");
+    make_token(KEY, "bob", "demo", now - 5, now + 600, other);
+    make_token("some-other-key-0123456", "alice", "demo", now - 5, now + 600, tok);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(buy_token(p.port, "alice", other, &r), 0);
+        expect_bad_token(&r, "wrong_user");
+        assert_int_equal(buy_token(p.port, "alice", tok, &r), 0);
+        expect_bad_token(&r, "bad_signature");
+    }
+    make_token(KEY, "alice", "demo", now - 5, now - 1, tok);
+    assert_int_equal(buy_token(p.port, "alice", tok, &r), 0);
+    expect_bad_token(&r, "expired");
+    make_token(KEY, "alice", "demo", now + 3600, now + 7200, tok);
+    assert_int_equal(buy_token(p.port, "alice", tok, &r), 0);
+    expect_bad_token(&r, "not_yet_valid");
+    make_token(KEY, "alice", "other-item", now - 5, now + 600, tok);
+    assert_int_equal(buy_token(p.port, "alice", tok, &r), 0);
+    expect_bad_token(&r, "wrong_item");
+
+    /* alice with the previous key's token: bought (the refusals spent no
+     * gateway token: the burst of 2 is whole) */
+    make_token(KEY_OLD, "alice", "*", now - 5, now + 600, tok);
+    assert_int_equal(buy_token(p.port, "alice", tok, &r), 0);
+    assert_int_equal(r.status, 200);
+    char order[64], path[128];
+    assert_int_equal(json_field(r.body, "order_id", order, sizeof order), 0);
+
+    /* the --issue-token command: bob's token from the gateway's own binary */
+    const char *argv[] = {gateway_bin, "-c", p.config, "--issue-token", "bob", "--token-item",
+                          "demo", "--token-ttl", "60", NULL};
+    char out[1024], err[1024];
+    assert_int_equal(run_capture(argv, out, sizeof out, err, sizeof err), 0);
+    out[strcspn(out, "\n")] = 0;
+    assert_int_equal(buy_token(p.port, "bob", out, &r), 0);
+    assert_int_equal(r.status, 200);
+    /* docs/issue_token.py's token: checked, refused only for its user */
+    const char *py[] = {PYTHON3, SOURCE_DIR "/docs/issue_token.py", KEY, "dave", "demo", "60",
+                        NULL};
+    assert_int_equal(run_capture(py, out, sizeof out, err, sizeof err), 0);
+    out[strcspn(out, "\n")] = 0;
+    assert_int_equal(buy_token(p.port, "erin", out, &r), 0);
+    expect_bad_token(&r, "wrong_user");
+    /* the gateway's bucket is spent now: a valid token meets its 429 */
+    make_token(KEY, "carol", "demo", now - 5, now + 600, tok);
+    assert_int_equal(buy_token(p.port, "carol", tok, &r), 0);
+    assert_int_equal(r.status, 429);
+
+    /* alice's order: only with alice's token */
+    make_token(KEY, "alice", "demo", now - 5, now + 600, tok);
+    snprintf(path, sizeof path, "/orders/%s", order);
+    assert_int_equal(order_call(p.port, "GET", path, NULL, &r), 0);
+    expect_bad_token(&r, "malformed");
+    assert_int_equal(order_call(p.port, "GET", path, other, &r), 0);
+    expect_bad_token(&r, "wrong_user");
+    snprintf(path, sizeof path, "/orders/%s/pay", order);
+    assert_int_equal(order_call(p.port, "POST", path, other, &r), 0);
+    expect_bad_token(&r, "wrong_user");
+    snprintf(path, sizeof path, "/orders/%s", order);
+    assert_int_equal(order_call(p.port, "GET", path, tok, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"state\":\"reserved\""));
+    snprintf(path, sizeof path, "/orders/%s/pay", order);
+    assert_int_equal(order_call(p.port, "POST", path, tok, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"state\":\"paid\""));
+
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0);
+
+    /* no key: --issue-token is a configuration error, so is require_token */
+    start(&p, "[gateway]\nwait_timeout_ms = 1000\n[item.demo]\nstock = 1\n");
+    const char *argv2[] = {gateway_bin, "-c", p.config, "--issue-token", "bob", NULL};
+    assert_int_equal(run_capture(argv2, out, sizeof out, err, sizeof err), 78);
+    FILE *f = fopen(p.config, "a");
+    assert_non_null(f);
+    fputs("[admission]\nrequire_token = true\n", f);
+    fclose(f);
+    const char *argv3[] = {gateway_bin, "-c", p.config, "--check-config", NULL};
+    assert_int_equal(run_capture(argv3, out, sizeof out, err, sizeof err), 78);
+    assert_non_null(strstr(err, "require_token = true needs key"));
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0);
 }
 
 /* POST /seckill from source address src (NULL: 127.0.0.1) with the extra
@@ -254,6 +398,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_off_by_default, teardown),
         cmocka_unit_test_teardown(test_bots_and_users, teardown),
+        cmocka_unit_test_teardown(test_tokens, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
