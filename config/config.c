@@ -160,6 +160,10 @@ static const cfg_key keys[] = {
      "HMAC-SHA256 key shared with the token issuer"},
     {"admission", "key_previous", CFG_STR, F(adm_key_previous), 0, 16, 256, NULL, "a key of 16 to 256 characters", NULL, NULL, NULL, CFG_SECRET,
      "the key before the last rotation, still accepted"},
+    {"admission", "idempotency_ttl_s", CFG_U32, F(adm_idem_ttl_s), 0, 1, 604800, "3600", NULL, NULL, NULL, NULL, 0,
+     "how long a gateway remembers the body an Idempotency-Key came with (422 for another)"},
+    {"admission", "idempotency_capacity", CFG_U32, F(adm_idem_capacity), 0, 1024, 100000000, "100000", NULL, NULL, NULL, NULL, 0,
+     "Idempotency-Keys a gateway remembers at once"},
 
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},

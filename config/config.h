@@ -66,6 +66,8 @@ typedef struct cfg {
     int adm_require_token;
     char adm_key[257];          /* HMAC-SHA256 key the token issuer shares */
     char adm_key_previous[257]; /* still accepted during a rotation; "" = none */
+    uint32_t adm_idem_ttl_s;    /* Idempotency-Key: how long a key's body is remembered */
+    uint32_t adm_idem_capacity; /* keys remembered */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;

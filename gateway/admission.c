@@ -4,7 +4,8 @@
  * require_token a signed token of the body's user and item (admit_token.h;
  * 403 bad_token), then the per-client limits (client_limits.h) by client
  * address and by user id (429 with its scope, Retry-After and the RateLimit
- * headers). The order endpoints ask here for the token of the order's user.
+ * headers), then Idempotency-Key (idempotency.h). The order endpoints ask
+ * here for the token of the order's user.
  *
  * RateLimit headers (IETF httpapi ratelimit-headers draft): RateLimit-Policy
  * names every limit a purchase passes ("user", "ip", "gateway": q = burst,
@@ -14,10 +15,12 @@
  * the admission (kept in the request's context until its answer), 429s the
  * values of the refusal.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <uuid/uuid.h>
 
 #include "admit_token.h"
 
@@ -35,13 +38,22 @@ int gw__admission_init(gw *g, char *err, size_t errlen)
                         .forwarded = !strcmp(c->lim_client_header, "forwarded"),
                         .gateway_rate = c->tb_rate,
                         .gateway_burst = c->tb_burst};
-    return gw_limits_create(&lc, &g->limits, err, errlen);
+    int rc = gw_limits_create(&lc, &g->limits, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = gw_idem_create(c->adm_idem_capacity, (uint64_t)c->adm_idem_ttl_s * 1000000000ULL,
+                        &g->idem);
+    if (rc < 0)
+        snprintf(err, errlen, "Idempotency-Key table: %s", strerror(-rc));
+    return rc;
 }
 
 void gw__admission_release(gw *g)
 {
     gw_limits_destroy(g->limits);
     g->limits = NULL;
+    gw_idem_destroy(g->idem);
+    g->idem = NULL;
 }
 
 /* The token of "Authorization: Bearer <token>"; NULL when there is none. */
@@ -201,6 +213,51 @@ int gw__admission_limits(gw *g, struct MHD_Connection *conn, req_ctx *rc, const 
     return 0;
 }
 
+int gw__admission_idempotency(gw *g, struct MHD_Connection *conn, const gw_purchase *p,
+                              uint64_t t0, uint8_t id[16], int *keyed, enum MHD_Result *ret)
+{
+    char buf[160], rid[37];
+    *keyed = 0;
+    const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+    if (!key)
+        return 0;
+    size_t len = strlen(key);
+    if (!gw_idem_key_valid(key, len)) {
+        *ret = gw__answer(g, conn, t0, GW_A_BAD_REQUEST, 400,
+                          J("{\"result\":\"bad_request\",\"error\":\"Idempotency-Key must be "
+                            "1-64 characters of [A-Za-z0-9_.:-]\"}"),
+                          NULL, NULL, NULL);
+        return 1;
+    }
+    if (gw_idem_claim(g->idem, key, len, p->user_id, p->item_id, t0) == -EEXIST) {
+        *ret = gw__answer(g, conn, t0, GW_A_BAD_REQUEST, 422,
+                          J("{\"result\":\"idempotency_key_reused\"}"), NULL, NULL, NULL);
+        return 1;
+    }
+    sk_outcome o;
+    for (unsigned gen = 0; gen < GW_IDEM_GENERATIONS; gen++) {
+        gw_idem_request_id(p->user_id, p->item_id, key, len, gen, id);
+        uuid_unparse_lower(id, rid);
+        int known = gw_results_get(g->results, id, t0, &o) == 0;
+        if (known && o.result == SK_EXPIRED)
+            continue; /* never bought, never will: the next generation */
+        if (known && o.result != SK_UNAVAILABLE) {
+            *ret = gw__answer_outcome(g, conn, t0, &o, rid); /* decided: the same answer */
+            return 1;
+        }
+        if (gw_pending_contains(g->pending, id)) { /* parked here: its answer comes */
+            int n = snprintf(buf, sizeof buf, "{\"result\":\"pending\",\"request_id\":\"%s\"}",
+                             rid);
+            *ret = gw__answer(g, conn, t0, GW_A_TIMEOUT, 202, buf, (size_t)n, rid, "Retry-After",
+                              "1");
+            return 1;
+        }
+        *keyed = 1; /* new, or undecided and not parked here: queued (again) under its id */
+        return 0;
+    }
+    *ret = gw__answer_overloaded(g, conn, t0, NULL); /* every generation expired */
+    return 1;
+}
 enum MHD_Result gw__admission_gateway_refused(gw *g, struct MHD_Connection *conn, req_ctx *rc,
                                               uint64_t t0, uint64_t wait_ns)
 {

@@ -7,8 +7,9 @@
  *   routes.c     the access handler: framing, then POST /seckill to
  *                purchase.c and every other request to its endpoint file
  *   purchase.c   POST /seckill: checks, token bucket, request id, parking
- *   admission.c  POST /seckill's admission token, per-client limits and
- *                RateLimit headers; the token of the order endpoints
+ *   admission.c  POST /seckill's admission token, per-client limits,
+ *                RateLimit headers and Idempotency-Key; the token of the
+ *                order endpoints
  *                (thread or event mode) until the outcome or the deadline
  *   answer.c     replies, the body of an outcome, the 504 of a timeout
  *   items.c      the item table: lookup, stock view, GET /items/{id}
@@ -36,6 +37,7 @@
 #include "conn_guard.h"
 #include "gateway.h"
 #include "http_loop.h"
+#include "idempotency.h"
 #include "client_limits.h"
 #include "message.h"
 #include "metrics.h"
@@ -87,6 +89,7 @@ struct gw {
     gw_http *http;          /* event park on epoll ([gateway] http_io) */
     gw_guard *guard;        /* request deadline and per-address cap, every mode */
     gw_limits *limits;      /* [limits] per-client buckets (admission.c) */
+    gw_idem *idem;          /* Idempotency-Key bodies (admission.c) */
     gw_wheel *wheel;        /* event park: deadlines of suspended requests */
     gw_slab *ctx_pool;      /* req_ctx objects with a body of up to CTX_POOL_BODY bytes */
     gw_rpcsvc *rpc;         /* the queue served to worker processes, when [rpc] listen is set */
@@ -163,6 +166,11 @@ int gw__admission_order_token(gw *g, struct MHD_Connection *conn, const char *or
  * the MHD result), 0 to go on, with rc->rl set for the answer. */
 int gw__admission_limits(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,
                          uint64_t t0, enum MHD_Result *ret);
+/* Idempotency-Key (idempotency.h): 1 when it answered (400 bad key, 422
+ * key reused with another body, the known outcome, 202 while the first is
+ * parked here; *ret), 0 to go on: *keyed set, and then id is the request's. */
+int gw__admission_idempotency(gw *g, struct MHD_Connection *conn, const gw_purchase *p,
+                              uint64_t t0, uint8_t id[16], int *keyed, enum MHD_Result *ret);
 /* The 429 of the gateway's token bucket, wait_ns until it has a token. */
 enum MHD_Result gw__admission_gateway_refused(gw *g, struct MHD_Connection *conn, req_ctx *rc,
                                               uint64_t t0, uint64_t wait_ns);

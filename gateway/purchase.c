@@ -137,14 +137,17 @@ static enum MHD_Result park_thread(gw *g, struct MHD_Connection *conn, const sk_
     return gw__answer_outcome(g, conn, t0, &w.out, rid);
 }
 
-/* Admitted: a request id, a message, a parked waiter. */
+/* Admitted: a request id (id, or a fresh one), a message, a parked waiter. */
 static enum MHD_Result admit(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,
-                             uint64_t t0)
+                             const uint8_t *id, uint64_t t0)
 {
     sk_msg m;
     char rid[37];
     uint8_t wire[SK_MSG_MAX];
-    sk_uuid4(m.request_id);
+    if (id) /* Idempotency-Key: the id its body and key make */
+        memcpy(m.request_id, id, 16);
+    else
+        sk_uuid4(m.request_id);
     uuid_unparse_lower(m.request_id, rid);
     memcpy(m.gateway_id, g->id, 16);
     m.admitted_at_ms = sk_wall_ms();
@@ -178,7 +181,11 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     if (gw_parse_purchase(rc->body, rc->len, &p, buf, sizeof buf) < 0)
         return gw__answer(g, conn, t0, GW_A_BAD_REQUEST, 400, buf, strlen(buf), NULL, NULL, NULL);
     enum MHD_Result ret;
-    if (gw__admission_token(g, conn, &p, t0, &ret) || gw__admission_limits(g, conn, rc, &p, t0, &ret))
+    uint8_t id[16];
+    int keyed = 0;
+    if (gw__admission_token(g, conn, &p, t0, &ret) ||
+        gw__admission_limits(g, conn, rc, &p, t0, &ret) ||
+        gw__admission_idempotency(g, conn, &p, t0, id, &keyed, &ret))
         return ret;
 
     gw_item *it = gw__item_find(g, p.item_id);
@@ -204,7 +211,7 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
         uint64_t wait = g->gbucket ? tb_global_wait_ns(g->gbucket, t0) : tb_wait_ns(&g->bucket, t0);
         return gw__admission_gateway_refused(g, conn, rc, t0, wait);
     }
-    return admit(g, conn, rc, &p, t0);
+    return admit(g, conn, rc, &p, keyed ? id : NULL, t0);
 }
 
 enum MHD_Result gw__purchase_open(gw *g, struct MHD_Connection *conn, const char *method,

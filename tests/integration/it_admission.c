@@ -2,7 +2,9 @@
  * it_admission.c - the admission stage of POST /seckill against a real
  * seckill-gateway process: per-client limits with bots and real users;
  * signed admission tokens on POST /seckill and the order endpoints, issued by
- * --issue-token and by the codec, with a rotated key.
+ * --issue-token and by the codec, with a rotated key; Idempotency-Key
+ * retries after forced 504s never buying twice, with the memory inventory and
+ * with Redis behind two gateways (Redis paused to force the 504s).
  *
  * argv[1]: path of the seckill-gateway binary; argv[2]: park mode (thread,
  * event, event-epoll).
@@ -13,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,6 +26,7 @@
 
 #include "gateway/admit_token.h"
 #include "harness.h"
+#include "tests/redis_server.h"
 #include "tests/test_time.h"
 
 static const char *gateway_bin;
@@ -176,6 +180,205 @@ static void test_tokens(void **state)
     assert_non_null(strstr(err, "require_token = true needs key"));
     running = NULL;
     assert_int_equal(gw_proc_stop(&p), 0);
+}
+
+/* ---- Idempotency-Key ---- */
+
+/* POST /seckill as user for item with Idempotency-Key key. */
+static int buy_keyed(int port, const char *user, const char *item, const char *key, http_resp *r)
+{
+    char hdr[160], body[160];
+    snprintf(hdr, sizeof hdr, "Content-Type: application/json\r\nIdempotency-Key: %s\r\n", key);
+    int bl = snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"%s\"}", user, item);
+    return http_do(port, "POST", "/seckill", hdr, body, (size_t)bl, r);
+}
+
+#define IDEM_USERS 40
+
+typedef struct idem_user {
+    int ports[2];
+    int id;
+    atomic_int timeouts; /* read by the main thread while it runs */
+    int pendings, answers;
+    char order[40];
+    char rid[40];
+} idem_user;
+
+/* One buyer: its keyed purchase, then the same again (alternating between
+ * the gateways) until an answer is decided; every decided answer must be the
+ * same success with the same order and request id. */
+static void *idem_main(void *arg)
+{
+    idem_user *u = arg;
+    char user[32], key[48];
+    snprintf(user, sizeof user, "idem-%d", u->id);
+    snprintf(key, sizeof key, "key-%d-7f3a", u->id);
+    uint64_t t0 = mono_ms();
+    for (int i = 0; u->answers < 3 && mono_ms() - t0 < 60000; i++) {
+        http_resp r;
+        if (buy_keyed(u->ports[i & 1], user, "demo", key, &r) != 0)
+            continue;
+        if (r.status == 504) {
+            atomic_fetch_add(&u->timeouts, 1);
+            continue;
+        }
+        if (r.status == 202) {
+            u->pendings++;
+            sleep_ms(20);
+            continue;
+        }
+        if (r.status == 503) { /* no worker fetching for a while: nothing queued */
+            sleep_ms(50);
+            continue;
+        }
+        char order[40] = "", rid[40] = "";
+        if (r.status != 200 || json_field(r.body, "order_id", order, sizeof order) != 0 ||
+            json_field(r.body, "request_id", rid, sizeof rid) != 0) {
+            fprintf(stderr, "%s: %d %s\n", user, r.status, r.body);
+            u->answers = -1000;
+            break;
+        }
+        if (!u->order[0]) {
+            snprintf(u->order, sizeof u->order, "%s", order);
+            snprintf(u->rid, sizeof u->rid, "%s", rid);
+        } else if (strcmp(order, u->order) != 0 || strcmp(rid, u->rid) != 0) {
+            fprintf(stderr, "%s: a second order %s (first %s)\n", user, order, u->order);
+            u->answers = -1000;
+            break;
+        }
+        u->answers++;
+    }
+    return NULL;
+}
+
+/* IDEM_USERS buyers at once against ports; returns the 504s they met. */
+static int run_idem_users(int port_a, int port_b, idem_user *us)
+{
+    pthread_t th[IDEM_USERS];
+    for (int i = 0; i < IDEM_USERS; i++) {
+        us[i] = (idem_user){.ports = {port_a, port_b}, .id = i};
+        atomic_init(&us[i].timeouts, 0);
+        assert_int_equal(pthread_create(&th[i], NULL, idem_main, &us[i]), 0);
+    }
+    int timeouts = 0, pendings = 0;
+    for (int i = 0; i < IDEM_USERS; i++) {
+        pthread_join(th[i], NULL);
+        timeouts += atomic_load(&us[i].timeouts);
+        pendings += us[i].pendings;
+    }
+    printf("idempotent retries: %d users, %d answers 504, %d answers 202 on the way\n",
+           IDEM_USERS, timeouts, pendings);
+    for (int i = 0; i < IDEM_USERS; i++)
+        if (us[i].answers != 3)
+            fail_msg("user %d: %d decided answers", i, us[i].answers);
+    return timeouts;
+}
+
+static void idem_bad_requests(int port)
+{
+    http_resp r;
+    assert_int_equal(buy_keyed(port, "x1", "demo", "bad key", &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "Idempotency-Key"));
+    char longkey[80];
+    memset(longkey, 'k', 65);
+    longkey[65] = 0;
+    assert_int_equal(buy_keyed(port, "x1", "demo", longkey, &r), 0);
+    assert_int_equal(r.status, 400);
+    /* the same key with another body: 422, nothing bought for it */
+    assert_int_equal(buy_keyed(port, "x1", "demo", "shared-key", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(buy_keyed(port, "x2", "demo", "shared-key", &r), 0);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(r.body, "{\"result\":\"idempotency_key_reused\"}");
+    assert_int_equal(buy_keyed(port, "x1", "demo", "shared-key", &r), 0);
+    assert_int_equal(r.status, 200);
+}
+
+/* Memory inventory: a 5 ms wait makes many answers 504; every retry
+ * with the key lands on the same request, so each buyer buys once although
+ * the per-user limit would allow 100. */
+static void test_idempotent_retries_memory(void **state)
+{
+    (void)state;
+    gw_proc p;
+    start(&p, "[gateway]\nwait_timeout_ms = 5\n[token_bucket]\nrate = 0\n"
+              "[worker]\nthreads = 1\nbatch = 1\n"
+              "[item.demo]\nstock = 1000\nper_user_limit = 100\n");
+    static idem_user us[IDEM_USERS];
+    int timeouts = run_idem_users(p.port, p.port, us);
+    assert_true(timeouts > 0);
+    assert_int_equal(http_stock_left(p.port, "demo"), 1000 - IDEM_USERS);
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0);
+    start(&p, "[gateway]\nwait_timeout_ms = 5000\n[token_bucket]\nrate = 0\n"
+              "[item.demo]\nstock = 1000\nper_user_limit = 100\n");
+    idem_bad_requests(p.port);
+    assert_int_equal(http_stock_left(p.port, "demo"), 999);
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0);
+}
+
+/* Redis inventory behind two gateways: Redis paused while the buyers send,
+ * so their first tries end 504 (the workers cannot decide); the retries go to
+ * the other gateway as well. Once Redis is back each buyer has bought once. */
+static void test_idempotent_retries_redis(void **state)
+{
+    (void)state;
+    static redis_server rs;
+    int rc = redis_server_start(&rs);
+    if (rc == -ENOENT)
+        fail_msg("redis-server is not installed (scripts/install-deps.sh installs it)");
+    assert_int_equal(rc, 0);
+    char ini[1024];
+    snprintf(ini, sizeof ini,
+             "[gateway]\nwait_timeout_ms = 300\n[token_bucket]\nrate = 0\n"
+             "[worker]\ninventory = redis\nthreads = 1\n"
+             "[redis]\nport = %d\ntimeout_ms = 100\n"
+             "[queue]\nlease_timeout_ms = 60000\n"
+             "[item.demo]\nstock = 1000\nper_user_limit = 100\n",
+             rs.port);
+    gw_proc a, b;
+    start(&b, ini);
+    start(&a, ini); /* running: a; b is stopped below */
+    static idem_user us[IDEM_USERS];
+    redis_server_pause(&rs);
+    pthread_t th[IDEM_USERS];
+    for (int i = 0; i < IDEM_USERS; i++) {
+        us[i] = (idem_user){.ports = {a.port, b.port}, .id = i};
+        atomic_init(&us[i].timeouts, 0);
+        assert_int_equal(pthread_create(&th[i], NULL, idem_main, &us[i]), 0);
+    }
+    /* hold Redis until every buyer has met a 504 (at most 20 s) */
+    uint64_t t0 = mono_ms();
+    for (;;) {
+        int all = 1;
+        for (int i = 0; i < IDEM_USERS; i++)
+            all &= atomic_load(&us[i].timeouts) > 0;
+        if (all || mono_ms() - t0 > 20000)
+            break;
+        sleep_ms(20);
+    }
+    redis_server_resume(&rs);
+    int timeouts = 0;
+    for (int i = 0; i < IDEM_USERS; i++) {
+        pthread_join(th[i], NULL);
+        timeouts += atomic_load(&us[i].timeouts);
+        if (us[i].answers != 3)
+            fail_msg("user %d: %d decided answers", i, us[i].answers);
+    }
+    printf("redis: %d users, %d answers 504 before Redis came back\n", IDEM_USERS, timeouts);
+    assert_true(timeouts >= IDEM_USERS);
+    char reply[64];
+    assert_true(redis_server_cmd(&rs, "GET sk:{demo}:stock", reply, sizeof reply) > 0);
+    const char *num = strstr(reply, "\r\n");
+    assert_non_null(num);
+    printf("redis stock after: %ld\n", strtol(num + 2, NULL, 10));
+    assert_int_equal(strtol(num + 2, NULL, 10), 1000 - IDEM_USERS);
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&a), 0);
+    assert_int_equal(gw_proc_stop(&b), 0);
+    redis_server_destroy(&rs);
 }
 
 /* POST /seckill from source address src (NULL: 127.0.0.1) with the extra
@@ -399,6 +602,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_off_by_default, teardown),
         cmocka_unit_test_teardown(test_bots_and_users, teardown),
         cmocka_unit_test_teardown(test_tokens, teardown),
+        cmocka_unit_test_teardown(test_idempotent_retries_memory, teardown),
+        cmocka_unit_test_teardown(test_idempotent_retries_redis, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
