@@ -164,6 +164,8 @@ static const cfg_key keys[] = {
      "how long a gateway remembers the body an Idempotency-Key came with (422 for another)"},
     {"admission", "idempotency_capacity", CFG_U32, F(adm_idem_capacity), 0, 1024, 100000000, "100000", NULL, NULL, NULL, NULL, 0,
      "Idempotency-Keys a gateway remembers at once"},
+    {"admission", "inflight_factor", CFG_U32, F(adm_inflight_factor), 0, 0, 1000, "0", NULL, NULL, NULL, NULL, 0,
+     "k: at most k x (stock left - in flight) requests of an item in flight, else 429 busy; 0 = off"},
 
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},

@@ -68,6 +68,7 @@ typedef struct cfg {
     char adm_key_previous[257]; /* still accepted during a rotation; "" = none */
     uint32_t adm_idem_ttl_s;    /* Idempotency-Key: how long a key's body is remembered */
     uint32_t adm_idem_capacity; /* keys remembered */
+    uint32_t adm_inflight_factor; /* k of the stock-coupled gate; 0 = off */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;

@@ -4,8 +4,10 @@
  * require_token a signed token of the body's user and item (admit_token.h;
  * 403 bad_token), then the per-client limits (client_limits.h) by client
  * address and by user id (429 with its scope, Retry-After and the RateLimit
- * headers), then Idempotency-Key (idempotency.h). The order endpoints ask
- * here for the token of the order's user.
+ * headers), then Idempotency-Key (idempotency.h). After the item checks,
+ * the stock-coupled gate: at most k x (stock left - in flight) requests of an
+ * item in flight on this gateway (429 busy). The order endpoints ask here for
+ * the token of the order's user.
  *
  * RateLimit headers (IETF httpapi ratelimit-headers draft): RateLimit-Policy
  * names every limit a purchase passes ("user", "ip", "gateway": q = burst,
@@ -258,6 +260,30 @@ int gw__admission_idempotency(gw *g, struct MHD_Connection *conn, const gw_purch
     *ret = gw__answer_overloaded(g, conn, t0, NULL); /* every generation expired */
     return 1;
 }
+int gw__admission_gate(gw *g, struct MHD_Connection *conn, req_ctx *rc, gw_item *it, uint64_t t0,
+                       enum MHD_Result *ret)
+{
+    long k = (long)g->cfg->adm_inflight_factor;
+    if (!k)
+        return 0;
+    long n = atomic_fetch_add(&it->inflight, 1); /* in flight before this one */
+    if (n > 0 && n >= k * (gw__item_left(g, it) - n)) {
+        atomic_fetch_sub(&it->inflight, 1);
+        *ret = gw__answer(g, conn, t0, GW_A_BUSY, 429, J("{\"result\":\"busy\"}"), NULL,
+                          "Retry-After", "1");
+        return 1;
+    }
+    rc->gated = it;
+    return 0;
+}
+
+void gw__admission_gate_release(req_ctx *rc)
+{
+    if (rc->gated)
+        atomic_fetch_sub(&rc->gated->inflight, 1);
+    rc->gated = NULL;
+}
+
 enum MHD_Result gw__admission_gateway_refused(gw *g, struct MHD_Connection *conn, req_ctx *rc,
                                               uint64_t t0, uint64_t wait_ns)
 {

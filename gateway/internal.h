@@ -61,6 +61,7 @@ typedef struct gw_item {
     const cfg_item *c;
     _Atomic int64_t left; /* as last reported by a worker */
     atomic_int sold_out;  /* local flag: answer 409 without a token */
+    atomic_long inflight; /* admitted through the stock gate, not yet answered */
 } gw_item;
 
 struct gw {
@@ -127,6 +128,7 @@ typedef struct req_ctx {
     gw_timer timer;
     char rid[37];
     char rl[96]; /* the RateLimit header of its answer ("" = none), admission.c */
+    gw_item *gated; /* counted in gated->inflight until the request is over */
     size_t len;
     char body[];
 } req_ctx;
@@ -171,6 +173,13 @@ int gw__admission_limits(gw *g, struct MHD_Connection *conn, req_ctx *rc, const 
  * parked here; *ret), 0 to go on: *keyed set, and then id is the request's. */
 int gw__admission_idempotency(gw *g, struct MHD_Connection *conn, const gw_purchase *p,
                               uint64_t t0, uint8_t id[16], int *keyed, enum MHD_Result *ret);
+/* [admission] inflight_factor: 1 when it answered 429 busy (*ret); 0 to go
+ * on, the request then counted in flight for it (rc->gated) until
+ * gw__admission_gate_release. */
+int gw__admission_gate(gw *g, struct MHD_Connection *conn, req_ctx *rc, gw_item *it, uint64_t t0,
+                       enum MHD_Result *ret);
+/* The request no longer counts in flight (idempotent). */
+void gw__admission_gate_release(req_ctx *rc);
 /* The 429 of the gateway's token bucket, wait_ns until it has a token. */
 enum MHD_Result gw__admission_gateway_refused(gw *g, struct MHD_Connection *conn, req_ctx *rc,
                                               uint64_t t0, uint64_t wait_ns);

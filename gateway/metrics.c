@@ -8,7 +8,7 @@ static const char *const answer_names[GW_A_COUNT] = {
     "success",      "sold_out",    "already_purchased", "not_started",
     "ended",        "blocked",     "rate_limited",      "overloaded",
     "timeout",      "bad_request", "unknown_item",      "payload_too_large",
-    "unsupported_media_type",      "method_not_allowed", "bad_token",
+    "unsupported_media_type",      "method_not_allowed", "bad_token", "busy",
 };
 
 /* Upper bounds in microseconds; the last bucket is +Inf. */

@@ -206,7 +206,10 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
                           NULL, NULL);
     if (mq_group_live(g->topic, SK_GROUP) == 0)
         return gw__answer_overloaded(g, conn, t0, NULL);
+    if (gw__admission_gate(g, conn, rc, it, t0, &ret))
+        return ret;
     if (g->gbucket ? !tb_global_take(g->gbucket, t0) : !tb_take(&g->bucket, t0)) {
+        gw__admission_gate_release(rc);
         atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
         uint64_t wait = g->gbucket ? tb_global_wait_ns(g->gbucket, t0) : tb_wait_ns(&g->bucket, t0);
         return gw__admission_gateway_refused(g, conn, rc, t0, wait);
@@ -272,6 +275,7 @@ void gw__purchase_close(gw *g, req_ctx *rc)
         if (gw_wheel_del(g->wheel, &rc->timer) == 0)
             ctx_unref(rc);
     }
+    gw__admission_gate_release(rc);
     ctx_unref(rc);
     atomic_fetch_sub(&g->inflight, 1); /* its answer is out (or the client went away) */
 }

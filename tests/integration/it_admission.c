@@ -17,12 +17,16 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gateway/admit_token.h"
 #include "harness.h"
@@ -381,6 +385,125 @@ static void test_idempotent_retries_redis(void **state)
     redis_server_destroy(&rs);
 }
 
+/* ---- stock-coupled gate ---- */
+
+#define GATE_THREADS 256
+
+typedef struct gate_run {
+    int port;
+    atomic_int stop, success, sold_out, busy, other, next_user;
+    atomic_int max_parked, samples;
+} gate_run;
+
+static void *gate_buyer(void *arg)
+{
+    gate_run *g = arg;
+    char user[32], body[96];
+    int sold_out_seen = 0;
+    while (!atomic_load(&g->stop) && sold_out_seen < 3) {
+        snprintf(user, sizeof user, "g-%d", atomic_fetch_add(&g->next_user, 1));
+        snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"demo\"}", user);
+        http_resp r;
+        if (http_buy(g->port, body, &r) != 0)
+            continue;
+        if (r.status == 200)
+            atomic_fetch_add(&g->success, 1);
+        else if (r.status == 409 && !strcmp(r.body, "{\"result\":\"sold_out\"}")) {
+            atomic_fetch_add(&g->sold_out, 1);
+            sold_out_seen++;
+        } else if (r.status == 429 && !strcmp(r.body, "{\"result\":\"busy\"}")) {
+            atomic_fetch_add(&g->busy, 1);
+            char v[16];
+            assert_int_equal(http_header(&r, "Retry-After", v, sizeof v), 0);
+        } else if (atomic_fetch_add(&g->other, 1) < 5) {
+            fprintf(stderr, "gate: %d %s\n", r.status, r.body);
+        }
+    }
+    return NULL;
+}
+
+/* The whole of GET /metrics (longer than an http_resp holds) into buf;
+ * its length, or -1. */
+static long get_metrics(int port, char *buf, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    long n = 0;
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+        ssize_t k;
+        while ((size_t)n + 1 < cap && (k = read(fd, buf + n, cap - 1 - (size_t)n)) > 0)
+            n += k;
+    }
+    close(fd);
+    buf[n] = 0;
+    return n;
+}
+
+/* The parked-requests gauge of /metrics, sampled until stop. */
+static void *gate_monitor(void *arg)
+{
+    gate_run *g = arg;
+    static char buf[1 << 17];
+    while (!atomic_load(&g->stop)) {
+        if (get_metrics(g->port, buf, sizeof buf) > 0) {
+            const char *m = strstr(buf, "\nseckill_parked_requests ");
+            if (m) {
+                int n = atoi(m + strlen("\nseckill_parked_requests "));
+                atomic_fetch_add(&g->samples, 1);
+                if (n > atomic_load(&g->max_parked))
+                    atomic_store(&g->max_parked, n);
+            }
+        }
+        sleep_ms(2);
+    }
+    return NULL;
+}
+
+/* Stock 100, k = 4: at most 4 x (100 - 80) = 80 requests of the item in
+ * flight, while 256 buyers push; exactly 100 sold, and no answer but
+ * success, sold_out and busy. */
+static void test_stock_gate(void **state)
+{
+    (void)state;
+    gw_proc p;
+    start(&p, "[gateway]\nwait_timeout_ms = 20000\nmax_connections_per_ip = 0\n"
+              "[token_bucket]\nrate = 0\n[admission]\ninflight_factor = 4\n"
+              "[worker]\nthreads = 1\nbatch = 1\n"
+              "[item.demo]\nstock = 100\nper_user_limit = 1\n");
+    static gate_run g;
+    memset(&g, 0, sizeof g);
+    g.port = p.port;
+    static pthread_t th[GATE_THREADS];
+    pthread_t mon;
+    assert_int_equal(pthread_create(&mon, NULL, gate_monitor, &g), 0);
+    for (int i = 0; i < GATE_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, gate_buyer, &g), 0);
+    uint64_t t0 = mono_ms();
+    while (atomic_load(&g.sold_out) < GATE_THREADS && mono_ms() - t0 < 30000)
+        sleep_ms(20);
+    atomic_store(&g.stop, 1);
+    for (int i = 0; i < GATE_THREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_join(mon, NULL);
+    printf("gate: %d success, %d sold_out, %d busy, %d other; at most %d parked in %d samples\n",
+           atomic_load(&g.success), atomic_load(&g.sold_out), atomic_load(&g.busy),
+           atomic_load(&g.other), atomic_load(&g.max_parked), atomic_load(&g.samples));
+    assert_int_equal(atomic_load(&g.success), 100);
+    assert_int_equal(atomic_load(&g.other), 0);
+    assert_true(atomic_load(&g.busy) > 0);
+    assert_true(atomic_load(&g.samples) > 0);
+    assert_true(atomic_load(&g.max_parked) > 0);
+    assert_true(atomic_load(&g.max_parked) <= 80);
+    assert_int_equal(http_stock_left(p.port, "demo"), 0);
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0);
+}
+
 /* POST /seckill from source address src (NULL: 127.0.0.1) with the extra
  * header lines hdrs (NULL: none). */
 static int buy_from(int port, const char *src, const char *hdrs, const char *user, http_resp *r)
@@ -602,6 +725,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_off_by_default, teardown),
         cmocka_unit_test_teardown(test_bots_and_users, teardown),
         cmocka_unit_test_teardown(test_tokens, teardown),
+        cmocka_unit_test_teardown(test_stock_gate, teardown),
         cmocka_unit_test_teardown(test_idempotent_retries_memory, teardown),
         cmocka_unit_test_teardown(test_idempotent_retries_redis, teardown),
     };
