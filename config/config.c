@@ -166,6 +166,8 @@ static const cfg_key keys[] = {
      "Idempotency-Keys a gateway remembers at once"},
     {"admission", "inflight_factor", CFG_U32, F(adm_inflight_factor), 0, 0, 1000, "0", NULL, NULL, NULL, NULL, 0,
      "k: at most k x (stock left - in flight) requests of an item in flight, else 429 busy; 0 = off"},
+    {"admission", "deadline_gate", CFG_BOOL, F(adm_deadline_gate), 0, 0, 0, "false", "true or false", NULL, NULL, NULL, 0,
+     "503 at once when the queue depth over the measured decision rate outlasts wait_timeout_ms"},
 
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},

@@ -69,6 +69,7 @@ typedef struct cfg {
     uint32_t adm_idem_ttl_s;    /* Idempotency-Key: how long a key's body is remembered */
     uint32_t adm_idem_capacity; /* keys remembered */
     uint32_t adm_inflight_factor; /* k of the stock-coupled gate; 0 = off */
+    int adm_deadline_gate;        /* 503 when the queue outlasts wait_timeout_ms */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;

@@ -277,6 +277,41 @@ int gw__admission_gate(gw *g, struct MHD_Connection *conn, req_ctx *rc, gw_item 
     return 0;
 }
 
+#define DRATE_SAMPLE_NS 100000000ULL /* 100 ms */
+
+/* Decisions per second x 1000, an average over 100 ms samples (a quarter
+ * weight each); the request that finds the sample due takes it. 0: none
+ * measured yet, or none lately. */
+static uint64_t decision_rate(gw *g, uint64_t now)
+{
+    uint64_t at = atomic_load(&g->drate.at_ns);
+    if (now - at >= DRATE_SAMPLE_NS && atomic_compare_exchange_strong(&g->drate.at_ns, &at, now)) {
+        uint64_t count = atomic_load_explicit(&g->metrics.outcomes, memory_order_relaxed);
+        uint64_t prev = atomic_exchange(&g->drate.outcomes, count);
+        if (at) { /* not the first sample */
+            uint64_t inst = (count - prev) * 1000000000000ULL / (now - at);
+            uint64_t old = atomic_load(&g->drate.per_s_x1000);
+            atomic_store(&g->drate.per_s_x1000, old ? (old * 3 + inst) / 4 : inst);
+        }
+    }
+    return atomic_load(&g->drate.per_s_x1000);
+}
+
+int gw__admission_deadline(gw *g, struct MHD_Connection *conn, uint64_t t0, enum MHD_Result *ret)
+{
+    if (!g->cfg->adm_deadline_gate)
+        return 0;
+    uint64_t rate = decision_rate(g, t0);
+    uint64_t depth = mq_topic_backlog(g->topic);
+    if (!depth || !atomic_load(&g->metrics.outcomes))
+        return 0; /* nothing ahead, or no rate to judge by yet */
+    /* ms to decide the queue ahead: depth / (rate / 1000) * 1000 */
+    if (rate && depth * 1000000ULL / rate <= g->cfg->wait_timeout_ms)
+        return 0;
+    *ret = gw__answer_overloaded(g, conn, t0, NULL);
+    return 1;
+}
+
 void gw__admission_gate_release(req_ctx *rc)
 {
     if (rc->gated)

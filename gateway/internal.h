@@ -91,6 +91,9 @@ struct gw {
     gw_guard *guard;        /* request deadline and per-address cap, every mode */
     gw_limits *limits;      /* [limits] per-client buckets (admission.c) */
     gw_idem *idem;          /* Idempotency-Key bodies (admission.c) */
+    struct {                /* decisions per second, measured (admission.c) */
+        _Atomic uint64_t at_ns, outcomes, per_s_x1000;
+    } drate;
     gw_wheel *wheel;        /* event park: deadlines of suspended requests */
     gw_slab *ctx_pool;      /* req_ctx objects with a body of up to CTX_POOL_BODY bytes */
     gw_rpcsvc *rpc;         /* the queue served to worker processes, when [rpc] listen is set */
@@ -178,6 +181,9 @@ int gw__admission_idempotency(gw *g, struct MHD_Connection *conn, const gw_purch
  * gw__admission_gate_release. */
 int gw__admission_gate(gw *g, struct MHD_Connection *conn, req_ctx *rc, gw_item *it, uint64_t t0,
                        enum MHD_Result *ret);
+/* [admission] deadline_gate: 1 when it answered 503 (*ret): the queue
+ * ahead, at the decision rate measured, outlasts wait_timeout_ms. */
+int gw__admission_deadline(gw *g, struct MHD_Connection *conn, uint64_t t0, enum MHD_Result *ret);
 /* The request no longer counts in flight (idempotent). */
 void gw__admission_gate_release(req_ctx *rc);
 /* The 429 of the gateway's token bucket, wait_ns until it has a token. */

@@ -206,7 +206,7 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
                           NULL, NULL);
     if (mq_group_live(g->topic, SK_GROUP) == 0)
         return gw__answer_overloaded(g, conn, t0, NULL);
-    if (gw__admission_gate(g, conn, rc, it, t0, &ret))
+    if (gw__admission_deadline(g, conn, t0, &ret) || gw__admission_gate(g, conn, rc, it, t0, &ret))
         return ret;
     if (g->gbucket ? !tb_global_take(g->gbucket, t0) : !tb_take(&g->bucket, t0)) {
         gw__admission_gate_release(rc);
