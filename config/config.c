@@ -84,9 +84,33 @@ static int cidr_valid(const char *s)
     return !*end && v <= max;
 }
 
+/* A web origin as browsers send it: scheme://host[:port], no path, or "*". */
+static int origin_valid(const char *s)
+{
+    if (!strcmp(s, "*"))
+        return 1;
+    size_t n = strlen(s), skip;
+    if (!strncmp(s, "http://", 7))
+        skip = 7;
+    else if (!strncmp(s, "https://", 8))
+        skip = 8;
+    else
+        return 0;
+    if (n == skip || n > 255 || s[n - 1] == '.')
+        return 0;
+    for (size_t i = skip; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '.' && ch != '-' && ch != ':' && ch != '[' && ch != ']')
+            return 0;
+    }
+    return 1;
+}
+
 static const cfg_list_kind user_ids = {id_valid, "a valid user id", "user ids"};
 static const cfg_list_kind addresses = {addr_valid, "tcp:HOST:PORT or unix:SOCKET", "entries"};
 static const cfg_list_kind cidrs = {cidr_valid, "an address or CIDR", "entries"};
+static const cfg_list_kind origins = {origin_valid, "an origin (http[s]://HOST[:PORT] or *)",
+                                      "origins"};
 
 static const char *const park_words[] = {"thread", "event", NULL};
 static const char *const http_io_words[] = {"poll", "epoll", NULL};
@@ -126,6 +150,9 @@ static const cfg_key keys[] = {
      "event park: libmicrohttpd's poll threads or our epoll loops"},
     {"gateway", "pool_threads", CFG_U32, F(pool_threads), 0, 0, 256, "0", NULL, NULL, NULL, NULL, 0,
      "event park: HTTP threads; 0 = one per CPU"},
+
+    {"http", "cors_origins", CFG_LIST, offsetof(cfg, cors_origins), 0, offsetof(cfg, ncors_origins), 0, CFG_MAX_CORS_ORIGINS, NULL, NULL, NULL, &origins, NULL, 0,
+     "origins a browser app may call the API from (CORS), comma separated; * = any; none = no CORS headers"},
 
     {"token_bucket", "rate", CFG_RATE, F(tb_rate), 0, 0, 1000000000, "50000",
      "tokens per second from 0 (unlimited) to 1e9", NULL, NULL, NULL, 0,
@@ -524,6 +551,11 @@ void cfg_release(cfg *c)
     free(c->lim_proxies);
     c->lim_proxies = NULL;
     c->nlim_proxies = 0;
+    for (size_t i = 0; i < c->ncors_origins; i++)
+        free(c->cors_origins[i]);
+    free(c->cors_origins);
+    c->cors_origins = NULL;
+    c->ncors_origins = 0;
     free(c->items);
     c->blocklist = NULL;
     c->items = NULL;

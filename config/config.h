@@ -19,6 +19,7 @@ struct sockaddr_storage;
 #define CFG_ID_MAX 64
 #define CFG_MAX_ITEMS 1024
 #define CFG_MAX_BLOCKLIST 4096
+#define CFG_MAX_CORS_ORIGINS 64
 /* [queue] data_dir: outside any checkout, so `make run` and `make test`
  * leave nothing in the repository; created at start */
 #define CFG_DEFAULT_DATA_DIR "/var/tmp/seckill-gateway"
@@ -48,6 +49,9 @@ typedef struct cfg {
     char park[8];                    /* "event" (default) | "thread" */
     char http_io[8];                 /* event park: "poll" (default) | "epoll" */
     uint32_t pool_threads;           /* event park: HTTP threads; 0 = one per CPU */
+    /* [http] */
+    char **cors_origins; /* origins browsers may call from ("*" = any); none = no CORS */
+    size_t ncors_origins;
     /* [token_bucket] */
     double tb_rate; /* tokens per second; 0 = unlimited */
     uint32_t tb_burst;

@@ -39,6 +39,12 @@ enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const ch
             MHD_add_response_header(r, "RateLimit-Policy", policy);
         MHD_add_response_header(r, "RateLimit", state);
     }
+    return gw__queue(conn, status, r);
+}
+
+enum MHD_Result gw__queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *r)
+{
+    gw__cors_headers(r);
     if (gw_frame_must_close(conn))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, r);

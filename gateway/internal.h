@@ -17,6 +17,9 @@
  *   orders.c     GET /orders/{id}, POST /orders/{id}/pay
  *   metrics_http.c GET /metrics
  *   health.c     GET /livez, GET /readyz
+ *   stats.c      GET /stats: the sale's numbers as JSON for the dashboard
+ *   dashboard.c  GET /dashboard: the live page, embedded at build time
+ *   cors.c       [http] cors_origins: preflights and Access-Control-* headers
  *   link.c       what workers call back (outcomes, stock), the embedded
  *                workers and reaper, the RPC service and its registry entry
  *   lifecycle.c  gw_create, gw_start, gw_stop, gw_destroy
@@ -201,6 +204,9 @@ enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const ch
                           size_t len, const char *request_id, const char *hname,
                           const char *hvalue);
 enum MHD_Result gw__reply_str(struct MHD_Connection *conn, unsigned status, const char *body);
+/* Queue r (any body) with the headers every answer gets (CORS, Connection:
+ * close when the framing asks for it), then destroy it. */
+enum MHD_Result gw__queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *r);
 /* gw__reply for POST /seckill, counted under a and timed from t0. */
 enum MHD_Result gw__answer(gw *g, struct MHD_Connection *conn, uint64_t t0, enum gw_answer a,
                            unsigned status, const char *body, size_t len, const char *request_id,
@@ -227,6 +233,8 @@ gw_item *gw__item_find(gw *g, const char *id);
 void gw__item_report(gw_item *it, int64_t left);
 /* Stock left as this process knows it without a round trip. */
 int64_t gw__item_left(const gw *g, const gw_item *it);
+/* upcoming, on_sale, sold_out or ended, at now (unix seconds) */
+const char *gw__item_status(const gw_item *it, int64_t left, int64_t now);
 enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id);
 
 /* ---- the other endpoints, one file each ---- */
@@ -236,6 +244,20 @@ enum MHD_Result gw__orders(gw *g, struct MHD_Connection *conn, const char *metho
 enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn);
 enum MHD_Result gw__livez(struct MHD_Connection *conn);
 enum MHD_Result gw__readyz(gw *g, struct MHD_Connection *conn);
+
+enum MHD_Result gw__get_stats(gw *g, struct MHD_Connection *conn);
+enum MHD_Result gw__get_dashboard(struct MHD_Connection *conn);
+
+/* ---- cors.c ---- */
+/* Decide the CORS origin of the request on conn for this thread's call of
+ * the access handler; returns what gw__cors_end restores. */
+const char *gw__cors_begin(const gw *g, struct MHD_Connection *conn);
+void gw__cors_end(const char *prev);
+/* An OPTIONS from an allowed origin: answered by gw__cors_answer_preflight. */
+int gw__cors_preflight(const char *method);
+enum MHD_Result gw__cors_answer_preflight(struct MHD_Connection *conn);
+/* Access-Control-Allow-Origin and Vary on r when the origin is allowed. */
+void gw__cors_headers(struct MHD_Response *r);
 
 /* ---- link.c ---- */
 /* The stock view of item i, from the store (sale_reaper_config.stock). */

@@ -80,6 +80,15 @@ int64_t gw__item_left(const gw *g, const gw_item *it)
     return atomic_load(&((gw_item *)it)->left);
 }
 
+const char *gw__item_status(const gw_item *it, int64_t left, int64_t now)
+{
+    if (it->c->starts_at && now < it->c->starts_at)
+        return "upcoming";
+    if (it->c->ends_at && now >= it->c->ends_at)
+        return "ended";
+    return left <= 0 ? "sold_out" : "on_sale";
+}
+
 enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id)
 {
     char buf[512];
@@ -90,13 +99,7 @@ enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id)
     int64_t now = (int64_t)time(NULL), left = sale_store_left(g->store, (size_t)(it - g->items));
     if (left < 0)
         left = gw__item_left(g, it);
-    const char *status = "on_sale";
-    if (it->c->starts_at && now < it->c->starts_at)
-        status = "upcoming";
-    else if (it->c->ends_at && now >= it->c->ends_at)
-        status = "ended";
-    else if (left <= 0)
-        status = "sold_out";
+    const char *status = gw__item_status(it, left, now);
     int n = snprintf(buf, sizeof buf,
                      "{\"item_id\":\"%s\",\"stock_total\":%lld,\"stock_left\":%lld,"
                      "\"status\":\"%s\",\"starts_at\":%lld,\"ends_at\":%lld,"

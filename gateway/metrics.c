@@ -1,6 +1,7 @@
 #include "metrics.h"
 #include "token_bucket_global.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -214,4 +215,9 @@ size_t gw_metrics_render(gw_metrics *m, const gw_gauges *g, char *buf, size_t ca
                 (long long)g->buyers[i]);
     }
     return o.len;
+}
+
+double gw_metrics_bucket_le(size_t b)
+{
+    return b < GW_LATENCY_BUCKETS - 1 ? (double)bounds_us[b] / 1e6 : INFINITY;
 }

@@ -58,6 +58,10 @@ const char *gw_answer_name(enum gw_answer a);
 void gw_metrics_framing(gw_metrics *m, enum gw_frame f);
 void gw_metrics_answer(gw_metrics *m, enum gw_answer a, uint64_t latency_ns);
 
+/* The upper bound in seconds of latency bucket b (< GW_LATENCY_BUCKETS);
+ * INFINITY for the last. */
+double gw_metrics_bucket_le(size_t b);
+
 /* Gauges sampled at render time. */
 typedef struct gw_gauges {
     uint64_t queue_depth;

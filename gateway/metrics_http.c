@@ -59,6 +59,7 @@ enum MHD_Result gw__get_metrics(gw *g, struct MHD_Connection *conn)
         goto out_free;
     buf = NULL;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+    gw__cors_headers(r);
     if (gw_frame_must_close(conn))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(conn, 200, r);

@@ -20,11 +20,14 @@ static enum MHD_Result route(gw *g, struct MHD_Connection *conn, const char *url
 {
     int is_get =
         strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    if (gw__cors_preflight(method))
+        return gw__cors_answer_preflight(conn);
     if (strncmp(url, "/orders/", 8) == 0)
         return gw__orders(g, conn, method, url + 8);
     if (!is_get) {
         if (strncmp(url, "/seckill/result/", 16) == 0 || strncmp(url, "/items/", 7) == 0 ||
-            !strcmp(url, "/livez") || !strcmp(url, "/readyz") || !strcmp(url, "/metrics"))
+            !strcmp(url, "/livez") || !strcmp(url, "/readyz") || !strcmp(url, "/metrics") ||
+            !strcmp(url, "/stats") || !strcmp(url, "/dashboard"))
             return gw__reply(conn, 405, J("{\"result\":\"method_not_allowed\"}"), NULL, "Allow",
                              "GET, HEAD");
         return gw__reply_str(conn, 404, "{\"result\":\"not_found\"}");
@@ -39,14 +42,17 @@ static enum MHD_Result route(gw *g, struct MHD_Connection *conn, const char *url
         return gw__readyz(g, conn);
     if (strcmp(url, "/metrics") == 0)
         return gw__get_metrics(g, conn);
+    if (strcmp(url, "/stats") == 0)
+        return gw__get_stats(g, conn);
+    if (strcmp(url, "/dashboard") == 0)
+        return gw__get_dashboard(conn);
     return gw__reply_str(conn, 404, "{\"result\":\"not_found\"}");
 }
 
-enum MHD_Result gw__on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                               const char *method, const char *version, const char *upload_data,
-                               size_t *upload_data_size, void **con_cls)
+static enum MHD_Result on_request(gw *g, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
-    gw *g = cls;
     req_ctx *rc = *con_cls;
 
     if (!*con_cls || gw_frame_uri_mark(*con_cls)) { /* the headers are in */
@@ -73,7 +79,7 @@ enum MHD_Result gw__on_request(void *cls, struct MHD_Connection *conn, const cha
     }
     if (rc) /* POST /seckill: body chunks, then the final call */
         return gw__purchase_step(g, conn, rc, upload_data, upload_data_size);
-    if (strcmp(url, "/seckill") == 0)
+    if (strcmp(url, "/seckill") == 0 && !gw__cors_preflight(method))
         return gw__purchase_open(g, conn, method, con_cls);
     /* Answer on the next call, once libmicrohttpd has the whole request: a
      * response queued on the first call closes the connection, and apps
@@ -84,6 +90,19 @@ enum MHD_Result gw__on_request(void *cls, struct MHD_Connection *conn, const cha
         return gw__reply_str(conn, 413, "{\"result\":\"payload_too_large\"}");
     *con_cls = &route_mark;
     return MHD_YES;
+}
+
+/* Every answer, whichever path queues it, is queued inside this call: the
+ * request's CORS origin is decided here once for all of them. */
+enum MHD_Result gw__on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls)
+{
+    const char *prev = gw__cors_begin(cls, conn);
+    enum MHD_Result ret =
+        on_request(cls, conn, url, method, version, upload_data, upload_data_size, con_cls);
+    gw__cors_end(prev);
+    return ret;
 }
 
 void gw__on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

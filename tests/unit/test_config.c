@@ -414,6 +414,10 @@ static const bad bads[] = {
      "must be 1-64 characters of A-Z a-z 0-9 _ . : -"},
     {"blocklist id", ITEM "[risk]\nblocklist = bot-1, bot/2\n",
      "PATH:4: [risk] blocklist: 'bot/2' is not a valid user id"},
+    {"cors origin with a path", ITEM "[http]\ncors_origins = https://a.example, https://b.example/app\n",
+     "PATH:4: [http] cors_origins: 'https://b.example/app' is not an origin (http[s]://HOST[:PORT] or *)"},
+    {"cors origin without a scheme", ITEM "[http]\ncors_origins = shop.example\n",
+     "PATH:4: [http] cors_origins: 'shop.example' is not an origin (http[s]://HOST[:PORT] or *)"},
     {"missing stock", ITEM "\n[item.b]\nper_user_limit = 2\nstarts_at = 0\n",
      "PATH:4: [item.b]: stock is required"},
     {"ends_at before starts_at",
@@ -518,6 +522,26 @@ static void test_blocklist(void **state)
     cfg_release(&c);
     assert_null(c.blocklist);
     assert_int_equal(c.nblocklist, 0);
+}
+
+static void test_cors_origins(void **state)
+{
+    tmp *t = *state;
+    cfg c;
+    char err[512] = "";
+    cfg_init(&c);
+    assert_int_equal(c.ncors_origins, 0); /* no CORS unless asked */
+    write_file(t->path, ITEM "[http]\n"
+                             "cors_origins = https://shop.example, http://127.0.0.1:3000 *\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.ncors_origins, 3);
+    assert_string_equal(c.cors_origins[0], "https://shop.example");
+    assert_string_equal(c.cors_origins[1], "http://127.0.0.1:3000");
+    assert_string_equal(c.cors_origins[2], "*");
+    cfg_release(&c);
+    assert_null(c.cors_origins);
+    assert_int_equal(c.ncors_origins, 0);
 }
 
 static void test_blocklist_limit(void **state)
@@ -744,6 +768,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_file, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_blocklist, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_blocklist_limit, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_cors_origins, setup_dir, teardown_dir),
         cmocka_unit_test(test_parse_listen),
         cmocka_unit_test(test_every_key_documented),
         cmocka_unit_test_setup_teardown(test_print_loads_back, setup_dir, teardown_dir),
