@@ -59,6 +59,31 @@ static int addr_valid(const char *s)
     return rpc_addr_valid(s) && strlen(s) <= 279;
 }
 
+/* An IPv4 or IPv6 address, optionally /PREFIX (at most 32 or 128). */
+static int cidr_valid(const char *s)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    unsigned char buf[16];
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    if (n == 0 || n >= sizeof host)
+        return 0;
+    memcpy(host, s, n);
+    host[n] = 0;
+    unsigned max = inet_pton(AF_INET, host, buf) == 1    ? 32
+                   : inet_pton(AF_INET6, host, buf) == 1 ? 128
+                                                         : 0;
+    if (!max)
+        return 0;
+    if (!slash)
+        return 1;
+    char *end;
+    if (!isdigit((unsigned char)slash[1]))
+        return 0;
+    unsigned long v = strtoul(slash + 1, &end, 10);
+    return !*end && v <= max;
+}
+
 /* A web origin as browsers send it: scheme://host[:port], no path, or "*". */
 static int origin_valid(const char *s)
 {
@@ -83,6 +108,7 @@ static int origin_valid(const char *s)
 
 static const cfg_list_kind user_ids = {id_valid, "a valid user id", "user ids"};
 static const cfg_list_kind addresses = {addr_valid, "tcp:HOST:PORT or unix:SOCKET", "entries"};
+static const cfg_list_kind cidrs = {cidr_valid, "an address or CIDR", "entries"};
 static const cfg_list_kind origins = {origin_valid, "an origin (http[s]://HOST[:PORT] or *)",
                                       "origins"};
 
@@ -93,6 +119,7 @@ static const char *const inventory_words[] = {"memory", "redis", NULL};
 static const char *const log_level_words[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_format_words[] = {"text", "json", NULL};
 static const char *const scope_words[] = {"local", "global", NULL};
+static const char *const client_header_words[] = {"x-forwarded-for", "forwarded", NULL};
 
 #define F(field) offsetof(cfg, field), sizeof(((cfg *)0)->field)
 #define IF(field) offsetof(cfg_item, field), sizeof(((cfg_item *)0)->field)
@@ -140,6 +167,38 @@ static const cfg_key keys[] = {
      "local: rate and burst per gateway; global: one bucket in Redis for every gateway"},
     {"token_bucket", "chunk", CFG_U32, F(tb_chunk), 0, 0, 100000000, "0", NULL, NULL, NULL, NULL, 0,
      "global: tokens a gateway takes from Redis per call; 0 = rate / 100"},
+
+    {"limits", "per_user_rate", CFG_RATE, F(lim_user_rate), 0, 0, 1000000000, "0",
+     "tokens per second from 0 (off) to 1e9", NULL, NULL, NULL, 0,
+     "purchases per second per user id; 0 = no per-user limit"},
+    {"limits", "per_user_burst", CFG_U32, F(lim_user_burst), 0, 1, 100000000, "5", NULL, NULL, NULL, NULL, 0,
+     "tokens a user's bucket holds"},
+    {"limits", "per_ip_rate", CFG_RATE, F(lim_ip_rate), 0, 0, 1000000000, "0",
+     "tokens per second from 0 (off) to 1e9", NULL, NULL, NULL, 0,
+     "purchases per second per client address (IPv4 address, IPv6 /64); 0 = no per-address limit"},
+    {"limits", "per_ip_burst", CFG_U32, F(lim_ip_burst), 0, 1, 100000000, "50", NULL, NULL, NULL, NULL, 0,
+     "tokens an address's bucket holds"},
+    {"limits", "capacity", CFG_U32, F(lim_capacity), 0, 1024, 100000000, "65536", NULL, NULL, NULL, NULL, 0,
+     "buckets kept per scope; past it the fullest bucket is forgotten (its key starts afresh)"},
+    {"limits", "trusted_proxies", CFG_LIST, offsetof(cfg, lim_proxies), 0, offsetof(cfg, nlim_proxies), 0, 64, NULL, NULL, NULL, &cidrs, NULL, 0,
+     "addresses or CIDRs of proxies whose client_header names the client"},
+    {"limits", "client_header", CFG_ENUM, F(lim_client_header), 0, 0, 0, "x-forwarded-for", NULL, client_header_words, NULL, NULL, 0,
+     "the header trusted proxies append the client to: x-forwarded-for or forwarded"},
+
+    {"admission", "require_token", CFG_BOOL, F(adm_require_token), 0, 0, 0, "false", "true or false", NULL, NULL, NULL, 0,
+     "POST /seckill and the order endpoints need a signed token of the user (403 bad_token)"},
+    {"admission", "key", CFG_STR, F(adm_key), 0, 16, 256, NULL, "a key of 16 to 256 characters", NULL, NULL, NULL, CFG_SECRET,
+     "HMAC-SHA256 key shared with the token issuer"},
+    {"admission", "key_previous", CFG_STR, F(adm_key_previous), 0, 16, 256, NULL, "a key of 16 to 256 characters", NULL, NULL, NULL, CFG_SECRET,
+     "the key before the last rotation, still accepted"},
+    {"admission", "idempotency_ttl_s", CFG_U32, F(adm_idem_ttl_s), 0, 1, 604800, "3600", NULL, NULL, NULL, NULL, 0,
+     "how long a gateway remembers the body an Idempotency-Key came with (422 for another)"},
+    {"admission", "idempotency_capacity", CFG_U32, F(adm_idem_capacity), 0, 1024, 100000000, "100000", NULL, NULL, NULL, NULL, 0,
+     "Idempotency-Keys a gateway remembers at once"},
+    {"admission", "inflight_factor", CFG_U32, F(adm_inflight_factor), 0, 0, 1000, "0", NULL, NULL, NULL, NULL, 0,
+     "k: at most k x (stock left - in flight) requests of an item in flight, else 429 busy; 0 = off"},
+    {"admission", "deadline_gate", CFG_BOOL, F(adm_deadline_gate), 0, 0, 0, "false", "true or false", NULL, NULL, NULL, 0,
+     "503 at once when the queue depth over the measured decision rate outlasts wait_timeout_ms"},
 
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},
@@ -520,6 +579,11 @@ void cfg_release(cfg *c)
     free(c->rpc_gateways);
     c->rpc_gateways = NULL;
     c->nrpc_gateways = 0;
+    for (size_t i = 0; i < c->nlim_proxies; i++)
+        free(c->lim_proxies[i]);
+    free(c->lim_proxies);
+    c->lim_proxies = NULL;
+    c->nlim_proxies = 0;
     for (size_t i = 0; i < c->ncors_origins; i++)
         free(c->cors_origins[i]);
     free(c->cors_origins);
@@ -965,6 +1029,10 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
             snprintf(err, errlen, "[item.%s]: ends_at must be after starts_at", it->id);
             return -EINVAL;
         }
+    }
+    if (c->adm_require_token && !c->adm_key[0]) {
+        snprintf(err, errlen, "[admission] require_token = true needs key");
+        return -EINVAL;
     }
     if (c->tb_rate > 0 && c->tb_burst == 0) {
         snprintf(err, errlen, "[token_bucket] burst must be at least 1");

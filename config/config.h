@@ -61,6 +61,23 @@ typedef struct cfg {
     uint32_t tb_burst;
     char tb_scope[8]; /* "local" (default) | "global" */
     uint32_t tb_chunk; /* global: tokens per Redis call; 0 = rate / 100 */
+    /* [limits] per-client token buckets (gateway/client_limits.h) */
+    double lim_user_rate; /* per user id, tokens per second; 0 = off */
+    uint32_t lim_user_burst;
+    double lim_ip_rate; /* per client address (IPv4, IPv6 /64); 0 = off */
+    uint32_t lim_ip_burst;
+    uint32_t lim_capacity;    /* buckets per scope */
+    char **lim_proxies;       /* trusted_proxies: addresses or CIDRs */
+    size_t nlim_proxies;
+    char lim_client_header[16]; /* "x-forwarded-for" (default) | "forwarded" */
+    /* [admission] signed tokens (gateway/admit_token.h) */
+    int adm_require_token;
+    char adm_key[257];          /* HMAC-SHA256 key the token issuer shares */
+    char adm_key_previous[257]; /* still accepted during a rotation; "" = none */
+    uint32_t adm_idem_ttl_s;    /* Idempotency-Key: how long a key's body is remembered */
+    uint32_t adm_idem_capacity; /* keys remembered */
+    uint32_t adm_inflight_factor; /* k of the stock-coupled gate; 0 = off */
+    int adm_deadline_gate;        /* 503 when the queue outlasts wait_timeout_ms */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;

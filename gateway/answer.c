@@ -26,6 +26,16 @@
 #include "request.h"
 #include "uuid4.h"
 
+/* Set by gw__answer_ratelimit just before an answer is made on this thread,
+ * taken by that answer: no other call of the answer functions carries them. */
+static _Thread_local const char *rl_policy, *rl_state;
+
+void gw__answer_ratelimit(const char *policy, const char *state)
+{
+    rl_policy = policy;
+    rl_state = state;
+}
+
 /* the request this HTTP thread is answering, for its access line */
 static _Thread_local struct {
     gw *g;
@@ -100,6 +110,8 @@ static enum MHD_Result reply_as(struct MHD_Connection *conn, unsigned status, co
                                 size_t len, const char *request_id, const char *hname,
                                 const char *hvalue)
 {
+    const char *policy = rl_policy, *state = rl_state;
+    rl_policy = rl_state = NULL;
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r)
@@ -109,6 +121,11 @@ static enum MHD_Result reply_as(struct MHD_Connection *conn, unsigned status, co
         MHD_add_response_header(r, "X-Request-Id", request_id);
     if (hname)
         MHD_add_response_header(r, hname, hvalue);
+    if (state) {
+        if (policy && policy[0])
+            MHD_add_response_header(r, "RateLimit-Policy", policy);
+        MHD_add_response_header(r, "RateLimit", state);
+    }
     return gw__queue(conn, status, r);
 }
 

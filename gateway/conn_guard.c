@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mix64.h"
 #include "pending.h" /* gw_mono_ns */
 #include "slab.h"
 
@@ -264,16 +265,6 @@ uint64_t gw_guard_refused(const gw_guard *g)
 
 /* ---- libmicrohttpd ---- */
 
-/* splitmix64's finaliser: distinct inputs give distinct outputs */
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 uint64_t gw_guard_addr_key(const struct sockaddr *sa, socklen_t len)
 {
     uint64_t k;
@@ -291,13 +282,13 @@ uint64_t gw_guard_addr_key(const struct sockaddr *sa, socklen_t len)
         } else { /* the /64: 2^64 addresses of one host or site count as one */
             uint64_t prefix;
             memcpy(&prefix, b, 8);
-            k = mix64(prefix ^ 0x6a09e667f3bcc908ULL) ^ (2ULL << 32);
+            k = sk_mix64(prefix ^ 0x6a09e667f3bcc908ULL) ^ (2ULL << 32);
             return k ? k : 1;
         }
     } else {
         return 0; /* a UNIX socket or an unknown family: not counted */
     }
-    k = mix64(k);
+    k = sk_mix64(k);
     return k ? k : 1;
 }
 

@@ -65,7 +65,8 @@ void gw__cors_headers(struct MHD_Response *r)
     MHD_add_response_header(r, "Access-Control-Allow-Origin", cur_origin);
     MHD_add_response_header(r, "Vary", "Origin");
     /* what a script may read of an answer beyond the simple headers */
-    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    MHD_add_response_header(r, "Access-Control-Expose-Headers",
+                            "X-Request-Id, Retry-After, RateLimit, RateLimit-Policy");
 }
 
 enum MHD_Result gw__cors_answer_preflight(struct MHD_Connection *conn)
@@ -76,7 +77,7 @@ enum MHD_Result gw__cors_answer_preflight(struct MHD_Connection *conn)
     gw__cors_headers(r);
     MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS");
     MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                            "Content-Type, X-Request-Id, traceparent");
+                            "Content-Type, X-Request-Id, traceparent, Authorization, Idempotency-Key");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
     enum MHD_Result ret = MHD_queue_response(conn, 204, r);
     MHD_destroy_response(r);

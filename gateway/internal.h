@@ -7,6 +7,9 @@
  *   routes.c     the access handler: framing, then POST /seckill to
  *                purchase.c and every other request to its endpoint file
  *   purchase.c   POST /seckill: checks, token bucket, request id, parking
+ *   admission.c  POST /seckill's admission token, per-client limits,
+ *                RateLimit headers and Idempotency-Key; the token of the
+ *                order endpoints
  *                (thread or event mode) until the outcome or the deadline
  *   answer.c     replies, the body of an outcome, the 504 of a timeout
  *   items.c      the item table: lookup, stock view, GET /items/{id}
@@ -40,11 +43,14 @@
 #include "conn_guard.h"
 #include "gateway.h"
 #include "http_loop.h"
+#include "idempotency.h"
+#include "client_limits.h"
 #include "message.h"
 #include "metrics.h"
 #include "mq.h"
 #include "pending.h"
 #include "registry.h"
+#include "request.h"
 #include "result_store.h"
 #include "rpc_service.h"
 #include "slab.h"
@@ -65,6 +71,7 @@ typedef struct gw_item {
     atomic_int sold_out;  /* local flag: answer 409 without a token */
     _Atomic int64_t stock, starts_at, ends_at;
     _Atomic uint32_t per_user_limit; /* as last set here (the store holds the one in force) */
+    atomic_long inflight; /* admitted through the stock gate, not yet answered */
 } gw_item;
 
 struct gw {
@@ -92,6 +99,11 @@ struct gw {
     struct MHD_Daemon *mhd; /* thread park, and event park on poll */
     gw_http *http;          /* event park on epoll ([gateway] http_io) */
     gw_guard *guard;        /* request deadline and per-address cap, every mode */
+    gw_limits *limits;      /* [limits] per-client buckets (admission.c) */
+    gw_idem *idem;          /* Idempotency-Key bodies (admission.c) */
+    struct {                /* decisions per second, measured (admission.c) */
+        _Atomic uint64_t at_ns, outcomes, per_s_x1000;
+    } drate;
     gw_wheel *wheel;        /* event park: deadlines of suspended requests */
     gw_slab *ctx_pool;      /* req_ctx objects with a body of up to CTX_POOL_BODY bytes */
     gw_rpcsvc *rpc;         /* the queue served to worker processes, when [rpc] listen is set */
@@ -140,6 +152,8 @@ typedef struct req_ctx {
     gw_waiter w;
     gw_timer timer;
     char rid[37];
+    char rl[96]; /* the RateLimit header of its answer ("" = none), admission.c */
+    gw_item *gated; /* counted in gated->inflight until the request is over */
     size_t len;
     char body[];
 } req_ctx;
@@ -163,6 +177,43 @@ enum MHD_Result gw__purchase_step(gw *g, struct MHD_Connection *conn, req_ctx *r
  * still wake it and drop MHD's reference; rc may be freed on return. */
 void gw__purchase_close(gw *g, req_ctx *rc);
 
+/* ---- admission.c ---- */
+/* [limits]: g->limits. -EINVAL (message in err) or -ENOMEM. */
+int gw__admission_init(gw *g, char *err, size_t errlen);
+void gw__admission_release(gw *g);
+/* [admission] require_token: the request's token must be valid for the
+ * body's user and item; 1 when it answered (403, *ret), 0 to go on. */
+int gw__admission_token(gw *g, struct MHD_Connection *conn, const gw_purchase *p, uint64_t t0,
+                        enum MHD_Result *ret);
+/* The same for the order endpoints: a token of order_user (NULL: of any
+ * user, checked before the order is looked up). */
+int gw__admission_order_token(gw *g, struct MHD_Connection *conn, const char *order_user,
+                              enum MHD_Result *ret);
+/* Per-client limits of a parsed purchase: 1 when it answered (429, *ret
+ * the MHD result), 0 to go on, with rc->rl set for the answer. */
+int gw__admission_limits(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,
+                         uint64_t t0, enum MHD_Result *ret);
+/* Idempotency-Key (idempotency.h): 1 when it answered (400 bad key, 422
+ * key reused with another body, the known outcome, 202 while the first is
+ * parked here; *ret), 0 to go on: *keyed set, and then id is the request's. */
+int gw__admission_idempotency(gw *g, struct MHD_Connection *conn, const gw_purchase *p,
+                              uint64_t t0, uint8_t id[16], int *keyed, enum MHD_Result *ret);
+/* [admission] inflight_factor: 1 when it answered 429 busy (*ret); 0 to go
+ * on, the request then counted in flight for it (rc->gated) until
+ * gw__admission_gate_release. */
+int gw__admission_gate(gw *g, struct MHD_Connection *conn, req_ctx *rc, gw_item *it, uint64_t t0,
+                       enum MHD_Result *ret);
+/* [admission] deadline_gate: 1 when it answered 503 (*ret): the queue
+ * ahead, at the decision rate measured, outlasts wait_timeout_ms. */
+int gw__admission_deadline(gw *g, struct MHD_Connection *conn, uint64_t t0, enum MHD_Result *ret);
+/* The request no longer counts in flight (idempotent). */
+void gw__admission_gate_release(req_ctx *rc);
+/* The 429 of the gateway's token bucket, wait_ns until it has a token. */
+enum MHD_Result gw__admission_gateway_refused(gw *g, struct MHD_Connection *conn, req_ctx *rc,
+                                              uint64_t t0, uint64_t wait_ns);
+/* Put rc's RateLimit headers on the next answer this thread makes. */
+void gw__admission_headers(gw *g, const req_ctx *rc);
+
 /* ---- answer.c ---- */
 /* gw__on_request, on each call: the request this thread now serves, named by
  * the access line of its answer ([log] access_sample). */
@@ -177,6 +228,9 @@ const char *gw__answer_id(struct MHD_Connection *conn, const char *request_id, i
 /* The access line of an answer just queued, when its request is sampled:
  * method, path, status, latency since the request was in, id, client. */
 void gw__access_line(struct MHD_Connection *conn, unsigned status, const char *id);
+/* RateLimit-Policy and RateLimit for the next gw__reply on this thread
+ * (both must stay valid until then); that reply clears them. */
+void gw__answer_ratelimit(const char *policy, const char *state);
 /* Queue a JSON answer; request_id and the extra header hname may be NULL. */
 enum MHD_Result gw__reply(struct MHD_Connection *conn, unsigned status, const char *body,
                           size_t len, const char *request_id, const char *hname,

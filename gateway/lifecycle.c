@@ -148,6 +148,9 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
             goto out_destroy;
         }
     }
+    rc = gw__admission_init(g, err, errlen);
+    if (rc < 0)
+        goto out_destroy;
     rc = -ENOMEM;
     if (gw_pending_create(256, &g->pending) < 0 ||
         gw_slab_create(sizeof(req_ctx) + CTX_POOL_BODY + 1, CTX_POOL_CACHED, &g->ctx_pool) < 0 ||
@@ -432,6 +435,7 @@ void gw_destroy(gw *g)
     gw_results_destroy(g->results);
     gw_pending_destroy(g->pending);
     gw_slab_destroy(g->ctx_pool);
+    gw__admission_release(g);
     free(g->item_index);
     free(g->windows);
     free(g->items);

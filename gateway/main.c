@@ -21,10 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sysexits.h>
 #include <time.h>
 
+#include "admit_token.h"
 #include "config.h"
 #include "gateway.h"
 #include "log.h"
@@ -48,6 +50,10 @@ static void usage(FILE *f)
             "                        at start), then exit\n"
             "      --print-config    print the effective configuration as INI (secrets\n"
             "                        shown as <set>), then exit\n"
+            "      --issue-token USER  print an admission token for USER signed with\n"
+            "                        [admission] key, then exit; with --token-item ITEM\n"
+            "                        (default *: any item) and --token-ttl SECONDS\n"
+            "                        (default 900), valid from now\n"
             "  -h, --help            show this help\n"
             "  -V, --version         show the version\n"
             "\n"
@@ -132,13 +138,54 @@ static void drain_delay(gw *g, const sigset_t *set, uint32_t delay_ms)
     }
 }
 
+/* --issue-token: print a token signed with [admission] key. */
+static int issue_token(const cfg *c, const char *user, const char *item, const char *ttl)
+{
+    char *end, out[GW_TOKEN_MAX + 1];
+    unsigned char rnd[12];
+    long secs = strtol(ttl, &end, 10);
+    if (*end || secs < 1 || secs > 31536000) {
+        fprintf(stderr, "seckill-gateway: --token-ttl '%s': expected 1 to 31536000 seconds\n",
+                ttl);
+        return EX_USAGE;
+    }
+    if (!c->adm_key[0]) {
+        fprintf(stderr, "seckill-gateway: --issue-token needs [admission] key\n");
+        return EX_CONFIG;
+    }
+    gw_token t = {.not_before = (int64_t)time(NULL)};
+    t.expires = t.not_before + secs;
+    snprintf(t.user, sizeof t.user, "%s", user);
+    snprintf(t.item, sizeof t.item, "%s", item);
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        fprintf(stderr, "seckill-gateway: getrandom failed\n");
+        return EX_UNAVAILABLE;
+    }
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(t.nonce + 2 * i, 3, "%02x", rnd[i]);
+    if (strlen(user) > GW_TOKEN_ID_MAX || strlen(item) > GW_TOKEN_ID_MAX ||
+        gw_token_issue(c->adm_key, &t, out, sizeof out) < 0) {
+        fprintf(stderr,
+                "seckill-gateway: --issue-token '%s' --token-item '%s': a user id and an item "
+                "id (or *) are 1-64 characters of [A-Za-z0-9_.:-]\n",
+                user, item);
+        return EX_USAGE;
+    }
+    printf("%s\n", out);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"listen", required_argument, NULL, 'l'},
         {"check-config", no_argument, NULL, 'k'}, {"print-config", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {"issue-token", required_argument, NULL, 'i'},
+        {"token-item", required_argument, NULL, 'I'},
+        {"token-ttl", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0}};
+    const char *issue_user = NULL, *issue_item = "*", *issue_ttl = "900";
     const char *config_path = DEFAULT_CONFIG, *listen = NULL;
     int check = 0, print = 0, ch;
     char err[512];
@@ -151,6 +198,9 @@ int main(int argc, char **argv)
         case 'l': listen = optarg; break;
         case 'k': check = 1; break;
         case 'p': print = 1; break;
+        case 'i': issue_user = optarg; break;
+        case 'I': issue_item = optarg; break;
+        case 'T': issue_ttl = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("seckill-gateway %s\n", SECKILL_VERSION); return 0;
         case ':':
@@ -186,6 +236,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "seckill-gateway: --listen '%s': expected HOST:PORT\n", listen);
         cfg_release(&c);
         return EX_USAGE;
+    }
+    if (issue_user) {
+        int rc = issue_token(&c, issue_user, issue_item, issue_ttl);
+        cfg_release(&c);
+        return rc;
     }
     if (print) {
         cfg_print(&c, stdout);

@@ -7,7 +7,7 @@ static const char *const answer_names[GW_A_COUNT] = {
     "success",      "sold_out",    "already_purchased", "not_started",
     "ended",        "blocked",     "rate_limited",      "overloaded",
     "timeout",      "bad_request", "unknown_item",      "payload_too_large",
-    "unsupported_media_type",      "method_not_allowed",
+    "unsupported_media_type",      "method_not_allowed", "bad_token", "busy",
 };
 
 static const char *const overload_names[GW_OV_COUNT] = {

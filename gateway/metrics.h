@@ -30,6 +30,8 @@ enum gw_answer {
     GW_A_PAYLOAD_TOO_LARGE,
     GW_A_UNSUPPORTED_MEDIA_TYPE,
     GW_A_METHOD_NOT_ALLOWED,
+    GW_A_BAD_TOKEN,
+    GW_A_BUSY,
     GW_A_COUNT
 };
 

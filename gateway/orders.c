@@ -1,7 +1,8 @@
 /*
  * orders.c - GET /orders/{order_id} and POST /orders/{order_id}/pay, both
  * answered by the store; an unpaid order past pay_timeout_ms is cancelled
- * (409 pay_timeout or cancelled) and its stock returns.
+ * (409 pay_timeout or cancelled) and its stock returns. With [admission]
+ * require_token both need the token of the order's user (admission.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,7 +33,17 @@ enum MHD_Result gw__orders(gw *g, struct MHD_Connection *conn, const char *metho
         return gw__reply_str(conn, 400,
                              "{\"result\":\"bad_request\",\"error\":\"order_id must be a UUID\"}");
     sk_order o;
-    int rc = pay ? sale_store_order_pay(g->store, order_id, sk_wall_ms(), &o)
+    enum MHD_Result ret;
+    int rc = 0;
+    if (g->cfg->adm_require_token) { /* the token of the order's user, before anything changes */
+        if (gw__admission_order_token(g, conn, NULL, &ret))
+            return ret;
+        rc = sale_store_order_get(g->store, order_id, &o);
+        if (rc == 0 && gw__admission_order_token(g, conn, o.user_id, &ret))
+            return ret;
+    }
+    if (rc == 0)
+        rc = pay ? sale_store_order_pay(g->store, order_id, sk_wall_ms(), &o)
                  : sale_store_order_get(g->store, order_id, &o);
     if (rc == -ENOENT)
         return gw__reply_str(conn, 404, "{\"result\":\"not_found\"}");

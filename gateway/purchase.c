@@ -105,6 +105,7 @@ static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx
     if (gw_wheel_del(g->wheel, &rc->timer) == 0)
         ctx_unref(rc); /* the timer will not fire: drop its reference */
     rc->phase = PH_ANSWERED;
+    gw__admission_headers(g, rc);
     if (done)
         return gw__answer_outcome(g, conn, rc->t0, &rc->w.out, rc->rid);
     if (rc->produce_failed)
@@ -137,14 +138,17 @@ static enum MHD_Result park_thread(gw *g, struct MHD_Connection *conn, const sk_
     return gw__answer_outcome(g, conn, t0, &w.out, rid);
 }
 
-/* Admitted: a request id, a message, a parked waiter. */
+/* Admitted: a request id (id, or a fresh one), a message, a parked waiter. */
 static enum MHD_Result admit(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,
-                             uint64_t t0)
+                             const uint8_t *id, uint64_t t0)
 {
     sk_msg m;
     char rid[37];
     uint8_t wire[SK_MSG_MAX];
-    sk_uuid4(m.request_id);
+    if (id) /* Idempotency-Key: the id its body and key make */
+        memcpy(m.request_id, id, 16);
+    else
+        sk_uuid4(m.request_id);
     uuid_unparse_lower(m.request_id, rid);
     memcpy(m.gateway_id, g->id, 16);
     m.admitted_at_ms = sk_wall_ms();
@@ -164,6 +168,7 @@ static enum MHD_Result admit(gw *g, struct MHD_Connection *conn, req_ctx *rc, co
                      .partition = MQ_PARTITION_ANY};
     if (g->event_park)
         return park_event(g, conn, rc, &m, &rec, rid, t0);
+    gw__admission_headers(g, rc);
     return park_thread(g, conn, &m, &rec, rid, t0);
 }
 
@@ -179,6 +184,13 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
                           J("{\"result\":\"payload_too_large\"}"), NULL, NULL, NULL);
     if (gw_parse_purchase(rc->body, rc->len, &p, buf, sizeof buf) < 0)
         return gw__answer(g, conn, t0, GW_A_BAD_REQUEST, 400, buf, strlen(buf), NULL, NULL, NULL);
+    enum MHD_Result ret;
+    uint8_t id[16];
+    int keyed = 0;
+    if (gw__admission_token(g, conn, &p, t0, &ret) ||
+        gw__admission_limits(g, conn, rc, &p, t0, &ret) ||
+        gw__admission_idempotency(g, conn, &p, t0, id, &keyed, &ret))
+        return ret;
 
     gw_item *it = gw__item_find(g, p.item_id);
     if (!it)
@@ -200,15 +212,15 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
                           NULL, NULL);
     if (mq_group_live(g->topic, SK_GROUP) == 0)
         return gw__answer_overloaded(g, conn, t0, GW_OV_NO_WORKER, NULL);
+    if (gw__admission_deadline(g, conn, t0, &ret) || gw__admission_gate(g, conn, rc, it, t0, &ret))
+        return ret;
     if (g->gbucket ? !tb_global_take(g->gbucket, t0) : !tb_take(&g->bucket, t0)) {
+        gw__admission_gate_release(rc);
         atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
         uint64_t wait = g->gbucket ? tb_global_wait_ns(g->gbucket, t0) : tb_wait_ns(&g->bucket, t0);
-        char ra[24];
-        snprintf(ra, sizeof ra, "%llu", (unsigned long long)(wait / 1000000000ULL + 1));
-        return gw__answer(g, conn, t0, GW_A_RATE_LIMITED, 429, J("{\"result\":\"rate_limited\"}"),
-                          NULL, "Retry-After", ra);
+        return gw__admission_gateway_refused(g, conn, rc, t0, wait);
     }
-    return admit(g, conn, rc, &p, t0);
+    return admit(g, conn, rc, &p, keyed ? id : NULL, t0);
 }
 
 enum MHD_Result gw__purchase_open(gw *g, struct MHD_Connection *conn, const char *method,
@@ -269,6 +281,7 @@ void gw__purchase_close(gw *g, req_ctx *rc)
         if (gw_wheel_del(g->wheel, &rc->timer) == 0)
             ctx_unref(rc);
     }
+    gw__admission_gate_release(rc);
     ctx_unref(rc);
     atomic_fetch_sub(&g->inflight, 1); /* its answer is out (or the client went away) */
 }

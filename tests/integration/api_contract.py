@@ -243,9 +243,9 @@ class Client:
     def get(self, path, **kw):
         return self.raw("GET", path, **kw)
 
-    def buy(self, user, item, **kw):
+    def buy(self, user, item, headers=(), **kw):
         return self.raw("POST", "/seckill", json.dumps({"user_id": user, "item_id": item}),
-                        [("Content-Type", "application/json")], **kw)
+                        [("Content-Type", "application/json")] + list(headers), **kw)
 
 
 def expect(r, status, result=None, key="result"):
@@ -331,6 +331,13 @@ def embedded_sale(contract, gateway_bin, workdir):
         item = expect(c.get("/items/phone"), 200).json()
         if item["stock_left"] != 99 or item["status"] != "on_sale":
             raise ContractError("/items/phone: %s" % item)
+        # Idempotency-Key: a retry answers the first outcome; another body 422
+        key = [("Idempotency-Key", "contract-key-1")]
+        keyed = expect(c.buy("u-4", "phone", headers=key), 200, "success").json()
+        retry = expect(c.buy("u-4", "phone", headers=key), 200, "success").json()
+        if retry["order_id"] != keyed["order_id"]:
+            raise ContractError("a retry with its Idempotency-Key bought again: %s" % retry)
+        expect(c.buy("u-5", "phone", headers=key), 422, "idempotency_key_reused")
         expect(c.get("/items/later"), 200, "upcoming", key="status")
         expect(c.get("/items/last"), 200, "sold_out", key="status")
         expect(c.get("/items/nothing-here"), 404, "unknown_item")

@@ -244,13 +244,22 @@ int run_capture(const char *const argv[], char *out, size_t outlen, char *err, s
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static int connect_port(int port)
+/* src: a loopback source address to bind, NULL for any. */
+static int connect_port_from(const char *src, int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (fd < 0)
         return -1;
+    if (src) {
+        struct sockaddr_in me = {.sin_family = AF_INET};
+        if (inet_pton(AF_INET, src, &me.sin_addr) != 1 ||
+            bind(fd, (struct sockaddr *)&me, sizeof me) < 0) {
+            close(fd);
+            return -1;
+        }
+    }
     struct timeval tv = {30, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     int one = 1;
@@ -303,8 +312,13 @@ static int parse_response(char *buf, size_t n, http_resp *r)
 
 int http_raw(int port, const char *req, size_t len, http_resp *r)
 {
+    return http_raw_from(NULL, port, req, len, r);
+}
+
+int http_raw_from(const char *src, int port, const char *req, size_t len, http_resp *r)
+{
     memset(r, 0, sizeof *r);
-    int fd = connect_port(port);
+    int fd = connect_port_from(src, port);
     if (fd < 0) {
         fprintf(stderr, "harness: cannot connect to 127.0.0.1:%d: %s\n", port, strerror(errno));
         return -1;

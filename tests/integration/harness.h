@@ -62,6 +62,8 @@ int http_do(int port, const char *method, const char *path, const char *extra_he
             const char *body, size_t body_len, http_resp *r);
 /* Send raw bytes, read the whole answer. */
 int http_raw(int port, const char *req, size_t len, http_resp *r);
+/* The same from source address src (a 127.0.0.0/8 address; NULL: any). */
+int http_raw_from(const char *src, int port, const char *req, size_t len, http_resp *r);
 /* Value of header name (case-insensitive) into out; 0 when present. */
 int http_header(const http_resp *r, const char *name, char *out, size_t outlen);
 /* Convenience: POST /seckill with a JSON body. */

@@ -413,7 +413,7 @@ static void test_window_rate_risk(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(http_buy(p.port, "{\"user_id\":\"u4\",\"item_id\":\"demo\"}", &r), 0);
     assert_int_equal(r.status, 429);
-    assert_string_equal(r.body, "{\"result\":\"rate_limited\"}");
+    assert_string_equal(r.body, "{\"result\":\"rate_limited\",\"scope\":\"gateway\"}");
     assert_int_equal(http_header(&r, "Retry-After", v, sizeof v), 0);
     assert_true(atoi(v) >= 1);
     assert_int_equal(http_stock_left(p.port, "demo"), 998);

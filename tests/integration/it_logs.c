@@ -342,7 +342,7 @@ static void test_ids_before_admission_and_access_log(void **state)
 
     assert_int_equal(gw_proc_stop(&gw), 0);
     /* the drain line went through the log too */
-    assert_true(wait_for_line(log, "\"msg\":\"SIGTERM, draining parked requests\""));
+    assert_true(wait_for_line(log, "\"msg\":\"SIGTERM: the listener closes, parked requests finish\""));
     unlink(log);
     rmdir(dir);
 }
