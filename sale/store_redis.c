@@ -89,6 +89,7 @@
 #include "redis_conn.h"
 #include "uuid4.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -516,6 +517,8 @@ static int script(sk_redis *r, int which, int nkeys, const char *const *keys, in
     const char *argv[16];
     char nk[16];
     int argc = 0, rc;
+    if (3 + nkeys + nargs > (int)(sizeof argv / sizeof *argv))
+        return -E2BIG;
     snprintf(nk, sizeof nk, "%d", nkeys);
     argv[argc++] = "EVALSHA";
     argv[argc++] = r->sha[which];
@@ -669,6 +672,12 @@ void sk_redis_destroy(sk_redis *r)
 
 /* ---- decide ---- */
 
+/* The decide call's argv for m requests: EVALSHA, sha, numkeys, 7 item keys,
+ * m decision keys, 6 scalar arguments (now, deadline, limit, ttl, item,
+ * epoch) and 4 per request (verdict, user, request id, order id); see
+ * append_group, which must stay in step with this count. */
+#define DECIDE_ARGC(m) (16 + 5 * (size_t)(m))
+
 static int scratch_reserve(conn *cn, size_t n)
 {
     if (n <= cn->cap)
@@ -691,10 +700,10 @@ static int scratch_reserve(conn *cn, size_t n)
     char *noscript = realloc(cn->noscript, cap);
     if (noscript)
         cn->noscript = noscript;
-    const char **argv = realloc(cn->argv, (13 + 5 * cap) * sizeof *argv);
+    const char **argv = realloc(cn->argv, DECIDE_ARGC(cap) * sizeof *argv);
     if (argv)
         cn->argv = argv;
-    size_t *argvlen = realloc(cn->argvlen, (13 + 5 * cap) * sizeof *argvlen);
+    size_t *argvlen = realloc(cn->argvlen, DECIDE_ARGC(cap) * sizeof *argvlen);
     if (argvlen)
         cn->argvlen = argvlen;
     if (!rqs || !grp || !gitem || !reps || !noscript || !argv || !argvlen)
@@ -755,6 +764,7 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
             argv[argc++] = cn->rqs[i].rid;
             argv[argc++] = cn->rqs[i].oid;
         }
+    assert(argc == DECIDE_ARGC(m));
     for (k = 0; k < argc; k++)
         cn->argvlen[k] = strlen(argv[k]);
     if (redisAppendCommandArgv(cn->c, (int)argc, argv, cn->argvlen) != REDIS_OK)
