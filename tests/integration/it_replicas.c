@@ -88,7 +88,8 @@ static void start_sale(int worker_process)
 static int buy(const char *user, http_resp *r)
 {
     char body[128];
-    snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"demo\"}", user);
+    int n = snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"demo\"}", user);
+    assert_true(n > 0 && (size_t)n < sizeof body);
     assert_int_equal(http_buy(gw.port, body, r), 0);
     return r->status;
 }
