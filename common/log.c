@@ -263,3 +263,67 @@ void sk_log_always(enum sk_log_level level, const char *component, const char *r
     emit(level, component, request_id, fmt, ap);
     va_end(ap);
 }
+
+int sk_log_level_reload(const char *from, const char *to)
+{
+    int level = sk_log_level_parse(to);
+    if (!strcmp(from, to) || level < 0)
+        return 0;
+    sk_log_set_level((enum sk_log_level)level);
+    sk_log_always(SK_LOG_INFO, "reload", NULL, "[log] level %s -> %s", from, to);
+    return 1;
+}
+
+/* ---- sk_log_stream: a FILE over sk_log (fopencookie) ---- */
+
+typedef struct log_cookie {
+    enum sk_log_level level;
+    char component[32];
+    size_t len;
+    char line[SK_LOG_LINE_MAX];
+} log_cookie;
+
+static void cookie_emit(log_cookie *k)
+{
+    k->line[k->len] = '\0';
+    sk_log(k->level, k->component, NULL, "%s", k->line);
+    k->len = 0;
+}
+
+static ssize_t cookie_write(void *arg, const char *buf, size_t n)
+{
+    log_cookie *k = arg;
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] == '\n') {
+            cookie_emit(k);
+            continue;
+        }
+        k->line[k->len++] = buf[i];
+        if (k->len == sizeof k->line - 1)
+            cookie_emit(k);
+    }
+    return (ssize_t)n;
+}
+
+static int cookie_close(void *arg)
+{
+    log_cookie *k = arg;
+    if (k->len)
+        cookie_emit(k);
+    free(k);
+    return 0;
+}
+
+FILE *sk_log_stream(enum sk_log_level level, const char *component)
+{
+    log_cookie *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    k->level = level;
+    snprintf(k->component, sizeof k->component, "%s", component);
+    FILE *f =
+        fopencookie(k, "w", (cookie_io_functions_t){.write = cookie_write, .close = cookie_close});
+    if (!f)
+        free(k);
+    return f;
+}

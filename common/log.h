@@ -33,6 +33,7 @@
 #define SECKILL_LOG_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #define SK_LOG_LINE_MAX 2048
@@ -52,6 +53,11 @@ int sk_log_enabled(enum sk_log_level level);
 /* 1 when lines go to the journal (JOURNAL_STREAM matched at setup). */
 int sk_log_journal(void);
 
+/* A reload of [log] level: when the names from and to differ (both valid),
+ * set the level to `to` and log "[log] level FROM -> TO" (component reload)
+ * whatever either level lets through. Returns 1 when it changed the level. */
+int sk_log_level_reload(const char *from, const char *to);
+
 /* "error", "warn", "info", "debug"; -EINVAL for anything else. */
 int sk_log_level_parse(const char *s);
 const char *sk_log_level_name(enum sk_log_level level);
@@ -64,6 +70,13 @@ void sk_log(enum sk_log_level level, const char *component, const char *request_
 /* The same, whatever the level (the sampled access log decides by itself). */
 void sk_log_always(enum sk_log_level level, const char *component, const char *request_id,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* A stream whose every line (up to '\n', or SK_LOG_LINE_MAX - 1 bytes) is
+ * logged with sk_log at level under component: code that reports to a FILE
+ * (a reload's changes) logs like the rest. Close it with fclose; a partial
+ * last line is logged then. NULL when out of memory. Not for use by two
+ * threads at once. */
+FILE *sk_log_stream(enum sk_log_level level, const char *component);
 
 /* Format one line, newline included, as it would be written at wall_ms
  * (ms since the epoch). Returns its length (< cap); cap must be at least 256. */

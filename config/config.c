@@ -912,28 +912,27 @@ int cfg_same_items(const cfg *run, const cfg *n)
     return 1;
 }
 
-int cfg_report_restart(const cfg *run, const cfg *n, const char *const *reloadable,
-                       const char *prog, FILE *log)
+int cfg_report_restart(const cfg *run, const cfg *n, const char *const *reloadable, FILE *log)
 {
     int lines = 0;
     for (size_t i = 0; i < NKEYS; i++)
         if (!named(reloadable, keys[i].section, keys[i].name) &&
             cfg_key_differs(&keys[i], run, n)) {
-            fprintf(log, "%s: reload: [%s] %s: needs a restart (the running value stays)\n",
-                    prog, keys[i].section, keys[i].name);
+            fprintf(log, "[%s] %s: needs a restart (the running value stays)\n",
+                    keys[i].section, keys[i].name);
             lines++;
         }
     if (!cfg_same_items(run, n)) {
-        fprintf(log, "%s: reload: items added, removed or reordered: needs a restart (the "
-                     "running items stay)\n", prog);
+        fprintf(log, "items added, removed or reordered: needs a restart (the running "
+                     "items stay)\n");
         return lines + 1;
     }
     for (size_t i = 0; i < n->nitems; i++)
         for (size_t j = 0; j < NITEM_KEYS; j++)
             if (!named(reloadable, "item", item_keys[j].name) &&
                 cfg_key_differs(&item_keys[j], &run->items[i], &n->items[i])) {
-                fprintf(log, "%s: reload: [item.%s] %s: needs a restart (the running value "
-                             "stays)\n", prog, n->items[i].id, item_keys[j].name);
+                fprintf(log, "[item.%s] %s: needs a restart (the running value stays)\n",
+                        n->items[i].id, item_keys[j].name);
                 lines++;
             }
     return lines;

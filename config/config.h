@@ -183,13 +183,12 @@ const cfg_key *cfg_find_key(const char *section, const char *name);
  * for item keys); lists compare entry by entry. */
 int cfg_key_differs(const cfg_key *k, const void *a, const void *b);
 
-/* A reload: write "PROG: reload: [section] key: needs a restart (the
+/* A reload: write "[section] key: needs a restart (the
  * running value stays)" to log for every key that differs between run and n
  * and is not named in reloadable ("section.key", NULL-terminated; item keys
  * as "item.key"), and one line when the items themselves differ (added,
  * removed or reordered). Returns how many lines it wrote. */
-int cfg_report_restart(const cfg *run, const cfg *n, const char *const *reloadable,
-                       const char *prog, FILE *log);
+int cfg_report_restart(const cfg *run, const cfg *n, const char *const *reloadable, FILE *log);
 /* 1 when run and n have the same item ids in the same order. */
 int cfg_same_items(const cfg *run, const cfg *n);
 

@@ -88,23 +88,29 @@ static int create_status(int rc)
     }
 }
 
-/* SIGHUP: read the file again; a file that does not load changes nothing. */
+/* SIGHUP: read the file again; a file that does not load changes nothing.
+ * systemd hears RELOADING=1 then READY=1 (ExecReload waits for them). */
 static void reload(gw *g, cfg *run, const char *path, const char *listen)
 {
     char err[512];
     cfg n;
     cfg_init(&n);
-    fprintf(stderr, "seckill-gateway: SIGHUP: reloading %s\n", path);
+    sk_service_reloading();
+    sk_log(SK_LOG_INFO, "gateway", NULL, "SIGHUP: reloading %s", path);
     if (cfg_load(&n, path, err, sizeof err) < 0) {
-        fprintf(stderr, "seckill-gateway: reload rejected: %s (the running configuration "
-                        "stays)\n", err);
+        sk_log(SK_LOG_ERROR, "gateway", NULL,
+               "reload rejected: %s (the running configuration stays)", err);
         goto out_release;
     }
     if (listen) /* the command line's address stays in force */
         cfg_parse_listen(listen, n.listen_host, sizeof n.listen_host, &n.listen_port);
-    gw_reload(g, run, &n, stderr);
+    FILE *log = sk_log_stream(SK_LOG_INFO, "reload");
+    gw_reload(g, run, &n, log ? log : stderr);
+    if (log)
+        fclose(log);
 out_release:
     cfg_release(&n);
+    sk_service_reloaded();
 }
 
 /* SIGTERM: /readyz answers 503 for delay_ms while everything else is
@@ -113,8 +119,9 @@ out_release:
 static void drain_delay(gw *g, const sigset_t *set, uint32_t delay_ms)
 {
     gw_drain_begin(g);
-    fprintf(stderr, "seckill-gateway: SIGTERM: /readyz answers 503 stopping for %u ms while "
-                    "requests are served, then the listener closes\n", delay_ms);
+    sk_log(SK_LOG_INFO, "gateway", NULL,
+           "SIGTERM: /readyz answers 503 stopping for %u ms while requests are served, then the "
+           "listener closes", delay_ms);
     struct timespec now, until;
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += delay_ms / 1000;
@@ -133,7 +140,7 @@ static void drain_delay(gw *g, const sigset_t *set, uint32_t delay_ms)
         if (sig == SIGTERM || sig == SIGINT)
             return;
         if (sig == SIGHUP)
-            fprintf(stderr, "seckill-gateway: SIGHUP while stopping: not reloaded\n");
+            sk_log(SK_LOG_WARN, "gateway", NULL, "SIGHUP while stopping: not reloaded");
         /* SIGUSR1: nothing to reopen, as while serving */
     }
 }

@@ -149,13 +149,14 @@ static void sink_signals(sk_sink *s, const char *out)
     if (atomic_exchange(&reopen_asked, 0)) {
         int rc = sk_sink_reopen(s);
         if (rc < 0)
-            fprintf(stderr, "seckill-worker: SIGUSR1: cannot reopen %s: %s (still writing the "
-                            "old file)\n", out, strerror(-rc));
+            sk_log(SK_LOG_ERROR, "orders", NULL,
+                   "SIGUSR1: cannot reopen %s: %s (still writing the old file)", out,
+                   strerror(-rc));
         else
-            fprintf(stderr, "seckill-worker: SIGUSR1: reopened %s\n", out);
+            sk_log(SK_LOG_INFO, "orders", NULL, "SIGUSR1: reopened %s", out);
     }
     if (atomic_exchange(&reload_asked, 0))
-        fprintf(stderr, "seckill-worker: SIGHUP: the order sink has nothing to reload\n");
+        sk_log(SK_LOG_INFO, "orders", NULL, "SIGHUP: the order sink has nothing to reload");
 }
 
 /* ---- role seckill: stock broadcasts after each reaper round ---- */
@@ -429,23 +430,32 @@ static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
                    sk_item_window *windows)
 {
     static const char *const live[] = {"risk.blocklist", "item.starts_at", "item.ends_at",
-                                       "item.stock", NULL};
+                                       "item.stock",     "log.level",      NULL};
     char err[512];
     cfg n;
     int changes = 0;
     cfg_init(&n);
-    fprintf(stderr, "seckill-worker: SIGHUP: reloading %s\n", path);
+    FILE *log = NULL;
+    sk_service_reloading();
+    sk_log(SK_LOG_INFO, "worker", NULL, "SIGHUP: reloading %s", path);
     if (cfg_load(&n, path, err, sizeof err) < 0) {
-        fprintf(stderr, "seckill-worker: reload rejected: %s (the running configuration "
-                        "stays)\n", err);
+        sk_log(SK_LOG_ERROR, "worker", NULL, "reload rejected: %s (the running configuration stays)",
+               err);
         goto out_release;
     }
-    cfg_report_restart(run, &n, live, "seckill-worker", stderr);
+    log = sk_log_stream(SK_LOG_INFO, "reload");
+    if (!log)
+        log = stderr;
+    cfg_report_restart(run, &n, live, log);
+    if (sk_log_level_reload(run->log_level, n.log_level)) {
+        memcpy(run->log_level, n.log_level, sizeof run->log_level);
+        changes++;
+    }
     for (size_t i = 0; cfg_same_items(run, &n) && i < n.nitems; i++) {
         cfg_item *r = &run->items[i];
         const cfg_item *ni = &n.items[i];
         if (r->starts_at != ni->starts_at || r->ends_at != ni->ends_at) {
-            fprintf(stderr, "seckill-worker: reload: [item.%s] starts_at %lld -> %lld, "
+            fprintf(log, "[item.%s] starts_at %lld -> %lld, "
                             "ends_at %lld -> %lld\n", r->id, (long long)r->starts_at,
                     (long long)ni->starts_at, (long long)r->ends_at, (long long)ni->ends_at);
             r->starts_at = windows[i].starts_at = ni->starts_at;
@@ -454,7 +464,7 @@ static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
         }
         int64_t added = ni->stock > r->stock ? sale_store_raise_stock(store, i, ni->stock) : 0;
         if (ni->stock != r->stock)
-            fprintf(stderr, "seckill-worker: reload: [item.%s] stock %lld -> %lld: %s\n", r->id,
+            fprintf(log, "[item.%s] stock %lld -> %lld: %s\n", r->id,
                     (long long)r->stock, (long long)ni->stock,
                     ni->stock < r->stock ? "a decrease needs a restart (the running stock stays)"
                     : added < 0          ? strerror((int)-added)
@@ -466,7 +476,7 @@ static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
     }
     int blocklist_changed = cfg_key_differs(cfg_find_key("risk", "blocklist"), run, &n);
     if (blocklist_changed) {
-        fprintf(stderr, "seckill-worker: reload: [risk] blocklist: %zu -> %zu user ids\n",
+        fprintf(log, "[risk] blocklist: %zu -> %zu user ids\n",
                 run->nblocklist, n.nblocklist);
         char **l = run->blocklist; /* swap: n frees the old list */
         size_t nl = run->nblocklist;
@@ -478,12 +488,15 @@ static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
     }
     if (changes && sk_worker_set_risk(w, (const char *const *)run->blocklist, run->nblocklist,
                                       windows, run->nitems) < 0)
-        fprintf(stderr, "seckill-worker: reload: out of memory: the previous blocklist and "
+        fprintf(log, "out of memory: the previous blocklist and "
                         "windows stay\n");
     if (!changes)
-        fprintf(stderr, "seckill-worker: reload: nothing to change\n");
+        fprintf(log, "nothing to change\n");
 out_release:
+    if (log && log != stderr)
+        fclose(log);
     cfg_release(&n);
+    sk_service_reloaded();
 }
 
 int main(int argc, char **argv)
@@ -722,8 +735,8 @@ int main(int argc, char **argv)
         if (atomic_exchange(&reload_asked, 0))
             reload(&c, config_path, w, store, windows);
         if (atomic_exchange(&reopen_asked, 0))
-            fprintf(stderr, "seckill-worker: SIGUSR1: nothing to reopen (role seckill logs to "
-                            "stderr)\n");
+            sk_log(SK_LOG_INFO, "worker", NULL,
+                   "SIGUSR1: nothing to reopen (role seckill logs to stderr)");
     }
     view_set(NULL, NULL, NULL);
     sale_reaper_stop(rp);

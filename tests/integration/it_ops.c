@@ -416,6 +416,24 @@ static void test_sighup_under_traffic(void **state)
     kill(gw, SIGUSR1);
     assert_true(log_wait(log, "SIGUSR1: nothing to reopen", 10000));
 
+    /* the log level: at error, the info line of a SIGUSR1 is not written */
+    size_t ini_len = strlen(ini);
+    snprintf(ini + ini_len, sizeof ini - ini_len, "[log]\nlevel = error\n");
+    write_text(path, ini);
+    kill(gw, SIGHUP);
+    assert_true(log_wait(log, "reload: [log] level info -> error", 10000));
+    kill(gw, SIGUSR1);
+    sleep_ms(300);
+    ini[ini_len] = '\0';
+    write_text(path, ini);
+    kill(gw, SIGHUP);
+    assert_true(log_wait(log, "reload: [log] level error -> info", 10000));
+    s = slurp(log);
+    const char *first = strstr(s, "SIGUSR1: nothing to reopen");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "SIGUSR1: nothing to reopen"));
+    free(s);
+
     /* 3: a file that does not load changes nothing */
     write_text(path, "[gateway]\ndrain_delay_ms = 0\nthis line is wrong\n[token_bucket]\nrate = 1\n");
     kill(gw, SIGHUP);
@@ -563,16 +581,16 @@ static void test_worker_metrics_and_sighup(void **state)
     assert_int_equal(ini_merge(wini, sizeof wini, ini, extra), 0);
     write_text(wpath, wini);
     kill(wk, SIGHUP);
-    assert_true(log_wait(wlog, "seckill-worker: reload: [risk] blocklist: 0 -> 1 user ids", 10000));
+    assert_true(log_wait(wlog, "reload: [risk] blocklist: 0 -> 1 user ids", 10000));
     assert_int_equal(buy(port, "u-bad", "wk", &r), 403);
     assert_int_equal(buy(port, "u2", "wk", &r), 200);
     kill(wk, SIGUSR1); /* logrotate's signal: nothing to reopen here, no harm */
-    assert_true(log_wait(wlog, "seckill-worker: SIGUSR1: nothing to reopen", 10000));
+    assert_true(log_wait(wlog, "worker: SIGUSR1: nothing to reopen", 10000));
     /* a bad file: refused with its line, the worker keeps the running one */
     write_text(wpath, "[worker]\nthreads = many\n");
     kill(wk, SIGHUP);
     char want[200];
-    snprintf(want, sizeof want, "seckill-worker: reload rejected: %s:2: [worker] threads", wpath);
+    snprintf(want, sizeof want, "worker: reload rejected: %s:2: [worker] threads", wpath);
     assert_true(log_wait(wlog, want, 10000));
     assert_int_equal(buy(port, "u-bad", "wk", &r), 403);
     assert_int_equal(kill(wk, 0), 0);

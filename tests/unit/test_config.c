@@ -736,10 +736,10 @@ static void test_report_restart(void **state)
     static const char *const live[] = {"token_bucket.rate", "risk.blocklist", "item.stock", NULL};
     FILE *f = open_memstream(&text, &len);
     assert_non_null(f);
-    assert_int_equal(cfg_report_restart(&a, &b, live, "prog", f), 2);
+    assert_int_equal(cfg_report_restart(&a, &b, live, f), 2);
     assert_int_equal(fclose(f), 0);
-    assert_non_null(strstr(text, "prog: reload: [gateway] listen: needs a restart"));
-    assert_non_null(strstr(text, "prog: reload: [item.a] per_user_limit: needs a restart"));
+    assert_non_null(strstr(text, "[gateway] listen: needs a restart"));
+    assert_non_null(strstr(text, "[item.a] per_user_limit: needs a restart"));
     assert_null(strstr(text, "rate"));
     assert_null(strstr(text, "stock"));
     free(text);
@@ -749,7 +749,7 @@ static void test_report_restart(void **state)
     assert_int_equal(cfg_load(&b, t->path, err, sizeof err), 0);
     assert_false(cfg_same_items(&a, &b));
     f = open_memstream(&text, &len);
-    assert_int_equal(cfg_report_restart(&a, &b, live, "prog", f), 1);
+    assert_int_equal(cfg_report_restart(&a, &b, live, f), 1);
     assert_int_equal(fclose(f), 0);
     assert_non_null(strstr(text, "items added, removed or reordered"));
     free(text);
