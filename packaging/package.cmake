@@ -5,6 +5,8 @@
 include(GNUInstallDirs)
 
 install(TARGETS seckill-gateway seckill-worker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# the admin API's client (Python 3, standard library only)
+install(PROGRAMS scripts/seckillctl DESTINATION ${CMAKE_INSTALL_BINDIR})
 
 # The packaged configuration: config/seckill.ini with its data_dir in the
 # services' state directory (StateDirectory=seckill-gateway).
@@ -43,13 +45,15 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "flash-sale HTTP gateway, purchase workers
 string(CONCAT CPACK_PACKAGE_DESCRIPTION
        "seckill-gateway admits POST /seckill through a token bucket and an embedded\n"
        "queue, parks each request until a worker decides it, and never oversells.\n"
-       "Ships seckill-gateway, seckill-worker, /etc/seckill-gateway/seckill.ini and the\n"
+       "Ships seckill-gateway, seckill-worker, seckillctl (the admin API's client),\n"
+       "/etc/seckill-gateway/seckill.ini and the\n"
        "systemd units seckill-gateway.service and seckill-worker@.service.")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON) # library packages from the binaries
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "passwd") # useradd, groupadd in postinst
+# useradd, groupadd in postinst; python3 for seckillctl
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "passwd, python3")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     "${PROJECT_BINARY_DIR}/packaging/conffiles;${PROJECT_BINARY_DIR}/packaging/postinst;${PROJECT_BINARY_DIR}/packaging/prerm;${PROJECT_BINARY_DIR}/packaging/postrm")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)

@@ -73,7 +73,7 @@ echo "== cpack"
 deb=$(ls "$tmp"/pkg/seckill-gateway_*.deb)
 echo "$deb"
 dpkg-deb -c "$deb" >"$tmp/contents"
-for f in ./usr/bin/seckill-gateway ./usr/bin/seckill-worker ./etc/seckill-gateway/seckill.ini \
+for f in ./usr/bin/seckill-gateway ./usr/bin/seckill-worker ./usr/bin/seckillctl ./etc/seckill-gateway/seckill.ini \
     ./lib/systemd/system/seckill-gateway.service ./lib/systemd/system/seckill-worker@.service \
     ./usr/share/doc/seckill-gateway/operations.md; do
     grep -q " $f\$" "$tmp/contents" || { echo "FAIL: $f not in the package"; cat "$tmp/contents"; exit 1; }
@@ -109,6 +109,7 @@ echo "== the default configuration from /"
 as_service /usr/bin/seckill-gateway --check-config | tee "$tmp/check"
 grep -q '^/etc/seckill-gateway/seckill.ini: OK' "$tmp/check" || { echo "FAIL: default config"; exit 1; }
 as_service /usr/bin/seckill-worker --print-config >/dev/null
+as_service /usr/bin/seckillctl --help >/dev/null || { echo "FAIL: seckillctl does not run"; exit 1; }
 
 echo "== start with the unit's ExecStart line"
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit_dir/seckill-gateway.service")
@@ -147,7 +148,7 @@ cat "$tmp/gw.err"
 
 echo "== dpkg --purge"
 dpkg_retry --purge seckill-gateway
-for f in /usr/bin/seckill-gateway /usr/bin/seckill-worker /etc/seckill-gateway "$unit_dir/seckill-gateway.service" \
+for f in /usr/bin/seckill-gateway /usr/bin/seckill-worker /usr/bin/seckillctl /etc/seckill-gateway "$unit_dir/seckill-gateway.service" \
     "$unit_dir/seckill-worker@.service" "$state_dir" /usr/share/doc/seckill-gateway; do
     [ ! -e "$f" ] || { echo "FAIL: $f left after purge"; exit 1; }
 done
