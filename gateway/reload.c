@@ -17,6 +17,7 @@
  * in the file: a change made through the admin API stays until the file
  * changes the same key. ctl_lock keeps it apart from the admin API.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -79,10 +80,9 @@ static int reload_items(gw *g, cfg *run, const cfg *n, FILE *log, int *windows_c
         } else if (ni->stock > r->stock) {
             int64_t added = sale_store_raise_stock(g->store, i, ni->stock);
             if (added < 0) {
-                fprintf(log,
-                        "[item.%s] stock %lld -> %lld failed: %s (the running stock "
-                        "stays; reload again)\n",
-                        r->id, (long long)r->stock, (long long)ni->stock, strerror((int)-added));
+                fprintf(log, "[item.%s] stock %lld -> %lld failed: %s (the running stock stays; %s)\n",
+                        r->id, (long long)r->stock, (long long)ni->stock, strerror((int)-added),
+                        added == -EOPNOTSUPP ? "the store needs a restart for it" : "reload again");
                 continue;
             }
             fprintf(log, "[item.%s] stock %lld -> %lld (%lld units added to stock left)\n", r->id,

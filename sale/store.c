@@ -84,7 +84,7 @@ int64_t sale_store_raise_stock(sale_store *s, size_t item, int64_t total)
 {
     if (item >= s->nitems || total < 0)
         return -EINVAL;
-    return s->ops->raise(s, item, total);
+    return s->ops->raise ? s->ops->raise(s, item, total) : -EOPNOTSUPP;
 }
 
 int sale_store_item_state(sale_store *s, size_t item, sale_item_state *out)

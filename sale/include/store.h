@@ -123,7 +123,8 @@ int sale_store_reap(sale_store *s, uint64_t now_ms);
 /* The item's stock goes up to total (a configuration reload): the units
  * added are added to the stock left, once however many processes raise the
  * same store to the same total. Returns the units added (0 when total is not
- * above the stock in force), or negative errno. Lowering is not done here. */
+ * above the stock in force), or negative errno (-EOPNOTSUPP: a store that
+ * cannot, the Redis Cluster store). Lowering is not done here. */
 int64_t sale_store_raise_stock(sale_store *s, size_t item, int64_t total);
 
 /* ---- the sale as the admin API changes it ----

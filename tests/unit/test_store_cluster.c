@@ -131,6 +131,13 @@ static void test_buckets(void **state)
     assert_true(owner[0] != owner[1] && owner[1] != owner[2] && owner[0] != owner[2]);
     assert_int_equal(sale_store_left(s, 0), 10);
     assert_int_equal(sale_store_ping(s), 0);
+    /* what this store does not do is refused, and changes nothing */
+    int64_t held = 0;
+    uint64_t epoch = 0;
+    assert_int_equal(sale_store_raise_stock(s, 0, 20), -EOPNOTSUPP);
+    assert_int_equal(sale_store_set_stock(s, 0, 20, &held), -EOPNOTSUPP);
+    assert_int_equal(sale_store_new_sale(s, NULL, &epoch), -EOPNOTSUPP);
+    assert_int_equal(sale_store_left(s, 0), 10);
     sale_store_destroy(s);
     /* a later process with another count keeps the sale's */
     const sale_store_item other[] = {{"spread", 10, 1, 5}};
