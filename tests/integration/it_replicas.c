@@ -58,7 +58,9 @@ static void start_sale(int worker_process)
              "[worker]\nembedded = %s\ninventory = redis\nthreads = 2\nbatch = 16\n"
              "%s"
              "[redis]\nport = %d\ntimeout_ms = 1000\nmin_replicas_ack = 1\n"
-             "replica_ack_timeout_ms = 100\n"
+             /* a WAIT with the replica up fits even on a loaded machine, and
+              * three unacknowledged ones still fit in wait_timeout_ms */
+             "replica_ack_timeout_ms = 400\n"
              "[item.demo]\nstock = %d\n",
              worker_process ? "false" : "true",
              worker_process ? "[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = " SECRET "\n" : "",
