@@ -434,6 +434,10 @@ static const bad bads[] = {
      ITEM "[worker]\nembedded = false\n[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = 0123456789\n",
      "PATH: [worker] inventory = memory needs embedded = true; use redis for separate worker "
      "processes"},
+    {"a global token bucket on a Redis Cluster",
+     ITEM "[token_bucket]\nscope = global\n[redis]\ncluster = true\nnodes = 127.0.0.1:7000\n",
+     "PATH: [token_bucket] scope = global is not supported with [redis] cluster = true; use "
+     "scope = local"},
     {"syntax error", ITEM "[gateway]\nthis is not a key\n",
      "PATH:4: syntax error (expected [section] or key = value)"},
     {"unclosed section", ITEM "[gateway\nlisten = 127.0.0.1:80\n",
