@@ -206,6 +206,9 @@ static json_t *parse_body(struct MHD_Connection *c, admin_req *rq, enum MHD_Resu
     return j;
 }
 
+/* PATCH /items/{id}: check every member first, then apply them (stock,
+ * window, limit); one function so that "nothing changes unless all of it
+ * is valid" is visible in one place. */
 static enum MHD_Result patch_item(gw *g, struct MHD_Connection *c, size_t i, admin_req *rq)
 {
     static const char *const names[] = {"stock", "starts_at", "ends_at", "per_user_limit", NULL};

@@ -182,6 +182,10 @@ static int issue_token(const cfg *c, const char *user, const char *item, const c
     return 0;
 }
 
+/* Start-up, the signal loop and shutdown, in the order they happen: long
+ * (options, config, logging, the gateway, the ready line, signals, drain),
+ * kept in one piece so the sequence reads top to bottom; each step that has
+ * logic of its own is a function above. */
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {

@@ -81,6 +81,8 @@ static void per_item(sk_text *t, const gw_gauges *g, const char *name, const cha
         sk_text_printf(t, "%s{item=\"%s\"} %lld\n", name, g->item_ids[i], (long long)v[i]);
 }
 
+/* The exposition, one metric family after another in the order a scrape
+ * shows them: long, but a flat list of families, each a few lines. */
 void gw_metrics_render(gw_metrics *m, const gw_gauges *g, sk_text *o)
 {
     /* first, so a sampler whose scrapes overlap or wait in a busy gateway

@@ -877,6 +877,10 @@ uint64_t sk_redis_replica_ack_timeouts(sk_redis *r)
     return atomic_load(&r->ack_timeouts);
 }
 
+/* A batch: group by item, pipeline one script call per group, resend the
+ * groups that met NOSCRIPT with the body, parse, then WAIT for replicas.
+ * One function because the connection's state (broken or reusable) and the
+ * replies to free follow every step; each step's work is a function above. */
 static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *outs,
                           int64_t *left)
 {

@@ -237,6 +237,11 @@ static void log_outcome(const sk_msg *req, const sk_outcome *o)
            o->order_id[0] ? " order=" : "", o->order_id);
 }
 
+/* A worker thread's loop: fetch a batch, decide it in the store, deliver
+ * the outcomes in order, commit per partition up to the first failed
+ * delivery. Long, but one pass of the loop is the order of the
+ * at-least-once contract (deliver and commit only after the decision is
+ * stored), which is easier to check in one place. */
 static void *thread_main(void *arg)
 {
     thread_ctx *tc = arg;

@@ -499,6 +499,10 @@ out_release:
     sk_service_reloaded();
 }
 
+/* Options, config checks per role, then the role's start-up, loop and
+ * shutdown, in the order they happen: long, kept in one piece so each
+ * role's sequence reads top to bottom; the roles' own logic is in the
+ * functions above. */
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
