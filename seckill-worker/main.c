@@ -439,8 +439,8 @@ static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
     sk_service_reloading();
     sk_log(SK_LOG_INFO, "worker", NULL, "SIGHUP: reloading %s", path);
     if (cfg_load(&n, path, err, sizeof err) < 0) {
-        sk_log(SK_LOG_ERROR, "worker", NULL, "reload rejected: %s (the running configuration stays)",
-               err);
+        sk_log(SK_LOG_ERROR, "worker", NULL,
+               "reload rejected: %s (the running configuration stays)", err);
         goto out_release;
     }
     log = sk_log_stream(SK_LOG_INFO, "reload");
@@ -455,17 +455,19 @@ static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
         cfg_item *r = &run->items[i];
         const cfg_item *ni = &n.items[i];
         if (r->starts_at != ni->starts_at || r->ends_at != ni->ends_at) {
-            fprintf(log, "[item.%s] starts_at %lld -> %lld, "
-                            "ends_at %lld -> %lld\n", r->id, (long long)r->starts_at,
-                    (long long)ni->starts_at, (long long)r->ends_at, (long long)ni->ends_at);
+            fprintf(log,
+                    "[item.%s] starts_at %lld -> %lld, "
+                    "ends_at %lld -> %lld\n",
+                    r->id, (long long)r->starts_at, (long long)ni->starts_at, (long long)r->ends_at,
+                    (long long)ni->ends_at);
             r->starts_at = windows[i].starts_at = ni->starts_at;
             r->ends_at = windows[i].ends_at = ni->ends_at;
             changes++;
         }
         int64_t added = ni->stock > r->stock ? sale_store_raise_stock(store, i, ni->stock) : 0;
         if (ni->stock != r->stock)
-            fprintf(log, "[item.%s] stock %lld -> %lld: %s\n", r->id,
-                    (long long)r->stock, (long long)ni->stock,
+            fprintf(log, "[item.%s] stock %lld -> %lld: %s\n", r->id, (long long)r->stock,
+                    (long long)ni->stock,
                     ni->stock < r->stock ? "a decrease needs a restart (the running stock stays)"
                     : added < 0          ? strerror((int)-added)
                                          : "raised");
@@ -476,8 +478,7 @@ static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
     }
     int blocklist_changed = cfg_key_differs(cfg_find_key("risk", "blocklist"), run, &n);
     if (blocklist_changed) {
-        fprintf(log, "[risk] blocklist: %zu -> %zu user ids\n",
-                run->nblocklist, n.nblocklist);
+        fprintf(log, "[risk] blocklist: %zu -> %zu user ids\n", run->nblocklist, n.nblocklist);
         char **l = run->blocklist; /* swap: n frees the old list */
         size_t nl = run->nblocklist;
         run->blocklist = n.blocklist;
@@ -489,7 +490,7 @@ static void reload(cfg *run, const char *path, sk_worker *w, sale_store *store,
     if (changes && sk_worker_set_risk(w, (const char *const *)run->blocklist, run->nblocklist,
                                       windows, run->nitems) < 0)
         fprintf(log, "out of memory: the previous blocklist and "
-                        "windows stay\n");
+                     "windows stay\n");
     if (!changes)
         fprintf(log, "nothing to change\n");
 out_release:
