@@ -84,7 +84,9 @@ static int registry_start(gw *g, char *err, size_t errlen)
                  gw_rpcsvc_port(g->rpc));
     else
         snprintf(addr, sizeof addr, "%s", c->rpc_listen);
-    int rc = sk_registry_create(c->redis_host, c->redis_port, c->redis_timeout_ms, &g->registry);
+    int rc =
+        sk_registry_create(c->redis_host, c->redis_port, c->redis_cluster ? c->redis_nodes : NULL,
+                           c->redis_timeout_ms, &g->registry);
     if (rc == 0)
         rc = sk_registry_register(g->registry, g->id_str, addr, c->rpc_registry_ttl_ms);
     if (rc < 0) {
@@ -108,9 +110,9 @@ int gw__rpc_start(gw *g, char *err, size_t errlen)
         snprintf(err, errlen, "rpc: cannot serve on %s: %s", c->rpc_listen, strerror(-rc));
         return rc;
     }
-    /* the registry lives on the single Redis of [redis] host and port; on a
-     * Redis Cluster the workers are given [rpc] gateways instead */
-    if (!strcmp(c->worker_inventory, "redis") && !c->redis_cluster)
+    /* the registry lives in the Redis of [redis]: host and port, or the
+     * cluster of nodes */
+    if (!strcmp(c->worker_inventory, "redis"))
         return registry_start(g, err, errlen);
     return 0;
 }

@@ -1,8 +1,9 @@
 /*
- * redis_cluster.h - internal to sale/: a small Redis Cluster client on
- * hiredis. Commands are routed by hash slot to the master that owns it, in
- * batches pipelined per node; redirections and failovers are followed
- * inside a call, within a bounded number of rounds. Design: redis_cluster.c.
+ * redis_cluster.h - internal to sale/ (and the gateway registry,
+ * seckill-worker/registry.c): a small Redis Cluster client on hiredis.
+ * Commands are routed by hash slot to the master that owns it, in batches
+ * pipelined per node; redirections and failovers are followed inside a
+ * call, within a bounded number of rounds. Design: redis_cluster.c.
  *
  * Thread safety: every function may be called from any thread at once. A
  * call borrows one of SK_CLUSTER_POOL sessions (one connection per node

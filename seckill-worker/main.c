@@ -586,16 +586,6 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return EX_CONFIG;
     }
-    if (!strcmp(role, "seckill") && c.redis_cluster && !c.nrpc_gateways) {
-        /* the registry is kept on a single Redis, which a cluster set-up
-         * does not configure */
-        fprintf(stderr,
-                "seckill-worker: %s: with [redis] cluster = true, list the gateways in "
-                "[rpc] gateways\n",
-                config_path);
-        cfg_release(&c);
-        return EX_CONFIG;
-    }
 
     /* TLS files matter where rpc/ is used: not to the order sink fed from Redis */
     if ((!strcmp(role, "seckill") || memory_orders) &&
@@ -693,7 +683,8 @@ int main(int argc, char **argv)
                              .tls_key = c.rpc_tls_key};
     rc = sk_remote_create(&rcfg, &remote);
     if (rc == 0 && rcfg.discover)
-        rc = sk_registry_create(c.redis_host, c.redis_port, c.redis_timeout_ms, &disc.reg);
+        rc = sk_registry_create(c.redis_host, c.redis_port, c.redis_cluster ? c.redis_nodes : NULL,
+                                c.redis_timeout_ms, &disc.reg);
     if (rc < 0) {
         sk_log(SK_LOG_ERROR, "worker", NULL, "rpc: %s", strerror(-rc));
         sk_remote_destroy(remote);

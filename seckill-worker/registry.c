@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "redis_cluster.h"
 #include "redis_conn.h"
 #include "sk.h"
 
@@ -63,10 +64,13 @@ static const char list_lua[] =
 struct sk_registry {
     char *host;
     int port;
+    char *nodes; /* NULL: the single Redis host:port, else Redis Cluster seeds */
+    char *where; /* "redis host:port" or "redis cluster seeds", for logs */
     uint32_t timeout_ms;
     pthread_mutex_t lock; /* the connection and the fields below */
     pthread_cond_t wake;  /* CLOCK_MONOTONIC: the heartbeat's sleep, cut short by stop */
-    redisContext *c;      /* NULL: connect at the next command */
+    redisContext *c;      /* single Redis; NULL: connect at the next command */
+    sk_cluster *cl;       /* cluster; NULL: load the slot map at the next command */
     /* registration (heartbeat thread) */
     int registered, stop;
     pthread_t tid;
@@ -76,18 +80,34 @@ struct sk_registry {
     uint64_t beats;
 };
 
-/* Under r->lock. */
-static int ensure_conn(sk_registry *r)
+/* Under r->lock: run one script (argv[0] "EVAL", argv[1] the script, then
+ * "2", the two keys and the arguments). A single Redis: the handle's
+ * connection, made now when there is none and dropped after a failure. A
+ * cluster: the master of the {registry} slot, the slot map loaded now when
+ * there is none (so a cluster down at start is found later). OUT: *reply,
+ * possibly an error reply. 0 or negative errno. */
+static int run(sk_registry *r, int argc, const char **argv, redisReply **reply)
 {
-    if (r->c)
+    *reply = NULL;
+    if (r->nodes) {
+        if (!r->cl) {
+            sk_cluster_config cc = {.nodes = r->nodes, .timeout_ms = r->timeout_ms};
+            int rc = sk_cluster_create(&cc, &r->cl);
+            if (rc < 0)
+                return rc;
+        }
+        unsigned slot = sk_cluster_slot(SK_REGISTRY_ZSET, strlen(SK_REGISTRY_ZSET));
+        return sk_cluster_command(r->cl, slot, argc, argv, NULL, reply);
+    }
+    if (!r->c) {
+        int rc = sk__redis_connect(r->host, r->port, r->timeout_ms, &r->c);
+        if (rc < 0)
+            return rc;
+    }
+    *reply = redisCommandArgv(r->c, argc, argv, NULL);
+    if (*reply)
         return 0;
-    return sk__redis_connect(r->host, r->port, r->timeout_ms, &r->c);
-}
-
-/* Under r->lock: a command failed: drop the connection, reconnect next time. */
-static int conn_failed(sk_registry *r, int saved)
-{
-    int rc = sk__redis_errno(r->c, saved);
+    int rc = sk__redis_errno(r->c, errno);
     redisFree(r->c);
     r->c = NULL;
     return rc;
@@ -96,13 +116,14 @@ static int conn_failed(sk_registry *r, int saved)
 /* Under r->lock: one BEAT. 0 when Redis ran it. */
 static int beat_locked(sk_registry *r)
 {
-    int rc = ensure_conn(r);
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%u", (unsigned)r->ttl_ms);
+    const char *argv[] = {"EVAL", beat_lua, "2", SK_REGISTRY_ZSET, SK_REGISTRY_ADDRS,
+                          r->id,  r->addr,  ttl};
+    redisReply *rep;
+    int rc = run(r, 8, argv, &rep);
     if (rc < 0)
         return rc;
-    redisReply *rep = redisCommand(r->c, "EVAL %s 2 %s %s %s %s %u", beat_lua, SK_REGISTRY_ZSET,
-                                   SK_REGISTRY_ADDRS, r->id, r->addr, (unsigned)r->ttl_ms);
-    if (!rep)
-        return conn_failed(r, errno);
     rc = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 ? 0 : -EIO;
     freeReplyObject(rep);
     return rc;
@@ -129,15 +150,14 @@ static void *heartbeat_main(void *arg)
         if (rc == 0) {
             r->beats++;
             if (down)
-                sk_log(SK_LOG_INFO, "registry", NULL, "redis %s:%d reachable again, %s registered",
-                       r->host, r->port, r->id);
+                sk_log(SK_LOG_INFO, "registry", NULL, "%s reachable again, %s registered", r->where,
+                       r->id);
             down = 0;
         } else if (!down) {
             /* one line per outage, not one per beat */
             sk_log(SK_LOG_WARN, "registry", NULL,
-                   "redis %s:%d unreachable (%s): %s not refreshed, retrying "
-                   "every %u ms",
-                   r->host, r->port, strerror(-rc), r->id, (unsigned)(r->ttl_ms / 3));
+                   "%s unreachable (%s): %s not refreshed, retrying every %u ms", r->where,
+                   strerror(-rc), r->id, (unsigned)(r->ttl_ms / 3));
             down = 1;
         }
         struct timespec until;
@@ -149,32 +169,42 @@ static void *heartbeat_main(void *arg)
     return NULL;
 }
 
-int sk_registry_create(const char *host, int port, uint32_t timeout_ms, sk_registry **out)
+int sk_registry_create(const char *host, int port, const char *nodes, uint32_t timeout_ms,
+                       sk_registry **out)
 {
-    if (!host || port <= 0 || port > 65535 || !timeout_ms)
+    int cluster = nodes && *nodes;
+    if ((!cluster && (!host || port <= 0 || port > 65535)) || !timeout_ms)
         return -EINVAL;
     sk_registry *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
-    r->host = strdup(host);
-    if (!r->host)
+    r->host = strdup(cluster ? "" : host);
+    r->nodes = cluster ? strdup(nodes) : NULL;
+    size_t wlen = 32 + (cluster ? strlen(nodes) : strlen(host));
+    r->where = malloc(wlen);
+    if (!r->host || (cluster && !r->nodes) || !r->where)
         goto out_free_r;
+    if (cluster)
+        snprintf(r->where, wlen, "redis cluster %s", nodes);
+    else
+        snprintf(r->where, wlen, "redis %s:%d", host, port);
     r->port = port;
     r->timeout_ms = timeout_ms;
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0)
-        goto out_free_host;
+        goto out_free_r;
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int crc = pthread_cond_init(&r->wake, &ca);
     pthread_condattr_destroy(&ca);
     if (crc != 0)
-        goto out_free_host;
+        goto out_free_r;
     pthread_mutex_init(&r->lock, NULL);
     *out = r;
     return 0;
-out_free_host:
-    free(r->host);
 out_free_r:
+    free(r->where);
+    free(r->nodes);
+    free(r->host);
     free(r);
     return -ENOMEM;
 }
@@ -186,8 +216,11 @@ void sk_registry_destroy(sk_registry *r)
     sk_registry_unregister(r);
     if (r->c)
         redisFree(r->c);
+    sk_cluster_destroy(r->cl);
     pthread_cond_destroy(&r->wake);
     pthread_mutex_destroy(&r->lock);
+    free(r->where);
+    free(r->nodes);
     free(r->host);
     free(r);
 }
@@ -231,17 +264,14 @@ int sk_registry_unregister(sk_registry *r)
 
     pthread_mutex_lock(&r->lock);
     r->registered = 0;
-    int rc = ensure_conn(r);
+    const char *argv[] = {"EVAL", del_if_ours, "2", SK_REGISTRY_ZSET, SK_REGISTRY_ADDRS,
+                          r->id,  r->addr};
+    redisReply *rep;
+    int rc = run(r, 7, argv, &rep);
     if (rc == 0) {
-        redisReply *rep =
-            redisCommand(r->c, "EVAL %s 2 %s %s %s %s", del_if_ours, SK_REGISTRY_ZSET,
-                         SK_REGISTRY_ADDRS, r->id, r->addr);
-        if (!rep)
-            rc = conn_failed(r, errno);
-        else if (rep->type != REDIS_REPLY_INTEGER)
+        if (rep->type != REDIS_REPLY_INTEGER)
             rc = -EIO;
-        if (rep)
-            freeReplyObject(rep);
+        freeReplyObject(rep);
     }
     if (rc < 0)
         sk_log(SK_LOG_WARN, "registry", NULL, "cannot remove %s (%s): it expires in %u ms", r->id,
@@ -262,16 +292,13 @@ int sk_registry_list(sk_registry *r, sk_registry_gateway *out, size_t cap)
 {
     int have = 0;
     pthread_mutex_lock(&r->lock);
-    int rc = ensure_conn(r);
+    char max[16];
+    snprintf(max, sizeof max, "%u", cap > 100000 ? 100000 : (unsigned)cap);
+    const char *argv[] = {"EVAL", list_lua, "2", SK_REGISTRY_ZSET, SK_REGISTRY_ADDRS, max};
+    redisReply *rep;
+    int rc = run(r, 6, argv, &rep);
     if (rc < 0)
         goto out_unlock;
-    unsigned max = cap > 100000 ? 100000 : (unsigned)cap;
-    redisReply *rep = redisCommand(r->c, "EVAL %s 2 %s %s %u", list_lua, SK_REGISTRY_ZSET,
-                                   SK_REGISTRY_ADDRS, max);
-    if (!rep) {
-        rc = conn_failed(r, errno);
-        goto out_unlock;
-    }
     rc = -EIO;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 2 != 0)
         goto out_free_rep;

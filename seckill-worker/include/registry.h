@@ -22,8 +22,11 @@
  * all died disappears by itself. sk_registry_list (workers) reads the live
  * entries with one script call: no SCAN, no key pattern.
  *
- * The handle has its own hiredis connection, made lazily and remade after any
- * failure; every command is bounded by the timeout (connect, then one reply).
+ * The handle has its own hiredis connection (a single Redis) or Redis Cluster
+ * client (sale/redis_cluster.h, every command sent to the master of the
+ * {registry} slot), made lazily and remade after any failure; every command
+ * is bounded by the timeout (connect, then one reply; a cluster follows
+ * redirections and failovers within a few of them).
  * The heartbeat never blocks the caller: while Redis is unreachable the thread
  * logs one line, keeps trying every ttl/3, and logs again once it is back.
  * Thread safety: every function may be called from any thread; commands on
@@ -47,8 +50,13 @@ typedef struct sk_registry_gateway {
     char addr[SK_REGISTRY_ADDR_MAX + 1];
 } sk_registry_gateway;
 
-/* Does not connect (the first command does). Copies host. OUT: *out. */
-int sk_registry_create(const char *host, int port, uint32_t timeout_ms, sk_registry **out);
+/* Does not connect (the first command does). nodes NULL or "": the single
+ * Redis host:port; else the seeds of a Redis Cluster ("host:port, ..." as
+ * [redis] nodes; host and port are then unused), whose slot map is loaded
+ * by the first command and reloaded as the cluster changes. Copies host and
+ * nodes. OUT: *out. */
+int sk_registry_create(const char *host, int port, const char *nodes, uint32_t timeout_ms,
+                       sk_registry **out);
 /* Unregisters when registered, then frees. NULL is a no-op. */
 void sk_registry_destroy(sk_registry *r);
 
@@ -56,8 +64,7 @@ void sk_registry_destroy(sk_registry *r);
  * alive by a heartbeat thread until sk_registry_unregister. Returns at once,
  * before the first SET. -EBUSY when already registered, -EINVAL for a bad id
  * or address. */
-int sk_registry_register(sk_registry *r, const char *gateway_id, const char *addr,
-                         uint32_t ttl_ms);
+int sk_registry_register(sk_registry *r, const char *gateway_id, const char *addr, uint32_t ttl_ms);
 /* Stop the heartbeat and delete the key. 0 (also when not registered), or
  * negative errno when Redis could not be told: the key then expires. */
 int sk_registry_unregister(sk_registry *r);

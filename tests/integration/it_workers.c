@@ -10,7 +10,8 @@
  * uniform and skewed buyers (units move between buckets), a master
  * SIGKILLed mid-sale with min_replicas_ack = 1, a bucket's slot moved to
  * another master mid-sale, a worker SIGKILLed between the halves of a
- * transfer, and the whole cluster down and back.
+ * transfer, the whole cluster down and back, and workers that find their
+ * gateways in the registry on the cluster.
  *
  * argv: seckill-gateway, seckill-worker [redis-cluster].
  */
@@ -1420,6 +1421,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_rpc_tls_sale, teardown),
     };
     const struct CMUnitTest rcluster[] = {
+        cmocka_unit_test_teardown(test_registry_discovery, teardown),
         cmocka_unit_test_teardown(test_rcluster_sale, teardown),
         cmocka_unit_test_teardown(test_rcluster_skewed, teardown),
         cmocka_unit_test_teardown(test_rcluster_master_killed, teardown),

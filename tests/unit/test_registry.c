@@ -3,7 +3,9 @@
  * tests/redis_server.h): register, heartbeat past the TTL, expiry after a
  * SIGKILL, removal on a clean stop, discovery of exactly the live gateways,
  * pruning of expired entries, many gateways in one structure, and Redis
- * going away and coming back.
+ * going away and coming back; then the same registry on a real Redis Cluster
+ * (tests/redis_cluster.h): discovery, expiry after a SIGKILL, and the
+ * registry's master failing over.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,11 +19,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "registry.h"
+#include "sale/redis_cluster.h"
+#include "tests/redis_cluster.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"
 
@@ -131,7 +138,7 @@ static int wait_value(const char *id, const char *want, long ms)
 static sk_registry *make(void)
 {
     sk_registry *r = NULL;
-    assert_int_equal(sk_registry_create("127.0.0.1", srv.port, TIMEOUT_MS, &r), 0);
+    assert_int_equal(sk_registry_create("127.0.0.1", srv.port, NULL, TIMEOUT_MS, &r), 0);
     return r;
 }
 
@@ -167,8 +174,10 @@ static void test_bad_args(void **state)
 {
     (void)state;
     sk_registry *r = NULL;
-    assert_int_equal(sk_registry_create("127.0.0.1", 0, TIMEOUT_MS, &r), -EINVAL);
-    assert_int_equal(sk_registry_create("127.0.0.1", srv.port, 0, &r), -EINVAL);
+    assert_int_equal(sk_registry_create("127.0.0.1", 0, NULL, TIMEOUT_MS, &r), -EINVAL);
+    assert_int_equal(sk_registry_create("127.0.0.1", srv.port, NULL, 0, &r), -EINVAL);
+    assert_int_equal(sk_registry_create(NULL, 0, NULL, TIMEOUT_MS, &r), -EINVAL);
+    assert_int_equal(sk_registry_create(NULL, 0, "", TIMEOUT_MS, &r), -EINVAL);
     r = make();
     assert_int_equal(sk_registry_register(r, "", "tcp:127.0.0.1:1", TTL_MS), -EINVAL);
     assert_int_equal(sk_registry_register(r, "a b", "tcp:127.0.0.1:1", TTL_MS), -EINVAL);
@@ -205,7 +214,7 @@ static void test_expires_after_kill(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         sk_registry *r = NULL;
-        if (sk_registry_create("127.0.0.1", srv.port, TIMEOUT_MS, &r) < 0 ||
+        if (sk_registry_create("127.0.0.1", srv.port, NULL, TIMEOUT_MS, &r) < 0 ||
             sk_registry_register(r, "gw-killed", "tcp:127.0.0.1:7003", TTL_MS) < 0)
             _exit(1);
         for (;;)
@@ -430,7 +439,7 @@ static void test_no_redis(void **state)
     (void)state;
     sk_registry *r = NULL;
     int port = srv.port == 65535 ? 1 : srv.port + 1; /* most likely nobody listens */
-    assert_int_equal(sk_registry_create("127.0.0.1", port, 200, &r), 0);
+    assert_int_equal(sk_registry_create("127.0.0.1", port, NULL, 200, &r), 0);
     uint64_t t0 = mono_ms();
     assert_int_equal(sk_registry_register(r, "gw-alone", "tcp:127.0.0.1:7301", 300), 0);
     assert_true(mono_ms() - t0 < 1000);
@@ -440,6 +449,150 @@ static void test_no_redis(void **state)
     assert_true(sk_registry_unregister(r) < 0);
     assert_true(mono_ms() - t0 < 2 * 200 + 500);
     sk_registry_destroy(r);
+}
+
+/* ---- on a Redis Cluster ---- */
+
+static redis_cluster cl;
+static char cl_nodes[512];
+
+static sk_registry *make_on_cluster(void)
+{
+    sk_registry *r = NULL;
+    assert_int_equal(sk_registry_create(NULL, 0, cl_nodes, TIMEOUT_MS, &r), 0);
+    return r;
+}
+
+/* Wait up to ms for list to return exactly want gateways (failures, as
+ * during a failover, count as not yet). The last count, or the error. */
+static int wait_listed(sk_registry *w, sk_registry_gateway *g, size_t cap, int want, long ms)
+{
+    uint64_t until = mono_ms() + (uint64_t)ms;
+    int n;
+    while ((n = sk_registry_list(w, g, cap)) != want && mono_ms() < until)
+        sleep_ms(20);
+    return n;
+}
+
+/* The address of id in the hash, asked of the master that owns the
+ * registry's slot now: a MOVED error (the record elsewhere) fails. */
+static void assert_on_slot_master(const char *id, const char *want)
+{
+    unsigned slot = sk_cluster_slot(SK_REGISTRY_ZSET, strlen(SK_REGISTRY_ZSET));
+    assert_int_equal(slot, sk_cluster_slot(SK_REGISTRY_ADDRS, strlen(SK_REGISTRY_ADDRS)));
+    int m = redis_cluster_master_of(&cl, slot);
+    assert_true(m >= 0);
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", cl.node[m].port, tv);
+    assert_non_null(c);
+    assert_int_equal(c->err, 0);
+    redisReply *rep = redisCommand(c, "HGET " SK_REGISTRY_ADDRS " %s", id);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_string_equal(rep->str, want);
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+/* Two gateways (one in a child process) found by a worker through the
+ * cluster; the SIGKILLed one gone after its TTL; the survivor's heartbeat
+ * follows the registry's slot to the replica promoted when its master dies. */
+static void test_cluster_discovery(void **state)
+{
+    (void)state;
+    sk_registry_gateway g[8];
+    sk_registry *w = make_on_cluster(), *a = make_on_cluster();
+    assert_int_equal(sk_registry_list(w, g, 8), 0);
+    assert_int_equal(sk_registry_register(a, "gw-c-a", "tcp:127.0.0.1:7401", TTL_MS), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sk_registry *b = NULL;
+        if (sk_registry_create(NULL, 0, cl_nodes, TIMEOUT_MS, &b) < 0 ||
+            sk_registry_register(b, "gw-c-b", "tcp:127.0.0.1:7402", TTL_MS) < 0)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    assert_int_equal(wait_listed(w, g, 8, 2, 5000), 2);
+    assert_int_equal(find(g, 2, "gw-c-a", "tcp:127.0.0.1:7401"), 1);
+    assert_int_equal(find(g, 2, "gw-c-b", "tcp:127.0.0.1:7402"), 1);
+    assert_on_slot_master("gw-c-a", "tcp:127.0.0.1:7401");
+    assert_on_slot_master("gw-c-b", "tcp:127.0.0.1:7402");
+    sleep_ms(TTL_MS); /* alive past one TTL: the beats */
+    assert_int_equal(sk_registry_list(w, g, 8), 2);
+
+    kill(pid, SIGKILL);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    uint64_t t0 = mono_ms();
+    assert_int_equal(wait_listed(w, g, 8, 1, TTL_MS + 2000), 1);
+    printf("cluster: gw-c-b gone %llu ms after the kill (ttl %d)\n",
+           (unsigned long long)(mono_ms() - t0), TTL_MS);
+    assert_int_equal(find(g, 1, "gw-c-a", "tcp:127.0.0.1:7401"), 1);
+
+    /* the registry's master dies: its replica takes the slot over */
+    unsigned slot = sk_cluster_slot(SK_REGISTRY_ZSET, strlen(SK_REGISTRY_ZSET));
+    int m = redis_cluster_master_of(&cl, slot);
+    assert_true(m >= 0);
+    redis_cluster_kill(&cl, m);
+    assert_int_equal(redis_cluster_wait_ok(&cl, 30000), 0);
+    int m2 = redis_cluster_master_of(&cl, slot);
+    assert_true(m2 >= 0 && m2 != m);
+    uint64_t beats = sk_registry_beats(a);
+    uint64_t until = mono_ms() + 30000;
+    while (sk_registry_beats(a) < beats + 2 && mono_ms() < until)
+        sleep_ms(20);
+    assert_true(sk_registry_beats(a) >= beats + 2);
+    assert_int_equal(wait_listed(w, g, 8, 1, 5000), 1);
+    assert_int_equal(find(g, 1, "gw-c-a", "tcp:127.0.0.1:7401"), 1);
+    assert_on_slot_master("gw-c-a", "tcp:127.0.0.1:7401");
+
+    sk_registry_destroy(a); /* unregisters on the new master */
+    assert_int_equal(sk_registry_list(w, g, 8), 0);
+    sk_registry_destroy(w);
+}
+
+/* No cluster answers (the seed accepts connections and never replies):
+ * register returns at once, list and unregister fail within the timeouts. */
+static void test_cluster_unreachable(void **state)
+{
+    (void)state;
+    sk_registry *r = NULL;
+    sk_registry_gateway g[2];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t slen = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+    char seeds[64];
+    snprintf(seeds, sizeof seeds, "127.0.0.1:%d", ntohs(sa.sin_port));
+    assert_int_equal(sk_registry_create(NULL, 0, seeds, 200, &r), 0);
+    uint64_t t0 = mono_ms();
+    assert_int_equal(sk_registry_register(r, "gw-lost", "tcp:127.0.0.1:7501", 300), 0);
+    assert_true(mono_ms() - t0 < 1000);
+    t0 = mono_ms();
+    assert_true(sk_registry_list(r, g, 2) < 0);
+    assert_true(sk_registry_unregister(r) < 0);
+    assert_true(mono_ms() - t0 < 4 * 200 + 1000);
+    assert_int_equal(sk_registry_beats(r), 0);
+    sk_registry_destroy(r);
+    close(fd);
+}
+
+static int cluster_setup(void **state)
+{
+    (void)state;
+    return redis_cluster_setup(&cl, 1000, cl_nodes, sizeof cl_nodes);
+}
+
+static int cluster_teardown(void **state)
+{
+    (void)state;
+    redis_cluster_destroy(&cl);
+    return 0;
 }
 
 static int group_setup(void **state)
@@ -475,5 +628,12 @@ int main(void)
         cmocka_unit_test(test_redis_down_and_back),
         cmocka_unit_test(test_no_redis),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    const struct CMUnitTest cluster_tests[] = {
+        cmocka_unit_test(test_cluster_discovery),
+        cmocka_unit_test(test_cluster_unreachable),
+    };
+    int failed = cmocka_run_group_tests_name("single redis", tests, group_setup, group_teardown);
+    failed += cmocka_run_group_tests_name("redis cluster", cluster_tests, cluster_setup,
+                                          cluster_teardown);
+    return failed;
 }
