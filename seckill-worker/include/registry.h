@@ -23,7 +23,7 @@
  * entries with one script call: no SCAN, no key pattern.
  *
  * The handle has its own hiredis connection (a single Redis) or Redis Cluster
- * client (sale/redis_cluster.h, every command sent to the master of the
+ * client (sale/include/redis_cluster.h, every command sent to the master of the
  * {registry} slot), made lazily and remade after any failure; every command
  * is bounded by the timeout (connect, then one reply; a cluster follows
  * redirections and failovers within a few of them).

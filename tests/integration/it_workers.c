@@ -41,7 +41,7 @@
 #include "harness.h"
 #include "rpc.h"
 #include "message.h"
-#include "sale/redis_cluster.h"
+#include "sale/include/redis_cluster.h"
 #include "sale/store_cluster.h"
 #include "tests/redis_cluster.h"
 #include "tests/redis_server.h"

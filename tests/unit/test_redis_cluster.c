@@ -1,5 +1,5 @@
 /*
- * test_redis_cluster.c - the Redis Cluster client (sale/redis_cluster.h)
+ * test_redis_cluster.c - the Redis Cluster client (sale/include/redis_cluster.h)
  * against a real cluster of 6 redis-server processes started here
  * (tests/redis_cluster.h): slots and hash tags, routing a pipelined batch,
  * MOVED after a slot moved, ASK while it moves, WAIT for replicas, a master
@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sale/redis_cluster.h"
+#include "sale/include/redis_cluster.h"
 #include "tests/redis_cluster.h"
 #include "tests/test_time.h"
 

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "registry.h"
-#include "sale/redis_cluster.h"
+#include "sale/include/redis_cluster.h"
 #include "tests/redis_cluster.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"

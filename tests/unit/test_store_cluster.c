@@ -23,7 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "sale/redis_cluster.h"
+#include "sale/include/redis_cluster.h"
 #include "store.h"
 #include "sale/store_cluster.h"
 #include "uuid4.h"

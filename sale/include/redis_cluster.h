@@ -1,6 +1,7 @@
 /*
- * redis_cluster.h - internal to sale/ (and the gateway registry,
- * seckill-worker/registry.c): a small Redis Cluster client on hiredis.
+ * redis_cluster.h - a small Redis Cluster client on hiredis, used by the
+ * cluster store (store_cluster.c) and the gateway registry
+ * (seckill-worker/registry.c).
  * Commands are routed by hash slot to the master that owns it, in batches
  * pipelined per node; redirections and failovers are followed inside a
  * call, within a bounded number of rounds. Design: redis_cluster.c.
