@@ -199,6 +199,8 @@ static const cfg_key keys[] = {
      "k: at most k x (stock left - in flight) requests of an item in flight, else 429 busy; 0 = off"},
     {"admission", "deadline_gate", CFG_BOOL, F(adm_deadline_gate), 0, 0, 0, "false", "true or false", NULL, NULL, NULL, 0,
      "503 at once when the queue depth over the measured decision rate outlasts wait_timeout_ms"},
+    {"admission", "open_window_ms", CFG_U32, F(adm_open_window_ms), 0, 0, 60000, "0", NULL, NULL, NULL, NULL, 0,
+     "fair opening: purchases in the first W ms after an item's starts_at are queued in random order; 0 = off"},
 
     {"queue", "partitions", CFG_U32, F(queue_partitions), 0, 1, 1024, "4", NULL, NULL, NULL, NULL, 0,
      "partitions of the request topic"},
@@ -1082,6 +1084,19 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
         snprintf(err, errlen,
                  "[token_bucket] scope = global is not supported with [redis] cluster = true; "
                  "use scope = local");
+        return -EINVAL;
+    }
+    if (c->adm_open_window_ms && strcmp(c->park, "event") != 0) {
+        /* a held request keeps its connection suspended, not a thread */
+        snprintf(err, errlen, "[admission] open_window_ms needs [gateway] park = event");
+        return -EINVAL;
+    }
+    if (c->adm_open_window_ms && c->adm_open_window_ms * 2 > c->wait_timeout_ms) {
+        /* a request held through the window must still have time to be decided */
+        snprintf(err, errlen,
+                 "[admission] open_window_ms = %u must be at most half of [gateway] "
+                 "wait_timeout_ms = %u",
+                 c->adm_open_window_ms, c->wait_timeout_ms);
         return -EINVAL;
     }
     if (!c->worker_embedded && !strcmp(c->worker_inventory, "memory")) {

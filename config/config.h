@@ -78,6 +78,7 @@ typedef struct cfg {
     uint32_t adm_idem_capacity; /* keys remembered */
     uint32_t adm_inflight_factor; /* k of the stock-coupled gate; 0 = off */
     int adm_deadline_gate;        /* 503 when the queue outlasts wait_timeout_ms */
+    uint32_t adm_open_window_ms;  /* fair opening: held and shuffled after starts_at; 0 = off */
     /* [queue] */
     uint32_t queue_partitions;
     uint64_t queue_max_backlog;

@@ -260,8 +260,7 @@ int gw__admission_idempotency(gw *g, struct MHD_Connection *conn, const gw_purch
     *ret = gw__answer_overloaded(g, conn, t0, GW_OV_INTERNAL, NULL); /* every generation expired */
     return 1;
 }
-int gw__admission_gate(gw *g, struct MHD_Connection *conn, req_ctx *rc, gw_item *it, uint64_t t0,
-                       enum MHD_Result *ret)
+int gw__admission_gate(gw *g, req_ctx *rc, gw_item *it)
 {
     long k = (long)g->cfg->adm_inflight_factor;
     if (!k)
@@ -269,8 +268,6 @@ int gw__admission_gate(gw *g, struct MHD_Connection *conn, req_ctx *rc, gw_item 
     long n = atomic_fetch_add(&it->inflight, 1); /* in flight before this one */
     if (n > 0 && n >= k * (gw__item_left(g, it) - n)) {
         atomic_fetch_sub(&it->inflight, 1);
-        *ret = gw__answer(g, conn, t0, GW_A_BUSY, 429, J("{\"result\":\"busy\"}"), NULL,
-                          "Retry-After", "1");
         return 1;
     }
     rc->gated = it;
@@ -297,19 +294,16 @@ static uint64_t decision_rate(gw *g, uint64_t now)
     return atomic_load(&g->drate.per_s_x1000);
 }
 
-int gw__admission_deadline(gw *g, struct MHD_Connection *conn, uint64_t t0, enum MHD_Result *ret)
+int gw__admission_deadline(gw *g, uint64_t now)
 {
     if (!g->cfg->adm_deadline_gate)
         return 0;
-    uint64_t rate = decision_rate(g, t0);
+    uint64_t rate = decision_rate(g, now);
     uint64_t depth = mq_topic_backlog(g->topic);
     if (!depth || !atomic_load(&g->metrics.outcomes))
         return 0; /* nothing ahead, or no rate to judge by yet */
     /* ms to decide the queue ahead: depth / (rate / 1000) * 1000 */
-    if (rate && depth * 1000000ULL / rate <= g->cfg->wait_timeout_ms)
-        return 0;
-    *ret = gw__answer_overloaded(g, conn, t0, GW_OV_QUEUE_FULL, NULL);
-    return 1;
+    return !(rate && depth * 1000000ULL / rate <= g->cfg->wait_timeout_ms);
 }
 
 void gw__admission_gate_release(req_ctx *rc)

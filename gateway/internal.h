@@ -25,6 +25,8 @@
  *   lifecycle.c  gw_create, gw_start, gw_drain_begin, gw_stop, gw_destroy
  *   reload.c     gw_reload: a new configuration while serving (SIGHUP)
  *   admin.c      the admin API on its own listener ([admin] listen)
+ *   opening.c    [admission] open_window_ms: purchases of an item's first
+ *                W ms held, then queued in a random order
  *
  * A purchase: routes.c gw__on_request -> purchase.c (admission, park) ->
  * answer.c; its outcome comes in through link.c on_outcome, which completes
@@ -72,6 +74,14 @@ typedef struct gw_item {
     _Atomic int64_t stock, starts_at, ends_at;
     _Atomic uint32_t per_user_limit; /* as last set here (the store holds the one in force) */
     atomic_long inflight; /* admitted through the stock gate, not yet answered */
+    /* [admission] open_window_ms (opening.c): the purchases held until the
+     * item's opening window closes, under hold_lock */
+    pthread_mutex_t hold_lock;
+    struct gw_held **held;
+    size_t nheld, held_cap;
+    gw_timer hold_timer; /* fires when the window closes: the flush */
+    int hold_armed;
+    gw *g;
 } gw_item;
 
 struct gw {
@@ -112,6 +122,7 @@ struct gw {
     uint16_t port;
     atomic_int stopping;
     atomic_int draining; /* SIGTERM came: /readyz says stopping, all else is served */
+    atomic_int grace_over;   /* the stop's grace is over: the fair opening queues no more */
     uint64_t parked_at_stop; /* requests parked when the listener closed */
     atomic_uint inflight; /* POST /seckill requests not yet completed (answer sent) */
     /* What the admin API and a reload change, under ctl_lock: the token
@@ -127,6 +138,20 @@ struct gw {
 };
 
 enum phase { PH_READING, PH_PARKED, PH_ANSWERED };
+
+/* What the checks of the moment (sold out, workers, the gates, the token
+ * bucket) say of a purchase that passed the item checks: admit it, or the
+ * refusal its answer gives (purchase.c). */
+enum gw_verdict {
+    GW_V_ADMIT,
+    GW_V_SOLD_OUT,     /* 409 sold_out */
+    GW_V_NO_WORKER,    /* 503: no worker consumed within lease_timeout_ms */
+    GW_V_DEADLINE,     /* 503: the deadline gate */
+    GW_V_BUSY,         /* 429 busy: the stock-coupled gate */
+    GW_V_TOKEN_BUCKET, /* 429: the gateway's token bucket */
+    GW_V_STOPPING,     /* 503: held through the fair opening until the gateway stopped */
+    GW_V_INTERNAL,     /* 503: out of memory */
+};
 
 /* A purchase body is some 50 bytes: contexts with room for this many come
  * from the pool, larger ones (up to body_limit) from malloc. */
@@ -154,6 +179,10 @@ typedef struct req_ctx {
     char rid[37];
     char rl[96]; /* the RateLimit header of its answer ("" = none), admission.c */
     gw_item *gated; /* counted in gated->inflight until the request is over */
+    gw_item *hold_item;       /* the fair opening held it (opening.c): set once, by the holder */
+    struct gw_held *held;     /* while held, under hold_item->hold_lock */
+    enum gw_verdict verdict;  /* parked and refused by the fair opening's flush */
+    uint64_t verdict_wait_ns; /* GW_V_TOKEN_BUCKET: until the bucket has a token */
     size_t len;
     char body[];
 } req_ctx;
@@ -198,21 +227,45 @@ int gw__admission_limits(gw *g, struct MHD_Connection *conn, req_ctx *rc, const 
  * parked here; *ret), 0 to go on: *keyed set, and then id is the request's. */
 int gw__admission_idempotency(gw *g, struct MHD_Connection *conn, const gw_purchase *p,
                               uint64_t t0, uint8_t id[16], int *keyed, enum MHD_Result *ret);
-/* [admission] inflight_factor: 1 when it answered 429 busy (*ret); 0 to go
- * on, the request then counted in flight for it (rc->gated) until
- * gw__admission_gate_release. */
-int gw__admission_gate(gw *g, struct MHD_Connection *conn, req_ctx *rc, gw_item *it, uint64_t t0,
-                       enum MHD_Result *ret);
-/* [admission] deadline_gate: 1 when it answered 503 (*ret): the queue
- * ahead, at the decision rate measured, outlasts wait_timeout_ms. */
-int gw__admission_deadline(gw *g, struct MHD_Connection *conn, uint64_t t0, enum MHD_Result *ret);
-/* The request no longer counts in flight (idempotent). */
+/* [admission] inflight_factor: 1 when the item has too many requests in
+ * flight (the caller answers 429 busy); 0 to go on, the request then counted
+ * in flight for it (rc->gated) until gw__admission_gate_release. Needs no
+ * connection: the fair opening calls it off the HTTP threads. */
+int gw__admission_gate(gw *g, req_ctx *rc, gw_item *it);
+/* [admission] deadline_gate: 1 when the queue would outlast wait_timeout_ms
+ * at the measured decision rate (the caller answers 503, nothing queued). */
+int gw__admission_deadline(gw *g, uint64_t now);
 void gw__admission_gate_release(req_ctx *rc);
 /* The 429 of the gateway's token bucket, wait_ns until it has a token. */
 enum MHD_Result gw__admission_gateway_refused(gw *g, struct MHD_Connection *conn, req_ctx *rc,
                                               uint64_t t0, uint64_t wait_ns);
 /* Put rc's RateLimit headers on the next answer this thread makes. */
 void gw__admission_headers(gw *g, const req_ctx *rc);
+
+/* ---- purchase.c: what opening.c calls ---- */
+/* The checks of the moment at now for rc's purchase of it. OUT: *wait_ns for
+ * GW_V_TOKEN_BUCKET. GW_V_ADMIT takes a token and may count rc in flight
+ * (rc->gated). */
+enum gw_verdict gw__purchase_verdict(gw *g, req_ctx *rc, gw_item *it, uint64_t now,
+                                     uint64_t *wait_ns);
+/* A held (parked, not yet produced) request: produce its message, or refuse
+ * it with v; either way its connection gets its answer. */
+void gw__purchase_release_held(gw *g, req_ctx *rc, const mq_record *rec);
+void gw__purchase_refuse_held(gw *g, req_ctx *rc, enum gw_verdict v, uint64_t wait_ns);
+void gw__purchase_ref(req_ctx *rc);
+void gw__purchase_unref(req_ctx *rc);
+
+/* ---- opening.c: [admission] open_window_ms, the fair opening ---- */
+void gw__opening_init_item(gw *g, gw_item *it);
+void gw__opening_release(gw *g);
+/* 1 when a purchase of it arriving now falls in its window; OUT: *now_ms
+ * (unix ms) then. The clock is read only when the fair opening is on. */
+int gw__opening_open(const gw *g, const gw_item *it, int64_t *now_ms);
+/* Hold rc (parked, its connection suspended) until the window closes, with
+ * the message rec to produce then. 0, or -ENOMEM (nothing held). */
+int gw__opening_hold(gw *g, gw_item *it, req_ctx *rc, const mq_record *rec, int64_t now_ms);
+/* rc's connection is closing: forget it if it is still held. */
+void gw__opening_forget(req_ctx *rc);
 
 /* ---- answer.c ---- */
 /* gw__on_request, on each call: the request this thread now serves, named by

@@ -44,6 +44,7 @@ int gw__items_init(gw *g)
         atomic_init(&g->items[i].starts_at, ci->starts_at);
         atomic_init(&g->items[i].ends_at, ci->ends_at);
         atomic_init(&g->items[i].per_user_limit, ci->per_user_limit);
+        gw__opening_init_item(g, &g->items[i]);
         size_t k = item_hash(ci->id) & g->index_mask;
         while (g->item_index[k] >= 0)
             k = (k + 1) & g->index_mask;

@@ -357,6 +357,7 @@ static void http_drain(gw *g, uint32_t grace_ms)
     while ((gw_pending_count(g->pending) > 0 || atomic_load(&g->inflight) > 0) &&
            gw_mono_ns() < until)
         sleep_5ms();
+    atomic_store(&g->grace_over, 1);
     if (g->wheel) /* grace is over: time out whatever still waits (resumes it) */
         gw_wheel_expire_all(g->wheel);
     for (int i = 0; i < 200 && atomic_load(&g->inflight) > 0; i++)
@@ -438,6 +439,8 @@ void gw_destroy(gw *g)
     gw__admission_release(g);
     free(g->item_index);
     free(g->windows);
+    if (g->items)
+        gw__opening_release(g);
     free(g->items);
     for (size_t i = 0; i < g->nblocklist; i++)
         free(g->blocklist[i]);

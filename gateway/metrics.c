@@ -11,7 +11,7 @@ static const char *const answer_names[GW_A_COUNT] = {
 };
 
 static const char *const overload_names[GW_OV_COUNT] = {
-    "queue_full", "no_worker", "store_unavailable", "internal"};
+    "queue_full", "no_worker", "store_unavailable", "internal", "stopping"};
 
 /* Upper bounds in nanoseconds; the last bucket is +Inf. A sold-out or
  * rate-limited answer takes a few microseconds: the lowest buckets measure
@@ -108,6 +108,15 @@ void gw_metrics_render(gw_metrics *m, const gw_gauges *g, sk_text *o)
     sk_text_printf(o, "# HELP seckill_token_bucket_rejections_total Requests refused by the token bucket.\n"
             "# TYPE seckill_token_bucket_rejections_total counter\n"
             "seckill_token_bucket_rejections_total %llu\n", LOAD(m->tb_rejections));
+    sk_text_printf(
+        o,
+        "# HELP seckill_open_window_held_total Purchases held by the fair opening.\n"
+        "# TYPE seckill_open_window_held_total counter\nseckill_open_window_held_total %llu\n"
+        "# HELP seckill_open_window_flushes_total Opening windows closed, each releasing "
+        "its held purchases in a random order.\n"
+        "# TYPE seckill_open_window_flushes_total counter\n"
+        "seckill_open_window_flushes_total %llu\n",
+        LOAD(m->open_held), LOAD(m->open_flushes));
     sk_text_printf(o, "# HELP seckill_queue_full_total Produces refused because the request topic was full.\n"
             "# TYPE seckill_queue_full_total counter\nseckill_queue_full_total %llu\n",
         LOAD(m->queue_full));

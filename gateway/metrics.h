@@ -41,6 +41,7 @@ enum gw_overload {
     GW_OV_NO_WORKER,         /* no worker consumed within lease_timeout_ms */
     GW_OV_STORE_UNAVAILABLE, /* the store did not answer (orders endpoints) */
     GW_OV_INTERNAL,          /* out of memory, or a message that does not encode */
+    GW_OV_STOPPING,          /* held by the fair opening until the gateway stopped */
     GW_OV_COUNT
 };
 
@@ -65,6 +66,7 @@ typedef struct gw_metrics {
     _Atomic uint64_t latency_count;
     _Atomic uint64_t latency_sum_ns;
     _Atomic uint64_t tb_rejections;
+    _Atomic uint64_t open_held, open_flushes; /* the fair opening (opening.c) */
     _Atomic uint64_t late_outcomes;
     _Atomic uint64_t outcomes;
     _Atomic uint64_t queue_full;

@@ -26,7 +26,12 @@
 #include "request.h"
 #include "uuid4.h"
 
-static void ctx_unref(req_ctx *rc)
+void gw__purchase_ref(req_ctx *rc)
+{
+    atomic_fetch_add(&rc->refs, 1);
+}
+
+void gw__purchase_unref(req_ctx *rc)
 {
     if (atomic_fetch_sub(&rc->refs, 1) != 1)
         return;
@@ -36,16 +41,27 @@ static void ctx_unref(req_ctx *rc)
         free(rc);
 }
 
-/* The first of outcome, deadline and produce failure to get here resumes. */
-static void resume_once(req_ctx *rc)
+/* The first of outcome, deadline, produce failure and the fair opening's
+ * refusal to claim the resume resumes; what it writes into rc before
+ * resume_now is what finish_parked reads. */
+static int resume_claim(req_ctx *rc)
 {
     int expected = 0;
-    if (atomic_compare_exchange_strong(&rc->resumed, &expected, 1)) {
-        if (rc->loop)
-            gw_http_resume(rc->loop, rc->conn);
-        else
-            MHD_resume_connection(rc->conn);
-    }
+    return atomic_compare_exchange_strong(&rc->resumed, &expected, 1);
+}
+
+static void resume_now(req_ctx *rc)
+{
+    if (rc->loop)
+        gw_http_resume(rc->loop, rc->conn);
+    else
+        MHD_resume_connection(rc->conn);
+}
+
+static void resume_once(req_ctx *rc)
+{
+    if (resume_claim(rc))
+        resume_now(rc);
 }
 
 /* Outcome arrived (called under the pending shard lock). */
@@ -63,18 +79,16 @@ static void ev_deadline(gw_timer *t)
         gw_metrics_lateness(&rc->g->metrics, now > t->deadline_ns ? now - t->deadline_ns : 0);
         resume_once(rc); /* removed before any outcome: a timeout */
     }
-    ctx_unref(rc);
+    gw__purchase_unref(rc);
 }
 
-/* Event park: suspend the connection, produce, return. The outcome callback
- * or the deadline timer resumes it and MHD calls the access handler again,
- * which lands in finish_parked. Suspending before producing means a resume
- * can never come before the suspend. */
-static enum MHD_Result park_event(gw *g, struct MHD_Connection *conn, req_ctx *rc, const sk_msg *m,
-                                  const mq_record *rec, const char *rid, uint64_t t0)
+/* Event park: the waiter in the pending table and the deadline timer armed
+ * (t0 + wait_timeout_ms), then the connection suspended. */
+static void park_arm(gw *g, struct MHD_Connection *conn, req_ctx *rc, const uint8_t id[16],
+                     const char *rid, uint64_t t0)
 {
     memset(&rc->w, 0, sizeof rc->w);
-    memcpy(rc->w.id, m->request_id, 16);
+    memcpy(rc->w.id, id, 16);
     rc->w.wake = ev_wake;
     rc->w.user = rc;
     rc->conn = conn;
@@ -88,6 +102,12 @@ static enum MHD_Result park_event(gw *g, struct MHD_Connection *conn, req_ctx *r
     gw_pending_add(g->pending, &rc->w);
     gw_wheel_add(g->wheel, &rc->timer, t0 + (uint64_t)g->cfg->wait_timeout_ms * 1000000ULL);
     MHD_suspend_connection(conn);
+}
+
+/* A parked request's message to the queue; when it does not fit, the
+ * request is answered 503 (never queued) unless it was already answered. */
+static void park_produce(gw *g, req_ctx *rc, const mq_record *rec)
+{
     if (mq_produce(g->topic, rec, NULL, NULL) < 0) {
         atomic_fetch_add_explicit(&g->metrics.queue_full, 1, memory_order_relaxed);
         if (gw_pending_cancel(g->pending, &rc->w) == 0) {
@@ -95,7 +115,60 @@ static enum MHD_Result park_event(gw *g, struct MHD_Connection *conn, req_ctx *r
             resume_once(rc);
         }
     }
+}
+
+/* Event park: suspend the connection, produce, return. The outcome callback
+ * or the deadline timer resumes it and MHD calls the access handler again,
+ * which lands in finish_parked. Suspending before producing means a resume
+ * can never come before the suspend. */
+static enum MHD_Result park_event(gw *g, struct MHD_Connection *conn, req_ctx *rc, const sk_msg *m,
+                                  const mq_record *rec, const char *rid, uint64_t t0)
+{
+    park_arm(g, conn, rc, m->request_id, rid, t0);
+    park_produce(g, rc, rec);
     return MHD_YES;
+}
+
+void gw__purchase_release_held(gw *g, req_ctx *rc, const mq_record *rec)
+{
+    park_produce(g, rc, rec);
+}
+
+void gw__purchase_refuse_held(gw *g, req_ctx *rc, enum gw_verdict v, uint64_t wait_ns)
+{
+    gw__admission_gate_release(rc);
+    /* its deadline may have claimed it first: then that 504 is its answer */
+    if (gw_pending_cancel(g->pending, &rc->w) == 0 && resume_claim(rc)) {
+        rc->verdict = v;
+        rc->verdict_wait_ns = wait_ns;
+        resume_now(rc);
+    }
+}
+
+/* The answer of a refusing verdict. */
+static enum MHD_Result answer_verdict(gw *g, struct MHD_Connection *conn, req_ctx *rc,
+                                      enum gw_verdict v, uint64_t t0, uint64_t wait_ns)
+{
+    switch (v) {
+    case GW_V_SOLD_OUT:
+        return gw__answer(g, conn, t0, GW_A_SOLD_OUT, 409, J("{\"result\":\"sold_out\"}"), NULL,
+                          NULL, NULL);
+    case GW_V_NO_WORKER:
+        return gw__answer_overloaded(g, conn, t0, GW_OV_NO_WORKER, NULL);
+    case GW_V_DEADLINE:
+        return gw__answer_overloaded(g, conn, t0, GW_OV_QUEUE_FULL, NULL);
+    case GW_V_BUSY:
+        return gw__answer(g, conn, t0, GW_A_BUSY, 429, J("{\"result\":\"busy\"}"), NULL,
+                          "Retry-After", "1");
+    case GW_V_TOKEN_BUCKET:
+        return gw__admission_gateway_refused(g, conn, rc, t0, wait_ns);
+    case GW_V_STOPPING:
+        return gw__answer_overloaded(g, conn, t0, GW_OV_STOPPING, NULL);
+    case GW_V_INTERNAL:
+    case GW_V_ADMIT:
+        break;
+    }
+    return gw__answer_overloaded(g, conn, t0, GW_OV_INTERNAL, NULL);
 }
 
 /* Event park: the connection was resumed; answer with what woke it. */
@@ -103,11 +176,13 @@ static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx
 {
     int done = gw_pending_cancel(g->pending, &rc->w) == -EALREADY;
     if (gw_wheel_del(g->wheel, &rc->timer) == 0)
-        ctx_unref(rc); /* the timer will not fire: drop its reference */
+        gw__purchase_unref(rc); /* the timer will not fire: drop its reference */
     rc->phase = PH_ANSWERED;
     gw__admission_headers(g, rc);
     if (done)
         return gw__answer_outcome(g, conn, rc->t0, &rc->w.out, rc->rid);
+    if (rc->verdict != GW_V_ADMIT)
+        return answer_verdict(g, conn, rc, rc->verdict, rc->t0, rc->verdict_wait_ns);
     if (rc->produce_failed)
         return gw__answer_overloaded(g, conn, rc->t0, GW_OV_QUEUE_FULL, rc->rid);
     return gw__answer_timeout(g, conn, rc->t0, rc->w.id, rc->rid);
@@ -138,38 +213,78 @@ static enum MHD_Result park_thread(gw *g, struct MHD_Connection *conn, const sk_
     return gw__answer_outcome(g, conn, t0, &w.out, rid);
 }
 
-/* Admitted: a request id (id, or a fresh one), a message, a parked waiter. */
+/* The request message of an admitted purchase: a request id (id, or a fresh
+ * one) in m and rid, encoded into wire (SK_MSG_MAX bytes) and described by
+ * rec. 0, or -1 when it does not encode. */
+static int build(gw *g, struct MHD_Connection *conn, const gw_purchase *p, const uint8_t *id,
+                 sk_msg *m, char rid[37], uint8_t *wire, mq_record *rec)
+{
+    if (id) /* Idempotency-Key: the id its body and key make */
+        memcpy(m->request_id, id, 16);
+    else
+        sk_uuid4(m->request_id);
+    uuid_unparse_lower(m->request_id, rid);
+    memcpy(m->gateway_id, g->id, 16);
+    m->admitted_at_ms = sk_wall_ms();
+    m->deadline_ms = m->admitted_at_ms + g->cfg->wait_timeout_ms;
+    memcpy(m->user_id, p->user_id, sizeof m->user_id);
+    memcpy(m->item_id, p->item_id, sizeof m->item_id);
+    gw__client_id(conn, m->trace); /* the worker's lines about it carry the client's id */
+    sk_log(SK_LOG_DEBUG, "gateway", m->trace[0] ? m->trace : rid, "admitted item=%s user=%s",
+           m->item_id, m->user_id);
+    int wl = sk_msg_encode(m, wire, SK_MSG_MAX);
+    if (wl < 0)
+        return -1;
+    *rec = (mq_record){.key = m->user_id,
+                       .key_len = strlen(m->user_id),
+                       .value = wire,
+                       .value_len = (size_t)wl,
+                       .partition = MQ_PARTITION_ANY};
+    return 0;
+}
+
+/* Admitted: a message, a parked waiter. With hold_in (the fair opening),
+ * parked now and its message produced when hold_in's window closes
+ * (opening.c); its deadline still runs from its arrival. */
 static enum MHD_Result admit(gw *g, struct MHD_Connection *conn, req_ctx *rc, const gw_purchase *p,
-                             const uint8_t *id, uint64_t t0)
+                             const uint8_t *id, uint64_t t0, gw_item *hold_in, int64_t now_ms)
 {
     sk_msg m;
     char rid[37];
     uint8_t wire[SK_MSG_MAX];
-    if (id) /* Idempotency-Key: the id its body and key make */
-        memcpy(m.request_id, id, 16);
-    else
-        sk_uuid4(m.request_id);
-    uuid_unparse_lower(m.request_id, rid);
-    memcpy(m.gateway_id, g->id, 16);
-    m.admitted_at_ms = sk_wall_ms();
-    m.deadline_ms = m.admitted_at_ms + g->cfg->wait_timeout_ms;
-    memcpy(m.user_id, p->user_id, sizeof m.user_id);
-    memcpy(m.item_id, p->item_id, sizeof m.item_id);
-    gw__client_id(conn, m.trace); /* the worker's lines about it carry the client's id */
-    sk_log(SK_LOG_DEBUG, "gateway", m.trace[0] ? m.trace : rid, "admitted item=%s user=%s",
-           m.item_id, m.user_id);
-    int wl = sk_msg_encode(&m, wire, sizeof wire);
-    if (wl < 0)
+    mq_record rec;
+    if (build(g, conn, p, id, &m, rid, wire, &rec) < 0)
         return gw__answer_overloaded(g, conn, t0, GW_OV_INTERNAL, rid);
-    mq_record rec = {.key = p->user_id,
-                     .key_len = strlen(p->user_id),
-                     .value = wire,
-                     .value_len = (size_t)wl,
-                     .partition = MQ_PARTITION_ANY};
+    if (hold_in) {
+        park_arm(g, conn, rc, m.request_id, rid, t0);
+        if (gw__opening_hold(g, hold_in, rc, &rec, now_ms) < 0)
+            gw__purchase_refuse_held(g, rc, GW_V_INTERNAL, 0); /* out of memory: never queued */
+        return MHD_YES;
+    }
     if (g->event_park)
         return park_event(g, conn, rc, &m, &rec, rid, t0);
     gw__admission_headers(g, rc);
     return park_thread(g, conn, &m, &rec, rid, t0);
+}
+
+enum gw_verdict gw__purchase_verdict(gw *g, req_ctx *rc, gw_item *it, uint64_t now,
+                                     uint64_t *wait_ns)
+{
+    if (atomic_load_explicit(&it->sold_out, memory_order_relaxed))
+        return GW_V_SOLD_OUT;
+    if (mq_group_live(g->topic, SK_GROUP) == 0)
+        return GW_V_NO_WORKER;
+    if (gw__admission_deadline(g, now))
+        return GW_V_DEADLINE;
+    if (gw__admission_gate(g, rc, it))
+        return GW_V_BUSY;
+    if (g->gbucket ? !tb_global_take(g->gbucket, now) : !tb_take(&g->bucket, now)) {
+        gw__admission_gate_release(rc);
+        atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
+        *wait_ns = g->gbucket ? tb_global_wait_ns(g->gbucket, now) : tb_wait_ns(&g->bucket, now);
+        return GW_V_TOKEN_BUCKET;
+    }
+    return GW_V_ADMIT;
 }
 
 /* The checks of gateway.h after framing, method, type and size. */
@@ -207,20 +322,15 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     if (ends_at && now_s >= ends_at)
         return gw__answer(g, conn, t0, GW_A_ENDED, 409, J("{\"result\":\"ended\"}"), NULL, NULL,
                           NULL);
-    if (atomic_load_explicit(&it->sold_out, memory_order_relaxed))
-        return gw__answer(g, conn, t0, GW_A_SOLD_OUT, 409, J("{\"result\":\"sold_out\"}"), NULL,
-                          NULL, NULL);
-    if (mq_group_live(g->topic, SK_GROUP) == 0)
-        return gw__answer_overloaded(g, conn, t0, GW_OV_NO_WORKER, NULL);
-    if (gw__admission_deadline(g, conn, t0, &ret) || gw__admission_gate(g, conn, rc, it, t0, &ret))
-        return ret;
-    if (g->gbucket ? !tb_global_take(g->gbucket, t0) : !tb_take(&g->bucket, t0)) {
-        gw__admission_gate_release(rc);
-        atomic_fetch_add_explicit(&g->metrics.tb_rejections, 1, memory_order_relaxed);
-        uint64_t wait = g->gbucket ? tb_global_wait_ns(g->gbucket, t0) : tb_wait_ns(&g->bucket, t0);
-        return gw__admission_gateway_refused(g, conn, rc, t0, wait);
-    }
-    return admit(g, conn, rc, &p, keyed ? id : NULL, t0);
+    int64_t now_ms;
+    if (gw__opening_open(g, it, &now_ms) && !atomic_load(&it->sold_out) &&
+        !atomic_load(&g->grace_over))
+        return admit(g, conn, rc, &p, keyed ? id : NULL, t0, it, now_ms);
+    uint64_t wait = 0;
+    enum gw_verdict v = gw__purchase_verdict(g, rc, it, t0, &wait);
+    if (v != GW_V_ADMIT)
+        return answer_verdict(g, conn, rc, v, t0, wait);
+    return admit(g, conn, rc, &p, keyed ? id : NULL, t0, NULL, 0);
 }
 
 enum MHD_Result gw__purchase_open(gw *g, struct MHD_Connection *conn, const char *method,
@@ -274,14 +384,16 @@ enum MHD_Result gw__purchase_step(gw *g, struct MHD_Connection *conn, req_ctx *r
 
 void gw__purchase_close(gw *g, req_ctx *rc)
 {
+    if (rc->hold_item) /* first: the fair opening's flush never touches it after this */
+        gw__opening_forget(rc);
     if (rc->phase == PH_PARKED) {
         /* ended while parked (connection reset, daemon stopping): leave
          * nothing behind that could wake freed memory */
         gw_pending_cancel(g->pending, &rc->w);
         if (gw_wheel_del(g->wheel, &rc->timer) == 0)
-            ctx_unref(rc);
+            gw__purchase_unref(rc);
     }
     gw__admission_gate_release(rc);
-    ctx_unref(rc);
+    gw__purchase_unref(rc);
     atomic_fetch_sub(&g->inflight, 1); /* its answer is out (or the client went away) */
 }

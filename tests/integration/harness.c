@@ -488,6 +488,17 @@ long http_stock_left(int port, const char *item)
     return atol(v);
 }
 
+long http_metric(int port, const char *line)
+{
+    http_resp r;
+    if (http_do(port, "GET", "/metrics", NULL, NULL, 0, &r) != 0 || r.status != 200)
+        return -1;
+    char want[160];
+    snprintf(want, sizeof want, "\n%s", line); /* a sample line, not its HELP */
+    const char *p = strstr(r.body, want);
+    return p ? atol(p + strlen(want)) : -1;
+}
+
 int ini_merge(char *out, size_t cap, const char *base, const char *extra)
 {
     size_t n = strlen(base);

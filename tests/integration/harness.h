@@ -72,6 +72,10 @@ int http_buy(int port, const char *json, http_resp *r);
 /* GET /items/{item}: its stock_left, or -1 when there is no such answer. */
 long http_stock_left(int port, const char *item);
 
+/* The value of the /metrics sample line starting with line (name, labels and
+ * a space), or -1 when /metrics does not show it. */
+long http_metric(int port, const char *line);
+
 /* A JSON string field value (no escapes needed for our ids), 0 when found. */
 int json_field(const char *body, const char *key, char *out, size_t outlen);
 

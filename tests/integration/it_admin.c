@@ -62,16 +62,6 @@ static int buy(int port, const char *user, char *order_id, size_t cap)
     return r.status;
 }
 
-static long metric(int port, const char *line)
-{
-    http_resp r;
-    assert_int_equal(http_do(port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
-    char want[160];
-    snprintf(want, sizeof want, "\n%s", line); /* a sample line, not its HELP */
-    const char *p = strstr(r.body, want);
-    return p ? atol(p + strlen(want)) : -1;
-}
-
 static char data_dir[64];
 
 static void memory_ini(char *buf, size_t cap, long stock)
@@ -132,7 +122,7 @@ static void test_auth_and_bad_input(void **state)
     assert_int_equal(r.status, 401);
     admin(g.admin_port, -1, "POST", "/sale", NULL, &r);
     assert_int_equal(r.status, 401);
-    assert_int_equal(metric(g.port, "seckill_admin_unauthorized_total "), 3);
+    assert_int_equal(http_metric(g.port, "seckill_admin_unauthorized_total "), 3);
     /* the refused ones changed nothing */
     admin(g.admin_port, 1, "GET", "/items/demo", NULL, &r);
     assert_int_equal(r.status, 200);
@@ -168,7 +158,7 @@ static void test_auth_and_bad_input(void **state)
     assert_int_equal(field_long(r.body, "per_user_limit"), 1);
     assert_int_equal(field_long(r.body, "starts_at"), 0);
     assert_int_equal(field_long(r.body, "sale"), 0);
-    assert_int_equal(metric(g.port, "seckill_admin_changes_total{what=\"stock\"} "), 0);
+    assert_int_equal(http_metric(g.port, "seckill_admin_changes_total{what=\"stock\"} "), 0);
     assert_int_equal(gw_proc_stop(&g), 0);
 }
 
@@ -233,11 +223,11 @@ static void test_changes_seen_by_purchases(void **state)
     assert_true(a != 429);
     assert_int_equal(b, 429);
 
-    assert_int_equal(metric(g.port, "seckill_admin_changes_total{what=\"stock\"} "), 3);
-    assert_int_equal(metric(g.port, "seckill_admin_changes_total{what=\"limit\"} "), 1);
-    assert_int_equal(metric(g.port, "seckill_admin_changes_total{what=\"window\"} "), 2);
-    assert_int_equal(metric(g.port, "seckill_admin_changes_total{what=\"blocklist\"} "), 2);
-    assert_int_equal(metric(g.port, "seckill_admin_changes_total{what=\"rate\"} "), 1);
+    assert_int_equal(http_metric(g.port, "seckill_admin_changes_total{what=\"stock\"} "), 3);
+    assert_int_equal(http_metric(g.port, "seckill_admin_changes_total{what=\"limit\"} "), 1);
+    assert_int_equal(http_metric(g.port, "seckill_admin_changes_total{what=\"window\"} "), 2);
+    assert_int_equal(http_metric(g.port, "seckill_admin_changes_total{what=\"blocklist\"} "), 2);
+    assert_int_equal(http_metric(g.port, "seckill_admin_changes_total{what=\"rate\"} "), 1);
     assert_int_equal(gw_proc_stop(&g), 0);
 }
 
@@ -267,7 +257,7 @@ static void test_new_sale_memory(void **state)
     assert_int_equal(http_do(g.port, "GET", path, NULL, NULL, 0, &r), 0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"user_id\":\"u1\""));
-    assert_int_equal(metric(g.port, "seckill_admin_changes_total{what=\"sale\"} "), 1);
+    assert_int_equal(http_metric(g.port, "seckill_admin_changes_total{what=\"sale\"} "), 1);
     assert_int_equal(gw_proc_stop(&g), 0);
 
     /* a restart on the same data_dir replays into sale 1 */

@@ -399,6 +399,13 @@ static const bad bads[] = {
      ITEM "[rpc]\nlisten = tcp:127.0.0.1:7000\nsecret = 12345678\ntls_ca = /etc/ca.crt\n",
      "PATH: [rpc] tls_ca: a gateway with listen serves TLS only with tls_cert and tls_key; set "
      "them too"},
+    {"fair opening with thread park",
+     ITEM "[gateway]\npark = thread\n[admission]\nopen_window_ms = 500\n",
+     "PATH: [admission] open_window_ms needs [gateway] park = event"},
+    {"fair opening past half the wait",
+     ITEM "[gateway]\nwait_timeout_ms = 1000\n[admission]\nopen_window_ms = 501\n",
+     "PATH: [admission] open_window_ms = 501 must be at most half of [gateway] wait_timeout_ms = "
+     "1000"},
     {"redis port", ITEM "[redis]\nport = 0\n",
      "PATH:4: [redis] port: expected an integer from 1 to 65535"},
     {"redis unknown", ITEM "[redis]\npassword = x\n", "PATH:4: [redis] unknown key 'password'"},
@@ -414,8 +421,10 @@ static const bad bads[] = {
      "must be 1-64 characters of A-Z a-z 0-9 _ . : -"},
     {"blocklist id", ITEM "[risk]\nblocklist = bot-1, bot/2\n",
      "PATH:4: [risk] blocklist: 'bot/2' is not a valid user id"},
-    {"cors origin with a path", ITEM "[http]\ncors_origins = https://a.example, https://b.example/app\n",
-     "PATH:4: [http] cors_origins: 'https://b.example/app' is not an origin (http[s]://HOST[:PORT] or *)"},
+    {"cors origin with a path",
+     ITEM "[http]\ncors_origins = https://a.example, https://b.example/app\n",
+     "PATH:4: [http] cors_origins: 'https://b.example/app' is not an origin (http[s]://HOST[:PORT] "
+     "or *)"},
     {"cors origin without a scheme", ITEM "[http]\ncors_origins = shop.example\n",
      "PATH:4: [http] cors_origins: 'shop.example' is not an origin (http[s]://HOST[:PORT] or *)"},
     {"missing stock", ITEM "\n[item.b]\nper_user_limit = 2\nstarts_at = 0\n",

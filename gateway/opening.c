@@ -1,0 +1,220 @@
+/*
+ * opening.c - the fair opening ([admission] open_window_ms = W).
+ *
+ * When an item's sale starts, bots that fire at starts_at to the
+ * millisecond would win a first-come queue. Instead, a purchase of an item
+ * that arrives in [starts_at, starts_at + W) and has passed the checks that
+ * do not depend on the moment (token, per-client limits, Idempotency-Key,
+ * item, window) is held: parked as any purchase (its waiter in the pending
+ * table, its deadline timer armed from its arrival, its connection
+ * suspended) but its message not produced. When the window closes (one
+ * timer per item on the gateway's wheel), the held purchases are put in a
+ * random order (Fisher-Yates, seeded from getrandom, so the order cannot be
+ * predicted from the outside) and each in turn goes through the checks of
+ * the moment (sold out, workers, deadline and stock gates, token bucket):
+ * admitted ones are produced in that order, refused ones answered with their
+ * refusal. Arriving 1 ms or W - 1 ms after the start makes no difference.
+ *
+ * Bounds: a held purchase is a suspended connection, so how many can be held
+ * is bounded by the connection limit; the held array grows to that. W is at
+ * most half of wait_timeout_ms (config), so a held purchase has time left to
+ * be decided. A gateway told to stop releases them as usual when the window
+ * closes, within its grace (wait_timeout_ms); what a window still holds when
+ * the grace is over is answered 503 (never queued: no purchase). Needs park =
+ * event.
+ *
+ * Locking: an item's hold_lock guards its held array, its timer's arming
+ * and each gw_held's state. The flush takes it once per purchase, so a
+ * connection closing meanwhile (gw__opening_forget) waits at most for one
+ * purchase's produce and finds it either still held (then forgotten, never
+ * produced) or done.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "internal.h"
+#include "log.h"
+
+enum held_state {
+    HELD_LISTED,   /* in the item's held array */
+    HELD_FLUSHING, /* taken by a flush, not yet released */
+    HELD_GONE,     /* its connection closed while the flush had it */
+};
+
+struct gw_held {
+    req_ctx *rc;  /* holds a reference (gw__purchase_ref) until released */
+    size_t index; /* in it->held, while HELD_LISTED */
+    enum held_state state;
+    mq_record rec;
+    char key[SK_ID_MAX + 1];
+    uint8_t wire[SK_MSG_MAX];
+};
+
+static void flush(gw_timer *t);
+
+void gw__opening_init_item(gw *g, gw_item *it)
+{
+    pthread_mutex_init(&it->hold_lock, NULL);
+    it->g = g;
+    it->hold_timer.fire = flush;
+}
+
+void gw__opening_release(gw *g)
+{
+    for (size_t i = 0; i < g->nitems; i++) {
+        gw_item *it = &g->items[i];
+        /* the daemons closed every connection, which forgot its hold */
+        free(it->held);
+        it->held = NULL;
+        pthread_mutex_destroy(&it->hold_lock);
+    }
+}
+
+int gw__opening_open(const gw *g, const gw_item *it, int64_t *now_ms)
+{
+    uint32_t w = g->cfg->adm_open_window_ms;
+    if (!w)
+        return 0;
+    int64_t start = atomic_load_explicit(&it->starts_at, memory_order_relaxed);
+    *now_ms = sk_wall_ms();
+    return start && *now_ms >= start * 1000 && *now_ms < start * 1000 + w;
+}
+
+int gw__opening_hold(gw *g, gw_item *it, req_ctx *rc, const mq_record *rec, int64_t now_ms)
+{
+    struct gw_held *h = malloc(sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->rc = rc;
+    h->state = HELD_LISTED;
+    memcpy(h->wire, rec->value, rec->value_len);
+    snprintf(h->key, sizeof h->key, "%.*s", (int)rec->key_len, (const char *)rec->key);
+    h->rec = *rec;
+    h->rec.key = h->key;
+    h->rec.value = h->wire;
+    rc->hold_item = it;
+    int64_t close_ms = atomic_load_explicit(&it->starts_at, memory_order_relaxed) * 1000 +
+                       g->cfg->adm_open_window_ms;
+    pthread_mutex_lock(&it->hold_lock);
+    if (it->nheld == it->held_cap) {
+        size_t cap = it->held_cap ? it->held_cap * 2 : 256;
+        struct gw_held **v = realloc(it->held, cap * sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&it->hold_lock);
+            free(h);
+            return -ENOMEM;
+        }
+        it->held = v;
+        it->held_cap = cap;
+    }
+    gw__purchase_ref(rc); /* the hold's reference */
+    h->index = it->nheld;
+    it->held[it->nheld++] = h;
+    rc->held = h;
+    if (!it->hold_armed) { /* the first held purchase of this window */
+        it->hold_armed = 1;
+        int64_t left_ms = close_ms > now_ms ? close_ms - now_ms : 0;
+        gw_wheel_add(g->wheel, &it->hold_timer, gw_mono_ns() + (uint64_t)left_ms * 1000000ULL);
+    }
+    pthread_mutex_unlock(&it->hold_lock);
+    atomic_fetch_add_explicit(&g->metrics.open_held, 1, memory_order_relaxed);
+    return 0;
+}
+
+void gw__opening_forget(req_ctx *rc)
+{
+    gw_item *it = rc->hold_item;
+    struct gw_held *h = NULL;
+    pthread_mutex_lock(&it->hold_lock);
+    if (rc->held && rc->held->state == HELD_LISTED) {
+        h = rc->held;
+        struct gw_held *last = it->held[--it->nheld];
+        it->held[h->index] = last;
+        last->index = h->index;
+        rc->held = NULL;
+    } else if (rc->held) {
+        rc->held->state = HELD_GONE; /* the flush releases it */
+    }
+    pthread_mutex_unlock(&it->hold_lock);
+    if (h) {
+        free(h);
+        gw__purchase_unref(rc); /* the hold's; the caller still holds MHD's */
+    }
+}
+
+/* splitmix64: a fast generator for the shuffle; its seed is what must be
+ * unpredictable, and getrandom gives that. */
+static uint64_t next_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void shuffle(struct gw_held **v, size_t n)
+{
+    uint64_t s;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s)
+        s = gw_mono_ns() ^ (uint64_t)(uintptr_t)v; /* not expected after boot */
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(next_rand(&s) % i); /* bias below 2^-40 for any real n */
+        struct gw_held *t = v[i - 1];
+        v[i - 1] = v[j];
+        v[j] = t;
+    }
+}
+
+/* One held purchase, in its turn: produced, or refused. Under hold_lock. */
+static void release(gw *g, gw_item *it, struct gw_held *h)
+{
+    req_ctx *rc = h->rc;
+    uint64_t wait = 0;
+    enum gw_verdict v = atomic_load(&g->grace_over)
+                            ? GW_V_STOPPING
+                            : gw__purchase_verdict(g, rc, it, gw_mono_ns(), &wait);
+    if (v == GW_V_ADMIT)
+        gw__purchase_release_held(g, rc, &h->rec);
+    else
+        gw__purchase_refuse_held(g, rc, v, wait);
+}
+
+/* The window of it closed (wheel thread): release what it held, in a random
+ * order. */
+static void flush(gw_timer *t)
+{
+    gw_item *it = (gw_item *)((char *)t - offsetof(gw_item, hold_timer));
+    gw *g = it->g;
+    pthread_mutex_lock(&it->hold_lock);
+    struct gw_held **v = it->held;
+    size_t n = it->nheld;
+    it->held = NULL;
+    it->nheld = it->held_cap = 0;
+    it->hold_armed = 0;
+    for (size_t i = 0; i < n; i++)
+        v[i]->state = HELD_FLUSHING;
+    pthread_mutex_unlock(&it->hold_lock);
+    shuffle(v, n);
+    size_t gone = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct gw_held *h = v[i];
+        pthread_mutex_lock(&it->hold_lock);
+        if (h->state == HELD_FLUSHING)
+            release(g, it, h);
+        else
+            gone++;
+        h->rc->held = NULL;
+        pthread_mutex_unlock(&it->hold_lock);
+        gw__purchase_unref(h->rc); /* the hold's */
+        free(h);
+    }
+    free(v);
+    atomic_fetch_add_explicit(&g->metrics.open_flushes, 1, memory_order_relaxed);
+    sk_log(SK_LOG_INFO, "gateway", NULL,
+           "item %s: opening window closed, %zu purchases released in a random order%s", it->c->id,
+           n - gone, gone ? " (the others' clients had gone)" : "");
+}
