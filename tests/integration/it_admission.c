@@ -4,7 +4,8 @@
  * signed admission tokens on POST /seckill and the order endpoints, issued by
  * --issue-token and by the codec, with a rotated key; Idempotency-Key
  * retries after forced 504s never buying twice, with the memory inventory and
- * with Redis behind two gateways (Redis paused to force the 504s).
+ * with Redis behind two gateways (Redis paused to force the 504s); the fair
+ * opening with a fast and a slow population, hang-ups and a stop while held.
  *
  * argv[1]: path of the seckill-gateway binary; argv[2]: park mode (thread,
  * event, event-epoll).
@@ -805,6 +806,193 @@ static void test_bots_and_users(void **state)
     assert_int_equal(gw_proc_stop(&p), 0);
 }
 
+/* The fair opening: a "fast" population (bots firing at starts_at) and a
+ * "slow" one (people, 300-600 ms later) buy 50 units of an item opening in
+ * about 2 s. */
+#define OPEN_USERS 100 /* per population */
+#define OPEN_STOCK 50
+
+typedef struct opener {
+    int port;
+    int64_t at_ms; /* unix ms to send at */
+    char user[32];
+    int status;
+    int64_t answered_ms;
+    char result[32];
+} opener;
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *opener_main(void *arg)
+{
+    opener *o = arg;
+    struct timespec at = {o->at_ms / 1000, (o->at_ms % 1000) * 1000000L};
+    while (clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &at, NULL) == EINTR)
+        ;
+    http_resp r;
+    char body[96];
+    int bl = snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"item_id\":\"demo\"}", o->user);
+    if (http_do(o->port, "POST", "/seckill", "Content-Type: application/json\r\n", body, (size_t)bl,
+                &r) == 0) {
+        o->status = r.status;
+        json_field(r.body, "result", o->result, sizeof o->result);
+    }
+    o->answered_ms = wall_ms();
+    return NULL;
+}
+
+/* One sale; OUT: units the slow population bought. */
+static int opening_sale(uint32_t window_ms, opener *o)
+{
+    int64_t starts_at = wall_ms() / 1000 + 2;
+    char ini[512];
+    snprintf(ini, sizeof ini,
+             "[gateway]\nwait_timeout_ms = 10000\n[token_bucket]\nrate = 0\n"
+             "[admission]\nopen_window_ms = %u\n[worker]\nthreads = 2\n"
+             "[item.demo]\nstock = %d\nper_user_limit = 1\nstarts_at = %lld\n",
+             window_ms, OPEN_STOCK, (long long)starts_at);
+    gw_proc p;
+    start(&p, ini);
+    pthread_t t[2 * OPEN_USERS];
+    for (int i = 0; i < 2 * OPEN_USERS; i++) {
+        int fast = i < OPEN_USERS;
+        o[i] = (opener){.port = p.port};
+        snprintf(o[i].user, sizeof o[i].user, "%s-%d", fast ? "fast" : "slow", i);
+        /* fast: 1-5 ms after the start; slow: 300-600 ms after it */
+        o[i].at_ms = starts_at * 1000 + (fast ? 1 + i % 5 : 300 + (i - OPEN_USERS) * 3);
+        assert_int_equal(pthread_create(&t[i], NULL, opener_main, &o[i]), 0);
+    }
+    for (int i = 0; i < 2 * OPEN_USERS; i++)
+        pthread_join(t[i], NULL);
+    int sold[2] = {0, 0}, sold_out = 0, other = 0;
+    int64_t first_fast = INT64_MAX;
+    for (int i = 0; i < 2 * OPEN_USERS; i++) {
+        int fast = i < OPEN_USERS;
+        if (o[i].status == 200)
+            sold[fast]++;
+        else if (o[i].status == 409 && !strcmp(o[i].result, "sold_out"))
+            sold_out++;
+        else if (other++ < 5)
+            fprintf(stderr, "%s: status %d %s\n", o[i].user, o[i].status, o[i].result);
+        if (fast && o[i].answered_ms < first_fast)
+            first_fast = o[i].answered_ms;
+    }
+    long held = http_metric(p.port, "seckill_open_window_held_total ");
+    long flushes = http_metric(p.port, "seckill_open_window_flushes_total ");
+    printf("open_window_ms = %u: fast bought %d, slow bought %d, %d sold out, %d other; "
+           "first fast answer %lld ms after the start; held %ld, flushes %ld\n",
+           window_ms, sold[1], sold[0], sold_out, other, (long long)(first_fast - starts_at * 1000),
+           held, flushes);
+    /* every answer true: exactly the stock sold, everyone else told sold out */
+    assert_int_equal(other, 0);
+    assert_int_equal(sold[0] + sold[1], OPEN_STOCK);
+    assert_int_equal(sold_out, 2 * OPEN_USERS - OPEN_STOCK);
+    assert_int_equal(http_stock_left(p.port, "demo"), 0);
+    if (window_ms) {
+        assert_int_equal(held, 2 * OPEN_USERS);
+        assert_int_equal(flushes, 1);
+        /* no answer before the window closed: nothing was decided earlier */
+        assert_true(first_fast >= starts_at * 1000 + window_ms - 20);
+    } else {
+        assert_int_equal(held, 0);
+    }
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0);
+    return sold[0];
+}
+
+static void test_fair_opening(void **state)
+{
+    (void)state;
+    if (strstr(park_ini, "thread")) { /* refused: a held request keeps a connection, not a thread */
+        char path[] = "/tmp/it_admission_XXXXXX.ini", out[512], err[1024];
+        int fd = mkstemps(path, 4);
+        assert_true(fd >= 0);
+        const char ini[] = "[gateway]\npark = thread\n[admission]\nopen_window_ms = 500\n"
+                           "[item.demo]\nstock = 1\n";
+        assert_int_equal(write(fd, ini, sizeof ini - 1), (ssize_t)(sizeof ini - 1));
+        close(fd);
+        const char *argv[] = {gateway_bin, "-c", path, "--check-config", NULL};
+        int rc = run_capture(argv, out, sizeof out, err, sizeof err);
+        unlink(path);
+        assert_int_equal(rc, 78);
+        assert_non_null(strstr(err, "open_window_ms needs [gateway] park = event"));
+        return;
+    }
+    opener *o = calloc(2 * OPEN_USERS, sizeof *o);
+    assert_non_null(o);
+    /* first come, first served: the bots take (nearly) everything */
+    int slow = opening_sale(0, o);
+    assert_true(slow <= 5);
+    /* the fair opening: a random order over both populations. The slow share
+     * is hypergeometric (50 of 200, 100 slow): mean 25, sd 3.1; fewer than
+     * 10 has a probability below 1e-7 */
+    slow = opening_sale(1000, o);
+    assert_true(slow >= 10);
+    assert_true(slow <= OPEN_STOCK - 10);
+    free(o);
+}
+
+/* Held purchases whose clients hang up, and a gateway told to stop while it
+ * holds purchases: they are still released when the window closes (the
+ * stop's grace outlasts the window) and answered; a suspended connection's
+ * hang-up is noticed only when it is resumed, so the gone clients' purchases
+ * go through like any parked request's. Nothing touches a freed connection
+ * (a sanitizer build exits non-zero if it does). */
+static void test_opening_hangup_and_stop(void **state)
+{
+    (void)state;
+    if (strstr(park_ini, "thread"))
+        return; /* refused by the configuration: test_fair_opening */
+    int64_t starts_at = wall_ms() / 1000 + 2;
+    char ini[512];
+    snprintf(ini, sizeof ini,
+             "[gateway]\nwait_timeout_ms = 10000\ndrain_delay_ms = 0\n[token_bucket]\nrate = 0\n"
+             "[admission]\nopen_window_ms = 2000\n"
+             "[item.demo]\nstock = 10\nper_user_limit = 1\nstarts_at = %lld\n",
+             (long long)starts_at);
+    gw_proc p;
+    start(&p, ini);
+    opener b = {.port = p.port, .at_ms = starts_at * 1000 + 100, .user = "stays"};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, opener_main, &b), 0);
+    struct timespec at = {starts_at, 50 * 1000000L};
+    while (clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &at, NULL) == EINTR)
+        ;
+    for (int i = 0; i < 3; i++) { /* sent, held, then the client is gone */
+        char body[64], req[512];
+        int bl = snprintf(body, sizeof body, "{\"user_id\":\"gone-%d\",\"item_id\":\"demo\"}", i);
+        int rl = snprintf(req, sizeof req,
+                          "POST /seckill HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %d\r\n\r\n%s",
+                          bl, body);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p.port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(write(fd, req, (size_t)rl), rl);
+        sleep_ms(50);
+        close(fd);
+    }
+    sleep_ms(300);
+    assert_int_equal(http_metric(p.port, "seckill_open_window_held_total "), 4);
+    uint64_t t0 = mono_ms();
+    running = NULL;
+    assert_int_equal(gw_proc_stop(&p), 0); /* SIGTERM while 4 are held */
+    pthread_join(t, NULL);
+    printf("stopped %llu ms after SIGTERM; the held purchase that stayed: %d %s, answered "
+           "%lld ms after the start\n",
+           (unsigned long long)(mono_ms() - t0), b.status, b.result,
+           (long long)(b.answered_ms - starts_at * 1000));
+    assert_int_equal(b.status, 200);
+    assert_true(b.answered_ms >= starts_at * 1000 + 2000 - 20);
+}
+
 /* Off by default: no RateLimit headers, no per-client refusals. */
 static void test_off_by_default(void **state)
 {
@@ -852,6 +1040,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_tokens, teardown),
         cmocka_unit_test_teardown(test_stock_gate, teardown),
         cmocka_unit_test_teardown(test_deadline_gate, teardown),
+        cmocka_unit_test_teardown(test_fair_opening, teardown),
+        cmocka_unit_test_teardown(test_opening_hangup_and_stop, teardown),
         cmocka_unit_test_teardown(test_idempotent_retries_memory, teardown),
         cmocka_unit_test_teardown(test_idempotent_retries_redis, teardown),
     };
