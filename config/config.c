@@ -1079,13 +1079,6 @@ int cfg_validate(const cfg *c, char *err, size_t errlen)
         snprintf(err, errlen, "[redis] cluster = true needs nodes = host:port, ...");
         return -EINVAL;
     }
-    if (c->redis_cluster && !strcmp(c->tb_scope, "global") && c->tb_rate > 0) {
-        /* its bucket is kept on the single Redis of [redis] host and port */
-        snprintf(err, errlen,
-                 "[token_bucket] scope = global is not supported with [redis] cluster = true; "
-                 "use scope = local");
-        return -EINVAL;
-    }
     if (c->adm_open_window_ms && strcmp(c->park, "event") != 0) {
         /* a held request keeps its connection suspended, not a thread */
         snprintf(err, errlen, "[admission] open_window_ms needs [gateway] park = event");

@@ -137,6 +137,7 @@ int gw_create(const cfg *c, gw **out, char *err, size_t errlen)
     if (!strcmp(c->tb_scope, "global") && c->tb_rate > 0) {
         tb_global_config tc = {.host = c->redis_host,
                                .port = c->redis_port,
+                               .nodes = c->redis_cluster ? c->redis_nodes : NULL,
                                .timeout_ms = c->redis_timeout_ms,
                                .rate = c->tb_rate,
                                .burst = c->tb_burst,

@@ -1,7 +1,10 @@
 /*
  * token_bucket_global.c - the global token bucket (token_bucket_global.h).
  *
- * State in Redis, both keys under the hash tag {tb} (one Cluster slot):
+ * State in Redis, both keys under the hash tag {tb}, so on a Redis Cluster
+ * they live in one slot and every TAKE goes to that slot's master (the
+ * fetcher sends it through sk_redis_target, which routes to the single
+ * Redis or to the cluster alike):
  *   TB_GLOBAL_BUCKET    hash  tokens (fractional, as text), us (the refill
  *                             time, unix µs on Redis's clock). Absent = full.
  *   TB_GLOBAL_GATEWAYS  zset  gateway id -> the expiry of its membership.
@@ -10,18 +13,23 @@
  * answer {granted, gateways}. Every gateway passes its own rate and burst,
  * so they must be configured alike.
  *
+ * A TAKE may be granted twice on a cluster: the cluster client resends a
+ * command whose connection broke before the reply, and the lost reply's
+ * grant is then spent in the bucket but never handed out. That only makes
+ * admission stricter (by at most a chunk per lost reply), never looser,
+ * which is why the script may run there although it is not idempotent.
+ *
  * Local state: `tokens`, the fetched tokens not yet handed out (an atomic
  * counter the HTTP threads decrement), and `fallback`, the local bucket in
  * force while Redis cannot be reached (NULL otherwise). The fetcher thread
- * owns the Redis connection and every other field. A fallback bucket is
- * written only while unpublished: the fetcher alternates between two slots,
- * so the one it initialises is never the one a straggling take may still
- * read from the previous outage.
+ * owns the Redis target (its connection or cluster client) and every other
+ * field. A fallback bucket is written only while unpublished: the fetcher
+ * alternates between two slots, so the one it initialises is never the one a
+ * straggling take may still read from the previous outage.
  */
 #include "token_bucket_global.h"
 
 #include <errno.h>
-#include <hiredis/hiredis.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,7 +39,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "redis_conn.h"
+#include "redis_target.h"
 #include "token_bucket.h"
 
 #define BEAT_MS (TB_GLOBAL_MEMBER_TTL_MS / 3)
@@ -79,15 +87,12 @@ struct tb_global {
     uint32_t gateways;
 
     /* fixed at start */
-    char *host;
-    int port;
-    uint32_t timeout_ms;
     double rate;
     uint32_t burst, chunk, low;
     char id[64];
 
     /* the fetcher thread's only */
-    redisContext *c;
+    sk_redis_target *t; /* the single Redis, or the master of {tb}'s slot */
     tb slots[2];
     int slot; /* the slot the next fallback uses */
     uint64_t next_fetch_ms, next_beat_ms, retry_ms;
@@ -105,25 +110,16 @@ static uint64_t mono_ms(void)
 static int call_take(tb_global *g, uint32_t want, int64_t *grant, uint32_t *gateways)
 {
     char rate[32], burst[16], swant[16], ttl[16];
-    int rc = 0;
-    if (!g->c) {
-        rc = sk__redis_connect(g->host, g->port, g->timeout_ms, &g->c);
-        if (rc < 0)
-            return rc;
-    }
     snprintf(rate, sizeof rate, "%.6f", g->rate);
     snprintf(burst, sizeof burst, "%u", g->burst);
     snprintf(swant, sizeof swant, "%u", want);
     snprintf(ttl, sizeof ttl, "%u", (unsigned)TB_GLOBAL_MEMBER_TTL_MS);
     const char *argv[] = {"EVAL", take_lua, "2",   TB_GLOBAL_BUCKET, TB_GLOBAL_GATEWAYS,
                           rate,   burst,    swant, g->id,            ttl};
-    redisReply *rep = redisCommandArgv(g->c, 10, argv, NULL);
-    if (!rep) {
-        rc = sk__redis_errno(g->c, errno);
-        redisFree(g->c); /* a late reply would desynchronise it */
-        g->c = NULL;
+    redisReply *rep;
+    int rc = sk_redis_target_run(g->t, 10, argv, &rep);
+    if (rc < 0)
         return rc;
-    }
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
         rep->element[0]->type != REDIS_REPLY_INTEGER ||
         rep->element[1]->type != REDIS_REPLY_INTEGER || rep->element[0]->integer < 0 ||
@@ -149,16 +145,16 @@ static void fallback_begin(tb_global *g, int err)
     g->fallbacks++;
     pthread_mutex_unlock(&g->lock);
     sk_log(SK_LOG_WARN, "gateway", NULL,
-           "global token bucket: redis %s:%d unreachable (%s): admitting at "
+           "global token bucket: %s unreachable (%s): admitting at "
            "%.3g/s (rate / %u gateways) until it answers",
-           g->host, g->port, strerror(-err), g->rate / n, n);
+           sk_redis_target_name(g->t), strerror(-err), g->rate / n, n);
 }
 
 static void fallback_end(tb_global *g)
 {
     atomic_store_explicit(&g->fallback, NULL, memory_order_release);
-    sk_log(SK_LOG_INFO, "gateway", NULL, "global token bucket: redis %s:%d answers again", g->host,
-           g->port);
+    sk_log(SK_LOG_INFO, "gateway", NULL, "global token bucket: %s answers again",
+           sk_redis_target_name(g->t));
 }
 
 /* One round of the fetcher: fetch when low (or a beat is due), fall back
@@ -229,20 +225,18 @@ static void *fetcher_main(void *arg)
 
 int tb_global_start(const tb_global_config *c, tb_global **out)
 {
-    if (!c->host || c->port <= 0 || c->port > 65535 || !c->timeout_ms || !(c->rate > 0) ||
-        c->rate > 1e9 || c->burst == 0 || !c->gateway_id || !*c->gateway_id ||
+    if (!(c->rate > 0) || c->rate > 1e9 || c->burst == 0 || !c->gateway_id || !*c->gateway_id ||
         strlen(c->gateway_id) >= sizeof((tb_global *)0)->id)
         return -EINVAL;
     tb_global *g = calloc(1, sizeof *g);
     if (!g)
         return -ENOMEM;
-    g->host = strdup(c->host);
-    if (!g->host) {
+    int rc =
+        sk_redis_target_create(c->host, c->port, c->nodes, TB_GLOBAL_BUCKET, c->timeout_ms, &g->t);
+    if (rc < 0) {
         free(g);
-        return -ENOMEM;
+        return rc;
     }
-    g->port = c->port;
-    g->timeout_ms = c->timeout_ms;
     g->rate = c->rate;
     g->burst = c->burst;
     g->chunk = c->chunk ? c->chunk : (uint32_t)ceil(c->rate / 100);
@@ -263,7 +257,7 @@ int tb_global_start(const tb_global_config *c, tb_global **out)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&g->lock, NULL);
     fetch_round(g); /* tokens (or the fallback) before the first request */
-    int rc = -pthread_create(&g->tid, NULL, fetcher_main, g);
+    rc = -pthread_create(&g->tid, NULL, fetcher_main, g);
     if (rc < 0) {
         g->tid = 0;
         tb_global_stop(g);
@@ -284,11 +278,9 @@ void tb_global_stop(tb_global *g)
         pthread_mutex_unlock(&g->lock);
         pthread_join(g->tid, NULL);
     }
-    if (g->c)
-        redisFree(g->c);
+    sk_redis_target_destroy(g->t);
     pthread_cond_destroy(&g->wake);
     pthread_mutex_destroy(&g->lock);
-    free(g->host);
     free(g);
 }
 

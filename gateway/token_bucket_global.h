@@ -16,7 +16,11 @@
  * and at least once a second says "still here" (a gateway counts as drawing
  * from the bucket for 3 s after its last call).
  *
- * Redis unreachable (a failed or timed-out call): the gateway falls back to
+ * Redis may be one server or a Redis Cluster: both keys share the hash tag
+ * {tb}, so they live in one slot and each call goes to that slot's master.
+ *
+ * Redis unreachable (a failed or timed-out call; on a cluster, while {tb}'s
+ * slot has no master that answers): the gateway falls back to
  * a local bucket of rate / n and burst / n, n the number of gateways that
  * drew from the bucket as last counted in Redis (1 before any count): the
  * gateways together still admit about `rate`. Logged once per outage,
@@ -37,8 +41,9 @@
 typedef struct tb_global tb_global;
 
 typedef struct tb_global_config {
-    const char *host; /* Redis */
+    const char *host; /* the single Redis, when nodes is NULL or "" */
     int port;
+    const char *nodes; /* Redis Cluster seeds, "host:port, ..." ([redis] nodes), or NULL */
     uint32_t timeout_ms;
     double rate;        /* tokens per second for all gateways together, > 0 */
     uint32_t burst;     /* >= 1 */
@@ -47,9 +52,9 @@ typedef struct tb_global_config {
 } tb_global_config;
 
 /* Start the fetcher thread; its first fetch runs before this returns (bounded
- * by about twice timeout_ms), so a gateway starts with tokens, or in fallback
- * when Redis cannot be reached. Copies what it keeps. OUT: *out. -EINVAL for
- * a bad config. */
+ * by about twice timeout_ms, on a cluster by a few), so a gateway starts with
+ * tokens, or in fallback when Redis cannot be reached. Copies what it keeps.
+ * OUT: *out. -EINVAL for a bad config. */
 int tb_global_start(const tb_global_config *c, tb_global **out);
 /* Stop and join the thread, free. NULL is fine. */
 void tb_global_stop(tb_global *g);

@@ -9,8 +9,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "redis_cluster.h"
-#include "redis_conn.h"
+#include "redis_target.h"
 #include "sk.h"
 
 /* Entries pruned per beat at most: a bounded script however many died. */
@@ -62,15 +61,9 @@ static const char list_lua[] =
     "return out\n";
 
 struct sk_registry {
-    char *host;
-    int port;
-    char *nodes; /* NULL: the single Redis host:port, else Redis Cluster seeds */
-    char *where; /* "redis host:port" or "redis cluster seeds", for logs */
-    uint32_t timeout_ms;
-    pthread_mutex_t lock; /* the connection and the fields below */
+    sk_redis_target *t;   /* the {registry} keys' Redis or cluster master */
+    pthread_mutex_t lock; /* t and the fields below */
     pthread_cond_t wake;  /* CLOCK_MONOTONIC: the heartbeat's sleep, cut short by stop */
-    redisContext *c;      /* single Redis; NULL: connect at the next command */
-    sk_cluster *cl;       /* cluster; NULL: load the slot map at the next command */
     /* registration (heartbeat thread) */
     int registered, stop;
     pthread_t tid;
@@ -80,39 +73,6 @@ struct sk_registry {
     uint64_t beats;
 };
 
-/* Under r->lock: run one script (argv[0] "EVAL", argv[1] the script, then
- * "2", the two keys and the arguments). A single Redis: the handle's
- * connection, made now when there is none and dropped after a failure. A
- * cluster: the master of the {registry} slot, the slot map loaded now when
- * there is none (so a cluster down at start is found later). OUT: *reply,
- * possibly an error reply. 0 or negative errno. */
-static int run(sk_registry *r, int argc, const char **argv, redisReply **reply)
-{
-    *reply = NULL;
-    if (r->nodes) {
-        if (!r->cl) {
-            sk_cluster_config cc = {.nodes = r->nodes, .timeout_ms = r->timeout_ms};
-            int rc = sk_cluster_create(&cc, &r->cl);
-            if (rc < 0)
-                return rc;
-        }
-        unsigned slot = sk_cluster_slot(SK_REGISTRY_ZSET, strlen(SK_REGISTRY_ZSET));
-        return sk_cluster_command(r->cl, slot, argc, argv, NULL, reply);
-    }
-    if (!r->c) {
-        int rc = sk__redis_connect(r->host, r->port, r->timeout_ms, &r->c);
-        if (rc < 0)
-            return rc;
-    }
-    *reply = redisCommandArgv(r->c, argc, argv, NULL);
-    if (*reply)
-        return 0;
-    int rc = sk__redis_errno(r->c, errno);
-    redisFree(r->c);
-    r->c = NULL;
-    return rc;
-}
-
 /* Under r->lock: one BEAT. 0 when Redis ran it. */
 static int beat_locked(sk_registry *r)
 {
@@ -121,7 +81,7 @@ static int beat_locked(sk_registry *r)
     const char *argv[] = {"EVAL", beat_lua, "2", SK_REGISTRY_ZSET, SK_REGISTRY_ADDRS,
                           r->id,  r->addr,  ttl};
     redisReply *rep;
-    int rc = run(r, 8, argv, &rep);
+    int rc = sk_redis_target_run(r->t, 8, argv, &rep);
     if (rc < 0)
         return rc;
     rc = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 ? 0 : -EIO;
@@ -150,14 +110,14 @@ static void *heartbeat_main(void *arg)
         if (rc == 0) {
             r->beats++;
             if (down)
-                sk_log(SK_LOG_INFO, "registry", NULL, "%s reachable again, %s registered", r->where,
-                       r->id);
+                sk_log(SK_LOG_INFO, "registry", NULL, "%s reachable again, %s registered",
+                       sk_redis_target_name(r->t), r->id);
             down = 0;
         } else if (!down) {
             /* one line per outage, not one per beat */
             sk_log(SK_LOG_WARN, "registry", NULL,
-                   "%s unreachable (%s): %s not refreshed, retrying every %u ms", r->where,
-                   strerror(-rc), r->id, (unsigned)(r->ttl_ms / 3));
+                   "%s unreachable (%s): %s not refreshed, retrying every %u ms",
+                   sk_redis_target_name(r->t), strerror(-rc), r->id, (unsigned)(r->ttl_ms / 3));
             down = 1;
         }
         struct timespec until;
@@ -172,24 +132,13 @@ static void *heartbeat_main(void *arg)
 int sk_registry_create(const char *host, int port, const char *nodes, uint32_t timeout_ms,
                        sk_registry **out)
 {
-    int cluster = nodes && *nodes;
-    if ((!cluster && (!host || port <= 0 || port > 65535)) || !timeout_ms)
-        return -EINVAL;
     sk_registry *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
-    r->host = strdup(cluster ? "" : host);
-    r->nodes = cluster ? strdup(nodes) : NULL;
-    size_t wlen = 32 + (cluster ? strlen(nodes) : strlen(host));
-    r->where = malloc(wlen);
-    if (!r->host || (cluster && !r->nodes) || !r->where)
+    int rc = sk_redis_target_create(host, port, nodes, SK_REGISTRY_ZSET, timeout_ms, &r->t);
+    if (rc < 0)
         goto out_free_r;
-    if (cluster)
-        snprintf(r->where, wlen, "redis cluster %s", nodes);
-    else
-        snprintf(r->where, wlen, "redis %s:%d", host, port);
-    r->port = port;
-    r->timeout_ms = timeout_ms;
+    rc = -ENOMEM;
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0)
         goto out_free_r;
@@ -202,11 +151,9 @@ int sk_registry_create(const char *host, int port, const char *nodes, uint32_t t
     *out = r;
     return 0;
 out_free_r:
-    free(r->where);
-    free(r->nodes);
-    free(r->host);
+    sk_redis_target_destroy(r->t);
     free(r);
-    return -ENOMEM;
+    return rc;
 }
 
 void sk_registry_destroy(sk_registry *r)
@@ -214,14 +161,9 @@ void sk_registry_destroy(sk_registry *r)
     if (!r)
         return;
     sk_registry_unregister(r);
-    if (r->c)
-        redisFree(r->c);
-    sk_cluster_destroy(r->cl);
+    sk_redis_target_destroy(r->t);
     pthread_cond_destroy(&r->wake);
     pthread_mutex_destroy(&r->lock);
-    free(r->where);
-    free(r->nodes);
-    free(r->host);
     free(r);
 }
 
@@ -267,7 +209,7 @@ int sk_registry_unregister(sk_registry *r)
     const char *argv[] = {"EVAL", del_if_ours, "2", SK_REGISTRY_ZSET, SK_REGISTRY_ADDRS,
                           r->id,  r->addr};
     redisReply *rep;
-    int rc = run(r, 7, argv, &rep);
+    int rc = sk_redis_target_run(r->t, 7, argv, &rep);
     if (rc == 0) {
         if (rep->type != REDIS_REPLY_INTEGER)
             rc = -EIO;
@@ -296,7 +238,7 @@ int sk_registry_list(sk_registry *r, sk_registry_gateway *out, size_t cap)
     snprintf(max, sizeof max, "%u", cap > 100000 ? 100000 : (unsigned)cap);
     const char *argv[] = {"EVAL", list_lua, "2", SK_REGISTRY_ZSET, SK_REGISTRY_ADDRS, max};
     redisReply *rep;
-    int rc = run(r, 6, argv, &rep);
+    int rc = sk_redis_target_run(r->t, 6, argv, &rep);
     if (rc < 0)
         goto out_unlock;
     rc = -EIO;

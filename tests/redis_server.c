@@ -167,6 +167,15 @@ int redis_server_start(redis_server *rs)
     return start_as(rs, 0, 0);
 }
 
+int redis_server_setup(redis_server *rs)
+{
+    if (redis_server_start(rs) < 0) {
+        fprintf(stderr, "cannot start redis-server: %s\n", rs->error);
+        return -1;
+    }
+    return 0;
+}
+
 int redis_server_start_cluster(redis_server *rs, uint32_t node_timeout_ms)
 {
     return start_as(rs, 0, node_timeout_ms ? node_timeout_ms : 1);

@@ -26,6 +26,9 @@ typedef struct redis_server {
 /* 0, or negative errno with rs->error set (-ENOENT: redis-server is not
  * installed; scripts/install-deps.sh installs it) and nothing left behind. */
 int redis_server_start(redis_server *rs);
+/* A test group's setup: redis_server_start, its error on stderr. 0, or -1
+ * (cmocka then fails the group: never a silent skip). */
+int redis_server_setup(redis_server *rs);
 /* redis_server_start for a Redis Cluster node: cluster-enabled, its bus on
  * a second free port, cluster-node-timeout node_timeout_ms, nodes.conf in
  * its directory (so a restarted node rejoins), and full coverage not

@@ -5,7 +5,12 @@
  * per gateway; with Redis stopped each gateway admits at its fallback share
  * (rate / 3, burst / 3) and counts it; with Redis back the fallback ends.
  *
- * argv: seckill-gateway.
+ * With a second argument `redis-cluster` the same on a real Redis Cluster
+ * (3 masters, 3 replicas): the bucket's keys live in {tb}'s slot, and
+ * "Redis stopped" is every master killed (no replica can be promoted
+ * without a majority of masters to vote), "back" the masters restarted.
+ *
+ * argv: seckill-gateway [redis-cluster].
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +26,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "tests/redis_cluster.h"
 #include "tests/redis_server.h"
 #include "tests/test_time.h"
 
@@ -31,8 +37,54 @@
 #define CLIENTS_PER_GW 3
 
 static const char *gateway_bin;
-static redis_server rs;
 static gw_proc gw[NGW];
+
+/* ---- Redis: one server, or a Redis Cluster ---- */
+
+static int use_rcluster;
+static redis_server rs;
+static redis_cluster rcl;
+static int masters[3]; /* rcl's masters, as redis_down found them */
+
+/* Start Redis. OUT: the gateways' [redis] keys that name it. */
+static void redis_up(char *keys, size_t cap)
+{
+    if (!use_rcluster) {
+        assert_int_equal(redis_server_start(&rs), 0);
+        snprintf(keys, cap, "port = %d\n", rs.port);
+        return;
+    }
+    char nodes[512];
+    assert_int_equal(redis_cluster_setup(&rcl, 1000, nodes, sizeof nodes), 0);
+    snprintf(keys, cap, "cluster = true\nnodes = %s\n", nodes);
+}
+
+static void redis_down(void)
+{
+    if (!use_rcluster) {
+        redis_server_stop(&rs);
+        return;
+    }
+    static const unsigned thirds[] = {0, 8192, 16383}; /* a slot of each master's range */
+    for (int i = 0; i < 3; i++) {
+        masters[i] = redis_cluster_master_of(&rcl, thirds[i]);
+        assert_true(masters[i] >= 0);
+    }
+    for (int i = 0; i < 3; i++)
+        redis_cluster_kill(&rcl, masters[i]);
+}
+
+static void redis_back(void)
+{
+    if (!use_rcluster) {
+        assert_int_equal(redis_server_restart(&rs), 0);
+        return;
+    }
+    for (int i = 0; i < 3; i++)
+        if (rcl.node[masters[i]].pid <= 0)
+            assert_int_equal(redis_cluster_restart(&rcl, masters[i]), 0);
+    assert_int_equal(redis_cluster_wait_ok(&rcl, 30000), 0);
+}
 
 /* ---- load ---- */
 
@@ -113,15 +165,15 @@ static void wait_metric(int g, const char *name, double want)
 static void test_global_rate_across_gateways(void **state)
 {
     (void)state;
-    char ini[1024];
-    assert_int_equal(redis_server_start(&rs), 0);
+    char ini[1536], redis[640];
+    redis_up(redis, sizeof redis);
     snprintf(ini, sizeof ini,
              "[gateway]\nwait_timeout_ms = 5000\n"
              "[token_bucket]\nscope = global\nrate = %g\nburst = %d\nchunk = %d\n"
              "[queue]\norder_flush = async\n"
-             "[redis]\nport = %d\ntimeout_ms = 2000\n"
+             "[redis]\n%stimeout_ms = 2000\n"
              "[item.demo]\nstock = 1000000\n",
-             RATE, BURST, CHUNK, rs.port);
+             RATE, BURST, CHUNK, redis);
     for (int g = 0; g < NGW; g++)
         assert_int_equal(gw_proc_start(&gw[g], gateway_bin, ini), 0);
     for (int g = 0; g < NGW; g++)
@@ -147,7 +199,7 @@ static void test_global_rate_across_gateways(void **state)
         assert_true(metric(g, "seckill_token_bucket_fallback") == 0);
 
     /* Redis stopped: each gateway on its own, at rate / 3 and burst / 3 */
-    redis_server_stop(&rs);
+    redis_down();
     long before[NGW];
     for (int g = 0; g < NGW; g++)
         before[g] = (long)metric(g, "seckill_token_bucket_fallback_takes_total");
@@ -166,7 +218,7 @@ static void test_global_rate_across_gateways(void **state)
     assert_true(refused > 0);
 
     /* Redis back: the shared bucket again */
-    assert_int_equal(redis_server_restart(&rs), 0);
+    redis_back();
     for (int g = 0; g < NGW; g++)
         wait_metric(g, "seckill_token_bucket_fallback", 0);
 }
@@ -177,14 +229,17 @@ static int teardown(void **state)
     for (int g = 0; g < NGW; g++)
         if (gw[g].pid > 0)
             gw_proc_stop(&gw[g]);
-    redis_server_destroy(&rs);
+    if (use_rcluster)
+        redis_cluster_destroy(&rcl);
+    else
+        redis_server_destroy(&rs);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s SECKILL-GATEWAY\n", argv[0]);
+        fprintf(stderr, "usage: %s SECKILL-GATEWAY [redis-cluster]\n", argv[0]);
         return 2;
     }
     gateway_bin = argv[1];
@@ -192,5 +247,10 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_global_rate_across_gateways, teardown),
     };
+    if (argc > 2 && !strcmp(argv[2], "redis-cluster")) {
+        use_rcluster = 1;
+        return cmocka_run_group_tests_name("integration.global_bucket.redis_cluster", tests, NULL,
+                                           NULL);
+    }
     return cmocka_run_group_tests_name("integration.global_bucket", tests, NULL, NULL);
 }

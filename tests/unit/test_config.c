@@ -206,6 +206,25 @@ static void test_client_limits(void **state)
     cfg_release(&c);
 }
 
+/* The global bucket's keys share one slot ({tb}), so it runs on a cluster too. */
+static void test_global_bucket_on_cluster(void **state)
+{
+    tmp *t = *state;
+    cfg c;
+    char err[512] = "";
+    cfg_init(&c);
+    write_file(t->path, "[token_bucket]\nscope = global\nrate = 100\n"
+                        "[redis]\ncluster = true\nnodes = 127.0.0.1:7000, 127.0.0.1:7001\n"
+                        "[item.a]\nstock = 1\n");
+    if (cfg_load(&c, t->path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.tb_scope, "global");
+    assert_true(c.tb_rate == 100);
+    assert_true(c.redis_cluster);
+    assert_string_equal(c.redis_nodes, "127.0.0.1:7000, 127.0.0.1:7001");
+    cfg_release(&c);
+}
+
 static void test_values(void **state)
 {
     tmp *t = *state;
@@ -443,10 +462,6 @@ static const bad bads[] = {
      ITEM "[worker]\nembedded = false\n[rpc]\nlisten = tcp:127.0.0.1:0\nsecret = 0123456789\n",
      "PATH: [worker] inventory = memory needs embedded = true; use redis for separate worker "
      "processes"},
-    {"a global token bucket on a Redis Cluster",
-     ITEM "[token_bucket]\nscope = global\n[redis]\ncluster = true\nnodes = 127.0.0.1:7000\n",
-     "PATH: [token_bucket] scope = global is not supported with [redis] cluster = true; use "
-     "scope = local"},
     {"syntax error", ITEM "[gateway]\nthis is not a key\n",
      "PATH:4: syntax error (expected [section] or key = value)"},
     {"unclosed section", ITEM "[gateway\nlisten = 127.0.0.1:80\n",
@@ -821,6 +836,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_defaults, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_values, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_client_limits, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_global_bucket_on_cluster, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_long_item_id, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_files, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_file, setup_dir, teardown_dir),

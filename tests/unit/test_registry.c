@@ -598,12 +598,7 @@ static int cluster_teardown(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    int rc = redis_server_start(&srv);
-    if (rc < 0) {
-        fprintf(stderr, "test_registry: cannot start redis-server: %s\n", srv.error);
-        return -1; /* cmocka fails the group: never a silent skip */
-    }
-    return 0;
+    return redis_server_setup(&srv);
 }
 
 static int group_teardown(void **state)

@@ -869,12 +869,7 @@ static void test_bad_args(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    int rc = redis_server_start(&srv);
-    if (rc < 0) {
-        fprintf(stderr, "test_store_redis: cannot start redis-server: %s\n", srv.error);
-        return -1; /* cmocka fails the group: never a silent skip */
-    }
-    return 0;
+    return redis_server_setup(&srv);
 }
 
 static int group_teardown(void **state)
