@@ -16,7 +16,11 @@
 #                 best ceiling at 256 connections measured before it; without
 #                 the ceiling scenario, one ceiling run at 256 first)
 #   --only LIST   comma-separated subset of: ceiling,soldout,ratelimited,
-#                 full,paced,sale,c10k
+#                 admission,full,paced,sale,c10k
+# admission: the 409 and 429 rows again with the admission stage on
+# (run.sh --admission: a signed token per request, 10,000 users, per-user and
+# per-address buckets); its target is >= 0.9 x ceiling, the admission stage
+# being meant to cost little next to the HTTP work.
 # paced: the full path (memory inventory, event park) at 256 connections that
 # together offer a fixed rate (run.sh --pace: Poisson send times) instead of
 # the closed loop of every other row, --runs times with a fresh gateway each;
@@ -70,8 +74,8 @@ case "$DURATION$RUNS$THREADS$PACE" in *[!0-9]*) echo "bench.sh: numbers expected
 case "$PACE" in 0*) echo "bench.sh: --pace: expected requests per second > 0 (no leading zeros)" >&2; exit 64 ;; esac
 for o in $(printf '%s' "$ONLY" | tr ',' ' '); do
     case "$o" in
-    ceiling|soldout|ratelimited|full|paced|sale|c10k) ;;
-    *) echo "bench.sh: --only: unknown scenario '$o' (ceiling,soldout,ratelimited,full,paced,sale,c10k)" >&2
+    ceiling|soldout|ratelimited|admission|full|paced|sale|c10k) ;;
+    *) echo "bench.sh: --only: unknown scenario '$o' (ceiling,soldout,ratelimited,admission,full,paced,sale,c10k)" >&2
        exit 64 ;;
     esac
 done
@@ -261,6 +265,14 @@ if want ratelimited; then
         gw "rejection: token bucket empty (429)" reject "$p" 256 $D --rate 1 --burst 1 \
             --stock "$BIG" --users "$BIG"
     done
+fi
+if want admission; then
+    # shellcheck disable=SC2086
+    gw "rejection: sold out (409), tokens and per-client limits on" admission event 256 $D \
+        --stock 0 --users 10000 --admission
+    # shellcheck disable=SC2086
+    gw "rejection: token bucket empty (429), tokens and per-client limits on" admission event \
+        256 $D --rate 1 --burst 1 --stock "$BIG" --users 10000 --admission
 fi
 if want full; then
     for c in 256 1000; do

@@ -58,6 +58,7 @@ import sys
 KINDS = {
     "ceiling": "loadtest/ceiling, closed loop: what the ratios divide by",
     "reject": ">= 0.8 x ceiling",
+    "admission": ">= 0.9 x ceiling: a rejection with signed tokens and per-client limits on",
     "full": ">= 0.5 x ceiling; closed loop, so its p99 is shown, not judged",
     "paced": ">= 0.5 x ceiling achieved and p99 <= 5 ms, at a fixed offered rate",
     "sweep": "the paced path at a lower offered rate: the latency curve, not judged",
@@ -213,6 +214,8 @@ def target(r, ratio, c):
     no_ceiling = "no ceiling" if ratio is None else None
     if k == "reject":
         return "≥0.8×: " + (no_ceiling or met(ratio >= 0.8))
+    if k == "admission":
+        return "≥0.9×: " + (no_ceiling or met(ratio >= 0.9))
     if k == "full":
         return "≥0.5×: " + (no_ceiling or met(ratio >= 0.5)) + " (closed loop: p99 not judged¹)"
     if k == "redis":

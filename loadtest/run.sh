@@ -8,7 +8,7 @@
 #          [--duration 10s] [--connections 256] [--threads 2] [--workers 0]
 #          [--park thread|event] [--io poll|epoll] [--pool N] [--wait-timeout MS]
 #          [--pace RPS] [--sample CSV] [--sample-ms MS] [--order-flush sync|async]
-#          [--redis [--stall-worker]] [--redis-cluster K]
+#          [--redis [--stall-worker]] [--redis-cluster K] [--admission]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
 #                     how fast wrk sends: that is --pace
 #   --workers N       [worker] threads (0: the default, 1 with the memory
@@ -34,6 +34,13 @@
 #                     (redis_cpu_us_per_sale_by_master, the buckets holding equal
 #                     shares) and their spread (master_cpu_spread_pct:
 #                     (max - min) / mean)
+#   --admission       the admission stage on: [admission] require_token with a
+#                     bench key, every user's token issued before the run
+#                     (docs/issue_token.py; --users at most 100000) and sent by
+#                     wrk as Authorization: Bearer; [limits] per-user buckets
+#                     (1,000/s, never the binding limit at bench rates) and a
+#                     per-address bucket (every wrk connection is 127.0.0.1:
+#                     one bucket, 10^8/s, checked, never binding)
 #   --stall-worker    with --redis: SIGSTOP the worker once the gateway is ready,
 #                     so every request parks until its deadline and gets 504:
 #                     latency - wait timeout is how late timeouts are answered
@@ -61,6 +68,7 @@ cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event IO=poll
 POOL=0 WAIT_MS=2000 SAMPLE="" SAMPLE_MS=1000 REDIS=0 STALL=0 PACE=0 FLUSH=sync RCLUSTER=0
+ADMISSION=0
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
@@ -89,6 +97,7 @@ while [ $# -gt 0 ]; do
     --redis) REDIS=1; shift ;;
     --redis-cluster) REDIS=1; RCLUSTER=$2; shift 2 ;;
     --stall-worker) STALL=1; shift ;;
+    --admission) ADMISSION=1; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
@@ -106,6 +115,11 @@ case "$RCLUSTER" in
 esac
 [ "$RCLUSTER" = 0 ] || [ "$RCLUSTER" -ge 3 ] ||
     { echo "run.sh: --redis-cluster: a Redis Cluster needs at least 3 masters" >&2; exit 64; }
+case "$USERS" in
+''|*[!0-9]*) echo "run.sh: --users: expected a whole number, got '$USERS'" >&2; exit 64 ;;
+esac
+[ "$ADMISSION" = 0 ] || [ "$USERS" -le 100000 ] ||
+    { echo "run.sh: --admission issues a token per user: --users at most 100000" >&2; exit 64; }
 case "$PACE" in
 ''|*[!0-9]*) echo "run.sh: --pace: expected requests per second (a whole number), got '$PACE'" >&2; exit 64 ;;
 esac
@@ -160,6 +174,31 @@ batch = 128
 stock = $STOCK
 per_user_limit = 1
 INI
+tokens=""
+if [ "$ADMISSION" = 1 ]; then
+    key=seckill-bench-admission-key
+    cat >> "$work/gw.ini" <<INI
+[admission]
+require_token = true
+key = $key
+[limits]
+per_user_rate = 1000
+per_user_burst = 1000
+per_ip_rate = 100000000
+per_ip_burst = 100000000
+INI
+    # one line per user u1..uN, as seckill.lua names them
+    tokens=$work/tokens
+    python3 - "$key" "$USERS" "$tokens" <<'PY'
+import sys
+sys.path.insert(0, "docs")
+from issue_token import issue_token
+key, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(path, "w") as f:
+    for u in range(1, n + 1):
+        f.write(issue_token(key, "u%d" % u, "*", 3600) + "\n")
+PY
+fi
 
 if [ "$REDIS" = 1 ]; then
     command -v redis-server >/dev/null || { echo "run.sh: redis-server is not installed (make deps)" >&2; exit 69; }
@@ -279,7 +318,7 @@ for p in $cluster_pids; do rd_t0=$((rd_t0 + $(ticks "$p"))); done
 m_t0=""
 for m in $masters; do m_t0="$m_t0 $(ticks "${m#*:}")"; done
 cpu0=$(loadtest/sample.sh cpu)
-SECKILL_USERS=$USERS SECKILL_ITEM=demo SECKILL_PACE=$PACE SECKILL_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
+SECKILL_TOKENS=$tokens SECKILL_USERS=$USERS SECKILL_ITEM=demo SECKILL_PACE=$PACE SECKILL_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
     --timeout "$wrk_timeout" -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
 busy=$(loadtest/sample.sh busy "$cpu0")
 gw_t1=$(ticks "$gw_pid")

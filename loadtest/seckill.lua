@@ -6,6 +6,9 @@
 --                  soon as its answer arrives)
 --   SECKILL_THREADS wrk's -t, needed with SECKILL_PACE (each wrk thread offers
 --                  its share SECKILL_PACE / SECKILL_THREADS)
+--   SECKILL_TOKENS a file of admission tokens, line i for user u<i>
+--                  (loadtest/run.sh --admission): each request carries its
+--                  user's as Authorization: Bearer
 -- Pacing: each wrk thread draws send times from a Poisson process at its
 -- share of the rate (exponential gaps, so the connections do not fire in
 -- lockstep) and hands the next free time slot to whichever of its connections
@@ -22,6 +25,8 @@
 local users = tonumber(os.getenv("SECKILL_USERS") or "1000000")
 local item = os.getenv("SECKILL_ITEM") or "demo"
 local pace = tonumber(os.getenv("SECKILL_PACE") or "0")
+local token_file = os.getenv("SECKILL_TOKENS") or ""
+local tokens = nil
 local threads = {}
 local counter = 0
 
@@ -72,10 +77,22 @@ function init(args)
    math.randomseed(os.time() * 1000 + id)
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/json"
+   if token_file ~= "" then
+      tokens = {}
+      for line in io.lines(token_file) do
+         tokens[#tokens + 1] = "Bearer " .. line
+      end
+      if #tokens < users then
+         error(string.format("SECKILL_TOKENS: %d tokens for %d users", #tokens, users))
+      end
+   end
 end
 
 function request()
    local user = math.random(1, users)
+   if tokens then
+      wrk.headers["Authorization"] = tokens[user]
+   end
    return wrk.format(nil, "/seckill", nil,
       string.format('{"user_id":"u%d","item_id":"%s"}', user, item))
 end

@@ -82,6 +82,8 @@ class Verdicts(unittest.TestCase):
             row("sold out fast", "reject", 85000),
             row("sold out slow", "reject", 79000),
             row("sold out 1000", "reject", 72000, conns="1000"),
+            row("admission fast", "admission", 90000),
+            row("admission slow", "admission", 89000),
             row("full fast", "full", 50000),
             row("full slow", "full", 49000),
             row("redis fast", "redis", 30000),
@@ -108,6 +110,11 @@ class Verdicts(unittest.TestCase):
         # against the best ceiling at 1,000 connections, not at 256
         self.assertEqual(self.cell("sold out 1000", 4), "0.80")
         self.assertEqual(self.cell("sold out 1000"), "≥0.8×: met")
+
+    def test_admission_is_judged_at_0_9(self):
+        self.assertEqual(self.cell("admission fast", 4), "0.90")
+        self.assertEqual(self.cell("admission fast"), "≥0.9×: met")
+        self.assertEqual(self.cell("admission slow"), "≥0.9×: missed")
 
     def test_full_is_judged_at_0_5_without_p99(self):
         self.assertEqual(self.cell("full fast"), "≥0.5×: met (closed loop: p99 not judged¹)")
