@@ -226,6 +226,8 @@ static const cfg_key keys[] = {
      "worker threads; 0 = 1 with the memory inventory, 2 with redis"},
     {"worker", "batch", CFG_U32, F(worker_batch), 0, 1, 4096, "64", NULL, NULL, NULL, NULL, 0,
      "messages a worker takes at once"},
+    {"worker", "linger_us", CFG_U32, F(worker_linger_us), 0, 0, 100000, "0", NULL, NULL, NULL, NULL, 0,
+     "after a batch smaller than batch, wait this long before the next fetch, so more requests share a store call; 0 = at once"},
     {"worker", "inventory", CFG_ENUM, F(worker_inventory), 0, 0, 0, "memory", NULL, inventory_words, NULL, NULL, 0,
      "where stock and orders live"},
     {"worker", "decision_capacity", CFG_U32, F(worker_decision_capacity), 0, 1024, 100000000, "1000000", NULL, NULL, NULL, NULL, 0,

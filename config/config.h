@@ -94,6 +94,7 @@ typedef struct cfg {
     int worker_embedded;     /* 1 = worker threads inside the gateway */
     uint32_t worker_threads; /* 0: cfg_worker_threads picks */
     uint32_t worker_batch;
+    uint32_t worker_linger_us; /* pause after a short batch: fuller store calls */
     char worker_inventory[16]; /* "memory" */
     uint32_t worker_decision_capacity;
     uint32_t worker_pay_timeout_ms; /* reserved orders not paid by then are cancelled */

@@ -47,6 +47,7 @@ int gw__workers_start(gw *g, char *err, size_t errlen)
     const cfg *c = g->cfg;
     sk_worker_config wc = {.threads = cfg_worker_threads(c),
                            .batch = c->worker_batch,
+                           .linger_us = c->worker_linger_us,
                            .name = g->id_str,
                            .blocklist = (const char *const *)c->blocklist,
                            .nblocklist = c->nblocklist,

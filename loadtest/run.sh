@@ -9,11 +9,14 @@
 #          [--park thread|event] [--io poll|epoll] [--pool N] [--wait-timeout MS]
 #          [--pace RPS] [--sample CSV] [--sample-ms MS] [--order-flush sync|async]
 #          [--redis [--stall-worker]] [--redis-cluster K] [--admission]
+#          [--linger US]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
 #                     how fast wrk sends: that is --pace
 #   --workers N       [worker] threads (0: the default, 1 with the memory
 #                     inventory, 2 with redis)
 #   --order-flush M   [queue] order_flush, sync (default) or async
+#   --linger US       [worker] linger_us (default 0): a worker thread's pause
+#                     after a short batch, so store calls decide more at once
 #   --pace RPS        wrk offers RPS requests/s over all connections together
 #                     (Poisson send times, loadtest/seckill.lua) instead of the
 #                     default closed loop (next request as soon as the answer
@@ -68,13 +71,13 @@ cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event IO=poll
 POOL=0 WAIT_MS=2000 SAMPLE="" SAMPLE_MS=1000 REDIS=0 STALL=0 PACE=0 FLUSH=sync RCLUSTER=0
-ADMISSION=0
+ADMISSION=0 LINGER=0
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
     case "$1" in
     --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--io|--pool|\
-    --wait-timeout|--pace|--sample|--sample-ms|--order-flush|--redis-cluster)
+    --wait-timeout|--pace|--sample|--sample-ms|--order-flush|--redis-cluster|--linger)
         [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 64; } ;;
     esac
     case "$1" in
@@ -98,6 +101,7 @@ while [ $# -gt 0 ]; do
     --redis-cluster) REDIS=1; RCLUSTER=$2; shift 2 ;;
     --stall-worker) STALL=1; shift ;;
     --admission) ADMISSION=1; shift ;;
+    --linger) LINGER=$2; shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
@@ -115,6 +119,9 @@ case "$RCLUSTER" in
 esac
 [ "$RCLUSTER" = 0 ] || [ "$RCLUSTER" -ge 3 ] ||
     { echo "run.sh: --redis-cluster: a Redis Cluster needs at least 3 masters" >&2; exit 64; }
+case "$LINGER" in
+''|*[!0-9]*) echo "run.sh: --linger: expected microseconds (a whole number), got '$LINGER'" >&2; exit 64 ;;
+esac
 case "$USERS" in
 ''|*[!0-9]*) echo "run.sh: --users: expected a whole number, got '$USERS'" >&2; exit 64 ;;
 esac
@@ -170,6 +177,7 @@ order_flush = $FLUSH
 [worker]
 threads = $WORKERS
 batch = 128
+linger_us = $LINGER
 [item.demo]
 stock = $STOCK
 per_user_limit = 1

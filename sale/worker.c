@@ -165,10 +165,15 @@ static enum sk_result window_verdict(const sk_worker *w, const char *item_id, ui
     return SK_SUCCESS;
 }
 
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
+    nanosleep(&ts, NULL);
+}
+
 static void sleep_ms(long ms)
 {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    sleep_us(ms * 1000);
 }
 
 /* Decode the batch and reach each message's verdict; fills tc->decide for the
@@ -264,6 +269,9 @@ static void *thread_main(void *arg)
         }
         if (n == 0)
             continue;
+        /* a short batch: let the next one fill a little, so one store call
+         * (one Lua call per stock bucket on a cluster) decides more */
+        int linger = w->cfg.linger_us && (uint32_t)n < w->cfg.batch;
         /* A failed backend call decided nothing we can rely on, yet it may
          * have taken effect (a Redis call that timed out on our side can
          * still run). So its requests get no answer from it: they stay
@@ -336,6 +344,8 @@ static void *thread_main(void *arg)
         sk_commits_flush(&parts, w->src.commit, tc->src);
         if (w->link.flush)
             w->link.flush(w->link.arg);
+        if (linger && !atomic_load(&w->stop))
+            sleep_us(w->cfg.linger_us);
     }
 out_free:
     free(bouts);

@@ -694,7 +694,8 @@ int main(int argc, char **argv)
     sk_source src = sk_remote_source(remote);
     sk_backend be = sale_store_backend(store);
     sk_link link = sk_remote_link(remote);
-    sk_worker_config wc = {.threads = cfg_worker_threads(&c), .batch = c.worker_batch, .name = id,
+    sk_worker_config wc = {.threads = cfg_worker_threads(&c), .batch = c.worker_batch,
+                           .linger_us = c.worker_linger_us, .name = id,
                            .blocklist = (const char *const *)c.blocklist,
                            .nblocklist = c.nblocklist, .windows = windows,
                            .nwindows = c.nitems};

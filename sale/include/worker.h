@@ -45,6 +45,7 @@ typedef struct sk_item_window {
 typedef struct sk_worker_config {
     uint32_t threads;
     uint32_t batch;               /* messages per fetch and per backend call */
+    uint32_t linger_us;           /* after a batch short of batch, pause before the next fetch */
     const char *name;             /* consumer id prefix, unique per worker instance */
     const char *const *blocklist; /* user ids refused by risk control */
     size_t nblocklist;

@@ -18,6 +18,7 @@
 #include <uuid/uuid.h>
 
 #include "sale/store_memory.h"
+#include "tests/test_time.h"
 #include "message.h"
 #include "worker.h"
 
@@ -389,6 +390,45 @@ static void test_delivery_failure_redelivers_same_decision(void **state)
     rig_release(&r);
 }
 
+/* 200 requests produced one a millisecond. With linger_us = 20 ms, one
+ * thread pauses 20 ms after each short batch, so its store calls are at most
+ * about one per 20 ms (about 10, each taking what queued meanwhile) however
+ * the machine schedules; without it, the thread calls the store as soon as
+ * anything is queued. */
+static int decide_calls_trickled(uint32_t linger_us)
+{
+    rig r;
+    rig_init(&r, 1000);
+    sk_worker_config wc = {.threads = 1, .batch = 64, .name = "t", .linger_us = linger_us};
+    sk_worker *w = start(&r, &wc);
+    char user[32];
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < 200; i++) {
+        snprintf(user, sizeof user, "u%d", i);
+        produce(&r, user, "demo", 5000, NULL);
+        sleep_ms(1);
+    }
+    assert_int_equal(wait_outs(&r, 200, 5000), 200);
+    uint64_t ms = mono_ms() - t0;
+    sk_worker_stop(w);
+    int calls = atomic_load(&r.decide_calls);
+    assert_int_equal(count(&r, SK_SUCCESS), 200);
+    printf("linger_us = %u: 200 requests in %d store calls over %llu ms\n", linger_us, calls,
+           (unsigned long long)ms);
+    if (linger_us)
+        assert_true((uint64_t)calls <= ms * 1000 / linger_us + 2);
+    rig_release(&r);
+    return calls;
+}
+
+static void test_linger_fills_batches(void **state)
+{
+    (void)state;
+    int lingering = decide_calls_trickled(20000);
+    int eager = decide_calls_trickled(0);
+    assert_true(eager > lingering); /* the pause is what made the batches fuller */
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -415,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_lost_reply_answers_the_purchase),
         cmocka_unit_test(test_deadline_passing_during_outage),
         cmocka_unit_test(test_delivery_failure_redelivers_same_decision),
+        cmocka_unit_test(test_linger_fills_batches),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests_name("worker", tests, NULL, NULL);
