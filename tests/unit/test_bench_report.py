@@ -88,6 +88,7 @@ class Verdicts(unittest.TestCase):
             row("full slow", "full", 49000),
             row("redis fast", "redis", 30000),
             row("redis slow", "redis", 29000),
+            row("redis cluster", "redis", 30000, redis_cpu_us_per_req="9.5", master_cpu_spread_pct="4"),
             row("stalled", "reject", 9000),
             row("async", "asyncflush", 65000),
             row("sale sold out", "sale", 63000, conns="1000", sold="10000", stock="10000"),
@@ -123,6 +124,10 @@ class Verdicts(unittest.TestCase):
     def test_redis_is_judged_at_0_3(self):
         self.assertEqual(self.cell("redis fast"), "≥0.3×: met")
         self.assertEqual(self.cell("redis slow"), "≥0.3×: missed")
+
+    def test_redis_shows_its_cpu_and_the_masters_spread(self):
+        self.assertEqual(self.cell("redis cluster"),
+                         "≥0.3×: met; Redis CPU 9.5 µs a request, masters within 4 %")
 
     def test_far_below_the_ceiling_is_a_stall(self):
         self.assertEqual(self.cell("stalled"), "≥0.8×: missed; STALL?")
