@@ -9,12 +9,18 @@
 #          [--park thread|event] [--io poll|epoll] [--pool N] [--wait-timeout MS]
 #          [--pace RPS] [--sample CSV] [--sample-ms MS] [--order-flush sync|async]
 #          [--redis [--stall-worker]] [--redis-cluster K] [--admission]
-#          [--linger US]
+#          [--linger US] [--gateways N]
 #   --rate R          [token_bucket] rate of the gateway (0: unlimited); not
 #                     how fast wrk sends: that is --pace
 #   --workers N       [worker] threads (0: the default, 1 with the memory
 #                     inventory, 2 with redis)
 #   --order-flush M   [queue] order_flush, sync (default) or async
+#   --gateways N      with --redis or --redis-cluster: N gateways (each its own
+#                     data_dir) served by the one worker process, and one wrk
+#                     per gateway with its share of the connections and
+#                     threads; the summary adds them up (rps, requests,
+#                     statuses, CPU) and gives the worst of their latencies;
+#                     rss_hwm_kib and gw_p99_ms are the first gateway's
 #   --linger US       [worker] linger_us (default 0): a worker thread's pause
 #                     after a short batch, so store calls decide more at once
 #   --pace RPS        wrk offers RPS requests/s over all connections together
@@ -71,13 +77,13 @@ cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event IO=poll
 POOL=0 WAIT_MS=2000 SAMPLE="" SAMPLE_MS=1000 REDIS=0 STALL=0 PACE=0 FLUSH=sync RCLUSTER=0
-ADMISSION=0 LINGER=0
+ADMISSION=0 LINGER=0 GATEWAYS=1
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
     case "$1" in
     --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--io|--pool|\
-    --wait-timeout|--pace|--sample|--sample-ms|--order-flush|--redis-cluster|--linger)
+    --wait-timeout|--pace|--sample|--sample-ms|--order-flush|--redis-cluster|--linger|--gateways)
         [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 64; } ;;
     esac
     case "$1" in
@@ -102,6 +108,7 @@ while [ $# -gt 0 ]; do
     --stall-worker) STALL=1; shift ;;
     --admission) ADMISSION=1; shift ;;
     --linger) LINGER=$2; shift 2 ;;
+    --gateways) GATEWAYS=$2; shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
@@ -119,6 +126,12 @@ case "$RCLUSTER" in
 esac
 [ "$RCLUSTER" = 0 ] || [ "$RCLUSTER" -ge 3 ] ||
     { echo "run.sh: --redis-cluster: a Redis Cluster needs at least 3 masters" >&2; exit 64; }
+case "$GATEWAYS" in
+''|*[!0-9]*|0) echo "run.sh: --gateways: expected a number of gateways from 1, got '$GATEWAYS'" >&2; exit 64 ;;
+esac
+[ "$GATEWAYS" = 1 ] || [ "$REDIS" = 1 ] ||
+    { echo "run.sh: --gateways: more than one gateway needs --redis or --redis-cluster (a shared store)" >&2; exit 64; }
+[ "$GATEWAYS" -le "$CONNS" ] || { echo "run.sh: --gateways: more gateways than connections" >&2; exit 64; }
 case "$LINGER" in
 ''|*[!0-9]*) echo "run.sh: --linger: expected microseconds (a whole number), got '$LINGER'" >&2; exit 64 ;;
 esac
@@ -145,9 +158,10 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 work=$(mktemp -d /tmp/seckill-load-XXXXXX)
-gw_pid="" sampler_pid="" worker_pid="" redis_pid="" cluster_pids="" masters=""
+gw_pid="" sampler_pid="" worker_pid="" redis_pid="" cluster_pids="" masters="" more_pids=""
 cleanup() {
     [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
+    for p in $more_pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
     [ -n "$worker_pid" ] && kill -CONT "$worker_pid" 2>/dev/null && kill "$worker_pid" 2>/dev/null &&
         wait "$worker_pid" 2>/dev/null
@@ -287,8 +301,24 @@ for _ in 1 2 3; do
 done
 [ -n "$port" ] || { echo "run.sh: gateway did not start:" >&2; cat "$work/gw.err" >&2; exit 69; }
 base="http://127.0.0.1:$port"
+# gateways 2..N: the same configuration with a data_dir each
+more_ports="" rpcs=""
+for i in $(seq 2 "$GATEWAYS"); do
+    sed "s|^data_dir = .*|data_dir = $work/data$i|" "$work/gw.ini" > "$work/gw$i.ini"
+    "$BIN" -c "$work/gw$i.ini" --listen 127.0.0.1:0 > "$work/gw$i.out" 2> "$work/gw$i.err" &
+    more_pids="$more_pids $!"
+    p=""
+    for _ in $(seq 200); do
+        p=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/gw$i.out")
+        [ -n "$p" ] && break
+        sleep 0.05
+    done
+    [ -n "$p" ] || { echo "run.sh: gateway $i did not start:" >&2; cat "$work/gw$i.err" >&2; exit 69; }
+    more_ports="$more_ports $p"
+    rpcs="$rpcs, $(sed -n 's|.* rpc=\(tcp:[^ ]*\).*|\1|p' "$work/gw$i.out")"
+done
 if [ "$REDIS" = 1 ]; then
-    rpc=$(sed -n 's|.* rpc=\(tcp:[^ ]*\).*|\1|p' "$work/gw.out")
+    rpc=$(sed -n 's|.* rpc=\(tcp:[^ ]*\).*|\1|p' "$work/gw.out")$rpcs
     # a section appears once: the gateways go into the gateway's [rpc]
     awk -v gws="$rpc" '{ print } /^\[rpc\]$/ { print "gateways = " gws; done = 1 }
         END { if (!done) printf "[rpc]\ngateways = %s\n", gws }' "$work/gw.ini" > "$work/worker.ini"
@@ -326,10 +356,37 @@ for p in $cluster_pids; do rd_t0=$((rd_t0 + $(ticks "$p"))); done
 m_t0=""
 for m in $masters; do m_t0="$m_t0 $(ticks "${m#*:}")"; done
 cpu0=$(loadtest/sample.sh cpu)
-SECKILL_TOKENS=$tokens SECKILL_USERS=$USERS SECKILL_ITEM=demo SECKILL_PACE=$PACE SECKILL_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
-    --timeout "$wrk_timeout" -s loadtest/seckill.lua "$base" > "$work/wrk.out" 2>&1 || true
+for p in $more_pids; do gw_t0=$((gw_t0 + $(ticks "$p"))); done
+# one wrk per gateway, each with its share of the connections, threads and pace
+wt=$((THREADS / GATEWAYS)) wc=$((CONNS / GATEWAYS)) wp=$((PACE / GATEWAYS))
+[ "$wt" -ge 1 ] || wt=1
+i=1 wrk_pids=""
+for p in "$port" $more_ports; do
+    SECKILL_TOKENS=$tokens SECKILL_USERS=$USERS SECKILL_ITEM=demo SECKILL_PACE=$wp SECKILL_THREADS=$wt \
+        wrk -t"$wt" -c"$wc" -d"$DURATION" --latency --timeout "$wrk_timeout" -s loadtest/seckill.lua \
+        "http://127.0.0.1:$p" > "$work/wrk$i.out" 2>&1 &
+    wrk_pids="$wrk_pids $!"
+    i=$((i + 1))
+done
+for p in $wrk_pids; do wait "$p" || true; done
+# one summary: sums, and the worst latency of any wrk
+cat "$work"/wrk[0-9]*.out > "$work/wrk.all"
+awk '$1 == "SUMMARY" { n++
+        for (f = 2; f <= NF; f++) { split($f, kv, "="); k = kv[1]; v = substr($f, length(k) + 2)
+            if (k == "statuses") { m = split(v, st, ",")
+                for (j = 1; j <= m; j++) { split(st[j], cs, "="); if (!(cs[1] in sc)) order[++no] = cs[1]; sc[cs[1]] += cs[2] } }
+            else if (k ~ /_ms$/) { if (v + 0 > lat[k] + 0) lat[k] = v; if (!(k in seen)) { seen[k] = 1; keys[++nk] = k } }
+            else { sum[k] += v; if (!(k in seen)) { seen[k] = 1; keys[++nk] = k } } } }
+    END { if (!n) exit
+        line = "SUMMARY"
+        for (i = 1; i <= nk; i++) { k = keys[i]; line = line " " k "=" ((k in lat) ? lat[k] : sum[k]) }
+        for (i = 1; i <= no; i++) for (j = i + 1; j <= no; j++) if (order[j] + 0 < order[i] + 0) { t = order[i]; order[i] = order[j]; order[j] = t }
+        s = ""; for (i = 1; i <= no; i++) s = s (i > 1 ? "," : "") order[i] "=" sc[order[i]]
+        print line " statuses=" s }' "$work/wrk.all" > "$work/wrk.out"
+[ -s "$work/wrk.out" ] || cat "$work/wrk.all" > "$work/wrk.out"
 busy=$(loadtest/sample.sh busy "$cpu0")
 gw_t1=$(ticks "$gw_pid")
+for p in $more_pids; do gw_t1=$((gw_t1 + $(ticks "$p"))); done
 wk_t1=0 rd_t1=0
 [ -n "$worker_pid" ] && wk_t1=$(ticks "$worker_pid")
 [ -n "$redis_pid" ] && rd_t1=$(ticks "$redis_pid")
@@ -429,10 +486,13 @@ verdict=OK
 
 # stop the gateway as an operator would: SIGTERM must end it with status 0
 # (a sanitizer build exits non-zero when it found a leak or a race)
-kill "$gw_pid" 2>/dev/null || true
+kill "$gw_pid" $more_pids 2>/dev/null || true
 gw_rc=0
 wait "$gw_pid" 2>/dev/null || gw_rc=$?
-gw_pid=""
+for p in $more_pids; do
+    wait "$p" 2>/dev/null || gw_rc=$?
+done
+gw_pid="" more_pids=""
 extra="$extra gw_exit=$gw_rc"
 if [ "$gw_rc" != 0 ]; then
     echo "run.sh: the gateway exited with status $gw_rc after SIGTERM; the end of its stderr:" >&2
