@@ -21,6 +21,9 @@
 #                     threads; the summary adds them up (rps, requests,
 #                     statuses, CPU) and gives the worst of their latencies;
 #                     rss_hwm_kib and gw_p99_ms are the first gateway's
+#   --redis-stats F   with --redis or --redis-cluster: write Redis's INFO
+#                     commandstats after the run to F (every master's, one
+#                     after the other): which commands the sale cost
 #   --linger US       [worker] linger_us (default 0): a worker thread's pause
 #                     after a short batch, so store calls decide more at once
 #   --pace RPS        wrk offers RPS requests/s over all connections together
@@ -77,13 +80,13 @@ cd "$(dirname "$0")/.."
 
 STOCK=10000 RATE=0 BURST=10000 USERS=1000000 DURATION=10s CONNS=256 THREADS=2 WORKERS=0 PARK=event IO=poll
 POOL=0 WAIT_MS=2000 SAMPLE="" SAMPLE_MS=1000 REDIS=0 STALL=0 PACE=0 FLUSH=sync RCLUSTER=0
-ADMISSION=0 LINGER=0 GATEWAYS=1
+ADMISSION=0 LINGER=0 GATEWAYS=1 RSTATS=""
 BIN=${SECKILL_GATEWAY:-build/release/gateway/seckill-gateway}
 WORKER_BIN=${SECKILL_WORKER:-build/release/seckill-worker/seckill-worker}
 while [ $# -gt 0 ]; do
     case "$1" in
     --stock|--rate|--burst|--users|--duration|--connections|--threads|--workers|--park|--io|--pool|\
-    --wait-timeout|--pace|--sample|--sample-ms|--order-flush|--redis-cluster|--linger|--gateways)
+    --wait-timeout|--pace|--sample|--sample-ms|--order-flush|--redis-cluster|--linger|--gateways|--redis-stats)
         [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 64; } ;;
     esac
     case "$1" in
@@ -109,6 +112,7 @@ while [ $# -gt 0 ]; do
     --admission) ADMISSION=1; shift ;;
     --linger) LINGER=$2; shift 2 ;;
     --gateways) GATEWAYS=$2; shift 2 ;;
+    --redis-stats) RSTATS=$2; shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
     esac
@@ -429,6 +433,12 @@ if [ "$STALL" = 1 ]; then
 fi
 
 metrics=$(curl -fs "$base/metrics")
+if [ -n "$RSTATS" ] && [ "$REDIS" = 1 ]; then
+    for mp in ${rport:-} $(for m in $masters; do printf '%s ' "${m%%:*}"; done); do
+        echo "# redis 127.0.0.1:$mp"
+        redis-cli -p "$mp" info commandstats
+    done > "$RSTATS"
+fi
 metric() { printf '%s\n' "$metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
 if [ -n "$masters" ]; then
     # the authoritative view is the cluster itself: every bucket on every
