@@ -6,9 +6,9 @@
 # the rest of the report on fixed rows).
 # It checks what the tools report, never how fast anything was.
 #
-# usage: loadtest_smoke.sh GATEWAY_BINARY CEILING_BINARY
+# usage: loadtest_smoke.sh GATEWAY_BINARY CEILING_BINARY WORKER_BINARY
 set -eu
-[ $# -eq 2 ] || { echo "usage: loadtest_smoke.sh GATEWAY_BINARY CEILING_BINARY" >&2; exit 64; }
+[ $# -eq 3 ] || { echo "usage: loadtest_smoke.sh GATEWAY_BINARY CEILING_BINARY WORKER_BINARY" >&2; exit 64; }
 gw=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 fail() { echo "loadtest_smoke: FAIL: $*" >&2; exit 1; }
@@ -16,7 +16,7 @@ command -v wrk >/dev/null || fail "wrk is not installed (make deps)"
 tmp=$(mktemp -d /tmp/seckill-smoke-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
-export SECKILL_GATEWAY="$gw" SECKILL_CEILING="$2"
+export SECKILL_GATEWAY="$gw" SECKILL_CEILING="$2" SECKILL_WORKER="$3"
 
 # field KEY LINE: the value of KEY=... in a space-separated summary line
 field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
@@ -35,6 +35,18 @@ case "$(field statuses "$line")" in *200=100,409=*) ;; *) fail "statuses=$(field
 b=$(field box_busy_pct "$line")
 case "$b" in '' | *[!0-9]*) fail "box_busy_pct='$b': expected a whole per cent" ;; esac
 [ "$b" -le 100 ] || fail "box_busy_pct=$b: over 100 %"
+
+echo "== run.sh --redis --gateways 2 --admission: two gateways, one worker, a signed token each"
+line=$("$root/loadtest/run.sh" --redis --gateways 2 --admission --duration 2s --connections 8 \
+    --stock 50 --users 1000 --redis-stats "$tmp/rstats") || fail "run.sh --gateways 2 exited $?"
+echo "$line"
+[ "$(field invariants "$line")" = OK ] || fail "invariants=$(field invariants "$line")"
+[ "$(field sold "$line")" = 50 ] || fail "sold=$(field sold "$line"), expected 50"
+# every token accepted (no 403), both gateways' answers summed: 50 sales
+case "$(field statuses "$line")" in *403=*) fail "statuses=$(field statuses "$line"): a token was refused" ;; esac
+case "$(field statuses "$line")" in 200=50,409=*) ;; *) fail "statuses=$(field statuses "$line"): expected 50 x 200, then 409" ;; esac
+[ "$(field gw_exit "$line")" = 0 ] || fail "gw_exit=$(field gw_exit "$line")"
+grep -q '^cmdstat_evalsha:' "$tmp/rstats" || fail "--redis-stats: no script calls in $(head -c 300 "$tmp/rstats")"
 
 echo "== run.sh reports a gateway that does not exit 0 on SIGTERM"
 # the real gateway behind a wrapper that exits 3 once it has stopped it
