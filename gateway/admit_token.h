@@ -55,7 +55,8 @@ typedef struct gw_token_keys {
 } gw_token_keys;
 
 /* Write t signed with key into out (cap bytes, a string). Returns its length,
- * -EINVAL for a bad field (t as described above), -ENOSPC. */
+ * -EINVAL for a bad field (t as described above), -ENOSPC, -ENOMEM when
+ * libcrypto cannot sign. */
 int gw_token_issue(const char *key, const gw_token *t, char *out, size_t cap);
 
 /* Check tok (len bytes) at now_s for user and item (NULL: not checked; the
