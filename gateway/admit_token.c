@@ -45,24 +45,45 @@ static size_t b64url_encode(const unsigned char *in, size_t n, char *out)
     return (size_t)len;
 }
 
+/* The 6-bit value of a base64url character, or -1. */
+static int b64url_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '-' ? 62 : c == '_' ? 63 : -1;
+}
+
 /* Decode s (n characters of base64url, no padding) into out (cap bytes).
- * Returns the length, or -EINVAL. */
+ * Returns the length, or -EINVAL. Decoded here rather than by
+ * EVP_DecodeBlock, which needs the standard alphabet and padding, so a copy:
+ * a check runs it on every purchase. Bits left over in the last character
+ * must be zero (one encoding per payload). */
 static int b64url_decode(const char *s, size_t n, unsigned char *out, size_t cap)
 {
-    char buf[GW_TOKEN_MAX + 4];
     if (n == 0 || n % 4 == 1 || n + 3 > GW_TOKEN_MAX || (n + 3) / 4 * 3 > cap)
         return -EINVAL;
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t len = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!b64url_char((unsigned char)s[i]))
+        int v = b64url_value((unsigned char)s[i]);
+        if (v < 0)
             return -EINVAL;
-        buf[i] = s[i] == '-' ? '+' : s[i] == '_' ? '/' : s[i];
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[len++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
     }
-    size_t pad = (4 - n % 4) % 4;
-    memset(buf + n, '=', pad);
-    int len = EVP_DecodeBlock(out, (const unsigned char *)buf, (int)(n + pad));
-    if (len < 0)
+    if (acc != 0)
         return -EINVAL;
-    return len - (int)pad;
+    return (int)len;
 }
 
 /* A thread's keyed contexts: the two active keys (key, key_previous). */

@@ -89,7 +89,8 @@ void gw_limits_client(const gw_limits *l, const struct sockaddr *peer, const cha
  * (q the burst, w the seconds an empty bucket takes to fill). "" when none. */
 const char *gw_limits_policy(const gw_limits *l);
 /* Append one RateLimit list member ("name";r=R;t=T) to buf (of cap, holding
- * a string), with ", " between members. */
+ * a string), with ", " between members; a member that does not fit is left
+ * out whole. */
 void gw_limits_state_append(char *buf, size_t cap, const char *name, const gw_limit_state *st);
 
 #endif

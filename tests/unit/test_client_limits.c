@@ -304,6 +304,13 @@ static void test_headers(void **state)
     gw_limits_state_append(buf, sizeof buf, "ip", &a);
     gw_limits_state_append(buf, sizeof buf, "user", &b);
     assert_string_equal(buf, "\"ip\";r=49;t=1, \"user\";r=0;t=4");
+    /* the largest figures; a member that does not fit is left out whole */
+    gw_limit_state big = {.remaining = UINT64_MAX, .reset_s = 18446744073709551615ULL};
+    char small[64] = "";
+    gw_limits_state_append(small, sizeof small, "gateway", &big);
+    assert_string_equal(small, "\"gateway\";r=18446744073709551615;t=18446744073709551615");
+    gw_limits_state_append(small, sizeof small, "ip", &a);
+    assert_string_equal(small, "\"gateway\";r=18446744073709551615;t=18446744073709551615");
     gw_limits_destroy(l);
     gw_limits *off = make(0, 0, 0, 0, 1024);
     assert_string_equal(gw_limits_policy(off), "");
