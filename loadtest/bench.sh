@@ -154,11 +154,14 @@ statuses() {
     printf '%s' "${st_s:--}"
 }
 
-# run_ceiling CONNS SCENARIO [PACE]: loadtest/ceiling under wrk, closed loop;
-# with PACE, wrk offers PACE req/s as run.sh --pace does, and the row is of
-# kind reference. Its CPU a request is the ceiling server's.
+# run_ceiling CONNS SCENARIO [PACE [TOKENS]]: loadtest/ceiling under wrk,
+# closed loop; with PACE, wrk offers PACE req/s as run.sh --pace does, and the
+# row is of kind reference; with TOKENS (a file of issue_tokens.py), wrk sends
+# the admission rows' requests (10,000 users, a token each) and the row is of
+# kind tokenceiling. Its CPU a request is the ceiling server's.
 run_ceiling() {
-    c_conns=$1 c_pace=${3:-0}
+    c_conns=$1 c_pace=${3:-0} c_tokens=${4:-} c_users=1000000
+    [ -n "$c_tokens" ] && c_users=10000
     c_tmp=$(mktemp -d /tmp/seckill-ceiling-XXXXXX)
     "$CEILING_BIN" --listen 127.0.0.1:0 > "$c_tmp/out" 2> "$c_tmp/err" &
     c_pid=$!
@@ -172,7 +175,7 @@ run_ceiling() {
     if [ -n "$c_port" ]; then
         c_t0=$(loadtest/sample.sh ticks "$c_pid" || true)
         c_cpu0=$(loadtest/sample.sh cpu)
-        SECKILL_PACE=$c_pace SECKILL_THREADS=$THREADS \
+        SECKILL_PACE=$c_pace SECKILL_THREADS=$THREADS SECKILL_TOKENS=$c_tokens SECKILL_USERS=$c_users \
             wrk -t"$THREADS" -c"$c_conns" -d"${DURATION}s" --latency -s loadtest/seckill.lua \
             "http://127.0.0.1:$c_port" > "$c_tmp/wrk" 2>&1 || true
         c_busy=$(loadtest/sample.sh busy "$c_cpu0")
@@ -189,6 +192,7 @@ run_ceiling() {
     rm -rf "$c_tmp"
     c_kind=ceiling
     [ "$c_pace" -gt 0 ] && c_kind=reference
+    [ -n "$c_tokens" ] && c_kind=tokenceiling
     if [ -z "$c_line" ]; then
         row "$2" event "$c_conns" none "did not run" ""
         return
@@ -267,6 +271,13 @@ if want ratelimited; then
     done
 fi
 if want admission; then
+    # the ceiling these rows divide by: loadtest/ceiling sent the same
+    # requests (a token each), so wrk's extra work is on both sides
+    if [ -x "$CEILING_BIN" ]; then
+        loadtest/issue_tokens.py seckill-bench-admission-key 10000 "$OUT/tokens"
+        run_ceiling 256 "ceiling (fixed 409, MHD only; the admission rows' requests, a token each)" 0 \
+            "$OUT/tokens"
+    fi
     # shellcheck disable=SC2086
     gw "rejection: sold out (409), tokens and per-client limits on" admission event 256 $D \
         --stock 0 --users 10000 --admission

@@ -62,7 +62,8 @@ import sys
 KINDS = {
     "ceiling": "loadtest/ceiling, closed loop: what the ratios divide by",
     "reject": ">= 0.8 x ceiling",
-    "admission": ">= 0.9 x ceiling: a rejection with signed tokens and per-client limits on",
+    "admission": ">= 0.9 x the token ceiling: a rejection with signed tokens and per-client limits on",
+    "tokenceiling": "loadtest/ceiling sent the admission rows' requests (a token each): what they divide by",
     "full": ">= 0.5 x ceiling; closed loop, so its p99 is shown, not judged",
     "paced": ">= 0.5 x ceiling achieved and p99 <= 5 ms, at a fixed offered rate",
     "sweep": "the paced path at a lower offered rate: the latency curve, not judged",
@@ -172,11 +173,11 @@ def short_number(x):
     return "%.6g" % x
 
 
-def best_ceilings(rows):
-    """The best req/s of the ceiling rows by connections (other load only ever lowers it)."""
+def best_ceilings(rows, kind="ceiling"):
+    """The best req/s of the ceiling rows (of kind) by connections (other load only ever lowers it)."""
     best = {}
     for r in rows:
-        if r.kind == "ceiling":
+        if r.kind == kind:
             v = r.num0("rps")
             if v > best.get(r["conns"], 0):
                 best[r["conns"]] = v
@@ -263,10 +264,15 @@ def target(r, ratio, c):
 
 def table(rows, log):
     best = best_ceilings(rows)
+    # the admission rows and their own ceiling: against the ceiling that got
+    # the same requests (a token each), when it ran; else the plain one
+    best_tokens = best_ceilings(rows, "tokenceiling")
     out = ["| scenario | park | conns | req/s | × ceiling | p50 ms | p99 ms | statuses | invariants | target |",
            "|---|---|--:|--:|--:|--:|--:|---|---|---|"]
     for r in rows:
         c = best.get(r["conns"]) or best.get("1000", 0)  # 10,000 connections: against 1,000
+        if r.kind in ("admission", "tokenceiling") and best_tokens.get(r["conns"]):
+            c = best_tokens[r["conns"]]
         rps = r.num("rps")
         ratio = rps / c if rps is not None and c > 0 else None
         shown = "n/a" if ratio is None else "%.2f" % ratio
@@ -275,9 +281,9 @@ def table(rows, log):
         if r.kind in PACED:
             if r.num0("offered_rps") > 0 and r.num0("rps") < 0.1 * r.num0("offered_rps"):
                 t += "; STALL?"
-        elif r.kind not in ("ceiling", "c10k", "c10kbuy", "timeout") and ratio is not None and float(shown) < 0.1:
+        elif r.kind not in ("ceiling", "tokenceiling", "c10k", "c10kbuy", "timeout") and ratio is not None and float(shown) < 0.1:
             t += "; STALL?"
-        if r.kind == "ceiling" and shown == "1.00":
+        if r.kind in ("ceiling", "tokenceiling") and shown == "1.00":
             shown = "1.00 (best)"
         inv = r["invariants"]
         # a crash at SIGTERM, or what a sanitizer build found (run.sh's stderr is in the log)

@@ -202,7 +202,7 @@ per_user_limit = 1
 INI
 tokens=""
 if [ "$ADMISSION" = 1 ]; then
-    key=seckill-bench-admission-key
+    key=${SECKILL_ADMISSION_KEY:-seckill-bench-admission-key}
     cat >> "$work/gw.ini" <<INI
 [admission]
 require_token = true
@@ -213,17 +213,8 @@ per_user_burst = 1000
 per_ip_rate = 100000000
 per_ip_burst = 100000000
 INI
-    # one line per user u1..uN, as seckill.lua names them
     tokens=$work/tokens
-    python3 - "$key" "$USERS" "$tokens" <<'PY'
-import sys
-sys.path.insert(0, "docs")
-from issue_token import issue_token
-key, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(path, "w") as f:
-    for u in range(1, n + 1):
-        f.write(issue_token(key, "u%d" % u, "*", 3600) + "\n")
-PY
+    loadtest/issue_tokens.py "$key" "$USERS" "$tokens"
 fi
 
 if [ "$REDIS" = 1 ]; then

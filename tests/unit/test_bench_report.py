@@ -113,9 +113,21 @@ class Verdicts(unittest.TestCase):
         self.assertEqual(self.cell("sold out 1000"), "≥0.8×: met")
 
     def test_admission_is_judged_at_0_9(self):
+        # no token ceiling in these rows: against the plain one
         self.assertEqual(self.cell("admission fast", 4), "0.90")
         self.assertEqual(self.cell("admission fast"), "≥0.9×: met")
         self.assertEqual(self.cell("admission slow"), "≥0.9×: missed")
+
+    def test_admission_against_the_token_ceiling(self):
+        text = render(CEILINGS + [row("tokens", "tokenceiling", 80000), row("tokens again", "tokenceiling", 70000),
+                                  row("admission", "admission", 72000),
+                                  row("sold out", "reject", 72000)])
+        self.assertEqual(table_line(text, "tokens")[4], "1.00 (best)")
+        self.assertEqual(table_line(text, "tokens again")[4], "0.88")
+        self.assertEqual(table_line(text, "admission")[4], "0.90")
+        self.assertEqual(table_line(text, "admission")[-1], "≥0.9×: met")
+        # every other row against the plain ceiling
+        self.assertEqual(table_line(text, "sold out")[4], "0.72")
 
     def test_full_is_judged_at_0_5_without_p99(self):
         self.assertEqual(self.cell("full fast"), "≥0.5×: met (closed loop: p99 not judged¹)")
