@@ -83,7 +83,7 @@ static enum gw_token_verdict token_verdict(gw *g, struct MHD_Connection *conn, c
     if (!tok)
         return GW_TOKEN_MALFORMED;
     gw_token_keys k = {g->cfg->adm_key, g->cfg->adm_key_previous};
-    return gw_token_check(&k, tok, len, user, item, (int64_t)time(NULL), t);
+    return gw_token_check(&k, tok, len, user, item, (int64_t)(sk_wall_ms() / 1000), t);
 }
 
 static enum MHD_Result bad_token(gw *g, struct MHD_Connection *conn, uint64_t t0,

@@ -258,9 +258,8 @@ void gw__purchase_unref(req_ctx *rc);
 /* ---- opening.c: [admission] open_window_ms, the fair opening ---- */
 void gw__opening_init_item(gw *g, gw_item *it);
 void gw__opening_release(gw *g);
-/* 1 when a purchase of it arriving now falls in its window; OUT: *now_ms
- * (unix ms) then. The clock is read only when the fair opening is on. */
-int gw__opening_open(const gw *g, const gw_item *it, int64_t *now_ms);
+/* 1 when a purchase of it arriving at now_ms (unix ms) falls in its window. */
+int gw__opening_open(const gw *g, const gw_item *it, int64_t now_ms);
 /* Hold rc (parked, its connection suspended) until the window closes, with
  * the message rec to produce then. 0, or -ENOMEM (nothing held). */
 int gw__opening_hold(gw *g, gw_item *it, req_ctx *rc, const mq_record *rec, int64_t now_ms);

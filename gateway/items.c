@@ -104,7 +104,7 @@ enum MHD_Result gw__get_item(gw *g, struct MHD_Connection *conn, const char *id)
     if (!it)
         return gw__reply_str(conn, 404, "{\"result\":\"unknown_item\"}");
     /* ask the store, the authority, rather than the last report */
-    int64_t now = (int64_t)time(NULL), left, stock;
+    int64_t now = (int64_t)(sk_wall_ms() / 1000), left, stock; /* the clock purchases use */
     uint32_t limit;
     sale_item_state st;
     if (sale_store_item_state(g->store, (size_t)(it - g->items), &st) == 0) {

@@ -74,14 +74,13 @@ void gw__opening_release(gw *g)
     }
 }
 
-int gw__opening_open(const gw *g, const gw_item *it, int64_t *now_ms)
+int gw__opening_open(const gw *g, const gw_item *it, int64_t now_ms)
 {
     uint32_t w = g->cfg->adm_open_window_ms;
     if (!w)
         return 0;
     int64_t start = atomic_load_explicit(&it->starts_at, memory_order_relaxed);
-    *now_ms = sk_wall_ms();
-    return start && *now_ms >= start * 1000 && *now_ms < start * 1000 + w;
+    return start && now_ms >= start * 1000 && now_ms < start * 1000 + w;
 }
 
 int gw__opening_hold(gw *g, gw_item *it, req_ctx *rc, const mq_record *rec, int64_t now_ms)

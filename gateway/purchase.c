@@ -311,7 +311,9 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     if (!it)
         return gw__answer(g, conn, t0, GW_A_UNKNOWN_ITEM, 404, J("{\"result\":\"unknown_item\"}"),
                           NULL, NULL, NULL);
-    int64_t now_s = (int64_t)time(NULL);
+    /* the precise clock: time() is the coarse one, up to a tick behind, and
+     * would answer not_started in the first milliseconds of a sale */
+    int64_t now_ms = (int64_t)sk_wall_ms(), now_s = now_ms / 1000;
     int64_t starts_at = atomic_load_explicit(&it->starts_at, memory_order_relaxed);
     int64_t ends_at = atomic_load_explicit(&it->ends_at, memory_order_relaxed);
     if (starts_at && now_s < starts_at) {
@@ -322,8 +324,7 @@ static enum MHD_Result purchase(gw *g, struct MHD_Connection *conn, req_ctx *rc)
     if (ends_at && now_s >= ends_at)
         return gw__answer(g, conn, t0, GW_A_ENDED, 409, J("{\"result\":\"ended\"}"), NULL, NULL,
                           NULL);
-    int64_t now_ms;
-    if (gw__opening_open(g, it, &now_ms) && !atomic_load(&it->sold_out) &&
+    if (gw__opening_open(g, it, now_ms) && !atomic_load(&it->sold_out) &&
         !atomic_load(&g->grace_over))
         return admit(g, conn, rc, &p, keyed ? id : NULL, t0, it, now_ms);
     uint64_t wait = 0;
