@@ -125,23 +125,22 @@ case "$FLUSH" in
 sync|async) ;;
 *) echo "run.sh: --order-flush: expected sync or async, got '$FLUSH'" >&2; exit 64 ;;
 esac
-case "$RCLUSTER" in
-''|*[!0-9]*) echo "run.sh: --redis-cluster: expected a number of masters, got '$RCLUSTER'" >&2; exit 64 ;;
-esac
+# whole OPTION VALUE WHAT: exit 64 unless VALUE is a whole number
+whole() {
+    case "$2" in
+    ''|*[!0-9]*) echo "run.sh: $1: expected $3, got '$2'" >&2; exit 64 ;;
+    esac
+}
+whole --redis-cluster "$RCLUSTER" "a number of masters"
 [ "$RCLUSTER" = 0 ] || [ "$RCLUSTER" -ge 3 ] ||
     { echo "run.sh: --redis-cluster: a Redis Cluster needs at least 3 masters" >&2; exit 64; }
-case "$GATEWAYS" in
-''|*[!0-9]*|0) echo "run.sh: --gateways: expected a number of gateways from 1, got '$GATEWAYS'" >&2; exit 64 ;;
-esac
+whole --gateways "$GATEWAYS" "a number of gateways from 1"
+[ "$GATEWAYS" -ge 1 ] || { echo "run.sh: --gateways: expected a number of gateways from 1, got 0" >&2; exit 64; }
 [ "$GATEWAYS" = 1 ] || [ "$REDIS" = 1 ] ||
     { echo "run.sh: --gateways: more than one gateway needs --redis or --redis-cluster (a shared store)" >&2; exit 64; }
 [ "$GATEWAYS" -le "$CONNS" ] || { echo "run.sh: --gateways: more gateways than connections" >&2; exit 64; }
-case "$LINGER" in
-''|*[!0-9]*) echo "run.sh: --linger: expected microseconds (a whole number), got '$LINGER'" >&2; exit 64 ;;
-esac
-case "$USERS" in
-''|*[!0-9]*) echo "run.sh: --users: expected a whole number, got '$USERS'" >&2; exit 64 ;;
-esac
+whole --linger "$LINGER" "microseconds (a whole number)"
+whole --users "$USERS" "a whole number"
 [ "$ADMISSION" = 0 ] || [ "$USERS" -le 100000 ] ||
     { echo "run.sh: --admission issues a token per user: --users at most 100000" >&2; exit 64; }
 case "$PACE" in
