@@ -80,7 +80,8 @@ typedef struct gw_item {
     struct gw_held **held;
     size_t nheld, held_cap;
     gw_timer hold_timer; /* fires when the window closes: the flush */
-    int hold_armed;
+    int hold_armed;      /* from the first hold until a flush found nothing more */
+    atomic_int hold_busy; /* hold_armed, read without the lock by purchases */
     gw *g;
 } gw_item;
 
@@ -263,8 +264,9 @@ int gw__opening_open(const gw *g, const gw_item *it, int64_t now_ms);
 /* Hold rc (parked, its connection suspended) until the window closes, with
  * the message rec to produce then. 0, or -ENOMEM (nothing held). */
 int gw__opening_hold(gw *g, gw_item *it, req_ctx *rc, const mq_record *rec, int64_t now_ms);
-/* rc's connection is closing: forget it if it is still held. */
-void gw__opening_forget(req_ctx *rc);
+/* rc is being answered or its connection is closing: forget it if it is
+ * still held (never queued then). 1 when it was. */
+int gw__opening_forget(req_ctx *rc);
 
 /* ---- answer.c ---- */
 /* gw__on_request, on each call: the request this thread now serves, named by

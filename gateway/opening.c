@@ -14,6 +14,13 @@
  * the moment (sold out, workers, deadline and stock gates, token bucket):
  * admitted ones are produced in that order, refused ones answered with their
  * refusal. Arriving 1 ms or W - 1 ms after the start makes no difference.
+ * A purchase arriving after the window while its purchases are still being
+ * released is held too and released after them (first come, first served
+ * again), so aiming at the window's close does not jump the line; the
+ * flush goes on until nothing is held.
+ * A held purchase whose deadline comes first (the wheel fell behind, or the
+ * stop's grace ended) is taken back by its answer (gw__opening_forget from
+ * finish_parked): never queued, it is answered 503, never 504.
  *
  * Bounds: a held purchase is a suspended connection, so how many can be held
  * is bounded by the connection limit; the held array grows to that. W is at
@@ -24,10 +31,11 @@
  * event.
  *
  * Locking: an item's hold_lock guards its held array, its timer's arming
- * and each gw_held's state. The flush takes it once per purchase, so a
- * connection closing meanwhile (gw__opening_forget) waits at most for one
- * purchase's produce and finds it either still held (then forgotten, never
- * produced) or done.
+ * and each gw_held's state, and orders what the flush writes into a request
+ * (its verdict, produce_failed) before its answer reads it. The flush takes
+ * it once per purchase, so an answer or a close meanwhile
+ * (gw__opening_forget) waits at most for one purchase's produce and finds
+ * it either still held (then taken back, never produced) or done.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -61,6 +69,7 @@ void gw__opening_init_item(gw *g, gw_item *it)
     pthread_mutex_init(&it->hold_lock, NULL);
     it->g = g;
     it->hold_timer.fire = flush;
+    atomic_init(&it->hold_busy, 0);
 }
 
 void gw__opening_release(gw *g)
@@ -80,7 +89,11 @@ int gw__opening_open(const gw *g, const gw_item *it, int64_t now_ms)
     if (!w)
         return 0;
     int64_t start = atomic_load_explicit(&it->starts_at, memory_order_relaxed);
-    return start && now_ms >= start * 1000 && now_ms < start * 1000 + w;
+    if (!start || now_ms < start * 1000)
+        return 0;
+    /* in the window; or after it while its purchases are not all released:
+     * then held too, queued after them (first come, first served again) */
+    return now_ms < start * 1000 + w || atomic_load(&it->hold_busy);
 }
 
 int gw__opening_hold(gw *g, gw_item *it, req_ctx *rc, const mq_record *rec, int64_t now_ms)
@@ -116,6 +129,7 @@ int gw__opening_hold(gw *g, gw_item *it, req_ctx *rc, const mq_record *rec, int6
     rc->held = h;
     if (!it->hold_armed) { /* the first held purchase of this window */
         it->hold_armed = 1;
+        atomic_store(&it->hold_busy, 1);
         int64_t left_ms = close_ms > now_ms ? close_ms - now_ms : 0;
         gw_wheel_add(g->wheel, &it->hold_timer, gw_mono_ns() + (uint64_t)left_ms * 1000000ULL);
     }
@@ -124,11 +138,12 @@ int gw__opening_hold(gw *g, gw_item *it, req_ctx *rc, const mq_record *rec, int6
     return 0;
 }
 
-void gw__opening_forget(req_ctx *rc)
+int gw__opening_forget(req_ctx *rc)
 {
     gw_item *it = rc->hold_item;
     struct gw_held *h = NULL;
     pthread_mutex_lock(&it->hold_lock);
+    int held = rc->held != NULL;
     if (rc->held && rc->held->state == HELD_LISTED) {
         h = rc->held;
         struct gw_held *last = it->held[--it->nheld];
@@ -143,6 +158,7 @@ void gw__opening_forget(req_ctx *rc)
         free(h);
         gw__purchase_unref(rc); /* the hold's; the caller still holds MHD's */
     }
+    return held;
 }
 
 /* splitmix64: a fast generator for the shuffle; its seed is what must be
@@ -182,22 +198,9 @@ static void release(gw *g, gw_item *it, struct gw_held *h)
         gw__purchase_refuse_held(g, rc, v, wait);
 }
 
-/* The window of it closed (wheel thread): release what it held, in a random
- * order. */
-static void flush(gw_timer *t)
+/* Release v[0..n) in that order; returns how many had gone. */
+static size_t release_all(gw *g, gw_item *it, struct gw_held **v, size_t n)
 {
-    gw_item *it = (gw_item *)((char *)t - offsetof(gw_item, hold_timer));
-    gw *g = it->g;
-    pthread_mutex_lock(&it->hold_lock);
-    struct gw_held **v = it->held;
-    size_t n = it->nheld;
-    it->held = NULL;
-    it->nheld = it->held_cap = 0;
-    it->hold_armed = 0;
-    for (size_t i = 0; i < n; i++)
-        v[i]->state = HELD_FLUSHING;
-    pthread_mutex_unlock(&it->hold_lock);
-    shuffle(v, n);
     size_t gone = 0;
     for (size_t i = 0; i < n; i++) {
         struct gw_held *h = v[i];
@@ -211,9 +214,47 @@ static void flush(gw_timer *t)
         gw__purchase_unref(h->rc); /* the hold's */
         free(h);
     }
+    return gone;
+}
+
+/* Take what it holds now (under hold_lock); *n 0 when nothing: the window
+ * and its flush are over then. */
+static struct gw_held **take_held(gw_item *it, size_t *n)
+{
+    pthread_mutex_lock(&it->hold_lock);
+    struct gw_held **v = it->held;
+    *n = it->nheld;
+    it->held = NULL;
+    it->nheld = it->held_cap = 0;
+    for (size_t i = 0; i < *n; i++)
+        v[i]->state = HELD_FLUSHING;
+    if (!*n) {
+        it->hold_armed = 0;
+        atomic_store(&it->hold_busy, 0);
+    }
+    pthread_mutex_unlock(&it->hold_lock);
+    return v;
+}
+
+/* The window of it closed (wheel thread): release what it held in a random
+ * order, then what arrived meanwhile in arrival order, until nothing is
+ * held. */
+static void flush(gw_timer *t)
+{
+    gw_item *it = (gw_item *)((char *)t - offsetof(gw_item, hold_timer));
+    gw *g = it->g;
+    size_t n, total = 0, gone = 0;
+    struct gw_held **v = take_held(it, &n);
+    shuffle(v, n);
+    while (n) {
+        gone += release_all(g, it, v, n);
+        total += n;
+        free(v);
+        v = take_held(it, &n);
+    }
     free(v);
     atomic_fetch_add_explicit(&g->metrics.open_flushes, 1, memory_order_relaxed);
     sk_log(SK_LOG_INFO, "gateway", NULL,
-           "item %s: opening window closed, %zu purchases released in a random order%s", it->c->id,
-           n - gone, gone ? " (the others' clients had gone)" : "");
+           "item %s: opening window closed, %zu held purchases released in a random order%s",
+           it->c->id, total - gone, gone ? " (the others were answered before)" : "");
 }

@@ -105,15 +105,17 @@ static void park_arm(gw *g, struct MHD_Connection *conn, req_ctx *rc, const uint
 }
 
 /* A parked request's message to the queue; when it does not fit, the
- * request is answered 503 (never queued) unless it was already answered. */
+ * request is answered 503 (never queued) unless its deadline answered it
+ * first. produce_failed is written before the resume is claimed; for a held
+ * request, under its item's hold_lock, which finish_parked takes before it
+ * reads it. */
 static void park_produce(gw *g, req_ctx *rc, const mq_record *rec)
 {
     if (mq_produce(g->topic, rec, NULL, NULL) < 0) {
         atomic_fetch_add_explicit(&g->metrics.queue_full, 1, memory_order_relaxed);
-        if (gw_pending_cancel(g->pending, &rc->w) == 0) {
-            rc->produce_failed = 1;
+        rc->produce_failed = 1;
+        if (gw_pending_cancel(g->pending, &rc->w) == 0)
             resume_once(rc);
-        }
     }
 }
 
@@ -136,13 +138,12 @@ void gw__purchase_release_held(gw *g, req_ctx *rc, const mq_record *rec)
 
 void gw__purchase_refuse_held(gw *g, req_ctx *rc, enum gw_verdict v, uint64_t wait_ns)
 {
-    gw__admission_gate_release(rc);
-    /* its deadline may have claimed it first: then that 504 is its answer */
-    if (gw_pending_cancel(g->pending, &rc->w) == 0 && resume_claim(rc)) {
-        rc->verdict = v;
-        rc->verdict_wait_ns = wait_ns;
-        resume_now(rc);
-    }
+    /* written whoever resumes it (its deadline may have, meanwhile): never
+     * queued, so the refusal is its answer; read as park_produce says */
+    rc->verdict = v;
+    rc->verdict_wait_ns = wait_ns;
+    if (gw_pending_cancel(g->pending, &rc->w) == 0)
+        resume_once(rc);
 }
 
 /* The answer of a refusing verdict. */
@@ -174,6 +175,10 @@ static enum MHD_Result answer_verdict(gw *g, struct MHD_Connection *conn, req_ct
 /* Event park: the connection was resumed; answer with what woke it. */
 static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx *rc)
 {
+    /* held by the fair opening: still held means its deadline came first and
+     * it was never queued (taken back here, the flush skips it); else the
+     * flush is done with it and what it wrote is visible after the lock */
+    int never_queued = rc->hold_item && gw__opening_forget(rc);
     int done = gw_pending_cancel(g->pending, &rc->w) == -EALREADY;
     if (gw_wheel_del(g->wheel, &rc->timer) == 0)
         gw__purchase_unref(rc); /* the timer will not fire: drop its reference */
@@ -181,6 +186,9 @@ static enum MHD_Result finish_parked(gw *g, struct MHD_Connection *conn, req_ctx
     gw__admission_headers(g, rc);
     if (done)
         return gw__answer_outcome(g, conn, rc->t0, &rc->w.out, rc->rid);
+    if (never_queued)
+        return answer_verdict(
+            g, conn, rc, atomic_load(&g->grace_over) ? GW_V_STOPPING : GW_V_DEADLINE, rc->t0, 0);
     if (rc->verdict != GW_V_ADMIT)
         return answer_verdict(g, conn, rc, rc->verdict, rc->t0, rc->verdict_wait_ns);
     if (rc->produce_failed)
@@ -385,7 +393,7 @@ enum MHD_Result gw__purchase_step(gw *g, struct MHD_Connection *conn, req_ctx *r
 
 void gw__purchase_close(gw *g, req_ctx *rc)
 {
-    if (rc->hold_item) /* first: the fair opening's flush never touches it after this */
+    if (rc->hold_item) /* first: the fair opening's flush queues nothing of it after this */
         gw__opening_forget(rc);
     if (rc->phase == PH_PARKED) {
         /* ended while parked (connection reset, daemon stopping): leave
