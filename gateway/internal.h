@@ -81,6 +81,7 @@ typedef struct gw_item {
     size_t nheld, held_cap;
     gw_timer hold_timer; /* fires when the window closes: the flush */
     int hold_armed;      /* from the first hold until a flush found nothing more */
+    int flush_due;       /* the window closed: the opening thread flushes it (its lock) */
     atomic_int hold_busy; /* hold_armed, read without the lock by purchases */
     gw *g;
 } gw_item;
@@ -124,6 +125,7 @@ struct gw {
     atomic_int stopping;
     atomic_int draining; /* SIGTERM came: /readyz says stopping, all else is served */
     atomic_int grace_over;   /* the stop's grace is over: the fair opening queues no more */
+    struct gw_opening *opening; /* [admission] open_window_ms: the thread that flushes */
     uint64_t parked_at_stop; /* requests parked when the listener closed */
     atomic_uint inflight; /* POST /seckill requests not yet completed (answer sent) */
     /* What the admin API and a reload change, under ctl_lock: the token
@@ -258,6 +260,11 @@ void gw__purchase_unref(req_ctx *rc);
 
 /* ---- opening.c: [admission] open_window_ms, the fair opening ---- */
 void gw__opening_init_item(gw *g, gw_item *it);
+/* The thread that releases closed windows (off the timer wheel's thread, so
+ * a large window does not hold up the deadlines); none when the fair
+ * opening is off. Stop it after the timer wheel, before the items go. */
+int gw__opening_start(gw *g, char *err, size_t errlen);
+void gw__opening_stop(gw *g);
 void gw__opening_release(gw *g);
 /* 1 when a purchase of it arriving at now_ms (unix ms) falls in its window. */
 int gw__opening_open(const gw *g, const gw_item *it, int64_t now_ms);

@@ -311,6 +311,9 @@ int gw_start(gw *g, char *err, size_t errlen)
         if (rc < 0)
             return rc;
     }
+    rc = gw__opening_start(g, err, errlen);
+    if (rc < 0)
+        return rc;
     return http_start(g, err, errlen);
 }
 
@@ -424,6 +427,9 @@ void gw_stop(gw *g, uint32_t grace_ms)
         gw_wheel_destroy(g->wheel);
         g->wheel = NULL;
     }
+    /* after the wheel, whose thread hands it closed windows; the daemons are
+     * gone, so nothing is held any more */
+    gw__opening_stop(g);
 }
 
 void gw_destroy(gw *g)

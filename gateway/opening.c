@@ -30,6 +30,10 @@
  * the grace is over is answered 503 (never queued: no purchase). Needs park =
  * event.
  *
+ * Threads: the wheel's thread only marks a closed window due; one opening
+ * thread per gateway flushes, so a window of many thousands of purchases
+ * does not hold up the other timers (the deadlines).
+ *
  * Locking: an item's hold_lock guards its held array, its timer's arming
  * and each gw_held's state, and orders what the flush writes into a request
  * (its verdict, produce_failed) before its answer reads it. The flush takes
@@ -62,14 +66,106 @@ struct gw_held {
     uint8_t wire[SK_MSG_MAX];
 };
 
-static void flush(gw_timer *t);
+struct gw_opening {
+    pthread_mutex_t lock; /* with wake: the items' flush_due, stop */
+    pthread_cond_t wake;
+    int stop;
+    pthread_t tid;
+};
+
+static void window_closed(gw_timer *t);
+static void flush(gw *g, gw_item *it);
 
 void gw__opening_init_item(gw *g, gw_item *it)
 {
     pthread_mutex_init(&it->hold_lock, NULL);
     it->g = g;
-    it->hold_timer.fire = flush;
+    it->hold_timer.fire = window_closed;
     atomic_init(&it->hold_busy, 0);
+}
+
+/* The opening thread: flush every item whose window closed, until told to
+ * stop (then once more, so nothing due is left behind). */
+static void *opening_main(void *arg)
+{
+    gw *g = arg;
+    struct gw_opening *o = g->opening;
+    pthread_mutex_lock(&o->lock);
+    for (;;) {
+        int any = 0;
+        for (size_t i = 0; i < g->nitems; i++) {
+            gw_item *it = &g->items[i];
+            if (!it->flush_due)
+                continue;
+            it->flush_due = 0;
+            any = 1;
+            pthread_mutex_unlock(&o->lock);
+            flush(g, it);
+            pthread_mutex_lock(&o->lock);
+        }
+        if (!any && o->stop)
+            break;
+        if (!any)
+            pthread_cond_wait(&o->wake, &o->lock);
+    }
+    pthread_mutex_unlock(&o->lock);
+    return NULL;
+}
+
+int gw__opening_start(gw *g, char *err, size_t errlen)
+{
+    if (!g->cfg->adm_open_window_ms)
+        return 0;
+    struct gw_opening *o = calloc(1, sizeof *o);
+    if (!o) {
+        snprintf(err, errlen, "fair opening: %s", strerror(ENOMEM));
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_cond_init(&o->wake, NULL);
+    g->opening = o;
+    int rc = -pthread_create(&o->tid, NULL, opening_main, g);
+    if (rc < 0) {
+        snprintf(err, errlen, "fair opening thread: %s", strerror(-rc));
+        pthread_cond_destroy(&o->wake);
+        pthread_mutex_destroy(&o->lock);
+        free(o);
+        g->opening = NULL;
+    }
+    return rc;
+}
+
+void gw__opening_stop(gw *g)
+{
+    struct gw_opening *o = g->opening;
+    if (!o)
+        return;
+    pthread_mutex_lock(&o->lock);
+    o->stop = 1;
+    pthread_cond_signal(&o->wake);
+    pthread_mutex_unlock(&o->lock);
+    pthread_join(o->tid, NULL);
+    pthread_cond_destroy(&o->wake);
+    pthread_mutex_destroy(&o->lock);
+    free(o);
+    g->opening = NULL;
+}
+
+/* The window of the timer's item closed (wheel thread): hand it to the
+ * opening thread (g->opening is set before the wheel starts and cleared
+ * after it is gone); without one, flush here. */
+static void window_closed(gw_timer *t)
+{
+    gw_item *it = (gw_item *)((char *)t - offsetof(gw_item, hold_timer));
+    struct gw_opening *o = it->g->opening;
+    if (!o) {
+        flush(it->g, it);
+        return;
+    }
+    pthread_mutex_lock(&o->lock);
+    it->flush_due = 1;
+    pthread_cond_signal(&o->wake);
+    pthread_mutex_unlock(&o->lock);
 }
 
 void gw__opening_release(gw *g)
@@ -236,13 +332,11 @@ static struct gw_held **take_held(gw_item *it, size_t *n)
     return v;
 }
 
-/* The window of it closed (wheel thread): release what it held in a random
- * order, then what arrived meanwhile in arrival order, until nothing is
- * held. */
-static void flush(gw_timer *t)
+/* The window of it closed (opening thread): release what it held in a
+ * random order, then what arrived meanwhile in arrival order, until nothing
+ * is held. */
+static void flush(gw *g, gw_item *it)
 {
-    gw_item *it = (gw_item *)((char *)t - offsetof(gw_item, hold_timer));
-    gw *g = it->g;
     size_t n, total = 0, gone = 0;
     struct gw_held **v = take_held(it, &n);
     shuffle(v, n);
