@@ -276,17 +276,26 @@ INI
     sed -i 's/^threads = .*/threads = '"$WORKERS"'\nembedded = false\ninventory = redis/' "$work/gw.ini"
 fi
 
+# http_port OUT PID: the port a gateway's banner in OUT names, waiting up
+# to 5 s while PID runs; empty when it does not say
+http_port() {
+    for _ in $(seq 100); do
+        hp=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$1")
+        [ -n "$hp" ] && break
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.05
+    done
+    printf '%s' "$hp"
+}
+# rpc_addr OUT: the rpc address a gateway's banner in OUT names
+rpc_addr() { sed -n 's|.* rpc=\(tcp:[^ ]*\).*|\1|p' "$1"; }
+
 # a few attempts: a binary caught mid-link fails to start once
 port=""
 for _ in 1 2 3; do
     "$BIN" -c "$work/gw.ini" --listen 127.0.0.1:0 > "$work/gw.out" 2> "$work/gw.err" &
     gw_pid=$!
-    for _ in $(seq 100); do
-        port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/gw.out")
-        [ -n "$port" ] && break
-        kill -0 "$gw_pid" 2>/dev/null || break
-        sleep 0.05
-    done
+    port=$(http_port "$work/gw.out" "$gw_pid")
     [ -n "$port" ] && break
     kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null || true
     gw_pid=""
@@ -301,18 +310,13 @@ for i in $(seq 2 "$GATEWAYS"); do
     sed "s|^data_dir = .*|data_dir = $work/data$i|" "$work/gw.ini" > "$work/gw$i.ini"
     "$BIN" -c "$work/gw$i.ini" --listen 127.0.0.1:0 > "$work/gw$i.out" 2> "$work/gw$i.err" &
     more_pids="$more_pids $!"
-    p=""
-    for _ in $(seq 200); do
-        p=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/gw$i.out")
-        [ -n "$p" ] && break
-        sleep 0.05
-    done
+    p=$(http_port "$work/gw$i.out" "$!")
     [ -n "$p" ] || { echo "run.sh: gateway $i did not start:" >&2; cat "$work/gw$i.err" >&2; exit 69; }
     more_ports="$more_ports $p"
-    rpcs="$rpcs, $(sed -n 's|.* rpc=\(tcp:[^ ]*\).*|\1|p' "$work/gw$i.out")"
+    rpcs="$rpcs, $(rpc_addr "$work/gw$i.out")"
 done
 if [ "$REDIS" = 1 ]; then
-    rpc=$(sed -n 's|.* rpc=\(tcp:[^ ]*\).*|\1|p' "$work/gw.out")$rpcs
+    rpc=$(rpc_addr "$work/gw.out")$rpcs
     # a section appears once: the gateways go into the gateway's [rpc]
     awk -v gws="$rpc" '{ print } /^\[rpc\]$/ { print "gateways = " gws; done = 1 }
         END { if (!done) printf "[rpc]\ngateways = %s\n", gws }' "$work/gw.ini" > "$work/worker.ini"
