@@ -132,6 +132,9 @@ typedef struct order_shard {
     order **buckets;
     size_t nbuckets, count;
     order *fifo_head, *fifo_tail;
+    int unsorted; /* an order went in with an earlier deadline than the tail's
+                   * (pay_timeout_ms lowered across a restart): the reaper
+                   * walks the whole FIFO until it finds it in order again */
 } order_shard;
 
 struct sk_inventory {
@@ -553,6 +556,8 @@ static int order_insert(sk_inventory *inv, int it, const sk_order_event *ev, int
     o->o.created_ms = ev->at_ms;
     o->o.pay_deadline_ms = ev->pay_deadline_ms;
     *pp = o;
+    if (os->fifo_tail && os->fifo_tail->o.pay_deadline_ms > o->o.pay_deadline_ms)
+        os->unsorted = 1;
     if (os->fifo_tail)
         os->fifo_tail->fifo_next = o;
     else
@@ -837,16 +842,21 @@ int sk_inventory_order_pay(sk_inventory *inv, const char *order_id, uint64_t now
 }
 
 /* Collect from os the reserved orders due at now (marking them busy), up to
- * cap, dropping settled ones from the FIFO on the way. Returns how many. */
+ * cap, dropping settled ones from the FIFO on the way. The FIFO is in
+ * deadline order while every order had the same pay_timeout_ms, and then the
+ * walk stops at the first order not yet due; once it is out of order (see
+ * order_shard.unsorted) the walk goes to the end. Returns how many. */
 static size_t reap_collect(order_shard *os, uint64_t now, order **out, size_t cap)
 {
     size_t n = 0;
     pthread_mutex_lock(&os->lock);
     order *prev = NULL, *o = os->fifo_head;
-    while (o && n < cap && o->o.pay_deadline_ms <= now) {
+    uint64_t last = 0;
+    int in_order = 1;
+    while (o && n < cap) {
         order *nx = o->fifo_next;
         if (o->o.state != SK_ORDER_RESERVED && !o->busy) {
-            /* settled: leaves the FIFO */
+            /* settled: leaves the FIFO, due or not */
             if (prev)
                 prev->fifo_next = nx;
             else
@@ -857,13 +867,20 @@ static size_t reap_collect(order_shard *os, uint64_t now, order **out, size_t ca
             o = nx;
             continue;
         }
-        if (!o->busy) {
+        if (o->o.pay_deadline_ms < last)
+            in_order = 0;
+        last = o->o.pay_deadline_ms;
+        if (o->o.pay_deadline_ms > now && !os->unsorted)
+            break;
+        if (o->o.pay_deadline_ms <= now && !o->busy) {
             o->busy = 1;
             out[n++] = o;
         }
         prev = o;
         o = nx;
     }
+    if (!o && in_order)
+        os->unsorted = 0; /* walked it all: in deadline order again */
     pthread_mutex_unlock(&os->lock);
     return n;
 }

@@ -908,6 +908,41 @@ static void test_orders_replay(void **state)
     free(j2);
 }
 
+/* Orders recovered with a long pay timeout sit ahead of new ones with a
+ * shorter timeout (pay_timeout_ms lowered across a restart): the new orders
+ * are still reaped at their own deadline, the old ones at theirs. 64 old
+ * orders over 64 shards put one ahead of most new orders. */
+static void test_orders_reap_timeout_lowered(void **state)
+{
+    (void)state;
+    enum { OLD = 64, NEW = 64 };
+    fake_ms = 5000000;
+    sk_inventory *inv = make_orders(OLD + NEW, 1, NULL);
+    for (int i = 0; i < OLD; i++) {
+        sk_order_event ev = {.type = SK_ORDER_RESERVED, .at_ms = fake_ms - 1000,
+                             .pay_deadline_ms = fake_ms + 600000};
+        snprintf(ev.order_id, sizeof ev.order_id, "old-%d", i);
+        snprintf(ev.item_id, sizeof ev.item_id, "sku-1");
+        snprintf(ev.user_id, sizeof ev.user_id, "old%d", i);
+        req_id(ev.request_id, 100000 + (uint64_t)i);
+        assert_int_equal(sk_inventory_apply(inv, &ev), 0);
+    }
+    char id[40];
+    for (int i = 0; i < NEW; i++) {
+        char user[16];
+        snprintf(user, sizeof user, "new%d", i);
+        buy_ok(inv, user, 1 + (uint64_t)i, id);
+    }
+    assert_int_equal(sk_inventory_left(inv, 0), 0);
+    assert_int_equal(sk_inventory_reap(inv, fake_ms + PAY_MS - 1), 0);
+    assert_int_equal(sk_inventory_reap(inv, fake_ms + PAY_MS), NEW);
+    assert_int_equal(sk_inventory_left(inv, 0), NEW);
+    assert_int_equal(sk_inventory_reap(inv, fake_ms + 599999), 0);
+    assert_int_equal(sk_inventory_reap(inv, fake_ms + 600000), OLD);
+    assert_int_equal(sk_inventory_left(inv, 0), OLD + NEW);
+    sk_inventory_destroy(inv);
+}
+
 /* Payers and reapers race on orders at their deadline: each order ends paid
  * or cancelled, once, and exactly the cancelled ones gave their stock back. */
 #define RACE_ORDERS 400
@@ -1114,6 +1149,7 @@ int main(void)
         cmocka_unit_test(test_orders_journal_undo),
         cmocka_unit_test(test_orders_pending_invisible),
         cmocka_unit_test(test_orders_replay),
+        cmocka_unit_test(test_orders_reap_timeout_lowered),
         cmocka_unit_test(test_orders_replay_beyond_stock),
         cmocka_unit_test(test_orders_pay_reap_race),
         cmocka_unit_test(test_sales_replay),
