@@ -39,6 +39,8 @@ static const char *gateway_bin, *worker_bin;
 /* what a failed assertion leaves running, for the teardown */
 static redis_server rs;
 static pid_t procs[4];
+static char logs[4][128]; /* each process's log, printed when its test fails */
+static int finished;      /* set as a test's last step */
 static char dir[64];
 
 /* ---- processes whose stdout and stderr go to a log file ---- */
@@ -102,6 +104,7 @@ static pid_t spawn_logged(const char *const argv[], const char *log, const char 
     for (size_t i = 0; i < sizeof procs / sizeof *procs; i++)
         if (!procs[i]) {
             procs[i] = pid;
+            snprintf(logs[i], sizeof logs[i], "%s", log);
             break;
         }
     if (!log_wait(log, ready, 30000)) {
@@ -295,6 +298,7 @@ static void test_metrics_thousand_items(void **state)
     assert_int_equal(metric(m, key), 9);
     free(m);
     assert_int_equal(stop(gw, SIGTERM), 0);
+    finished = 1;
 }
 
 /* ---- SIGHUP while clients buy ---- */
@@ -468,6 +472,7 @@ static void test_sighup_under_traffic(void **state)
     printf("SIGHUP x3 under %d clients: %ld answers, none lost\n", CLIENTS, answers);
     assert_int_equal(stop(gw, SIGTERM), 0);
     assert_true(log_wait(log, "seckill-gateway: stopped: answered ", 1000));
+    finished = 1;
 }
 
 /* ---- SIGTERM: /readyz 503 for drain_delay_ms while requests are served ---- */
@@ -524,6 +529,7 @@ static void test_sigterm_drain(void **state)
         success < served + 1 || answered != success)
         fail_msg("served %d + 1; the log says: %s", served, s);
     free(s);
+    finished = 1;
 }
 
 /* ---- the worker process: its /metrics, /livez and SIGHUP; 503 by reason ---- */
@@ -605,6 +611,7 @@ static void test_worker_metrics_and_sighup(void **state)
     assert_int_equal(stop(wk, SIGTERM), 0);
     assert_int_equal(stop(gw, SIGTERM), 0);
     redis_server_destroy(&rs);
+    finished = 1;
 }
 
 /* ---- the order sink reopens its file on SIGUSR1 ---- */
@@ -654,16 +661,27 @@ static void test_sink_reopens_on_sigusr1(void **state)
     free(old);
     assert_int_equal(stop(sink, SIGTERM), 0);
     assert_int_equal(stop(gw, SIGTERM), 0);
+    finished = 1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof procs / sizeof *procs; i++)
+    for (size_t i = 0; i < sizeof procs / sizeof *procs; i++) {
         if (procs[i] > 0) {
             proc_stop(procs[i], SIGKILL);
             procs[i] = 0;
         }
+        if (!finished && logs[i][0]) { /* what the failed test's processes said */
+            char *s = slurp(logs[i]);
+            size_t n = strlen(s);
+            fprintf(stderr, "---- %s (last 6000 bytes) ----\n%s\n", logs[i],
+                    s + (n > 6000 ? n - 6000 : 0));
+            free(s);
+        }
+        logs[i][0] = 0;
+    }
+    finished = 0;
     if (rs.pid > 0)
         redis_server_destroy(&rs);
     return 0;
