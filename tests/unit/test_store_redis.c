@@ -212,6 +212,82 @@ static void test_batch_semantics(void **state)
     sk_redis_destroy(r);
 }
 
+/* A buyer several times in one batch counts each purchase against the
+ * limit, and a request id twice in one batch answers one decision. */
+static void test_batch_repeats(void **state)
+{
+    (void)state;
+    sk_redis *r = make("br", 10, 2, 60000);
+    static batch b;
+    b.n = 0;
+    for (int i = 0; i < 3; i++)
+        batch_add(&b, "br", "a", SK_SUCCESS);
+    batch_add(&b, "br", "b", SK_SUCCESS);
+    batch_add(&b, "br", "b", SK_SUCCESS);
+    batch_add(&b, "br", "c", SK_SUCCESS);
+    memcpy(b.rids[5], b.rids[3], 16); /* c's request is b's first again */
+    assert_int_equal(decide(r, &b), 0);
+    assert_int_equal(b.outs[0].result, SK_SUCCESS);
+    assert_int_equal(b.outs[1].result, SK_SUCCESS);
+    assert_int_equal(b.outs[2].result, SK_ALREADY_PURCHASED);
+    assert_string_equal(b.outs[2].order_id, b.outs[1].order_id);
+    assert_int_equal(b.outs[3].result, SK_SUCCESS);
+    assert_int_equal(b.outs[4].result, SK_SUCCESS);
+    assert_int_equal(b.outs[5].result, SK_SUCCESS);
+    assert_string_equal(b.outs[5].order_id, b.outs[3].order_id);
+    assert_int_equal(b.left[4], 6);
+    assert_int_equal(b.left[5], 6);
+    assert_int_equal(sk_redis_left(r, "br"), 6);
+    assert_int_equal(xlen("br"), 4);
+    assert_int_equal(orders_in("br", "reserved"), 4);
+    assert_int_equal(raw_int("HLEN %s", "sk:{br}:users"), 2);
+    /* a's count is 2 and b's too: a third of either is refused next batch */
+    b.n = 0;
+    batch_add(&b, "br", "a", SK_SUCCESS);
+    batch_add(&b, "br", "b", SK_SUCCESS);
+    assert_int_equal(decide(r, &b), 0);
+    assert_int_equal(b.outs[0].result, SK_ALREADY_PURCHASED);
+    assert_int_equal(b.outs[1].result, SK_ALREADY_PURCHASED);
+    assert_int_equal(sk_redis_left(r, "br"), 6);
+    sk_redis_destroy(r);
+}
+
+/* A batch of 2,500 (the worker's batch goes up to 4,096) in one script
+ * call: every request decided once, in order, the stock exact. */
+static void test_batch_large(void **state)
+{
+    (void)state;
+    enum { N = 2500, STOCK = 2200 };
+    sk_redis *r = make("bl", STOCK, 1, 60000);
+    sk_decide *reqs = calloc(N, sizeof *reqs);
+    uint8_t(*rids)[16] = calloc(N, 16);
+    char(*users)[16] = calloc(N, 16);
+    sk_outcome *outs = calloc(N, sizeof *outs);
+    int64_t *left = calloc(N, sizeof *left);
+    assert_true(reqs && rids && users && outs && left);
+    for (int i = 0; i < N; i++) {
+        uuid_generate_random(rids[i]);
+        snprintf(users[i], 16, "u%d", i);
+        reqs[i] = (sk_decide){.item_id = "bl", .user_id = users[i], .request_id = rids[i],
+                              .verdict = SK_SUCCESS};
+    }
+    sk_backend be = sk_redis_backend(r);
+    assert_int_equal(be.decide(be.impl, reqs, N, outs, left), 0);
+    int success = 0;
+    for (int i = 0; i < N; i++)
+        success += outs[i].result == SK_SUCCESS;
+    assert_int_equal(success, STOCK);
+    assert_int_equal(outs[STOCK - 1].result, SK_SUCCESS);
+    assert_int_equal(outs[STOCK].result, SK_SOLD_OUT);
+    assert_int_equal(sk_redis_left(r, "bl"), 0);
+    assert_int_equal(xlen("bl"), STOCK);
+    assert_int_equal(orders_in("bl", "reserved"), STOCK);
+    assert_int_equal(raw_int("HLEN %s", "sk:{bl}:users"), STOCK);
+    assert_int_equal(raw_int("ZCARD %s", "sk:{bl}:deadlines"), STOCK);
+    free(reqs), free(rids), free(users), free(outs), free(left);
+    sk_redis_destroy(r);
+}
+
 /* min_replicas_ack with no replica: the batch runs on the master, yet the
  * decide call fails (-ETIMEDOUT) and is counted; the decisions are stored,
  * so deciding the same batch again (here with the wait off, as if the
@@ -884,6 +960,8 @@ int main(void)
     signal(SIGPIPE, SIG_IGN); /* as the gateway does: see sale/store_redis.h */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_semantics),
+        cmocka_unit_test(test_batch_repeats),
+        cmocka_unit_test(test_batch_large),
         cmocka_unit_test(test_verdicts_recorded),
         cmocka_unit_test(test_replica_ack_short),
         cmocka_unit_test(test_concurrent_never_oversells),
