@@ -256,6 +256,12 @@ static enum MHD_Result patch_item(gw *g, struct MHD_Connection *c, size_t i, adm
                           "nothing changed",
                           "held", (json_int_t)held));
         }
+        if (rc == -EOPNOTSUPP) {
+            pthread_mutex_unlock(&g->ctl_lock);
+            return fail(c, 501, "not_implemented",
+                        "the store cannot lower the stock total (on a Redis Cluster it can only "
+                        "be raised): nothing changed");
+        }
         if (rc < 0) {
             pthread_mutex_unlock(&g->ctl_lock);
             return store_fail(c, rc);

@@ -14,7 +14,11 @@
  *                            have arrived. Written by TAKE, removed by CLEAR.
  *   sk:{T}:xin:<X>   string  transfer X arrived here (PX 24 h). Written by GIVE.
  *   sk:{T}:ver       counter raised by every unit that comes into the
- *                            bucket's stock from elsewhere (GIVE, REAP).
+ *                            bucket's stock from elsewhere (GIVE, REAP, RAISE).
+ *   sk:{T}:total     bucket 0 only: the item's stock total once a reload or
+ *                            the admin API raised it (absent: the configured
+ *                            stock). Written by RAISE, which adds the units
+ *                            to bucket 0's stock in the same script.
  * and per item sk:{I}:buckets, the bucket count (SET NX by the first process).
  *
  * A user buys from bucket hash(user) mod B, always the same: the per-user
@@ -33,8 +37,8 @@
  *      (TRANSFER, below); decide again.
  *   3. Nothing anywhere: PROBE again. Still no stock, no record, and no
  *      bucket's ver changed: no unit can have been on its way between the
- *      two scans (units only enter a bucket by GIVE or REAP, which raise
- *      ver), so the item was sold out at the second scan; decide again with
+ *      two scans (units only enter a bucket by GIVE, REAP or RAISE, which
+ *      raise ver), so the item was sold out at the second scan; decide again with
  *      final = 1, which records sold_out where the bucket is still empty.
  * After XFER_ROUNDS rounds with requests still EMPTY (others took every
  * unit moved), those are answered SK_UNAVAILABLE (left for redelivery).
@@ -60,8 +64,8 @@
  * round, so a worker killed between the halves leaves a record the next
  * one completes.
  *
- * Invariants (per item, S = the configured stock, plus units returned by
- * REAP as in the single-Redis store):
+ * Invariants (per item, S = the stock total, plus units returned by REAP as
+ * in the single-Redis store):
  *   S = sum over buckets of stock + sum of xout records whose X has no xin
  *       marker at its receiver + orders reserved or paid.
  *   TAKE before GIVE before CLEAR for every X, so a unit is counted in
@@ -133,10 +137,25 @@ static const char PROBE_LUA[] =
     "end\n"
     "return {s, #vals, tonumber(redis.call('GET', KEYS[3]) or '0') or 0, units}\n";
 
-enum { S_DECIDE, S_PAY, S_REAP, S_TAKE, S_GIVE, S_PROBE, NSCRIPTS };
+/* RAISE, on bucket 0: the item's stock total becomes ARGV[1] if that is
+ * more. KEYS: 1 stock, 2 total, 3 ver (of bucket 0). ARGV: 1 total, 2 the
+ * configured stock (the total while none was set). Returns the units added
+ * (0: the total was not below), -1 no stock key. */
+static const char RAISE_LUA[] = "if not redis.call('GET', KEYS[1]) then return -1 end\n"
+                                "local t = tonumber(redis.call('GET', KEYS[2]) or ARGV[2])\n"
+                                "local n = tonumber(ARGV[1])\n"
+                                "if n <= t then return 0 end\n"
+                                "redis.call('INCRBY', KEYS[1], n - t)\n"
+                                "redis.call('SET', KEYS[2], ARGV[1])\n"
+                                "redis.call('INCR', KEYS[3])\n"
+                                "return n - t\n";
 
-static const char *const script_body[NSCRIPTS] = {
-    sk__redis_decide_lua, sk__redis_pay_lua, sk__redis_reap_lua, TAKE_LUA, GIVE_LUA, PROBE_LUA};
+enum { S_DECIDE, S_PAY, S_REAP, S_TAKE, S_GIVE, S_PROBE, S_RAISE, NSCRIPTS };
+
+static const char *const script_body[NSCRIPTS] = {sk__redis_decide_lua, sk__redis_pay_lua,
+                                                  sk__redis_reap_lua,   TAKE_LUA,
+                                                  GIVE_LUA,             PROBE_LUA,
+                                                  RAISE_LUA};
 
 typedef struct bucket {
     char tag[SK_CLUSTER_TAG_MAX];
@@ -796,6 +815,91 @@ static int cs_stats(sale_store *s, size_t i, sale_item_stats *out)
     return -ENODATA; /* counted in Redis, not here */
 }
 
+/* The item's stock total: bucket 0's total record, else the configured stock. */
+static int64_t stock_total(cluster_store *m, const citem *it)
+{
+    char kt[KEY_MAX];
+    redisReply *rep = NULL;
+    bkey(kt, &it->b[0], "total");
+    const char *argv[] = {"GET", kt};
+    int rc = sk_cluster_command(m->cl, it->b[0].slot, 2, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    int64_t v = rep->type == REDIS_REPLY_NIL      ? it->stock
+                : rep->type == REDIS_REPLY_STRING ? strtoll(rep->str, NULL, 10)
+                : rep->type == REDIS_REPLY_ERROR  ? sk__redis_reply_err(rep)
+                                                  : -EPROTO;
+    freeReplyObject(rep);
+    return v;
+}
+
+/* RAISE on bucket 0, with WAIT as the sales' writes (min_replicas_ack): the
+ * units added go to bucket 0 and reach the others by transfers, as any
+ * unit a bucket lacks. ver goes up with them, so a sold-out scan running
+ * meanwhile sees them come. Returns the units added. */
+static int64_t cs_raise(sale_store *s, size_t i, int64_t total)
+{
+    cluster_store *m = cs_of(s);
+    if (i >= m->nitems)
+        return -ERANGE;
+    const citem *it = &m->items[i];
+    char ks[KEY_MAX], kt[KEY_MAX], kv[KEY_MAX], sn[24], sbase[24];
+    bkey(ks, &it->b[0], "stock");
+    bkey(kt, &it->b[0], "total");
+    bkey(kv, &it->b[0], "ver");
+    snprintf(sn, sizeof sn, "%lld", (long long)total);
+    snprintf(sbase, sizeof sbase, "%lld", (long long)it->stock);
+    const char *keys[] = {ks, kt, kv};
+    const char *args[] = {sn, sbase};
+    redisReply *rep = NULL;
+    int rc = script1(m, S_RAISE, &it->b[0], 3, keys, 2, args, 1, &rep);
+    if (rc < 0)
+        return rc;
+    int64_t v = rep->type != REDIS_REPLY_INTEGER ? -EPROTO
+                : rep->integer < 0               ? -ENOENT
+                                                 : rep->integer;
+    freeReplyObject(rep);
+    return v;
+}
+
+static int cs_item_state(sale_store *s, size_t i, sale_item_state *out)
+{
+    cluster_store *m = cs_of(s);
+    if (i >= m->nitems)
+        return -ERANGE;
+    int64_t total = stock_total(m, &m->items[i]);
+    if (total < 0)
+        return (int)total;
+    int64_t left = cs_left(s, i);
+    if (left < 0)
+        return (int)left;
+    *out = (sale_item_state){
+        .stock = total, .left = left, .per_user_limit = m->items[i].limit, .epoch = 0};
+    return 0;
+}
+
+/* The admin API's stock total: raised as a reload raises it. Lowering would
+ * take units out of buckets other processes are selling from, with no
+ * record to finish it by if this one died half-way: not on a cluster
+ * (-EOPNOTSUPP), unless the total is below the units sold (-EBUSY, as on
+ * the other stores). */
+static int cs_set_stock(sale_store *s, size_t i, int64_t total, int64_t *held)
+{
+    sale_item_state st;
+    int rc = cs_item_state(s, i, &st);
+    if (rc < 0)
+        return rc;
+    int64_t h = st.stock - st.left > 0 ? st.stock - st.left : 0;
+    if (held)
+        *held = h;
+    if (total < h)
+        return -EBUSY;
+    if (total < st.stock)
+        return -EOPNOTSUPP;
+    int64_t added = cs_raise(s, i, total);
+    return added < 0 ? (int)added : 0;
+}
+
 /* The (item, bucket) holding order_id: one HGET per bucket, pipelined. OUT:
  * *o, *item, *bucket_of. */
 static int order_find(cluster_store *m, const char *order_id, sk_order *o, size_t *item,
@@ -1036,6 +1140,9 @@ static const sale_store_ops cs_ops = {.destroy = cs_destroy,
                                       .event_streams = cs_event_streams,
                                       .events_read = cs_events_read,
                                       .events_ack = cs_events_ack,
+                                      .raise = cs_raise,
+                                      .item_state = cs_item_state,
+                                      .set_stock = cs_set_stock,
                                       .replica_ack_timeouts = cs_replica_ack_timeouts};
 
 /* ---- create ---- */

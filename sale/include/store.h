@@ -124,7 +124,7 @@ int sale_store_reap(sale_store *s, uint64_t now_ms);
  * added are added to the stock left, once however many processes raise the
  * same store to the same total. Returns the units added (0 when total is not
  * above the stock in force), or negative errno (-EOPNOTSUPP: a store that
- * cannot, the Redis Cluster store). Lowering is not done here. */
+ * cannot). Lowering is not done here. */
 int64_t sale_store_raise_stock(sale_store *s, size_t item, int64_t total);
 
 /* ---- the sale as the admin API changes it ----
@@ -148,7 +148,9 @@ int sale_store_item_state(sale_store *s, size_t item, sale_item_state *out);
 
 /* Item's stock total becomes total (absolute) and stock left moves by the
  * difference. -EBUSY, nothing changed, when total is below the units sold
- * or held by the sale's orders. OUT: *held (may be NULL): those units. */
+ * or held by the sale's orders; -EOPNOTSUPP, nothing changed, when it is
+ * lower than the total in force on the Redis Cluster store, which only
+ * raises it. OUT: *held (may be NULL): those units. */
 int sale_store_set_stock(sale_store *s, size_t item, int64_t total, int64_t *held);
 
 /* Item's per-user limit (>= 1) from the next decision on; a user already

@@ -1236,6 +1236,81 @@ static void test_rcluster_skewed(void **state)
     rcluster_sale(user_skewed);
 }
 
+/* Buy item demo as prefix-0, prefix-1, ... until the gateway's view says
+ * none is left (at most tries). Returns the 200s; any other answer is a
+ * 409 sold_out. */
+static int buy_until_sold_out(int port, const char *prefix, int tries)
+{
+    http_resp r;
+    int sold = 0;
+    for (int i = 0; i < tries && http_stock_left(port, "demo") != 0; i++) {
+        char body[96];
+        snprintf(body, sizeof body, "{\"user_id\":\"%s-%d\",\"item_id\":\"demo\"}", prefix, i);
+        assert_int_equal(http_buy(port, body, &r), 0);
+        if (r.status != 200 && r.status != 409)
+            fail_msg("buyer %s-%d: %d %s", prefix, i, r.status, r.body);
+        sold += r.status == 200;
+    }
+    return sold;
+}
+
+#define ADMIN_TOKEN "it-workers-admin-token-0123"
+
+/* A sold-out item on a cluster gets more stock: by a reload (SIGHUP) and by
+ * the admin API. Exactly the units added are sold; the admin API shows the
+ * cluster's total and refuses to lower it (501, nothing changed). */
+static void test_rcluster_raise_stock(void **state)
+{
+    (void)state;
+    cluster cl;
+    http_resp r;
+    char hdr[160];
+    snprintf(hdr, sizeof hdr, "Authorization: Bearer " ADMIN_TOKEN "\r\n"
+                              "Content-Type: application/json\r\n");
+    cluster_start(&cl, 1, 2, 20,
+                  "[item.demo]\nstock_buckets = 3\n"
+                  "[admin]\nlisten = 127.0.0.1:0\ntoken = " ADMIN_TOKEN "\n");
+    int port = cl.gw[0].port, aport = cl.gw[0].admin_port;
+    assert_true(aport > 0);
+    assert_int_equal(buy_until_sold_out(port, "first", 200), 20);
+
+    /* the file says 30 now: SIGHUP adds 10 units */
+    FILE *f = fopen(cl.gw[0].config, "r");
+    assert_non_null(f);
+    char text[4096], out[4096];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    char *at = strstr(text, "stock = 20\n");
+    assert_non_null(at);
+    snprintf(out, sizeof out, "%.*sstock = 30\n%s", (int)(at - text), text, at + 11);
+    write_text(cl.gw[0].config, out);
+    kill(cl.gw[0].pid, SIGHUP);
+    uint64_t t0 = mono_ms();
+    while (http_stock_left(port, "demo") != 10) {
+        assert_true(mono_ms() < t0 + 10000);
+        sleep_ms(50);
+    }
+    assert_int_equal(buy_until_sold_out(port, "second", 200), 10);
+
+    /* the admin API: the total from the cluster, raised again, never lowered */
+    assert_int_equal(http_do(aport, "GET", "/items/demo", hdr, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"stock_total\":30"));
+    assert_non_null(strstr(r.body, "\"stock_left\":0"));
+    const char *raise = "{\"stock\":35}";
+    assert_int_equal(http_do(aport, "PATCH", "/items/demo", hdr, raise, strlen(raise), &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(http_stock_left(port, "demo"), 5);
+    const char *lower = "{\"stock\":33}";
+    assert_int_equal(http_do(aport, "PATCH", "/items/demo", hdr, lower, strlen(lower), &r), 0);
+    assert_int_equal(r.status, 501);
+    assert_int_equal(buy_until_sold_out(port, "third", 200), 5);
+    assert_int_equal(http_do(aport, "GET", "/items/demo", hdr, NULL, 0, &r), 0);
+    assert_non_null(strstr(r.body, "\"stock_total\":35"));
+    cluster_stop(&cl);
+}
+
 /* After a faulty sale: nothing was lost, so what was not sold is still for
  * sale and sells, to exactly the stock, each order once in the sink. */
 static void sell_the_rest(cluster *cl, const char *sink_path)
@@ -1424,6 +1499,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_registry_discovery, teardown),
         cmocka_unit_test_teardown(test_rcluster_sale, teardown),
         cmocka_unit_test_teardown(test_rcluster_skewed, teardown),
+        cmocka_unit_test_teardown(test_rcluster_raise_stock, teardown),
         cmocka_unit_test_teardown(test_rcluster_master_killed, teardown),
         cmocka_unit_test_teardown(test_rcluster_reshard, teardown),
         cmocka_unit_test_teardown(test_rcluster_worker_killed_mid_transfer, teardown),

@@ -134,8 +134,7 @@ static void test_buckets(void **state)
     /* what this store does not do is refused, and changes nothing */
     int64_t held = 0;
     uint64_t epoch = 0;
-    assert_int_equal(sale_store_raise_stock(s, 0, 20), -EOPNOTSUPP);
-    assert_int_equal(sale_store_set_stock(s, 0, 20, &held), -EOPNOTSUPP);
+    assert_int_equal(sale_store_set_stock(s, 0, 9, &held), -EOPNOTSUPP);
     assert_int_equal(sale_store_new_sale(s, NULL, &epoch), -EOPNOTSUPP);
     assert_int_equal(sale_store_left(s, 0), 10);
     sale_store_destroy(s);
@@ -219,6 +218,58 @@ static void test_exact_sellout_skewed(void **state)
     assert_int_equal(sell(s, "skew", 200, skewed), 90);
     assert_drained("skew", 3);
     assert_true(bucket_int("skew", 0, 3, "ver", "GET") > 0); /* units came into bucket 0 */
+    sale_store_destroy(s);
+}
+
+/* A reload or the admin API raises the stock total of a sold-out item: the
+ * units go to bucket 0, once however often the same total is asked for,
+ * and buyers of the other buckets get them by transfers; the total can
+ * not go below the units sold, nor down at all on a cluster. */
+static void user_of(char *buf, size_t len, int k)
+{
+    user_in(buf, len, 1 + (uint32_t)k % 2, 3, k); /* buckets 1 and 2 only */
+}
+
+static void test_raise_stock(void **state)
+{
+    (void)state;
+    const sale_store_item items[] = {{"rai", 6, 1, 3}};
+    sale_store *s = open_store(items, 1, 60000, 0);
+    sale_item_state st;
+    assert_int_equal(sale_store_item_state(s, 0, &st), 0);
+    assert_int_equal(st.stock, 6);
+    assert_int_equal(st.left, 6);
+    assert_int_equal(st.per_user_limit, 1);
+    assert_int_equal(sell(s, "rai", 10, uniform), 6);
+    assert_int_equal(sale_store_left(s, 0), 0);
+
+    assert_int_equal(sale_store_raise_stock(s, 0, 10), 4);
+    assert_int_equal(sale_store_raise_stock(s, 0, 10), 0); /* once */
+    assert_int_equal(sale_store_raise_stock(s, 0, 8), 0);  /* never down */
+    assert_int_equal(bucket_int("rai", 0, 3, "total", "GET"), 10);
+    assert_int_equal(sale_store_item_state(s, 0, &st), 0);
+    assert_int_equal(st.stock, 10);
+    assert_int_equal(st.left, 4);
+    /* buyers away from bucket 0 buy the new units, and no more */
+    assert_int_equal(sell(s, "rai", 8, user_of), 4);
+    assert_drained("rai", 3);
+
+    int64_t held = -1;
+    assert_int_equal(sale_store_set_stock(s, 0, 9, &held), -EBUSY);
+    assert_int_equal(held, 10);
+    assert_int_equal(sale_store_set_stock(s, 0, 10, &held), 0);
+    assert_int_equal(sale_store_set_stock(s, 0, 12, &held), 0);
+    assert_int_equal(sale_store_left(s, 0), 2);
+    assert_int_equal(sale_store_set_stock(s, 0, 11, &held), -EOPNOTSUPP);
+    assert_int_equal(held, 10);
+    assert_int_equal(sale_store_set_limit(s, 0, 2), -EOPNOTSUPP);
+    sale_store_destroy(s);
+
+    /* a new store over the same keys reads the raised total */
+    s = open_store(items, 1, 60000, 0);
+    assert_int_equal(sale_store_item_state(s, 0, &st), 0);
+    assert_int_equal(st.stock, 12);
+    assert_int_equal(st.left, 2);
     sale_store_destroy(s);
 }
 
@@ -517,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_buckets),
         cmocka_unit_test(test_exact_sellout_uniform),
         cmocka_unit_test(test_exact_sellout_skewed),
+        cmocka_unit_test(test_raise_stock),
         cmocka_unit_test(test_decisions_and_limit),
         cmocka_unit_test(test_pay_and_reap),
         cmocka_unit_test(test_threads_never_oversell),
