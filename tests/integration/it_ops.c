@@ -88,6 +88,8 @@ static int log_wait(const char *path, const char *want, long ms)
     return 0;
 }
 
+static void forget(pid_t pid);
+
 static pid_t spawn_logged(const char *const argv[], const char *log, const char *ready)
 {
     pid_t pid = fork();
@@ -107,9 +109,15 @@ static pid_t spawn_logged(const char *const argv[], const char *log, const char 
             snprintf(logs[i], sizeof logs[i], "%s", log);
             break;
         }
-    if (!log_wait(log, ready, 30000)) {
-        char *s = slurp(log);
-        fail_msg("no '%s' from %s: %s", ready, argv[0], s);
+    if (!log_wait(log, ready, 60000)) { /* generous: a loaded machine under sanitizers */
+        char *s = slurp(log), how[64] = "still running";
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            forget(pid);
+            snprintf(how, sizeof how, WIFEXITED(st) ? "exited %d" : "killed by signal %d",
+                     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        }
+        fail_msg("no '%s' from %s within 60 s (%s): %s", ready, argv[0], how, s);
     }
     return pid;
 }
