@@ -18,65 +18,21 @@
 _Static_assert(SK_SUCCESS == 0 && SK_SOLD_OUT == 1 && SK_ALREADY_PURCHASED == 2,
                "the decide script hard-codes these result codes");
 
-/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, 5+i decision of request i.
- * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit, 4 decision ttl ms, 5 item,
+/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines (not used), 5 events, 5+i
+ *       refusal of request i.
+ * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit, 4 refusal ttl ms, 5 item,
  *       6 final: '1' an empty stock answers (and records) sold_out; else it
  *       answers -1 and records nothing (stock may come from elsewhere),
- *       then per request: verdict, user, request id, order id.
+ *       then per request: verdict, user, request id.
  * Returns -1 (no stock key), -2 (stock not a number), or per request
- * {result, order_id, stock left}. */
-const char sk__redis_decide_lua[] =
-    "local stock = redis.call('GET', KEYS[1])\n"
-    "if not stock then return -1 end\n"
-    "stock = tonumber(stock)\n"
-    "if not stock then return -2 end\n"
-    "local limit = tonumber(ARGV[3])\n"
-    "local out = {}\n"
-    "local n = (#ARGV - 6) / 4\n"
-    "for i = 1, n do\n"
-    "  local a = 6 + (i - 1) * 4\n"
-    "  local verdict = tonumber(ARGV[a + 1])\n"
-    "  local user, rid, oid = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
-    "  local dkey = KEYS[5 + i]\n"
-    "  local res, order\n"
-    "  local d = redis.call('GET', dkey)\n"
-    "  if d then\n"
-    "    local r, o = string.match(d, '^(%d+)|(.*)$')\n"
-    "    res, order = tonumber(r), o\n"
-    "    redis.call('PEXPIRE', dkey, ARGV[4])\n"
-    "  else\n"
-    "    if verdict ~= 0 then\n"
-    "      res, order = verdict, ''\n"
-    "    else\n"
-    "      local cnt, last = 0, ''\n"
-    "      local u = redis.call('HGET', KEYS[2], user)\n"
-    "      if u then\n"
-    "        local c, l = string.match(u, '^(%d+)|(.*)$')\n"
-    "        cnt, last = tonumber(c), l\n"
-    "      end\n"
-    "      if cnt >= limit then\n"
-    "        res, order = 2, last\n"
-    "      elseif stock <= 0 then\n"
-    "        if ARGV[6] == '1' then res = 1 else res = -1 end\n"
-    "        order = ''\n"
-    "      else\n"
-    "        stock = redis.call('DECR', KEYS[1])\n"
-    "        redis.call('HSET', KEYS[2], user, (cnt + 1) .. '|' .. oid)\n"
-    "        redis.call('HSET', KEYS[3], oid,\n"
-    "                   'reserved|' .. user .. '|' .. rid .. '|' .. ARGV[1] .. '|' .. ARGV[2])\n"
-    "        redis.call('ZADD', KEYS[4], ARGV[2], oid)\n"
-    "        redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'order', oid, 'item', ARGV[5],\n"
-    "                   'user', user, 'request', rid, 'at', ARGV[1], 'deadline', ARGV[2])\n"
-    "        res, order = 0, oid\n"
-    "      end\n"
-    "    end\n"
-    "    if res >= 0 then redis.call('SET', dkey, res .. '|' .. order, 'PX', ARGV[4]) end\n"
-    "  end\n"
-    "  out[#out + 1] = res\n"
-    "  out[#out + 1] = order\n"
-    "  out[#out + 1] = stock\n"
-    "end\n"
-    "return out\n";
+ * {result, order_id, stock left}: the body, redis_scripts.h. */
+const char sk__redis_decide_lua[] = "local stock = redis.call('GET', KEYS[1])\n"
+                                    "if not stock then return -1 end\n"
+                                    "stock = tonumber(stock)\n"
+                                    "if not stock then return -2 end\n"
+                                    "local limit = tonumber(ARGV[3])\n"
+                                    "local kd, final, sfx = 5, ARGV[6] == '1', ''\n" SK_REDIS_LUA_BULK
+                                        SK_REDIS_LUA_DECIDE;
 
 /* KEYS: 1 orders, 2 deadlines, 3 events. ARGV: 1 order id, 2 now_ms, 3 item.
  * Returns 1 paid now, 0 already paid, -1 no such order, -2 cancelled,
@@ -96,44 +52,13 @@ const char sk__redis_pay_lua[] =
     "           'user', user, 'request', rid, 'at', ARGV[2])\n"
     "return 1\n";
 
-/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, optional 6 a
- * counter raised by the units returned to the stock.
- * ARGV: 1 now_ms, 2 max orders to look at, 3 item.
- * Returns -1 (no stock key) or {cancelled, looked at}. */
-const char sk__redis_reap_lua[] =
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, "
-    "tonumber(ARGV[2]))\n"
-    "local cancelled = 0\n"
-    "for _, oid in ipairs(due) do\n"
-    "  redis.call('ZREM', KEYS[4], oid)\n"
-    "  local rec = redis.call('HGET', KEYS[3], oid)\n"
-    "  local state, user, rid, created, deadline\n"
-    "  if rec then\n"
-    "    state, user, rid, created, deadline =\n"
-    "      string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')\n"
-    "  end\n"
-    "  if state == 'reserved' then\n"
-    "    redis.call('HSET', KEYS[3], oid,\n"
-    "               'cancelled|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline)\n"
-    "    redis.call('INCR', KEYS[1])\n"
-    "    local u = redis.call('HGET', KEYS[2], user)\n"
-    "    if u then\n"
-    "      local c, l = string.match(u, '^(%d+)|(.*)$')\n"
-    "      c = tonumber(c) - 1\n"
-    "      if c <= 0 then\n"
-    "        redis.call('HDEL', KEYS[2], user)\n"
-    "      else\n"
-    "        redis.call('HSET', KEYS[2], user, c .. '|' .. l)\n"
-    "      end\n"
-    "    end\n"
-    "    redis.call('XADD', KEYS[5], '*', 'type', 'cancelled', 'order', oid, 'item', ARGV[3],\n"
-    "               'user', user, 'request', rid, 'at', ARGV[1])\n"
-    "    cancelled = cancelled + 1\n"
-    "  end\n"
-    "end\n"
-    "if KEYS[6] and cancelled > 0 then redis.call('INCRBY', KEYS[6], cancelled) end\n"
-    "return {cancelled, #due}\n";
+/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, 6 the reap's
+ * stream position, 7 a counter raised by the units returned to the stock.
+ * ARGV: 1 now_ms, 2 max entries to look at, 3 item.
+ * Returns -1 (no stock key) or {cancelled, looked at}: the body,
+ * redis_scripts.h. */
+const char sk__redis_reap_lua[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
+                                  "local epoch, kcur, kver = 0, KEYS[6], KEYS[7]\n" SK_REDIS_LUA_REAP;
 
 /* An error reply from Redis as an errno. */
 int sk__redis_reply_err(const redisReply *rep)

@@ -7,7 +7,7 @@
  * store (store_redis.c) under its own tag, and the same scripts run on them
  * (redis_scripts.c), so within a bucket every rule of backend.h holds by
  * one atomic script call:
- *   sk:{T}:stock, :users, :orders, :deadlines, :events, :req:<R>
+ *   sk:{T}:stock, :users, :orders, :deadlines, :events, :reaped, :req:<R>
  * plus, for moving units between buckets:
  *   sk:{T}:xout      hash    transfer id X -> "to|units|created_ms": units
  *                            taken out of this bucket and not yet known to
@@ -525,7 +525,6 @@ typedef struct dreq {
     int final;  /* decide with final = 1 */
     char verdict[8];
     char rid[UUID_STR];
-    char oid[UUID_STR];
     char dkey[KEY_MAX];
 } dreq;
 
@@ -653,7 +652,6 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
                 a[c++] = q[i].verdict;
                 a[c++] = reqs[i].user_id;
                 a[c++] = q[i].rid;
-                a[c++] = q[i].oid;
             }
         cmds[k] = (sk_cluster_cmd){
             .slot = m->items[g[k].item].b[g[k].bucket].slot, .argc = (int)c, .argv = a};
@@ -715,12 +713,6 @@ static int cs_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *ou
         q[i].bucket = sale_cluster_user_bucket(reqs[i].user_id, ci->nb);
         snprintf(q[i].verdict, sizeof q[i].verdict, "%d", (int)reqs[i].verdict);
         uuid_unparse_lower(reqs[i].request_id, q[i].rid);
-        q[i].oid[0] = '\0';
-        if (reqs[i].verdict == SK_SUCCESS) {
-            uuid_t u;
-            sk_uuid4(u);
-            uuid_unparse_lower(u, q[i].oid);
-        }
         snprintf(q[i].dkey, sizeof q[i].dkey, "sk:{%s}:req:%s", ci->b[q[i].bucket].tag, q[i].rid);
     }
 
@@ -1000,28 +992,28 @@ static int cs_reap(sale_store *s, uint64_t now_ms)
     for (size_t i = 0; i < m->nitems; i++)
         total += m->items[i].nb;
     sk_cluster_cmd *cmds = calloc(total, sizeof *cmds);
-    char(*keys)[KEY_MAX] = calloc(total * 6, KEY_MAX);
-    const char **argv = calloc(total * 12, sizeof *argv);
+    char(*keys)[KEY_MAX] = calloc(total * 7, KEY_MAX);
+    const char **argv = calloc(total * 13, sizeof *argv);
     const char **body = calloc(total, sizeof *body);
     if (!cmds || !keys || !argv || !body)
         goto out_free;
     snprintf(snow, sizeof snow, "%llu", (unsigned long long)now_ms);
     snprintf(smax, sizeof smax, "%d", REAP_BATCH);
     while (more) {
-        static const char *const suffix[] = {"stock",     "users",  "orders",
-                                             "deadlines", "events", "ver"};
+        static const char *const suffix[] = {"stock",  "users",  "orders", "deadlines",
+                                             "events", "reaped", "ver"};
         more = 0;
         k = 0;
         for (size_t i = 0; i < m->nitems; i++)
             for (uint32_t b = 0; b < m->items[i].nb; b++, k++) {
-                const char **a = &argv[k * 12];
-                a[0] = "EVALSHA", a[1] = m->sha[S_REAP], a[2] = "6";
-                for (int j = 0; j < 6; j++) {
-                    bkey(keys[k * 6 + j], &m->items[i].b[b], suffix[j]);
-                    a[3 + j] = keys[k * 6 + j];
+                const char **a = &argv[k * 13];
+                a[0] = "EVALSHA", a[1] = m->sha[S_REAP], a[2] = "7";
+                for (int j = 0; j < 7; j++) {
+                    bkey(keys[k * 7 + j], &m->items[i].b[b], suffix[j]);
+                    a[3 + j] = keys[k * 7 + j];
                 }
-                a[9] = snow, a[10] = smax, a[11] = m->items[i].id;
-                cmds[k] = (sk_cluster_cmd){.slot = m->items[i].b[b].slot, .argc = 12, .argv = a};
+                a[10] = snow, a[11] = smax, a[12] = m->items[i].id;
+                cmds[k] = (sk_cluster_cmd){.slot = m->items[i].b[b].slot, .argc = 13, .argv = a};
                 body[k] = sk__redis_reap_lua;
             }
         rc = run_scripts(m, cmds, total, body, 1);

@@ -22,18 +22,24 @@
  *                               absent: the configured stock.
  *   sk:{I}:limit        string  the per-user limit the admin API set; absent:
  *                               the configured one. Read by DECIDE.
- *   sk:{I}:req:<R>      string  "result|order_id", the decision of request R
+ *   sk:{I}:req:<R>      string  "result|order_id", the refusal of request R
  *                               (UUID text), PX 24 h. Written by DECIDE only.
+ *                               (A success's decision is its order: the
+ *                               order id is the request id. Successes
+ *                               decided before that have a key here too.)
  *   sk:{I}:users        hash    user -> "count|last_order_id": purchases that
  *                               count against the per-user limit. DECIDE adds,
  *                               REAP subtracts (field deleted at 0).
- *   sk:{I}:orders       hash    order_id -> "state|user|R|created_ms|deadline_ms|E"
+ *   sk:{I}:orders       hash    order_id (= R since order ids are request ids)
+ *                               -> "state|user|R|created_ms|deadline_ms|E"
  *                               (E the order's sale; records without it: 0),
  *                               state reserved -> paid (PAY) or -> cancelled
  *                               (REAP). Written by DECIDE, PAY, REAP.
- *   sk:{I}:deadlines    zset    order_id scored by pay deadline (unix ms),
- *                               reserved orders only. DECIDE adds; PAY and
- *                               REAP remove.
+ *   sk:{I}:deadlines    zset    order_id scored by pay deadline (unix ms): the
+ *                               reserved orders of a store from before the
+ *                               events stream was the deadline index. PAY and
+ *                               REAP remove; nothing adds.
+ *   sk:{I}:reaped       string  the id of the last events entry REAP got past.
  *   sk:{I}:events       stream  one entry per order transition: type
  *                               reserved|paid|cancelled, order, item, user,
  *                               request, at, deadline. XADD by DECIDE, PAY and
@@ -43,18 +49,22 @@
  * DECIDE (one call per item per batch; the batch's calls are pipelined):
  *   1. no stock key -> return -1 (the batch fails with -ENOENT; nothing written)
  *   2. per request, in batch order:
- *      a. a stored decision exists -> answer it, whatever the verdict now,
- *         and refresh its TTL (a write, so the WAIT below covers it, and
- *         with it every write before, the decision itself included)
+ *      a. a stored decision exists (an order under the request id, or a
+ *         refusal key) -> answer it, whatever the verdict now, and rewrite
+ *         the order or refresh the key's TTL (a write, so the WAIT below
+ *         covers it, and with it every write before, the decision included)
  *      b. verdict is not success -> store and answer the verdict
  *      c. the user's count >= limit -> already_purchased with the last order
  *      d. stock <= 0 -> sold_out
- *      e. DECR stock, count the user, write the order (reserved), its
- *         deadline, and XADD the reserved event; answer success
- *      f. store the decision with its TTL
- *   The order id is generated in C (libuuid) and passed in ARGV; it is used
- *   only when the request buys. Redis runs a script atomically, so the stock
- *   taken, the order and its event exist together or not at all.
+ *      e. take a unit, count the user, write the order (reserved) under the
+ *         request id and XADD the reserved event; answer success
+ *      f. a refusal (b-d) is stored under its key with its TTL
+ *   Redis runs a script atomically, so the stock taken, the order and its
+ *   event exist together or not at all. The script reads the batch's orders,
+ *   refusals and buyers first and writes the stock, buyers and orders once
+ *   at the end (redis_scripts.h): a purchase costs a Redis core about 15 µs
+ *   where a key with a TTL and a sorted-set entry per purchase made it 27
+ *   (loadtest/store_bench.c, docs/performance.md).
  *
  * Replica acknowledgement (min_replicas_ack = N > 0): after a batch's DECIDE
  * calls answered, `WAIT N replica_ack_timeout_ms` on the same connection.
@@ -72,10 +82,12 @@
  *
  * PAY: reserved and before its deadline -> paid, remove the deadline, XADD
  *   paid. Paid -> nothing (idempotent). Cancelled or deadline reached -> refused.
- * REAP: take up to REAP_BATCH orders whose deadline <= now from the zset and
- *   remove them; each one still reserved -> cancelled, INCR stock, the user's
- *   count - 1, XADD cancelled. The state check inside the script makes the
- *   return of stock happen once, however many reapers run.
+ * REAP: up to REAP_BATCH orders whose deadline <= now, from the zset (orders
+ *   from before) and then from the events stream after sk:{I}:reaped, up to
+ *   the first reserved entry not yet due; each one still reserved ->
+ *   cancelled, INCR stock, the user's count - 1, XADD cancelled. The state
+ *   check inside the script makes the return of stock happen once, however
+ *   many reapers run.
  *
  * Connections: a pool of SK_REDIS_POOL hiredis contexts, each borrowed by one
  * thread for one call. A context that saw an I/O error or a timeout is freed
@@ -87,6 +99,7 @@
 #include "store_redis.h"
 #include "log.h"
 #include "redis_conn.h"
+#include "redis_scripts.h"
 #include "uuid4.h"
 
 #include <assert.h>
@@ -111,12 +124,13 @@
 _Static_assert(SK_SUCCESS == 0 && SK_SOLD_OUT == 1 && SK_ALREADY_PURCHASED == 2,
                "DECIDE_LUA hard-codes these result codes");
 
-/* KEYS: 1 stock, 2 users (of sale E), 3 orders, 4 deadlines, 5 events, 6 epoch,
- *       7 limit, 7+i decision of request i.
- * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit (configured), 4 decision
- *       ttl ms, 5 item, 6 E, then per request: verdict, user, request id, order id.
+/* KEYS: 1 stock, 2 users (of sale E), 3 orders, 4 deadlines (not used), 5 events,
+ *       6 epoch, 7 limit, 7+i refusal of request i.
+ * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit (configured), 4 refusal
+ *       ttl ms, 5 item, 6 E, then per request: verdict, user, request id.
  * Returns -1 (no stock key), -2 (stock not a number), -3 (sale E is not the
- * one in force), or per request {result, order_id, stock left}. */
+ * one in force), or per request {result, order_id, stock left}: the body,
+ * redis_scripts.h. */
 static const char DECIDE_LUA[] =
     "if tonumber(redis.call('GET', KEYS[6]) or '0') ~= tonumber(ARGV[6]) then return -3 end\n"
     "local stock = redis.call('GET', KEYS[1])\n"
@@ -124,52 +138,7 @@ static const char DECIDE_LUA[] =
     "stock = tonumber(stock)\n"
     "if not stock then return -2 end\n"
     "local limit = tonumber(redis.call('GET', KEYS[7]) or ARGV[3])\n"
-    "local out = {}\n"
-    "local n = (#ARGV - 6) / 4\n"
-    "for i = 1, n do\n"
-    "  local a = 6 + (i - 1) * 4\n"
-    "  local verdict = tonumber(ARGV[a + 1])\n"
-    "  local user, rid, oid = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
-    "  local dkey = KEYS[7 + i]\n"
-    "  local res, order\n"
-    "  local d = redis.call('GET', dkey)\n"
-    "  if d then\n"
-    "    local r, o = string.match(d, '^(%d+)|(.*)$')\n"
-    "    res, order = tonumber(r), o\n"
-    "    redis.call('PEXPIRE', dkey, ARGV[4])\n"
-    "  else\n"
-    "    if verdict ~= 0 then\n"
-    "      res, order = verdict, ''\n"
-    "    else\n"
-    "      local cnt, last = 0, ''\n"
-    "      local u = redis.call('HGET', KEYS[2], user)\n"
-    "      if u then\n"
-    "        local c, l = string.match(u, '^(%d+)|(.*)$')\n"
-    "        cnt, last = tonumber(c), l\n"
-    "      end\n"
-    "      if cnt >= limit then\n"
-    "        res, order = 2, last\n"
-    "      elseif stock <= 0 then\n"
-    "        res, order = 1, ''\n"
-    "      else\n"
-    "        stock = redis.call('DECR', KEYS[1])\n"
-    "        redis.call('HSET', KEYS[2], user, (cnt + 1) .. '|' .. oid)\n"
-    "        redis.call('HSET', KEYS[3], oid,\n"
-    "                   'reserved|' .. user .. '|' .. rid .. '|' .. ARGV[1] .. '|' .. ARGV[2] ..\n"
-    "                   '|' .. ARGV[6])\n"
-    "        redis.call('ZADD', KEYS[4], ARGV[2], oid)\n"
-    "        redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'order', oid, 'item', ARGV[5],\n"
-    "                   'user', user, 'request', rid, 'at', ARGV[1], 'deadline', ARGV[2])\n"
-    "        res, order = 0, oid\n"
-    "      end\n"
-    "    end\n"
-    "    redis.call('SET', dkey, res .. '|' .. order, 'PX', ARGV[4])\n"
-    "  end\n"
-    "  out[#out + 1] = res\n"
-    "  out[#out + 1] = order\n"
-    "  out[#out + 1] = stock\n"
-    "end\n"
-    "return out\n";
+    "local kd, final, sfx = 7, true, '|' .. ARGV[6]\n" SK_REDIS_LUA_BULK SK_REDIS_LUA_DECIDE;
 
 /* KEYS: 1 orders, 2 deadlines, 3 events. ARGV: 1 order id, 2 now_ms, 3 item.
  * Returns 1 paid now, 0 already paid, -1 no such order, -2 cancelled,
@@ -189,45 +158,16 @@ static const char PAY_LUA[] =
     "           'user', user, 'request', rid, 'at', ARGV[2])\n"
     "return 1\n";
 
-/* KEYS: 1 stock, 2 users (of sale E), 3 orders, 4 deadlines, 5 events, 6 epoch.
- * ARGV: 1 now_ms, 2 max orders to look at, 3 item, 4 E.
+/* KEYS: 1 stock, 2 users (of sale E), 3 orders, 4 deadlines, 5 events, 6 epoch,
+ *       7 the reap's stream position.
+ * ARGV: 1 now_ms, 2 max entries to look at, 3 item, 4 E.
  * An order of an earlier sale is cancelled without returning anything.
- * Returns -1 (no stock key), -3 (sale E not in force) or {cancelled, looked at}. */
+ * Returns -1 (no stock key), -3 (sale E not in force) or {cancelled, looked
+ * at}: the body, redis_scripts.h. */
 static const char REAP_LUA[] =
     "if tonumber(redis.call('GET', KEYS[6]) or '0') ~= tonumber(ARGV[4]) then return -3 end\n"
     "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, "
-    "tonumber(ARGV[2]))\n"
-    "local cancelled = 0\n"
-    "for _, oid in ipairs(due) do\n"
-    "  redis.call('ZREM', KEYS[4], oid)\n"
-    "  local rec = redis.call('HGET', KEYS[3], oid)\n"
-    "  local state, user, rid, created, deadline, sale\n"
-    "  if rec then\n"
-    "    state, user, rid, created, deadline, sale =\n"
-    "      string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')\n"
-    "  end\n"
-    "  if state == 'reserved' then\n"
-    "    redis.call('HSET', KEYS[3], oid,\n"
-    "               'cancelled|' .. user .. '|' .. rid .. '|' .. created .. '|' .. deadline .. sale)\n"
-    "    local mine = (tonumber(string.sub(sale, 2)) or 0) == tonumber(ARGV[4])\n"
-    "    if mine then redis.call('INCR', KEYS[1]) end\n"
-    "    local u = mine and redis.call('HGET', KEYS[2], user)\n"
-    "    if u then\n"
-    "      local c, l = string.match(u, '^(%d+)|(.*)$')\n"
-    "      c = tonumber(c) - 1\n"
-    "      if c <= 0 then\n"
-    "        redis.call('HDEL', KEYS[2], user)\n"
-    "      else\n"
-    "        redis.call('HSET', KEYS[2], user, c .. '|' .. l)\n"
-    "      end\n"
-    "    end\n"
-    "    redis.call('XADD', KEYS[5], '*', 'type', 'cancelled', 'order', oid, 'item', ARGV[3],\n"
-    "               'user', user, 'request', rid, 'at', ARGV[1])\n"
-    "    cancelled = cancelled + 1\n"
-    "  end\n"
-    "end\n"
-    "return {cancelled, #due}\n";
+    "local epoch, kcur, kver = tonumber(ARGV[4]), KEYS[7], nil\n" SK_REDIS_LUA_REAP;
 
 /* SETSTOCK: the stock total of sale E becomes ARGV[1].
  * KEYS: 1 stock, 2 total (of sale E), 3 epoch. ARGV: 1 total, 2 configured
@@ -275,7 +215,6 @@ typedef struct ritem {
 typedef struct rq {
     char verdict[8];
     char rid[UUID_STR];
-    char oid[UUID_STR];
     char dkey[KEY_MAX];
 } rq;
 
@@ -673,10 +612,10 @@ void sk_redis_destroy(sk_redis *r)
 /* ---- decide ---- */
 
 /* The decide call's argv for m requests: EVALSHA, sha, numkeys, 7 item keys,
- * m decision keys, 6 scalar arguments (now, deadline, limit, ttl, item,
- * epoch) and 4 per request (verdict, user, request id, order id); see
- * append_group, which must stay in step with this count. */
-#define DECIDE_ARGC(m) (16 + 5 * (size_t)(m))
+ * m refusal keys, 6 scalar arguments (now, deadline, limit, ttl, item,
+ * epoch) and 3 per request (verdict, user, request id); see append_group,
+ * which must stay in step with this count. */
+#define DECIDE_ARGC(m) (16 + 4 * (size_t)(m))
 
 static int scratch_reserve(conn *cn, size_t n)
 {
@@ -762,7 +701,6 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
             argv[argc++] = cn->rqs[i].verdict;
             argv[argc++] = reqs[i].user_id;
             argv[argc++] = cn->rqs[i].rid;
-            argv[argc++] = cn->rqs[i].oid;
         }
     assert(argc == DECIDE_ARGC(m));
     for (k = 0; k < argc; k++)
@@ -920,12 +858,6 @@ static int backend_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcom
         cn->grp[i] = g;
         snprintf(q->verdict, sizeof q->verdict, "%d", (int)reqs[i].verdict);
         uuid_unparse_lower(reqs[i].request_id, q->rid);
-        q->oid[0] = '\0';
-        if (reqs[i].verdict == SK_SUCCESS) {
-            uuid_t u;
-            sk_uuid4(u);
-            uuid_unparse_lower(u, q->oid);
-        }
         snprintf(q->dkey, sizeof q->dkey, "sk:{%s}:req:%s", r->items[it].id, q->rid);
     }
     if (ngroups == 0)
@@ -1367,8 +1299,8 @@ int sk_redis_order_pay(sk_redis *r, const char *item_id, const char *order_id, u
 static int reap_item(sk_redis *r, const ritem *it, uint64_t now_ms, int *cancelled)
 {
     char kstock[KEY_MAX], kusers[KEY_MAX], korders[KEY_MAX], kdead[KEY_MAX], kevents[KEY_MAX];
-    char kepoch[KEY_MAX], snow[24], smax[16], sepoch[24];
-    const char *keys[] = {kstock, kusers, korders, kdead, kevents, kepoch};
+    char kepoch[KEY_MAX], kcur[KEY_MAX], snow[24], smax[16], sepoch[24];
+    const char *keys[] = {kstock, kusers, korders, kdead, kevents, kepoch, kcur};
     const char *args[] = {snow, smax, it->id, sepoch};
     uint64_t epoch = atomic_load(&it->epoch);
     ekey(kstock, it->id, epoch, "stock");
@@ -1377,13 +1309,14 @@ static int reap_item(sk_redis *r, const ritem *it, uint64_t now_ms, int *cancell
     key(kdead, it->id, "deadlines");
     key(kevents, it->id, "events");
     key(kepoch, it->id, "epoch");
+    key(kcur, it->id, "reaped");
     snprintf(snow, sizeof snow, "%llu", (unsigned long long)now_ms);
     snprintf(smax, sizeof smax, "%d", REAP_BATCH);
     snprintf(sepoch, sizeof sepoch, "%llu", (unsigned long long)epoch);
     for (;;) {
         redisReply *rep = NULL;
         long long looked;
-        int rc = script(r, SCRIPT_REAP, 6, keys, 4, args, &rep);
+        int rc = script(r, SCRIPT_REAP, 7, keys, 4, args, &rep);
         if (rc < 0)
             return rc;
         if (rep->type == REDIS_REPLY_ERROR)

@@ -575,15 +575,19 @@ def read_state(port):
 
 
 def decisions(port, rids_by_item):
-    """{rid: stored decision "result|order"} for the given request ids."""
+    """{rid: stored decision "result|order"} for the given request ids: a
+    success is its order, whose id is the request id; a refusal has a key."""
     r = Redis(port, timeout=5.0)
     out = {}
     for item, rids in rids_by_item.items():
         rids = list(rids)
         for i in range(0, len(rids), 200):
             chunk = rids[i:i + 200]
+            recs = r.call("HMGET", "sk:{%s}:orders" % item, *chunk)
+            out.update({rid: "0|" + rid for rid, v in zip(chunk, recs) if v is not None})
             vals = r.call("MGET", *["sk:{%s}:req:%s" % (item, rid) for rid in chunk])
-            out.update({rid: v for rid, v in zip(chunk, vals) if v is not None})
+            out.update({rid: v for rid, v in zip(chunk, vals)
+                        if v is not None and rid not in out})
     r.close()
     return out
 

@@ -283,7 +283,8 @@ static void test_batch_large(void **state)
     assert_int_equal(xlen("bl"), STOCK);
     assert_int_equal(orders_in("bl", "reserved"), STOCK);
     assert_int_equal(raw_int("HLEN %s", "sk:{bl}:users"), STOCK);
-    assert_int_equal(raw_int("ZCARD %s", "sk:{bl}:deadlines"), STOCK);
+    /* the events stream is the reaper's deadline index: no sorted set */
+    assert_int_equal(raw_int("ZCARD %s", "sk:{bl}:deadlines"), 0);
     free(reqs), free(rids), free(users), free(outs), free(left);
     sk_redis_destroy(r);
 }
@@ -781,6 +782,53 @@ static void test_pay_timeout(void **state)
     sk_redis_destroy(r);
 }
 
+/* The reaper's index: the events stream from where it got to; an order of a
+ * shorter pay timeout behind one of a longer (workers configured apart)
+ * waits for that one; an order in the deadlines set (written before order
+ * ids were request ids) is reaped too. */
+static void test_reap_index(void **state)
+{
+    (void)state;
+    sk_redis *slow = make("ri", 10, 1, 60000), *fast = make("ri", 10, 1, 1000);
+    static batch b;
+    b.n = 0;
+    batch_add(&b, "ri", "u1", SK_SUCCESS);
+    assert_int_equal(decide(slow, &b), 0);
+    uint64_t now = wall_ms();
+    b.n = 0;
+    batch_add(&b, "ri", "u2", SK_SUCCESS);
+    assert_int_equal(decide(fast, &b), 0);
+    assert_int_equal(b.outs[0].result, SK_SUCCESS);
+    /* the order id is the request id */
+    char rid[37];
+    uuid_unparse_lower(b.rids[0], rid);
+    assert_string_equal(b.outs[0].order_id, rid);
+    assert_int_equal(sk_redis_order_pay(fast, "ri", rid, now + 5000), -ETIME);
+    assert_int_equal(sk_redis_reap(fast, now + 5000), 0); /* behind u1's */
+
+    redisContext *c = raw();
+    redisReply *rep = redisCommand(c, "HSET sk:{ri}:orders legacy reserved|u3|%s|%llu|%llu|0",
+                                   rid, (unsigned long long)now, (unsigned long long)now + 10);
+    freeReplyObject(rep);
+    rep = redisCommand(c, "ZADD sk:{ri}:deadlines %llu legacy", (unsigned long long)now + 10);
+    freeReplyObject(rep);
+    rep = redisCommand(c, "HSET sk:{ri}:users u3 1|legacy");
+    freeReplyObject(rep);
+    rep = redisCommand(c, "DECR sk:{ri}:stock");
+    freeReplyObject(rep);
+    redisFree(c);
+    assert_int_equal(sk_redis_left(slow, "ri"), 7);
+    assert_int_equal(sk_redis_reap(fast, now + 5000), 1); /* the legacy order */
+    assert_int_equal(raw_int("ZCARD %s", "sk:{ri}:deadlines"), 0);
+    assert_int_equal(raw_int("HEXISTS sk:{ri}:users %s", "u3"), 0);
+    assert_int_equal(sk_redis_reap(fast, now + 70000), 2);
+    assert_int_equal(sk_redis_reap(slow, now + 70000), 0);
+    assert_int_equal(sk_redis_left(slow, "ri"), 10);
+    assert_int_equal(orders_in("ri", "cancelled"), 3);
+    sk_redis_destroy(slow);
+    sk_redis_destroy(fast);
+}
+
 /* ---- order events ---- */
 
 typedef struct seen {
@@ -969,6 +1017,7 @@ int main(void)
         cmocka_unit_test(test_missing_stock_key),
         cmocka_unit_test(test_pay),
         cmocka_unit_test(test_pay_timeout),
+        cmocka_unit_test(test_reap_index),
         cmocka_unit_test(test_events_read_ack),
         cmocka_unit_test(test_multi_item_batch),
         cmocka_unit_test(test_script_cache_lost),
