@@ -343,6 +343,8 @@ static void sleep_5ms(void)
     nanosleep(&ts, NULL);
 }
 
+#define QUIET_MS 100 /* http_drain: nothing in flight this long, then the daemons stop */
+
 /* Stop accepting, give parked requests grace_ms to be answered, then stop
  * the daemons. */
 static void http_drain(gw *g, uint32_t grace_ms)
@@ -356,11 +358,20 @@ static void http_drain(gw *g, uint32_t grace_ms)
     }
     g->parked_at_stop = gw_pending_count(g->pending);
     /* parked requests get their outcome or time out; wait until every
-     * answer has been sent (on_completed), not only decided */
-    uint64_t until = gw_mono_ns() + (uint64_t)grace_ms * 1000000ULL;
-    while ((gw_pending_count(g->pending) > 0 || atomic_load(&g->inflight) > 0) &&
-           gw_mono_ns() < until)
+     * answer has been sent (on_completed), not only decided, and nothing
+     * has been in flight for QUIET_MS: a connection accepted just before
+     * the listener closed may not have reached the purchase handler yet,
+     * and its request is served like the others, not cut off */
+    uint64_t now = gw_mono_ns(), until = now + (uint64_t)grace_ms * 1000000ULL;
+    uint64_t quiet_since = now;
+    while (now < until) {
+        if (gw_pending_count(g->pending) > 0 || atomic_load(&g->inflight) > 0)
+            quiet_since = now;
+        else if (now - quiet_since >= QUIET_MS * 1000000ULL)
+            break;
         sleep_5ms();
+        now = gw_mono_ns();
+    }
     atomic_store(&g->grace_over, 1);
     if (g->wheel) /* grace is over: time out whatever still waits (resumes it) */
         gw_wheel_expire_all(g->wheel);
