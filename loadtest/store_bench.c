@@ -12,7 +12,10 @@
  * roughly double what Redis spends; this is the figure that carries to a
  * Redis host of its own. It reports; it asserts nothing about speed.
  *
- * usage: store-bench [--seconds S] [--threads T] [--batch B] [--port P]
+ * usage: store-bench [--seconds S] [--threads T] [--batch B] [--port P] [--aof yes|no]
+ *   --aof no   the redis-server without its append-only file: what the AOF
+ *              costs a purchase (replicas and min_replicas_ack instead keep
+ *              a confirmed order when one node dies, not when all do)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +37,7 @@ static double opt_seconds = 5.0;
 static int opt_threads = 2;
 static int opt_batch = 16;
 static int opt_port = 17390;
+static const char *opt_aof = "yes";
 
 static uint64_t now_ns(void)
 {
@@ -89,8 +93,10 @@ static void *run(void *arg)
         for (size_t i = 0; i < b; i++, k++) {
             snprintf(users[i], 32, "t%d-u%llu", r->id, (unsigned long long)k);
             sk_uuid4(rids[i]);
-            reqs[i] = (sk_decide){.item_id = "bench", .user_id = users[i],
-                                  .request_id = rids[i], .verdict = SK_SUCCESS};
+            reqs[i] = (sk_decide){.item_id = "bench",
+                                  .user_id = users[i],
+                                  .request_id = rids[i],
+                                  .verdict = SK_SUCCESS};
         }
         int rc = be.decide(be.impl, reqs, b, outs, left);
         if (rc < 0) {
@@ -115,7 +121,7 @@ static pid_t start_redis(const char *dir)
         if (null >= 0)
             dup2(null, 1), dup2(null, 2);
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", dir, "--loglevel",
+               "--appendonly", opt_aof, "--appendfsync", "everysec", "--dir", dir, "--loglevel",
                "warning", (char *)NULL);
         _exit(127);
     }
@@ -124,27 +130,40 @@ static pid_t start_redis(const char *dir)
 
 int main(int argc, char **argv)
 {
-    static const struct option longs[] = {{"seconds", required_argument, NULL, 's'},
-                                          {"threads", required_argument, NULL, 't'},
-                                          {"batch", required_argument, NULL, 'b'},
-                                          {"port", required_argument, NULL, 'p'},
-                                          {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {
+        {"seconds", required_argument, NULL, 's'}, {"threads", required_argument, NULL, 't'},
+        {"batch", required_argument, NULL, 'b'},   {"port", required_argument, NULL, 'p'},
+        {"aof", required_argument, NULL, 'a'},     {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 's': opt_seconds = atof(optarg); break;
-        case 't': opt_threads = atoi(optarg); break;
-        case 'b': opt_batch = atoi(optarg); break;
-        case 'p': opt_port = atoi(optarg); break;
+        case 's':
+            opt_seconds = atof(optarg);
+            break;
+        case 't':
+            opt_threads = atoi(optarg);
+            break;
+        case 'b':
+            opt_batch = atoi(optarg);
+            break;
+        case 'p':
+            opt_port = atoi(optarg);
+            break;
+        case 'a':
+            opt_aof = optarg;
+            break;
         default:
-            fprintf(stderr, "usage: %s [--seconds S] [--threads T] [--batch B] [--port P]\n",
+            fprintf(stderr,
+                    "usage: %s [--seconds S] [--threads T] [--batch B] [--port P] [--aof yes|no]\n",
                     argv[0]);
             return 2;
         }
     }
     if (opt_seconds <= 0 || opt_threads < 1 || opt_threads > 64 || opt_batch < 1 ||
-        opt_batch > 4096 || opt_port <= 0 || opt_port > 65535) {
-        fprintf(stderr, "store-bench: seconds > 0, threads 1-64, batch 1-4096, a port\n");
+        opt_batch > 4096 || opt_port <= 0 || opt_port > 65535 ||
+        (strcmp(opt_aof, "yes") != 0 && strcmp(opt_aof, "no") != 0)) {
+        fprintf(stderr,
+                "store-bench: seconds > 0, threads 1-64, batch 1-4096, a port, aof yes or no\n");
         return 2;
     }
     char dir[] = "/tmp/store-bench-XXXXXX", err[256] = "";
@@ -191,9 +210,10 @@ int main(int argc, char **argv)
     else if (bought == 0)
         fprintf(stderr, "store-bench: nothing bought\n"), rc = -EIO;
     else
-        printf("store-bench: store=redis threads=%d batch=%d purchases=%llu purchases_per_s=%.0f "
-               "purchases_per_call=%.1f redis_cpu_pct=%.0f redis_cpu_us_per_purchase=%.1f\n",
-               opt_threads, opt_batch, (unsigned long long)bought, (double)bought / secs,
+        printf("store-bench: store=redis aof=%s threads=%d batch=%d purchases=%llu "
+               "purchases_per_s=%.0f purchases_per_call=%.1f redis_cpu_pct=%.0f "
+               "redis_cpu_us_per_purchase=%.1f\n",
+               opt_aof, opt_threads, opt_batch, (unsigned long long)bought, (double)bought / secs,
                (double)bought / (double)calls, 100.0 * cpu / secs, cpu * 1e6 / (double)bought);
 out:
     sale_store_destroy(s);
