@@ -96,7 +96,7 @@
     "    if verdict ~= 0 then\n" \
     "      res, order = verdict, ''\n" \
     "    elseif cnt[user] >= limit then\n" \
-    "      res, order = 2, last[user]\n" \
+    "      res, order = 2, last[user] or ''\n" \
     "    elseif stock <= 0 then\n" \
     "      if final then res = 1 else res = -1 end\n" \
     "      order = ''\n" \
