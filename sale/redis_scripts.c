@@ -18,8 +18,8 @@
 _Static_assert(SK_SUCCESS == 0 && SK_SOLD_OUT == 1 && SK_ALREADY_PURCHASED == 2,
                "the decide script hard-codes these result codes");
 
-/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines (not used), 5 events, 5+i
- *       refusal of request i.
+/* KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events, 6 latest deadline,
+ *       6+i refusal of request i.
  * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit, 4 refusal ttl ms, 5 item,
  *       6 final: '1' an empty stock answers (and records) sold_out; else it
  *       answers -1 and records nothing (stock may come from elsewhere),
@@ -31,7 +31,8 @@ const char sk__redis_decide_lua[] = "local stock = redis.call('GET', KEYS[1])\n"
                                     "stock = tonumber(stock)\n"
                                     "if not stock then return -2 end\n"
                                     "local limit = tonumber(ARGV[3])\n"
-                                    "local kd, final, sfx = 5, ARGV[6] == '1', ''\n" SK_REDIS_LUA_BULK
+                                    "local kd, kdl, final, sfx = 6, KEYS[6], ARGV[6] == '1', ''\n"
+                                        SK_REDIS_LUA_BULK
                                         SK_REDIS_LUA_DECIDE;
 
 /* KEYS: 1 orders, 2 deadlines, 3 events. ARGV: 1 order id, 2 now_ms, 3 item.

@@ -35,9 +35,14 @@
 
 /* The decide scripts' body (the Redis store's own and the cluster store's
  * per bucket), after a prologue that sets stock (units left), limit,
- * kd (KEYS[kd + i] is request i's refusal key), final (false: an empty
- * stock answers -1 and records nothing) and sfx (the order record's
- * ending). KEYS 1 stock, 2 users, 3 orders, 5 events. ARGV: 1 now_ms,
+ * kd (KEYS[kd + i] is request i's refusal key), kdl (the key of the latest
+ * pay deadline in the events stream), final (false: an empty stock answers
+ * -1 and records nothing) and sfx (the order record's ending). KEYS 1
+ * stock, 2 users, 3 orders, 4 deadlines, 5 events. The reaper reads the
+ * stream in order and stops at the first order not yet due, so a batch
+ * whose deadline is more than a second before the latest one (a lower
+ * pay_timeout_ms on this worker, a clock behind) also puts its orders in
+ * the deadlines set, which the reaper reads by deadline. ARGV: 1 now_ms,
  * 2 pay deadline, 4 refusal ttl ms, 5 item, then per request: verdict,
  * user, request id. A success's order id is its request id, so its order
  * record is its stored decision; a refusal is stored under its own key with
@@ -128,19 +133,33 @@
     "end\n" \
     "bulk_write('HSET', KEYS[2], uv)\n" \
     "bulk_write('HSET', KEYS[3], ow)\n" \
+    "if #ow > 0 then\n" \
+    "  local dl = tonumber(ARGV[2])\n" \
+    "  local top = tonumber(redis.call('GET', kdl) or '0')\n" \
+    "  if dl > top then\n" \
+    "    redis.call('SET', kdl, ARGV[2])\n" \
+    "  elseif dl < top - 1000 then\n" \
+    "    local zw = {}\n" \
+    "    for k = 1, #ow, 2 do\n" \
+    "      zw[#zw + 1] = ARGV[2]\n" \
+    "      zw[#zw + 1] = ow[k]\n" \
+    "    end\n" \
+    "    bulk_write('ZADD', KEYS[4], zw)\n" \
+    "  end\n" \
+    "end\n" \
     "return out\n" "\n"
 
 /* The reap scripts' body, after a prologue that sets epoch (the sale whose
  * orders give their unit back), kcur (the key of the stream position the
  * reap got to) and kver (nil, or a counter raised per unit given back).
  * KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events. ARGV: 1 now_ms,
- * 2 max entries to look at, 3 item. Orders in the deadlines set (written
- * before order ids were request ids) first; then the events stream from
+ * 2 max entries to look at, 3 item. Orders in the deadlines set (those
+ * decide put there, and any from before order ids were request ids) first;
+ * then the events stream from
  * kcur: each reserved entry whose deadline passed is cancelled if its order
  * is still reserved, up to the first not yet due. The stream is in
- * deadline order as long as every worker has the same pay_timeout_ms; an
- * order behind one with a longer timeout waits for that one's deadline
- * (pay refuses it at its own). Returns {cancelled, looked at}. */
+ * deadline order within a second (decide puts an order that would break
+ * that in the deadlines set too). Returns {cancelled, looked at}. */
 #define SK_REDIS_LUA_REAP \
     "local now, max, cancelled, looked = tonumber(ARGV[1]), tonumber(ARGV[2]), 0, 0\n" \
     "local function cancel(oid)\n" \

@@ -7,7 +7,7 @@
  * store (store_redis.c) under its own tag, and the same scripts run on them
  * (redis_scripts.c), so within a bucket every rule of backend.h holds by
  * one atomic script call:
- *   sk:{T}:stock, :users, :orders, :deadlines, :events, :reaped, :req:<R>
+ *   sk:{T}:stock, :users, :orders, :deadlines, :events, :reaped, :latest, :req:<R>
  * plus, for moving units between buckets:
  *   sk:{T}:xout      hash    transfer id X -> "to|units|created_ms": units
  *                            taken out of this bucket and not yet known to
@@ -15,10 +15,11 @@
  *   sk:{T}:xin:<X>   string  transfer X arrived here (PX 24 h). Written by GIVE.
  *   sk:{T}:ver       counter raised by every unit that comes into the
  *                            bucket's stock from elsewhere (GIVE, REAP, RAISE).
- *   sk:{T}:total     bucket 0 only: the item's stock total once a reload or
- *                            the admin API raised it (absent: the configured
- *                            stock). Written by RAISE, which adds the units
- *                            to bucket 0's stock in the same script.
+ *   sk:{T}:total     bucket 0 only: the item's stock total, set (NX) with
+ *                            the buckets' stock by the first process, and by
+ *                            RAISE, which adds the units to bucket 0's stock
+ *                            in the same script (absent, in a sale started
+ *                            before it existed: the configured stock).
  * and per item sk:{I}:buckets, the bucket count (SET NX by the first process).
  *
  * A user buys from bucket hash(user) mod B, always the same: the per-user
@@ -533,7 +534,7 @@ typedef struct dgroup {
     uint32_t bucket;
     int final;
     size_t m;
-    char keys[5][KEY_MAX];
+    char keys[6][KEY_MAX];
     char snow[24], sdeadline[24], slimit[16], sttl[16], nk[16];
 } dgroup;
 
@@ -619,6 +620,7 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
             bkey(g[k].keys[2], b, "orders");
             bkey(g[k].keys[3], b, "deadlines");
             bkey(g[k].keys[4], b, "events");
+            bkey(g[k].keys[5], b, "latest");
             snprintf(g[k].snow, sizeof g[k].snow, "%llu", (unsigned long long)now);
             snprintf(g[k].sdeadline, sizeof g[k].sdeadline, "%llu",
                      (unsigned long long)(now + m->pay_timeout_ms));
@@ -632,11 +634,11 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
     for (size_t k = 0; k < ng; k++) {
         const char **a = &argv[argc];
         size_t c = 0;
-        snprintf(g[k].nk, sizeof g[k].nk, "%zu", 5 + g[k].m);
+        snprintf(g[k].nk, sizeof g[k].nk, "%zu", 6 + g[k].m);
         a[c++] = "EVALSHA";
         a[c++] = m->sha[S_DECIDE];
         a[c++] = g[k].nk;
-        for (int j = 0; j < 5; j++)
+        for (int j = 0; j < 6; j++)
             a[c++] = g[k].keys[j];
         for (size_t i = 0; i < n; i++)
             if (gof[i] == (int)k)
@@ -1200,6 +1202,16 @@ static int setup_item(cluster_store *m, citem *it, uint32_t want)
                 rc = sk__redis_reply_err(rep);
             freeReplyObject(rep);
         }
+    }
+    /* the total the buckets were filled from, as they are (NX): a later
+     * process configured with another stock reads it, not its own */
+    bkey(k, &it->b[0], "total");
+    snprintf(v, sizeof v, "%lld", (long long)it->stock);
+    const char *total[] = {"SET", k, v, "NX"};
+    if (rc == 0 && (rc = sk_cluster_command(m->cl, it->b[0].slot, 4, total, NULL, &rep)) == 0) {
+        if (rep->type == REDIS_REPLY_ERROR)
+            rc = sk__redis_reply_err(rep);
+        freeReplyObject(rep);
     }
     return rc;
 }

@@ -36,10 +36,16 @@
  *                               state reserved -> paid (PAY) or -> cancelled
  *                               (REAP). Written by DECIDE, PAY, REAP.
  *   sk:{I}:deadlines    zset    order_id scored by pay deadline (unix ms): the
- *                               reserved orders of a store from before the
- *                               events stream was the deadline index. PAY and
- *                               REAP remove; nothing adds.
+ *                               orders DECIDE put out of deadline order in the
+ *                               events stream (see latest), and any from
+ *                               before the stream was the deadline index.
+ *                               PAY and REAP remove.
  *   sk:{I}:reaped       string  the id of the last events entry REAP got past.
+ *   sk:{I}:latest       string  the latest pay deadline DECIDE wrote to events:
+ *                               a batch more than a second before it puts its
+ *                               orders in deadlines too, so REAP, which stops
+ *                               at the first stream entry not yet due, does
+ *                               not leave them waiting behind it.
  *   sk:{I}:events       stream  one entry per order transition: type
  *                               reserved|paid|cancelled, order, item, user,
  *                               request, at, deadline. XADD by DECIDE, PAY and
@@ -124,8 +130,8 @@
 _Static_assert(SK_SUCCESS == 0 && SK_SOLD_OUT == 1 && SK_ALREADY_PURCHASED == 2,
                "DECIDE_LUA hard-codes these result codes");
 
-/* KEYS: 1 stock, 2 users (of sale E), 3 orders, 4 deadlines (not used), 5 events,
- *       6 epoch, 7 limit, 7+i refusal of request i.
+/* KEYS: 1 stock, 2 users (of sale E), 3 orders, 4 deadlines, 5 events, 6 epoch,
+ *       7 limit, 8 latest deadline, 8+i refusal of request i.
  * ARGV: 1 now_ms, 2 pay deadline ms, 3 per-user limit (configured), 4 refusal
  *       ttl ms, 5 item, 6 E, then per request: verdict, user, request id.
  * Returns -1 (no stock key), -2 (stock not a number), -3 (sale E is not the
@@ -138,7 +144,8 @@ static const char DECIDE_LUA[] =
     "stock = tonumber(stock)\n"
     "if not stock then return -2 end\n"
     "local limit = tonumber(redis.call('GET', KEYS[7]) or ARGV[3])\n"
-    "local kd, final, sfx = 7, true, '|' .. ARGV[6]\n" SK_REDIS_LUA_BULK SK_REDIS_LUA_DECIDE;
+    "local kd, kdl, final, sfx = 8, KEYS[8], true, '|' .. ARGV[6]\n" SK_REDIS_LUA_BULK
+        SK_REDIS_LUA_DECIDE;
 
 /* KEYS: 1 orders, 2 deadlines, 3 events. ARGV: 1 order id, 2 now_ms, 3 item.
  * Returns 1 paid now, 0 already paid, -1 no such order, -2 cancelled,
@@ -611,11 +618,11 @@ void sk_redis_destroy(sk_redis *r)
 
 /* ---- decide ---- */
 
-/* The decide call's argv for m requests: EVALSHA, sha, numkeys, 7 item keys,
+/* The decide call's argv for m requests: EVALSHA, sha, numkeys, 8 item keys,
  * m refusal keys, 6 scalar arguments (now, deadline, limit, ttl, item,
  * epoch) and 3 per request (verdict, user, request id); see append_group,
  * which must stay in step with this count. */
-#define DECIDE_ARGC(m) (16 + 4 * (size_t)(m))
+#define DECIDE_ARGC(m) (17 + 4 * (size_t)(m))
 
 static int scratch_reserve(conn *cn, size_t n)
 {
@@ -658,7 +665,7 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
     const ritem *it = &r->items[cn->gitem[g]];
     char nk[16], snow[24], sdeadline[24], slimit[16], sttl[16], sepoch[24];
     char kstock[KEY_MAX], kusers[KEY_MAX], korders[KEY_MAX], kdead[KEY_MAX], kevents[KEY_MAX];
-    char kepoch[KEY_MAX], klimit[KEY_MAX];
+    char kepoch[KEY_MAX], klimit[KEY_MAX], klatest[KEY_MAX];
     const char **argv = cn->argv;
     size_t m = 0, argc = 0, k;
     uint64_t epoch = atomic_load(&it->epoch);
@@ -668,9 +675,9 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
     if (ekey(kstock, it->id, epoch, "stock") < 0 || ekey(kusers, it->id, epoch, "users") < 0 ||
         key(korders, it->id, "orders") < 0 || key(kdead, it->id, "deadlines") < 0 ||
         key(kevents, it->id, "events") < 0 || key(kepoch, it->id, "epoch") < 0 ||
-        key(klimit, it->id, "limit") < 0)
+        key(klimit, it->id, "limit") < 0 || key(klatest, it->id, "latest") < 0)
         return -ENAMETOOLONG;
-    snprintf(nk, sizeof nk, "%zu", 7 + m);
+    snprintf(nk, sizeof nk, "%zu", 8 + m);
     snprintf(sepoch, sizeof sepoch, "%llu", (unsigned long long)epoch);
     snprintf(snow, sizeof snow, "%llu", (unsigned long long)now);
     snprintf(sdeadline, sizeof sdeadline, "%llu", (unsigned long long)(now + it->pay_timeout_ms));
@@ -687,6 +694,7 @@ static int append_group(sk_redis *r, conn *cn, const sk_decide *reqs, size_t n, 
     argv[argc++] = kevents;
     argv[argc++] = kepoch;
     argv[argc++] = klimit;
+    argv[argc++] = klatest;
     for (size_t i = 0; i < n; i++)
         if (cn->grp[i] == g)
             argv[argc++] = cn->rqs[i].dkey;

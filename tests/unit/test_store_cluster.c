@@ -138,10 +138,14 @@ static void test_buckets(void **state)
     assert_int_equal(sale_store_new_sale(s, NULL, &epoch), -EOPNOTSUPP);
     assert_int_equal(sale_store_left(s, 0), 10);
     sale_store_destroy(s);
-    /* a later process with another count keeps the sale's */
-    const sale_store_item other[] = {{"spread", 10, 1, 5}};
+    /* a later process with another count and stock keeps the sale's */
+    const sale_store_item other[] = {{"spread", 40, 1, 5}};
     s = open_store(other, 1, 60000, 0);
     assert_int_equal(sale_store_left(s, 0), 10);
+    sale_item_state st;
+    assert_int_equal(sale_store_item_state(s, 0, &st), 0);
+    assert_int_equal(st.stock, 10);
+    assert_int_equal(sale_store_raise_stock(s, 0, 12), 2);
     sale_store_destroy(s);
 }
 

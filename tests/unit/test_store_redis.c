@@ -782,10 +782,11 @@ static void test_pay_timeout(void **state)
     sk_redis_destroy(r);
 }
 
-/* The reaper's index: the events stream from where it got to; an order of a
- * shorter pay timeout behind one of a longer (workers configured apart)
- * waits for that one; an order in the deadlines set (written before order
- * ids were request ids) is reaped too. */
+/* The reaper's index: the events stream from where it got to, and the
+ * deadlines set for an order whose deadline is more than a second before
+ * one already in the stream (workers configured apart), which is reaped at
+ * its own deadline, not behind the other; an order in the deadlines set
+ * from before order ids were request ids is reaped too. */
 static void test_reap_index(void **state)
 {
     (void)state;
@@ -804,7 +805,10 @@ static void test_reap_index(void **state)
     uuid_unparse_lower(b.rids[0], rid);
     assert_string_equal(b.outs[0].order_id, rid);
     assert_int_equal(sk_redis_order_pay(fast, "ri", rid, now + 5000), -ETIME);
-    assert_int_equal(sk_redis_reap(fast, now + 5000), 0); /* behind u1's */
+    assert_int_equal(raw_int("ZCARD %s", "sk:{ri}:deadlines"), 1);
+    assert_int_equal(sk_redis_reap(fast, now + 500), 0);
+    assert_int_equal(sk_redis_reap(fast, now + 5000), 1); /* u2's, though behind u1's */
+    assert_int_equal(sk_redis_left(slow, "ri"), 9);
 
     redisContext *c = raw();
     redisReply *rep = redisCommand(c, "HSET sk:{ri}:orders legacy reserved|u3|%s|%llu|%llu|0",
@@ -817,11 +821,11 @@ static void test_reap_index(void **state)
     rep = redisCommand(c, "DECR sk:{ri}:stock");
     freeReplyObject(rep);
     redisFree(c);
-    assert_int_equal(sk_redis_left(slow, "ri"), 7);
+    assert_int_equal(sk_redis_left(slow, "ri"), 8);
     assert_int_equal(sk_redis_reap(fast, now + 5000), 1); /* the legacy order */
     assert_int_equal(raw_int("ZCARD %s", "sk:{ri}:deadlines"), 0);
     assert_int_equal(raw_int("HEXISTS sk:{ri}:users %s", "u3"), 0);
-    assert_int_equal(sk_redis_reap(fast, now + 70000), 2);
+    assert_int_equal(sk_redis_reap(fast, now + 70000), 1); /* u1's */
     assert_int_equal(sk_redis_reap(slow, now + 70000), 0);
     assert_int_equal(sk_redis_left(slow, "ri"), 10);
     assert_int_equal(orders_in("ri", "cancelled"), 3);
