@@ -359,15 +359,18 @@ static void http_drain(gw *g, uint32_t grace_ms)
     g->parked_at_stop = gw_pending_count(g->pending);
     /* parked requests get their outcome or time out; wait until every
      * answer has been sent (on_completed), not only decided, and nothing
-     * has been in flight for QUIET_MS: a connection accepted just before
-     * the listener closed may not have reached the purchase handler yet,
-     * and its request is served like the others, not cut off */
+     * has been in flight for a quiet spell (QUIET_MS, at most half the
+     * grace): a connection the daemon accepted just before the listener
+     * closed may not have reached the purchase handler yet, and its request
+     * is then served like the others, not cut off. (Connections still in
+     * the kernel's accept queue are reset with the listening socket.) */
     uint64_t now = gw_mono_ns(), until = now + (uint64_t)grace_ms * 1000000ULL;
-    uint64_t quiet_since = now;
+    uint64_t quiet_since = now,
+             quiet = (uint64_t)(grace_ms / 2 < QUIET_MS ? grace_ms / 2 : QUIET_MS);
     while (now < until) {
         if (gw_pending_count(g->pending) > 0 || atomic_load(&g->inflight) > 0)
             quiet_since = now;
-        else if (now - quiet_since >= QUIET_MS * 1000000ULL)
+        else if (now - quiet_since >= quiet * 1000000ULL)
             break;
         sleep_5ms();
         now = gw_mono_ns();
