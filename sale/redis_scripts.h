@@ -13,8 +13,8 @@
 #include "store.h"
 
 /* Lua shared by the decide scripts: bulk_read(cmd, key, t) runs MGET (key
- * nil) or HMGET over the names in t, bulk_write(cmd, key, t) HSET over the
- * pairs in t, in slices of 1,000 under Lua's unpack limit (8,000). */
+ * nil) or HMGET over the names in t, bulk_write(cmd, key, t) HSET or ZADD
+ * over the pairs in t, in slices of 1,000 under Lua's unpack limit (8,000). */
 #define SK_REDIS_LUA_BULK \
     "local function bulk_read(cmd, key, t)\n" \
     "  if #t == 0 then return {} end\n" \
@@ -33,25 +33,30 @@
     "  for i = 1, #t, 1000 do redis.call(cmd, key, unpack(t, i, math.min(i + 999, #t))) end\n" \
     "end\n" "\n"
 
-/* The decide scripts' body (the Redis store's own and the cluster store's
- * per bucket), after a prologue that sets stock (units left), limit,
- * kd (KEYS[kd + i] is request i's refusal key), kdl (the key of the latest
- * pay deadline in the events stream), final (false: an empty stock answers
- * -1 and records nothing) and sfx (the order record's ending). KEYS 1
- * stock, 2 users, 3 orders, 4 deadlines, 5 events. The reaper reads the
- * stream in order and stops at the first order not yet due, so a batch
- * whose deadline is more than a second before the latest one (a lower
- * pay_timeout_ms on this worker, a clock behind) also puts its orders in
- * the deadlines set, which the reaper reads by deadline. ARGV: 1 now_ms,
+/* The decide scripts' body (the Redis store's own, and the cluster store's
+ * per bucket), after a prologue that sets
+ *   stock  units left          limit  the per-user limit
+ *   kd     KEYS[kd + i] is request i's refusal key
+ *   kdl    the key of the latest pay deadline in the events stream
+ *   final  false: an empty stock answers -1 and records nothing
+ *   sfx    the order record's ending
+ * KEYS: 1 stock, 2 users, 3 orders, 4 deadlines, 5 events. ARGV: 1 now_ms,
  * 2 pay deadline, 4 refusal ttl ms, 5 item, then per request: verdict,
- * user, request id. A success's order id is its request id, so its order
- * record is its stored decision; a refusal is stored under its own key with
- * a TTL. The batch's reads come first (orders, refusals, buyers: one call
- * each), its writes of the stock, the buyers and the orders last (one call
- * each), so a purchase runs one command of its own, its XADD: Redis's CPU
- * goes to commands and, far more, to keys with a TTL and sorted-set entries
- * (docs/performance.md). A buyer or a request id twice in a batch sees the
- * earlier one's purchase. Returns per request {result, order id, left}. */
+ * user, request id. Returns per request {result, order id, left}.
+ *
+ * A success's order id is its request id, so its order record is its
+ * stored decision; a refusal is stored under its own key with a TTL. The
+ * batch's reads come first (orders, refusals, buyers: one call each) and
+ * its writes of the stock, the buyers and the orders last (one call each),
+ * so a purchase runs one command of its own, its XADD. Redis's CPU goes to
+ * the objects a purchase creates, far more than to the calls, and most to
+ * keys with a TTL and sorted-set entries (docs/performance.md). A buyer or
+ * a request id twice in a batch sees the earlier one's purchase.
+ *
+ * The reaper reads the stream in order and stops at the first order not
+ * yet due, so a batch whose deadline is more than a second before the
+ * latest one (a lower pay_timeout_ms on this worker, a clock behind) also
+ * puts its orders in the deadlines set, which the reaper reads by deadline. */
 #define SK_REDIS_LUA_DECIDE \
     "local n = (#ARGV - 6) / 3\n" \
     "local rids = {}\n" \
