@@ -254,6 +254,21 @@ def expect(r, status, result=None, key="result"):
     return r
 
 
+def all_stopped(pid):
+    """True when every thread of pid is stopped (SIGSTOP has taken effect:
+    kill() returns before the target's threads stop, and on a loaded VM a
+    thread may run on for a moment)."""
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+        for t in tasks:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                    return False
+        return True
+    except OSError:
+        return False
+
+
 def wait_until(what, fn, timeout=30):
     end = time.monotonic() + timeout
     while True:
@@ -463,6 +478,7 @@ def redis_sale(contract, gateway_bin, worker_bin, workdir):
         # the worker stops (still live for the lease): 504, then 202 pending
         # while the request waits in the queue
         worker.send_signal(signal.SIGSTOP)
+        wait_until("the worker stopped", lambda: all_stopped(worker.pid), timeout=10)
         to = expect(c.buy("r-2", "phone"), 504, "timeout").json()
         expect(c.get("/seckill/result/" + to["request_id"]), 202, "pending")
         time.sleep(0.3)
@@ -470,6 +486,7 @@ def redis_sale(contract, gateway_bin, worker_bin, workdir):
 
         # Redis stops answering: not ready, orders unavailable (nothing changed)
         redis.send_signal(signal.SIGSTOP)
+        wait_until("redis stopped", lambda: all_stopped(redis.pid), timeout=10)
         try:
             expect(c.get("/readyz"), 503, "redis_unreachable", key="status")
             expect(c.get("/orders/" + ok["order_id"]), 503, "overloaded")
