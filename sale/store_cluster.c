@@ -20,7 +20,9 @@
  *                            RAISE, which adds the units to bucket 0's stock
  *                            in the same script (absent, in a sale started
  *                            before it existed: the configured stock).
- * and per item sk:{I}:buckets, the bucket count (SET NX by the first process).
+ * and per item sk:{I}:buckets, the bucket count (SET NX by the first process),
+ * and sk:{I}:limit, the per-user limit the admin API set (absent: the
+ * configured one; see limits_refresh).
  *
  * A user buys from bucket hash(user) mod B, always the same: the per-user
  * limit and a request's stored decision (kept in the user's bucket) stay
@@ -86,6 +88,8 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,7 +170,8 @@ typedef struct bucket {
 typedef struct citem {
     char id[SK_ID_MAX + 1];
     int64_t stock;
-    uint32_t limit;
+    uint32_t limit;              /* configured */
+    _Atomic uint32_t limit_now;  /* in force: sk:{I}:limit, else limit (limits_refresh) */
     uint32_t nb;
     bucket *b;
 } citem;
@@ -180,6 +185,7 @@ typedef struct cluster_store {
     uint32_t timeout_ms;
     char sha[NSCRIPTS][41];
     int fault_kill_after_take;
+    _Atomic uint64_t limits_read_ms; /* when limits_refresh last ran (wall ms) */
 } cluster_store;
 
 static cluster_store *cs_of(void *s)
@@ -624,7 +630,7 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
             snprintf(g[k].snow, sizeof g[k].snow, "%llu", (unsigned long long)now);
             snprintf(g[k].sdeadline, sizeof g[k].sdeadline, "%llu",
                      (unsigned long long)(now + m->pay_timeout_ms));
-            snprintf(g[k].slimit, sizeof g[k].slimit, "%u", it->limit);
+            snprintf(g[k].slimit, sizeof g[k].slimit, "%u", atomic_load(&it->limit_now));
             snprintf(g[k].sttl, sizeof g[k].sttl, "%u", (unsigned)DECISION_TTL_MS);
             ng++;
         }
@@ -680,10 +686,73 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
     return rc;
 }
 
+/* ---- the per-user limit the admin API sets ----
+ * One key per item, sk:{I}:limit, in the item's own slot: a bucket's script
+ * cannot read it (another slot), so each process reads every item's key at
+ * most once a LIMITS_REFRESH_MS and passes the limit in force to DECIDE, as
+ * the configured one was. A change is one write, in force everywhere within
+ * that second. */
+#define LIMITS_REFRESH_MS 1000
+
+/* Read item it's limit in force into it->limit_now. 0 or negative errno
+ * (the one in force stays). */
+static int limit_read(cluster_store *m, citem *it)
+{
+    char k[KEY_MAX];
+    redisReply *rep = NULL;
+    snprintf(k, sizeof k, "sk:{%s}:limit", it->id);
+    const char *argv[] = {"GET", k};
+    int rc = sk_cluster_command(m->cl, sk_cluster_slot(k, strlen(k)), 2, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    long v = rep->type == REDIS_REPLY_STRING ? strtol(rep->str, NULL, 10) : 0;
+    if (rep->type == REDIS_REPLY_NIL)
+        atomic_store(&it->limit_now, it->limit);
+    else if (v >= 1 && v <= (long)UINT32_MAX)
+        atomic_store(&it->limit_now, (uint32_t)v);
+    else
+        rc = rep->type == REDIS_REPLY_ERROR ? sk__redis_reply_err(rep) : -EPROTO;
+    freeReplyObject(rep);
+    return rc;
+}
+
+static void limits_refresh(cluster_store *m, uint64_t now_ms)
+{
+    uint64_t last = atomic_load(&m->limits_read_ms);
+    if (now_ms < last + LIMITS_REFRESH_MS ||
+        !atomic_compare_exchange_strong(&m->limits_read_ms, &last, now_ms))
+        return; /* read lately, or another thread reads now */
+    for (size_t i = 0; i < m->nitems; i++)
+        if (limit_read(m, &m->items[i]) < 0)
+            return; /* read again next time */
+}
+
+static int cs_set_limit(sale_store *s, size_t i, uint32_t limit)
+{
+    cluster_store *m = cs_of(s);
+    if (i >= m->nitems)
+        return -ERANGE;
+    char k[KEY_MAX], v[16];
+    redisReply *rep = NULL;
+    snprintf(k, sizeof k, "sk:{%s}:limit", m->items[i].id);
+    snprintf(v, sizeof v, "%u", limit);
+    const char *argv[] = {"SET", k, v};
+    int rc = sk_cluster_command(m->cl, sk_cluster_slot(k, strlen(k)), 3, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep->type == REDIS_REPLY_ERROR)
+        rc = sk__redis_reply_err(rep);
+    freeReplyObject(rep);
+    if (rc == 0)
+        atomic_store(&m->items[i].limit_now, limit);
+    return rc;
+}
+
 static int cs_decide(void *impl, const sk_decide *reqs, size_t n, sk_outcome *outs, int64_t *left)
 {
     cluster_store *m = cs_of(impl);
     uint64_t now = wall_ms();
+    limits_refresh(m, now);
     int rc = -ENOMEM;
     size_t ng = 0, maxargs = 14 * n + 5 * n;
     dreq *q = calloc(n ? n : 1, sizeof *q);
@@ -867,8 +936,12 @@ static int cs_item_state(sale_store *s, size_t i, sale_item_state *out)
     int64_t left = cs_left(s, i);
     if (left < 0)
         return (int)left;
+    int rc = limit_read(m, &m->items[i]);
+    if (rc < 0)
+        return rc;
     *out = (sale_item_state){
-        .stock = total, .left = left, .per_user_limit = m->items[i].limit, .epoch = 0};
+        .stock = total, .left = left, .per_user_limit = atomic_load(&m->items[i].limit_now),
+        .epoch = 0};
     return 0;
 }
 
@@ -1137,6 +1210,7 @@ static const sale_store_ops cs_ops = {.destroy = cs_destroy,
                                       .raise = cs_raise,
                                       .item_state = cs_item_state,
                                       .set_stock = cs_set_stock,
+                                      .set_limit = cs_set_limit,
                                       .replica_ack_timeouts = cs_replica_ack_timeouts};
 
 /* ---- create ---- */
@@ -1243,6 +1317,7 @@ int sale__store_cluster_create(const sale_store_config *c, sale_store **out, cha
         snprintf(m->items[i].id, sizeof m->items[i].id, "%s", si->id);
         m->items[i].stock = si->stock;
         m->items[i].limit = si->per_user_limit;
+        atomic_init(&m->items[i].limit_now, si->per_user_limit);
     }
     sk_cluster_config cc = {.nodes = c->redis_nodes,
                             .timeout_ms = c->redis_timeout_ms,

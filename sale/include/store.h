@@ -153,8 +153,9 @@ int sale_store_item_state(sale_store *s, size_t item, sale_item_state *out);
  * raises it. OUT: *held (may be NULL): those units. */
 int sale_store_set_stock(sale_store *s, size_t item, int64_t total, int64_t *held);
 
-/* Item's per-user limit (>= 1) from the next decision on; a user already
- * over a lowered limit keeps what they bought. */
+/* Item's per-user limit (>= 1) from the next decision on (on the Redis
+ * Cluster store: of this process; every other one within a second); a user
+ * already over a lowered limit keeps what they bought. */
 int sale_store_set_limit(sale_store *s, size_t item, uint32_t limit);
 
 /* Start the next sale: stock[i] (-1, or stock NULL: the stock total in force)

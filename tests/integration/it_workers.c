@@ -1258,7 +1258,8 @@ static int buy_until_sold_out(int port, const char *prefix, int tries)
 
 /* A sold-out item on a cluster gets more stock: by a reload (SIGHUP) and by
  * the admin API. Exactly the units added are sold; the admin API shows the
- * cluster's total and refuses to lower it (501, nothing changed). */
+ * cluster's total, refuses to lower it (501, nothing changed) and raises
+ * the per-user limit, which every worker follows. */
 static void test_rcluster_raise_stock(void **state)
 {
     (void)state;
@@ -1305,7 +1306,22 @@ static void test_rcluster_raise_stock(void **state)
     const char *lower = "{\"stock\":33}";
     assert_int_equal(http_do(aport, "PATCH", "/items/demo", hdr, lower, strlen(lower), &r), 0);
     assert_int_equal(r.status, 501);
-    assert_int_equal(buy_until_sold_out(port, "third", 200), 5);
+    /* a second unit for each buyer: the workers read the new limit within a
+     * second; until then a second purchase is refused (409), never sold */
+    const char *limit = "{\"per_user_limit\":2}";
+    assert_int_equal(http_do(aport, "PATCH", "/items/demo", hdr, limit, strlen(limit), &r), 0);
+    assert_int_equal(r.status, 200);
+    t0 = mono_ms();
+    for (;;) {
+        assert_int_equal(http_buy(port, "{\"user_id\":\"first-0\",\"item_id\":\"demo\"}", &r), 0);
+        if (r.status == 200)
+            break;
+        assert_int_equal(r.status, 409);
+        assert_non_null(strstr(r.body, "already_purchased"));
+        assert_true(mono_ms() < t0 + 10000);
+        sleep_ms(100);
+    }
+    assert_int_equal(buy_until_sold_out(port, "third", 200), 4);
     assert_int_equal(http_do(aport, "GET", "/items/demo", hdr, NULL, 0, &r), 0);
     assert_non_null(strstr(r.body, "\"stock_total\":35"));
     cluster_stop(&cl);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sale/include/redis_cluster.h"
@@ -266,14 +267,37 @@ static void test_raise_stock(void **state)
     assert_int_equal(sale_store_left(s, 0), 2);
     assert_int_equal(sale_store_set_stock(s, 0, 11, &held), -EOPNOTSUPP);
     assert_int_equal(held, 10);
-    assert_int_equal(sale_store_set_limit(s, 0, 2), -EOPNOTSUPP);
+
+    /* the per-user limit: raised to 2 by one process, in force in another
+     * (started before the change) within a second */
+    sale_store *other = open_store(items, 1, 60000, 0);
+    char buyer[64];
+    uint8_t rid[16];
+    sk_outcome o;
+    uniform(buyer, sizeof buyer, 0); /* bought one unit above */
+    sk_uuid4(rid);
+    assert_int_equal(buy(other, "rai", buyer, rid, &o), 0);
+    assert_int_equal(o.result, SK_ALREADY_PURCHASED);
+    assert_int_equal(sale_store_set_limit(s, 0, 2), 0);
+    assert_int_equal(sale_store_item_state(s, 0, &st), 0);
+    assert_int_equal(st.per_user_limit, 2);
+    struct timespec pause = {1, 100 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    sk_uuid4(rid);
+    assert_int_equal(buy(other, "rai", buyer, rid, &o), 0);
+    assert_int_equal(o.result, SK_SUCCESS);
+    sk_uuid4(rid);
+    assert_int_equal(buy(s, "rai", buyer, rid, &o), 0);
+    assert_int_equal(o.result, SK_ALREADY_PURCHASED); /* 2 of 2 */
+    sale_store_destroy(other);
     sale_store_destroy(s);
 
-    /* a new store over the same keys reads the raised total */
+    /* a new store over the same keys reads the raised total and limit */
     s = open_store(items, 1, 60000, 0);
     assert_int_equal(sale_store_item_state(s, 0, &st), 0);
     assert_int_equal(st.stock, 12);
-    assert_int_equal(st.left, 2);
+    assert_int_equal(st.left, 1);
+    assert_int_equal(st.per_user_limit, 2);
     sale_store_destroy(s);
 }
 
