@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "test_proc.h"
 #include "test_time.h"
 
 /* A port nobody listens on right now (the kernel's choice for port 0). */
@@ -283,7 +284,7 @@ int redis_server_restart(redis_server *rs)
 void redis_server_pause(redis_server *rs)
 {
     if (rs->pid > 0)
-        kill(rs->pid, SIGSTOP);
+        proc_pause(rs->pid);
 }
 
 void redis_server_resume(redis_server *rs)

@@ -26,6 +26,7 @@
 
 #include "harness.h"
 #include "tests/redis_server.h"
+#include "tests/test_proc.h"
 #include "tests/test_time.h"
 
 static const char *gateway_bin, *worker_bin, *park;
@@ -95,7 +96,7 @@ static void test_sigterm_answers_parked(void **state)
     }
     assert_int_equal(r.status, 200);
 
-    kill(worker, SIGSTOP); /* consumes nothing more, its lease stays valid */
+    proc_pause(worker); /* consumes nothing more, its lease stays valid */
     pthread_t t[PARKED];
     client c[PARKED];
     for (int i = 0; i < PARKED; i++) {
