@@ -686,6 +686,20 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
     return rc;
 }
 
+/* A command whose reply matters only when it is an error (SET and the
+ * like) on slot. 0 or negative errno. */
+static int write1(cluster_store *m, unsigned slot, int argc, const char **argv)
+{
+    redisReply *rep = NULL;
+    int rc = sk_cluster_command(m->cl, slot, argc, argv, NULL, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep->type == REDIS_REPLY_ERROR)
+        rc = sk__redis_reply_err(rep);
+    freeReplyObject(rep);
+    return rc;
+}
+
 /* ---- the per-user limit the admin API sets ----
  * One key per item, sk:{I}:limit, in the item's own slot: a bucket's script
  * cannot read it (another slot), so each process reads every item's key at
@@ -694,13 +708,18 @@ static int decide_round(cluster_store *m, const sk_decide *reqs, size_t n, dreq 
  * that second. */
 #define LIMITS_REFRESH_MS 1000
 
+static void limit_key(char *buf, const citem *it)
+{
+    snprintf(buf, KEY_MAX, "sk:{%s}:limit", it->id);
+}
+
 /* Read item it's limit in force into it->limit_now. 0 or negative errno
  * (the one in force stays). */
 static int limit_read(cluster_store *m, citem *it)
 {
     char k[KEY_MAX];
     redisReply *rep = NULL;
-    snprintf(k, sizeof k, "sk:{%s}:limit", it->id);
+    limit_key(k, it);
     const char *argv[] = {"GET", k};
     int rc = sk_cluster_command(m->cl, sk_cluster_slot(k, strlen(k)), 2, argv, NULL, &rep);
     if (rc < 0)
@@ -733,16 +752,10 @@ static int cs_set_limit(sale_store *s, size_t i, uint32_t limit)
     if (i >= m->nitems)
         return -ERANGE;
     char k[KEY_MAX], v[16];
-    redisReply *rep = NULL;
-    snprintf(k, sizeof k, "sk:{%s}:limit", m->items[i].id);
+    limit_key(k, &m->items[i]);
     snprintf(v, sizeof v, "%u", limit);
     const char *argv[] = {"SET", k, v};
-    int rc = sk_cluster_command(m->cl, sk_cluster_slot(k, strlen(k)), 3, argv, NULL, &rep);
-    if (rc < 0)
-        return rc;
-    if (rep->type == REDIS_REPLY_ERROR)
-        rc = sk__redis_reply_err(rep);
-    freeReplyObject(rep);
+    int rc = write1(m, sk_cluster_slot(k, strlen(k)), 3, argv);
     if (rc == 0)
         atomic_store(&m->items[i].limit_now, limit);
     return rc;
@@ -1270,24 +1283,16 @@ static int setup_item(cluster_store *m, citem *it, uint32_t want)
         snprintf(v, sizeof v, "%lld",
                  (long long)(it->stock / it->nb + ((int64_t)b < it->stock % it->nb)));
         const char *argv[] = {"SET", k, v, "NX"};
-        rc = sk_cluster_command(m->cl, it->b[b].slot, 4, argv, NULL, &rep);
-        if (rc == 0) {
-            if (rep->type == REDIS_REPLY_ERROR)
-                rc = sk__redis_reply_err(rep);
-            freeReplyObject(rep);
-        }
+        rc = write1(m, it->b[b].slot, 4, argv);
     }
+    if (rc < 0)
+        return rc;
     /* the total the buckets were filled from, as they are (NX): a later
      * process configured with another stock reads it, not its own */
     bkey(k, &it->b[0], "total");
     snprintf(v, sizeof v, "%lld", (long long)it->stock);
     const char *total[] = {"SET", k, v, "NX"};
-    if (rc == 0 && (rc = sk_cluster_command(m->cl, it->b[0].slot, 4, total, NULL, &rep)) == 0) {
-        if (rep->type == REDIS_REPLY_ERROR)
-            rc = sk__redis_reply_err(rep);
-        freeReplyObject(rep);
-    }
-    return rc;
+    return write1(m, it->b[0].slot, 4, total);
 }
 
 int sale__store_cluster_create(const sale_store_config *c, sale_store **out, char *err,
